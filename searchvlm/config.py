@@ -1,0 +1,163 @@
+"""Typed configuration of a trial (model, data, training, synergy) and its result record.
+
+L0 module: pydantic + stdlib only. Every field is documented; the docs become CLI help
+and YAML comments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from searchvlm.policy import ReductionPolicy
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VocabLayout(_Strict):
+    """Token-id layout: [special tokens][text tokens][image tokens]."""
+
+    num_special: int = Field(ge=1, description="special tokens (pad, bos, eos, boi, eoi, ...)")
+    num_text: int = Field(ge=1, description="text (word) tokens")
+    num_image: int = Field(ge=2, description="image codes (VQ codebook / palette size)")
+
+    @property
+    def size(self) -> int:
+        return self.num_special + self.num_text + self.num_image
+
+    @property
+    def image_offset(self) -> int:
+        return self.num_special + self.num_text
+
+
+class ModelConfig(_Strict):
+    """The small unified VLM: a Llama-family decoder built locally from these numbers."""
+
+    num_layers: int = Field(4, ge=1, le=128, description="decoder layers")
+    hidden_size: int = Field(96, ge=8, description="model width d")
+    num_heads: int = Field(4, ge=1, description="attention heads")
+    num_kv_heads: int = Field(2, ge=1, description="key/value heads (GQA when < num_heads)")
+    intermediate_size: int = Field(256, ge=8, description="SwiGLU MLP width m")
+    rope_theta: float = Field(10000.0, gt=0, description="rotary embedding base")
+    max_positions: int = Field(1024, ge=16, description="maximum sequence length")
+    vocab: VocabLayout | None = Field(None, description="filled from the data set when omitted")
+
+    @model_validator(mode="after")
+    def _heads(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size = {self.hidden_size} must be divisible by num_heads = {self.num_heads}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads = {self.num_heads} must be divisible by num_kv_heads = {self.num_kv_heads}"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def kv_width(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+
+class DataConfig(_Strict):
+    """Where the two tasks' examples come from. Nothing is downloaded."""
+
+    name: Literal["digits", "shapes", "tokens"] = Field(
+        "digits", description="digits (scikit-learn) | shapes (generated) | tokens (your .npz/parquet)"
+    )
+    train_size: int = Field(700, ge=1, description="training images (shared by both tasks)")
+    val_size: int = Field(200, ge=1, description="validation images (evaluation rounds)")
+    test_size: int = Field(397, ge=1, description="held-out test images (final scores)")
+    image_size: int = Field(16, ge=4, le=64, description="shapes: image side in pixels")
+    num_colors: int = Field(4, ge=2, le=8, description="shapes: palette colours (plus background)")
+    path: str | None = Field(None, description="tokens: path of the .npz or .parquet file")
+    seed: int = Field(0, description="seed of the split and of generated data")
+
+
+class TrainingConfig(_Strict):
+    """One explicit training loop: AdamW, warm-up + cosine decay, gradient clipping."""
+
+    steps: int = Field(500, ge=1, description="optimizer steps (each: one batch per task)")
+    batch_size: int = Field(32, ge=1, description="examples per task per step")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup_frac: float = Field(0.05, ge=0, le=1, description="share of steps spent warming up")
+    grad_clip: float = Field(1.0, gt=0, description="max gradient norm")
+    eval_every: int = Field(100, ge=1, description="steps between evaluation rounds (reports)")
+    loss_weights: dict[Literal["understanding", "generation"], float] = Field(
+        default_factory=lambda: {"understanding": 1.0, "generation": 1.0},
+        description="per-task loss weights in joint training",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+    attention: Literal["sdpa", "eager"] = Field(
+        "sdpa", description="attention kernel of the reduced forward (eager: plain matmuls)"
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads (None: leave as is)")
+
+
+class SynergyConfig(_Strict):
+    """How joint-over-isolated synergy gain is computed (DESIGN.md)."""
+
+    aggregate: Literal["min", "mean"] = Field("min", description="min: both tasks must gain")
+    baseline: Literal["dense", "matched"] = Field(
+        "dense", description="dense: cached dense single-task models; matched: same policy alone"
+    )
+    fidelity: bool = Field(False, description="also score sampled generations with a classifier")
+
+
+class TrialConfig(_Strict):
+    """Everything one trial needs; `policy` is the explicit policy to train under."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    synergy: SynergyConfig = SynergyConfig()
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="paired seeds")
+    policy: ReductionPolicy | None = Field(None, description="None: dense")
+    cache_dir: str = Field("runs/cache", description="where isolated baselines are cached")
+    name: str = Field("trial", description="trial name")
+
+    @model_validator(mode="after")
+    def _layers(self) -> "TrialConfig":
+        if self.policy is not None and self.policy.num_layers != self.model.num_layers:
+            raise ValueError(
+                f"policy.num_layers = {self.policy.num_layers} must equal "
+                f"model.num_layers = {self.model.num_layers}"
+            )
+        return self
+
+    def resolved_policy(self) -> ReductionPolicy:
+        return self.policy or ReductionPolicy.dense(self.model.num_layers)
+
+
+TrialStatus = Literal["ok", "failed", "pruned"]
+
+
+class TrialResult(_Strict):
+    """What a trial returns (and what the trials table holds, one row per trial)."""
+
+    status: TrialStatus = "ok"
+    error: str | None = None
+    flops_ratio: float | None = None
+    synergy_gain: float | None = None
+    synergy_gain_stderr: float | None = None
+    und_gain: float | None = None
+    gen_gain: float | None = None
+    und_acc: float | None = None
+    gen_nll: float | None = None
+    gen_fidelity: float | None = None
+    und_acc_iso: float | None = None
+    gen_nll_iso: float | None = None
+    gen_fidelity_iso: float | None = None
+    seeds: list[int] = Field(default_factory=list)
+    per_seed: list[dict[str, Any]] = Field(default_factory=list)
+    train_seconds: float = 0.0
+    steps_done: int = 0
+    policy: ReductionPolicy | None = None

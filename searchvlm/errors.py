@@ -1,0 +1,141 @@
+"""User-facing errors that name the file, the key and the bad value; safe file readers.
+
+L0 module: stdlib + pydantic + PyYAML's safe loader only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """Bad input: `problems` is a list of (key path, value, reason); `str()` is one line each."""
+
+    def __init__(self, source: str | Path | None, key: str, value: Any, reason: str):
+        self.source = str(source) if source is not None else "<input>"
+        self.problems: list[tuple[str, Any, str]] = [(key, value, reason)]
+        super().__init__(self._render())
+
+    @classmethod
+    def many(cls, source: str | Path | None, problems: list[tuple[str, Any, str]]) -> "ConfigError":
+        err = cls(source, *problems[0])
+        err.problems = list(problems)
+        err.args = (err._render(),)
+        return err
+
+    def _render(self) -> str:
+        return "\n".join(
+            f"{self.source}: {key or '<root>'}: {reason}"
+            if value is _UNSET
+            else f"{self.source}: {key or '<root>'} = {_short(value)}: {reason}"
+            for key, value, reason in self.problems
+        )
+
+
+_UNSET = object()
+_NAMED = re.compile(r"^([A-Za-z_][\w.\[\]]*) (?:=|has|must) ")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_problems(err: ValidationError, prefix: str = "") -> list[tuple[str, Any, str]]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not _is_union_tag(p))
+        key = _key_path(loc)
+        if prefix:
+            key = f"{prefix}.{key}" if key else prefix
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        named = _NAMED.match(msg) if not loc else None
+        if named:  # a model-level check whose message starts with the key it is about
+            key = f"{prefix}.{named.group(1)}" if prefix else named.group(1)
+            value = _UNSET
+        problems.append((key, value, msg))
+    return problems
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the discriminator value (e.g. 'fastv') into loc for tagged unions
+    return isinstance(part, str) and part in {"per_layer", "fastv", "pyramid", "shallow", "cosine"}
+
+
+def validate(model: type[M], data: Any, source: str | Path | None = None, prefix: str = "") -> M:
+    """`model.model_validate(data)`, turning a ValidationError into a ConfigError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError.many(source, validation_problems(err, prefix)) from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} is not allowed")
+
+
+def load_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ConfigError(path, "", text[:40], f"not valid JSON ({err})") from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """YAML through the safe loader only; NaN/inf rejected."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(path, "", text[:40], f"not valid YAML ({err})".replace("\n", " ")) from None
+    bad = _non_finite(data)
+    if bad is not None:
+        raise ConfigError(path, bad[0], bad[1], "must be a finite number")
+    return data
+
+
+def _non_finite(data: Any, key: str = "") -> tuple[str, Any] | None:
+    if isinstance(data, float) and not math.isfinite(data):
+        return key, data
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(data))
+    else:
+        return None
+    for k, v in items:
+        sub = f"{key}{k}" if str(k).startswith("[") else (f"{key}.{k}" if key else str(k))
+        found = _non_finite(v, sub)
+        if found:
+            return found
+    return None
