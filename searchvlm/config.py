@@ -77,6 +77,9 @@ class DataConfig(_Strict):
     test_size: int = Field(397, ge=1, description="held-out test images (final scores)")
     image_size: int = Field(16, ge=4, le=64, description="shapes: image side in pixels")
     num_colors: int = Field(4, ge=2, le=8, description="shapes: palette colours (plus background)")
+    grid: int = Field(
+        2, ge=2, le=3, description="shapes: positions per side (2: quadrants, 3: 3x3 grid)"
+    )
     path: str | None = Field(None, description="tokens: path of the .npz or .parquet file")
     seed: int = Field(0, description="seed of the split and of generated data")
 

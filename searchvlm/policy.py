@@ -90,7 +90,8 @@ class PyramidSchedule(_Strict):
     def compile(self, num_layers: int) -> list[float]:
         bounds = self.boundaries
         if bounds is None:
-            bounds = sorted({max(1, round(num_layers * f)) for f in (0.25, 0.5, 0.75)})
+            raw = {max(1, round(num_layers * f)) for f in (0.25, 0.5, 0.75)}
+            bounds = sorted(b for b in raw if b < num_layers)
         for b in bounds:
             if not 1 <= b < num_layers:
                 raise ValueError(f"pyramid.boundaries value {b} must be in [1, {num_layers - 1}]")

@@ -1,0 +1,33 @@
+# One command sets up and runs the main job, one sets up and runs the tests.
+#   make sweep   -> venv + install + a small real sweep (search_spaces/quick.yaml)
+#   make test    -> venv + install + the test suite
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+
+.PHONY: setup sweep test bench browser
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)          # CPU build first: an unpinned torch pulls CUDA wheels
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+browser:  # Debian's chromium for the HTML-front browser test (root only; skipped otherwise)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || true
+
+sweep: setup
+	$(BIN)/searchvlm sweep search_spaces/quick.yaml --name quick
+
+test: setup browser
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/step_time.py

@@ -1,0 +1,44 @@
+"""Data for both tasks: `load_data(cfg)` -> `UnifiedData` of per-(split, task) `TaskSplit`s.
+
+Token ids are laid out [special][text][image] (`VocabLayout`); image token id =
+`vocab.image_offset + code`. Sequences (every row of a TaskSplit has the same layout):
+
+- understanding: [BOS] [question](INSTRUCTION) [BOI] [H*W image](IMAGE) [EOI] [answer EOS](OUTPUT);
+  labels on the answer words and EOS.
+- generation: [BOS] [caption](INSTRUCTION) [BOI] [H*W image](IMAGE) [EOI]; labels on the image.
+
+BOS/BOI/EOI are SYSTEM tokens. Instructions are left-padded and answers right-padded with
+PAD (never labelled) to the longest row of the data set, so T is the same in every split.
+Data sets: `digits` (scikit-learn), `shapes` (generated), `tokens` (your .npz/.parquet,
+schema in `searchvlm.data._tokens`). Splits are disjoint, seeded by `cfg.seed`, and both
+tasks use the same images of a split.
+"""
+
+from __future__ import annotations
+
+from searchvlm.config import DataConfig
+from searchvlm.data._layout import Corpus, build
+from searchvlm.data._types import (
+    BOI, BOS, EOI, EOS, IGNORE_INDEX, PAD, SPECIAL_TOKENS, SPLITS, TaskSplit, UnifiedData,
+)
+
+__all__ = [
+    "BOI", "BOS", "EOI", "EOS", "IGNORE_INDEX", "PAD", "SPECIAL_TOKENS", "SPLITS",
+    "TaskSplit", "UnifiedData", "load_corpus", "load_data",
+]
+
+
+def load_corpus(cfg: DataConfig) -> Corpus:
+    """The untokenised rows of `cfg.name` (texts, image codes, targets, split rows)."""
+    if cfg.name == "digits":
+        from searchvlm.data._digits import load_digits_corpus as load
+    elif cfg.name == "shapes":
+        from searchvlm.data._shapes import load_shapes_corpus as load
+    else:
+        from searchvlm.data._tokens import load_tokens_corpus as load
+    return load(cfg)
+
+
+def load_data(cfg: DataConfig | None = None) -> UnifiedData:
+    """Load, split and tokenise the data set `cfg` names (default: digits)."""
+    return build(load_corpus(cfg or DataConfig()))

@@ -1,0 +1,143 @@
+"""Sequence layout: a `Corpus` (text + image codes per row) -> token ids, segments, labels.
+
+understanding: [BOS] [PAD.. question] [BOI] [image] [EOI] [answer EOS PAD..]
+generation:    [BOS] [PAD.. caption]  [BOI] [image] [EOI]
+The instruction is left-padded (its words sit next to BOI) and the answer right-padded
+after EOS, both to the longest row of the whole corpus, so every split and row of a task
+shares one length T and one segment layout. PAD is never labelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from searchvlm.config import DataConfig, VocabLayout
+from searchvlm.data._types import (
+    BOI, BOS, EOI, EOS, IGNORE_INDEX, PAD, SPECIAL_TOKENS, SPLITS, TaskSplit, UnifiedData,
+)
+from searchvlm.errors import ConfigError
+from searchvlm.policy import TASKS, Segment
+
+
+@dataclass
+class Corpus:
+    """What a data set provides before tokenisation: one row per image."""
+
+    name: str
+    image_codes: np.ndarray  # (N, H*W) int64 in [0, num_image)
+    image_shape: tuple[int, int]
+    num_image: int
+    questions: list[str]  # understanding instruction per row
+    answers: list[str]  # understanding answer per row (>= 1 word)
+    captions: list[str]  # generation prompt per row
+    targets: np.ndarray  # (N, A) int64
+    attributes: list[str]
+    class_names: dict[str, list[str]]
+    splits: dict[str, np.ndarray]  # split -> row numbers (disjoint)
+    words: list[str] | None = None  # fixed text vocabulary; None: sorted words of the text
+
+
+def vocabulary(corpus: Corpus) -> list[str]:
+    if corpus.words is not None:
+        return list(corpus.words)
+    texts = corpus.questions + corpus.answers + corpus.captions
+    return sorted({w for t in texts for w in t.split()})
+
+
+def encode_rows(texts: list[str], index: dict[str, int], left: bool, eos: bool) -> np.ndarray:
+    """Texts -> (N, L) ids padded with PAD to the longest row (left or right), EOS optional."""
+    rows = [[index[w] for w in t.split()] + ([EOS] if eos else []) for t in texts]
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), PAD, dtype=np.int64)  # (N, L)
+    for i, r in enumerate(rows):
+        if r and left:
+            out[i, width - len(r):] = r
+        elif r:
+            out[i, : len(r)] = r
+    return out
+
+
+def _column(n: int, token: int) -> np.ndarray:
+    return np.full((n, 1), token, dtype=np.int64)  # (N, 1)
+
+
+def _segment_row(parts: list[tuple[Segment, int]]) -> np.ndarray:
+    return np.concatenate([np.full(k, int(s), dtype=np.int64) for s, k in parts])  # (T,)
+
+
+def assemble(instr: np.ndarray, image_ids: np.ndarray, answer: np.ndarray | None) -> TaskSplit:
+    """Concatenate the parts; `answer` None builds a generation row (image tokens labelled).
+
+    Returns input_ids, segments and labels; targets / image_codes are left empty."""
+    n, m = image_ids.shape
+    parts = [_column(n, BOS), instr, _column(n, BOI), image_ids, _column(n, EOI)]
+    layout = [(Segment.SYSTEM, 1), (Segment.INSTRUCTION, instr.shape[1]), (Segment.SYSTEM, 1),
+              (Segment.IMAGE, m), (Segment.SYSTEM, 1)]
+    if answer is not None:
+        parts.append(answer)
+        layout.append((Segment.OUTPUT, answer.shape[1]))
+    ids = np.concatenate(parts, axis=1)  # (N, T)
+    row = _segment_row(layout)  # (T,)
+    target = (row == int(Segment.IMAGE if answer is None else Segment.OUTPUT))[None]  # (1, T)
+    labels = np.where(target & (ids != PAD), ids, IGNORE_INDEX)  # (N, T)
+    seg = torch.from_numpy(row).expand(n, -1).contiguous()  # (N, T)
+    return TaskSplit(torch.from_numpy(ids), seg, torch.from_numpy(labels),
+                     np.empty((n, 0), np.int64), np.empty((n, 0), np.int64))
+
+
+def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus,
+                task: str) -> TaskSplit:
+    """The rows of one split assembled for `task`, with their targets and image codes."""
+    answer = parts["answers"][rows] if task == "understanding" else None
+    instr = parts["questions" if task == "understanding" else "captions"][rows]
+    out = assemble(instr, parts["image"][rows], answer)
+    out.targets = corpus.targets[rows]
+    out.image_codes = corpus.image_codes[rows]
+    out.source_index = rows.copy()
+    return out
+
+
+def build(corpus: Corpus) -> UnifiedData:
+    """Tokenise a corpus and cut it into the six (split, task) TaskSplits."""
+    words = vocabulary(corpus)
+    vocab = VocabLayout(num_special=len(SPECIAL_TOKENS), num_text=max(1, len(words)),
+                        num_image=corpus.num_image)
+    index = {w: i + vocab.num_special for i, w in enumerate(words)}
+    parts = {"questions": encode_rows(corpus.questions, index, left=True, eos=False),
+             "answers": encode_rows(corpus.answers, index, left=False, eos=True),
+             "captions": encode_rows(corpus.captions, index, left=True, eos=False),
+             "image": corpus.image_codes.astype(np.int64) + vocab.image_offset}  # (N, H*W)
+    splits = {(s, t): _task_split(parts, corpus.splits[s], corpus, t)
+              for s in SPLITS for t in TASKS}
+    seq_len = {t: splits[("train", t)].seq_len for t in TASKS}
+    info = {"seq_len": seq_len, "sizes": {s: int(len(corpus.splits[s])) for s in SPLITS}}
+    return UnifiedData(corpus.name, vocab, corpus.image_shape, words, list(corpus.attributes),
+                       dict(corpus.class_names), splits, info)
+
+
+def seeded_splits(n: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Disjoint seeded row numbers per split, cut from one permutation test-first, so the
+    held-out sets do not depend on train_size and a smaller train set is a subset."""
+    perm = np.random.default_rng(seed).permutation(n)
+    out, start = {}, 0
+    for s in reversed(SPLITS):  # test, val, train
+        out[s] = np.sort(perm[start: start + sizes[s]])
+        start += sizes[s]
+    return out
+
+
+def check_sizes(cfg: DataConfig, available: int, source: str | Path) -> dict[str, int]:
+    """Split sizes from the config; ConfigError naming data.train_size if they do not fit."""
+    sizes = {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size}
+    total = sum(sizes.values())
+    if total > available:
+        raise ConfigError(
+            source, "data.train_size", cfg.train_size,
+            f"train_size + val_size + test_size = {total} exceeds the {available} "
+            f"images available; lower data.train_size, data.val_size or data.test_size",
+        )
+    return sizes

@@ -1,0 +1,163 @@
+"""The on-disk record of a sweep: `runs/<sweep>/trials.csv` rows and `sweep.json` metadata.
+
+L0 module (stdlib + pydantic): the sweep driver writes these, `pareto`/`export`/`report`
+read them, so both sides share one definition of the columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from searchvlm.config import TrialResult
+from searchvlm.errors import ConfigError
+
+TRIALS_FILE = "trials.csv"
+SWEEP_FILE = "sweep.json"
+
+METRIC_COLUMNS = (
+    "flops_ratio",
+    "synergy_gain",
+    "synergy_gain_stderr",
+    "und_gain",
+    "gen_gain",
+    "und_acc",
+    "gen_nll",
+    "gen_fidelity",
+    "und_acc_iso",
+    "gen_nll_iso",
+    "gen_fidelity_iso",
+    "train_seconds",
+    "steps_done",
+)
+TRIAL_COLUMNS = (
+    "trial_id",
+    "number",
+    "status",
+    "error",
+    "preset",
+    *METRIC_COLUMNS,
+    "seeds",
+    "policy_json",
+    "params_json",
+    "start_time",
+    "end_time",
+)
+
+
+class SweepMeta(BaseModel):
+    """`runs/<sweep>/sweep.json`: what a sweep was, for pareto/export/provenance."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    space_path: str
+    space_hash: str
+    package_version: str
+    model: dict[str, Any] = Field(description="the model config trials were trained with")
+    objectives: list[dict[str, str]] = Field(default_factory=list)
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+    created: str | None = None
+
+
+def trial_row(
+    result: TrialResult,
+    trial_id: str,
+    number: int,
+    preset: str | None = None,
+    params: dict[str, Any] | None = None,
+    start_time: str = "",
+    end_time: str = "",
+) -> dict[str, Any]:
+    """One trials-table row (every field of the result, the explicit policy as JSON)."""
+    row: dict[str, Any] = {c: getattr(result, c) for c in METRIC_COLUMNS}
+    row.update(
+        trial_id=trial_id,
+        number=number,
+        status=result.status,
+        error=result.error or "",
+        preset=preset or "",
+        seeds=json.dumps(result.seeds),
+        policy_json=result.policy.model_dump_json() if result.policy else "",
+        params_json=json.dumps(params or {}, sort_keys=True, default=str),
+        start_time=start_time,
+        end_time=end_time,
+    )
+    return {c: row[c] for c in TRIAL_COLUMNS}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_trials(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write the whole table atomically (a crash never leaves a half-written file)."""
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS)
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: int(r["number"])):
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in TRIAL_COLUMNS})
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def _parse(column: str, text: str) -> Any:
+    if text == "":
+        return None if column in METRIC_COLUMNS else ""
+    if column in METRIC_COLUMNS:
+        return float(text)
+    if column == "number":
+        return int(text)
+    return text
+
+
+def read_trials(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a trials table, metrics as floats (None when missing)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(path, "", str(path), "no trials table here (has the sweep run?)")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("trial_id", "status", "flops_ratio", "synergy_gain") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(path, "header", reader.fieldnames, f"missing columns {missing}")
+        rows = []
+        for i, raw in enumerate(reader):
+            try:
+                rows.append({c: _parse(c, raw.get(c) or "") for c in TRIAL_COLUMNS})
+            except ValueError as err:
+                raise ConfigError(path, f"row {i + 1}", raw.get("trial_id"), str(err)) from None
+        return rows
+
+
+def write_meta(path: str | Path, meta: SweepMeta) -> None:
+    _atomic_write(Path(path), meta.model_dump_json(indent=2))
+
+
+def read_meta(path: str | Path) -> SweepMeta:
+    from searchvlm.errors import load_json, validate
+
+    return validate(SweepMeta, load_json(path), path)
+
+
+def resolve_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """A sweep name (looked up under `runs_dir`) or a sweep directory."""
+    p = Path(run)
+    if (p / TRIALS_FILE).exists() or (p / SWEEP_FILE).exists():
+        return p
+    q = Path(runs_dir) / str(run)
+    if q.exists():
+        return q
+    raise ConfigError(None, "RUN", str(run), f"no sweep directory {p} or {q}")

@@ -1,0 +1,39 @@
+"""Synergy-gain arithmetic (DESIGN.md definitions)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from searchvlm.synergy import aggregate, mean_stderr, relative_gain, seed_gains
+
+
+def test_relative_gain_signs_follow_direction() -> None:
+    assert relative_gain(0.6, 0.5, higher_is_better=True) == pytest.approx(0.2)
+    assert relative_gain(0.4, 0.5, higher_is_better=True) == pytest.approx(-0.2)
+    # lower-is-better (NLL): a lower joint value is a gain
+    assert relative_gain(1.5, 2.0, higher_is_better=False) == pytest.approx(0.25)
+    assert relative_gain(2.5, 2.0, higher_is_better=False) == pytest.approx(-0.25)
+
+
+def test_seed_gains_min_and_mean() -> None:
+    g = seed_gains(und_joint=0.55, und_iso=0.5, gen_joint=1.9, gen_iso=2.0, how="min")
+    assert g.und_gain == pytest.approx(0.1)
+    assert g.gen_gain == pytest.approx(0.05)
+    assert g.synergy_gain == pytest.approx(0.05)
+    assert seed_gains(0.55, 0.5, 1.9, 2.0, how="mean").synergy_gain == pytest.approx(0.075)
+
+
+def test_aggregate_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="aggregate"):
+        aggregate(0.1, 0.2, "max")  # type: ignore[arg-type]
+
+
+def test_mean_stderr() -> None:
+    mean, se = mean_stderr([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    assert se == pytest.approx(1.0 / math.sqrt(3))
+    assert mean_stderr([0.5]) == (0.5, None)
+    with pytest.raises(ValueError):
+        mean_stderr([])
