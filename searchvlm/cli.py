@@ -1,16 +1,233 @@
-"""The `searchvlm` command line: thin typer commands over the public API (L5)."""
+"""The `searchvlm` command line: thin typer commands over the public API (L5).
+
+Bad input exits with code 2 and one line per problem naming the file, key and value.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from searchvlm.errors import ConfigError
 
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
+console = Console(stderr=True)
+out = Console()
 
 
-@app.callback()
-def _main() -> None:
-    """searchvlm command line."""
+def _fail(err: Exception) -> None:
+    for line in str(err).splitlines() or [repr(err)]:
+        console.print(f"[red]error:[/red] {line}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _trial_policy(space, preset: str | None, policy_file: Path | None):
+    from searchvlm.policy import load_policy
+    from searchvlm.policy import preset as make_preset
+
+    layers = space.model.num_layers
+    if (preset is None) == (policy_file is None):
+        raise ConfigError(None, "--preset/--policy", None, "give exactly one of --preset NAME or --policy FILE")
+    if policy_file is not None:
+        return load_policy(policy_file, num_layers=layers)
+    try:
+        return make_preset(preset, layers)
+    except ValueError as err:
+        raise ConfigError(None, "--preset", preset, str(err)) from None
+
+
+def _result_table(result) -> Table:
+    table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
+    table.add_column("metric")
+    table.add_column("joint", justify="right")
+    table.add_column("isolated", justify="right")
+    table.add_column("gain", justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
+    table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), fmt(result.gen_gain))
+    if result.gen_fidelity is not None:
+        table.add_row("generation fidelity", fmt(result.gen_fidelity), fmt(result.gen_fidelity_iso), "")
+    se = "" if result.synergy_gain_stderr is None else f" ± {result.synergy_gain_stderr:.4f}"
+    table.add_row("synergy gain", "", "", f"{fmt(result.synergy_gain)}{se}")
+    table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")
+    table.caption = f"seeds {result.seeds} · {result.steps_done} steps · {result.train_seconds:.1f}s joint training"
+    return table
+
+
+@app.command()
+def trial(
+    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the trial)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="a named policy (see `searchvlm presets`)"),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="an exported or explicit policy JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: the space's)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="baseline cache (default runs/cache)"),
+) -> None:
+    """Train one policy jointly and against its isolated baselines; print the result."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from searchvlm.space import load_space
+
+    try:
+        space = load_space(space_file)
+        pol = _trial_policy(space, preset, policy)
+        config = space.trial_config(pol, name=pol.name or "trial")
+        update = {}
+        if seeds:
+            update["seeds"] = [int(s) for s in seeds.split(",")]
+        if cache_dir:
+            update["cache_dir"] = str(cache_dir)
+        config = config.model_copy(update=update)
+    except ConfigError as err:
+        _fail(err)
+    from searchvlm.trial import run_trial
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+                  TimeElapsedColumn(), console=console, disable=as_json) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        result = run_trial(config, progress=progress)
+    if as_json:
+        out.print_json(result.model_dump_json())
+    else:
+        out.print(_result_table(result))
+        if result.error:
+            console.print(f"[red]failed:[/red] {result.error}")
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+@app.command()
+def presets(layers: int = typer.Option(8, help="model depth the presets are compiled for")) -> None:
+    """List the named literature policies with their per-layer keep ratios."""
+    from searchvlm.policy import PRESETS, preset
+
+    table = Table(title=f"presets ({layers} layers)")
+    for col in ("name", "understanding", "generation", "sharing"):
+        table.add_column(col)
+    for name in PRESETS:
+        p = preset(name, layers)
+        keep = lambda tp: f"{tp.mode}/{tp.selector} " + " ".join(f"{k:.2g}" for k in tp.keep)  # noqa: E731
+        table.add_row(name, keep(p.understanding), keep(p.generation), f"qkv={p.sharing.qkv} mlp={p.sharing.mlp}")
+    out.print(table)
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="a search space YAML or a policy JSON")) -> None:
+    """Check a search space or policy file and say exactly what is wrong."""
+    from searchvlm.space import validate_file
+
+    try:
+        out.print(validate_file(file), highlight=False)
+    except ConfigError as err:
+        _fail(err)
+
+
+def _ref(ref: Optional[str]) -> Optional[tuple[float, float]]:
+    if ref is None:
+        return None
+    try:
+        flops, synergy = (float(x) for x in ref.split(","))
+    except ValueError:
+        raise ConfigError(None, "--ref", ref, "expected FLOPS,SYNERGY such as 1.0,-0.2") from None
+    return flops, synergy
+
+
+@app.command()
+def pareto(
+    run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
+    ref: Optional[str] = typer.Option(None, "--ref", help="hypervolume reference FLOPS,SYNERGY"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG/HTML plots"),
+) -> None:
+    """Front table, hypervolume (reference point stated) and plots of a sweep."""
+    from searchvlm.report import front_table, pareto_plots, pareto_summary
+
+    try:
+        summary = pareto_summary(run, _ref(ref), runs_dir)
+        paths = pareto_plots(run, ref=_ref(ref), runs_dir=runs_dir) if plots else {}
+    except ConfigError as err:
+        _fail(err)
+    if plots and paths:
+        _log_report(summary["run_dir"], paths)
+    if as_json:
+        out.print_json(json.dumps({**summary, "plots": {k: str(v) for k, v in paths.items()}}))
+        return
+    from searchvlm.results import TRIALS_FILE, read_trials
+    from searchvlm.pareto import front
+
+    rows = read_trials(Path(summary["run_dir"]) / TRIALS_FILE)
+    table = Table(title=f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})")
+    cells = front_table(front(rows))
+    for col in (cells[0] if cells else {"trial": ""}):
+        table.add_column(col)
+    for row in cells:
+        table.add_row(*row.values())
+    out.print(table)
+    r = summary["ref"]
+    out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
+              f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
+              f"knee: {summary['knee']}")
+    for name, path in paths.items():
+        out.print(f"  {name}: {path}")
+
+
+def _log_report(run_dir: str, paths: dict) -> None:
+    """Log the plots to the sweep's MLflow parent run when the sweep recorded one."""
+    from searchvlm.results import SWEEP_FILE, read_meta
+
+    meta_path = Path(run_dir) / SWEEP_FILE
+    if not meta_path.exists():
+        return
+    meta = read_meta(meta_path)
+    if not (meta.tracking_uri and meta.parent_run_id):
+        return
+    from searchvlm.tracking import log_artifacts
+
+    log_artifacts(meta.tracking_uri, meta.parent_run_id, list(paths.values()), "report")
+
+
+@app.command()
+def export(
+    run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
+    rule: str = typer.Option("knee", "--rule", help="knee | max-synergy | min-flops"),
+    max_flops: Optional[float] = typer.Option(None, "--max-flops", help="only trials with flops_ratio <= X"),
+    min_synergy: Optional[float] = typer.Option(None, "--min-synergy", help="only trials with synergy_gain >= Y"),
+    output: Path = typer.Option(Path("policy.json"), "-o", "--output", help="policy file to write"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+) -> None:
+    """Export the chosen trial's policy (validated JSON; load with `load_policy`)."""
+    from searchvlm.export import export_policy
+
+    try:
+        path = export_policy(run, rule, max_flops, min_synergy, output, runs_dir)
+    except ConfigError as err:
+        _fail(err)
+    from searchvlm.policy import load_policy
+
+    pol = load_policy(path)
+    out.print(f"wrote {path} (trial {pol.name}, {pol.num_layers} layers)")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

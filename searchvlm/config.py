@@ -82,6 +82,11 @@ class DataConfig(_Strict):
     )
     path: str | None = Field(None, description="tokens: path of the .npz or .parquet file")
     seed: int = Field(0, description="seed of the split and of generated data")
+    task_images: Literal["shared", "disjoint"] = Field(
+        "shared",
+        description="shared: both tasks train on the same images; disjoint: each task gets its "
+        "own half of the training images (like separate understanding / generation data sets)",
+    )
 
 
 class TrainingConfig(_Strict):

@@ -10,8 +10,9 @@ Token ids are laid out [special][text][image] (`VocabLayout`); image token id =
 BOS/BOI/EOI are SYSTEM tokens. Instructions are left-padded and answers right-padded with
 PAD (never labelled) to the longest row of the data set, so T is the same in every split.
 Data sets: `digits` (scikit-learn), `shapes` (generated), `tokens` (your .npz/.parquet,
-schema in `searchvlm.data._tokens`). Splits are disjoint, seeded by `cfg.seed`, and both
-tasks use the same images of a split.
+schema in `searchvlm.data._tokens`). Splits are disjoint, seeded by `cfg.seed`; both
+tasks use the same held-out images, and the same training images unless
+`cfg.task_images = "disjoint"` gives each task its own half of them.
 """
 
 from __future__ import annotations
@@ -41,4 +42,5 @@ def load_corpus(cfg: DataConfig) -> Corpus:
 
 def load_data(cfg: DataConfig | None = None) -> UnifiedData:
     """Load, split and tokenise the data set `cfg` names (default: digits)."""
-    return build(load_corpus(cfg or DataConfig()))
+    cfg = cfg or DataConfig()
+    return build(load_corpus(cfg), cfg.task_images)

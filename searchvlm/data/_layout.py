@@ -101,7 +101,20 @@ def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus,
     return out
 
 
-def build(corpus: Corpus) -> UnifiedData:
+def task_rows(corpus: Corpus, split: str, task: str, task_images: str) -> np.ndarray:
+    """Rows of `split` that `task` trains on: all of them (`shared`), or, for the training
+    split with `disjoint`, a seeded half per task (understanding and generation images then
+    differ, as when the two tasks come from different data sets)."""
+    rows = corpus.splits[split]
+    if split != "train" or task_images == "shared":
+        return rows
+    half = np.random.default_rng(len(rows)).permutation(len(rows))
+    cut = len(rows) // 2
+    pick = half[:cut] if task == "understanding" else half[cut:]
+    return np.sort(rows[pick])
+
+
+def build(corpus: Corpus, task_images: str = "shared") -> UnifiedData:
     """Tokenise a corpus and cut it into the six (split, task) TaskSplits."""
     words = vocabulary(corpus)
     vocab = VocabLayout(num_special=len(SPECIAL_TOKENS), num_text=max(1, len(words)),
@@ -111,7 +124,7 @@ def build(corpus: Corpus) -> UnifiedData:
              "answers": encode_rows(corpus.answers, index, left=False, eos=True),
              "captions": encode_rows(corpus.captions, index, left=True, eos=False),
              "image": corpus.image_codes.astype(np.int64) + vocab.image_offset}  # (N, H*W)
-    splits = {(s, t): _task_split(parts, corpus.splits[s], corpus, t)
+    splits = {(s, t): _task_split(parts, task_rows(corpus, s, t, task_images), corpus, t)
               for s in SPLITS for t in TASKS}
     seq_len = {t: splits[("train", t)].seq_len for t in TASKS}
     info = {"seq_len": seq_len, "sizes": {s: int(len(corpus.splits[s])) for s in SPLITS}}

@@ -1,0 +1,207 @@
+"""One explicit training loop (joint or single-task) for the unified VLM, and its evaluation.
+
+L3 module. A `Run` owns one model under one policy: AdamW, linear warm-up then cosine
+decay, gradient clipping, seeded per-task batch order. Joint and isolated runs of the same
+seed draw the *same* per-task batches (each task has its own seeded sampler), so an
+isolated baseline sees exactly the examples and steps the joint model sees for its task.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from searchvlm.config import ModelConfig, TrainingConfig
+from searchvlm.data import TaskSplit, UnifiedData
+from searchvlm.model import apply_policy, build_model
+from searchvlm.policy import TASKS, ReductionPolicy, Segment
+
+_TASK_SALT = {"understanding": 1009, "generation": 2003}
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the trial is recorded as failed with the step."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: ModelConfig  # vocab filled in
+    policy: ReductionPolicy
+    training: TrainingConfig
+    tasks: tuple[str, ...]
+    seed: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+class _Sampler:
+    """Seeded epoch-wise permutation of one task's training rows."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        self.n, self.batch = n, min(batch, n)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch > self.n:
+            self.order, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.order[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        return idx
+
+
+def _lr_lambda(cfg: TrainingConfig):
+    warm = max(1, int(cfg.warmup_frac * cfg.steps))
+
+    def fn(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, cfg.steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return fn
+
+
+class Run:
+    """A model being trained under a policy on one or both tasks."""
+
+    def __init__(self, spec: RunSpec, data: UnifiedData, device: torch.device):
+        self.spec, self.device, self.step = spec, device, 0
+        torch.manual_seed(spec.seed)
+        hf = build_model(spec.model)
+        self.model = apply_policy(hf, spec.policy, attention=spec.training.attention).to(device)
+        cfg = spec.training
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
+        self.train = {t: _to(data.split("train", t), device) for t in spec.tasks}
+        self.samplers = {
+            t: _Sampler(len(self.train[t]), cfg.batch_size, spec.seed * 7919 + _TASK_SALT[t])
+            for t in spec.tasks
+        }
+
+    def train_until(self, step: int) -> float:
+        """Train up to `step` (exclusive); returns the last total loss."""
+        loss_value = float("nan")
+        self.model.train()
+        while self.step < min(step, self.spec.training.steps):
+            loss_value = self._one_step()
+            self.step += 1
+        return loss_value
+
+    def _one_step(self) -> float:
+        cfg = self.spec.training
+        total = None
+        for task in self.spec.tasks:
+            batch = self.train[task].batch(self.samplers[task].next())
+            out = self.model(batch.input_ids, segments=batch.segments, task=task, labels=batch.labels)
+            if not torch.isfinite(out.loss):
+                raise TrainingDiverged(
+                    f"non-finite {task} loss ({out.loss.item()}) at step {self.step}"
+                )
+            term = cfg.loss_weights.get(task, 1.0) * out.loss
+            total = term if total is None else total + term
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return float(total.detach())
+
+    def evaluate(self, data: UnifiedData, split: str) -> dict[str, float]:
+        """`und_acc` and/or `gen_nll` on a split, for the tasks this run trains."""
+        metrics: dict[str, float] = {}
+        if "understanding" in self.spec.tasks:
+            metrics["und_acc"] = understanding_accuracy(self.model, _to(data.split(split, "understanding"), self.device))
+        if "generation" in self.spec.tasks:
+            metrics["gen_nll"] = generation_nll(self.model, _to(data.split(split, "generation"), self.device))
+        return metrics
+
+
+def _to(split: TaskSplit, device: torch.device) -> TaskSplit:
+    return split if split.input_ids.device == device else split.to(device)
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield torch.arange(start, min(n, start + size))
+
+
+def _targets_at(out, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets predicted by each surviving position (next token) and their validity mask."""
+    T = labels.shape[1]
+    nxt = (out.positions + 1).clamp(max=T - 1)  # (B, T_out)
+    targets = labels.gather(1, nxt)  # (B, T_out)
+    valid = (out.positions + 1 < T) & (targets != -100)
+    return targets, valid
+
+
+@torch.no_grad()
+def understanding_accuracy(model, split: TaskSplit, batch: int = 256) -> float:
+    """Exact answer match: every answer token (and EOS) is the greedy prediction."""
+    model.eval()
+    correct = 0
+    for idx in _chunks(len(split), batch):
+        b = split.batch(idx)
+        out = model(b.input_ids, segments=b.segments, task="understanding")
+        targets, valid = _targets_at(out, b.labels)
+        hit = (out.logits.argmax(-1) == targets) | ~valid  # (B, T_out)
+        correct += int(hit.all(dim=1).sum())
+    return correct / len(split)
+
+
+@torch.no_grad()
+def generation_nll(model, split: TaskSplit, batch: int = 256) -> float:
+    """Held-out NLL of the image tokens, nats per token."""
+    model.eval()
+    total, count = 0.0, 0
+    for idx in _chunks(len(split), batch):
+        b = split.batch(idx)
+        out = model(b.input_ids, segments=b.segments, task="generation")
+        targets, valid = _targets_at(out, b.labels)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, T_out, V)
+        nll = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T_out)
+        total += float(nll[valid].sum())
+        count += int(valid.sum())
+    return total / max(1, count)
+
+
+@torch.no_grad()
+def sample_images(
+    model, split: TaskSplit, image_offset: int, num_image: int, seed: int, batch: int = 256
+) -> np.ndarray:
+    """Sample every prompt's image token by token (temperature 1); returns (N, M) codes.
+
+    Runs the reduced forward on the full-length sequence (not-yet-sampled image tokens are
+    placeholders that causal attention cannot see), so the policy acts as in training.
+    """
+    model.eval()
+    gen = torch.Generator(device=split.input_ids.device).manual_seed(seed)
+    chunks = [_sample_chunk(model, split.batch(i), image_offset, num_image, gen) for i in _chunks(len(split), batch)]
+    return np.concatenate(chunks, axis=0)
+
+
+def _sample_chunk(model, b: TaskSplit, offset: int, num_image: int, gen: torch.Generator) -> np.ndarray:
+    ids = b.input_ids.clone()
+    img_pos = (b.segments == Segment.IMAGE).nonzero()[:, 1].view(ids.shape[0], -1)  # (B, M)
+    ids.scatter_(1, img_pos, offset)  # placeholders: code 0
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    for j in range(img_pos.shape[1]):
+        out = model(ids, segments=b.segments, task="generation")
+        logits = out.logits[rows, img_pos[:, j] - 1, offset : offset + num_image]  # (B, K)
+        code = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=gen).squeeze(1)
+        ids[rows, img_pos[:, j]] = offset + code
+    return (ids.gather(1, img_pos) - offset).cpu().numpy()
+
+
+def tasks_of(joint: bool, task: str | None = None) -> tuple[str, ...]:
+    return TASKS if joint else (task,)  # type: ignore[return-value]
