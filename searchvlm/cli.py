@@ -128,6 +128,39 @@ def presets(layers: int = typer.Option(8, help="model depth the presets are comp
 
 
 @app.command()
+def sweep(
+    space_file: Path = typer.Argument(..., help="search space YAML"),
+    name: Optional[str] = typer.Option(None, "--name", help="sweep name (default: the file's stem)"),
+    samples: Optional[int] = typer.Option(None, "--samples", help="trials to run (default: the space's)"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="trials at once"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name"),
+    address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no live view"),
+) -> None:
+    """Run a policy sweep: Ray Tune trials, an Optuna study, MLflow tracking."""
+    from searchvlm.space import load_space
+
+    try:
+        load_space(space_file)  # fail fast, before Ray and the sweep package load
+    except ConfigError as err:
+        _fail(err)
+    from searchvlm.sweep import run_sweep
+
+    try:
+        summary = run_sweep(space_file, name, samples, concurrency, resume, address, tracking_uri, runs_dir,
+                            progress=not no_progress)
+    except ConfigError as err:
+        _fail(err)
+    out.print(f"sweep {summary.name}: {summary.counts} in {summary.wall_seconds:.0f}s")
+    out.print(f"  trials table: {Path(summary.run_dir) / 'trials.csv'}")
+    out.print(f"  Optuna study: {Path(summary.run_dir) / 'optuna.db'} (optuna-dashboard sqlite:///...)")
+    out.print(f"  MLflow: {summary.tracking_uri} (parent run {summary.parent_run_id})")
+    out.print(f"  next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
+
+
+@app.command()
 def validate(file: Path = typer.Argument(..., help="a search space YAML or a policy JSON")) -> None:
     """Check a search space or policy file and say exactly what is wrong."""
     from searchvlm.space import validate_file
@@ -223,6 +256,43 @@ def export(
 
     pol = load_policy(path)
     out.print(f"wrote {path} (trial {pol.name}, {pol.num_layers} layers)")
+
+
+@app.command()
+def reproduce(
+    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the proxy)"),
+    presets_: Optional[str] = typer.Option(None, "--presets", help="comma-separated subset of presets"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default runs/reproduce-<space>)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: the space's)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs and the MLflow store live"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
+) -> None:
+    """The literature presets side by side: the study's Table 3 on our proxy."""
+    from searchvlm.policy import PRESETS
+    from searchvlm.reproduce import reproduce as run_reproduce
+    from searchvlm.space import load_space
+
+    try:
+        space = load_space(space_file)
+        wanted = presets_.split(",") if presets_ else None
+        unknown = [p for p in wanted or [] if p not in PRESETS]
+        if unknown:
+            raise ConfigError(None, "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
+        base = space.trial_config(None, name="reproduce")
+        base = base.model_copy(update={"cache_dir": str(runs_dir / "cache")})
+        if seeds:
+            base = base.model_copy(update={"seeds": [int(x) for x in seeds.split(",")]})
+    except ConfigError as err:
+        _fail(err)
+    target = out_dir or runs_dir / f"reproduce-{space_file.stem}"
+    done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
+    table = run_reproduce(base, target, wanted, on_result=done)
+    out.print(table.markdown())
+    out.print(f"wrote {target / 'table3.md'} and {target / 'table3.csv'}")
+    from searchvlm.tracking import default_uri, log_table
+
+    log_table(tracking_uri or default_uri(runs_dir), runs_dir, f"reproduce-{space_file.stem}",
+              [target / "table3.md", target / "table3.csv"], table.rows)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,85 @@
+"""Attention kernels of the reduced forward: eager (plain matmuls) and SDPA, masks, attention mass.
+
+Shapes: q (B, H, n_q, hd); k, v (B, H_kv, n_kv, hd); `mask` is None (plain causal over one
+token set sorted by position) or a boolean (B, 1, n_q, n_kv) "may attend" mask built from
+the tokens' original positions. The attention mass (used by the `attention` selector) is
+what the rows `mass_rows` (B, r) gave each key, summed over heads and rows: (B, n_kv).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers.models.llama.modeling_llama import repeat_kv
+
+
+def position_mask(pos_q: Tensor, pos_k: Tensor, window: int | None) -> Tensor:
+    """Causal (and sliding-window) mask from original positions: (B, 1, n_q, n_kv) bool."""
+    q, k = pos_q[:, :, None], pos_k[:, None, :]  # (B, n_q, 1), (B, 1, n_kv)
+    allowed = k <= q  # (B, n_q, n_kv)
+    if window is not None:
+        allowed = allowed & (k > q - window)
+    return allowed[:, None]  # (B, 1, n_q, n_kv)
+
+
+@lru_cache(maxsize=64)
+def _tril(n: int, device: torch.device) -> Tensor:
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()  # (n, n)
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scaling: float,
+    mask: Tensor | None,
+    kernel: str,
+    mass_rows: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Multi-head attention; returns (output (B, n_q, H*hd), attention mass (B, n_kv) or None)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, H, n_kv, hd)
+    if kernel == "eager":
+        out, probs = _eager(q, k, v, scaling, mask)
+        mass = _mass(probs.detach(), mass_rows) if mass_rows is not None else None
+    else:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling
+        )  # (B, H, n_q, hd)
+        mass = _sdpa_mass(q, k, scaling, mask, mass_rows) if mass_rows is not None else None
+    b, h, n_q, hd = out.shape
+    return out.transpose(1, 2).reshape(b, n_q, h * hd), mass  # (B, n_q, H*hd)
+
+
+def _eager(q: Tensor, k: Tensor, v: Tensor, scaling: float, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    scores = torch.matmul(q, k.transpose(2, 3)) * scaling  # (B, H, n_q, n_kv)
+    allowed = _tril(q.shape[2], q.device) if mask is None else mask
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, H, n_q, n_kv)
+    return torch.matmul(probs, v), probs  # (B, H, n_q, hd)
+
+
+def _mass(probs: Tensor, rows: Tensor) -> Tensor:
+    """Sum of `probs` (B, H, n_q, n_kv) over heads and the query rows `rows` (B, r)."""
+    b, h, _, n_kv = probs.shape
+    idx = rows[:, None, :, None].expand(b, h, rows.shape[1], n_kv)  # (B, H, r, n_kv)
+    return probs.gather(2, idx).sum(dim=(1, 2))  # (B, n_kv)
+
+
+@torch.no_grad()
+def _sdpa_mass(q: Tensor, k: Tensor, scaling: float, mask: Tensor | None, rows: Tensor) -> Tensor:
+    """SDPA returns no weights: recompute the probabilities of the rows `rows` only."""
+    b, h, _, hd = q.shape
+    n_kv, r = k.shape[2], rows.shape[1]
+    q_r = q.gather(2, rows[:, None, :, None].expand(b, h, r, hd))  # (B, H, r, hd)
+    scores = torch.matmul(q_r, k.transpose(2, 3)) * scaling  # (B, H, r, n_kv)
+    if mask is None:
+        allowed = (torch.arange(n_kv, device=q.device) <= rows[:, :, None])[:, None]  # (B, 1, r, n_kv)
+    else:
+        allowed = mask.gather(2, rows[:, None, :, None].expand(b, 1, r, n_kv))  # (B, 1, r, n_kv)
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1, dtype=torch.float32)
+    return probs.sum(dim=(1, 2)).to(q.dtype)  # (B, n_kv)

@@ -1,0 +1,79 @@
+"""Split parameter pathways (policy.sharing): image-token copies of q/k/v and MLP weights.
+
+A `LayerSplit` holds, for one decoder layer, the image-token copies the policy asks for:
+`qkv = modality` one image q/k/v set, `task_image` one per task; `mlp = modality` one image
+MLP, `task` one per task. Copies start equal to the shared HF weights. `split_apply` runs
+text rows through the HF module and image rows through the copy, with no wasted FLOPs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from searchvlm.model._tokens import gather_rows
+from searchvlm.policy import TASKS, Sharing
+
+Fn = Callable[[Tensor], Tensor]
+
+
+def _copies(module: nn.Module, keys: Sequence[str]) -> nn.ModuleDict:
+    return nn.ModuleDict({key: copy.deepcopy(module) for key in keys})
+
+
+def _keys(mode: str) -> tuple[str, ...]:
+    if mode == "shared":
+        return ()
+    return ("image",) if mode == "modality" else TASKS
+
+
+class LayerSplit(nn.Module):
+    """Image-token weight copies of one layer (empty dicts where the weights stay shared)."""
+
+    def __init__(self, attn: nn.Module, mlp: nn.Module, sharing: Sharing) -> None:
+        super().__init__()
+        qkv = nn.ModuleDict({"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj})
+        self.qkv = _copies(qkv, _keys(sharing.qkv))
+        self.mlp = _copies(mlp, _keys(sharing.mlp))
+
+    def image_proj(self, task: str, name: str) -> nn.Module | None:
+        """The image-token copy of projection `name` ('q' | 'k' | 'v') for `task`, or None."""
+        if not self.qkv:
+            return None
+        return self.qkv["image" if "image" in self.qkv else task][name]
+
+    def image_mlp(self, task: str) -> nn.Module | None:
+        if not self.mlp:
+            return None
+        return self.mlp["image" if "image" in self.mlp else task]
+
+
+def make_splits(layers: nn.ModuleList, sharing: Sharing) -> nn.ModuleDict:
+    """One `LayerSplit` per layer the sharing applies to (keyed by layer index)."""
+    if sharing.qkv == "shared" and sharing.mlp == "shared":
+        return nn.ModuleDict()
+    return nn.ModuleDict(
+        {
+            str(i): LayerSplit(layer.self_attn, layer.mlp, sharing)
+            for i, layer in enumerate(layers)
+            if sharing.applies(i)
+        }
+    )
+
+
+def split_apply(x: Tensor, order: Tensor, inverse: Tensor, n_text: int, fns: Sequence[tuple[Fn, Fn]]) -> list[Tensor]:
+    """Apply (text_fn, image_fn) pairs to the text / image rows of x (B, n, d).
+
+    `order` (B, n) lists text rows first, then image rows; `inverse` undoes it. The outputs
+    of all pairs are put back in position order with one gather.
+    """
+    xp = gather_rows(x, order)  # (B, n, d), text rows first
+    x_text, x_image = xp[:, :n_text], xp[:, n_text:]  # (B, n_t, d), (B, n_i, d)
+    text = [text_fn(x_text) for text_fn, _ in fns]  # [(B, n_t, w_j)]
+    image = [image_fn(x_image) for _, image_fn in fns]  # [(B, n_i, w_j)]
+    widths = [t.shape[-1] for t in text]
+    y = torch.cat([torch.cat(text, dim=-1), torch.cat(image, dim=-1)], dim=1)  # (B, n, sum w), permuted
+    return list(gather_rows(y, inverse).split(widths, dim=-1))  # [(B, n, w_j)], position order

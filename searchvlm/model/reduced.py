@@ -1,0 +1,397 @@
+"""The policy-aware reduced forward: `apply_policy(hf_model, policy) -> ReducedLM`.
+
+`ReducedLM` runs a decoder loop over `hf_model.model.layers` with the layers' own modules
+(norms, q/k/v/o projections, MLP, rotary embeddings at the tokens' ORIGINAL positions,
+final norm, LM head). Per layer and task it executes the plan of `searchvlm.flops.layer_counts`:
+image tokens not kept are query-dropped (still keys/values), skipped (neither), or dropped
+for good (see DESIGN.md). A layer that computes every present token takes a fast path with
+no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, rotate_half
+
+from searchvlm.flops import LayerCounts, layer_counts
+from searchvlm.model._attention import attend, position_mask
+from searchvlm.model._select import random_ranks, recent_ranks, stride_ranks, top_ranks
+from searchvlm.model._sharing import make_splits, split_apply
+from searchvlm.model._tokens import Tokens, gather_rows, scatter_rows
+from searchvlm.policy import TASKS, ReductionPolicy, Segment
+
+Kernel = Literal["sdpa", "eager"]
+_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+_LAYER = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
+
+
+@dataclass
+class ReducedOutput:
+    """What `ReducedLM.forward` returns.
+
+    logits: (B, T_out, V). Without labels: every surviving position. With labels: only the
+        positions that predict a labelled token (HF shift: logits at t predict labels[t+1]),
+        in position order; rows with fewer such positions are padded with zeros.
+    positions: (B, T_out) original index of each logits row (-1 on padding).
+    loss: mean cross-entropy over the labelled targets (labels given), else None.
+    hidden_states / hidden_positions (output_hidden_states=True): the input of every layer
+        and the output of the last one (before the final norm), each (B, n_l, d) with its
+        original positions (B, n_l).
+    """
+
+    logits: Tensor
+    positions: Tensor
+    loss: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    hidden_positions: tuple[Tensor, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    counts: list[LayerCounts]
+    need_mass: list[bool]  # the next layer selects by attention mass from this one
+    windows: list[int | None]  # sliding windows shorter than the sequence (else None)
+
+
+def _check_structure(hf_model: nn.Module) -> None:
+    inner = getattr(hf_model, "model", None)
+    missing = [a for a in ("layers", "embed_tokens", "norm", "rotary_emb") if not hasattr(inner, a)]
+    if not hasattr(hf_model, "lm_head") or missing:
+        raise TypeError(
+            f"apply_policy needs a Llama-family *ForCausalLM (Llama, Qwen2, Mistral) with "
+            f".model.{{layers, embed_tokens, norm, rotary_emb}} and .lm_head; "
+            f"{type(hf_model).__name__} lacks {missing or ['lm_head']}"
+        )
+    for i, layer in enumerate(inner.layers):
+        bad = [a for a in _LAYER if not hasattr(layer, a)]
+        bad += [a for a in _ATTN if not hasattr(getattr(layer, "self_attn", None), a)]
+        bad += [a for a in ("q_norm", "k_norm") if hasattr(getattr(layer, "self_attn", None), a)]
+        if bad:
+            raise TypeError(
+                f"apply_policy: layer {i} of {type(hf_model).__name__} does not have the Llama "
+                f"layer structure (missing or unsupported: {bad})"
+            )
+
+
+class ReducedLM(nn.Module):
+    """A policy-aware forward over a wrapped HF Llama-family causal LM (shares its weights).
+
+    Parameters: the HF model's, plus split weight copies (`splits`, per layer) and routers
+    (`routers[task][layer]`, `router` selector only), so an optimizer over `.parameters()`
+    trains everything.
+    """
+
+    def __init__(self, hf_model: nn.Module, policy: ReductionPolicy, attention: Kernel = "sdpa") -> None:
+        super().__init__()
+        _check_structure(hf_model)
+        if attention not in ("sdpa", "eager"):
+            raise ValueError(f"attention = {attention!r} must be 'sdpa' or 'eager'")
+        layers = hf_model.model.layers
+        if policy.num_layers != len(layers):
+            raise ValueError(
+                f"policy.num_layers = {policy.num_layers} but {type(hf_model).__name__} has {len(layers)} layers"
+            )
+        self.hf_model = hf_model
+        self.policy = policy
+        self.attention = attention
+        self.splits = make_splits(layers, policy.sharing)
+        self.routers = self._make_routers(hf_model.config.hidden_size, len(layers))
+        self._generator = torch.Generator().manual_seed(policy.seed)
+        self._plans: dict[tuple[str, int, int], _Plan] = {}
+        self._windows = [self._window(layer) for layer in layers]
+
+    def _make_routers(self, hidden: int, num_layers: int) -> nn.ModuleDict:
+        routers = nn.ModuleDict()
+        for task in TASKS:
+            if self.policy.task(task).selector == "router":
+                routers[task] = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(num_layers))
+                for r in routers[task]:
+                    nn.init.normal_(r.weight, std=0.02)
+                    nn.init.zeros_(r.bias)
+        return routers
+
+    def _window(self, layer: nn.Module) -> int | None:
+        attn = layer.self_attn
+        if hasattr(attn, "sliding_window"):
+            return attn.sliding_window
+        return getattr(self.hf_model.config, "sliding_window", None)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        *,
+        segments: Tensor,
+        task: str,
+        labels: Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> ReducedOutput:
+        """Reduced forward of one task's batch; input_ids, segments (and labels) are (B, T)."""
+        plan, n_text = self._prepare(input_ids, segments, task, labels)
+        h = self.hf_model.model.embed_tokens(input_ids)  # (B, T, d)
+        tokens = self._initial_tokens(h, segments, n_text)
+        states = [(h, tokens.pos)] if output_hidden_states else None
+        mass: Tensor | None = None
+        for li, layer in enumerate(self.hf_model.model.layers):
+            h, tokens, mass = self._layer(li, layer, task, plan, h, tokens, mass)
+            if states is not None:
+                states.append((h, tokens.pos))
+        out = self._head(h, tokens, labels)
+        if states is not None:
+            out.hidden_states = tuple(s for s, _ in states)
+            out.hidden_positions = tuple(p for _, p in states)
+        return out
+
+    def _prepare(
+        self, input_ids: Tensor, segments: Tensor, task: str, labels: Tensor | None
+    ) -> tuple[_Plan, int]:
+        if task not in TASKS:
+            raise ValueError(f"task = {task!r} must be one of {TASKS}")
+        if input_ids.dim() != 2 or segments.shape != input_ids.shape:
+            raise ValueError(
+                f"input_ids {tuple(input_ids.shape)} and segments {tuple(segments.shape)} must both be (B, T)"
+            )
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(f"labels {tuple(labels.shape)} must match input_ids {tuple(input_ids.shape)}")
+        counts = (segments == Segment.IMAGE).sum(dim=1)  # (B,)
+        num_image = int(counts[0])
+        if bool((counts != num_image).any()):
+            raise ValueError(
+                f"every sequence of a batch needs the same number of image tokens; got {counts.tolist()}"
+            )
+        seq = input_ids.shape[1]
+        return self._plan(task, seq, num_image), seq - num_image
+
+    def _plan(self, task: str, seq: int, num_image: int) -> _Plan:
+        key = (task, seq, num_image)
+        if key not in self._plans:
+            tp = self.policy.task(task)
+            counts = layer_counts(tp, seq, num_image)
+            nxt = counts[1:] + [None]
+            need = [
+                tp.selector == "attention" and c is not None and c.reduces and c.kept > 0 for c in nxt
+            ]
+            windows = [w if w is not None and w < seq else None for w in self._windows]
+            self._plans[key] = _Plan(counts, need, windows)
+        return self._plans[key]
+
+    def _initial_tokens(self, h: Tensor, segments: Tensor, n_text: int) -> Tokens:
+        b, t = segments.shape
+        pos = torch.arange(t, device=h.device)[None]  # (1, T)
+        cos, sin = self.hf_model.model.rotary_emb(h, pos)  # (1, T, hd)
+        return Tokens(pos.expand(b, t), segments == Segment.IMAGE, (cos[0], sin[0]), n_text, full=True)
+
+    # ------------------------------------------------------------------ one layer
+
+    def _layer(
+        self,
+        li: int,
+        layer: nn.Module,
+        task: str,
+        plan: _Plan,
+        h: Tensor,
+        tokens: Tokens,
+        mass: Tensor | None,
+    ) -> tuple[Tensor, Tokens, Tensor | None]:
+        c, need_mass = plan.counts[li], plan.need_mass[li]
+        if not c.reduces:  # fast path: every present token is computed
+            h, mass = self._block(li, layer, task, h, tokens, plan, None, need_mass)
+            return h, tokens, mass
+        sel, gate = self._select(li, task, c, h, tokens, mass)  # (B, k), (B, k) | None
+        q_idx = torch.cat([tokens.text_idx, sel], dim=1).sort(dim=1).values  # (B, n_q)
+        sub = tokens.subset(q_idx)
+        gate = None if gate is None else _gate_rows(gate, sub)  # (B, n_q, 1)
+        mode = self.policy.task(task).mode
+        if mode == "drop":
+            h, mass = self._block(li, layer, task, gather_rows(h, q_idx), sub, plan, gate, need_mass)
+            return h, sub, mass
+        if mode == "skip":
+            hs, m = self._block(li, layer, task, gather_rows(h, q_idx), sub, plan, gate, need_mass)
+            mass = None if m is None else m.new_zeros(h.shape[:2]).scatter(1, q_idx, m)  # (B, N)
+            return scatter_rows(h, q_idx, hs), tokens, mass
+        h, mass = self._query_block(li, layer, task, h, tokens, q_idx, sub, plan, gate, need_mass)
+        return h, tokens, mass
+
+    def _select(
+        self, li: int, task: str, c: LayerCounts, h: Tensor, tokens: Tokens, mass: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None."""
+        selector, k, p = self.policy.task(task).selector, c.kept, c.present
+        b, dev, img = h.shape[0], h.device, tokens.img_idx  # img: (B, P)
+        gate = None
+        if k == 0:
+            ranks = img[:, :0]  # (B, 0)
+        elif selector == "router":
+            logits = self.routers[task][li](gather_rows(h, img)).squeeze(-1)  # (B, P)
+            ranks = top_ranks(logits.detach(), k)  # (B, k)
+            gate = torch.sigmoid(logits.gather(1, ranks))  # (B, k)
+        elif selector == "attention" and mass is not None:
+            ranks = top_ranks(mass.gather(1, img), k)  # (B, k)
+        elif selector == "random":
+            ranks = random_ranks(k, p, b, self._generator).to(dev)  # (B, k)
+        elif selector == "recent":
+            ranks = recent_ranks(k, p, b, dev)  # (B, k)
+        else:  # stride, or attention without a previous layer's mass
+            ranks = stride_ranks(k, p, b, dev)  # (B, k)
+        return img.gather(1, ranks), gate  # (B, k)
+
+    # ------------------------------------------------------------------ blocks
+
+    def _block(
+        self,
+        li: int,
+        layer: nn.Module,
+        task: str,
+        h: Tensor,
+        tokens: Tokens,
+        plan: _Plan,
+        gate: Tensor | None,
+        need_mass: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Decoder layer over one token set (queries = keys), causal by position: (B, n, d)."""
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)  # (B, n, d)
+        q, k, v = self._project(li, attn, task, x, tokens, "qkv")
+        q, k = apply_rotary_pos_emb(
+            _heads(q, attn.head_dim), _heads(k, attn.head_dim), tokens.cos, tokens.sin
+        )  # (B, H, n, hd), (B, H_kv, n, hd)
+        window = plan.windows[li]
+        mask = None if window is None else position_mask(tokens.pos, tokens.pos, window)
+        a, mass = attend(
+            q,
+            k,
+            _heads(v, attn.head_dim),
+            scaling=attn.scaling,
+            mask=mask,
+            kernel=self.attention,
+            mass_rows=tokens.text_idx if need_mass else None,
+        )  # (B, n, H*hd)
+        return self._finish(li, layer, task, h, attn.o_proj(a), tokens, gate), mass
+
+    def _query_block(
+        self,
+        li: int,
+        layer: nn.Module,
+        task: str,
+        h: Tensor,
+        tokens: Tokens,
+        q_idx: Tensor,
+        sub: Tokens,
+        plan: _Plan,
+        gate: Tensor | None,
+        need_mass: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """query_drop layer: rows q_idx (B, n_q) are queries, every present token a key/value."""
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)  # (B, N, d)
+        (q,) = self._project(li, attn, task, gather_rows(x, q_idx), sub, "q")  # (B, n_q, H*hd)
+        k, v = self._project(li, attn, task, x, tokens, "kv")  # (B, N, H_kv*hd)
+        q = _rope(_heads(q, attn.head_dim), sub.cos, sub.sin)  # (B, H, n_q, hd)
+        k = _rope(_heads(k, attn.head_dim), tokens.cos, tokens.sin)  # (B, H_kv, N, hd)
+        mask = position_mask(sub.pos, tokens.pos, plan.windows[li])  # (B, 1, n_q, N)
+        a, mass = attend(
+            q,
+            k,
+            _heads(v, attn.head_dim),
+            scaling=attn.scaling,
+            mask=mask,
+            kernel=self.attention,
+            mass_rows=sub.text_idx if need_mass else None,
+        )  # (B, n_q, H*hd), (B, N) | None
+        hq = gather_rows(h, q_idx)  # (B, n_q, d)
+        out = self._finish(li, layer, task, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
+        return scatter_rows(h, q_idx, out), mass  # (B, N, d)
+
+    def _finish(
+        self, li: int, layer: nn.Module, task: str, h: Tensor, a: Tensor, tokens: Tokens, gate: Tensor | None
+    ) -> Tensor:
+        """Residual attention update, then the MLP; router gate scales the block update."""
+        mid = h + a  # (B, n, d)
+        out = mid + self._mlp(li, layer, task, layer.post_attention_layernorm(mid), tokens)
+        return out if gate is None else h + gate * (out - h)
+
+    def _split(self, li: int) -> nn.Module | None:
+        key = str(li)
+        return self.splits[key] if key in self.splits else None
+
+    def _project(
+        self, li: int, attn: nn.Module, task: str, x: Tensor, tokens: Tokens, names: str
+    ) -> list[Tensor]:
+        """q/k/v projections named in `names` of x (B, n, d), image rows through split copies."""
+        text = [getattr(attn, f"{n}_proj") for n in names]
+        split = self._split(li)
+        image = None if split is None else [split.image_proj(task, n) for n in names]
+        if image is None or image[0] is None:
+            return [lin(x) for lin in text]
+        return split_apply(x, tokens.order, tokens.inverse, tokens.n_text, list(zip(text, image)))
+
+    def _mlp(self, li: int, layer: nn.Module, task: str, x: Tensor, tokens: Tokens) -> Tensor:
+        split = self._split(li)
+        image = None if split is None else split.image_mlp(task)
+        if image is None:
+            return layer.mlp(x)  # (B, n, d)
+        return split_apply(x, tokens.order, tokens.inverse, tokens.n_text, [(layer.mlp, image)])[0]
+
+    # ------------------------------------------------------------------ head
+
+    def _head(self, h: Tensor, tokens: Tokens, labels: Tensor | None) -> ReducedOutput:
+        norm, head = self.hf_model.model.norm, self.hf_model.lm_head
+        if labels is None:
+            return ReducedOutput(head(norm(h)), tokens.pos)  # (B, N, V)
+        targets = F.pad(labels[:, 1:], (0, 1), value=-100).gather(1, tokens.pos)  # (B, N)
+        use = targets != -100  # (B, N): positions that predict a labelled token
+        n_use, n_all = int(use.sum()), int((labels[:, 1:] != -100).sum())
+        if n_use != n_all:
+            raise ValueError(
+                f"{n_all - n_use} labelled targets are predicted by dropped image tokens; with "
+                "mode 'drop' the token before each labelled token must not be an image token"
+            )
+        logits = head(norm(h[use]))  # (n_use, V)
+        loss = F.cross_entropy(logits.float(), targets[use])
+        logits, positions = _per_row(logits, tokens.pos[use], use.sum(dim=1))
+        return ReducedOutput(logits, positions, loss)
+
+
+def _heads(x: Tensor, head_dim: int) -> Tensor:
+    b, n, _ = x.shape
+    return x.view(b, n, -1, head_dim).transpose(1, 2)  # (B, heads, n, hd)
+
+
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding of x (B, heads, n, hd) at cos/sin (B or 1, n, hd) (HF convention)."""
+    cos, sin = cos[:, None], sin[:, None]  # (B or 1, 1, n, hd)
+    return x * cos + rotate_half(x) * sin
+
+
+def _gate_rows(gate: Tensor, sub: Tokens) -> Tensor:
+    """Router gates (B, k) of the kept image tokens -> per-row gates of `sub` (B, n_q, 1), 1 on text."""
+    ones = gate.new_ones(sub.pos.shape)  # (B, n_q)
+    return ones.scatter(1, sub.img_idx, gate)[:, :, None]  # (B, n_q, 1)
+
+
+def _per_row(flat: Tensor, pos: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Flat rows (n, V) with positions (n,) -> (B, n_max, V), (B, n_max); zero/-1 padding."""
+    b = counts.shape[0]
+    n_max = int(counts.max()) if b else 0
+    if bool((counts == n_max).all()):
+        return flat.view(b, n_max, -1), pos.view(b, n_max)  # (B, n, V), (B, n)
+    row = torch.repeat_interleave(torch.arange(b, device=flat.device), counts)  # (n,)
+    col = torch.arange(flat.shape[0], device=flat.device) - (counts.cumsum(0) - counts)[row]  # (n,)
+    out = flat.new_zeros(b, n_max, flat.shape[1]).index_put((row, col), flat)  # (B, n_max, V)
+    out_pos = pos.new_full((b, n_max), -1).index_put((row, col), pos)  # (B, n_max)
+    return out, out_pos
+
+
+def apply_policy(hf_model: nn.Module, policy: ReductionPolicy, *, attention: Kernel = "sdpa") -> ReducedLM:
+    """Wrap an HF Llama-family *ForCausalLM so its forward follows `policy` (weights shared).
+
+    `attention`: 'sdpa' (fast) or 'eager' (plain matmuls, fp32 softmax; what
+    `torch.utils.flop_counter` can count on the CPU). Both give the same logits.
+    """
+    return ReducedLM(hf_model, policy, attention)

@@ -1,0 +1,500 @@
+"""Sweep reports: Pareto-front plots (PNG, interactive HTML), hypervolume history, importance.
+
+L4 module. matplotlib (object API, Agg canvas, no pyplot state), plotly and optuna are
+imported inside the functions that draw, so `front_table` / `pareto_summary` stay light.
+Nothing here logs to MLflow: functions return file paths and the tracking module logs them.
+
+Plots put FLOPs ratio on x (lower is better) and synergy gain on y (higher is better).
+Failed, pruned and incomplete trials are never dropped: they sit on a dotted "failed"
+band below the lowest synergy gain, at their FLOPs ratio when known (else the right edge).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from searchvlm.pareto import Row, front, hypervolume, hypervolume_history, is_valid, knee
+from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, resolve_run_dir
+
+log = logging.getLogger(__name__)
+
+#: fewest COMPLETE Optuna trials for a PED-ANOVA importance chart
+MIN_IMPORTANCE_TRIALS = 10
+STUDY_FILE = "optuna.db"
+
+__all__ = [
+    "MIN_IMPORTANCE_TRIALS",
+    "front_table",
+    "importance_plots",
+    "pareto_plots",
+    "pareto_summary",
+    "policy_summary",
+]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _runs(values: Sequence[float]) -> str:
+    """Run-length text of a keep list: `1 0×3` for [1, 0, 0, 0]."""
+    out: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        out.append(f"{values[i]:.2g}" + (f"×{j - i + 1}" if j > i else ""))
+        i = j + 1
+    return " ".join(out)
+
+
+def policy_summary(policy_json: str | None) -> str:
+    """One line: per task mode, selector and keep ratios (run-length); sharing; tied."""
+    if not policy_json:
+        return "(no policy recorded)"
+    try:
+        p = json.loads(policy_json)
+        parts = [
+            f"{t[:3]} {p[t]['mode']}/{p[t]['selector']} keep {_runs(p[t]['keep'])}"
+            for t in ("understanding", "generation")
+        ]
+        sh = p.get("sharing", {})
+        parts.append(f"qkv {sh.get('qkv', 'shared')}, mlp {sh.get('mlp', 'shared')}")
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return "(unreadable policy)"
+    return " · ".join(parts) + (" · tied" if p.get("tie_schedules") else "")
+
+
+def _num(value: Any) -> float | None:
+    """JSON-safe float: None for missing or non-finite values."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    v = _num(value)
+    return "–" if v is None else format(v, spec)
+
+
+def front_table(rows: Sequence[Row]) -> list[dict[str, str]]:
+    """Rows of the front (by FLOPs) as display strings; keys are the column headers."""
+    fr = front(rows)
+    knee_id = knee(fr)["trial_id"] if fr else None
+    return [
+        {
+            "trial": str(r["trial_id"]),
+            "#": str(r.get("number", "")),
+            "preset": r.get("preset") or "",
+            "FLOPs ratio": _fmt(r["flops_ratio"]),
+            "synergy gain": _fmt(r["synergy_gain"], "+.4f"),
+            "± s.e.": _fmt(r.get("synergy_gain_stderr"), ".4f"),
+            "und gain": _fmt(r.get("und_gain"), "+.4f"),
+            "gen gain": _fmt(r.get("gen_gain"), "+.4f"),
+            "knee": "*" if r["trial_id"] == knee_id else "",
+            "policy": policy_summary(r.get("policy_json")),
+        }
+        for r in fr
+    ]
+
+
+def _counts(rows: Sequence[Row]) -> dict[str, int]:
+    out = {"ok": 0, "failed": 0, "pruned": 0, "incomplete": 0}
+    for r in rows:
+        status = r.get("status")
+        out[
+            "ok" if is_valid(r) else status if status in ("failed", "pruned") else "incomplete"
+        ] += 1
+    return out
+
+
+def _summary_row(r: Row) -> dict[str, Any]:
+    keys = (
+        "flops_ratio",
+        "synergy_gain",
+        "synergy_gain_stderr",
+        "und_gain",
+        "gen_gain",
+        "und_acc",
+        "gen_nll",
+    )
+    out: dict[str, Any] = {
+        "trial_id": r["trial_id"],
+        "number": r.get("number"),
+        "preset": r.get("preset") or None,
+    }
+    out.update({k: _num(r.get(k)) for k in keys})
+    out["policy"] = policy_summary(r.get("policy_json"))
+    return out
+
+
+def _load(run_dir: str | Path, runs_dir: str | Path) -> tuple[Path, list[dict[str, Any]], str]:
+    run = resolve_run_dir(run_dir, runs_dir)
+    rows = read_trials(run / TRIALS_FILE)
+    name = read_meta(run / SWEEP_FILE).name if (run / SWEEP_FILE).exists() else run.name
+    return run, rows, name
+
+
+def pareto_summary(
+    run_dir: str | Path, ref: Sequence[float] | None = None, runs_dir: str | Path = "runs"
+) -> dict[str, Any]:
+    """JSON-ready summary: counts, front rows, knee, hypervolume, reference point, history."""
+    run, rows, name = _load(run_dir, runs_dir)
+    hv, ref_nat = hypervolume(rows, ref)
+    fr = front(rows)
+    return {
+        "sweep": name,
+        "run_dir": str(run),
+        "trials": len(rows),
+        "counts": _counts(rows),
+        "ref": {"flops_ratio": ref_nat[0], "synergy_gain": ref_nat[1]},
+        "ref_is_default": ref is None,
+        "hypervolume": hv,
+        "knee": knee(fr)["trial_id"] if fr else None,
+        "front": [_summary_row(r) for r in fr],
+        "history": [{"number": n, "hypervolume": h} for n, h in hypervolume_history(rows, ref_nat)],
+    }
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    fr = front(rows)
+    on = {id(r) for r in fr}
+    return {
+        "front": fr,
+        "dominated": [r for r in rows if is_valid(r) and id(r) not in on],
+        "failed": [r for r in rows if not is_valid(r)],
+    }
+
+
+def _failed_band(rows: Sequence[Row]) -> tuple[float, float]:
+    """(y of the failed band, x for failed trials with unknown FLOPs)."""
+    ys = [float(r["synergy_gain"]) for r in rows if is_valid(r)]
+    xs = [float(r["flops_ratio"]) for r in rows if _num(r.get("flops_ratio")) is not None]
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 0.0)
+    span = max(hi - lo, 0.05)
+    return lo - 0.15 * span, max(xs + [1.0])
+
+
+def _xy(rows: Sequence[Row], band: tuple[float, float]) -> tuple[list[float], list[float]]:
+    xs = [_num(r.get("flops_ratio")) for r in rows]
+    return [band[1] if x is None else x for x in xs], [
+        float(r["synergy_gain"]) if is_valid(r) else band[0] for r in rows
+    ]
+
+
+def _stderr(rows: Sequence[Row]) -> list[float]:
+    return [_num(r.get("synergy_gain_stderr")) or 0.0 for r in rows]
+
+
+# --------------------------------------------------------------------------- PNG front
+
+
+def _new_axes(figsize: tuple[float, float] = (7.5, 5.0)) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=120, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _draw_trials(ax: Any, g: dict[str, list[Row]], band: tuple[float, float]) -> None:
+    x, y = _xy(g["dominated"], band)
+    ax.errorbar(
+        x,
+        y,
+        yerr=_stderr(g["dominated"]),
+        fmt="o",
+        ms=5,
+        color="0.7",
+        ecolor="0.85",
+        capsize=2,
+        label=f"dominated ({len(x)})",
+    )
+    x, y = _xy(g["front"], band)
+    ax.plot(x, y, drawstyle="steps-post", color="C0", lw=1.5, alpha=0.8)
+    ax.errorbar(
+        x,
+        y,
+        yerr=_stderr(g["front"]),
+        fmt="o",
+        ms=7,
+        color="C0",
+        ecolor="C0",
+        capsize=3,
+        label=f"Pareto front ({len(x)})",
+        zorder=3,
+    )
+    x, y = _xy(g["failed"], band)
+    ax.scatter(x, y, marker="x", color="0.45", label=f"failed / pruned ({len(x)})", zorder=2)
+    ax.axhline(band[0], ls=":", color="0.6", lw=1)
+    ax.annotate(
+        "failed / pruned",
+        (0.01, band[0]),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize=7,
+        color="0.4",
+    )
+
+
+def _label_presets(ax: Any, rows: Sequence[Row], band: tuple[float, float]) -> None:
+    named = [r for r in rows if r.get("preset")]
+    if not named:
+        return
+    x, y = _xy(named, band)
+    ax.scatter(
+        x, y, s=90, facecolors="none", edgecolors="C3", lw=1, zorder=4, label="literature preset"
+    )
+    for r, xi, yi in zip(named, x, y):
+        ax.annotate(
+            str(r["preset"]),
+            (xi, yi),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+            color="C3",
+        )
+
+
+def _front_png(
+    rows: Sequence[Row], path: Path, name: str, ref: tuple[float, float], hv: float
+) -> Path:
+    g, band = _groups(rows), _failed_band(rows)
+    fig, ax = _new_axes()
+    _draw_trials(ax, g, band)
+    _label_presets(ax, rows, band)
+    ax.scatter(
+        [ref[0]], [ref[1]], marker="*", s=80, color="C1", label="hypervolume reference", zorder=3
+    )
+    ax.set_xlabel("training FLOPs ratio (lower is better)")
+    ax.set_ylabel("synergy gain (higher is better)")
+    ax.set_title(f"{name}: {len(g['front'])} on the front of {len(rows)} trials, HV {hv:.4g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.savefig(path)
+    return path
+
+
+# --------------------------------------------------------------------------- HTML front
+
+
+_HOVER = (
+    "trial %{customdata[0]} (%{customdata[1]})<br>FLOPs ratio %{x:.3f}<br>"
+    "synergy gain %{y:+.4f} ± %{customdata[2]}<br>%{customdata[3]}<extra>%{fullData.name}</extra>"
+)
+_HOVER_FAILED = (
+    "trial %{customdata[0]} (%{customdata[1]})<br>%{customdata[2]}<br>%{customdata[3]}"
+    "<extra>%{fullData.name}</extra>"
+)
+
+
+def _custom(rows: Sequence[Row], failed: bool) -> list[list[str]]:
+    third = (
+        (lambda r: f"{r.get('status')}: {str(r.get('error') or '')[:120]}")
+        if failed
+        else (lambda r: _fmt(r.get("synergy_gain_stderr"), ".4f"))
+    )
+    return [
+        [
+            str(r["trial_id"]),
+            r.get("preset") or "no preset",
+            third(r),
+            policy_summary(r.get("policy_json")),
+        ]
+        for r in rows
+    ]
+
+
+def _trace(kind: str, rows: Sequence[Row], band: tuple[float, float], **style: Any) -> Any:
+    import plotly.graph_objects as go
+
+    x, y = _xy(rows, band)
+    failed = kind == "failed"
+    return go.Scatter(
+        x=x,
+        y=y,
+        uid=kind,
+        name=f"{style.pop('label')} ({len(rows)})",
+        customdata=_custom(rows, failed),
+        hovertemplate=_HOVER_FAILED if failed else _HOVER,
+        text=[r.get("preset") or "" for r in rows],
+        textposition="top right",
+        error_y=None if failed else dict(type="data", array=_stderr(rows), visible=True),
+        **style,
+    )
+
+
+def _front_html(
+    rows: Sequence[Row], path: Path, name: str, ref: tuple[float, float], hv: float
+) -> Path:
+    import plotly.graph_objects as go
+
+    g, band = _groups(rows), _failed_band(rows)
+    fig = go.Figure(
+        [
+            _trace(
+                "dominated",
+                g["dominated"],
+                band,
+                label="dominated",
+                mode="markers+text",
+                marker=dict(color="#b0b0b0", size=8),
+            ),
+            _trace(
+                "front",
+                g["front"],
+                band,
+                label="Pareto front",
+                mode="lines+markers+text",
+                line=dict(shape="hv", color="#1f77b4"),
+                marker=dict(color="#1f77b4", size=11),
+            ),
+            _trace(
+                "failed",
+                g["failed"],
+                band,
+                label="failed / pruned",
+                mode="markers+text",
+                marker=dict(color="#707070", symbol="x", size=9),
+            ),
+        ]
+    )
+    fig.add_hline(y=band[0], line=dict(dash="dot", color="#999"), annotation_text="failed / pruned")
+    fig.add_annotation(x=ref[0], y=ref[1], text="HV reference", showarrow=True, arrowhead=2)
+    fig.update_layout(
+        title=f"{name}: {len(g['front'])} on the front of {len(rows)} trials, HV {hv:.4g}",
+        xaxis_title="training FLOPs ratio (lower is better)",
+        yaxis_title="synergy gain (higher is better)",
+        template="plotly_white",
+        hovermode="closest",
+    )
+    fig.write_html(path, include_plotlyjs=True, full_html=True, div_id="pareto-front")
+    return path
+
+
+# --------------------------------------------------------------------------- history, importance
+
+
+def _history_png(rows: Sequence[Row], path: Path, name: str, ref: tuple[float, float]) -> Path:
+    hist = hypervolume_history(rows, ref)
+    fig, ax = _new_axes((7.0, 4.0))
+    if hist:
+        nums, hvs = zip(*hist)
+        ax.step(nums, hvs, where="post", color="C0")
+        ax.plot(nums, hvs, "o", ms=3, color="C0")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("hypervolume")
+    ax.set_title(f"{name}: hypervolume (ref: FLOPs ratio {ref[0]:g}, synergy gain {ref[1]:+.4g})")
+    ax.grid(alpha=0.3)
+    fig.savefig(path)
+    return path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "objective"
+
+
+def _load_study(db: Path, study_name: str) -> tuple[Any, str | None]:
+    import optuna
+
+    storage = f"sqlite:///{db}"
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage), None
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        return (
+            None,
+            f"no study {study_name!r} in {db} (studies: {names}); parameter importance skipped",
+        )
+
+
+def _importance_png(imp: dict[str, float], path: Path, title: str) -> Path:
+    items = sorted(imp.items(), key=lambda kv: kv[1])
+    fig, ax = _new_axes((7.0, 0.8 + 0.3 * max(1, len(items))))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="C0")
+    ax.set_xlabel("PED-ANOVA importance (normalised)")
+    ax.set_title(title, fontsize=10)
+    fig.savefig(path)
+    return path
+
+
+def importance_plots(
+    run_dir: str | Path, out_dir: str | Path, study_name: str
+) -> tuple[dict[str, Path], str | None]:
+    """PED-ANOVA importance per objective of `runs/<sweep>/optuna.db` as PNG bar charts.
+
+    Returns `({"importance_<metric>": path}, None)`, or `({}, reason)` when the study is
+    missing or has fewer than MIN_IMPORTANCE_TRIALS complete trials. The target quantile
+    is `clip(5 / n, 0.1, 0.5)` so at least ~5 trials form the "good" set (Optuna's advice).
+    """
+    db = Path(run_dir) / STUDY_FILE
+    if not db.exists():
+        return {}, f"no Optuna study at {db}; parameter importance skipped"
+    study, reason = _load_study(db, study_name)
+    if study is None:
+        return {}, reason
+    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n < MIN_IMPORTANCE_TRIALS:
+        return {}, (
+            f"study {study_name!r} has {n} complete trials (< {MIN_IMPORTANCE_TRIALS}); "
+            "importance skipped"
+        )
+    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    evaluator = PedAnovaImportanceEvaluator(target_quantile=min(0.5, max(0.1, 5 / n)))
+    out: dict[str, Path] = {}
+    for i, (metric, direction) in enumerate(zip(names, study.directions)):
+        sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
+        with warnings.catch_warnings():  # Optuna warns that `target` is minimised: ours is signed
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+            imp = get_param_importances(
+                study, evaluator=evaluator, target=lambda t, i=i, s=sign: s * t.values[i]
+            )
+        if imp:
+            path = Path(out_dir) / f"importance_{_slug(metric)}.png"
+            out[f"importance_{_slug(metric)}"] = _importance_png(
+                imp,
+                path,
+                f"{study_name}: what reaches the best {metric} ({direction.name.lower()}, n={n})",
+            )
+    return out, None if out else f"study {study_name!r} has no parameters to rank"
+
+
+def pareto_plots(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    ref: Sequence[float] | None = None,
+    runs_dir: str | Path = "runs",
+) -> dict[str, Path]:
+    """Write the sweep's report files; returns `{name: path}` for the tracking module to log.
+
+    Keys: `front_png`, `front_html` (plotly JS embedded, works offline), `hypervolume_png`,
+    and `importance_<metric>` per objective when the Optuna study allows it (otherwise the
+    reason is logged as a warning). `out_dir` defaults to `<run_dir>/report`.
+    """
+    run, rows, name = _load(run_dir, runs_dir)
+    out = Path(out_dir) if out_dir is not None else run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    hv, ref_nat = hypervolume(rows, ref)
+    paths = {
+        "front_png": _front_png(rows, out / "pareto_front.png", name, ref_nat, hv),
+        "front_html": _front_html(rows, out / "pareto_front.html", name, ref_nat, hv),
+        "hypervolume_png": _history_png(rows, out / "hypervolume_history.png", name, ref_nat),
+    }
+    extra, reason = importance_plots(run, out, name)
+    if reason:
+        log.warning(reason)
+    return {**paths, **extra}

@@ -1,0 +1,173 @@
+"""The driver-side record of a sweep: trials table, MLflow runs and the live view.
+
+A Ray Tune `Callback` runs in the driver process, so it is the single writer of
+`trials.csv` (rewritten atomically after every finished trial) and of MLflow (parent run
+per sweep, child run per trial, looked up by `trial_id` on resume). Runtime state is
+created in `setup()` and dropped when pickled (Tune pickles callbacks into `tuner.pkl`
+and restores them on `Tuner.restore`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from searchvlm.config import TrialResult
+from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, trial_row, write_meta, write_trials
+from searchvlm.space import SearchSpace
+from searchvlm.tracking import Tracker
+
+from ._progress import LiveView
+from ._searcher import NUMBER_KEY, PRESET_ATTR
+from ._trainable import config_policy, trial_name
+
+log = logging.getLogger(__name__)
+_INTERMEDIATE = ("flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")
+
+
+class SweepCallback(Callback):
+    """Writes trials.csv and MLflow from the driver; drives the live progress view."""
+
+    def __init__(self, run_dir: Path, space: SearchSpace, tracking_uri: str, runs_dir: Path,
+                 progress: bool) -> None:  # fmt: skip
+        self.run_dir, self.space, self.uri = Path(run_dir), space, tracking_uri
+        self.runs_dir, self.progress = Path(runs_dir), progress
+        self._reset()
+
+    def _reset(self) -> None:
+        self.tracker: Tracker | None = None
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.started: dict[str, str] = {}
+        self.view: LiveView | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(tracker=None, rows={}, started={}, view=None)
+        return state
+
+    # ---- lifecycle
+
+    def setup(self, **info: Any) -> None:
+        table = self.run_dir / TRIALS_FILE
+        self.rows = {r["trial_id"]: r for r in read_trials(table)} if table.exists() else {}
+        meta = read_meta(self.run_dir / SWEEP_FILE)
+        self.tracker = Tracker(self.uri, self.runs_dir)
+        params = {"space_hash": meta.space_hash, "samples": self.space.search.samples,
+                  "sampler": self.space.search.sampler, "scheduler": self.space.search.scheduler.kind}  # fmt: skip
+        space_copy = self.run_dir / Path(meta.space_path).name
+        parent = self.tracker.start_sweep(meta.name, space_copy, params, meta.parent_run_id)
+        if parent != meta.parent_run_id:
+            write_meta(self.run_dir / SWEEP_FILE, meta.model_copy(update={"parent_run_id": parent}))
+        if self.progress:
+            self.view = LiveView(meta.name, self.space.search.samples)
+            self.view.start(list(self.rows.values()))
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        if self.view is not None:
+            self.view.update(list(self.rows.values()), _running(trials), force=False)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for t in trials:  # reconcile: a finished trial must never be missing from the table
+            final = (t.last_result or {}).get("final")
+            if t.status == Trial.TERMINATED and final and t.trial_id not in self.rows:
+                self._record(t)  # (trials cut off by an interruption have no final result)
+        if self.view is not None:
+            self.view.stop(list(self.rows.values()))
+        if self.tracker is not None:
+            done = all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+            self.tracker.end_sweep("FINISHED" if done else "KILLED")
+
+    # ---- trials
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._child(trial)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
+                        **info: Any) -> None:  # fmt: skip
+        if result.get("final") or "step" not in result:
+            return
+        metrics = {k: result[k] for k in _INTERMEDIATE if k in result}
+        self.tracker.log_round(self._child(trial), int(result["step"]), metrics)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._record(trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._record(trial, error=_error_text(trial))
+
+    def _child(self, trial: Trial) -> str:
+        if trial.trial_id not in self.started:
+            params, tags = self._params(trial)
+            run_id = self.tracker.child(trial.trial_id, trial_name(trial.config), params, tags)
+            self.started[trial.trial_id] = run_id
+        return self.started[trial.trial_id]
+
+    def _params(self, trial: Trial) -> tuple[dict[str, Any], dict[str, str]]:
+        cfg = trial.config
+        tags = {"optuna_number": str(cfg.get(NUMBER_KEY, "")), "preset": str(cfg.get(PRESET_ATTR) or "")}
+        try:
+            params: dict[str, Any] = config_policy(self.space, cfg).flat_params()
+        except ValueError:
+            params = {}
+        params.update({f"param.{k}": v for k, v in cfg.items() if k != NUMBER_KEY})
+        return params, tags
+
+    def _record(self, trial: Trial, error: str | None = None) -> None:
+        result = _trial_result(trial, self.space, error)
+        run_id = self._child(trial)
+        cfg = trial.config
+        row = trial_row(
+            result, trial.trial_id, int(cfg.get(NUMBER_KEY, len(self.rows))), cfg.get(PRESET_ATTR),
+            {k: v for k, v in cfg.items() if k not in (NUMBER_KEY, PRESET_ATTR)},
+            start_time=_iso(getattr(trial, "start_time", None)), end_time=_iso(None),
+        )  # fmt: skip
+        self.rows[trial.trial_id] = row
+        write_trials(self.run_dir / TRIALS_FILE, list(self.rows.values()))
+        self.tracker.finish_trial(run_id, result, result.policy.model_dump_json(indent=2) if result.policy else None)
+        if self.view is not None:
+            self.view.update(list(self.rows.values()))
+
+
+def _trial_result(trial: Trial, space: SearchSpace, error: str | None) -> TrialResult:
+    """Final result, or a `pruned` result from the last intermediate round, or `failed`."""
+    last = trial.last_result or {}
+    if error is None and last.get("final") and last.get("result_json"):
+        result = TrialResult.model_validate_json(last["result_json"])
+        if result.policy is None:
+            result = result.model_copy(update={"policy": _policy(space, trial.config)})
+        return result
+    fields = {k: last.get(k) for k in _INTERMEDIATE if isinstance(last.get(k), (int, float))}
+    status = "failed" if error is not None else "pruned"
+    return TrialResult(status=status, error=error, steps_done=int(last.get("step", 0) or 0),
+                       policy=_policy(space, trial.config), **fields)  # fmt: skip
+
+
+def _policy(space: SearchSpace, config: dict[str, Any]) -> Any:
+    try:
+        return config_policy(space, config)
+    except ValueError:
+        return None
+
+
+def _error_text(trial: Trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "ray trial error")[:2000]
+
+
+def _running(trials: list[Trial]) -> list[str]:
+    return [t.trial_id for t in trials if t.status == Trial.RUNNING]
+
+
+def _iso(ts: Any) -> str:
+    when = dt.datetime.fromtimestamp(ts) if isinstance(ts, (int, float)) else dt.datetime.now()
+    return when.isoformat(timespec="seconds")

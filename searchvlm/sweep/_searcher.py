@@ -1,0 +1,121 @@
+"""The Optuna side of a sweep: sampler choice, define-by-run space, and how results are told.
+
+`MOOptunaSearch` subclasses Ray's `OptunaSearch` (multi-objective: `metric`/`mode` lists,
+the space as a define-by-run function, never the Tuner's `metric` + `param_space` trap)
+and decides each trial's Optuna state itself:
+
+- a trial whose last result carries `final: True` and `status: ok` -> COMPLETE with the
+  objective values, after `trial.set_constraint(...)` for every space constraint;
+- `status: failed`, a Ray error, or a missing/non-finite objective -> FAIL (Optuna keeps
+  the trial and its error, samplers ignore it; the trials table ranks it last);
+- no final result (stopped by MO-ASHA or any scheduler) -> PRUNED, never COMPLETE with a
+  partial result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from searchvlm.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+PRESET_ATTR = "preset"
+NUMBER_KEY = "optuna_number"
+
+
+class DefineByRun:
+    """Picklable define-by-run space: presets (enqueued with a user attr) sample nothing."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        preset = trial.user_attrs.get(PRESET_ATTR)
+        head = {NUMBER_KEY: trial.number}
+        if preset:
+            return {**head, PRESET_ATTR: preset}
+        return {**head, **self.space.suggest(trial)}
+
+
+def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by `search.sampler`, seeded."""
+    s = space.search
+    if s.sampler == "tpe":
+        extra = {} if s.startup_trials is None else {"n_startup_trials": s.startup_trials}
+        return optuna.samplers.TPESampler(seed=s.seed, **extra)
+    if s.sampler == "nsga2":
+        extra = {} if s.population_size is None else {"population_size": s.population_size}
+        return optuna.samplers.NSGAIISampler(seed=s.seed, **extra)
+    if s.sampler == "gp":
+        extra = {} if s.startup_trials is None else {"n_startup_trials": s.startup_trials}
+        return optuna.samplers.GPSampler(seed=s.seed, **extra)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    return optuna.samplers.GridSampler(space.grid_space(), seed=s.seed)
+
+
+def study_url(db_path: str) -> str:
+    return f"sqlite:///{db_path}"
+
+
+def make_searcher(space: SearchSpace, study_name: str, db_path: str) -> "MOOptunaSearch":
+    """A multi-objective searcher on a persistent study (`optuna-dashboard sqlite:///...`)."""
+    storage = optuna.storages.RDBStorage(study_url(db_path))
+    fresh = not _study_exists(storage, study_name)
+    searcher = MOOptunaSearch(
+        space=DefineByRun(space),
+        metric=space.metric_names,
+        mode=space.directions,
+        sampler=make_sampler(space),
+        study_name=study_name,
+        storage=storage,
+    )
+    searcher.constraints = space.parsed_constraints()
+    if fresh:
+        for name in space.presets:
+            searcher._ot_study.enqueue_trial({}, user_attrs={PRESET_ATTR: name})
+    return searcher
+
+
+def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    return any(s.study_name == name for s in storage.get_all_studies())
+
+
+class MOOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells COMPLETE / FAIL / PRUNED as the module docstring says."""
+
+    constraints: list = []
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        state, values = self._state(result, error)
+        if state == TrialState.COMPLETE:
+            for i, c in enumerate(self.constraints):
+                ot_trial.set_constraint(f"c{i}: {c.metric} {c.op} {c.bound:g}", c.violation(result or {}))
+        if result and result.get("error"):
+            ot_trial.set_user_attr("error", str(result["error"])[:2000])
+        try:
+            self._ot_study.tell(ot_trial, values, state=state)
+        except (ValueError, RuntimeError) as err:  # e.g. already told before an interruption
+            log.warning("optuna tell for %s: %s", trial_id, err)
+        self._completed_trials.add(trial_id)
+
+    def _state(self, result: dict | None, error: bool) -> tuple[TrialState, list[float] | None]:
+        if error or not result:
+            return TrialState.FAIL, None
+        if not result.get("final"):
+            return TrialState.PRUNED, None
+        values = [result.get(m) for m in self.metric]
+        ok = result.get("status") == "ok" and all(
+            isinstance(v, (int, float)) and math.isfinite(v) for v in values
+        )
+        return (TrialState.COMPLETE, values) if ok else (TrialState.FAIL, None)

@@ -1,0 +1,203 @@
+"""MLflow tracking of sweeps: one parent run per sweep, one child run per trial.
+
+L4 module, the only one importing mlflow. The sweep driver is the only writer (a Ray
+callback calls these methods in the driver process; trials never touch MLflow), which
+keeps a SQLite backend free of lock contention. Every call goes through a bounded
+exponential back-off for transient errors (a restarting server, a locked database).
+Children are found again by their `trial_id` tag, so a resumed sweep never duplicates one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from searchvlm.config import TrialResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EXPERIMENT = "searchvlm"
+RESULT_METRICS = (
+    "flops_ratio", "synergy_gain", "synergy_gain_stderr", "und_gain", "gen_gain", "und_acc",
+    "gen_nll", "gen_fidelity", "und_acc_iso", "gen_nll_iso", "gen_fidelity_iso",
+    "train_seconds", "steps_done",
+)  # fmt: skip
+_PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+              "BAD_REQUEST", "INVALID_STATE", "PERMISSION_DENIED"}  # fmt: skip
+_MLFLOW_STATUS = {"ok": "FINISHED", "failed": "FAILED", "pruned": "KILLED"}
+
+
+def default_uri(runs_dir: str | Path) -> str:
+    """`sqlite:///<absolute runs_dir>/mlflow.db`."""
+    path = Path(runs_dir).resolve() / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def retry(fn: Callable[..., T], *args: Any, tries: int = 6, base: float = 0.5, **kw: Any) -> T:
+    """Call `fn`, retrying transient failures with back-off 0.5, 1, 2, 4, 8 s (bounded)."""
+    for attempt in range(tries):
+        try:
+            return fn(*args, **kw)
+        except Exception as err:  # noqa: BLE001 - classified below, re-raised when permanent
+            if _permanent(err) or attempt == tries - 1:
+                raise
+            delay = base * 2**attempt
+            log.warning("mlflow %s failed (%s); retrying in %.1fs", fn.__name__, err, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _permanent(err: Exception) -> bool:
+    return isinstance(err, MlflowException) and err.error_code in _PERMANENT
+
+
+class Tracker:
+    """Writes one sweep's runs. Create it in the driver only."""
+
+    def __init__(self, uri: str, runs_dir: str | Path, experiment: str = EXPERIMENT) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = retry(self._experiment, experiment, Path(runs_dir).resolve())
+        self.parent_id: str | None = None
+        self._children: dict[str, str] = {}
+
+    def _experiment(self, name: str, runs_dir: Path) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = (runs_dir / "mlartifacts").as_uri() if self.uri.startswith("sqlite") else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    # ---- parent
+
+    def start_sweep(self, name: str, space_file: Path, params: dict[str, Any],
+                    parent_run_id: str | None = None) -> str:  # fmt: skip
+        """Open (or, on resume, re-open) the sweep's parent run; returns its id."""
+        if parent_run_id:
+            retry(self.client.update_run, parent_run_id, status="RUNNING")
+            self.parent_id = parent_run_id
+            return parent_run_id
+        tags = {MLFLOW_RUN_NAME: name, "sweep": name, "kind": "sweep", **_provenance()}
+        run = retry(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
+        self.parent_id = run.info.run_id
+        retry(self.client.log_batch, self.parent_id, params=_params(params))
+        retry(self.client.log_artifact, self.parent_id, str(space_file))
+        return self.parent_id
+
+    def end_sweep(self, status: str = "FINISHED") -> None:
+        if self.parent_id:
+            retry(self.client.set_terminated, self.parent_id, status)
+
+    # ---- children
+
+    def child(self, trial_id: str, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """The child run of a trial: found by its `trial_id` tag, else created."""
+        if trial_id in self._children:
+            return self._children[trial_id]
+        run_id = self._find_child(trial_id)
+        if run_id is None:
+            all_tags = {MLFLOW_PARENT_RUN_ID: self.parent_id or "", MLFLOW_RUN_NAME: name,
+                        "trial_id": trial_id, "status": "running", **tags}  # fmt: skip
+            run = retry(self.client.create_run, self.experiment_id, tags=all_tags, run_name=name)
+            run_id = run.info.run_id
+            retry(self.client.log_batch, run_id, params=_params(params))
+        self._children[trial_id] = run_id
+        return run_id
+
+    def _find_child(self, trial_id: str) -> str | None:
+        runs = retry(
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string=f"tags.trial_id = '{trial_id}' and tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'",
+            max_results=2,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def log_round(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
+        """Intermediate metrics of one evaluation round."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _number(v)]
+        if batch:
+            retry(self.client.log_batch, run_id, metrics=batch)
+
+    def finish_trial(self, run_id: str, result: TrialResult, policy_json: str | None) -> None:
+        """Final objectives, the explicit policy artifact, status tag, terminal state."""
+        now = int(time.time() * 1000)
+        step = result.steps_done
+        metrics = [Metric(k, float(getattr(result, k)), now, step)
+                   for k in RESULT_METRICS if _number(getattr(result, k))]  # fmt: skip
+        tags = [RunTag("status", result.status)]
+        if result.error:
+            tags.append(RunTag("error", result.error[:4000]))
+        retry(self.client.log_batch, run_id, metrics=metrics, tags=tags)
+        if policy_json:
+            retry(self.client.log_text, run_id, policy_json, "policy.json")
+        retry(self.client.set_terminated, run_id, _MLFLOW_STATUS.get(result.status, "FINISHED"))
+
+    def children(self) -> list[Any]:
+        """Every child run of this sweep's parent (for tests and reports)."""
+        flt = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'"
+        return retry(self.client.search_runs, [self.experiment_id], filter_string=flt, max_results=5000)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _params(params: dict[str, Any]) -> list[Param]:
+    return [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+
+
+def _provenance() -> dict[str, str]:
+    """Command line, git commit, package versions: tags of the parent run."""
+    tags = {"command": " ".join(sys.argv)[:4000], "git_commit": _git_commit()}
+    for pkg in ("searchvlm", "torch", "ray", "optuna", "mlflow", "transformers"):
+        try:
+            tags[f"version.{pkg}"] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            tags[f"version.{pkg}"] = "not installed"
+    return tags
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def log_artifacts(uri: str, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
+    """Attach files (plots, tables) to an existing run, e.g. the sweep's parent run."""
+    client = MlflowClient(tracking_uri=uri)
+    for path in paths:
+        retry(client.log_artifact, run_id, str(path), artifact_path)
+
+
+def log_table(uri: str, runs_dir: str | Path, name: str, files: list[Path], rows: list[dict]) -> str:
+    """One run holding a side-by-side table (`reproduce`): files as artifacts, one metric
+    per row and column (`<preset>.<column>`). Returns the run id."""
+    tracker = Tracker(uri, runs_dir)
+    run = retry(tracker.client.create_run, tracker.experiment_id, tags={MLFLOW_RUN_NAME: name, "kind": "reproduce"}, run_name=name)
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{r['preset'] if r['preset'] != 'isolated' else r['model'].split()[0]}.{k}", float(v), now, 0)
+               for r in rows for k, v in r.items() if _number(v)]  # fmt: skip
+    if metrics:
+        retry(tracker.client.log_batch, run_id, metrics=metrics)
+    log_artifacts(uri, run_id, files)
+    retry(tracker.client.set_terminated, run_id, "FINISHED")
+    return run_id

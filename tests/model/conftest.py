@@ -1,0 +1,97 @@
+"""Tiny models and batches for the reduced-forward tests (hidden 32, 4 layers, vocab 40)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from searchvlm.config import ModelConfig, VocabLayout
+from searchvlm.model import build_model
+from searchvlm.policy import ReductionPolicy, Segment, Sharing, TaskPolicy
+
+VOCAB = VocabLayout(num_special=4, num_text=16, num_image=20)
+LAYERS = 4
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # (B, T)
+    segments: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T), -100 where not a target
+    image_positions: list[int]
+
+
+def make_batch(segment_runs: list[tuple[int, int]], batch: int = 3, seed: int = 0) -> Batch:
+    """Random ids over a segment layout [(segment, length), ...]; targets = OUTPUT or IMAGE."""
+    seg = torch.cat([torch.full((n,), s, dtype=torch.long) for s, n in segment_runs])
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB.size, (batch, seg.numel()), generator=g)
+    segments = seg.expand(batch, -1).clone()
+    return Batch(ids, segments, ids.clone(), (seg == Segment.IMAGE).nonzero().flatten().tolist())
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny matmuls on a shared, loaded CPU: several torch threads wait on each other (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cfg() -> ModelConfig:
+    return ModelConfig(
+        num_layers=LAYERS, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab=VOCAB
+    )
+
+
+@pytest.fixture
+def model(cfg: ModelConfig) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+@pytest.fixture
+def und_batch() -> Batch:
+    """Understanding: [system 3][image 16][instruction 2][output 3]; labels on the output."""
+    b = make_batch([(0, 3), (2, 16), (1, 2), (3, 3)])
+    b.labels[b.segments != Segment.OUTPUT] = -100
+    return b
+
+
+@pytest.fixture
+def gen_batch() -> Batch:
+    """Generation: [system 2][instruction 4][image 16][system 2]; labels on the image tokens."""
+    b = make_batch([(0, 2), (1, 4), (2, 16), (0, 2)], seed=1)
+    b.labels[b.segments != Segment.IMAGE] = -100
+    return b
+
+
+PolicyFactory = Callable[..., ReductionPolicy]
+
+
+@pytest.fixture
+def make_policy() -> PolicyFactory:
+    """policy(und=(keep, mode, selector), gen=(...), sharing=Sharing(...)); default dense."""
+
+    def build(
+        und: tuple[list[float], str, str] | None = None,
+        gen: tuple[list[float], str, str] | None = None,
+        sharing: Sharing | None = None,
+        seed: int = 0,
+    ) -> ReductionPolicy:
+        dense = ([1.0] * LAYERS, "skip", "stride")
+        u, g = und or dense, gen or dense
+        return ReductionPolicy(
+            num_layers=LAYERS,
+            understanding=TaskPolicy(keep=u[0], mode=u[1], selector=u[2]),
+            generation=TaskPolicy(keep=g[0], mode=g[1], selector=g[2]),
+            sharing=sharing or Sharing(),
+            seed=seed,
+        )
+
+    return build

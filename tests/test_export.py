@@ -1,0 +1,244 @@
+"""Tests of searchvlm.export: rules on a fixed trials table, atomic writes, load-time refusals."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable
+
+import pytest
+
+from searchvlm.config import TrialResult
+from searchvlm.errors import ConfigError
+from searchvlm.export import build_policy_file, export_policy
+from searchvlm.policy import POLICY_SCHEMA, load_policy, preset
+from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
+
+# (preset, flops_ratio, synergy_gain): dense, a knee, the max-synergy point, a min-FLOPs one
+TABLE: list[tuple[str, float, float]] = [
+    ("dense", 1.0, 0.05),
+    ("himix", 0.24, -0.10),
+    ("hmgen", 0.5, 0.04),
+    ("pmod", 0.8, 0.10),
+    ("fastv", 0.6, 0.00),
+]
+
+
+def _result(name: str, flops: float, syn: float, num_layers: int) -> TrialResult:
+    return TrialResult(
+        flops_ratio=flops,
+        synergy_gain=syn,
+        synergy_gain_stderr=0.01,
+        und_gain=syn,
+        gen_gain=syn + 0.05,
+        und_acc=0.7,
+        gen_nll=2.5,
+        und_acc_iso=0.68,
+        gen_nll_iso=2.6,
+        seeds=[0, 1],
+        policy=preset(name, num_layers),
+    )
+
+
+def make_sweep(
+    root: Path, name: str = "s1", num_layers: int = 4, table: list | None = None
+) -> Path:
+    """A finished sweep directory: trials.csv (+ a failed and a pruned trial) and sweep.json."""
+    run = root / name
+    rows = [
+        trial_row(_result(p, f, s, num_layers), f"t{i}", i, preset=p)
+        for i, (p, f, s) in enumerate(table or TABLE)
+    ]
+    n = len(rows)
+    rows.append(trial_row(TrialResult(status="failed", error="OOM"), f"t{n}", n))
+    rows.append(
+        trial_row(
+            TrialResult(status="pruned", flops_ratio=0.1, synergy_gain=0.9), f"t{n + 1}", n + 1
+        )
+    )
+    write_trials(run / "trials.csv", rows)
+    meta = SweepMeta(
+        name=name,
+        space_path="search_spaces/tiny.yaml",
+        space_hash="deadbeef",
+        package_version="0.1.0",
+        model={"num_layers": num_layers, "hidden_size": 32},
+    )
+    write_meta(run / "sweep.json", meta)
+    return run
+
+
+@pytest.fixture()
+def run(tmp_path: Path) -> Path:
+    return make_sweep(tmp_path / "runs")
+
+
+@pytest.mark.parametrize(
+    ("rule", "kwargs", "trial", "name"),
+    [
+        ("knee", {}, "t2", "hmgen"),
+        ("max-synergy", {}, "t3", "pmod"),
+        ("min-flops", {}, "t1", "himix"),
+        ("max-synergy", {"max_flops": 0.7}, "t2", "hmgen"),
+        ("min-flops", {"min_synergy": 0.0}, "t2", "hmgen"),
+    ],
+)
+def test_export_rules(
+    run: Path, tmp_path: Path, rule: str, kwargs: dict, trial: str, name: str
+) -> None:
+    out = export_policy(run, rule, out_path=tmp_path / "out" / "policy.json", **kwargs)
+    data = json.loads(out.read_text())
+    assert set(data) == {"schema", "policy", "model", "objectives", "provenance"}
+    assert data["schema"] == POLICY_SCHEMA
+    assert data["provenance"]["trial_id"] == trial
+    assert data["provenance"]["sweep"] == "s1"
+    assert data["provenance"]["space_hash"] == "deadbeef"
+    assert data["provenance"]["package_version"] == "0.1.0"
+    assert data["provenance"]["rule"] == rule
+    assert data["model"] == {"num_layers": 4, "hidden_size": 32}
+    obj = data["objectives"]
+    assert obj["synergy_gain_stderr"] == 0.01 and obj["und_acc"] == 0.7 and obj["gen_nll"] == 2.5
+    assert set(obj) >= {"flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll"}
+    policy = load_policy(out, num_layers=4)
+    assert policy == preset(name, 4)  # the explicit policy round-trips exactly
+
+
+def test_export_by_sweep_name(run: Path, tmp_path: Path) -> None:
+    out = export_policy("s1", "knee", out_path=tmp_path / "p.json", runs_dir=run.parent)
+    assert json.loads(out.read_text())["provenance"]["trial_id"] == "t2"
+
+
+def test_export_infeasible_names_closest(run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        export_policy(run, "knee", max_flops=0.1, out_path=tmp_path / "p.json")
+    text = str(err.value)
+    assert str(run / "trials.csv") in text and "--max-flops = 0.1" in text
+    assert "closest is trial t1" in text  # pruned t6 (0.1, 0.9) is never a candidate
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_export_refuses_missing_policy_and_layers(tmp_path: Path) -> None:
+    run = make_sweep(tmp_path, table=[("dense", 0.9, 0.1)])
+    text = (run / "trials.csv").read_text()
+    policy_json = preset("dense", 4).model_dump_json()
+    (run / "trials.csv").write_text(text.replace(policy_json.replace('"', '""'), ""))
+    with pytest.raises(ConfigError, match=r"trial t0\.policy_json.*no policy recorded"):
+        export_policy(run, "knee", out_path=tmp_path / "p.json")
+    run2 = make_sweep(tmp_path, name="s2")
+    meta = json.loads((run2 / "sweep.json").read_text())
+    meta["model"].pop("num_layers")
+    (run2 / "sweep.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"sweep\.json: model\.num_layers = None"):
+        export_policy(run2, "knee", out_path=tmp_path / "p.json")
+
+
+def test_export_is_atomic(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "p.json"
+    out.write_text("previous")
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        export_policy(run, "knee", out_path=out)
+    assert out.read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "runs"]  # no temp left
+
+
+def _edited(tmp_path: Path, data: dict[str, Any], edit: Callable[[dict[str, Any]], None]) -> Path:
+    bad = copy.deepcopy(data)
+    edit(bad)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(bad))
+    return path
+
+
+def _set_gen_drop(d: dict[str, Any]) -> None:
+    d["policy"]["generation"]["mode"] = "drop"
+    d["policy"]["generation"]["keep"] = [1.0, 0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (
+            lambda d: d.__setitem__("schema", "searchvlm.policy/v9"),
+            r"schema = 'searchvlm.policy/v9'",
+        ),
+        (
+            lambda d: d["policy"]["understanding"]["keep"].__setitem__(0, 1.5),
+            r"policy\.understanding\.keep\[0\] = 1\.5",
+        ),
+        (
+            lambda d: d["model"].__setitem__("num_layers", 6),
+            r"model\.num_layers.*= 6 but policy\.num_layers = 4",
+        ),
+        (
+            lambda d: d["policy"]["understanding"].__setitem__("keep", [1.0] * 3),
+            r"understanding\.keep has 3 entries",
+        ),
+        (lambda d: d.__setitem__("extra_key", 1), r"extra_key = 1: Extra inputs are not permitted"),
+        (lambda d: d["policy"]["sharing"].__setitem__("qvk", "shared"), r"policy\.sharing\.qvk"),
+        (_set_gen_drop, r"generation\.mode = 'drop' is invalid"),
+    ],
+    ids=[
+        "schema",
+        "keep-1.5",
+        "model-layers",
+        "keep-length",
+        "unknown-key",
+        "unknown-nested",
+        "gen-drop",
+    ],
+)
+def test_edited_export_is_refused(run: Path, tmp_path: Path, edit: Callable, named: str) -> None:
+    out = export_policy(run, "knee", out_path=tmp_path / "p.json")
+    path = _edited(tmp_path, json.loads(out.read_text()), edit)
+    with pytest.raises(ConfigError, match=named) as err:
+        load_policy(path)
+    assert str(path) in str(err.value)
+
+
+def test_build_policy_file_keeps_preset_name(run: Path) -> None:
+    pf = build_policy_file(run, "min-flops")
+    assert pf.policy.name == "himix" and pf.provenance["preset"] == "himix"
+
+
+def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
+    """DESIGN.md's three user lines on an exported policy and a tiny HF Llama."""
+    model_mod = pytest.importorskip("searchvlm.model")
+    if not hasattr(model_mod, "apply_policy"):
+        pytest.skip("searchvlm.model.apply_policy is not written yet")
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    run = make_sweep(tmp_path, num_layers=2, table=[("dense", 1.0, 0.2), ("himix", 0.4, 0.1)])
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    hf_model = LlamaForCausalLM(cfg).eval()
+    input_ids = torch.randint(0, 99, (2, 12))  # (B, T)
+    segments = torch.tensor([[0, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3]] * 2)  # (B, T)
+    for rule in ("max-synergy", "min-flops"):
+        path = export_policy(run, rule, out_path=tmp_path / f"{rule}.json")
+        policy = load_policy(path)
+        reduced = model_mod.apply_policy(hf_model, policy)
+        with torch.no_grad():
+            out = reduced(input_ids, segments=segments, task="understanding")
+        assert out.logits.shape[0] == 2 and out.logits.shape[-1] == 99
+        assert out.positions.shape == out.logits.shape[:2]
+        assert torch.isfinite(out.logits).all()
+        if policy.is_dense:
+            with torch.no_grad():
+                ref = hf_model(input_ids).logits
+            torch.testing.assert_close(out.logits, ref, rtol=1e-4, atol=1e-4)

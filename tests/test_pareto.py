@@ -1,0 +1,202 @@
+"""Tests of searchvlm.pareto: fronts, ranks, hypervolume by hand, knee and selection rules."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from searchvlm.errors import ConfigError
+from searchvlm.pareto import (
+    default_ref,
+    front,
+    hypervolume,
+    hypervolume_history,
+    knee,
+    nondominated,
+    objectives,
+    pareto_ranks,
+    select,
+)
+
+
+def row(
+    tid: str, flops: float | None, syn: float | None, status: str = "ok", number: int | None = None
+) -> dict[str, Any]:
+    num = int(tid.lstrip("t")) if number is None else number
+    return {
+        "trial_id": tid,
+        "number": num,
+        "status": status,
+        "flops_ratio": flops,
+        "synergy_gain": syn,
+    }
+
+
+def ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["trial_id"] for r in rows]
+
+
+# t0 dense, t1..t3 front, t4 dominated by t2, t5 failed, t6 pruned, t7 ok but missing synergy
+TABLE = [
+    row("t0", 1.0, 0.05),
+    row("t1", 0.3, -0.10),
+    row("t2", 0.5, 0.02),
+    row("t3", 0.8, 0.10),
+    row("t4", 0.6, 0.00),
+    row("t5", 0.2, 0.50, status="failed"),
+    row("t6", 0.1, 0.90, status="pruned"),
+    row("t7", 0.4, None),
+]
+
+
+def test_objectives_minimise_and_invalid_inf() -> None:
+    pts = objectives(TABLE)
+    assert pts.shape == (8, 2)
+    np.testing.assert_allclose(pts[1], [0.3, 0.10])
+    assert np.isinf(pts[5:]).all()
+
+
+def test_nondominated_mask_known() -> None:
+    pts = np.array([[1, 1], [0, 1], [1, 0], [1, 0], [np.inf, np.inf], [2, 2]], dtype=float)
+    assert nondominated(pts).tolist() == [False, True, True, True, False, False]
+    assert nondominated(pts, keep_duplicates=False).tolist() == [
+        False,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert nondominated(np.empty((0, 2))).tolist() == []
+
+
+def test_front_excludes_failed_pruned_missing_and_dominated() -> None:
+    assert ids(front(TABLE)) == ["t1", "t2", "t3"]
+
+
+def test_ranks_invalid_last() -> None:
+    ranks = pareto_ranks(TABLE)
+    assert ranks[[1, 2, 3]].tolist() == [0, 0, 0]
+    assert ranks[4] == 1 and ranks[0] == 1
+    assert ranks[5:].tolist() == [2, 2, 2]
+    assert pareto_ranks([row("t0", None, None, "failed")]).tolist() == [0]
+
+
+def test_hypervolume_by_hand_default_ref() -> None:
+    # ref = (1.0, worst synergy -0.10). Staircase (flops x, synergy y) over the front:
+    #   t2: (1.0-0.5) * (0.02+0.10) = 0.06
+    #   t3 above t2:  (1.0-0.8) * (0.10-0.02) = 0.016
+    #   t1 sits on the ref synergy: 0;  t4 (0.6, 0.00) is inside t2's box: 0
+    hv, ref = hypervolume(TABLE)
+    assert ref == (1.0, -0.10)
+    assert hv == pytest.approx(0.076)
+
+
+def test_hypervolume_user_ref_and_outside_points() -> None:
+    hv, ref = hypervolume(TABLE, ref=(1.0, -0.2))
+    # t1: 0.7*0.1 = 0.07; t2 adds (0.5*0.22 - overlap 0.5*0.1) = 0.06; t3 adds 0.2*0.08 = 0.016
+    assert ref == (1.0, -0.2)
+    assert hv == pytest.approx(0.07 + 0.06 + 0.016)
+    assert hypervolume(TABLE, ref=(0.1, 1.0))[0] == 0.0
+    with pytest.raises(ConfigError, match="ref"):
+        hypervolume(TABLE, ref=(1.0, math.nan))
+
+
+def test_hypervolume_history_monotone_fixed_ref() -> None:
+    hist = hypervolume_history(TABLE)
+    assert [n for n, _ in hist] == list(range(8))
+    hvs = [h for _, h in hist]
+    assert hvs[0] == 0.0  # dense point at the reference FLOPs adds nothing
+    assert hvs[2] == pytest.approx(0.06)
+    assert hvs[3] == pytest.approx(0.076)
+    assert hvs[3:] == [hvs[3]] * 5  # dominated / failed / pruned / missing leave it unchanged
+    assert all(b >= a for a, b in zip(hvs, hvs[1:]))
+
+
+def test_single_point_and_all_failed() -> None:
+    one = [row("t0", 0.5, 0.1)]
+    assert ids(front(one)) == ["t0"]
+    assert knee(one)["trial_id"] == "t0"
+    assert hypervolume(one) == (0.0, (1.0, 0.1))
+    for rule in ("knee", "max-synergy", "min-flops"):
+        assert select(one, rule)["trial_id"] == "t0"
+    dead = [row("t0", None, None, "failed"), row("t1", 0.4, 0.2, "pruned")]
+    assert front(dead) == []
+    assert hypervolume(dead) == (0.0, (1.0, 0.0))
+    assert hypervolume_history(dead) == [(0, 0.0), (1, 0.0)]
+    with pytest.raises(ConfigError, match=r"1 failed, 1 pruned"):
+        select(dead, "knee")
+    with pytest.raises(ConfigError, match="no trial finished"):
+        knee(dead)
+
+
+def test_duplicates_and_ties() -> None:
+    rows = [row("t0", 0.5, 0.1), row("t1", 0.5, 0.1), row("t2", 0.5, 0.05), row("t3", 0.3, 0.0)]
+    assert ids(front(rows)) == ["t3", "t0", "t1"]  # duplicates both kept, earlier first
+    assert select(rows, "max-synergy")["trial_id"] == "t0"
+    assert select(rows, "min-flops")["trial_id"] == "t3"
+    hv, _ = hypervolume(rows)
+    assert hv == pytest.approx(0.5 * 0.1)  # duplicates add no volume
+    tied = [row("t0", 0.4, 0.1), row("t1", 0.4, 0.1)]
+    assert knee(tied)["trial_id"] == "t0"
+
+
+def test_knee_known_shape() -> None:
+    # L-shaped front: one point sits far inside the line between the extremes
+    rows = [row("t0", 0.1, 0.0), row("t1", 0.2, 0.9), row("t2", 0.6, 0.95), row("t3", 1.0, 1.0)]
+    assert knee(rows)["trial_id"] == "t1"
+    # collinear front: no bulge -> lowest FLOPs point
+    line = [row("t0", 0.2, 0.0), row("t1", 0.4, 0.5), row("t2", 0.6, 1.0)]
+    assert knee(line)["trial_id"] == "t0"
+    # two points -> lowest FLOPs
+    assert knee(line[1:])["trial_id"] == "t1"
+
+
+def test_select_rules_on_table() -> None:
+    assert select(TABLE, "min-flops")["trial_id"] == "t1"
+    assert select(TABLE, "max-synergy")["trial_id"] == "t3"
+    assert select(TABLE, "knee")["trial_id"] == "t2"
+    assert select(TABLE, "max-synergy", max_flops=0.7)["trial_id"] == "t2"
+    assert select(TABLE, "min-flops", min_synergy=0.0)["trial_id"] == "t2"
+    # feasible front {t1, t2}: two points have no knee -> the lower-FLOPs one
+    assert select(TABLE, "knee", max_flops=0.55, min_synergy=-0.2)["trial_id"] == "t1"
+
+
+def test_select_infeasible_names_closest_trial() -> None:
+    with pytest.raises(ConfigError) as err:
+        select(TABLE, "knee", max_flops=0.25, source="runs/s/trials.csv")
+    text = str(err.value)
+    assert "runs/s/trials.csv" in text and "--max-flops = 0.25" in text
+    assert "closest is trial t1" in text
+    with pytest.raises(ConfigError, match="closest is trial t3"):
+        select(TABLE, "min-flops", min_synergy=0.5)
+    with pytest.raises(
+        ConfigError, match=r"flops_ratio <= 0.35 and synergy_gain >= 0.05.*trial t(1|2)"
+    ):
+        select(TABLE, "knee", max_flops=0.35, min_synergy=0.05)
+
+
+def test_select_unknown_rule() -> None:
+    with pytest.raises(ConfigError, match=r"rule = 'best'.*knee, max-synergy, min-flops"):
+        select(TABLE, "best")
+
+
+def test_default_ref_uses_valid_rows_only() -> None:
+    assert default_ref(TABLE) == (1.0, -0.10)
+
+
+def test_light_imports() -> None:
+    """pareto and export (L1) load no torch / ray / mlflow / plotting / optuna."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, searchvlm.pareto, searchvlm.export, searchvlm.report\n"
+        "heavy = ('torch', 'ray', 'mlflow', 'matplotlib', 'plotly', 'optuna')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,180 @@
+"""Tests of searchvlm.report: PNGs not blank, offline HTML rendered in a real browser, summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchvlm.config import TrialResult
+from searchvlm.report import (
+    front_table,
+    importance_plots,
+    pareto_plots,
+    pareto_summary,
+    policy_summary,
+)
+from searchvlm.results import read_trials, trial_row, write_trials
+
+from test_export import make_sweep
+
+
+def _not_blank(path: Path, min_std: float = 0.02) -> float:
+    from matplotlib.image import imread
+
+    img = np.asarray(imread(path), dtype=float)  # (H, W, C) in [0, 1]
+    gray = img[..., :3].mean(axis=-1) if img.ndim == 3 else img
+    assert gray.std() > min_std, f"{path} looks blank (pixel std {gray.std():.4f})"
+    return float(gray.std())
+
+
+@pytest.fixture()
+def run(tmp_path: Path) -> Path:
+    return make_sweep(tmp_path / "runs")
+
+
+def test_pareto_plots_files(run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="searchvlm.report"):
+        paths = pareto_plots(run, tmp_path / "out")
+    assert set(paths) == {"front_png", "front_html", "hypervolume_png"}
+    assert all(p.parent == tmp_path / "out" and p.stat().st_size > 0 for p in paths.values())
+    _not_blank(paths["front_png"])
+    _not_blank(paths["hypervolume_png"])
+    assert "no Optuna study" in caplog.text and "importance skipped" in caplog.text
+    html = paths["front_html"].read_text()
+    assert re.search(r"<script[^>]*\bsrc=", html) is None  # plotly.js embedded, nothing fetched
+    assert len(html) > 1_000_000 and "pareto-front" in html
+    assert "himix" in html and "t3" in html and "OOM" in html  # hover data: ids, presets, errors
+
+
+def test_pareto_plots_default_dir_and_all_failed(tmp_path: Path) -> None:
+    run = tmp_path / "dead"
+    rows = [trial_row(TrialResult(status="failed", error="boom"), f"t{i}", i) for i in range(3)]
+    write_trials(run / "trials.csv", rows)
+    paths = pareto_plots(run)
+    assert all(p.exists() and p.parent == run / "report" for p in paths.values())
+    summary = pareto_summary(run)
+    assert summary["front"] == [] and summary["knee"] is None and summary["hypervolume"] == 0.0
+    assert summary["counts"] == {"ok": 0, "failed": 3, "pruned": 0, "incomplete": 0}
+
+
+def test_pareto_summary_json(run: Path) -> None:
+    s = pareto_summary(run)
+    json.dumps(s, allow_nan=False)
+    assert s["sweep"] == "s1" and s["trials"] == 7 and s["knee"] == "t2"
+    assert [r["trial_id"] for r in s["front"]] == ["t1", "t2", "t3"]
+    assert s["ref"] == {"flops_ratio": 1.0, "synergy_gain": -0.10} and s["ref_is_default"]
+    # (1-0.5)*(0.04+0.10) + (1-0.8)*(0.10-0.04) = 0.07 + 0.012
+    assert s["hypervolume"] == pytest.approx(0.082)
+    assert [h["number"] for h in s["history"]] == list(range(7))
+    assert s["history"][-1]["hypervolume"] == pytest.approx(0.082)
+    user = pareto_summary(run, ref=(1.0, -0.2))
+    assert not user["ref_is_default"] and user["hypervolume"] > s["hypervolume"]
+
+
+def test_front_table(run: Path) -> None:
+    table = front_table(read_trials(run / "trials.csv"))
+    assert [r["trial"] for r in table] == ["t1", "t2", "t3"]
+    assert [r["knee"] for r in table] == ["", "*", ""]
+    assert table[0]["preset"] == "himix" and table[0]["FLOPs ratio"] == "0.240"
+    assert "query_drop" in table[0]["policy"] and "0×3" in table[0]["policy"]
+    assert (
+        policy_summary("") == "(no policy recorded)"
+        and policy_summary("{") == "(unreadable policy)"
+    )
+
+
+def _make_study(db: Path, name: str, n: int) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name,
+        storage=f"sqlite:///{db}",
+        directions=["minimize", "maximize"],
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(["flops_ratio", "synergy_gain"])
+    for _ in range(n):
+        t = study.ask()
+        keep = t.suggest_float("und.keep", 0.0, 1.0)
+        mode = t.suggest_categorical("gen.mode", ["skip", "query_drop"])
+        study.tell(t, [keep, -keep + (0.3 if mode == "skip" else 0.0)])
+
+
+def test_importance_from_study(run: Path, tmp_path: Path) -> None:
+    _make_study(run / "optuna.db", "s1", 12)
+    paths = pareto_plots(run, tmp_path / "out")
+    assert {"importance_flops_ratio", "importance_synergy_gain"} <= set(paths)
+    _not_blank(paths["importance_flops_ratio"])
+
+
+def test_importance_skips_small_or_missing_study(run: Path, tmp_path: Path) -> None:
+    _make_study(run / "optuna.db", "s1", 3)
+    paths, reason = importance_plots(run, tmp_path, "s1")
+    assert paths == {} and reason is not None and "3 complete trials" in reason
+    paths, reason = importance_plots(run, tmp_path, "other")
+    assert paths == {} and reason is not None and "no study 'other'" in reason and "s1" in reason
+
+
+# --------------------------------------------------------------------------- real browser
+
+
+def _chromium() -> str:
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    if exe is None:
+        reason = "chromium is not installed (apt-get install chromium)"
+        if "CI" in os.environ:
+            pytest.fail(f"{reason}; CI={os.environ['CI']!r} requires the browser test to run")
+        pytest.skip(reason)
+    return exe
+
+
+def _headless(exe: str, profile: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--window-size=1200,800",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+
+
+def _points_per_trace(dom: str) -> dict[str, int]:
+    """`path.point` elements inside each plotly scatter trace group, keyed by the trace uid."""
+    parts = re.split(r'<g class="trace scatter trace([\w-]+)"', dom)
+    point = re.compile(r'<path class="point(?: [^"]*)?"')  # plotly adds e.g. plotly-customdata
+    return {uid: len(point.findall(body)) for uid, body in zip(parts[1::2], parts[2::2])}
+
+
+def test_front_html_in_browser(run: Path, tmp_path: Path) -> None:
+    exe = _chromium()
+    html = pareto_plots(run, tmp_path / "out")["front_html"]
+    rows = read_trials(run / "trials.csv")
+    with tempfile.TemporaryDirectory() as profile:
+        dom = _headless(exe, profile, "--dump-dom", html.as_uri()).stdout
+    assert 'class="main-svg"' in dom, "plotly did not render"
+    counts = _points_per_trace(dom)
+    assert counts == {"dominated": 2, "front": 3, "failed": 2}
+    assert sum(counts.values()) == len(rows)
+    shot = tmp_path / "shot.png"
+    with tempfile.TemporaryDirectory() as profile:
+        _headless(exe, profile, f"--screenshot={shot}", html.as_uri())
+    assert _not_blank(shot, min_std=0.03)

@@ -1,0 +1,211 @@
+"""End-to-end sweeps on the real stack: Ray Tune + Optuna study + MLflow + run_trial.
+
+One Ray session and one runs directory (so one baseline cache) are shared by the module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from searchvlm.errors import ConfigError
+from searchvlm.pareto import front
+from searchvlm.results import read_meta, read_trials
+from searchvlm.sweep import ensure_ray, run_sweep, shutdown_ray
+from searchvlm.sweep._moasha import MOASHA, keeps, rank_order, rung_levels
+from searchvlm.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def tiny_space(path: Path, samples: int = 4, scheduler: dict | None = None, steps: int = 20,
+               presets: list[str] | None = None) -> Path:  # fmt: skip
+    data = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
+    data["training"].update(steps=steps, eval_every=10)
+    data["search"].update(samples=samples, concurrency=2, scheduler=scheduler or {"kind": "none"})
+    data["presets"] = ["himix"] if presets is None else presets
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def study(run_dir: Path, name: str) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+
+
+def children(uri: str, runs: Path, run_dir: Path) -> list:
+    tracker = Tracker(uri, runs)
+    tracker.parent_id = read_meta(run_dir / "sweep.json").parent_run_id
+    return tracker.children()
+
+
+def check_consistent(run_dir: Path, name: str, uri: str, runs: Path) -> list[dict]:
+    """Every trial exactly once in the table, the study and MLflow, with matching states."""
+    rows = read_trials(run_dir / "trials.csv")
+    ids = [r["trial_id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    st = study(run_dir, name)
+    assert [d.name for d in st.directions] == ["MINIMIZE", "MAXIMIZE"]
+    state = {"ok": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED"}
+    by_number = {t.number: t for t in st.trials}
+    assert len(st.trials) == len(rows)
+    for r in rows:
+        assert by_number[r["number"]].state.name == state[r["status"]], r
+    runs_ = children(uri, runs, run_dir)
+    assert sorted(c.data.tags["trial_id"] for c in runs_) == sorted(ids)
+    assert {c.data.tags["trial_id"]: c.data.tags["status"] for c in runs_} == {
+        r["trial_id"]: r["status"] for r in rows
+    }
+    return rows
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 (started early: it takes ~20 s to come up)."""
+    d = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(PY).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{d / 'm.db'}",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--artifacts-destination", str(d / "art")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=d)
+    url = f"http://127.0.0.1:{port}"
+    yield url, proc
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def wait_health(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, "mlflow server exited"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def ray_session(mlflow_server):
+    ensure_ray(num_cpus=2)
+    yield
+    shutdown_ray()
+
+
+# --------------------------------------------------------------------------- unit: MO-ASHA
+
+
+def test_rung_levels():
+    assert rung_levels(10, 3, 100) == [10, 30, 90]
+    assert rung_levels(100, 3, 500) == [100, 300]
+
+
+def test_rank_order_front_then_crowding():
+    pts = np.array([[0.5, -0.1], [0.3, -0.2], [0.9, 0.0], [np.inf, np.inf]])
+    assert rank_order(pts).tolist() == [1, 0, 2, 3]
+    assert keeps(pts, 1, 3) and keeps(pts, 0, 3) and not keeps(pts, 2, 3)
+
+
+def test_moasha_rung_decisions():
+    s = MOASHA(["flops_ratio", "synergy_gain"], ["min", "max"], grace_steps=10, max_steps=100,
+               reduction_factor=3)  # fmt: skip
+    good = {"flops_ratio": 0.5, "synergy_gain": 0.2}
+    bad = {"flops_ratio": 0.9, "synergy_gain": -0.1}  # dominated by `good`
+    assert s.decide("a", 10, good) == "CONTINUE"  # first at the rung
+    assert s.decide("b", 10, bad) == "STOP"  # top ceil(2/3)=1 only
+    assert s.decide("c", 10, {"flops_ratio": 0.4, "synergy_gain": 0.3}) == "CONTINUE"
+    assert s.decide("a", 20, good) == "CONTINUE"  # between rungs: no decision
+    assert s.decide("d", 10, {"flops_ratio": None, "synergy_gain": 1.0}) == "STOP"  # missing = worst
+    assert s.stopped == {"b", "d"}
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_bad_space_fails_before_ray(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: {sampler: bayes}\nmodel: {num_layers: 4}\n")
+    with pytest.raises(ConfigError) as err:
+        run_sweep(bad, runs_dir=tmp_path / "runs", progress=False)
+    assert "search.sampler" in str(err.value) and "bad.yaml" in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path):
+    space = tiny_space(tmp_path / "tiny.yaml", samples=4)
+    s = run_sweep(space, name="e2e", runs_dir=runs, progress=False)
+    rows = check_consistent(s.run_dir, "e2e", s.tracking_uri, runs)
+    assert s.tracking_uri == f"sqlite:///{runs / 'mlflow.db'}"
+    assert len(rows) == 4 and rows[0]["preset"] == "himix"
+    assert {r["status"] for r in rows} == {"ok"}
+    assert (s.run_dir / "tiny.yaml").exists() and (s.run_dir / "ray").is_dir()
+    child = children(s.tracking_uri, runs, s.run_dir)[0]
+    tracker = Tracker(s.tracking_uri, runs)
+    steps = [m.step for m in tracker.client.get_metric_history(child.info.run_id, "synergy_gain")]
+    assert 10 in steps and 20 in steps  # every evaluation round, with its step
+    assert "policy.json" in [a.path for a in tracker.client.list_artifacts(child.info.run_id)]
+    assert child.data.params["und.mode"] in ("query_drop", "skip", "drop")
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(space, name="e2e", runs_dir=runs, progress=False)
+
+
+@pytest.mark.slow
+def test_moasha_against_mlflow_server(runs: Path, ray_session, mlflow_server, tmp_path: Path):
+    url, proc = mlflow_server
+    wait_health(url, proc)
+    space = tiny_space(tmp_path / "asha.yaml", samples=5, steps=30, presets=[],
+                       scheduler={"kind": "mo_asha", "reduction_factor": 4, "grace_steps": 10})  # fmt: skip
+    s = run_sweep(space, name="asha", runs_dir=runs, tracking_uri=url, progress=False)
+    rows = check_consistent(s.run_dir, "asha", url, runs)
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    assert pruned, "eta=4 with 5 trials must stop someone at the first rung"
+    assert all(r["steps_done"] < 30 for r in pruned)
+    on_front = {r["trial_id"] for r in front(rows)}
+    assert not on_front & {r["trial_id"] for r in pruned}
+    best = {t.number for t in study(s.run_dir, "asha").best_trials}
+    assert not best & {r["number"] for r in pruned}
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes(runs: Path, ray_session, tmp_path: Path):
+    space = tiny_space(tmp_path / "res.yaml", samples=5, steps=40)
+    code = ("import sys; from searchvlm.sweep import run_sweep; "
+            "run_sweep(sys.argv[1], name='res', runs_dir=sys.argv[2], progress=False)")  # fmt: skip
+    proc = subprocess.Popen([PY, "-c", code, str(space), str(runs)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    table = runs / "res" / "trials.csv"
+    end = time.monotonic() + 180
+    while time.monotonic() < end and not (table.exists() and len(read_trials(table)) >= 2):
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
+    assert proc.wait(timeout=120) == 0
+    before = {r["trial_id"]: r for r in read_trials(table)}
+    assert 2 <= len(before) < 5
+    s = run_sweep(space, name="res", runs_dir=runs, resume=True, progress=False)
+    rows = check_consistent(s.run_dir, "res", s.tracking_uri, runs)
+    assert len(rows) == 5
+    after = {r["trial_id"]: r for r in rows}
+    for tid, r in before.items():  # finished trials were not retrained
+        assert after[tid]["end_time"] == r["end_time"] and after[tid]["synergy_gain"] == r["synergy_gain"]
