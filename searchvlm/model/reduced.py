@@ -94,7 +94,8 @@ class ReducedLM(nn.Module):
         layers = hf_model.model.layers
         if policy.num_layers != len(layers):
             raise ValueError(
-                f"policy.num_layers = {policy.num_layers} but {type(hf_model).__name__} has {len(layers)} layers"
+                f"policy.num_layers = {policy.num_layers} but {type(hf_model).__name__} "
+                f"has {len(layers)} layers"
             )
         self.hf_model = hf_model
         self.policy = policy
