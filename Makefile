@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 
 browser:  # Debian's chromium for the HTML-front browser test (root only; skipped otherwise)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || true
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; } || true
 
 sweep: setup
 	$(BIN)/searchvlm sweep search_spaces/quick.yaml --name quick

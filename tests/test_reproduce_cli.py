@@ -1,0 +1,74 @@
+"""`reproduce` (every row of the study's Table 3 on a tiny proxy) and the `trial` CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from searchvlm.cli import app
+from searchvlm.reproduce import ROWS, reproduce
+from searchvlm.space import load_space
+
+TINY_SPACE = """
+model: {num_layers: 4, hidden_size: 32, num_heads: 2, num_kv_heads: 1, intermediate_size: 64}
+data: {name: digits, train_size: 48, val_size: 16, test_size: 16}
+training: {steps: 4, batch_size: 8, eval_every: 2, threads: 1}
+seeds: [0, 1]
+policy:
+  understanding: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
+  generation: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
+"""
+
+
+@pytest.fixture
+def space_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
+    base = load_space(space_file).trial_config(None, cache_dir=tmp_path / "cache")
+    table = reproduce(base, tmp_path / "out")
+    names = [r["preset"] for r in table.rows]
+    assert names == ["isolated", "isolated"] + [p for _, p in ROWS]
+    assert all(r["status"] == "ok" for r in table.rows)
+    by = {r["preset"]: r for r in table.rows[2:]}
+    assert by["dense"]["flops_ratio"] == pytest.approx(1.0)
+    assert by["himix_hmgen"]["flops_ratio"] < by["himix"]["flops_ratio"] < 1.0
+    # every reduced row has a synergy gain with a standard error over the two seeds
+    assert all(r["synergy_gain_stderr"] is not None for r in table.rows[2:])
+    # U-only / G-only rows are the cached isolated baselines that every row compares with
+    assert table.rows[0]["und_acc"] is not None and table.rows[0]["gen_nll"] is None
+    assert table.rows[1]["gen_nll"] > 0 and table.rows[1]["und_acc"] is None
+    md = (tmp_path / "out" / "table3.md").read_text()
+    assert "HiMix + HMGen, share partial" in md and md.count("\n") == len(table.rows) + 2
+    with (tmp_path / "out" / "table3.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == len(table.rows)
+
+
+def test_trial_cli_json(space_file: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["trial", str(space_file), "--preset", "himix", "--json", "--cache-dir", str(tmp_path / "c")]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout[result.stdout.index("{"):])
+    assert payload["status"] == "ok" and payload["policy"]["name"] == "himix"
+    assert 0 < payload["flops_ratio"] < 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--preset", "nope"], "--preset = 'nope'"),
+        ([], "give exactly one of --preset NAME or --policy FILE"),
+    ],
+)
+def test_trial_cli_bad_input_exits_2(space_file: Path, args: list[str], fragment: str) -> None:
+    result = CliRunner().invoke(app, ["trial", str(space_file), *args])
+    assert result.exit_code == 2
+    assert fragment in result.output.replace("\n", " ")
