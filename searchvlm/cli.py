@@ -28,7 +28,7 @@ out = Console()
 
 def _fail(err: Exception) -> None:
     for line in str(err).splitlines() or [repr(err)]:
-        console.print(f"[red]error:[/red] {line}", highlight=False)
+        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -38,13 +38,13 @@ def _trial_policy(space, preset: str | None, policy_file: Path | None):
 
     layers = space.model.num_layers
     if (preset is None) == (policy_file is None):
-        raise ConfigError(None, "--preset/--policy", None, "give exactly one of --preset NAME or --policy FILE")
+        raise ConfigError("command line", "--preset/--policy", None, "give exactly one of --preset NAME or --policy FILE")
     if policy_file is not None:
         return load_policy(policy_file, num_layers=layers)
     try:
         return make_preset(preset, layers)
     except ValueError as err:
-        raise ConfigError(None, "--preset", preset, str(err)) from None
+        raise ConfigError("command line", "--preset", preset, str(err)) from None
 
 
 def _result_table(result) -> Table:
@@ -177,7 +177,7 @@ def _ref(ref: Optional[str]) -> Optional[tuple[float, float]]:
     try:
         flops, synergy = (float(x) for x in ref.split(","))
     except ValueError:
-        raise ConfigError(None, "--ref", ref, "expected FLOPS,SYNERGY such as 1.0,-0.2") from None
+        raise ConfigError("command line", "--ref", ref, "expected FLOPS,SYNERGY such as 1.0,-0.2") from None
     return flops, synergy
 
 
@@ -277,7 +277,7 @@ def reproduce(
         wanted = presets_.split(",") if presets_ else None
         unknown = [p for p in wanted or [] if p not in PRESETS]
         if unknown:
-            raise ConfigError(None, "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
+            raise ConfigError("command line", "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
         base = space.trial_config(None, name="reproduce")
         base = base.model_copy(update={"cache_dir": str(runs_dir / "cache")})
         if seeds:
@@ -293,6 +293,70 @@ def reproduce(
 
     log_table(tracking_uri or default_uri(runs_dir), runs_dir, f"reproduce-{space_file.stem}",
               [target / "table3.md", target / "table3.csv"], table.rows)
+
+
+@app.command()
+def analyze(
+    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the model)"),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="train under this policy JSON (default: dense)"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="analyse a model saved by a trial instead"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default runs/analysis-<space>)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the space's)"),
+    examples: int = typer.Option(256, "--examples", help="held-out examples per task"),
+    layer: Optional[int] = typer.Option(None, "--heatmap-layer", help="0-based layer of the heatmap (default L//2)"),
+    floor: float = typer.Option(0.25, "--floor", help="lowest keep ratio of the derived policy"),
+    rows: str = typer.Option("all", "--rows", help="derive from all query rows (Eq. 2) or the task's targets"),
+    export: Optional[Path] = typer.Option(None, "--export", help="write the derived policy file here"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="log to this MLflow URI"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: training.threads)"),
+) -> None:
+    """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
+    from searchvlm.policy import load_policy
+    from searchvlm.space import load_space
+
+    try:
+        space = load_space(space_file)
+        if threads:
+            space = space.model_copy(update={"training": space.training.model_copy(update={"threads": threads})})
+        pol = load_policy(policy, num_layers=space.model.num_layers) if policy else None
+        if pol is not None and checkpoint is not None:
+            raise ConfigError(None, "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
+        if rows not in ("all", "targets"):
+            raise ConfigError(None, "--rows", rows, "must be 'all' (Eq. 2) or 'targets'")
+        if not 0.0 <= floor <= 1.0:
+            raise ConfigError(None, "--floor", floor, "must be a keep ratio in [0, 1]")
+        from searchvlm.analysis import analyze as run_analysis
+        from searchvlm.analysis import derive_policy, policy_file, space_modes, write_outputs
+
+        report = run_analysis(space, policy=pol, checkpoint=checkpoint, steps=steps, max_examples=examples,
+                              heatmap_layer=layer)
+        derived = derive_policy(report, floor, *space_modes(space), rows=rows)  # type: ignore[arg-type]
+    except (ConfigError, ValueError) as err:
+        _fail(err)
+    target = out_dir or Path("runs") / f"analysis-{space_file.stem}"
+    paths = write_outputs(report, target)
+    pfile = export or target / "policy.json"
+    pfile.write_text(policy_file(derived, report, floor, rows).dump())
+    table = Table(title=f"attention share α per layer ({report.source}, {report.steps} steps)")
+    table.add_column("task / segment")
+    for i in range(space.model.num_layers):
+        table.add_column(f"L{i + 1}", justify="right")
+    for task, curves in report.alpha.items():
+        for seg, vals in curves.items():
+            table.add_row(f"{task} / {seg}", *(f"{v:.3f}" for v in vals))
+        chance = report.uniform[task]["image"]
+        table.add_row(f"{task} / image if uniform", *(f"{chance:.3f}" for _ in range(space.model.num_layers)))
+    out.print(table)
+    for task in ("understanding", "generation"):
+        tp = derived.task(task)
+        out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
+    out.print(f"wrote {', '.join(str(p) for p in paths.values())}, {pfile}")
+    if tracking_uri:
+        from searchvlm.tracking import log_analysis
+
+        run_id = log_analysis(tracking_uri, Path("runs"), f"analysis-{space_file.stem}", report.alpha,
+                              [*paths.values(), pfile])
+        out.print(f"mlflow: {tracking_uri} (run {run_id})")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -131,6 +131,11 @@ class TrialConfig(_Strict):
     policy: ReductionPolicy | None = Field(None, description="None: dense")
     cache_dir: str = Field("runs/cache", description="where isolated baselines are cached")
     name: str = Field("trial", description="trial name")
+    save_model: str | None = Field(
+        None,
+        description="path template ({name}, {seed}) where the first seed's trained joint model is "
+        "saved for `searchvlm analyze --checkpoint` (configs as JSON + state dict); None: not saved",
+    )
 
     @model_validator(mode="after")
     def _layers(self) -> "TrialConfig":

@@ -380,6 +380,13 @@ class SearchSettings(_Strict):
     population_size: int | None = Field(None, ge=2, description="nsga2: population size")
     scheduler: SchedulerSpace = SchedulerSpace()
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per trial (= torch threads)")
+    warm_start: Literal["none", "analysis"] = Field(
+        "none",
+        description="analysis: before the first trial, train the dense model, measure its layerwise "
+        "attention allocation (`searchvlm analyze`, cached in runs/<sweep>/analysis.json) and "
+        "enqueue the derived per-task keep schedule as the sweep's first trial (a fixed explicit "
+        "policy, like a preset; it need not lie inside the searched space)",
+    )
 
 
 # --------------------------------------------------------------------------- the space

@@ -9,13 +9,15 @@ Children are found again by their `trial_id` tag, so a resumed sweep never dupli
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.metadata
 import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -59,6 +61,23 @@ def retry(fn: Callable[..., T], *args: Any, tries: int = 6, base: float = 0.5, *
     raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a sqlite store (schema creation and migration are not
+    safe across processes); no-op for other stores."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _permanent(err: Exception) -> bool:
     return isinstance(err, MlflowException) and err.error_code in _PERMANENT
 
@@ -68,8 +87,9 @@ class Tracker:
 
     def __init__(self, uri: str, runs_dir: str | Path, experiment: str = EXPERIMENT) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = retry(self._experiment, experiment, Path(runs_dir).resolve())
+        with _store_lock(uri):  # two sweeps starting on one fresh sqlite store race in alembic
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = retry(self._experiment, experiment, Path(runs_dir).resolve())
         self.parent_id: str | None = None
         self._children: dict[str, str] = {}
 
@@ -78,7 +98,12 @@ class Tracker:
         if exp is not None:
             return exp.experiment_id
         location = (runs_dir / "mlartifacts").as_uri() if self.uri.startswith("sqlite") else None
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as err:  # another sweep created it since the lookup
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     # ---- parent
 
@@ -106,7 +131,7 @@ class Tracker:
         """The child run of a trial: found by its `trial_id` tag, else created."""
         if trial_id in self._children:
             return self._children[trial_id]
-        run_id = self._find_child(trial_id)
+        run_id = self._find_child(trial_id) or self._adopt(trial_id, tags.get("optuna_number", ""))
         if run_id is None:
             all_tags = {MLFLOW_PARENT_RUN_ID: self.parent_id or "", MLFLOW_RUN_NAME: name,
                         "trial_id": trial_id, "status": "running", **tags}  # fmt: skip
@@ -124,6 +149,23 @@ class Tracker:
             max_results=2,
         )
         return runs[0].info.run_id if runs else None
+
+    def _adopt(self, trial_id: str, number: str) -> str | None:
+        """A child a killed driver left `running` for the same Optuna trial (resumed under
+        a new Tune trial id): re-tagged and reused, never duplicated."""
+        if not number:
+            return None
+        flt = (f"tags.optuna_number = '{number}' and tags.status = 'running' and "
+               f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'")  # fmt: skip
+        runs = retry(self.client.search_runs, [self.experiment_id], filter_string=flt, max_results=2)
+        if not runs:
+            return None
+        retry(self.client.set_tag, runs[0].info.run_id, "trial_id", trial_id)
+        return runs[0].info.run_id
+
+    def is_open(self, run_id: str) -> bool:
+        """Has the child not been finished yet (its terminal state is the last write)?"""
+        return retry(self.client.get_run, run_id).info.status == "RUNNING"
 
     def log_round(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
         """Intermediate metrics of one evaluation round."""
@@ -201,3 +243,20 @@ def log_table(uri: str, runs_dir: str | Path, name: str, files: list[Path], rows
     log_artifacts(uri, run_id, files)
     retry(tracker.client.set_terminated, run_id, "FINISHED")
     return run_id
+
+
+def log_analysis(uri: str, runs_dir: str | Path, name: str, alpha: dict[str, dict[str, list[float]]],
+                 files: list[Path]) -> str:  # fmt: skip
+    """One run holding an attention analysis (`searchvlm analyze`): metric
+    `alpha.<task>.<segment>` with step = layer (0-based), the JSON and plots as artifacts."""
+    tracker = Tracker(uri, runs_dir)
+    client = tracker.client
+    run = retry(client.create_run, tracker.experiment_id, tags={MLFLOW_RUN_NAME: name, "kind": "analysis"},
+                run_name=name)  # fmt: skip
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"alpha.{task}.{seg}", float(v), now, layer)
+               for task, curves in alpha.items() for seg, vals in curves.items() for layer, v in enumerate(vals)]  # fmt: skip
+    retry(client.log_batch, run.info.run_id, metrics=metrics)
+    log_artifacts(uri, run.info.run_id, files)
+    retry(client.set_terminated, run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -110,7 +111,25 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         if report:
             report(step, _intermediate(runs, iso, data, step, flops.ratio, config.synergy.aggregate))
     train_seconds = time.perf_counter() - start
+    if config.save_model:
+        save_model(runs[0], model_cfg, config)
     return _final(config, data, runs, iso, policy, flops.ratio, train_seconds)
+
+
+CHECKPOINT_FORMAT = "searchvlm.checkpoint/v1"
+
+
+def save_model(run: Run, model_cfg: ModelConfig, config: TrialConfig) -> str:
+    """Save a trained joint model for `searchvlm analyze --checkpoint` (loadable with
+    `torch.load(weights_only=True)`: configs as JSON strings, tensors in `state_dict`)."""
+    path = Path(config.save_model.format(name=config.name, seed=run.spec.seed))  # type: ignore[union-attr]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "format": CHECKPOINT_FORMAT, "model_config": model_cfg.model_dump_json(),
+        "policy": run.spec.policy.model_dump_json(), "data_config": config.data.model_dump_json(),
+        "steps": run.step, "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+    }, path)  # fmt: skip
+    return str(path)
 
 
 def _baselines(config, data, model_cfg, policy, seed, device, progress) -> dict[str, BaselineRecord]:

@@ -39,13 +39,21 @@ def attend(
     mask: Tensor | None,
     kernel: str,
     mass_rows: Tensor | None = None,
+    probs_out: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Multi-head attention; returns (output (B, n_q, H*hd), attention mass (B, n_kv) or None)."""
+    """Multi-head attention; returns (output (B, n_q, H*hd), attention mass (B, n_kv) or None).
+
+    `probs_out` (eager kernel only): the detached probabilities (B, H, n_q, n_kv) are appended.
+    """
     groups = q.shape[1] // k.shape[1]
     k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, H, n_kv, hd)
+    if probs_out is not None and kernel != "eager":
+        raise ValueError(f"attention probabilities need kernel 'eager', not {kernel!r}")
     if kernel == "eager":
         out, probs = _eager(q, k, v, scaling, mask)
         mass = _mass(probs.detach(), mass_rows) if mass_rows is not None else None
+        if probs_out is not None:
+            probs_out.append(probs.detach())
     else:
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling

@@ -42,6 +42,10 @@ class ReducedOutput:
     hidden_states / hidden_positions (output_hidden_states=True): the input of every layer
         and the output of the last one (before the final norm), each (B, n_l, d) with its
         original positions (B, n_l).
+    attentions / attention_positions (output_attentions=True): per layer the attention
+        probabilities (B, H, n_q, n_kv) (detached, fp32 softmax of the eager kernel) and the
+        original positions of its query rows (B, n_q) and key columns (B, n_kv). Tokens that
+        are not queries / keys in a layer (skipped, query-dropped, dropped) have no row / column.
     """
 
     logits: Tensor
@@ -49,6 +53,8 @@ class ReducedOutput:
     loss: Tensor | None = None
     hidden_states: tuple[Tensor, ...] | None = None
     hidden_positions: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+    attention_positions: tuple[tuple[Tensor, Tensor], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class ReducedLM(nn.Module):
         self._generator = torch.Generator().manual_seed(policy.seed)
         self._plans: dict[tuple[str, int, int], _Plan] = {}
         self._windows = [self._window(layer) for layer in layers]
+        self._attn_log: list[tuple[Tensor, Tensor, Tensor]] | None = None  # output_attentions
 
     def _make_routers(self, hidden: int, num_layers: int) -> nn.ModuleDict:
         routers = nn.ModuleDict()
@@ -132,8 +139,26 @@ class ReducedLM(nn.Module):
         task: str,
         labels: Tensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> ReducedOutput:
-        """Reduced forward of one task's batch; input_ids, segments (and labels) are (B, T)."""
+        """Reduced forward of one task's batch; input_ids, segments (and labels) are (B, T).
+
+        `output_attentions=True` runs this call with the eager kernel (same logits) and
+        returns every layer's attention probabilities (see `ReducedOutput`).
+        """
+        self._attn_log = [] if output_attentions else None
+        try:
+            out = self._forward(input_ids, segments, task, labels, output_hidden_states)
+        finally:
+            log, self._attn_log = self._attn_log, None
+        if log is not None:
+            out.attentions = tuple(p for p, _, _ in log)
+            out.attention_positions = tuple((q, k) for _, q, k in log)
+        return out
+
+    def _forward(
+        self, input_ids: Tensor, segments: Tensor, task: str, labels: Tensor | None, output_hidden_states: bool
+    ) -> ReducedOutput:
         plan, n_text = self._prepare(input_ids, segments, task, labels)
         h = self.hf_model.model.embed_tokens(input_ids)  # (B, T, d)
         tokens = self._initial_tokens(h, segments, n_text)
@@ -264,15 +289,18 @@ class ReducedLM(nn.Module):
         )  # (B, H, n, hd), (B, H_kv, n, hd)
         window = plan.windows[li]
         mask = None if window is None else position_mask(tokens.pos, tokens.pos, window)
+        probs = self._probs_out()
         a, mass = attend(
             q,
             k,
             _heads(v, attn.head_dim),
             scaling=attn.scaling,
             mask=mask,
-            kernel=self.attention,
+            kernel=self._kernel(),
             mass_rows=tokens.text_idx if need_mass else None,
+            probs_out=probs,
         )  # (B, n, H*hd)
+        self._log_attention(probs, tokens.pos, tokens.pos)
         return self._finish(li, layer, task, h, attn.o_proj(a), tokens, gate), mass
 
     def _query_block(
@@ -296,18 +324,33 @@ class ReducedLM(nn.Module):
         q = _rope(_heads(q, attn.head_dim), sub.cos, sub.sin)  # (B, H, n_q, hd)
         k = _rope(_heads(k, attn.head_dim), tokens.cos, tokens.sin)  # (B, H_kv, N, hd)
         mask = position_mask(sub.pos, tokens.pos, plan.windows[li])  # (B, 1, n_q, N)
+        probs = self._probs_out()
         a, mass = attend(
             q,
             k,
             _heads(v, attn.head_dim),
             scaling=attn.scaling,
             mask=mask,
-            kernel=self.attention,
+            kernel=self._kernel(),
             mass_rows=sub.text_idx if need_mass else None,
+            probs_out=probs,
         )  # (B, n_q, H*hd), (B, N) | None
+        self._log_attention(probs, sub.pos, tokens.pos)
         hq = gather_rows(h, q_idx)  # (B, n_q, d)
         out = self._finish(li, layer, task, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
         return scatter_rows(h, q_idx, out), mass  # (B, N, d)
+
+    def _kernel(self) -> Kernel:
+        return "eager" if self._attn_log is not None else self.attention
+
+    def _probs_out(self) -> list[Tensor] | None:
+        return [] if self._attn_log is not None else None
+
+    def _log_attention(self, probs: list[Tensor] | None, pos_q: Tensor, pos_k: Tensor) -> None:
+        """output_attentions: keep probs (B, H, n_q, n_kv) with positions (B, n_q), (B, n_kv)."""
+        if self._attn_log is not None and probs:
+            b = probs[0].shape[0]
+            self._attn_log.append((probs[0], pos_q.expand(b, -1), pos_k.expand(b, -1)))
 
     def _finish(
         self, li: int, layer: nn.Module, task: str, h: Tensor, a: Tensor, tokens: Tokens, gate: Tensor | None

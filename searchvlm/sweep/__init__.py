@@ -35,7 +35,7 @@ from ._callback import SweepCallback
 from ._moasha import MOASHA
 from ._progress import counts, front_table
 from ._searcher import make_searcher, study_url
-from ._trainable import train
+from ._trainable import replay_record, train
 
 __all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray", "validate"]
 
@@ -73,9 +73,21 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
+    _loopback_only()
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)  # fmt: skip
     return True
+
+
+def _loopback_only() -> None:
+    """Keep a local single-node Ray on 127.0.0.1. Ray (2.60) rewrites `127.0.0.1` to the
+    machine's routable IP and then binds GCS, raylet and workers on every interface,
+    unless it treats the machine as single-node (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`,
+    read once at import, hence the constant too); its children inherit the variable."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def run_sweep(
@@ -165,22 +177,22 @@ def _init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str
     write_meta(run_dir / SWEEP_FILE, meta)
 
 
-def _trainable(space: SearchSpace, run_dir: Path) -> Any:
+def _trainable(space: SearchSpace, run_dir: Path, done: dict[str, dict[str, Any]] | None = None) -> Any:
     cache = str((run_dir.parent / "cache").resolve())
     cpus = space.search.cpus_per_trial
     fn = tune.with_parameters(train, space_json=space.model_dump_json(), cache_dir=cache,
-                              threads=max(1, int(cpus)))  # fmt: skip
+                              threads=max(1, int(cpus)), done=done or {})  # fmt: skip
     return tune.with_resources(fn, {"cpu": cpus})
 
 
 def _tuner(space: SearchSpace, run_dir: Path, runs_dir: Path, uri: str, progress: bool,
            resume: bool) -> tune.Tuner:  # fmt: skip
-    trainable = _trainable(space, run_dir)
+    trainable = _trainable(space, run_dir, _recorded(run_dir) if resume else None)
     if resume:
         return tune.Tuner.restore(str(run_dir / RAY_DIR), trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)  # fmt: skip
     meta = read_meta(run_dir / SWEEP_FILE)
-    searcher = make_searcher(space, meta.name, str(run_dir / STUDY_FILE))
+    searcher = make_searcher(space, meta.name, str(run_dir / STUDY_FILE), _warm_start(space, run_dir))
     tune_config = tune.TuneConfig(
         search_alg=searcher, scheduler=_scheduler(space), num_samples=space.search.samples,
         max_concurrent_trials=space.search.concurrency, reuse_actors=True,
@@ -190,6 +202,22 @@ def _tuner(space: SearchSpace, run_dir: Path, runs_dir: Path, uri: str, progress
     run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[callback],
                                 verbose=0, failure_config=tune.FailureConfig(max_failures=0))  # fmt: skip
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _warm_start(space: SearchSpace, run_dir: Path) -> Any:
+    """`search.warm_start: analysis`: the analysis-derived policy (cached analysis.json)."""
+    if space.search.warm_start != "analysis":
+        return None
+    from searchvlm.analysis import warm_start_policy
+
+    return warm_start_policy(space, run_dir)
+
+
+def _recorded(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Trials the table holds: a hard kill can leave Tune's saved state older than the
+    table, and a trial that finished must not be trained again on resume."""
+    table = run_dir / TRIALS_FILE
+    return {r["trial_id"]: replay_record(r) for r in read_trials(table)} if table.exists() else {}
 
 
 def _scheduler(space: SearchSpace) -> tune.schedulers.TrialScheduler | None:

@@ -22,16 +22,19 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
 PRESET_ATTR = "preset"
+POLICY_ATTR = "policy_json"  # a fixed explicit policy (the `analysis` warm start)
 NUMBER_KEY = "optuna_number"
 
 
 class DefineByRun:
-    """Picklable define-by-run space: presets (enqueued with a user attr) sample nothing."""
+    """Picklable define-by-run space: presets (enqueued with a user attr) sample nothing; a
+    fixed explicit policy (user attr `policy_json`) travels in the trial config as JSON."""
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
@@ -39,8 +42,9 @@ class DefineByRun:
     def __call__(self, trial: Any) -> dict[str, Any]:
         preset = trial.user_attrs.get(PRESET_ATTR)
         head = {NUMBER_KEY: trial.number}
+        fixed = trial.user_attrs.get(POLICY_ATTR)
         if preset:
-            return {**head, PRESET_ATTR: preset}
+            return {**head, PRESET_ATTR: preset, **({POLICY_ATTR: fixed} if fixed else {})}
         return {**head, **self.space.suggest(trial)}
 
 
@@ -65,8 +69,13 @@ def study_url(db_path: str) -> str:
     return f"sqlite:///{db_path}"
 
 
-def make_searcher(space: SearchSpace, study_name: str, db_path: str) -> "MOOptunaSearch":
-    """A multi-objective searcher on a persistent study (`optuna-dashboard sqlite:///...`)."""
+def make_searcher(
+    space: SearchSpace, study_name: str, db_path: str, warm: ReductionPolicy | None = None
+) -> "MOOptunaSearch":
+    """A multi-objective searcher on a persistent study (`optuna-dashboard sqlite:///...`).
+
+    A fresh study enqueues `warm` first (a fixed explicit policy, preset name its `name`),
+    then the space's presets."""
     storage = optuna.storages.RDBStorage(study_url(db_path))
     fresh = not _study_exists(storage, study_name)
     searcher = MOOptunaSearch(
@@ -78,6 +87,9 @@ def make_searcher(space: SearchSpace, study_name: str, db_path: str) -> "MOOptun
         storage=storage,
     )
     searcher.constraints = space.parsed_constraints()
+    if fresh and warm is not None:
+        attrs = {PRESET_ATTR: warm.name or "warm_start", POLICY_ATTR: warm.model_dump_json()}
+        searcher._ot_study.enqueue_trial({}, user_attrs=attrs)
     if fresh:
         for name in space.presets:
             searcher._ot_study.enqueue_trial({}, user_attrs={PRESET_ATTR: name})
@@ -93,10 +105,27 @@ class MOOptunaSearch(OptunaSearch):
 
     constraints: list = []
 
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials:  # after a hard kill: adopt an orphaned trial first
+            orphan = self._orphan()
+            if orphan is not None:
+                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan._trial_id)
+        return super().suggest(trial_id)
+
+    def _orphan(self) -> optuna.trial.FrozenTrial | None:
+        """A RUNNING study trial no Tune trial owns: asked after the last saved searcher
+        state, then its driver died. Re-used so the study never holds a stray trial."""
+        owned = {t._trial_id for t in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return next((t for t in running if t._trial_id not in owned), None)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            self._completed_trials.add(trial_id)  # told before an interruption; keep that
+            return
         state, values = self._state(result, error)
         if state == TrialState.COMPLETE:
             for i, c in enumerate(self.constraints):

@@ -17,7 +17,7 @@ from searchvlm.config import TrialResult
 from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace, preset_policy
 
-from ._searcher import NUMBER_KEY, PRESET_ATTR
+from ._searcher import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR
 
 
 def trial_name(config: dict[str, Any]) -> str:
@@ -27,15 +27,24 @@ def trial_name(config: dict[str, Any]) -> str:
 
 
 def config_policy(space: SearchSpace, config: dict[str, Any]) -> ReductionPolicy:
-    """The explicit policy of a trial config (a preset or sampled params)."""
+    """The explicit policy of a trial config (a fixed policy, a preset or sampled params)."""
+    if config.get(POLICY_ATTR):
+        return ReductionPolicy.model_validate_json(config[POLICY_ATTR])
     if config.get(PRESET_ATTR):
         return preset_policy(space, config[PRESET_ATTR])
     params = {k: v for k, v in config.items() if k != NUMBER_KEY}
     return space.policy_from_params(params, name=trial_name(config))
 
 
-def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int) -> None:
-    """Tune function trainable (module level, so workers import it by reference)."""
+def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
+          done: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+    """Tune function trainable (module level, so workers import it by reference).
+    `done`: trials already in the table (resume after a hard kill, when Tune's saved state
+    predates them): their recorded result is reported again, nothing is trained."""
+    recorded = (done or {}).get(tune.get_context().get_trial_id())
+    if recorded is not None:
+        tune.report({**recorded, "final": True, REPLAYED: True})
+        return
     import torch
 
     from searchvlm.trial import run_trial
@@ -51,6 +60,15 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int)
         trial_cfg = space.trial_config(policy, trial_name(config), cache_dir)
         result = run_trial(trial_cfg, report=_report)
     tune.report(final_metrics(result, time.perf_counter() - start))
+
+
+REPLAYED = "replayed"
+
+
+def replay_record(row: dict[str, Any]) -> dict[str, Any]:
+    """What `train` reports for a trial the table already holds (its final numbers)."""
+    return {**_numbers(row), "status": row["status"], "error": row.get("error") or "",
+            "step": int(row.get("steps_done") or 0)}  # fmt: skip
 
 
 def _report(step: int, metrics: dict[str, float]) -> None:
