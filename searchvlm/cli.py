@@ -252,6 +252,8 @@ def export(
         path = export_policy(run, rule, max_flops, min_synergy, output, runs_dir)
     except ConfigError as err:
         _fail(err)
+    except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
+        _fail(ConfigError(None, "--output", str(output), f"cannot write the policy file ({err.strerror or err})"))
     from searchvlm.policy import load_policy
 
     pol = load_policy(path)

@@ -33,11 +33,16 @@ class ConfigError(ValueError):
 
     def _render(self) -> str:
         return "\n".join(
-            f"{self.source}: {key or '<root>'}: {reason}"
+            _one_line(f"{self.source}: {key or '<root>'}: {reason}")
             if value is _UNSET
-            else f"{self.source}: {key or '<root>'} = {_short(value)}: {reason}"
+            else _one_line(f"{self.source}: {key or '<root>'} = {_short(value)}: {reason}")
             for key, value, reason in self.problems
         )
+
+
+def _one_line(text: str) -> str:
+    """Escape what would break 'one line per problem' (newlines, \x1e, \u2028, ...)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _UNSET = object()

@@ -3,7 +3,9 @@
 L4 module, the only one importing mlflow. The sweep driver is the only writer (a Ray
 callback calls these methods in the driver process; trials never touch MLflow), which
 keeps a SQLite backend free of lock contention. Every call goes through a bounded
-exponential back-off for transient errors (a restarting server, a locked database).
+exponential back-off for transient errors (a restarting server, a locked database);
+writes that still fail are buffered in order and delivered on the next write or at
+`end_sweep`, so an outage longer than the back-off loses nothing.
 Children are found again by their `trial_id` tag, so a resumed sweep never duplicates one.
 """
 
@@ -13,6 +15,7 @@ import contextlib
 import fcntl
 import importlib.metadata
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXPERIMENT = "searchvlm"
+PENDING = "pending:"  # run id placeholder of a child whose creation is buffered
 RESULT_METRICS = (
     "flops_ratio", "synergy_gain", "synergy_gain_stderr", "und_gain", "gen_gain", "und_acc",
     "gen_nll", "gen_fidelity", "und_acc_iso", "gen_nll_iso", "gen_fidelity_iso",
@@ -87,6 +91,10 @@ class Tracker:
 
     def __init__(self, uri: str, runs_dir: str | Path, experiment: str = EXPERIMENT) -> None:
         self.uri = uri
+        if uri.startswith("http"):  # bound MLflow's own HTTP retries (default: minutes per call)
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        self._backlog: list[tuple[Callable[..., Any], tuple]] = []
         with _store_lock(uri):  # two sweeps starting on one fresh sqlite store race in alembic
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = retry(self._experiment, experiment, Path(runs_dir).resolve())
@@ -122,8 +130,39 @@ class Tracker:
         return self.parent_id
 
     def end_sweep(self, status: str = "FINISHED") -> None:
+        """Close the parent run after delivering every buffered write (about 2 min of patience)."""
         if self.parent_id:
-            retry(self.client.set_terminated, self.parent_id, status)
+            self._backlog.append((self.client.set_terminated, (self.parent_id, status)))
+        if not self.flush(tries=9):
+            log.error("mlflow %s unreachable: %d buffered writes not delivered", self.uri, len(self._backlog))
+
+    # ---- buffered writes
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run a write after any buffered ones; if MLflow stays unreachable past the back-off,
+        keep it (in order) for the next write or `end_sweep`. True when delivered."""
+        self._backlog.append((fn, args))
+        return self.flush(tries=6 if len(self._backlog) == 1 else 1)  # in an outage: one probe
+
+    def flush(self, tries: int = 6) -> bool:
+        """Deliver buffered writes in order; stops at the first one that still fails."""
+        while self._backlog:
+            fn, args = self._backlog[0]
+            try:
+                retry(fn, *args, tries=tries)
+            except Exception as err:  # noqa: BLE001 - permanent errors propagate, as before
+                if _permanent(err):
+                    self._backlog.pop(0)
+                    raise
+                log.warning("mlflow unreachable (%s): %d writes buffered", err, len(self._backlog))
+                return False
+            self._backlog.pop(0)
+        return True
+
+    def _on_run(self, run_id: str, method: str, *args: Any, **kw: Any) -> Any:
+        """Call `client.<method>(run_id, ...)`, resolving a child created while buffered."""
+        real = self._children.get(run_id[len(PENDING):], run_id) if run_id.startswith(PENDING) else run_id
+        return getattr(self.client, method)(real, *args, **kw)
 
     # ---- children
 
@@ -131,19 +170,22 @@ class Tracker:
         """The child run of a trial: found by its `trial_id` tag, else created."""
         if trial_id in self._children:
             return self._children[trial_id]
+        if self._write(self._open_child, trial_id, name, params, tags):
+            return self._children[trial_id]
+        return f"{PENDING}{trial_id}"  # created when MLflow is back; later writes resolve it
+
+    def _open_child(self, trial_id: str, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+        """Find, adopt or create the child (idempotent: safe to repeat after a failure)."""
         run_id = self._find_child(trial_id) or self._adopt(trial_id, tags.get("optuna_number", ""))
         if run_id is None:
             all_tags = {MLFLOW_PARENT_RUN_ID: self.parent_id or "", MLFLOW_RUN_NAME: name,
                         "trial_id": trial_id, "status": "running", **tags}  # fmt: skip
-            run = retry(self.client.create_run, self.experiment_id, tags=all_tags, run_name=name)
-            run_id = run.info.run_id
-            retry(self.client.log_batch, run_id, params=_params(params))
+            run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+            self.client.log_batch(run_id, params=_params(params))
         self._children[trial_id] = run_id
-        return run_id
 
     def _find_child(self, trial_id: str) -> str | None:
-        runs = retry(
-            self.client.search_runs,
+        runs = self.client.search_runs(  # inside `_open_child`, which the caller retries
             [self.experiment_id],
             filter_string=f"tags.trial_id = '{trial_id}' and tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'",
             max_results=2,
@@ -157,22 +199,22 @@ class Tracker:
             return None
         flt = (f"tags.optuna_number = '{number}' and tags.status = 'running' and "
                f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'")  # fmt: skip
-        runs = retry(self.client.search_runs, [self.experiment_id], filter_string=flt, max_results=2)
+        runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=2)
         if not runs:
             return None
-        retry(self.client.set_tag, runs[0].info.run_id, "trial_id", trial_id)
+        self.client.set_tag(runs[0].info.run_id, "trial_id", trial_id)
         return runs[0].info.run_id
 
     def is_open(self, run_id: str) -> bool:
         """Has the child not been finished yet (its terminal state is the last write)?"""
-        return retry(self.client.get_run, run_id).info.status == "RUNNING"
+        return retry(self._on_run, run_id, "get_run").info.status == "RUNNING"
 
     def log_round(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
         """Intermediate metrics of one evaluation round."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _number(v)]
         if batch:
-            retry(self.client.log_batch, run_id, metrics=batch)
+            self._write(self._on_run, run_id, "log_batch", batch)
 
     def finish_trial(self, run_id: str, result: TrialResult, policy_json: str | None) -> None:
         """Final objectives, the explicit policy artifact, status tag, terminal state."""
@@ -183,10 +225,10 @@ class Tracker:
         tags = [RunTag("status", result.status)]
         if result.error:
             tags.append(RunTag("error", result.error[:4000]))
-        retry(self.client.log_batch, run_id, metrics=metrics, tags=tags)
+        self._write(self._on_run, run_id, "log_batch", metrics, (), tags)
         if policy_json:
-            retry(self.client.log_text, run_id, policy_json, "policy.json")
-        retry(self.client.set_terminated, run_id, _MLFLOW_STATUS.get(result.status, "FINISHED"))
+            self._write(self._on_run, run_id, "log_text", policy_json, "policy.json")
+        self._write(self._on_run, run_id, "set_terminated", _MLFLOW_STATUS.get(result.status, "FINISHED"))
 
     def children(self) -> list[Any]:
         """Every child run of this sweep's parent (for tests and reports)."""

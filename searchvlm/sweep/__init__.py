@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ def run_sweep(
     start = time.perf_counter()
     space = _override(load_space(space_path), samples, concurrency)
     runs_dir = Path(runs_dir).resolve()
-    name = name or Path(space_path).stem
+    name = _check_name(name or Path(space_path).stem)
     run_dir = runs_dir / name
     _check_state(run_dir, name, resume)
     uri = tracking_uri or default_uri(runs_dir)
@@ -151,6 +152,17 @@ def _override(space: SearchSpace, samples: int | None, concurrency: int | None) 
     if not upd:
         return space
     return space.model_copy(update={"search": space.search.model_copy(update=upd)})
+
+
+_NAME = re.compile(r"^[\w][\w .+-]*$")
+
+
+def _check_name(name: str) -> str:
+    """A sweep name is one folder under the runs directory: no separators, no leading dot."""
+    if not _NAME.match(name) or len(name) > 128:
+        raise ConfigError(None, "--name", name, "must be a plain folder name (letters, digits, "
+                          "'_', '-', '.', '+', spaces; no '/' and no leading '.')")  # fmt: skip
+    return name
 
 
 def _check_state(run_dir: Path, name: str, resume: bool) -> None:

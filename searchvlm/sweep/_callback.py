@@ -18,13 +18,13 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from searchvlm.config import TrialResult
-from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, trial_row, write_meta, write_trials
+from searchvlm.results import METRIC_COLUMNS, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, trial_row, write_meta, write_trials
 from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
 
 from ._progress import LiveView
 from ._searcher import NUMBER_KEY, PRESET_ATTR
-from ._trainable import config_policy, trial_name
+from ._trainable import REPLAYED, config_policy, trial_name
 
 log = logging.getLogger(__name__)
 _INTERMEDIATE = ("flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")
@@ -118,6 +118,9 @@ class SweepCallback(Callback):
         return params, tags
 
     def _record(self, trial: Trial, error: str | None = None) -> None:
+        if (trial.last_result or {}).get(REPLAYED) and trial.trial_id in self.rows:
+            self._reclose(trial)  # recorded before a hard kill: the row stands
+            return
         result = _trial_result(trial, self.space, error)
         run_id = self._child(trial)
         cfg = trial.config
@@ -131,6 +134,19 @@ class SweepCallback(Callback):
         self.tracker.finish_trial(run_id, result, result.policy.model_dump_json(indent=2) if result.policy else None)
         if self.view is not None:
             self.view.update(list(self.rows.values()))
+
+
+    def _reclose(self, trial: Trial) -> None:
+        """Finish the MLflow child from the table row if the kill came before that write."""
+        run_id, row = self._child(trial), self.rows[trial.trial_id]
+        if self.tracker.is_open(run_id):
+            self.tracker.finish_trial(run_id, _row_result(row), row.get("policy_json") or None)
+
+
+def _row_result(row: dict[str, Any]) -> TrialResult:
+    fields = {c: row[c] for c in METRIC_COLUMNS if row.get(c) is not None}
+    fields["steps_done"] = int(fields.get("steps_done", 0))
+    return TrialResult(status=row["status"], error=row.get("error") or None, **fields)
 
 
 def _trial_result(trial: Trial, space: SearchSpace, error: str | None) -> TrialResult:

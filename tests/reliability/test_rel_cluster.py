@@ -1,0 +1,117 @@
+"""A real two-node Ray cluster on this machine (both nodes on loopback, token auth): the
+worker node dies mid-sweep; its trial is recorded failed, the sweep completes and the
+front comes from what finished. Also: a local Ray started by searchvlm listens on
+127.0.0.1 only and has no dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import BIN, PY, check_consistent, descendants, free_port, listening, rows_of, stop_group, tiny_space, wait_for
+from searchvlm.pareto import front
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:7f00:1"}
+
+
+class Cluster:
+    """`ray start --block` head and worker node, each in its own process group."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # AF_UNIX paths: <= 107 bytes
+        self.address = f"127.0.0.1:{self.port}"
+        # multi-node: Ray 2.60 rewrites 127.0.0.1 to the machine's routable address (its
+        # loopback-only mode forbids worker nodes); token auth guards the cluster
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # fmt: skip
+        self.env.pop("RAY_ADDRESS", None)
+        self.head = self._start(["--head", "--port", str(self.port), "--node-ip-address", "127.0.0.1",
+                                 "--include-dashboard=false", "--temp-dir", self.tmp])  # fmt: skip
+        self.worker: subprocess.Popen | None = None
+
+    def _start(self, args: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
+        log = (self.root / f"node{len(list(self.root.glob('node*.log')))}.log").open("w")
+        cmd = [str(BIN / "ray"), "start", "--num-cpus", "1", "--disable-usage-stats", "--block", *args]
+        return subprocess.Popen(cmd, env={**self.env, **(extra or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+    def add_worker(self) -> None:
+        self.worker = self._start(["--address", self.address, "--node-ip-address", "127.0.0.1"])
+
+    def alive_nodes(self) -> int:
+        assert self.head.poll() is None, (self.root / "node0.log").read_text()[-2000:]
+        code = ("import ray; ray.init(address='%s', log_to_driver=False); "
+                "print(sum(n['Alive'] for n in ray.nodes()))") % self.address  # fmt: skip
+        out = subprocess.run([PY, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.head):
+            if proc is not None:
+                stop_group(proc, grace=5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        c.add_worker()
+        wait_for(lambda: c.alive_nodes() == 2, 180, "two live Ray nodes", every=2)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.slow
+def test_worker_node_lost_mid_sweep(cluster: Cluster, tmp_path: Path):
+    space = tiny_space(tmp_path / "cl.yaml", samples=4, steps=40)
+    runs = tmp_path / "runs"
+    cmd = [str(BIN / "searchvlm"), "sweep", str(space), "--name", "cl", "--runs-dir", str(runs),
+           "--address", cluster.address, "--no-progress"]  # fmt: skip
+    driver = subprocess.Popen(cmd, env=cluster.env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_for(lambda: len(rows_of(runs / "cl" / "trials.csv")) >= 1 or driver.poll() is not None,
+                 300, "a first finished trial")  # fmt: skip
+        assert cluster.worker is not None
+        os.killpg(cluster.worker.pid, signal.SIGKILL)  # the worker node is gone, mid-sweep
+        out, _ = driver.communicate(timeout=400)
+    finally:
+        stop_group(driver)
+    assert driver.returncode == 0, out.decode()[-3000:]
+    rows = check_consistent(runs / "cl", "cl", f"sqlite:///{runs / 'mlflow.db'}", runs, samples=4)
+    assert {r["status"] for r in rows} <= {"ok", "failed"}
+    assert all(r["error"] for r in rows if r["status"] == "failed")
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and {r["trial_id"] for r in front(rows)} <= {r["trial_id"] for r in ok}
+    (tmp_path / "observed.json").write_text(json.dumps({r["trial_id"]: (r["status"], r["error"][:200]) for r in rows}))
+    print(json.dumps({r["number"]: (r["status"], r["error"][:160]) for r in rows}))
+
+
+def test_local_ray_is_loopback_only_without_dashboard(tmp_path: Path):
+    code = ("import json, os, sys, ray; sys.path.insert(0, %r); "
+            "from conftest import descendants, listening; from searchvlm.sweep import ensure_ray; "
+            "ensure_ray(num_cpus=1); node = ray._private.worker._global_node; "
+            "print(json.dumps({'gcs': ray.get_runtime_context().gcs_address, "
+            "'webui': node.address_info.get('webui_url'), "
+            "'socks': listening(descendants(os.getpid()) | {os.getpid()})})); ray.shutdown()") % str(Path(__file__).parent)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    out = subprocess.run([PY, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["gcs"].startswith("127.0.0.1:")
+    assert not info["webui"]  # dashboard off by default
+    assert info["socks"] and {ip for ip, _ in info["socks"]} <= LOOPBACK, info["socks"]
+    assert 8265 not in {port for _, port in info["socks"]}
