@@ -1,0 +1,31 @@
+"""Render benchmarks/results/calibrate_proxy.json as the README's Markdown table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _cell(entry: dict, spec: str = ".3f") -> str:
+    se = entry["stderr"]
+    return f"{entry['mean']:{spec}}" + ("" if se is None else f" ± {se:.3f}")
+
+
+def main(path: str = "benchmarks/results/calibrate_proxy.json") -> None:
+    rows = json.loads(Path(path).read_text())
+    print("| variant | U acc joint / alone | G NLL joint / alone | g_U | g_G | both > s.e. | s/seed |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        shown = [o.split(".", 1)[-1] for o in r["overrides"] if not o.startswith(("cache_dir", "training.threads"))]
+        name = ", ".join(shown) or "(space as is)"
+        print(
+            f"| {name} | {_cell(r['und_acc'])} / {_cell(r['und_acc_iso'])} | "
+            f"{_cell(r['gen_nll'])} / {_cell(r['gen_nll_iso'])} | {_cell(r['und_gain'], '+.3f')} | "
+            f"{_cell(r['gen_gain'], '+.3f')} | {'yes' if r['both_gain_beyond_stderr'] else 'no'} | "
+            f"{r['train_seconds_per_seed']} |"
+        )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
