@@ -23,15 +23,6 @@ from searchvlm.synergy import mean_stderr
 from searchvlm.trial import run_trial
 
 
-def _apply(config_dict: dict, assignment: str) -> None:
-    key, _, raw = assignment.partition("=")
-    *parents, leaf = key.split(".")
-    node = config_dict
-    for p in parents:
-        node = node[p]
-    node[leaf] = json.loads(raw) if raw[:1] in "[{0123456789-tfn" and raw not in ("disjoint",) else raw
-
-
 def _parse_value(raw: str):
     try:
         return json.loads(raw)
