@@ -1,12 +1,19 @@
-"""Benchmark: joint training-step time of the literature presets relative to dense, vs analytic FLOPs.
+"""Benchmark: joint training-step time of reduction policies relative to dense, vs analytic FLOPs.
 
 One step = understanding + generation batches (forward with labels), summed loss, backward,
-AdamW step. Presets are timed side by side in one run (interleaved repetitions, median), so
-machine load hits them alike. Target: for every preset whose analytic FLOPs ratio is <= 0.6,
-the measured time ratio is <= FLOPs ratio + 0.10. Time is the median CPU (process) time
-of a step, robust to other processes sharing the cores; wall-clock ratios are reported too.
+AdamW step. The presets (and, with `--random N`, N seeded random policies drawn from a
+search space's policy dimensions) are timed side by side in one run (interleaved
+repetitions, median), so machine load hits them alike. Target: for every policy whose
+analytic FLOPs ratio is <= 0.6, the measured time ratio is <= FLOPs ratio + 0.10. Time is
+the median CPU (process) time of a step on the CPU, robust to other processes sharing the
+cores (wall-clock ratios are reported too); on CUDA it is synchronised wall-clock time.
+
+The same run also measures hardware use (`hardware` in the JSON): achieved FLOP/s of the
+dense step (`count_flops` training FLOPs / step time) as a share of this machine's own fp32
+matmul rate (`torch.mm` at a few sizes, best-of). Target >= 30%.
 
     .venv/bin/python benchmarks/step_time.py [--layers 4] [--hidden 96] [--reps 30] [--out PATH]
+    .venv/bin/python benchmarks/step_time.py --random 20 [--hidden 192] [--device cuda]
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ from pathlib import Path
 import torch
 
 from searchvlm.config import ModelConfig, VocabLayout
-from searchvlm.flops import TaskLayout, flops_ratio
+from searchvlm.flops import TaskLayout, count_flops, flops_ratio
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import Segment, preset
+from searchvlm.policy import ReductionPolicy, Segment, preset
+from searchvlm.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+MM_SIZES = (256, 512, 1024)
 
 PRESET_NAMES = ("dense", "fastv", "pyramiddrop", "himix", "hmgen", "himix_hmgen")
 VOCAB = VocabLayout(num_special=8, num_text=24, num_image=17)
@@ -38,7 +49,7 @@ TARGET = {"understanding": Segment.OUTPUT, "generation": Segment.IMAGE}
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def make_batches(batch_size: int, seed: int = 0) -> Batch:
+def make_batches(batch_size: int, seed: int = 0, device: str = "cpu") -> Batch:
     """Random token ids per task: (input_ids, segments, labels), each (B, T)."""
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -46,7 +57,22 @@ def make_batches(batch_size: int, seed: int = 0) -> Batch:
         seg = torch.cat([torch.full((n,), int(s)) for s, n in runs]).expand(batch_size, -1).clone()
         ids = torch.randint(0, VOCAB.size, seg.shape, generator=g)
         labels = ids.masked_fill(seg != TARGET[task], -100)
-        out[task] = (ids, seg, labels)
+        out[task] = (ids.to(device), seg.to(device), labels.to(device))
+    return out
+
+
+def random_policies(space_path: Path, layers: int, n: int, seed: int) -> dict[str, ReductionPolicy]:
+    """`n` policies drawn uniformly (Optuna RandomSampler, seeded) from a space's policy dims."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(space_path)
+    space = space.model_copy(update={"model": space.model.model_copy(update={"num_layers": layers})})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=["minimize"])
+    out = {}
+    for i in range(n):
+        params = space.suggest(study.ask())
+        out[f"random{i:02d}"] = space.policy_from_params(params, name=f"random{i:02d}")
     return out
 
 
@@ -58,10 +84,13 @@ def layouts(batches: Batch) -> dict[str, TaskLayout]:
     return out
 
 
-def make_step(model: torch.nn.Module, name: str, layers: int, batches: Batch) -> Callable[[], None]:
-    """A closure running one joint training step of `name` on its own copy of `model`."""
-    reduced = apply_policy(copy.deepcopy(model), preset(name, layers))
+def make_step(
+    model: torch.nn.Module, policy: ReductionPolicy, batches: Batch, device: str = "cpu"
+) -> Callable[[], None]:
+    """A closure running one joint training step under `policy` on its own copy of `model`."""
+    reduced = apply_policy(copy.deepcopy(model), policy).to(device)
     opt = torch.optim.AdamW(reduced.parameters(), lr=1e-3)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -71,18 +100,55 @@ def make_step(model: torch.nn.Module, name: str, layers: int, batches: Batch) ->
         )
         loss.backward()
         opt.step()
+        sync()
 
     return step
 
 
-def time_interleaved(
-    steps: dict[str, Callable[[], None]], reps: int, warmup: int
-) -> dict[str, dict[str, float]]:
-    """Median step seconds per preset, CPU ('cpu') and wall-clock ('wall').
+def matmul_rate(device: str, reps: int = 10) -> dict[str, float]:
+    """Best-of fp32 `torch.mm` FLOP/s (GFLOP/s) at a few square sizes, and their maximum."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    clock = time.perf_counter if device.startswith("cuda") else time.process_time
+    out = {}
+    for n in MM_SIZES:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        torch.mm(a, b)
+        sync()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = clock()
+            torch.mm(a, b)
+            sync()
+            best = min(best, clock() - t0)
+        out[f"mm{n}_gflops"] = round(2 * n**3 / best / 1e9, 2)
+    out["peak_gflops"] = max(out.values())
+    return out
 
-    Every repetition runs each preset once, in shuffled order. CPU time (process time) is
+
+def hardware_use(
+    train_flops: int, dense: dict[str, float], best_s: float, mm: dict[str, float]
+) -> dict[str, float | bool]:
+    """Achieved FLOP/s of the dense step (median and best step) as a share of the mm rate."""
+    median_gf = train_flops / dense["cpu"] / 1e9
+    best_gf = train_flops / best_s / 1e9
+    return {
+        "dense_train_gflop": round(train_flops / 1e9, 3), **mm,
+        "dense_step_gflops": round(median_gf, 2), "dense_step_best_gflops": round(best_gf, 2),
+        "share_of_mm": round(median_gf / mm["peak_gflops"], 4),
+        "share_of_mm_best_step": round(best_gf / mm["peak_gflops"], 4),
+        "target": 0.30, "target_met": median_gf / mm["peak_gflops"] >= 0.30,
+    }  # fmt: skip
+
+
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], reps: int, warmup: int, wall_only: bool = False
+) -> dict[str, dict[str, float]]:
+    """Median step seconds per policy, CPU ('cpu') and wall-clock ('wall'), plus 'best' CPU.
+
+    Every repetition runs each policy once, in shuffled order. CPU time (process time) is
     what a step costs; wall-clock time also holds the waits when other processes share the
-    cores, so it is the noisier of the two on a loaded machine.
+    cores, so it is the noisier of the two on a loaded machine. `wall_only` (CUDA): the
+    'cpu' entries hold synchronised wall-clock time, since process time misses the GPU.
     """
     for _ in range(warmup):
         for step in steps.values():
@@ -98,9 +164,30 @@ def time_interleaved(
             steps[name]()
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - w0)
+    if wall_only:
+        cpu = wall
     return {
-        name: {"cpu": statistics.median(cpu[name]), "wall": statistics.median(wall[name])} for name in steps
+        name: {"cpu": statistics.median(cpu[name]), "wall": statistics.median(wall[name]), "best": min(cpu[name])}
+        for name in steps
     }
+
+
+def _policies(args: argparse.Namespace) -> dict[str, ReductionPolicy]:
+    policies = {name: preset(name, args.layers) for name in PRESET_NAMES}
+    if args.random:
+        policies.update(random_policies(args.space, args.layers, args.random, args.seed))
+    return policies
+
+
+def _row(name: str, policy: ReductionPolicy, f: float, median: dict[str, dict[str, float]]) -> dict:
+    t = median[name]["cpu"] / median["dense"]["cpu"]
+    return {
+        "preset": name, "flops_ratio": round(f, 4), "time_ratio": round(t, 4),
+        "wall_time_ratio": round(median[name]["wall"] / median["dense"]["wall"], 4),
+        "step_ms": round(1e3 * median[name]["cpu"], 2), "wall_step_ms": round(1e3 * median[name]["wall"], 2),
+        "target_applies": f <= 0.6, "target_met": (t <= f + 0.10) if f <= 0.6 else None,
+        **({} if name in PRESET_NAMES else {"policy": policy.model_dump(mode="json")}),
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -108,24 +195,30 @@ def run(args: argparse.Namespace) -> dict:
     cfg = ModelConfig(num_layers=args.layers, hidden_size=args.hidden, vocab=VOCAB)
     torch.manual_seed(0)
     model = build_model(cfg)
-    batches = make_batches(args.batch_size)
+    batches = make_batches(args.batch_size, device=args.device)
     lay = layouts(batches)
-    steps = {name: make_step(model, name, args.layers, batches) for name in PRESET_NAMES}
-    median = time_interleaved(steps, args.reps, args.warmup)
-    rows = []
-    for name in PRESET_NAMES:
-        f = flops_ratio(cfg, preset(name, args.layers), lay, args.batch_size)
-        t = median[name]["cpu"] / median["dense"]["cpu"]
-        rows.append(
-            {"preset": name, "flops_ratio": round(f, 4), "time_ratio": round(t, 4),
-             "wall_time_ratio": round(median[name]["wall"] / median["dense"]["wall"], 4),
-             "step_ms": round(1e3 * median[name]["cpu"], 2), "wall_step_ms": round(1e3 * median[name]["wall"], 2),
-             "target_applies": f <= 0.6, "target_met": (t <= f + 0.10) if f <= 0.6 else None}
-        )
+    policies = _policies(args)
+    steps = {name: make_step(model, pol, batches, args.device) for name, pol in policies.items()}
+    median = time_interleaved(steps, args.reps, args.warmup, wall_only=args.device != "cpu")
+    rows = [
+        _row(name, pol, flops_ratio(cfg, pol, lay, args.batch_size), median) for name, pol in policies.items()
+    ]
     met = all(r["target_met"] for r in rows if r["target_applies"])
+    dense_flops = count_flops(cfg, policies["dense"], lay, args.batch_size).train
+    hw = hardware_use(dense_flops, median["dense"], median["dense"]["best"], matmul_rate(args.device))
     return {"model": cfg.model_dump(), "batch_size": args.batch_size, "threads": args.threads,
             "reps": args.reps, "layouts": {t: vars(v) for t, v in lay.items()},
-            "torch": torch.__version__, "rows": rows, "target_met": met}
+            "torch": torch.__version__, "device": _device_name(args.device), "random": args.random,
+            "random_seed": args.seed, "random_space": str(args.space), "rows": rows,
+            "target_met": met, "hardware": hw}  # fmt: skip
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} torch thread(s))"
 
 
 def print_table(result: dict) -> None:
@@ -137,6 +230,12 @@ def print_table(result: dict) -> None:
             f"{r['step_ms']:>9.1f}{r['wall_step_ms']:>9.1f}  {target}"
         )
     print(f"target (time <= flops + 0.10 where flops <= 0.6): {'met' if result['target_met'] else 'MISSED'}")
+    hw = result["hardware"]
+    print(
+        f"hardware: dense step {hw['dense_step_gflops']:.1f} GFLOP/s (best {hw['dense_step_best_gflops']:.1f}) "
+        f"vs mm {hw['peak_gflops']:.1f} GFLOP/s = {hw['share_of_mm']:.0%} "
+        f"(target >= 30%: {'met' if hw['target_met'] else 'MISSED'})"
+    )
 
 
 def main() -> None:
@@ -147,6 +246,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30, help="timed repetitions per preset")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per preset first")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a 1-CPU trial has 1)")
+    parser.add_argument("--random", type=int, default=0, help="also time N random policies")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random policies")
+    parser.add_argument(
+        "--space", type=Path, default=ROOT / "search_spaces" / "default.yaml",
+        help="search space whose policy dimensions the random policies are drawn from",
+    )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (timed with synchronised wall clock)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/step_time.json"))
     args = parser.parse_args()
     result = run(args)

@@ -2,7 +2,10 @@
 
 A `Tokens` describes n tokens per sequence (B, n), sorted by original position. Derived
 indices (text rows, image rows, the text-first order used by split weights) are computed
-once, on first use.
+once, on first use. When every sequence holds its image tokens in one block at the same
+rows (the usual layout), `span` = (first, end) image rows; a subset keeps every text
+token, so its image rows stay one block at the same start (split weights then use slices,
+not gathers).
 """
 
 from __future__ import annotations
@@ -26,6 +29,16 @@ def scatter_rows(x: Tensor, idx: Tensor, rows: Tensor) -> Tensor:
     return x.reshape(b * n, w).index_copy(0, flat, rows.reshape(-1, w)).view(b, n, w)  # (B, N, w)
 
 
+def image_span(is_img: Tensor) -> tuple[int, int] | None:
+    """(first, end) image rows if every row of is_img (B, n) has one identical image block."""
+    rows = is_img[0].nonzero().flatten()  # (M,)
+    if rows.numel() == 0 or int(rows[-1] - rows[0]) + 1 != rows.numel():
+        return None
+    if not bool((is_img == is_img[:1]).all()):
+        return None
+    return int(rows[0]), int(rows[-1]) + 1
+
+
 class Tokens:
     """n tokens per sequence: positions (B, n), image flags (B, n), rotary cos/sin (B, n, hd).
 
@@ -34,9 +47,15 @@ class Tokens:
     """
 
     def __init__(
-        self, pos: Tensor, is_img: Tensor, tables: tuple[Tensor, Tensor], n_text: int, full: bool = False
+        self,
+        pos: Tensor,
+        is_img: Tensor,
+        tables: tuple[Tensor, Tensor],
+        n_text: int,
+        full: bool = False,
+        span: tuple[int, int] | None = None,
     ) -> None:
-        self.pos, self.is_img, self.tables, self.n_text = pos, is_img, tables, n_text
+        self.pos, self.is_img, self.tables, self.n_text, self.span = pos, is_img, tables, n_text, span
         if full:
             self.cos, self.sin = tables[0][None], tables[1][None]  # (1, T, hd)
         else:
@@ -44,7 +63,8 @@ class Tokens:
 
     def subset(self, idx: Tensor) -> "Tokens":
         """The tokens at rows idx (B, n) (sorted), keeping every text token."""
-        return Tokens(self.pos.gather(1, idx), self.is_img.gather(1, idx), self.tables, self.n_text)
+        span = None if self.span is None else (self.span[0], self.span[0] + idx.shape[1] - self.n_text)
+        return Tokens(self.pos.gather(1, idx), self.is_img.gather(1, idx), self.tables, self.n_text, span=span)
 
     @cached_property
     def order(self) -> Tensor:

@@ -21,8 +21,8 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, rotat
 from searchvlm.flops import LayerCounts, layer_counts
 from searchvlm.model._attention import attend, position_mask
 from searchvlm.model._select import random_ranks, recent_ranks, stride_ranks, top_ranks
-from searchvlm.model._sharing import make_splits, split_apply
-from searchvlm.model._tokens import Tokens, gather_rows, scatter_rows
+from searchvlm.model._sharing import make_splits, split_apply, split_span
+from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
 Kernel = Literal["sdpa", "eager"]
@@ -211,7 +211,9 @@ class ReducedLM(nn.Module):
         b, t = segments.shape
         pos = torch.arange(t, device=h.device)[None]  # (1, T)
         cos, sin = self.hf_model.model.rotary_emb(h, pos)  # (1, T, hd)
-        return Tokens(pos.expand(b, t), segments == Segment.IMAGE, (cos[0], sin[0]), n_text, full=True)
+        is_img = segments == Segment.IMAGE  # (B, T)
+        span = image_span(is_img) if len(self.splits) else None  # only split weights use it
+        return Tokens(pos.expand(b, t), is_img, (cos[0], sin[0]), n_text, full=True, span=span)
 
     # ------------------------------------------------------------------ one layer
 
@@ -373,14 +375,14 @@ class ReducedLM(nn.Module):
         image = None if split is None else [split.image_proj(task, n) for n in names]
         if image is None or image[0] is None:
             return [lin(x) for lin in text]
-        return split_apply(x, tokens.order, tokens.inverse, tokens.n_text, list(zip(text, image)))
+        return _split(x, tokens, list(zip(text, image)))
 
     def _mlp(self, li: int, layer: nn.Module, task: str, x: Tensor, tokens: Tokens) -> Tensor:
         split = self._split(li)
         image = None if split is None else split.image_mlp(task)
         if image is None:
             return layer.mlp(x)  # (B, n, d)
-        return split_apply(x, tokens.order, tokens.inverse, tokens.n_text, [(layer.mlp, image)])[0]
+        return _split(x, tokens, [(layer.mlp, image)])[0]
 
     # ------------------------------------------------------------------ head
 
@@ -400,6 +402,13 @@ class ReducedLM(nn.Module):
         loss = F.cross_entropy(logits.float(), targets[use])
         logits, positions = _per_row(logits, tokens.pos[use], use.sum(dim=1))
         return ReducedOutput(logits, positions, loss)
+
+
+def _split(x: Tensor, tokens: Tokens, fns: list) -> list[Tensor]:
+    """Text rows of x (B, n, d) through the shared modules, image rows through the copies."""
+    if tokens.span is not None:  # image rows are one block: slices, no gathers
+        return split_span(x, tokens.span, fns)
+    return split_apply(x, tokens.order, tokens.inverse, tokens.n_text, fns)
 
 
 def _heads(x: Tensor, head_dim: int) -> Tensor:

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from ray import tune
 from searchvlm.errors import ConfigError
 from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, write_meta
 from searchvlm.space import SearchSpace, load_space, validate_file
-from searchvlm.tracking import default_uri
+from searchvlm.tracking import Tracker, default_uri
 
 from ._callback import SweepCallback
 from ._moasha import MOASHA
@@ -40,6 +41,7 @@ from ._trainable import replay_record, train
 
 __all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray", "validate"]
 
+log = logging.getLogger(__name__)
 RAY_DIR = "ray"
 STUDY_FILE = "optuna.db"
 
@@ -115,7 +117,9 @@ def run_sweep(
         _init_run_dir(run_dir, Path(space_path), space, name, uri)
     _quiet_ray()
     cpus = space.search.cpus_per_trial
+    warm = _warm_tracking(uri, runs_dir)  # MLflow import + store set-up overlap Ray's start
     started = ensure_ray(address, min(os.cpu_count() or 1, math.ceil(cpus * space.search.concurrency)))
+    warm.join()
     try:
         tuner = _tuner(space, run_dir, runs_dir, uri, progress, resume)
         grid = tuner.fit()
@@ -127,6 +131,24 @@ def run_sweep(
     if progress:
         _print_summary(summary)
     return summary
+
+
+def _warm_tracking(uri: str, runs_dir: Path) -> threading.Thread:
+    """Create a sqlite MLflow store and experiment in a thread while Ray starts (seconds on
+    a fresh store); the callback's own `Tracker` then finds them ready. Other URIs: no-op.
+    A failure here is ignored: the callback's set-up reports it."""
+
+    def warm() -> None:
+        if not uri.startswith("sqlite"):
+            return
+        try:
+            Tracker(uri, runs_dir)
+        except Exception:  # noqa: BLE001 - the callback's Tracker raises it properly
+            log.debug("tracking warm-up failed", exc_info=True)
+
+    thread = threading.Thread(target=warm, name="searchvlm-tracking-warmup", daemon=True)
+    thread.start()
+    return thread
 
 
 def _quiet_ray() -> None:

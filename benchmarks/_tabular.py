@@ -1,0 +1,49 @@
+"""The tabular search benchmark's table: policy keys, enumeration of a finite space, file IO.
+
+A table holds one REAL trial (`run_trial`) per distinct policy of a finite search space,
+with its final objectives and its learning curve (the per-round `report` metrics), so
+searches can be replayed on it without training (`search_replay.py`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from searchvlm.policy import TASKS, ReductionPolicy
+from searchvlm.space import SearchSpace
+
+FORMAT = "searchvlm.tabular/v1"
+
+
+def policy_key(policy: ReductionPolicy) -> str:
+    """Canonical key of what a policy computes: name dropped, a dense task's mode ignored."""
+    data = policy.model_dump(mode="json", exclude={"name"})
+    for task in TASKS:
+        if all(k == 1.0 for k in data[task]["keep"]):
+            data[task]["mode"] = "dense"
+            data[task]["selector"] = "none"
+    return json.dumps(data, sort_keys=True)
+
+
+def enumerate_space(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Every distinct policy of a finite space: key -> the first params that give it."""
+    grid = space.grid_space()
+    out: dict[str, dict[str, Any]] = {}
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values))
+        out.setdefault(policy_key(space.policy_from_params(params)), params)
+    return out
+
+
+def load_table(path: Path) -> dict[str, Any]:
+    table = json.loads(Path(path).read_text())
+    if table.get("format") != FORMAT:
+        raise ValueError(f"{path}: format = {table.get('format')!r}, expected {FORMAT!r}")
+    return table
+
+
+def rows_by_key(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["key"]: row for row in table["rows"]}
