@@ -19,6 +19,7 @@ from searchvlm.errors import ConfigError, validate
 from searchvlm.pareto import select
 from searchvlm.policy import POLICY_SCHEMA, PolicyFile, ReductionPolicy
 from searchvlm.results import (
+    OBJECTIVE_COLUMNS,
     SWEEP_FILE,
     TRIALS_FILE,
     SweepMeta,
@@ -28,19 +29,7 @@ from searchvlm.results import (
 )
 
 #: trial columns copied into the file's `objectives` (what the trial reached)
-OBJECTIVE_KEYS: tuple[str, ...] = (
-    "flops_ratio",
-    "synergy_gain",
-    "synergy_gain_stderr",
-    "und_gain",
-    "gen_gain",
-    "und_acc",
-    "gen_nll",
-    "gen_fidelity",
-    "und_acc_iso",
-    "gen_nll_iso",
-    "gen_fidelity_iso",
-)
+OBJECTIVE_KEYS: tuple[str, ...] = OBJECTIVE_COLUMNS
 
 __all__ = ["OBJECTIVE_KEYS", "build_policy_file", "export_policy", "write_policy_file"]
 

@@ -21,7 +21,7 @@ from searchvlm.errors import ConfigError
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
 
-METRIC_COLUMNS = (
+OBJECTIVE_COLUMNS = (
     "flops_ratio",
     "synergy_gain",
     "synergy_gain_stderr",
@@ -33,9 +33,8 @@ METRIC_COLUMNS = (
     "und_acc_iso",
     "gen_nll_iso",
     "gen_fidelity_iso",
-    "train_seconds",
-    "steps_done",
-)
+)  # what a trial reached (exported as a policy file's `objectives`)
+METRIC_COLUMNS = (*OBJECTIVE_COLUMNS, "train_seconds", "steps_done")
 TRIAL_COLUMNS = (
     "trial_id",
     "number",

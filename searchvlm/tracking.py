@@ -28,17 +28,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from searchvlm.config import TrialResult
+from searchvlm.results import METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXPERIMENT = "searchvlm"
 PENDING = "pending:"  # run id placeholder of a child whose creation is buffered
-RESULT_METRICS = (
-    "flops_ratio", "synergy_gain", "synergy_gain_stderr", "und_gain", "gen_gain", "und_acc",
-    "gen_nll", "gen_fidelity", "und_acc_iso", "gen_nll_iso", "gen_fidelity_iso",
-    "train_seconds", "steps_done",
-)  # fmt: skip
+RESULT_METRICS = METRIC_COLUMNS
 _PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
               "BAD_REQUEST", "INVALID_STATE", "PERMISSION_DENIED"}  # fmt: skip
 _MLFLOW_STATUS = {"ok": "FINISHED", "failed": "FAILED", "pruned": "KILLED"}
