@@ -253,7 +253,7 @@ def export(
     except ConfigError as err:
         _fail(err)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
-        _fail(ConfigError(None, "--output", str(output), f"cannot write the policy file ({err.strerror or err})"))
+        _fail(ConfigError("command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"))
     from searchvlm.policy import load_policy
 
     pol = load_policy(path)
@@ -322,11 +322,11 @@ def analyze(
             space = space.model_copy(update={"training": space.training.model_copy(update={"threads": threads})})
         pol = load_policy(policy, num_layers=space.model.num_layers) if policy else None
         if pol is not None and checkpoint is not None:
-            raise ConfigError(None, "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
+            raise ConfigError("command line", "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
         if rows not in ("all", "targets"):
-            raise ConfigError(None, "--rows", rows, "must be 'all' (Eq. 2) or 'targets'")
+            raise ConfigError("command line", "--rows", rows, "must be 'all' (Eq. 2) or 'targets'")
         if not 0.0 <= floor <= 1.0:
-            raise ConfigError(None, "--floor", floor, "must be a keep ratio in [0, 1]")
+            raise ConfigError("command line", "--floor", floor, "must be a keep ratio in [0, 1]")
         from searchvlm.analysis import analyze as run_analysis
         from searchvlm.analysis import derive_policy, policy_file, space_modes, write_outputs
 
