@@ -153,11 +153,7 @@ def sweep(
                             progress=not no_progress)
     except ConfigError as err:
         _fail(err)
-    out.print(f"sweep {summary.name}: {summary.counts} in {summary.wall_seconds:.0f}s")
-    out.print(f"  trials table: {Path(summary.run_dir) / 'trials.csv'}")
-    out.print(f"  Optuna study: {Path(summary.run_dir) / 'optuna.db'} (optuna-dashboard sqlite:///...)")
-    out.print(f"  MLflow: {summary.tracking_uri} (parent run {summary.parent_run_id})")
-    out.print(f"  next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
+    out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
 
 
 @app.command()
