@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from searchvlm.pareto import Row, front, hypervolume, hypervolume_history, is_valid, knee
-from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, resolve_run_dir
+from searchvlm.results import (
+    OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, resolve_run_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +118,7 @@ def _counts(rows: Sequence[Row]) -> dict[str, int]:
 
 
 def _summary_row(r: Row) -> dict[str, Any]:
-    keys = (
-        "flops_ratio",
-        "synergy_gain",
-        "synergy_gain_stderr",
-        "und_gain",
-        "gen_gain",
-        "und_acc",
-        "gen_nll",
-    )
+    keys = [c for c in OBJECTIVE_COLUMNS if not c.endswith(("_iso", "fidelity"))]
     out: dict[str, Any] = {
         "trial_id": r["trial_id"],
         "number": r.get("number"),

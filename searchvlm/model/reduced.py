@@ -291,18 +291,7 @@ class ReducedLM(nn.Module):
         )  # (B, H, n, hd), (B, H_kv, n, hd)
         window = plan.windows[li]
         mask = None if window is None else position_mask(tokens.pos, tokens.pos, window)
-        probs = self._probs_out()
-        a, mass = attend(
-            q,
-            k,
-            _heads(v, attn.head_dim),
-            scaling=attn.scaling,
-            mask=mask,
-            kernel=self._kernel(),
-            mass_rows=tokens.text_idx if need_mass else None,
-            probs_out=probs,
-        )  # (B, n, H*hd)
-        self._log_attention(probs, tokens.pos, tokens.pos)
+        a, mass = self._attend(attn, q, k, v, mask, tokens, tokens, need_mass)  # (B, n, H*hd)
         return self._finish(li, layer, task, h, attn.o_proj(a), tokens, gate), mass
 
     def _query_block(
@@ -326,6 +315,18 @@ class ReducedLM(nn.Module):
         q = _rope(_heads(q, attn.head_dim), sub.cos, sub.sin)  # (B, H, n_q, hd)
         k = _rope(_heads(k, attn.head_dim), tokens.cos, tokens.sin)  # (B, H_kv, N, hd)
         mask = position_mask(sub.pos, tokens.pos, plan.windows[li])  # (B, 1, n_q, N)
+        a, mass = self._attend(attn, q, k, v, mask, sub, tokens, need_mass)  # (B, n_q, H*hd)
+        hq = gather_rows(h, q_idx)  # (B, n_q, d)
+        out = self._finish(li, layer, task, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
+        return scatter_rows(h, q_idx, out), mass  # (B, N, d)
+
+    def _attend(
+        self, attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+        queries: Tokens, keys: Tokens, need_mass: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention of `queries` over `keys` (q, k already rotated; v flat): (B, n_q, H*hd),
+        plus the text rows' attention mass per key when `need_mass`; logs the probabilities
+        when `output_attentions` asked for them."""
         probs = self._probs_out()
         a, mass = attend(
             q,
@@ -334,13 +335,11 @@ class ReducedLM(nn.Module):
             scaling=attn.scaling,
             mask=mask,
             kernel=self._kernel(),
-            mass_rows=sub.text_idx if need_mass else None,
+            mass_rows=queries.text_idx if need_mass else None,
             probs_out=probs,
         )  # (B, n_q, H*hd), (B, N) | None
-        self._log_attention(probs, sub.pos, tokens.pos)
-        hq = gather_rows(h, q_idx)  # (B, n_q, d)
-        out = self._finish(li, layer, task, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
-        return scatter_rows(h, q_idx, out), mass  # (B, N, d)
+        self._log_attention(probs, queries.pos, keys.pos)
+        return a, mass
 
     def _kernel(self) -> Kernel:
         return "eager" if self._attn_log is not None else self.attention
