@@ -9,7 +9,7 @@ MO-ASHA (the sweep's `MOASHA.decide`, fed the stored per-round validation metric
 Ray feeds it reports) is compared with full fidelity on the same sequence of random
 configurations: hypervolume of the completed trials vs training steps spent.
 
-    .venv/bin/python benchmarks/search_replay.py [--table benchmarks/data/tabular_tiny.json]
+    .venv/bin/python benchmarks/search_replay.py [--table benchmarks/data/tabular_quick.json]
 """
 
 from __future__ import annotations
@@ -165,9 +165,10 @@ def plot(curves: dict, moasha: list[dict], best_hv: float, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", type=Path, default=ROOT / "benchmarks/data/tabular_tiny.json")
+    ap.add_argument("--table", type=Path, default=ROOT / "benchmarks/data/tabular_quick.json")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--configs", type=int, default=64, help="random configurations per MO-ASHA run")
+    ap.add_argument("--grace", type=int, action="append", help="MO-ASHA grace steps (repeat; default max/6, max/2)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/search_replay.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/search_replay.png")
     args = ap.parse_args()
@@ -183,7 +184,8 @@ def main() -> None:
     base = summary["random"]["hv@16"]["median"]
     best = max((n for n in SAMPLERS if n != "random"), key=lambda n: summary[n]["hv@16"]["median"])
     ok = [r for r in table["rows"] if r["status"] == "ok"]
-    moasha = [moasha_runs(ok, args.configs, args.seeds, g, 3.0, table["max_steps"], ref) for g in (10, 30)]
+    graces = args.grace or [table["max_steps"] // 6, table["max_steps"] // 2]  # 60 steps: 10, 30; 300: 50, 150
+    moasha = [moasha_runs(ok, args.configs, args.seeds, g, 3.0, table["max_steps"], ref) for g in graces]
     result = {
         "table": str(args.table.relative_to(ROOT)) if args.table.is_relative_to(ROOT) else str(args.table),
         "points": len(table["rows"]), "ref": ref, "table_hv": best_hv, "seeds": args.seeds,

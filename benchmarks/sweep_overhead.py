@@ -31,7 +31,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-import searchvlm.sweep as sweep_mod
+import searchvlm.sweep._driver as sweep_mod
 from searchvlm.space import load_space
 from searchvlm.sweep import run_sweep
 from searchvlm.sweep._callback import SweepCallback

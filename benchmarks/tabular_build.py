@@ -6,8 +6,11 @@ synergy gain and the per-task gains on the validation split). The dense single-t
 baselines are cached once and shared, so only the joint runs cost. The table is written
 after every trial (`--resume` continues a partial one).
 
-    .venv/bin/python benchmarks/tabular_build.py [--space benchmarks/data/tabular_tiny_space.yaml]
-        [--out benchmarks/data/tabular_tiny.json] [--resume]
+    .venv/bin/python benchmarks/tabular_build.py [--space benchmarks/data/tabular_quick_space.yaml]
+        [--out benchmarks/data/tabular_quick.json] [--resume] [--shard I/N]
+
+`--shard I/N` runs every N-th policy starting at I into `<out>.part-I-of-N.json` (one
+process per core); `--merge N` then joins the N parts into `<out>` in enumeration order.
 """
 
 from __future__ import annotations
@@ -58,13 +61,26 @@ def _header(space_path: Path, space, command: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def build(space_path: Path, out: Path, resume: bool, limit: int | None) -> dict[str, Any]:
+def _rel(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def part_path(out: Path, shard: tuple[int, int]) -> Path:
+    return out.with_name(f"{out.stem}.part-{shard[0]}-of-{shard[1]}{out.suffix}")
+
+
+def build(space_path: Path, out: Path, resume: bool, limit: int | None,
+          shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:  # fmt: skip
     space = load_space(space_path)
     points = enumerate_space(space)
-    command = f"python benchmarks/tabular_build.py --space {space_path.relative_to(ROOT)} --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
+    command = f"python benchmarks/tabular_build.py --space {_rel(space_path)} --out {_rel(out)}"
+    if shard[1] > 1:
+        command += f" --shard I/{shard[1]} (I = 0..{shard[1] - 1}, one process each) && ... --merge {shard[1]}"
+        out = part_path(out, shard)
     table = load_table(out) if resume and out.exists() else _header(space_path, space, command)
     done = {row["key"] for row in table["rows"]}
-    todo = [(k, p) for k, p in points.items() if k not in done][:limit]
+    mine = [(k, p) for i, (k, p) in enumerate(points.items()) if i % shard[1] == shard[0]]
+    todo = [(k, p) for k, p in mine if k not in done][:limit]
     print(f"{len(points)} distinct policies, {len(done)} done, {len(todo)} to run")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
@@ -79,15 +95,41 @@ def build(space_path: Path, out: Path, resume: bool, limit: int | None) -> dict[
     return table
 
 
+def merge(space_path: Path, out: Path, n: int) -> dict[str, Any]:
+    """Join the N shard tables into `out`, rows in enumeration order (all must be complete)."""
+    order = {k: i for i, k in enumerate(enumerate_space(load_space(space_path)))}
+    parts = [load_table(part_path(out, (i, n))) for i in range(n)]
+    table = {**parts[0], "rows": sorted((r for p in parts for r in p["rows"]), key=lambda r: order[r["key"]])}
+    table["build_seconds"] = round(sum(p.get("build_seconds", 0.0) for p in parts), 1)
+    table["build_wall_seconds"] = round(max(p.get("build_seconds", 0.0) for p in parts), 1)
+    missing = len(order) - len(table["rows"])
+    if missing:
+        raise SystemExit(f"{missing} of {len(order)} policies missing from the {n} parts: finish them first")
+    out.write_text(json.dumps(table, separators=(",", ":")) + "\n")
+    return table
+
+
+def _shard(text: str) -> tuple[int, int]:
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/N with 0 <= I < N")
+    return int(i), int(n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--space", type=Path, default=ROOT / "benchmarks/data/tabular_tiny_space.yaml")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/data/tabular_tiny.json")
+    ap.add_argument("--space", type=Path, default=ROOT / "benchmarks/data/tabular_quick_space.yaml")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/data/tabular_quick.json")
     ap.add_argument("--resume", action="store_true", help="keep the rows already in --out")
     ap.add_argument("--limit", type=int, default=None, help="run at most this many new trials")
+    ap.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: this process's share of the policies")
+    ap.add_argument("--merge", type=int, default=None, metavar="N", help="join N finished shards into --out")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    build(args.space.resolve(), args.out.resolve(), args.resume, args.limit)
+    if args.merge:
+        merge(args.space.resolve(), args.out.resolve(), args.merge)
+    else:
+        build(args.space.resolve(), args.out.resolve(), args.resume, args.limit, args.shard)
     print(f"wrote {args.out}")
 
 

@@ -17,7 +17,7 @@ from search_replay import full_trace, hv_at, moasha_trace, replay  # noqa: E402
 from searchvlm.pareto import default_ref  # noqa: E402
 from searchvlm.space import load_space  # noqa: E402
 
-SPACE = ROOT / "benchmarks" / "data" / "tabular_tiny_space.yaml"
+SPACE = ROOT / "benchmarks" / "data" / "tabular_quick_space.yaml"
 
 
 @pytest.fixture(scope="module")

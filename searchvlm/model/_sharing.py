@@ -13,6 +13,7 @@ import copy
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from searchvlm.model._tokens import gather_rows
@@ -52,6 +53,18 @@ class LayerSplit(nn.Module):
         return self.mlp["image" if "image" in self.mlp else task]
 
 
+def fused_linear(linears: Sequence[nn.Linear]) -> Fn:
+    """One matmul for several projections of the same input: x (B, n, d) -> (B, n, sum of
+    out_features), the outputs side by side in `linears` order (weights concatenated per call,
+    so gradients flow to each module's own parameters)."""
+    if len(linears) == 1:
+        return linears[0]
+    weight = torch.cat([lin.weight for lin in linears])  # (sum w, d)
+    biases = [lin.bias for lin in linears]
+    bias = None if biases[0] is None else torch.cat(biases)  # (sum w,)
+    return lambda x: F.linear(x, weight, bias)
+
+
 def make_splits(layers: nn.ModuleList, sharing: Sharing) -> nn.ModuleDict:
     """One `LayerSplit` per layer the sharing applies to (keyed by layer index)."""
     if sharing.qkv == "shared" and sharing.mlp == "shared":
@@ -84,12 +97,13 @@ def split_apply(
 
 def split_span(x: Tensor, span: tuple[int, int], fns: Sequence[tuple[Fn, Fn]]) -> list[Tensor]:
     """`split_apply` when the image rows of every sequence are the block s..e-1 of x (B, n, d):
-    slices and concatenations instead of two gathers (same values, fewer copies)."""
+    `split` and `cat` instead of two gathers (same values; the backward of a `split` is one
+    `cat`, where separate slices would each fill a zero gradient of x's size)."""
     s, e = span
-    x_text = torch.cat([x[:, :s], x[:, e:]], dim=1)  # (B, n_t, d)
-    x_image = x[:, s:e]  # (B, n_i, d)
+    before, x_image, after = x.split([s, e - s, x.shape[1] - e], dim=1)  # (B, s, d), (B, n_i, d), (B, n-e, d)
+    x_text = torch.cat([before, after], dim=1)  # (B, n_t, d)
     out = []
     for text_fn, image_fn in fns:
-        t = text_fn(x_text)  # (B, n_t, w)
-        out.append(torch.cat([t[:, :s], image_fn(x_image), t[:, s:]], dim=1))  # (B, n, w)
+        t_before, t_after = text_fn(x_text).split([s, x_text.shape[1] - s], dim=1)  # (B, s, w), (B, n-e, w)
+        out.append(torch.cat([t_before, image_fn(x_image), t_after], dim=1))  # (B, n, w)
     return out

@@ -21,7 +21,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, rotat
 from searchvlm.flops import LayerCounts, layer_counts
 from searchvlm.model._attention import attend, position_mask
 from searchvlm.model._select import random_ranks, recent_ranks, stride_ranks, top_ranks
-from searchvlm.model._sharing import make_splits, split_apply, split_span
+from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
@@ -309,14 +309,15 @@ class ReducedLM(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """query_drop layer: rows q_idx (B, n_q) are queries, every present token a key/value."""
         attn = layer.self_attn
+        hq = gather_rows(h, q_idx)  # (B, n_q, d)
+        # the norm is per row: norming the query rows again beats a second gather (and its backward)
+        (q,) = self._project(li, attn, task, layer.input_layernorm(hq), sub, "q")  # (B, n_q, H*hd)
         x = layer.input_layernorm(h)  # (B, N, d)
-        (q,) = self._project(li, attn, task, gather_rows(x, q_idx), sub, "q")  # (B, n_q, H*hd)
         k, v = self._project(li, attn, task, x, tokens, "kv")  # (B, N, H_kv*hd)
         q = _rope(_heads(q, attn.head_dim), sub.cos, sub.sin)  # (B, H, n_q, hd)
         k = _rope(_heads(k, attn.head_dim), tokens.cos, tokens.sin)  # (B, H_kv, N, hd)
         mask = position_mask(sub.pos, tokens.pos, plan.windows[li])  # (B, 1, n_q, N)
         a, mass = self._attend(attn, q, k, v, mask, sub, tokens, need_mass)  # (B, n_q, H*hd)
-        hq = gather_rows(h, q_idx)  # (B, n_q, d)
         out = self._finish(li, layer, task, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
         return scatter_rows(h, q_idx, out), mass  # (B, N, d)
 
@@ -368,13 +369,15 @@ class ReducedLM(nn.Module):
     def _project(
         self, li: int, attn: nn.Module, task: str, x: Tensor, tokens: Tokens, names: str
     ) -> list[Tensor]:
-        """q/k/v projections named in `names` of x (B, n, d), image rows through split copies."""
+        """q/k/v projections named in `names` of x (B, n, d), image rows through split copies
+        (then text and image rows each take one matmul for all the projections)."""
         text = [getattr(attn, f"{n}_proj") for n in names]
         split = self._split(li)
         image = None if split is None else [split.image_proj(task, n) for n in names]
         if image is None or image[0] is None:
             return [lin(x) for lin in text]
-        return _split(x, tokens, list(zip(text, image)))
+        (y,) = _split(x, tokens, [(fused_linear(text), fused_linear(image))])  # (B, n, sum w)
+        return list(y.split([lin.out_features for lin in text], dim=-1))  # [(B, n, w_j)]
 
     def _mlp(self, li: int, layer: nn.Module, task: str, x: Tensor, tokens: Tokens) -> Tensor:
         split = self._split(li)

@@ -23,7 +23,7 @@ from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
 
 from ._progress import LiveView
-from ._searcher import NUMBER_KEY, PRESET_ATTR
+from ._keys import NUMBER_KEY, PRESET_ATTR
 from ._trainable import REPLAYED, config_policy, trial_name
 
 log = logging.getLogger(__name__)

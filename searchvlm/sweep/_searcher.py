@@ -25,11 +25,9 @@ from ray.tune.search.optuna import OptunaSearch
 from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace
 
-log = logging.getLogger(__name__)
+from ._keys import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR
 
-PRESET_ATTR = "preset"
-POLICY_ATTR = "policy_json"  # a fixed explicit policy (the `analysis` warm start)
-NUMBER_KEY = "optuna_number"
+log = logging.getLogger(__name__)
 
 
 class DefineByRun:

@@ -17,7 +17,7 @@ from searchvlm.config import TrialResult
 from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace, preset_policy
 
-from ._searcher import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR
+from ._keys import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR
 
 
 def trial_name(config: dict[str, Any]) -> str:

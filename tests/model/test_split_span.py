@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from searchvlm.model._sharing import split_apply, split_span
+from searchvlm.model._sharing import fused_linear, split_apply, split_span
 from searchvlm.model._tokens import Tokens, image_span
 
 
@@ -38,3 +38,13 @@ def test_split_span_matches_split_apply_on_a_subset():
     g_fast = torch.autograd.grad(sum(o.sum() for o in fast), x)[0]
     g_slow = torch.autograd.grad(sum(o.sum() for o in slow), x)[0]
     torch.testing.assert_close(g_fast, g_slow)
+
+
+def test_fused_linear_equals_separate_projections_and_trains_each():
+    torch.manual_seed(0)
+    lins = [torch.nn.Linear(6, 5), torch.nn.Linear(6, 2), torch.nn.Linear(6, 2)]
+    x = torch.randn(3, 4, 6)
+    fused = fused_linear(lins)(x)  # (3, 4, 9)
+    torch.testing.assert_close(fused, torch.cat([lin(x) for lin in lins], dim=-1))
+    fused[..., 5:7].sum().backward()  # only the second projection's outputs
+    assert lins[0].weight.grad.abs().sum() == 0 and lins[1].weight.grad.abs().sum() > 0

@@ -1,0 +1,282 @@
+"""The sweep driver: Ray start, the Tuner (searcher, scheduler, callback), the summary.
+
+Driver side only; trial workers import `_trainable` alone (see the package docstring).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from searchvlm.errors import ConfigError
+from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, write_meta
+from searchvlm.space import SearchSpace, load_space, validate_file
+from searchvlm.tracking import Tracker, default_uri
+
+from ._callback import SweepCallback
+from ._moasha import MOASHA
+from ._progress import counts, front_table
+from ._searcher import make_searcher, study_url
+from ._trainable import replay_record, train
+
+__all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray", "validate"]
+
+log = logging.getLogger(__name__)
+RAY_DIR = "ray"
+STUDY_FILE = "optuna.db"
+
+
+@dataclass
+class SweepSummary:
+    """What a finished (or interrupted) sweep left behind."""
+
+    name: str
+    run_dir: Path
+    counts: dict[str, int]
+    front: list[dict[str, Any]]
+    tracking_uri: str
+    parent_run_id: str | None
+    study: str
+    wall_seconds: float
+    trial_seconds: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def validate(path: str | Path) -> str:
+    """`searchvlm validate FILE`: a space YAML or a policy JSON; raises ConfigError."""
+    return validate_file(path)
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to `address` / `RAY_ADDRESS` (token from `RAY_AUTH_TOKEN`), or start a local
+    Ray on 127.0.0.1 without dashboard. Returns True if this call started/connected Ray."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return True
+    _loopback_only()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)  # fmt: skip
+    return True
+
+
+def _loopback_only() -> None:
+    """Keep a local single-node Ray on 127.0.0.1. Ray (2.60) rewrites `127.0.0.1` to the
+    machine's routable IP and then binds GCS, raylet and workers on every interface,
+    unless it treats the machine as single-node (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`,
+    read once at import, hence the constant too); its children inherit the variable."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def run_sweep(
+    space_path: str | Path,
+    name: str | None = None,
+    samples: int | None = None,
+    concurrency: int | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    runs_dir: str | Path = "runs",
+    progress: bool = True,
+) -> SweepSummary:
+    """Run (or resume) a sweep of `space_path` into `<runs_dir>/<name>/`. A bad space
+    raises ConfigError before Ray starts. `samples`/`concurrency` override the space's."""
+    start = time.perf_counter()
+    space = _override(load_space(space_path), samples, concurrency)
+    runs_dir = Path(runs_dir).resolve()
+    name = _check_name(name or Path(space_path).stem)
+    run_dir = runs_dir / name
+    _check_state(run_dir, name, resume)
+    uri = tracking_uri or default_uri(runs_dir)
+    if not resume:
+        _init_run_dir(run_dir, Path(space_path), space, name, uri)
+    _quiet_ray()
+    cpus = space.search.cpus_per_trial
+    # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
+        pool.submit(_warm_tracking, uri, runs_dir)
+        searcher = None if resume else pool.submit(_searcher, space, run_dir)
+        started = ensure_ray(address, min(os.cpu_count() or 1, math.ceil(cpus * space.search.concurrency)))
+    try:
+        tuner = _tuner(space, run_dir, runs_dir, uri, progress, searcher.result() if searcher else None)
+        grid = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    trial_s = sum(float(r.metrics.get("trial_wall_s", 0.0) or 0.0) for r in grid if r.metrics)
+    summary = _summary(run_dir, uri, time.perf_counter() - start, trial_s)
+    if progress:
+        _print_summary(summary)
+    return summary
+
+
+def _warm_tracking(uri: str, runs_dir: Path) -> None:
+    """Create a sqlite MLflow store and experiment while Ray starts (seconds on a fresh
+    store); the callback's own `Tracker` then finds them ready. Other URIs: no-op.
+    A failure here is ignored: the callback's set-up reports it."""
+    if not uri.startswith("sqlite"):
+        return
+    try:
+        Tracker(uri, runs_dir)
+    except Exception:  # noqa: BLE001 - the callback's Tracker raises it properly
+        log.debug("tracking warm-up failed", exc_info=True)
+
+
+def _searcher(space: SearchSpace, run_dir: Path) -> Any:
+    """The new sweep's searcher on its persistent study (warm start and presets enqueued)."""
+    meta = read_meta(run_dir / SWEEP_FILE)
+    return make_searcher(space, meta.name, str(run_dir / STUDY_FILE), _warm_start(space, run_dir))
+
+
+def _quiet_ray() -> None:
+    """Our live view replaces Tune's reporter; our table replaces its per-trial loggers."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # a failed trial's final report has no objectives; MOOptunaSearch tells it FAIL
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray session of this process (tests sharing one session call it once)."""
+    ray.shutdown()
+
+
+def _override(space: SearchSpace, samples: int | None, concurrency: int | None) -> SearchSpace:
+    upd = {k: v for k, v in (("samples", samples), ("concurrency", concurrency)) if v is not None}
+    if not upd:
+        return space
+    return space.model_copy(update={"search": space.search.model_copy(update=upd)})
+
+
+_NAME = re.compile(r"^[\w][\w .+-]*$")
+
+
+def _check_name(name: str) -> str:
+    """A sweep name is one folder under the runs directory: no separators, no leading dot."""
+    if not _NAME.match(name) or len(name) > 128:
+        raise ConfigError(None, "--name", name, "must be a plain folder name (letters, digits, "
+                          "'_', '-', '.', '+', spaces; no '/' and no leading '.')")  # fmt: skip
+    return name
+
+
+def _check_state(run_dir: Path, name: str, resume: bool) -> None:
+    exists = (run_dir / SWEEP_FILE).exists()
+    if resume and not (run_dir / RAY_DIR / "tuner.pkl").exists():
+        raise ConfigError(None, "--resume", name, f"no interrupted sweep in {run_dir} to resume")
+    if not resume and exists:
+        raise ConfigError(None, "--name", name,
+                          f"sweep {run_dir} exists; pass --resume to continue it or choose another name")  # fmt: skip
+
+
+def _init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str, uri: str) -> None:
+    from searchvlm import __version__
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(space_path, run_dir / space_path.name)
+    meta = SweepMeta(
+        name=name, space_path=str(space_path.resolve()), space_hash=space.space_hash(),
+        package_version=__version__, model=space.model.model_dump(mode="json"),
+        objectives=[o.model_dump() for o in space.objectives], tracking_uri=uri,
+        created=dt.datetime.now().isoformat(timespec="seconds"),
+        search=space.search.model_dump(mode="json"),
+    )  # fmt: skip
+    write_meta(run_dir / SWEEP_FILE, meta)
+
+
+def _trainable(space: SearchSpace, run_dir: Path, done: dict[str, dict[str, Any]] | None = None) -> Any:
+    cache = str((run_dir.parent / "cache").resolve())
+    cpus = space.search.cpus_per_trial
+    fn = tune.with_parameters(train, space_json=space.model_dump_json(), cache_dir=cache,
+                              threads=max(1, int(cpus)), done=done or {})  # fmt: skip
+    return tune.with_resources(fn, {"cpu": cpus})
+
+
+def _tuner(space: SearchSpace, run_dir: Path, runs_dir: Path, uri: str, progress: bool,
+           searcher: Any | None) -> tune.Tuner:  # fmt: skip
+    """A new sweep's Tuner around `searcher`, or (searcher None) the interrupted one restored."""
+    resume = searcher is None
+    trainable = _trainable(space, run_dir, _recorded(run_dir) if resume else None)
+    if resume:
+        return tune.Tuner.restore(str(run_dir / RAY_DIR), trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)  # fmt: skip
+    tune_config = tune.TuneConfig(
+        search_alg=searcher, scheduler=_scheduler(space), num_samples=space.search.samples,
+        max_concurrent_trials=space.search.concurrency, reuse_actors=True,
+        trial_dirname_creator=_trial_dirname,
+    )  # fmt: skip
+    callback = SweepCallback(run_dir, space, uri, runs_dir, progress)
+    run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[callback],
+                                verbose=0, failure_config=tune.FailureConfig(max_failures=0))  # fmt: skip
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _warm_start(space: SearchSpace, run_dir: Path) -> Any:
+    """`search.warm_start: analysis`: the analysis-derived policy (cached analysis.json)."""
+    if space.search.warm_start != "analysis":
+        return None
+    from searchvlm.analysis import warm_start_policy
+
+    return warm_start_policy(space, run_dir)
+
+
+def _recorded(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Trials the table holds: a hard kill can leave Tune's saved state older than the
+    table, and a trial that finished must not be trained again on resume."""
+    table = run_dir / TRIALS_FILE
+    return {r["trial_id"]: replay_record(r) for r in read_trials(table)} if table.exists() else {}
+
+
+def _scheduler(space: SearchSpace) -> tune.schedulers.TrialScheduler | None:
+    sch = space.search.scheduler
+    if sch.kind == "none":
+        return None
+    return MOASHA(space.metric_names, space.directions,
+                  grace_steps=sch.grace_steps or space.training.eval_every,
+                  max_steps=space.max_steps(), reduction_factor=sch.reduction_factor)  # fmt: skip
+
+
+def _summary(run_dir: Path, uri: str, wall: float, trial_s: float) -> SweepSummary:
+    from searchvlm.pareto import front
+
+    rows = read_trials(run_dir / TRIALS_FILE) if (run_dir / TRIALS_FILE).exists() else []
+    meta = read_meta(run_dir / SWEEP_FILE)
+    return SweepSummary(
+        name=meta.name, run_dir=run_dir, counts=counts(rows), front=front(rows),
+        tracking_uri=uri, parent_run_id=meta.parent_run_id,
+        study=study_url(str(run_dir / STUDY_FILE)), wall_seconds=wall, trial_seconds=trial_s,
+        rows=rows,
+    )  # fmt: skip
+
+
+def _print_summary(s: SweepSummary) -> None:
+    from rich.console import Console
+
+    con = Console(stderr=True)
+    con.print(front_table(s.rows, title=f"sweep {s.name}: Pareto front"))
+    c = s.counts
+    con.print(f"{c['ok']} ok, {c['failed']} failed, {c['pruned']} pruned in {s.wall_seconds:.1f}s")
+    con.print(f"outputs: {s.run_dir}/{{{TRIALS_FILE}, {SWEEP_FILE}, {STUDY_FILE}, {RAY_DIR}/}}")
+    con.print(f"mlflow: {s.tracking_uri} (experiment 'searchvlm', parent run {s.parent_run_id})")
+    con.print(f"optuna-dashboard {s.study}")

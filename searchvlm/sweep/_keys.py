@@ -1,0 +1,5 @@
+"""Keys a sweep's trial config carries (shared by the driver's searcher and the workers)."""
+
+PRESET_ATTR = "preset"
+POLICY_ATTR = "policy_json"  # a fixed explicit policy (the `analysis` warm start)
+NUMBER_KEY = "optuna_number"
