@@ -126,11 +126,13 @@ def main() -> None:
     ap.add_argument("--merge", type=int, default=None, metavar="N", help="join N finished shards into --out")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    out = args.out.resolve()
     if args.merge:
-        merge(args.space.resolve(), args.out.resolve(), args.merge)
+        merge(args.space.resolve(), out, args.merge)
     else:
-        build(args.space.resolve(), args.out.resolve(), args.resume, args.limit, args.shard)
-    print(f"wrote {args.out}")
+        build(args.space.resolve(), out, args.resume, args.limit, args.shard)
+        out = part_path(out, args.shard) if args.shard[1] > 1 else out
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
