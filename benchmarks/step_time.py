@@ -85,17 +85,19 @@ def layouts(batches: Batch) -> dict[str, TaskLayout]:
 
 
 def make_step(
-    model: torch.nn.Module, policy: ReductionPolicy, batches: Batch, device: str = "cpu"
+    model: torch.nn.Module, policy: ReductionPolicy, batches: Batch, device: str = "cpu", compile: bool = False
 ) -> Callable[[], None]:
-    """A closure running one joint training step under `policy` on its own copy of `model`."""
+    """A closure running one joint training step under `policy` on its own copy of `model`
+    (`compile`: the reduced model's forward through `torch.compile`)."""
     reduced = apply_policy(copy.deepcopy(model), policy).to(device)
     opt = torch.optim.AdamW(reduced.parameters(), lr=1e-3)
+    forward = torch.compile(reduced) if compile else reduced
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         loss = sum(
-            reduced(ids, segments=seg, task=task, labels=labels).loss
+            forward(ids, segments=seg, task=task, labels=labels).loss
             for task, (ids, seg, labels) in batches.items()
         )
         loss.backward()
@@ -150,9 +152,7 @@ def time_interleaved(
     cores, so it is the noisier of the two on a loaded machine. `wall_only` (CUDA): the
     'cpu' entries hold synchronised wall-clock time, since process time misses the GPU.
     """
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
+    warm_up(steps, warmup)
     cpu: dict[str, list[float]] = {name: [] for name in steps}
     wall: dict[str, list[float]] = {name: [] for name in steps}
     rng = random.Random(0)
@@ -176,7 +176,35 @@ def _policies(args: argparse.Namespace) -> dict[str, ReductionPolicy]:
     policies = {name: preset(name, args.layers) for name in PRESET_NAMES}
     if args.random:
         policies.update(random_policies(args.space, args.layers, args.random, args.seed))
+    if args.only:
+        keep = {"dense", *args.only.split(",")}
+        if unknown := keep - set(policies):
+            raise SystemExit(f"--only: unknown policies {sorted(unknown)} (have {', '.join(policies)})")
+        policies = {name: pol for name, pol in policies.items() if name in keep}
     return policies
+
+
+def warm_up(
+    steps: dict[str, Callable[[], None]], warmup: int, errors: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Run each step `warmup` times; wall seconds per policy (with `--compile`: the compile time).
+
+    With `errors`, a step that raises is removed from `steps` and its error recorded there.
+    """
+    out = {}
+    for name, step in list(steps.items()):
+        t0 = time.perf_counter()
+        try:
+            for _ in range(warmup):
+                step()
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            del steps[name]
+            continue
+        out[name] = time.perf_counter() - t0
+    return out
 
 
 def _row(name: str, policy: ReductionPolicy, f: float, median: dict[str, dict[str, float]]) -> dict:
@@ -198,10 +226,16 @@ def run(args: argparse.Namespace) -> dict:
     batches = make_batches(args.batch_size, device=args.device)
     lay = layouts(batches)
     policies = _policies(args)
-    steps = {name: make_step(model, pol, batches, args.device) for name, pol in policies.items()}
-    median = time_interleaved(steps, args.reps, args.warmup, wall_only=args.device != "cpu")
+    steps = {name: make_step(model, pol, batches, args.device, args.compile) for name, pol in policies.items()}
+    errors: dict[str, str] = {}
+    warm_s = warm_up(steps, args.warmup, errors if args.compile else None)
+    if "dense" in errors:
+        raise SystemExit(f"dense failed to run: {errors['dense']}")
+    median = time_interleaved(steps, args.reps, 0, wall_only=args.device != "cpu")
     rows = [
-        _row(name, pol, flops_ratio(cfg, pol, lay, args.batch_size), median) for name, pol in policies.items()
+        _row(name, pol, flops_ratio(cfg, pol, lay, args.batch_size), median) | {"warmup_s": round(warm_s[name], 1)}
+        for name, pol in policies.items()
+        if name in steps
     ]
     met = all(r["target_met"] for r in rows if r["target_applies"])
     dense_flops = count_flops(cfg, policies["dense"], lay, args.batch_size).train
@@ -209,6 +243,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"model": cfg.model_dump(), "batch_size": args.batch_size, "threads": args.threads,
             "reps": args.reps, "layouts": {t: vars(v) for t, v in lay.items()},
             "torch": torch.__version__, "device": _device_name(args.device), "random": args.random,
+            "compile": args.compile, "warmup": args.warmup, "errors": errors,
             "random_seed": args.seed, "random_space": str(args.space), "rows": rows,
             "target_met": met, "hardware": hw}  # fmt: skip
 
@@ -227,8 +262,10 @@ def print_table(result: dict) -> None:
         target = "-" if r["target_met"] is None else ("ok" if r["target_met"] else "MISSED")
         print(
             f"{r['preset']:<14}{r['flops_ratio']:>8.3f}{r['time_ratio']:>8.3f}{r['wall_time_ratio']:>8.3f}"
-            f"{r['step_ms']:>9.1f}{r['wall_step_ms']:>9.1f}  {target}"
+            f"{r['step_ms']:>9.1f}{r['wall_step_ms']:>9.1f}  {target}  (warm-up {r['warmup_s']:.1f} s)"
         )
+    for name, err in result["errors"].items():
+        print(f"{name:<14}failed: {err}")
     print(f"target (time <= flops + 0.10 where flops <= 0.6): {'met' if result['target_met'] else 'MISSED'}")
     hw = result["hardware"]
     print(
@@ -238,28 +275,42 @@ def print_table(result: dict) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_args(parser: argparse.ArgumentParser, reps: int) -> None:
+    """Options shared with `step_overhead.py`: model shape, timing, random policies."""
     parser.add_argument("--layers", type=int, default=4, help="decoder layers")
     parser.add_argument("--hidden", type=int, default=96, help="model width")
-    parser.add_argument("--batch-size", type=int, default=32, help="examples per task per step")
-    parser.add_argument("--reps", type=int, default=30, help="timed repetitions per preset")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per preset first")
+    parser.add_argument("--reps", type=int, default=reps, help="timed repetitions per policy")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per policy first")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a 1-CPU trial has 1)")
-    parser.add_argument("--random", type=int, default=0, help="also time N random policies")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random policies")
     parser.add_argument(
         "--space", type=Path, default=ROOT / "search_spaces" / "default.yaml",
         help="search space whose policy dimensions the random policies are drawn from",
     )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="cpu | cuda (timed with synchronised wall clock)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/step_time.json"))
+
+
+def run_main(parser: argparse.ArgumentParser, run_fn: Callable, print_fn: Callable, default_out: str) -> None:
+    """Parse, run, print the table and write the JSON result (`--out`)."""
+    parser.add_argument("--out", type=Path, default=Path(default_out))
     args = parser.parse_args()
-    result = run(args)
-    print_table(result)
+    result = run_fn(args)
+    print_fn(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, reps=30)
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per task per step")
+    parser.add_argument("--random", type=int, default=0, help="also time N random policies")
+    parser.add_argument("--only", default="", help="time only these policies (comma-separated; dense always)")
+    parser.add_argument(
+        "--compile", action="store_true", help="run each reduced model through torch.compile (warm-up = compile)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (timed with synchronised wall clock)")
+    run_main(parser, run, print_table, "benchmarks/results/step_time.json")
 
 
 if __name__ == "__main__":
