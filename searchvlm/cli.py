@@ -131,9 +131,11 @@ def presets(layers: int = typer.Option(8, help="model depth the presets are comp
 def sweep(
     space_file: Path = typer.Argument(..., help="search space YAML"),
     name: Optional[str] = typer.Option(None, "--name", help="sweep name (default: the file's stem)"),
-    samples: Optional[int] = typer.Option(None, "--samples", help="trials to run (default: the space's)"),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="trials at once"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name"),
+    samples: Optional[int] = typer.Option(
+        None, "--samples", help="trials to run (default: the space's; fixed on --resume)"
+    ),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="trials at once (fixed on --resume)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name (same space file)"),
     address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),

@@ -5,7 +5,6 @@ One Ray session and one runs directory (so one baseline cache) are shared by the
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -150,6 +149,31 @@ def test_bad_space_fails_before_ray(tmp_path: Path):
         run_sweep(bad, runs_dir=tmp_path / "runs", progress=False)
     assert "search.sampler" in str(err.value) and "bad.yaml" in str(err.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
+    from searchvlm.space import load_space
+    from searchvlm.sweep._driver import RAY_DIR, _init_run_dir, _resume_space
+
+    space_path = tiny_space(tmp_path / "r.yaml", samples=5)
+    run_dir = tmp_path / "runs" / "r"
+    _init_run_dir(run_dir, space_path, load_space(space_path), "r", "sqlite:///unused.db")
+    (run_dir / RAY_DIR).mkdir()
+    (run_dir / RAY_DIR / "tuner.pkl").write_bytes(b"")  # an interrupted sweep's state (the checks come first)
+    recorded = (run_dir / "sweep.json").read_bytes()
+    for same in (None, 5):  # the recorded values, given or not
+        space = _resume_space(run_dir, space_path, same, None)
+        assert (space.search.samples, space.search.concurrency) == (5, 2)
+    with pytest.raises(ConfigError) as err:
+        run_sweep(space_path, name="r", runs_dir=tmp_path / "runs", samples=9, resume=True, progress=False)
+    assert "--samples = 9" in str(err.value) and "started with samples = 5" in str(err.value)
+    data = yaml.safe_load(space_path.read_text())
+    data["training"]["steps"] = 21
+    space_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as err:
+        run_sweep(space_path, name="r", runs_dir=tmp_path / "runs", resume=True, progress=False)
+    assert str(space_path) in str(err.value) and "differs from the space sweep 'r' started with" in str(err.value)
+    assert (run_dir / "sweep.json").read_bytes() == recorded  # nothing recorded was touched
 
 
 @pytest.mark.slow
