@@ -14,6 +14,7 @@ matmul rate (`torch.mm` at a few sizes, best-of). Target >= 30%.
 
     .venv/bin/python benchmarks/step_time.py [--layers 4] [--hidden 96] [--reps 30] [--out PATH]
     .venv/bin/python benchmarks/step_time.py --random 20 [--hidden 192] [--device cuda]
+    .venv/bin/python benchmarks/step_time.py --random 17 --only random16,random07 --compile  # torch.compile
 """
 
 from __future__ import annotations
