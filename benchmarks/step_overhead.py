@@ -24,8 +24,6 @@ draws with the same `--seed` and `--space`.
 from __future__ import annotations
 
 import argparse
-import copy
-from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -33,9 +31,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from searchvlm.config import ModelConfig
 from searchvlm.flops import flops_ratio
-from searchvlm.model import apply_policy, build_model
+from searchvlm.model import build_model
 from searchvlm.policy import PRESETS, ReductionPolicy, Sharing, preset
-from step_time import VOCAB, add_common_args, layouts, make_batches, random_policies, run_main, time_interleaved
+from step_time import (
+    VOCAB, add_common_args, layouts, make_batches, make_step, random_policies, run_main, time_interleaved,
+)  # fmt: skip
 
 
 class _OpCounter(TorchDispatchMode):
@@ -43,19 +43,18 @@ class _OpCounter(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ops: Counter[str] = Counter()
+        self.ops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.ops[func.overloadpacket.__name__] += 1
+        self.ops += 1
         return func(*args, **(kwargs or {}))
 
 
 def policies(args: argparse.Namespace) -> dict[str, ReductionPolicy]:
     """dense, then each named policy followed by its `:shared` variant (if it splits weights)."""
     wanted = [n for n in args.policies.split(",") if n]
-    pool = random_policies(args.space, args.layers, 1 + max(_random_index(n) for n in wanted), args.seed) if any(
-        n.startswith("random") for n in wanted
-    ) else {}
+    n_random = max((1 + int(n.removeprefix("random")) for n in wanted if n.startswith("random")), default=0)
+    pool = random_policies(args.space, args.layers, n_random, args.seed) if n_random else {}
     out = {"dense": preset("dense", args.layers)}
     for name in wanted:
         if name.startswith("random"):
@@ -70,32 +69,10 @@ def policies(args: argparse.Namespace) -> dict[str, ReductionPolicy]:
     return out
 
 
-def _random_index(name: str) -> int:
-    return int(name.removeprefix("random")) if name.startswith("random") else 0
-
-
-def make_step(
-    model: torch.nn.Module, policy: ReductionPolicy, batches: dict, fused: bool
-) -> Callable[[], None]:
-    """One joint training step under `policy` on its own copy of `model` (AdamW, fused or not)."""
-    reduced = apply_policy(copy.deepcopy(model), policy)
-    opt = torch.optim.AdamW(reduced.parameters(), lr=1e-3, fused=fused or None)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = sum(
-            reduced(ids, segments=seg, task=task, labels=labels).loss for task, (ids, seg, labels) in batches.items()
-        )
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def count_ops(step: Callable[[], None]) -> int:
     with _OpCounter() as counter:
         step()
-    return sum(counter.ops.values())
+    return counter.ops
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -113,9 +90,9 @@ def run(args: argparse.Namespace) -> dict:
         lay = layouts(batches)
         steps = {}
         for name, pol in pols.items():
-            steps[name] = make_step(model, pol, batches, fused=False)
+            steps[name] = make_step(model, pol, batches)
             if args.fused_adamw:
-                steps[f"{name}+fused"] = make_step(model, pol, batches, fused=True)
+                steps[f"{name}+fused"] = make_step(model, pol, batches, fused_adamw=True)
         timed[b] = time_interleaved(steps, args.reps, args.warmup)
         if b == small:
             ops = {name: count_ops(step) for name, step in steps.items()}

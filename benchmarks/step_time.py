@@ -86,12 +86,14 @@ def layouts(batches: Batch) -> dict[str, TaskLayout]:
 
 
 def make_step(
-    model: torch.nn.Module, policy: ReductionPolicy, batches: Batch, device: str = "cpu", compile: bool = False
+    model: torch.nn.Module, policy: ReductionPolicy, batches: Batch, device: str = "cpu", compile: bool = False,
+    fused_adamw: bool = False,
 ) -> Callable[[], None]:
     """A closure running one joint training step under `policy` on its own copy of `model`
-    (`compile`: the reduced model's forward through `torch.compile`)."""
+    (`compile`: the reduced model's forward through `torch.compile`; `fused_adamw`:
+    `AdamW(fused=True)`, which training does not use)."""
     reduced = apply_policy(copy.deepcopy(model), policy).to(device)
-    opt = torch.optim.AdamW(reduced.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(reduced.parameters(), lr=1e-3, fused=fused_adamw or None)
     forward = torch.compile(reduced) if compile else reduced
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -201,7 +203,7 @@ def warm_up(
         except Exception as exc:
             if errors is None:
                 raise
-            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            errors[name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
             del steps[name]
             continue
         out[name] = time.perf_counter() - t0

@@ -162,7 +162,7 @@ def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
     (run_dir / RAY_DIR / "tuner.pkl").write_bytes(b"")  # an interrupted sweep's state (the checks come first)
     recorded = (run_dir / "sweep.json").read_bytes()
     for same in (None, 5):  # the recorded values, given or not
-        space = _resume_space(run_dir, space_path, same, None)
+        space = _resume_space(run_dir, space_path, load_space(space_path), same, None)
         assert (space.search.samples, space.search.concurrency) == (5, 2)
     with pytest.raises(ConfigError) as err:
         run_sweep(space_path, name="r", runs_dir=tmp_path / "runs", samples=9, resume=True, progress=False)

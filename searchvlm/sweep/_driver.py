@@ -99,16 +99,16 @@ def run_sweep(
     """Run (or resume) a sweep of `space_path` into `<runs_dir>/<name>/`. A bad space
     raises ConfigError before Ray starts. `samples`/`concurrency` override the space's."""
     start = time.perf_counter()
+    space = load_space(space_path)
     runs_dir = Path(runs_dir).resolve()
     name = _check_name(name or Path(space_path).stem)
     run_dir = runs_dir / name
     _check_state(run_dir, name, resume)
-    if resume:
-        space = _resume_space(run_dir, Path(space_path), samples, concurrency)
-    else:
-        space = _override(load_space(space_path), samples, concurrency)
     uri = tracking_uri or default_uri(runs_dir)
-    if not resume:
+    if resume:
+        space = _resume_space(run_dir, Path(space_path), space, samples, concurrency)
+    else:
+        space = _override(space, samples, concurrency)
         _init_run_dir(run_dir, Path(space_path), space, name, uri)
     _quiet_ray()
     cpus = space.search.cpus_per_trial
@@ -173,10 +173,13 @@ def _override(space: SearchSpace, samples: int | None, concurrency: int | None) 
     return space.model_copy(update={"search": space.search.model_copy(update=upd)})
 
 
-def _resume_space(run_dir: Path, space_path: Path, samples: int | None, concurrency: int | None) -> SearchSpace:
-    """The space a resumed sweep continues with: `space_path` with the recorded `samples` and
-    `concurrency` (Tune restores its own; different values are refused, not ignored), and it
-    must be the space the sweep started with (else trials of two configurations would mix)."""
+def _resume_space(
+    run_dir: Path, space_path: Path, space: SearchSpace, samples: int | None, concurrency: int | None
+) -> SearchSpace:
+    """The space a resumed sweep continues with: `space` (loaded from `space_path`) with the
+    recorded `samples` and `concurrency` (Tune restores its own; different values are refused,
+    not ignored). It must be the space the sweep started with (else trials of two
+    configurations would mix)."""
     meta = read_meta(run_dir / SWEEP_FILE)
     recorded = getattr(meta, "search", None) or {}
     for key, value in (("samples", samples), ("concurrency", concurrency)):
@@ -185,9 +188,7 @@ def _resume_space(run_dir: Path, space_path: Path, samples: int | None, concurre
                               f"sweep {run_dir.name!r} started with {key} = {recorded[key]} and a resumed sweep "
                               "keeps it (Tune restores its own trial count and concurrency); start a new "
                               "sweep with --name to run more")  # fmt: skip
-    space = _override(
-        load_space(space_path), recorded.get("samples", samples), recorded.get("concurrency", concurrency)
-    )
+    space = _override(space, recorded.get("samples", samples), recorded.get("concurrency", concurrency))
     if space.space_hash() != meta.space_hash:
         raise ConfigError(space_path, "", f"hash {space.space_hash()}",
                           f"differs from the space sweep {run_dir.name!r} started with (hash {meta.space_hash}; "
