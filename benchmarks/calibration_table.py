@@ -12,18 +12,24 @@ def _cell(entry: dict, spec: str = ".3f") -> str:
     return f"{entry['mean']:{spec}}" + ("" if se is None else f" ± {se:.3f}")
 
 
-def main(path: str = "benchmarks/results/calibrate_proxy.json") -> None:
+def _steps(r: dict, task: str) -> str:
+    return "/".join(str(s) for s in r[f"{task}_step_joint"]) + " vs " + "/".join(str(s) for s in r[f"{task}_step_iso"])
+
+
+def main(path: str = "benchmarks/results/calibrate_proxy_best.json") -> None:
     rows = json.loads(Path(path).read_text())
-    print("| variant | U acc joint / alone | G NLL joint / alone | g_U | g_G | both > s.e. | s/seed |")
-    print("|---|---|---|---|---|---|---|")
+    print("| space: variant | seeds | U acc joint / alone | G NLL joint / alone | g_U | g_G | "
+          "both > 2 s.e. | test s.e. U / G | best steps U (joint vs alone) | best steps G | s/seed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         shown = [o.split(".", 1)[-1] for o in r["overrides"] if not o.startswith(("cache_dir", "training.threads"))]
-        name = ", ".join(shown) or "(space as is)"
+        name = f"{r.get('space', '?')}: " + (", ".join(shown) or "(as is)")
         print(
-            f"| {name} | {_cell(r['und_acc'])} / {_cell(r['und_acc_iso'])} | "
+            f"| {name} | {len(r['seeds'])} | {_cell(r['und_acc'])} / {_cell(r['und_acc_iso'])} | "
             f"{_cell(r['gen_nll'])} / {_cell(r['gen_nll_iso'])} | {_cell(r['und_gain'], '+.3f')} | "
-            f"{_cell(r['gen_gain'], '+.3f')} | {'yes' if r['both_gain_beyond_stderr'] else 'no'} | "
-            f"{r['train_seconds_per_seed']} |"
+            f"{_cell(r['gen_gain'], '+.3f')} | {'yes' if r['both_gain_beyond_2se'] else 'no'} | "
+            f"{r['und_acc_test_se']['mean']:.3f} / {r['gen_nll_test_se']['mean']:.3f} | "
+            f"{_steps(r, 'und')} | {_steps(r, 'gen')} | {r['train_seconds_per_seed']} |"
         )
 
 

@@ -1,8 +1,11 @@
-"""Isolated single-task baselines, trained once per seed and cached on disk.
+"""Reference runs (isolated single-task baselines, the dense joint model), trained once per
+seed and cached on disk.
 
-L3 module. The cache key holds everything that changes a baseline (model, data, training,
-task, seed, the policy it trains under, fidelity scoring, a format version), so a sweep
+L3 module. The cache key holds everything that changes a run (model, data, training,
+tasks, seed, the policy it trains under, fidelity scoring, a format version), so a sweep
 never retrains one; a file lock makes concurrent trials wait for the first to finish.
+A record keeps the validation AND test score of every evaluation round, so the rule that
+picks the scored checkpoint (`synergy.at`) can change without retraining anything.
 """
 
 from __future__ import annotations
@@ -20,35 +23,52 @@ from filelock import FileLock
 
 from searchvlm.config import DataConfig, ModelConfig, TrainingConfig
 from searchvlm.policy import ReductionPolicy
+from searchvlm.training import Score
 
-_FORMAT = "baseline/v1"
+_FORMAT = "baseline/v2"  # v2: test score (and its s.e.) at every evaluation round
 # training fields that do not change a single-task run
 _IRRELEVANT = {"loss_weights", "threads"}
 
 
 @dataclass
-class BaselineRecord:
-    """One isolated run: validation curve by step, held-out test metric, optional fidelity."""
+class RunRecord:
+    """One run's scores at every evaluation round: metric -> step -> value.
 
-    task: str
+    `val` picks the checkpoint, `test` scores it, `test_se` is the test set's standard error
+    at that step; metrics are `und_acc` and/or `gen_nll` (the tasks the run trains).
+    `fidelity` is scored on the final model only (sampling is costly).
+    """
+
+    tasks: tuple[str, ...]
     seed: int
-    curve: dict[int, float]
-    test: float
+    val: dict[str, dict[int, float]] = field(default_factory=dict)
+    test: dict[str, dict[int, float]] = field(default_factory=dict)
+    test_se: dict[str, dict[int, float]] = field(default_factory=dict)
     fidelity: float | None = None
     seconds: float = 0.0
     cached: bool = field(default=False, compare=False)
 
+    def add(self, step: int, val: dict[str, Score], test: dict[str, Score]) -> None:
+        """Record one evaluation round."""
+        for metric, score in val.items():
+            self.val.setdefault(metric, {})[step] = score.value
+        for metric, score in test.items():
+            self.test.setdefault(metric, {})[step] = score.value
+            self.test_se.setdefault(metric, {})[step] = score.se
+
 
 def baseline_key(
-    model: ModelConfig, data: DataConfig, training: TrainingConfig, task: str, seed: int,
+    model: ModelConfig, data: DataConfig, training: TrainingConfig, tasks: tuple[str, ...], seed: int,
     policy: ReductionPolicy, fidelity: bool,
 ) -> str:
+    """Cache key of a reference run on `tasks` (one task: isolated; both: joint)."""
+    exclude = _IRRELEVANT if len(tasks) == 1 else {"threads"}
     payload = {
         "format": _FORMAT,
         "model": model.model_dump(mode="json"),
         "data": data.model_dump(mode="json"),
-        "training": training.model_dump(mode="json", exclude=_IRRELEVANT),
-        "task": task,
+        "training": training.model_dump(mode="json", exclude=exclude),
+        "tasks": list(tasks),
         "seed": seed,
         "policy": policy.model_dump(mode="json", exclude={"name"}),
         "fidelity": fidelity,
@@ -57,13 +77,15 @@ def baseline_key(
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def _read(path: Path) -> BaselineRecord:
+def _read(path: Path) -> RunRecord:
     raw = json.loads(path.read_text())
-    raw["curve"] = {int(k): v for k, v in raw["curve"].items()}
-    return BaselineRecord(**raw, cached=True)
+    for part in ("val", "test", "test_se"):
+        raw[part] = {m: {int(k): v for k, v in curve.items()} for m, curve in raw[part].items()}
+    raw["tasks"] = tuple(raw["tasks"])
+    return RunRecord(**raw, cached=True)
 
 
-def _write(path: Path, record: BaselineRecord) -> None:
+def _write(path: Path, record: RunRecord) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".baseline.")
     with os.fdopen(fd, "w") as fh:
         payload = asdict(record)
@@ -75,8 +97,8 @@ def _write(path: Path, record: BaselineRecord) -> None:
 def get_baseline(
     cache_dir: str | Path,
     key: str,
-    train: Callable[[], BaselineRecord],
-) -> BaselineRecord:
+    train: Callable[[], RunRecord],
+) -> RunRecord:
     """The cached record for `key`, or train it (once, under a file lock) and cache it."""
     root = Path(cache_dir) / "baselines"
     root.mkdir(parents=True, exist_ok=True)
@@ -98,4 +120,4 @@ def isolated_policy(policy: ReductionPolicy, baseline: str) -> ReductionPolicy:
     return policy
 
 
-__all__ = ["BaselineRecord", "baseline_key", "get_baseline", "isolated_policy"]
+__all__ = ["RunRecord", "baseline_key", "get_baseline", "isolated_policy"]

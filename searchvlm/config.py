@@ -117,7 +117,19 @@ class SynergyConfig(_Strict):
     baseline: Literal["dense", "matched"] = Field(
         "dense", description="dense: cached dense single-task models; matched: same policy alone"
     )
-    fidelity: bool = Field(False, description="also score sampled generations with a classifier")
+    fidelity: bool = Field(
+        False, description="also score sampled generations (final model) with a classifier"
+    )
+    at: Literal["best", "final"] = Field(
+        "best",
+        description="checkpoint scored per run and task: best (the evaluation round with the best "
+        "validation metric, early stopping) | final (the last step)",
+    )
+    vs_dense: bool = Field(
+        False,
+        description="also train the dense joint model on the same seeds (cached) and report "
+        "synergy_vs_dense, the paired difference of synergy against it",
+    )
 
 
 class TrialConfig(_Strict):
@@ -162,9 +174,17 @@ class TrialResult(_Strict):
     synergy_gain: float | None = None
     synergy_gain_stderr: float | None = None
     und_gain: float | None = None
+    und_gain_stderr: float | None = None
     gen_gain: float | None = None
+    gen_gain_stderr: float | None = None
+    synergy_vs_dense: float | None = None
+    synergy_vs_dense_stderr: float | None = None
+    und_gain_vs_dense: float | None = None
+    gen_gain_vs_dense: float | None = None
     und_acc: float | None = None
+    und_acc_test_se: float | None = None
     gen_nll: float | None = None
+    gen_nll_test_se: float | None = None
     gen_fidelity: float | None = None
     und_acc_iso: float | None = None
     gen_nll_iso: float | None = None

@@ -12,6 +12,9 @@ d_kv = num_kv_heads * head_dim and SwiGLU width m (three matrices), one forward 
   + 2·n_q·d·d        (O projection)
   + 6·n_q·d·m        (MLP)
   + 2·P·d            (router, only when the `router` selector picks 0 < k < P tokens)
+  + 2·d·d + 2·N·d·d_kv + 2·N·d   (`pdrop` scoring when it picks 0 < k < P tokens: the last
+                     prompt token's query, keys of the N = n_t + P present tokens, its scores;
+                     no gradient, so counted once, not 3 times)
 
 plus the LM head `2·n_logit·d·V` on the positions that produce logits (with labels: only
 those predicting a labelled token). Training = 3 × forward (backward = 2 × forward).
@@ -81,6 +84,7 @@ class LayerCounts:
     n_kv: int
     reduces: bool  # 0 <= k < present: a selection happens in this layer
     router: bool  # the router selector is active (0 < k < present)
+    scored: bool = False  # the pdrop selector scores the present tokens (0 < k < present)
 
 
 def layer_counts(task: TaskPolicy, num_tokens: int, num_image: int) -> list[LayerCounts]:
@@ -93,7 +97,8 @@ def layer_counts(task: TaskPolicy, num_tokens: int, num_image: int) -> list[Laye
         n_q = n_text + k
         n_kv = n_text + (present if task.mode == "query_drop" else k)
         router = reduces and k > 0 and task.selector == "router"
-        out.append(LayerCounts(present, k, n_q, n_kv, reduces, router))
+        scored = reduces and k > 0 and task.selector == "pdrop"
+        out.append(LayerCounts(present, k, n_q, n_kv, reduces, router, scored))
         if task.mode == "drop":
             present = k
     return out
@@ -109,14 +114,17 @@ class LayerFlops:
     o: int
     mlp: int
     router: int
+    score: int = 0
 
     @property
     def total(self) -> int:
+        """FLOPs that also run backward (the no-grad `score` is apart)."""
         return self.q + self.kv + self.attention + self.o + self.mlp + self.router
 
 
-def _layer_flops(c: LayerCounts, model: ModelConfig, batch: int) -> LayerFlops:
+def _layer_flops(c: LayerCounts, model: ModelConfig, batch: int, n_text: int) -> LayerFlops:
     d, dkv, m = model.hidden_size, model.kv_width, model.intermediate_size
+    n_all = n_text + c.present
     return LayerFlops(
         q=batch * 2 * c.n_q * d * d,
         kv=batch * 4 * c.n_kv * d * dkv,
@@ -124,6 +132,7 @@ def _layer_flops(c: LayerCounts, model: ModelConfig, batch: int) -> LayerFlops:
         o=batch * 2 * c.n_q * d * d,
         mlp=batch * 6 * c.n_q * d * m,
         router=batch * 2 * c.present * d if c.router else 0,
+        score=batch * (2 * d * d + 2 * n_all * d * dkv + 2 * n_all * d) if c.scored else 0,
     )
 
 
@@ -137,11 +146,13 @@ class TaskFlops:
 
     @property
     def forward(self) -> int:
-        return sum(layer.total for layer in self.layers) + self.head
+        return sum(layer.total + layer.score for layer in self.layers) + self.head
 
     @property
     def train(self) -> int:
-        return 3 * self.forward
+        """3 × the forward that runs backward, plus the no-grad selector scoring once."""
+        no_grad = sum(layer.score for layer in self.layers)
+        return 3 * (self.forward - no_grad) + no_grad
 
 
 @dataclass(frozen=True)
@@ -168,7 +179,8 @@ def _task_flops(
     model: ModelConfig, policy: ReductionPolicy, task: str, layout: TaskLayout, batch: int
 ) -> TaskFlops:
     counts = layer_counts(policy.task(task), layout.num_tokens, layout.num_image)
-    layers = tuple(_layer_flops(c, model, batch) for c in counts)
+    n_text = layout.num_tokens - layout.num_image
+    layers = tuple(_layer_flops(c, model, batch, n_text) for c in counts)
     head = batch * 2 * layout.num_logit_positions * model.hidden_size * _vocab_size(model)
     return TaskFlops(task=task, layers=layers, head=head)
 

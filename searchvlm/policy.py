@@ -19,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 TASKS: tuple[str, str] = ("understanding", "generation")
 Task = Literal["understanding", "generation"]
 Mode = Literal["query_drop", "skip", "drop"]
-Selector = Literal["attention", "stride", "random", "recent", "router"]
+Selector = Literal["attention", "pdrop", "stride", "random", "recent", "router"]
+# Selectors that rank the whole image by what the prompt's last token sees: causal only when
+# every position whose loss depends on the choice comes after the image (understanding). In
+# generation every image token is a target, so they would read later targets: refused.
+PROMPT_SELECTORS: tuple[str, ...] = ("attention", "pdrop")
 Ratio = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
@@ -42,6 +46,15 @@ def kept_count(ratio: float, num_image: int, available: int | None = None) -> in
     k = int(math.floor(ratio * num_image + 0.5))
     cap = num_image if available is None else available
     return max(0, min(k, cap))
+
+
+def generation_selector_error(selector: str) -> str:
+    return (
+        f"generation.selector = {selector!r} is invalid: it ranks the image tokens by the attention "
+        "of a token that sees them all, and in generation every image token is a target, so the "
+        "choice would depend on later targets (not causal); use 'router' (a per-token causal "
+        "decision), 'stride', 'recent' or 'random'"
+    )
 
 
 class _Strict(BaseModel):
@@ -204,6 +217,8 @@ class ReductionPolicy(_Strict):
                 raise ValueError(
                     f"{task}.keep has {len(tp.keep)} entries but num_layers = {self.num_layers}"
                 )
+        if self.generation.selector in PROMPT_SELECTORS and not self.generation.is_dense:
+            raise ValueError(generation_selector_error(self.generation.selector))
         if self.generation.mode == "drop" and not self.generation.is_dense:
             raise ValueError(
                 "generation.mode = 'drop' is invalid: dropping deletes the image tokens that "
@@ -293,9 +308,10 @@ def compile_policy(
     name: str | None = None,
     seed: int = 0,
 ) -> ReductionPolicy:
-    """Compile per-task schedules into an explicit policy. Tied: generation copies understanding."""
+    """Compile per-task schedules into an explicit policy. Tied: generation takes
+    understanding's schedule and mode with its own selector."""
     und = understanding.compile(num_layers)
-    gen = und if tie_schedules else generation.compile(num_layers)
+    gen = und.model_copy(update={"selector": generation.selector}) if tie_schedules else generation.compile(num_layers)
     return ReductionPolicy(
         num_layers=num_layers,
         understanding=und,
@@ -313,7 +329,8 @@ _FULL = TaskSpec()
 
 
 def _fastv_start(num_layers: int) -> int:
-    return max(1, min(num_layers - 1, round(num_layers / 4)))
+    """FastV's K = 2 (after layer 2 the image gets little attention), clipped to the depth."""
+    return max(1, min(num_layers - 1, 2))
 
 
 def _hmgen(num_layers: int, k: int) -> tuple[TaskSpec, Sharing]:
@@ -332,6 +349,9 @@ def preset(name: str, num_layers: int) -> ReductionPolicy:
     if name == "dense":
         return ReductionPolicy.dense(L)
     if name == "fastv":
+        # FastV (Chen et al., 2024): full layers before K=2, then drop R=50% of the image tokens
+        # for the rest of the stack, ranked by the attention the last prompt token gave them in
+        # layer K-1 (heads averaged); original positions kept.
         und = TaskSpec(
             schedule=FastVSchedule(start=_fastv_start(L), ratio=0.5),
             mode="drop",
@@ -339,9 +359,14 @@ def preset(name: str, num_layers: int) -> ReductionPolicy:
         )
         return compile_policy(L, und, _FULL, name=name)
     if name == "pyramiddrop":
-        und = TaskSpec(schedule=PyramidSchedule(ratio=0.5), mode="drop", selector="attention")
+        # PyramidDrop (Xing et al., 2024): stages end at L/4, L/2, 3L/4; at each boundary keep
+        # λ=0.5 of the remaining image tokens, ranked by the last prompt token's attention
+        # computed with the boundary layer's own norm/q/k/rotary ("pdrop" selector). The
+        # reference renumbers positions after a drop; we keep the original ones, as FastV does.
+        und = TaskSpec(schedule=PyramidSchedule(ratio=0.5), mode="drop", selector="pdrop")
         return compile_policy(L, und, _FULL, name=name)
     if name == "himix":
+        # HiMix: from layer 1 on, image tokens are keys/values only (no query, no MLP).
         return compile_policy(L, _HIMIX, _FULL, name=name)
     if name in ("hmgen", "hmgen5"):
         gen, sharing = _hmgen(L, 3 if name == "hmgen" else 5)
@@ -353,6 +378,9 @@ def preset(name: str, num_layers: int) -> ReductionPolicy:
         gen, _ = _hmgen(L, 3)
         return compile_policy(L, _HIMIX, gen, sharing=Sharing(qkv="task_image"), name=name)
     if name == "pmod":
+        # p-MoD (Zhang et al., 2024): Mixture-of-Depths routers on the image tokens with a
+        # shifted-cosine capacity per layer decaying to a floor of 0.15; unrouted tokens skip
+        # the block. Generation routes with the causal per-token rule (see model._select).
         spec = TaskSpec(schedule=CosineSchedule(floor=0.15), mode="skip", selector="router")
         return compile_policy(L, spec, spec, name=name)
     if name == "tied":

@@ -28,6 +28,7 @@ from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingCon
 from searchvlm.errors import ConfigError, load_yaml, validate
 from searchvlm.policy import (
     PRESETS,
+    PROMPT_SELECTORS,
     CosineSchedule,
     FastVSchedule,
     Mode,
@@ -39,6 +40,7 @@ from searchvlm.policy import (
     ShallowSchedule,
     TaskSpec,
     compile_policy,
+    generation_selector_error,
     preset,
 )
 
@@ -287,6 +289,9 @@ class PolicySpace(_Strict):
     @field_validator("generation")
     @classmethod
     def _no_drop(cls, v: TaskSpace) -> TaskSpace:
+        bad = [s for s in v.selector if s in PROMPT_SELECTORS]
+        if bad:
+            raise ValueError(generation_selector_error(bad[0]).replace("generation.selector", "selector"))
         if "drop" in v.mode:
             raise ValueError(
                 f"mode = {v.mode}: 'drop' is invalid for generation (it deletes the image "
@@ -491,12 +496,7 @@ class SearchSpace(_Strict):
             mlp=params.get("sharing.mlp", "shared"),
             scope=self.policy.sharing.scope,
         )
-        policy = compile_policy(L, _monotone_ok(und, L), _monotone_ok(gen, L), sharing, tied, name)
-        if tied and policy.generation.selector != params["gen.selector"]:
-            policy = policy.model_copy(
-                update={"generation": policy.generation.model_copy(update={"selector": params["gen.selector"]})}
-            )
-        return policy
+        return compile_policy(L, _monotone_ok(und, L), _monotone_ok(gen, L), sharing, tied, name)
 
     def _task_spec(self, params: dict[str, Any], task: str, tied: bool) -> TaskSpec:
         s = SHORT[task]

@@ -6,12 +6,18 @@ over its isolated baseline, sign-flipped for lower-is-better metrics:
     g_G = (G_iso - G_joint) / |G_iso|      (generation NLL: lower is better)
     synergy_gain = min(g_U, g_G)  (default; `mean` as an option)
 Seeds are paired (joint seed s against isolated seed s); mean and standard error reported.
+
+Which checkpoint is scored (`synergy.at`): `best` takes each run's own evaluation round
+with the best VALIDATION value of the task's metric (the earliest such round; early
+stopping), then reads that round's TEST value; `final` takes the last round. A run that
+overfits is compared at its best, so regularisation by the other task is not read as synergy.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Literal, Sequence
 
 _EPS = 1e-12
@@ -63,3 +69,49 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float | None]:
         return mean, None
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(var / n)
+
+
+HIGHER_IS_BETTER: dict[str, bool] = {"und_acc": True, "gen_nll": False}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The scored evaluation round of one run and metric: its step, test value and s.e."""
+
+    step: int
+    value: float
+    se: float | None
+
+
+def best_step(curve: Mapping[int, float], higher_is_better: bool) -> int:
+    """The earliest step whose value is the best of `curve` (step -> validation value)."""
+    if not curve:
+        raise ValueError("empty validation curve")
+    steps = sorted(curve)
+    best = (max if higher_is_better else min)(curve[s] for s in steps)
+    return next(s for s in steps if curve[s] == best)
+
+
+def checkpoint(
+    metric: str,
+    val: Mapping[int, float],
+    test: Mapping[int, float],
+    test_se: Mapping[int, float] | None = None,
+    at: Literal["best", "final"] = "best",
+) -> Checkpoint:
+    """The round `at` picks from the validation curve, scored on test."""
+    if at == "best":
+        step = best_step(val, HIGHER_IS_BETTER[metric])
+    elif at == "final":
+        step = max(val)
+    else:
+        raise ValueError(f"synergy.at = {at!r} must be 'best' or 'final'")
+    se = None if test_se is None else test_se.get(step)
+    return Checkpoint(step, test[step], se)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error of a[i] - b[i] over paired seeds."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    return mean_stderr([x - y for x, y in zip(a, b)])

@@ -119,12 +119,32 @@ class Run:
 
     def evaluate(self, data: UnifiedData, split: str) -> dict[str, float]:
         """`und_acc` and/or `gen_nll` on a split, for the tasks this run trains."""
-        metrics: dict[str, float] = {}
+        return {m: s.value for m, s in self.scores(data, split).items()}
+
+    def scores(self, data: UnifiedData, split: str) -> dict[str, Score]:
+        """`und_acc` and/or `gen_nll` with their evaluation-set standard errors."""
+        out: dict[str, Score] = {}
         if "understanding" in self.spec.tasks:
-            metrics["und_acc"] = understanding_accuracy(self.model, _to(data.split(split, "understanding"), self.device))
+            hits = understanding_hits(self.model, _to(data.split(split, "understanding"), self.device))
+            out["und_acc"] = Score.of(hits.float())
         if "generation" in self.spec.tasks:
-            metrics["gen_nll"] = generation_nll(self.model, _to(data.split(split, "generation"), self.device))
-        return metrics
+            out["gen_nll"] = Score.of(generation_example_nll(self.model, _to(data.split(split, "generation"), self.device)))
+        return out
+
+
+@dataclass(frozen=True)
+class Score:
+    """A metric on an evaluation set and its standard error over the set's examples."""
+
+    value: float
+    se: float
+
+    @classmethod
+    def of(cls, per_example: torch.Tensor) -> "Score":
+        """Mean of per-example values (N,) and its standard error std / sqrt(N)."""
+        n = per_example.numel()
+        se = float(per_example.double().std(correction=1) / math.sqrt(n)) if n > 1 else 0.0
+        return cls(float(per_example.double().mean()), se)
 
 
 def _to(split: TaskSplit, device: torch.device) -> TaskSplit:
@@ -145,34 +165,43 @@ def _targets_at(out, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return targets, valid
 
 
-@torch.no_grad()
 def understanding_accuracy(model, split: TaskSplit, batch: int = 256) -> float:
     """Exact answer match: every answer token (and EOS) is the greedy prediction."""
+    return float(understanding_hits(model, split, batch).float().mean())
+
+
+@torch.no_grad()
+def understanding_hits(model, split: TaskSplit, batch: int = 256) -> torch.Tensor:
+    """Per example (N,) bool: every answer token (and EOS) is the greedy prediction."""
     model.eval()
-    correct = 0
+    hits = []
     for idx in _chunks(len(split), batch):
         b = split.batch(idx)
         out = model(b.input_ids, segments=b.segments, task="understanding")
         targets, valid = _targets_at(out, b.labels)
         hit = (out.logits.argmax(-1) == targets) | ~valid  # (B, T_out)
-        correct += int(hit.all(dim=1).sum())
-    return correct / len(split)
+        hits.append(hit.all(dim=1).cpu())
+    return torch.cat(hits)  # (N,)
+
+
+def generation_nll(model, split: TaskSplit, batch: int = 256) -> float:
+    """Held-out NLL of the image tokens, nats per token (every row has the same count)."""
+    return float(generation_example_nll(model, split, batch).double().mean())
 
 
 @torch.no_grad()
-def generation_nll(model, split: TaskSplit, batch: int = 256) -> float:
-    """Held-out NLL of the image tokens, nats per token."""
+def generation_example_nll(model, split: TaskSplit, batch: int = 256) -> torch.Tensor:
+    """Per example (N,): mean NLL of its labelled image tokens, nats per token."""
     model.eval()
-    total, count = 0.0, 0
+    rows = []
     for idx in _chunks(len(split), batch):
         b = split.batch(idx)
         out = model(b.input_ids, segments=b.segments, task="generation")
         targets, valid = _targets_at(out, b.labels)
         logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, T_out, V)
         nll = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T_out)
-        total += float(nll[valid].sum())
-        count += int(valid.sum())
-    return total / max(1, count)
+        rows.append(((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).cpu())  # (B,)
+    return torch.cat(rows)  # (N,)
 
 
 @torch.no_grad()

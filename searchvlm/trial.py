@@ -16,17 +16,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from searchvlm.baselines import BaselineRecord, baseline_key, get_baseline, isolated_policy
+from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_policy
 from searchvlm.config import ModelConfig, TrialConfig, TrialResult
 from searchvlm.data import UnifiedData, load_data
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
-from searchvlm.synergy import mean_stderr, seed_gains
+from searchvlm.synergy import Checkpoint, SeedGains, checkpoint, mean_stderr, seed_gains
 from searchvlm.training import Run, RunSpec, resolve_device, sample_images
 
 Report = Callable[[int, dict[str, float]], None]
 Progress = Callable[[str, int, int], None]
-_METRIC = {"understanding": "und_acc", "generation": "gen_nll"}
 
 
 class _Tracker:
@@ -97,23 +96,27 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     flops = count_flops(model_cfg, policy, task_layouts(data), batch_size=config.training.batch_size)
     tracker.flops_ratio = flops.ratio
     device = resolve_device(config.training.device)
-    iso = {s: _baselines(config, data, model_cfg, policy, s, device, progress) for s in config.seeds}
+    refs = {s: _references(config, data, model_cfg, policy, s, device, progress) for s in config.seeds}
     runs = [Run(RunSpec(model_cfg, policy, config.training, TASKS, s), data, device) for s in config.seeds]
+    records = [RunRecord(TASKS, s) for s in config.seeds]
     start = time.perf_counter()
-    steps = eval_steps(config.training.steps, config.training.eval_every)
-    for step in steps:
-        for run in runs:
+    for step in eval_steps(config.training.steps, config.training.eval_every):
+        for run, record in zip(runs, records):
             run.train_until(step)
             tracker.step = run.step
+            record.add(step, run.scores(data, "val"), run.scores(data, "test"))
         tracker.seconds = time.perf_counter() - start
         if progress:
             progress("joint", step, config.training.steps)
         if report:
-            report(step, _intermediate(runs, iso, data, step, flops.ratio, config.synergy.aggregate))
+            report(step, _intermediate(records, refs, step, flops.ratio, config.synergy.aggregate))
     train_seconds = time.perf_counter() - start
     if config.save_model:
         save_model(runs[0], model_cfg, config)
-    return _final(config, data, runs, iso, policy, flops.ratio, train_seconds)
+    if config.synergy.fidelity:
+        for run, record in zip(runs, records):
+            record.fidelity = _fidelity(run, data, run.spec.seed, config.data.model_dump_json())
+    return _final(config, records, refs, policy, flops.ratio, train_seconds, runs[0].step)
 
 
 CHECKPOINT_FORMAT = "searchvlm.checkpoint/v1"
@@ -132,43 +135,46 @@ def save_model(run: Run, model_cfg: ModelConfig, config: TrialConfig) -> str:
     return str(path)
 
 
-def _baselines(config, data, model_cfg, policy, seed, device, progress) -> dict[str, BaselineRecord]:
-    pol = isolated_policy(policy, config.synergy.baseline)
+def _references(config, data, model_cfg, policy, seed, device, progress) -> dict[str, RunRecord]:
+    """The cached runs one seed is compared with: each task alone, and (`synergy.vs_dense`)
+    the dense joint model."""
+    wanted = [((t,), isolated_policy(policy, config.synergy.baseline)) for t in TASKS]
+    if config.synergy.vs_dense:
+        wanted.append((TASKS, ReductionPolicy.dense(model_cfg.num_layers)))
     out = {}
-    for task in TASKS:
-        key = baseline_key(model_cfg, config.data, config.training, task, seed, pol, config.synergy.fidelity)
+    for tasks, pol in wanted:
+        key = baseline_key(model_cfg, config.data, config.training, tasks, seed, pol, config.synergy.fidelity)
 
-        def train(task: str = task) -> BaselineRecord:
-            return _train_baseline(config, data, model_cfg, pol, task, seed, device, progress)
+        def train(tasks: tuple[str, ...] = tasks, pol: ReductionPolicy = pol) -> RunRecord:
+            return _train_reference(config, data, model_cfg, pol, tasks, seed, device, progress)
 
-        out[task] = get_baseline(config.cache_dir, key, train)
+        out[tasks[0] if len(tasks) == 1 else "dense"] = get_baseline(config.cache_dir, key, train)
     return out
 
 
-def _train_baseline(config, data, model_cfg, policy, task, seed, device, progress) -> BaselineRecord:
-    run = Run(RunSpec(model_cfg, policy, config.training, (task,), seed), data, device)
-    curve = {}
+def _train_reference(config, data, model_cfg, policy, tasks, seed, device, progress) -> RunRecord:
+    run = Run(RunSpec(model_cfg, policy, config.training, tasks, seed), data, device)
+    record = RunRecord(tasks, seed)
+    label = f"{tasks[0]} alone" if len(tasks) == 1 else "dense joint"
     for step in eval_steps(config.training.steps, config.training.eval_every):
         run.train_until(step)
-        curve[step] = run.evaluate(data, "val")[_METRIC[task]]
+        record.add(step, run.scores(data, "val"), run.scores(data, "test"))
         if progress:
-            progress(f"{task} alone (seed {seed})", step, config.training.steps)
-    test = run.evaluate(data, "test")[_METRIC[task]]
-    fidelity = None
-    if task == "generation" and config.synergy.fidelity:
-        fidelity = _fidelity(run, data, seed, config.data.model_dump_json())
-    return BaselineRecord(task=task, seed=seed, curve=curve, test=test, fidelity=fidelity)
+            progress(f"{label} (seed {seed})", step, config.training.steps)
+    if "generation" in tasks and config.synergy.fidelity:
+        record.fidelity = _fidelity(run, data, seed, config.data.model_dump_json())
+    return record
 
 
-def _intermediate(runs, iso, data, step, flops_ratio, how) -> dict[str, float]:
+def _intermediate(records, refs, step, flops_ratio, how) -> dict[str, float]:
+    """Running values at `step` (validation, joint vs isolated at the same step)."""
     per_seed = []
-    for run in runs:
-        val = run.evaluate(data, "val")
-        base = iso[run.spec.seed]
-        u_iso = base["understanding"].curve[step]
-        g_iso = base["generation"].curve[step]
-        gains = seed_gains(val["und_acc"], u_iso, val["gen_nll"], g_iso, how)
-        per_seed.append((val["und_acc"], val["gen_nll"], gains))
+    for record in records:
+        base = refs[record.seed]
+        u, g = record.val["und_acc"][step], record.val["gen_nll"][step]
+        gains = seed_gains(u, base["understanding"].val["und_acc"][step], g,
+                           base["generation"].val["gen_nll"][step], how)  # fmt: skip
+        per_seed.append((u, g, gains))
     mean = lambda xs: float(np.mean(xs))  # noqa: E731
     return {
         "flops_ratio": flops_ratio,
@@ -195,55 +201,77 @@ def _fidelity(run: Run, data: UnifiedData, seed: int, data_json: str) -> float:
     """Share of sampled test images a real-image classifier assigns to the prompted attributes."""
     split = data.split("test", "generation")
     split = split.batch(torch.arange(min(len(split), 200)))
-    codes = sample_images(run.model, _device_split(split, run.device), data.vocab.image_offset, data.vocab.num_image, seed)
+    split = split if split.input_ids.device == run.device else split.to(run.device)
+    codes = sample_images(run.model, split, data.vocab.image_offset, data.vocab.num_image, seed)
     clfs = _classifiers(data_json)
     accs = [float((clf.predict(codes.astype(np.float32)) == split.targets[:, a]).mean()) for a, clf in enumerate(clfs)]
     return float(np.mean(accs))
 
 
-def _device_split(split, device):
-    return split if split.input_ids.device == device else split.to(device)
+def _scored(record: RunRecord, metric: str, at: str) -> Checkpoint:
+    return checkpoint(metric, record.val[metric], record.test[metric], record.test_se[metric], at)
 
 
-def _final(config, data, runs, iso, policy: ReductionPolicy, flops_ratio, seconds) -> TrialResult:
-    per_seed, how = [], config.synergy.aggregate
-    for run in runs:
-        test = run.evaluate(data, "test")
-        base = iso[run.spec.seed]
-        u_iso, g_iso = base["understanding"].test, base["generation"].test
-        gains = seed_gains(test["und_acc"], u_iso, test["gen_nll"], g_iso, how)
-        fid = None
-        if config.synergy.fidelity:
-            fid = _fidelity(run, data, run.spec.seed, config.data.model_dump_json())
-        per_seed.append({
-            "seed": run.spec.seed, "und_acc": test["und_acc"], "gen_nll": test["gen_nll"],
-            "und_acc_iso": u_iso, "gen_nll_iso": g_iso, "gen_fidelity": fid,
+def _gains(joint: RunRecord, base: dict[str, RunRecord], at: str, how: str) -> tuple[dict, SeedGains]:
+    """One seed's scored checkpoints (joint and isolated, per task) and its gains."""
+    u, g = _scored(joint, "und_acc", at), _scored(joint, "gen_nll", at)
+    ui, gi = _scored(base["understanding"], "und_acc", at), _scored(base["generation"], "gen_nll", at)
+    row = {
+        "und_acc": u.value, "und_acc_test_se": u.se, "und_step_joint": u.step,
+        "und_acc_iso": ui.value, "und_acc_iso_test_se": ui.se, "und_step_iso": ui.step,
+        "gen_nll": g.value, "gen_nll_test_se": g.se, "gen_step_joint": g.step,
+        "gen_nll_iso": gi.value, "gen_nll_iso_test_se": gi.se, "gen_step_iso": gi.step,
+    }  # fmt: skip
+    return row, seed_gains(u.value, ui.value, g.value, gi.value, how)  # type: ignore[arg-type]
+
+
+def _final(config, records, refs, policy: ReductionPolicy, flops_ratio, seconds, steps) -> TrialResult:
+    per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
+    for record in records:
+        base = refs[record.seed]
+        row, gains = _gains(record, base, at, how)
+        row.update({
+            "seed": record.seed, "gen_fidelity": record.fidelity,
             "gen_fidelity_iso": base["generation"].fidelity,
             "und_gain": gains.und_gain, "gen_gain": gains.gen_gain, "synergy_gain": gains.synergy_gain,
             "baseline_cached": {t: base[t].cached for t in TASKS},
-        })
-    return _aggregate(per_seed, config, policy, flops_ratio, seconds, runs[0].step)
+        })  # fmt: skip
+        if "dense" in base:
+            _, dense = _gains(base["dense"], base, at, how)
+            row.update({
+                "synergy_vs_dense": gains.synergy_gain - dense.synergy_gain,
+                "und_gain_vs_dense": gains.und_gain - dense.und_gain,
+                "gen_gain_vs_dense": gains.gen_gain - dense.gen_gain,
+            })  # fmt: skip
+        per_seed.append(row)
+    return _aggregate(per_seed, config, policy, flops_ratio, seconds, steps)
 
 
 def _mean_of(per_seed: list[dict], key: str) -> float | None:
-    vals = [p[key] for p in per_seed if p[key] is not None]
+    vals = [p[key] for p in per_seed if p.get(key) is not None]
     return float(np.mean(vals)) if vals else None
 
 
+def _stderr_of(per_seed: list[dict], key: str) -> float | None:
+    vals = [p[key] for p in per_seed if p.get(key) is not None]
+    return mean_stderr(vals)[1] if vals else None
+
+
 def _aggregate(per_seed, config, policy, flops_ratio, seconds, steps) -> TrialResult:
-    synergy, stderr = mean_stderr([p["synergy_gain"] for p in per_seed])
-    fields = ("und_gain", "gen_gain", "und_acc", "gen_nll", "und_acc_iso", "gen_nll_iso", "gen_fidelity", "gen_fidelity_iso")
+    means = ("synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense", "und_gain_vs_dense",
+             "gen_gain_vs_dense", "und_acc", "und_acc_test_se", "gen_nll", "gen_nll_test_se",
+             "und_acc_iso", "gen_nll_iso", "gen_fidelity", "gen_fidelity_iso")  # fmt: skip
+    stderrs = ("synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense")
     return TrialResult(
         status="ok",
         flops_ratio=flops_ratio,
-        synergy_gain=synergy,
-        synergy_gain_stderr=stderr,
         seeds=list(config.seeds),
         per_seed=per_seed,
         train_seconds=seconds,
         steps_done=steps,
         policy=policy,
-        **{f: _mean_of(per_seed, f) for f in fields},
+        **{f: _mean_of(per_seed, f) for f in means},
+        **{f"{f}_stderr": _stderr_of(per_seed, f) for f in stderrs},
     )
 
 

@@ -60,11 +60,11 @@ def test_dense_ratio_is_one_and_presets_reduce() -> None:
     assert flops_ratio(MODEL, preset("himix_hmgen", 4), LAYOUTS) < flops_ratio(MODEL, preset("himix", 4), LAYOUTS)
 
 
-def _random_task(rng: random.Random, mode: str) -> TaskPolicy:
+def _random_task(rng: random.Random, mode: str, selectors: tuple[str, ...] = ("stride", "router", "attention")) -> TaskPolicy:
     keep = [rng.random() for _ in range(4)]
     if mode == "drop":
         keep.sort(reverse=True)
-    return TaskPolicy(keep=keep, mode=mode, selector=rng.choice(["stride", "router", "attention"]))
+    return TaskPolicy(keep=keep, mode=mode, selector=rng.choice(selectors))
 
 
 def _lowered(tp: TaskPolicy, layer: int, factor: float) -> TaskPolicy:
@@ -79,7 +79,7 @@ def _lowered(tp: TaskPolicy, layer: int, factor: float) -> TaskPolicy:
 def test_ratio_falls_as_any_keep_falls(seed: int) -> None:
     rng = random.Random(seed)
     und = _random_task(rng, rng.choice(["query_drop", "skip", "drop"]))
-    gen = _random_task(rng, rng.choice(["query_drop", "skip"]))
+    gen = _random_task(rng, rng.choice(["query_drop", "skip"]), ("stride", "router", "recent"))
     base = flops_ratio(MODEL, _policy(und, gen), LAYOUTS)
     for layer in range(4):
         for task in ("understanding", "generation"):

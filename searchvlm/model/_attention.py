@@ -3,7 +3,9 @@
 Shapes: q (B, H, n_q, hd); k, v (B, H_kv, n_kv, hd); `mask` is None (plain causal over one
 token set sorted by position) or a boolean (B, 1, n_q, n_kv) "may attend" mask built from
 the tokens' original positions. The attention mass (used by the `attention` selector) is
-what the rows `mass_rows` (B, r) gave each key, summed over heads and rows: (B, n_kv).
+what the rows `mass_rows` (B, r) gave each key, summed over heads and rows: (B, n_kv) (the
+selector passes one row, the last prompt token: FastV's rule; a sum over heads ranks as the
+head average does).
 """
 
 from __future__ import annotations
@@ -91,3 +93,13 @@ def _sdpa_mass(q: Tensor, k: Tensor, scaling: float, mask: Tensor | None, rows: 
         allowed = mask.gather(2, rows[:, None, :, None].expand(b, 1, r, n_kv))  # (B, 1, r, n_kv)
     probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1, dtype=torch.float32)
     return probs.sum(dim=(1, 2)).to(q.dtype)  # (B, n_kv)
+
+
+@torch.no_grad()
+def anchor_attention(q: Tensor, k: Tensor, scaling: float, allowed: Tensor) -> Tensor:
+    """Head-averaged attention of one query row q (B, H, 1, hd) over keys k (B, H_kv, n, hd)
+    where `allowed` (B, n) (PyramidDrop's lightweight attention): (B, n)."""
+    k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, n, hd)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scaling  # (B, H, 1, n)
+    scores = scores.masked_fill(~allowed[:, None, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).mean(dim=(1, 2))  # (B, n)

@@ -54,8 +54,10 @@ class Tokens:
         n_text: int,
         full: bool = False,
         span: tuple[int, int] | None = None,
+        anchor: Tensor | None = None,
     ) -> None:
         self.pos, self.is_img, self.tables, self.n_text, self.span = pos, is_img, tables, n_text, span
+        self.anchor = anchor  # (B,) original position of the last prompt token (a text token)
         if full:
             self.cos, self.sin = tables[0][None], tables[1][None]  # (1, T, hd)
         else:
@@ -64,7 +66,10 @@ class Tokens:
     def subset(self, idx: Tensor) -> "Tokens":
         """The tokens at rows idx (B, n) (sorted), keeping every text token."""
         span = None if self.span is None else (self.span[0], self.span[0] + idx.shape[1] - self.n_text)
-        return Tokens(self.pos.gather(1, idx), self.is_img.gather(1, idx), self.tables, self.n_text, span=span)
+        return Tokens(
+            self.pos.gather(1, idx), self.is_img.gather(1, idx), self.tables, self.n_text, span=span,
+            anchor=self.anchor,
+        )
 
     @cached_property
     def order(self) -> Tensor:
@@ -74,6 +79,12 @@ class Tokens:
     @cached_property
     def inverse(self) -> Tensor:
         return torch.argsort(self.order, dim=1)  # (B, n)
+
+    @property
+    def anchor_row(self) -> Tensor:
+        """Row of the last prompt token in this set (text tokens are never removed): (B, 1)."""
+        assert self.anchor is not None
+        return (self.pos < self.anchor[:, None]).sum(dim=1, keepdim=True)  # (B, 1)
 
     @property
     def text_idx(self) -> Tensor:

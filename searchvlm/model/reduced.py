@@ -6,6 +6,11 @@ final norm, LM head). Per layer and task it executes the plan of `searchvlm.flop
 image tokens not kept are query-dropped (still keys/values), skipped (neither), or dropped
 for good (see DESIGN.md). A layer that computes every present token takes a fast path with
 no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`.
+
+Causal by construction: no logit that a loss or metric reads depends on a later token.
+Content-based choices look only at what precedes every position whose loss depends on them:
+understanding ranks the image by the LAST PROMPT TOKEN (the one before the first OUTPUT
+token), generation decides each image token from its own state (`_select`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ from torch import Tensor, nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, rotate_half
 
 from searchvlm.flops import LayerCounts, layer_counts
-from searchvlm.model._attention import attend, position_mask
-from searchvlm.model._select import random_ranks, recent_ranks, stride_ranks, top_ranks
+from searchvlm.model._attention import anchor_attention, attend, position_mask
+from searchvlm.model._select import causal_quota_ranks, random_ranks, recent_ranks, stride_ranks, top_ranks
 from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
@@ -62,6 +67,7 @@ class _Plan:
     counts: list[LayerCounts]
     need_mass: list[bool]  # the next layer selects by attention mass from this one
     windows: list[int | None]  # sliding windows shorter than the sequence (else None)
+    content: bool  # some layer selects by content (attention, pdrop, router)
 
 
 def _check_structure(hf_model: nn.Module) -> None:
@@ -159,9 +165,9 @@ class ReducedLM(nn.Module):
     def _forward(
         self, input_ids: Tensor, segments: Tensor, task: str, labels: Tensor | None, output_hidden_states: bool
     ) -> ReducedOutput:
-        plan, n_text = self._prepare(input_ids, segments, task, labels)
+        plan, n_text, anchor = self._prepare(input_ids, segments, task, labels)
         h = self.hf_model.model.embed_tokens(input_ids)  # (B, T, d)
-        tokens = self._initial_tokens(h, segments, n_text)
+        tokens = self._initial_tokens(h, segments, n_text, anchor)
         states = [(h, tokens.pos)] if output_hidden_states else None
         mass: Tensor | None = None
         for li, layer in enumerate(self.hf_model.model.layers):
@@ -176,7 +182,7 @@ class ReducedLM(nn.Module):
 
     def _prepare(
         self, input_ids: Tensor, segments: Tensor, task: str, labels: Tensor | None
-    ) -> tuple[_Plan, int]:
+    ) -> tuple[_Plan, int, Tensor]:
         if task not in TASKS:
             raise ValueError(f"task = {task!r} must be one of {TASKS}")
         if input_ids.dim() != 2 or segments.shape != input_ids.shape:
@@ -192,7 +198,17 @@ class ReducedLM(nn.Module):
                 f"every sequence of a batch needs the same number of image tokens; got {counts.tolist()}"
             )
         seq = input_ids.shape[1]
-        return self._plan(task, seq, num_image), seq - num_image
+        anchor = _last_prompt(segments)  # (B,)
+        plan = self._plan(task, seq, num_image)
+        if task == "understanding" and num_image and plan.content:
+            last_img = seq - 1 - (segments == Segment.IMAGE).flip(1).int().argmax(dim=1)  # (B,)
+            if bool((last_img > anchor).any()):
+                raise ValueError(
+                    f"understanding selector {self.policy.understanding.selector!r} ranks the image by "
+                    "the prompt, so every image token must come before the last prompt token (the one "
+                    "before the first OUTPUT token); this batch has image tokens after it"
+                )
+        return plan, seq - num_image, anchor
 
     def _plan(self, task: str, seq: int, num_image: int) -> _Plan:
         key = (task, seq, num_image)
@@ -204,16 +220,19 @@ class ReducedLM(nn.Module):
                 tp.selector == "attention" and c is not None and c.reduces and c.kept > 0 for c in nxt
             ]
             windows = [w if w is not None and w < seq else None for w in self._windows]
-            self._plans[key] = _Plan(counts, need, windows)
+            content = tp.selector in ("attention", "pdrop", "router") and any(
+                c.reduces and c.kept > 0 for c in counts
+            )
+            self._plans[key] = _Plan(counts, need, windows, content)
         return self._plans[key]
 
-    def _initial_tokens(self, h: Tensor, segments: Tensor, n_text: int) -> Tokens:
+    def _initial_tokens(self, h: Tensor, segments: Tensor, n_text: int, anchor: Tensor) -> Tokens:
         b, t = segments.shape
         pos = torch.arange(t, device=h.device)[None]  # (1, T)
         cos, sin = self.hf_model.model.rotary_emb(h, pos)  # (1, T, hd)
         is_img = segments == Segment.IMAGE  # (B, T)
         span = image_span(is_img) if len(self.splits) else None  # only split weights use it
-        return Tokens(pos.expand(b, t), is_img, (cos[0], sin[0]), n_text, full=True, span=span)
+        return Tokens(pos.expand(b, t), is_img, (cos[0], sin[0]), n_text, full=True, span=span, anchor=anchor)
 
     # ------------------------------------------------------------------ one layer
 
@@ -231,7 +250,7 @@ class ReducedLM(nn.Module):
         if not c.reduces:  # fast path: every present token is computed
             h, mass = self._block(li, layer, task, h, tokens, plan, None, need_mass)
             return h, tokens, mass
-        sel, gate = self._select(li, task, c, h, tokens, mass)  # (B, k), (B, k) | None
+        sel, gate = self._select(li, layer, task, c, h, tokens, mass)  # (B, k), (B, k) | None
         q_idx = torch.cat([tokens.text_idx, sel], dim=1).sort(dim=1).values  # (B, n_q)
         sub = tokens.subset(q_idx)
         gate = None if gate is None else _gate_rows(gate, sub)  # (B, n_q, 1)
@@ -247,9 +266,25 @@ class ReducedLM(nn.Module):
         return h, tokens, mass
 
     def _select(
-        self, li: int, task: str, c: LayerCounts, h: Tensor, tokens: Tokens, mass: Tensor | None
+        self, li: int, layer: nn.Module, task: str, c: LayerCounts, h: Tensor, tokens: Tokens,
+        mass: Tensor | None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None."""
+        """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None.
+
+        - attention (FastV): the attention the last prompt token gave each image token in the
+          previous layer (`mass`), heads averaged; top k. Understanding only.
+        - pdrop (PyramidDrop): the last prompt token's attention computed with THIS layer's
+          own norm, q/k projections and rotary on its input, heads averaged; top k.
+          Understanding only. (PyramidDrop's code names the last instruction token; in its
+          LLaVA layout that is the last prompt token, which is what sees the image here.)
+        - router (Mixture-of-Depths / p-MoD): a linear score per image token; understanding
+          takes the top k (the whole image precedes every labelled position), generation the
+          causal per-token rule of `causal_quota_ranks`. The kept tokens' update is scaled
+          by sigmoid(score), which trains the router.
+        - stride / recent / random: content-free. `random` draws from a running seeded
+          generator in training and from a fresh one seeded by (policy seed, layer) in
+          evaluation, so evaluating a model twice keeps the same tokens.
+        """
         selector, k, p = self.policy.task(task).selector, c.kept, c.present
         b, dev, img = h.shape[0], h.device, tokens.img_idx  # img: (B, P)
         gate = None
@@ -257,17 +292,37 @@ class ReducedLM(nn.Module):
             ranks = img[:, :0]  # (B, 0)
         elif selector == "router":
             logits = self.routers[task][li](gather_rows(h, img)).squeeze(-1)  # (B, P)
-            ranks = top_ranks(logits.detach(), k)  # (B, k)
+            pick = top_ranks if task == "understanding" else causal_quota_ranks
+            ranks = pick(logits.detach(), k)  # (B, k)
             gate = torch.sigmoid(logits.gather(1, ranks))  # (B, k)
         elif selector == "attention" and mass is not None:
             ranks = top_ranks(mass.gather(1, img), k)  # (B, k)
+        elif selector == "pdrop":
+            ranks = top_ranks(self._pdrop_scores(li, layer, task, h, tokens).gather(1, img), k)  # (B, k)
         elif selector == "random":
-            ranks = random_ranks(k, p, b, self._generator).to(dev)  # (B, k)
+            gen = self._generator if self.training else torch.Generator().manual_seed(
+                self.policy.seed * 1_000_003 + li
+            )
+            ranks = random_ranks(k, p, b, gen).to(dev)  # (B, k)
         elif selector == "recent":
             ranks = recent_ranks(k, p, b, dev)  # (B, k)
         else:  # stride, or attention without a previous layer's mass
             ranks = stride_ranks(k, p, b, dev)  # (B, k)
         return img.gather(1, ranks), gate  # (B, k)
+
+    @torch.no_grad()
+    def _pdrop_scores(self, li: int, layer: nn.Module, task: str, h: Tensor, tokens: Tokens) -> Tensor:
+        """PyramidDrop: the last prompt token's head-averaged attention over the present tokens,
+        with this layer's norm, projections and rotary on its input h (B, N, d): (B, N)."""
+        attn, row = layer.self_attn, tokens.anchor_row  # row: (B, 1)
+        x = layer.input_layernorm(h)  # (B, N, d)
+        q = attn.q_proj(gather_rows(x, row))  # (B, 1, H*hd): a text row, shared projection
+        (k,) = self._project(li, attn, task, x, tokens, "k")  # (B, N, H_kv*hd)
+        cos, sin = tokens.cos.expand(h.shape[0], -1, -1), tokens.sin.expand(h.shape[0], -1, -1)
+        q = _rope(_heads(q, attn.head_dim), gather_rows(cos, row), gather_rows(sin, row))  # (B, H, 1, hd)
+        k = _rope(_heads(k, attn.head_dim), tokens.cos, tokens.sin)  # (B, H_kv, N, hd)
+        allowed = tokens.pos <= tokens.anchor[:, None]  # (B, N)
+        return anchor_attention(q, k, attn.scaling, allowed)  # (B, N)
 
     # ------------------------------------------------------------------ blocks
 
@@ -326,7 +381,7 @@ class ReducedLM(nn.Module):
         queries: Tokens, keys: Tokens, need_mass: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """Attention of `queries` over `keys` (q, k already rotated; v flat): (B, n_q, H*hd),
-        plus the text rows' attention mass per key when `need_mass`; logs the probabilities
+        plus the last prompt token's attention per key when `need_mass`; logs the probabilities
         when `output_attentions` asked for them."""
         probs = self._probs_out()
         a, mass = attend(
@@ -336,7 +391,7 @@ class ReducedLM(nn.Module):
             scaling=attn.scaling,
             mask=mask,
             kernel=self._kernel(),
-            mass_rows=queries.text_idx if need_mass else None,
+            mass_rows=queries.anchor_row if need_mass else None,
             probs_out=probs,
         )  # (B, n_q, H*hd), (B, N) | None
         self._log_attention(probs, queries.pos, keys.pos)
@@ -404,6 +459,14 @@ class ReducedLM(nn.Module):
         loss = F.cross_entropy(logits.float(), targets[use])
         logits, positions = _per_row(logits, tokens.pos[use], use.sum(dim=1))
         return ReducedOutput(logits, positions, loss)
+
+
+def _last_prompt(segments: Tensor) -> Tensor:
+    """Position of the last prompt token per sequence (B,): the one just before the first
+    OUTPUT token, or the last token when there is no OUTPUT segment."""
+    out = segments == Segment.OUTPUT  # (B, T)
+    first = torch.where(out.any(dim=1), out.int().argmax(dim=1), segments.new_full(out.shape[:1], out.shape[1]))
+    return first - 1  # (B,)
 
 
 def _split(x: Tensor, tokens: Tokens, fns: list) -> list[Tensor]:

@@ -14,24 +14,27 @@ from searchvlm.policy import ReductionPolicy, Sharing, TaskPolicy
 
 from conftest import LAYERS, Batch
 
-SELECTORS = ("attention", "stride", "random", "recent", "router")
+SELECTORS = {
+    "understanding": ("attention", "pdrop", "stride", "random", "recent", "router"),
+    "generation": ("stride", "random", "recent", "router"),  # the causal ones
+}
 KEEPS = (0.0, 0.1, 0.25, 0.4, 0.5, 0.75, 0.9, 1.0)
 
 
-def _task(rng: random.Random, modes: tuple[str, ...]) -> TaskPolicy:
+def _task(rng: random.Random, modes: tuple[str, ...], task: str) -> TaskPolicy:
     mode = rng.choice(modes)
     keep = [rng.choice(KEEPS) for _ in range(LAYERS)]
     if mode == "drop":
         keep.sort(reverse=True)
-    return TaskPolicy(keep=keep, mode=mode, selector=rng.choice(SELECTORS))
+    return TaskPolicy(keep=keep, mode=mode, selector=rng.choice(SELECTORS[task]))
 
 
 def random_policy(seed: int) -> ReductionPolicy:
     rng = random.Random(seed)
     return ReductionPolicy(
         num_layers=LAYERS,
-        understanding=_task(rng, ("query_drop", "skip", "drop")),
-        generation=_task(rng, ("query_drop", "skip")),
+        understanding=_task(rng, ("query_drop", "skip", "drop"), "understanding"),
+        generation=_task(rng, ("query_drop", "skip"), "generation"),
         sharing=Sharing(
             qkv=rng.choice(("shared", "modality", "task_image")), mlp=rng.choice(("shared", "modality", "task"))
         ),

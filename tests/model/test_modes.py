@@ -98,7 +98,7 @@ def test_fastv_attention_selector_keeps_most_attended(model, und_batch, make_pol
     policy = make_policy(und=([1.0, 1.0, 0.5, 0.5], "drop", "attention"))
     model.set_attn_implementation("eager")
     probs = model(und_batch.ids, output_attentions=True).attentions[1]  # (B, H, T, T), layer 1
-    mass = probs[:, :, TEXT].sum(dim=(1, 2))[:, 3:19]  # (B, 16): what text rows gave each image token
+    mass = probs[:, :, 20].mean(dim=1)[:, 3:19]  # (B, 16): the last prompt token's attention, heads averaged
     top = [sorted(3 + i for i in row.topk(8).indices.tolist()) for row in mass]
     for attention in ("sdpa", "eager"):
         out = _run(model, policy, und_batch, attention)

@@ -9,7 +9,7 @@ from searchvlm.model import apply_policy
 
 from conftest import Batch, PolicyFactory
 
-SELECTORS = ["attention", "stride", "random", "recent", "router"]
+SELECTORS = ["attention", "pdrop", "stride", "random", "recent", "router"]
 IMAGE = range(3, 19)  # image rows of the understanding batch
 
 
@@ -58,21 +58,36 @@ def test_router_is_exact_when_dense(model, und_batch, make_policy: PolicyFactory
     torch.testing.assert_close(out.logits, model(und_batch.ids).logits, atol=1e-5, rtol=0)
 
 
-def test_router_picks_top_logits_and_learns(model, gen_batch: Batch, make_policy: PolicyFactory) -> None:
-    policy = make_policy(gen=([1.0, 0.5, 1.0, 1.0], "skip", "router"))
+def _quota(scores: list[float], k: int) -> list[int]:
+    """MoD's causal rule, one token at a time: keep i if its score > 0 and the quota is not
+    full, or if the tokens left are just enough to fill it."""
+    kept: list[int] = []
+    for i, s in enumerate(scores):
+        if (s > 0 and len(kept) < k) or k - len(kept) >= len(scores) - i:
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("task", ["understanding", "generation"])
+def test_router_picks_its_rule_and_learns(model, und_batch: Batch, gen_batch: Batch, make_policy: PolicyFactory, task) -> None:
+    batch = und_batch if task == "understanding" else gen_batch
+    keep = ([1.0, 0.5, 1.0, 1.0], "skip", "router")
+    policy = make_policy(**({"und": keep} if task == "understanding" else {"gen": keep}))
     reduced = apply_policy(model, policy)
     out = reduced(
-        gen_batch.ids, segments=gen_batch.segments, task="generation", labels=gen_batch.labels,
-        output_hidden_states=True,
+        batch.ids, segments=batch.segments, task=task, labels=batch.labels, output_hidden_states=True,
     )
     h_in, h_out = out.hidden_states[1], out.hidden_states[2]  # (B, T, d) around layer 1
-    image = torch.tensor(gen_batch.image_positions)
-    logits = reduced.routers["generation"][1](h_in[:, image]).squeeze(-1)  # (B, 16)
-    top = logits.topk(8, dim=1).indices.sort(dim=1).values
+    image = torch.tensor(batch.image_positions)
+    logits = reduced.routers[task][1](h_in[:, image]).squeeze(-1)  # (B, 16)
+    if task == "understanding":  # p-MoD: top-k over the image (it precedes every labelled position)
+        expected = logits.topk(8, dim=1).indices.sort(dim=1).values
+    else:  # generation: causal per-token decisions, exactly k
+        expected = torch.tensor([_quota(row, 8) for row in logits.tolist()])
     changed = (h_out[:, image] != h_in[:, image]).any(dim=-1)  # (B, 16): computed tokens
-    assert torch.equal(changed.nonzero()[:, 1].view(3, 8), top)
+    assert torch.equal(changed.nonzero()[:, 1].view(3, 8), expected)
     out.loss.backward()
-    routers = reduced.routers["generation"]
+    routers = reduced.routers[task]
     assert routers[1].weight.grad is not None and routers[1].weight.grad.abs().sum() > 0
     assert routers[0].weight.grad is None  # layer 0 computes everything: router inactive
     assert any(p is routers[1].weight for p in reduced.parameters())
