@@ -2,13 +2,18 @@
 
 L4 module. Runs every literature preset with the space's seeds through `run_trial` (the
 isolated baselines are trained once and cached, then reused by every row), and writes the
-table as Markdown and CSV. MLflow logging goes through `searchvlm.tracking`.
+table as Markdown and CSV (plus `table3.json`, every row's per-seed record). Every row is
+also compared with the dense unified row on the same seeds: the paired difference of
+synergy (and of each task's gain) with its paired standard error, and a paired t-test
+whose p-values are Holm-corrected over the rows; † marks a difference that survives at 5%.
+MLflow logging goes through `searchvlm.tracking`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,7 +35,10 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("Tied schedule (synergy-aware)", "tied"),
 )
 COLUMNS = ("model", "preset", "status", "und_acc", "gen_nll", "gen_fidelity", "flops_ratio",
-           "und_gain", "gen_gain", "synergy_gain", "synergy_gain_stderr")
+           "und_gain", "und_gain_stderr", "gen_gain", "gen_gain_stderr", "synergy_gain", "synergy_gain_stderr",
+           "und_gain_vs_dense", "und_gain_vs_dense_stderr", "gen_gain_vs_dense", "gen_gain_vs_dense_stderr",
+           "synergy_vs_dense", "synergy_vs_dense_stderr", "p_holm")
+ALPHA = 0.05
 
 
 @dataclass
@@ -38,13 +46,15 @@ class Table3:
     rows: list[dict]
 
     def markdown(self) -> str:
-        head = "| model | U: accuracy | G: NLL ↓ | G: fidelity | FLOPs | g_U | g_G | synergy (± s.e.) |"
-        lines = [head, "|---|---|---|---|---|---|---|---|"]
+        head = ("| model | U: accuracy | G: NLL ↓ | G: fidelity | FLOPs | g_U | g_G | synergy | "
+                "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) |")
+        lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(
                 f"| {r['model']} | {_f(r['und_acc'])} | {_f(r['gen_nll'])} | {_f(r['gen_fidelity'])} | "
-                f"{_f(r['flops_ratio'], '.2f')}× | {_f(r['und_gain'], '+.3f')} | {_f(r['gen_gain'], '+.3f')} | "
-                f"{_f(r['synergy_gain'], '+.3f')}{_pm(r['synergy_gain_stderr'])} |"
+                f"{_f(r['flops_ratio'], '.2f')}× | {_pmf(r, 'und_gain')} | {_pmf(r, 'gen_gain')} | "
+                f"{_pmf(r, 'synergy_gain')} | {_pmf(r, 'und_gain_vs_dense')} | {_pmf(r, 'gen_gain_vs_dense')} | "
+                f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.get('p_holm'))} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -64,6 +74,59 @@ def _pm(se) -> str:
     return "" if se is None else f" ± {se:.3f}"
 
 
+def _pmf(row: dict, key: str) -> str:
+    return _f(row.get(key), "+.3f") + ("" if row.get(key) is None else _pm(row.get(f"{key}_stderr")))
+
+
+def _dagger(row: dict) -> str:
+    p = row.get("p_holm")
+    return " †" if p is not None and p < ALPHA else ""
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def _paired(result: TrialResult, dense: TrialResult, key: str) -> list[float] | None:
+    mine = {p["seed"]: p[key] for p in result.per_seed}
+    ref = {p["seed"]: p[key] for p in dense.per_seed}
+    if result.status != "ok" or dense.status != "ok" or set(mine) != set(ref):
+        return None
+    return [mine[s] - ref[s] for s in sorted(mine)]
+
+
+def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
+    """Fill each row's paired differences against the dense row, and Holm-corrected p."""
+    from scipy import stats
+
+    from searchvlm.synergy import mean_stderr
+
+    dense = results.get("dense")
+    if dense is None:
+        return
+    tested = []
+    for row in rows:
+        if row["preset"] not in results or row["preset"] == "dense":
+            continue
+        for key, col in (("und_gain", "und_gain_vs_dense"), ("gen_gain", "gen_gain_vs_dense"),
+                         ("synergy_gain", "synergy_vs_dense")):
+            diffs = _paired(results[row["preset"]], dense, key)
+            if diffs:
+                row[col], row[f"{col}_stderr"] = mean_stderr(diffs)
+        diffs = _paired(results[row["preset"]], dense, "synergy_gain")
+        if diffs and len(diffs) > 1 and any(d != diffs[0] for d in diffs):
+            tested.append((row, float(stats.ttest_1samp(diffs, 0.0).pvalue)))
+    for (row, _), p in zip(tested, holm([p for _, p in tested])):
+        row["p_holm"] = p
+
+
 def _isolated_rows(first: TrialResult) -> list[dict]:
     """U-only and G-only rows come from the (cached) isolated baselines of any trial."""
     u = {"model": "U-only (isolated)", "preset": "isolated", "status": first.status,
@@ -74,7 +137,7 @@ def _isolated_rows(first: TrialResult) -> list[dict]:
 
 
 def _row(label: str, name: str, result: TrialResult) -> dict:
-    row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status")}
+    row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status", "p_holm")}
     return {"model": label, "preset": name, "status": result.status, **row}
 
 
@@ -89,17 +152,22 @@ def reproduce(
     from searchvlm.trial import run_trial
 
     wanted = [(label, name) for label, name in ROWS if presets is None or name in presets]
-    rows, first = [], None
+    rows, results = [], {}
     for label, name in wanted:
         config = base.model_copy(update={"policy": preset(name, base.model.num_layers), "name": name})
         result = run_trial(config)
-        first = first or result
+        results[name] = result
         rows.append(_row(label, name, result))
         if on_result:
             on_result(name, result)
+    _against_dense(rows, results)
+    first = next(iter(results.values()), None)
     table = Table3((_isolated_rows(first) if first else []) + rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table3.md").write_text(table.markdown())
     (out / "table3.csv").write_text(table.csv())
+    (out / "table3.json").write_text(json.dumps(
+        {name: r.model_dump(mode="json", exclude={"policy"}) for name, r in results.items()}, indent=1
+    ))
     return table

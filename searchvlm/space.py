@@ -397,6 +397,21 @@ class SearchSettings(_Strict):
 # --------------------------------------------------------------------------- the space
 
 
+class ProxyCalibration(_Strict):
+    """What `benchmarks/calibrate_proxy.py` measured for the DENSE policy on this file's fixed
+    sections: each task's gain over its isolated baseline, mean and paired standard error."""
+
+    seeds: int = Field(ge=1, description="paired seeds measured")
+    at: Literal["best", "final"] = Field("best", description="checkpoint rule the gains were read at")
+    und_gain: tuple[float, float] = Field(description="understanding gain: [mean, paired s.e.]")
+    gen_gain: tuple[float, float] = Field(description="generation gain: [mean, paired s.e.]")
+    command: str = Field("", description="the command that measured it")
+
+    def shows_synergy(self) -> bool:
+        """Both gains more than 2 paired standard errors above zero."""
+        return all(m > 0 and m > 2 * se for m, se in (self.und_gain, self.gen_gain))
+
+
 class SearchSpace(_Strict):
     """A search-space file (`search_spaces/*.yaml`)."""
 
@@ -420,7 +435,24 @@ class SearchSpace(_Strict):
     )
     search: SearchSettings = SearchSettings()
     presets: list[PresetName] = Field(default_factory=list, description="presets enqueued first")
+    calibration: ProxyCalibration | None = Field(
+        None, description="the dense policy's measured synergy on this proxy (warns a sweep when absent or not positive)"
+    )
 
+    def synergy_warning(self) -> str | None:
+        """Why this proxy's synergy numbers should not be read as synergy, or None."""
+        c = self.calibration
+        if c is None:
+            return ("this space has no `calibration:` section: the dense model's synergy on its proxy "
+                    "is unmeasured (benchmarks/calibrate_proxy.py measures it)")  # fmt: skip
+        if c.shows_synergy():
+            return None
+        return (
+            f"on this proxy the DENSE unified model does not beat both isolated baselines "
+            f"(g_U {c.und_gain[0]:+.3f} ± {c.und_gain[1]:.3f}, g_G {c.gen_gain[0]:+.3f} ± {c.gen_gain[1]:.3f}, "
+            f"{c.seeds} seeds, at the {c.at} checkpoint): synergy_gain ranks how much synergy LOSS a "
+            "policy adds, not synergy; read synergy_vs_dense and each task's gain"
+        )
 
     # ---- fixed part
 

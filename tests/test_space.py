@@ -128,3 +128,16 @@ def test_validate_policy_json(tmp_path: Path):
     p.write_text('{"num_layers": 2, "understanding": {"keep": [1.0]}, "generation": {"keep": [1, 1], "mode": "drop"}}')
     with pytest.raises(ConfigError):
         validate_file(p)
+
+
+def test_a_sweep_is_warned_when_the_proxy_shows_no_dense_synergy(tmp_path) -> None:
+    from searchvlm.space import ProxyCalibration, SearchSpace
+
+    space = SearchSpace()
+    assert "unmeasured" in space.synergy_warning()
+    bad = ProxyCalibration(seeds=5, und_gain=(-0.19, 0.06), gen_gain=(0.03, 0.01))
+    assert "does not beat" in space.model_copy(update={"calibration": bad}).synergy_warning()
+    weak = ProxyCalibration(seeds=5, und_gain=(0.10, 0.02), gen_gain=(0.03, 0.02))  # g_G within 2 s.e.
+    assert weak.shows_synergy() is False
+    good = ProxyCalibration(seeds=5, und_gain=(0.10, 0.02), gen_gain=(0.05, 0.02))
+    assert space.model_copy(update={"calibration": good}).synergy_warning() is None

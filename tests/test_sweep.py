@@ -177,9 +177,10 @@ def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path):
+def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     space = tiny_space(tmp_path / "tiny.yaml", samples=4)
     s = run_sweep(space, name="e2e", runs_dir=runs, progress=False)
+    assert "unmeasured" in capfd.readouterr().err  # the tiny space has no calibration: warned at start
     rows = check_consistent(s.run_dir, "e2e", s.tracking_uri, runs)
     assert s.tracking_uri == f"sqlite:///{runs / 'mlflow.db'}"
     assert len(rows) == 4 and rows[0]["preset"] == "himix"

@@ -37,3 +37,20 @@ def test_mean_stderr() -> None:
     assert mean_stderr([0.5]) == (0.5, None)
     with pytest.raises(ValueError):
         mean_stderr([])
+
+
+def test_best_step_takes_the_earliest_best_and_checkpoint_reads_test() -> None:
+    from searchvlm.synergy import Checkpoint, best_step, checkpoint, paired_difference
+
+    acc = {100: 0.5, 200: 0.7, 300: 0.7, 400: 0.6}
+    nll = {100: 2.0, 200: 1.5, 300: 1.6, 400: 1.5}
+    assert best_step(acc, True) == 200 and best_step(nll, False) == 200
+    test = {100: 0.4, 200: 0.65, 300: 0.66, 400: 0.61}
+    se = {s: 0.01 * s / 100 for s in test}
+    assert checkpoint("und_acc", acc, test, se, "best") == Checkpoint(200, 0.65, 0.02)
+    assert checkpoint("gen_nll", nll, test, se, "best").step == 200
+    assert checkpoint("und_acc", acc, test, se, "final") == Checkpoint(400, 0.61, 0.04)
+    with pytest.raises(ValueError, match="synergy.at"):
+        checkpoint("und_acc", acc, test, se, "last")  # type: ignore[arg-type]
+    mean, stderr = paired_difference([0.3, 0.1], [0.1, 0.2])
+    assert mean == pytest.approx(0.05) and stderr == pytest.approx(0.15)

@@ -104,3 +104,58 @@ def test_fidelity_scores_sampled_generations(tmp_path: Path) -> None:
     result = run_trial(tiny(tmp_path, synergy=SynergyConfig(fidelity=True)))
     assert result.status == "ok", result.error
     assert 0.0 <= result.gen_fidelity <= 1.0 and 0.0 <= result.gen_fidelity_iso <= 1.0
+
+
+def _best(curve: dict[int, float], higher: bool) -> int:
+    """Independent argmax/argmin (earliest on ties)."""
+    best = max(curve.values()) if higher else min(curve.values())
+    return min(s for s, v in curve.items() if v == best)
+
+
+def test_each_run_is_scored_at_its_own_best_validation_round(tmp_path: Path) -> None:
+    import json
+
+    train = TINY_TRAIN.model_copy(update={"steps": 40, "eval_every": 5, "lr": 0.02})
+    reports: list[tuple[int, dict]] = []
+    cfg = tiny(tmp_path, training=train)
+    result = run_trial(cfg, report=lambda s, m: reports.append((s, m)))
+    assert result.status == "ok", result.error
+    seed = result.per_seed[0]
+    joint = {m: {s: r[m] for s, r in reports} for m in ("und_acc", "gen_nll")}  # one seed: its own values
+    assert seed["und_step_joint"] == _best(joint["und_acc"], True)
+    assert seed["gen_step_joint"] == _best(joint["gen_nll"], False)
+    iso = {}
+    for f in (tmp_path / "cache" / "baselines").glob("*.json"):
+        rec = json.loads(f.read_text())
+        iso[rec["tasks"][0]] = rec
+    u_val = {int(k): v for k, v in iso["understanding"]["val"]["und_acc"].items()}
+    g_val = {int(k): v for k, v in iso["generation"]["val"]["gen_nll"].items()}
+    assert seed["und_step_iso"] == _best(u_val, True)
+    assert seed["gen_step_iso"] == _best(g_val, False)
+    # the scored values are the TEST values of those rounds
+    assert seed["und_acc_iso"] == iso["understanding"]["test"]["und_acc"][str(seed["und_step_iso"])]
+    assert seed["gen_nll_iso"] == iso["generation"]["test"]["gen_nll"][str(seed["gen_step_iso"])]
+    # not every pick is the last round, or the test would not tell best from final
+    steps = (seed["und_step_joint"], seed["gen_step_joint"], seed["und_step_iso"], seed["gen_step_iso"])
+    assert min(steps) < 40, steps
+    final = run_trial(cfg.model_copy(update={"synergy": SynergyConfig(at="final")}))
+    fs = final.per_seed[0]
+    assert (fs["und_step_joint"], fs["gen_step_joint"], fs["und_step_iso"], fs["gen_step_iso"]) == (40,) * 4
+    assert fs["und_acc_iso"] == iso["understanding"]["test"]["und_acc"]["40"]  # cached: nothing retrained
+    assert all(fs["baseline_cached"].values())
+
+
+def test_vs_dense_is_the_paired_difference_against_the_dense_joint_model(tmp_path: Path) -> None:
+    synergy = SynergyConfig(vs_dense=True)
+    cfg = tiny(tmp_path, seeds=[0, 1], synergy=synergy)
+    dense = run_trial(cfg)
+    himix = run_trial(cfg.model_copy(update={"policy": preset("himix", 2)}))
+    assert dense.synergy_vs_dense == 0.0  # the cached dense joint run equals a fresh one
+    diffs = [h["synergy_gain"] - d["synergy_gain"] for h, d in zip(himix.per_seed, dense.per_seed)]
+    assert [p["synergy_vs_dense"] for p in himix.per_seed] == pytest.approx(diffs)
+    assert himix.synergy_vs_dense == pytest.approx(sum(diffs) / 2)
+    assert himix.synergy_vs_dense_stderr == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
+    n = TINY_DATA.test_size
+    for p in himix.per_seed:  # binomial s.e. of an accuracy (sample std), a spread for the NLL
+        assert p["und_acc_test_se"] == pytest.approx(math.sqrt(p["und_acc"] * (1 - p["und_acc"]) / (n - 1)))
+        assert 0 < p["gen_nll_test_se"] < 1

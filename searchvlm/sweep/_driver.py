@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -100,6 +101,10 @@ def run_sweep(
     raises ConfigError before Ray starts. `samples`/`concurrency` override the space's."""
     start = time.perf_counter()
     space = load_space(space_path)
+    warning = space.synergy_warning()
+    if warning:
+        log.warning("%s: %s", space_path, warning)
+        print(f"warning: {space_path}: {warning}", file=sys.stderr, flush=True)
     runs_dir = Path(runs_dir).resolve()
     name = _check_name(name or Path(space_path).stem)
     run_dir = runs_dir / name
