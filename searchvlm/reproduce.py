@@ -137,7 +137,7 @@ def _isolated_rows(first: TrialResult) -> list[dict]:
 
 
 def _row(label: str, name: str, result: TrialResult) -> dict:
-    row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status", "p_holm")}
+    row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status")}
     return {"model": label, "preset": name, "status": result.status, **row}
 
 

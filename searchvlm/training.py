@@ -121,13 +121,14 @@ class Run:
         """`und_acc` and/or `gen_nll` on a split, for the tasks this run trains."""
         return {m: s.value for m, s in self.scores(data, split).items()}
 
-    def scores(self, data: UnifiedData, split: str) -> dict[str, Score]:
-        """`und_acc` and/or `gen_nll` with their evaluation-set standard errors."""
+    def scores(self, data: UnifiedData, split: str, metrics: tuple[str, ...] = ("und_acc", "gen_nll")) -> dict[str, Score]:
+        """`und_acc` and/or `gen_nll` (those of `metrics` this run trains) with their
+        evaluation-set standard errors."""
         out: dict[str, Score] = {}
-        if "understanding" in self.spec.tasks:
+        if "understanding" in self.spec.tasks and "und_acc" in metrics:
             hits = understanding_hits(self.model, _to(data.split(split, "understanding"), self.device))
             out["und_acc"] = Score.of(hits.float())
-        if "generation" in self.spec.tasks:
+        if "generation" in self.spec.tasks and "gen_nll" in metrics:
             out["gen_nll"] = Score.of(generation_example_nll(self.model, _to(data.split(split, "generation"), self.device)))
         return out
 

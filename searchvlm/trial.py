@@ -21,7 +21,7 @@ from searchvlm.config import ModelConfig, TrialConfig, TrialResult
 from searchvlm.data import UnifiedData, load_data
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
-from searchvlm.synergy import Checkpoint, SeedGains, checkpoint, mean_stderr, seed_gains
+from searchvlm.synergy import HIGHER_IS_BETTER, Checkpoint, SeedGains, best_step, checkpoint, mean_stderr, seed_gains
 from searchvlm.training import Run, RunSpec, resolve_device, sample_images
 
 Report = Callable[[int, dict[str, float]], None]
@@ -99,17 +99,21 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     refs = {s: _references(config, data, model_cfg, policy, s, device, progress) for s in config.seeds}
     runs = [Run(RunSpec(model_cfg, policy, config.training, TASKS, s), data, device) for s in config.seeds]
     records = [RunRecord(TASKS, s) for s in config.seeds]
+    kept: list[dict[str, tuple[int, dict]]] = [{} for _ in runs]  # per run: metric -> (step, state)
     start = time.perf_counter()
     for step in eval_steps(config.training.steps, config.training.eval_every):
-        for run, record in zip(runs, records):
+        for run, record, states in zip(runs, records, kept):
             run.train_until(step)
             tracker.step = run.step
-            record.add(step, run.scores(data, "val"), run.scores(data, "test"))
+            record.add(step, run.scores(data, "val"), {})
+            _keep_picks(run, record, states, step, config.synergy.at)
         tracker.seconds = time.perf_counter() - start
         if progress:
             progress("joint", step, config.training.steps)
         if report:
             report(step, _intermediate(records, refs, step, flops.ratio, config.synergy.aggregate))
+    for run, record, states in zip(runs, records, kept):
+        _test_picks(run, record, states, data)
     train_seconds = time.perf_counter() - start
     if config.save_model:
         save_model(runs[0], model_cfg, config)
@@ -133,6 +137,25 @@ def save_model(run: Run, model_cfg: ModelConfig, config: TrialConfig) -> str:
         "steps": run.step, "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
     }, path)  # fmt: skip
     return str(path)
+
+
+def _keep_picks(run: Run, record: RunRecord, states: dict, step: int, at: str) -> None:
+    """Keep the joint model's state at the round `at` picks so far for each metric (the
+    earliest best validation round, or the latest round), to score it on test afterwards:
+    the joint run is tested once per metric instead of at every round."""
+    for metric, curve in record.val.items():
+        pick = best_step(curve, HIGHER_IS_BETTER[metric]) if at == "best" else step
+        if pick == step:
+            states[metric] = (step, {k: v.detach().clone() for k, v in run.model.state_dict().items()})
+
+
+def _test_picks(run: Run, record: RunRecord, states: dict, data: UnifiedData) -> None:
+    """Test scores at the kept states; the model ends in its final state."""
+    final = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    for metric, (step, state) in states.items():
+        run.model.load_state_dict(state)
+        record.add(step, {}, run.scores(data, "test", (metric,)))
+    run.model.load_state_dict(final)
 
 
 def _references(config, data, model_cfg, policy, seed, device, progress) -> dict[str, RunRecord]:

@@ -45,6 +45,15 @@ def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
     # U-only / G-only rows are the cached isolated baselines that every row compares with
     assert table.rows[0]["und_acc"] is not None and table.rows[0]["gen_nll"] is None
     assert table.rows[1]["gen_nll"] > 0 and table.rows[1]["und_acc"] is None
+    # paired differences against dense: per seed, from the rows' own per-seed records
+    runs = json.loads((tmp_path / "out" / "table3.json").read_text())
+    for name in ("himix", "pmod"):
+        diffs = [a["synergy_gain"] - d["synergy_gain"] for a, d in zip(runs[name]["per_seed"], runs["dense"]["per_seed"])]
+        assert by[name]["synergy_vs_dense"] == pytest.approx(sum(diffs) / 2)
+        assert by[name]["synergy_vs_dense_stderr"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
+    assert by["dense"]["synergy_vs_dense"] is None
+    tested = [r["p_holm"] for r in table.rows[2:] if r["p_holm"] is not None]
+    assert tested and all(0 <= p <= 1 for p in tested)
     md = (tmp_path / "out" / "table3.md").read_text()
     assert "HiMix + HMGen, share partial" in md and md.count("\n") == len(table.rows) + 2
     with (tmp_path / "out" / "table3.csv").open() as fh:
@@ -72,3 +81,11 @@ def test_trial_cli_bad_input_exits_2(space_file: Path, args: list[str], fragment
     result = CliRunner().invoke(app, ["trial", str(space_file), *args])
     assert result.exit_code == 2
     assert fragment in result.output.replace("\n", " ")
+
+
+def test_holm_adjusts_step_down_and_keeps_order() -> None:
+    from searchvlm.reproduce import holm
+
+    # sorted p: 0.005 (x4), 0.01 (x3), 0.03 (x2), 0.04 (x1, but never below the previous)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.9]) == [0.9] and holm([0.6, 0.7]) == [1.0, 1.0]

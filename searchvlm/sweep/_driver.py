@@ -101,10 +101,6 @@ def run_sweep(
     raises ConfigError before Ray starts. `samples`/`concurrency` override the space's."""
     start = time.perf_counter()
     space = load_space(space_path)
-    warning = space.synergy_warning()
-    if warning:
-        log.warning("%s: %s", space_path, warning)
-        print(f"warning: {space_path}: {warning}", file=sys.stderr, flush=True)
     runs_dir = Path(runs_dir).resolve()
     name = _check_name(name or Path(space_path).stem)
     run_dir = runs_dir / name
@@ -115,6 +111,7 @@ def run_sweep(
     else:
         space = _override(space, samples, concurrency)
         _init_run_dir(run_dir, Path(space_path), space, name, uri)
+    _warn_proxy(space, space_path)
     _quiet_ray()
     cpus = space.search.cpus_per_trial
     # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
@@ -299,6 +296,14 @@ def _summary(run_dir: Path, uri: str, wall: float, trial_s: float) -> SweepSumma
         study=study_url(str(run_dir / STUDY_FILE)), wall_seconds=wall, trial_seconds=trial_s,
         rows=rows,
     )  # fmt: skip
+
+
+def _warn_proxy(space: SearchSpace, space_path: str | Path) -> None:
+    """Say once, as the sweep starts, when its proxy's dense synergy is unmeasured or not positive."""
+    warning = space.synergy_warning()
+    if warning:
+        log.warning("%s: %s", space_path, warning)
+        print(f"warning: {space_path}: {warning}", file=sys.stderr, flush=True)
 
 
 def _print_summary(s: SweepSummary) -> None:
