@@ -484,11 +484,16 @@ class ReducedLM(nn.Module):
     ) -> Tensor:
         """Residual attention update, then the MLP, with the family's norms and residual
         multiplier; the router gate scales the block update."""
-        dec, r = self._dec, self._dec.residual_scale
-        mid = h + dec.norm_at(layer, "post_attn", a) * r  # (B, n, d)
+        dec = self._dec
+        mid = h + self._residual(dec.norm_at(layer, "post_attn", a))  # (B, n, d)
         m = self._mlp(li, layer, task, dec.norm_at(layer, "pre_mlp", mid), tokens)  # (B, n, d)
-        out = mid + dec.norm_at(layer, "post_mlp", m) * r
+        out = mid + self._residual(dec.norm_at(layer, "post_mlp", m))
         return out if gate is None else h + gate * (out - h)
+
+    def _residual(self, update: Tensor) -> Tensor:
+        """A block update times the family's residual multiplier (Granite; else no op)."""
+        r = self._dec.residual_scale
+        return update if r == 1.0 else update * r
 
     def _split(self, li: int) -> nn.Module | None:
         key = str(li)
