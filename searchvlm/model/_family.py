@@ -93,7 +93,7 @@ class Decoder:
     dropout: float = 0.0
     image_token_ids: tuple[int, ...] = ()
     image_token_id: int | None = None
-    gen_embed: Callable[[Tensor], Tensor] | None = None
+    gen_embed: nn.Module | None = None
     gen_head: nn.Module | None = None
 
     def norm_at(self, layer: nn.Module, slot: str, x: Tensor) -> Tensor:
@@ -170,7 +170,8 @@ def _janus(m: nn.Module) -> dict:
     inner = m.model
     return {
         "image_token_id": m.config.image_token_id,
-        "gen_embed": lambda codes: inner.generation_aligner(inner.generation_embeddings(codes)),  # (B, n, d)
+        # a container of the model's own modules (no closure: deepcopy keeps them consistent)
+        "gen_embed": nn.Sequential(inner.generation_embeddings, inner.generation_aligner),  # codes (B, n) -> (B, n, d)
         "gen_head": inner.generation_head,
     }
 

@@ -133,8 +133,8 @@ class ReducedLM(nn.Module):
             raise ValueError(f"attention = {attention!r} must be 'sdpa' or 'eager'")
         if policy.num_layers != len(dec.layers):
             raise ValueError(f"policy.num_layers = {policy.num_layers} but {dec.name} has {len(dec.layers)} layers")
-        if dec.fused_qkv and policy.sharing.qkv != "shared":
-            first = next(i for i in range(len(dec.layers)) if policy.sharing.applies(i))
+        first = next((i for i in range(len(dec.layers)) if policy.sharing.applies(i)), None)
+        if dec.fused_qkv and policy.sharing.qkv != "shared" and first is not None:
             raise ValueError(
                 f"apply_policy: {dec.name} layer {first}: sharing.qkv = {policy.sharing.qkv!r} needs "
                 "separate q/k/v projections, but this model has a fused qkv_proj; use qkv 'shared'"

@@ -223,3 +223,15 @@ def test_refuses_training_with_dropout() -> None:
     ids, seg = _batch(model, "generation")
     with pytest.raises(NotImplementedError, match="Emu3ForConditionalGeneration has dropout 0.1"):
         reduced(ids, segments=seg, task="generation")
+
+
+def test_deepcopy_describes_the_copy() -> None:
+    """The description holds the model's own modules: a deep copy of the wrapper points at the copy's."""
+    import copy
+
+    reduced = apply_policy(_build("janus"), ReductionPolicy.dense(LAYERS))
+    twin = copy.deepcopy(reduced)
+    inner = twin.hf_model.model
+    assert twin.decoder.layers is inner.language_model.layers
+    assert twin.decoder.gen_embed[0] is inner.generation_embeddings
+    assert twin.decoder.gen_head is inner.generation_head
