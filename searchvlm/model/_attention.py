@@ -18,12 +18,18 @@ from torch import Tensor
 from transformers.models.llama.modeling_llama import repeat_kv
 
 
-def position_mask(pos_q: Tensor, pos_k: Tensor, window: int | None) -> Tensor:
-    """Causal (and sliding-window) mask from original positions: (B, 1, n_q, n_kv) bool."""
+def position_mask(pos_q: Tensor, pos_k: Tensor, window: int | None, valid_k: Tensor | None = None) -> Tensor:
+    """Causal (and sliding-window) mask from original positions: (B, 1, n_q, n_kv) bool.
+
+    `valid_k` (B, n_kv): padding keys (False) are masked for every query but themselves, so
+    a padding query still has one key (finite softmax) and no real token ever sees padding.
+    """
     q, k = pos_q[:, :, None], pos_k[:, None, :]  # (B, n_q, 1), (B, 1, n_kv)
     allowed = k <= q  # (B, n_q, n_kv)
     if window is not None:
         allowed = allowed & (k > q - window)
+    if valid_k is not None:
+        allowed = allowed & (valid_k[:, None, :] | (k == q))
     return allowed[:, None]  # (B, 1, n_q, n_kv)
 
 
@@ -42,17 +48,22 @@ def attend(
     kernel: str,
     mass_rows: Tensor | None = None,
     probs_out: list[Tensor] | None = None,
+    softcap: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Multi-head attention; returns (output (B, n_q, H*hd), attention mass (B, n_kv) or None).
 
     `probs_out` (eager kernel only): the detached probabilities (B, H, n_q, n_kv) are appended.
+    `softcap` (Gemma2): scores become cap * tanh(scores / cap) before the mask; SDPA cannot
+    express it, so such a layer always runs the eager kernel.
     """
+    if softcap is not None:
+        kernel = "eager"
     groups = q.shape[1] // k.shape[1]
     k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, H, n_kv, hd)
     if probs_out is not None and kernel != "eager":
         raise ValueError(f"attention probabilities need kernel 'eager', not {kernel!r}")
     if kernel == "eager":
-        out, probs = _eager(q, k, v, scaling, mask)
+        out, probs = _eager(q, k, v, scaling, mask, softcap)
         mass = _mass(probs.detach(), mass_rows) if mass_rows is not None else None
         if probs_out is not None:
             probs_out.append(probs.detach())
@@ -65,8 +76,14 @@ def attend(
     return out.transpose(1, 2).reshape(b, n_q, h * hd), mass  # (B, n_q, H*hd)
 
 
-def _eager(q: Tensor, k: Tensor, v: Tensor, scaling: float, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    scores = torch.matmul(q, k.transpose(2, 3)) * scaling  # (B, H, n_q, n_kv)
+def _softcap(scores: Tensor, cap: float | None) -> Tensor:
+    return scores if cap is None else torch.tanh(scores / cap) * cap
+
+
+def _eager(
+    q: Tensor, k: Tensor, v: Tensor, scaling: float, mask: Tensor | None, softcap: float | None = None
+) -> tuple[Tensor, Tensor]:
+    scores = _softcap(torch.matmul(q, k.transpose(2, 3)) * scaling, softcap)  # (B, H, n_q, n_kv)
     allowed = _tril(q.shape[2], q.device) if mask is None else mask
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, H, n_q, n_kv)
@@ -96,10 +113,12 @@ def _sdpa_mass(q: Tensor, k: Tensor, scaling: float, mask: Tensor | None, rows: 
 
 
 @torch.no_grad()
-def anchor_attention(q: Tensor, k: Tensor, scaling: float, allowed: Tensor) -> Tensor:
+def anchor_attention(
+    q: Tensor, k: Tensor, scaling: float, allowed: Tensor, softcap: float | None = None
+) -> Tensor:
     """Head-averaged attention of one query row q (B, H, 1, hd) over keys k (B, H_kv, n, hd)
     where `allowed` (B, n) (PyramidDrop's lightweight attention): (B, n)."""
     k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, n, hd)
-    scores = torch.matmul(q, k.transpose(2, 3)) * scaling  # (B, H, 1, n)
+    scores = _softcap(torch.matmul(q, k.transpose(2, 3)) * scaling, softcap)  # (B, H, 1, n)
     scores = scores.masked_fill(~allowed[:, None, None, :], float("-inf"))
     return torch.softmax(scores, dim=-1, dtype=torch.float32).mean(dim=(1, 2))  # (B, n)

@@ -1,4 +1,4 @@
-"""The set of tokens a layer works on: original positions, image flags, rotary cos/sin.
+"""The set of tokens a layer works on: original positions, image flags, rotary cos/sin, padding.
 
 A `Tokens` describes n tokens per sequence (B, n), sorted by original position. Derived
 indices (text rows, image rows, the text-first order used by split weights) are computed
@@ -29,6 +29,13 @@ def scatter_rows(x: Tensor, idx: Tensor, rows: Tensor) -> Tensor:
     return x.reshape(b * n, w).index_copy(0, flat, rows.reshape(-1, w)).view(b, n, w)  # (B, N, w)
 
 
+def _at(table: Tensor, pos: Tensor) -> Tensor:
+    """Rows pos (B, n) of a per-column table (B or 1, T, w) -> (B, n, w)."""
+    if table.shape[0] == 1:
+        return table[0][pos]  # (B, n, w)
+    return gather_rows(table, pos)  # (B, n, w)
+
+
 def image_span(is_img: Tensor) -> tuple[int, int] | None:
     """(first, end) image rows if every row of is_img (B, n) has one identical image block."""
     rows = is_img[0].nonzero().flatten()  # (M,)
@@ -40,35 +47,46 @@ def image_span(is_img: Tensor) -> tuple[int, int] | None:
 
 
 class Tokens:
-    """n tokens per sequence: positions (B, n), image flags (B, n), rotary cos/sin (B, n, hd).
+    """n tokens per sequence: positions (B, n), image flags (B, n), rotary cos/sin per layer kind.
 
-    `tables` are the rotary cos/sin of every original position (T, hd); a full, undropped
-    set passes `full=True` and reads them as (1, T, hd) without a copy.
+    `pos` are the tokens' original indices in the input (columns). `tables` map a rotary key
+    (None, or a layer type for Gemma3) to the cos/sin of every column (B or 1, T, rd): the
+    rotary positions, which skip left padding. `valid` (B, n) is False on padding (None:
+    no padding). A full, undropped set passes `full=True` and reads the tables without a copy.
     """
 
     def __init__(
         self,
         pos: Tensor,
         is_img: Tensor,
-        tables: tuple[Tensor, Tensor],
+        tables: dict[str | None, tuple[Tensor, Tensor]],
         n_text: int,
         full: bool = False,
         span: tuple[int, int] | None = None,
         anchor: Tensor | None = None,
+        valid: Tensor | None = None,
     ) -> None:
         self.pos, self.is_img, self.tables, self.n_text, self.span = pos, is_img, tables, n_text, span
         self.anchor = anchor  # (B,) original position of the last prompt token (a text token)
-        if full:
-            self.cos, self.sin = tables[0][None], tables[1][None]  # (1, T, hd)
-        else:
-            self.cos, self.sin = tables[0][pos], tables[1][pos]  # (B, n, hd)
+        self.valid, self.full = valid, full
+        self._rope: dict[str | None, tuple[Tensor, Tensor]] = {}
+
+    def rope(self, key: str | None = None) -> tuple[Tensor, Tensor]:
+        """Rotary cos/sin of these tokens for rotary `key`: each (B or 1, n, rd)."""
+        if key not in self._rope:
+            cos, sin = self.tables[key]  # (B or 1, T, rd)
+            if not self.full:
+                cos, sin = _at(cos, self.pos), _at(sin, self.pos)  # (B, n, rd)
+            self._rope[key] = (cos, sin)
+        return self._rope[key]
 
     def subset(self, idx: Tensor) -> "Tokens":
         """The tokens at rows idx (B, n) (sorted), keeping every text token."""
         span = None if self.span is None else (self.span[0], self.span[0] + idx.shape[1] - self.n_text)
+        valid = None if self.valid is None else self.valid.gather(1, idx)  # (B, n)
         return Tokens(
             self.pos.gather(1, idx), self.is_img.gather(1, idx), self.tables, self.n_text, span=span,
-            anchor=self.anchor,
+            anchor=self.anchor, valid=valid,
         )
 
     @cached_property

@@ -1,11 +1,13 @@
 """The policy-aware reduced forward: `apply_policy(hf_model, policy) -> ReducedLM`.
 
-`ReducedLM` runs a decoder loop over `hf_model.model.layers` with the layers' own modules
-(norms, q/k/v/o projections, MLP, rotary embeddings at the tokens' ORIGINAL positions,
-final norm, LM head). Per layer and task it executes the plan of `searchvlm.flops.layer_counts`:
+`ReducedLM` runs a decoder loop over the HF model's decoder layers (found by `_family`) with
+the layers' own modules (norms, q/k norms, q/k/v/o projections, MLP, rotary embeddings at
+the tokens' ORIGINAL positions, final norm, head); a family feature it cannot run exactly
+is refused when the policy is applied. Per layer and task it executes the plan of `searchvlm.flops.layer_counts`:
 image tokens not kept are query-dropped (still keys/values), skipped (neither), or dropped
 for good (see DESIGN.md). A layer that computes every present token takes a fast path with
-no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`.
+no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`
+(Chameleon: its raw lm_head output, see `_logits`).
 
 Causal by construction: no logit that a loss or metric reads depends on a later token.
 Content-based choices look only at what precedes every position whose loss depends on them:
@@ -21,18 +23,17 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, rotate_half
+from transformers.models.llama.modeling_llama import rotate_half
 
 from searchvlm.flops import LayerCounts, layer_counts
 from searchvlm.model._attention import anchor_attention, attend, position_mask
+from searchvlm.model._family import Decoder, describe
 from searchvlm.model._select import causal_quota_ranks, random_ranks, recent_ranks, stride_ranks, top_ranks
 from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
 Kernel = Literal["sdpa", "eager"]
-_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
-_LAYER = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
 
 
 @dataclass
@@ -68,30 +69,57 @@ class _Plan:
     need_mass: list[bool]  # the next layer selects by attention mass from this one
     windows: list[int | None]  # sliding windows shorter than the sequence (else None)
     content: bool  # some layer selects by content (attention, pdrop, router)
+    n_text: int  # tokens per sequence that are not image tokens (padding included)
 
 
-def _check_structure(hf_model: nn.Module) -> None:
-    inner = getattr(hf_model, "model", None)
-    missing = [a for a in ("layers", "embed_tokens", "norm", "rotary_emb") if not hasattr(inner, a)]
-    if not hasattr(hf_model, "lm_head") or missing:
-        raise TypeError(
-            f"apply_policy needs a Llama-family *ForCausalLM (Llama, Qwen2, Mistral) with "
-            f".model.{{layers, embed_tokens, norm, rotary_emb}} and .lm_head; "
-            f"{type(hf_model).__name__} lacks {missing or ['lm_head']}"
+@dataclass(frozen=True)
+class _Batch:
+    """One forward's inputs, checked: ids (B, T) or embeds (B, T, d), segments (B, T), image
+    flags (B, T) (never on padding), valid (B, T) (None: no padding), labels (B, T) or None."""
+
+    ids: Tensor | None
+    embeds: Tensor | None
+    segments: Tensor
+    is_img: Tensor
+    valid: Tensor | None
+    labels: Tensor | None
+
+    @staticmethod
+    def of(
+        ids: Tensor | None, embeds: Tensor | None, segments: Tensor, mask: Tensor | None, labels: Tensor | None
+    ) -> _Batch:
+        if (ids is None) == (embeds is None):
+            raise ValueError("pass exactly one of input_ids (B, T) and inputs_embeds (B, T, d)")
+        shape = tuple(ids.shape) if ids is not None else tuple(embeds.shape[:2])
+        if (ids is not None and ids.dim() != 2) or (embeds is not None and embeds.dim() != 3):
+            raise ValueError(f"input_ids must be (B, T) and inputs_embeds (B, T, d); got {shape}")
+        for name, x in (("segments", segments), ("attention_mask", mask), ("labels", labels)):
+            if x is not None and tuple(x.shape) != shape:
+                raise ValueError(f"{name} {tuple(x.shape)} must be (B, T) = {shape} like the inputs")
+        valid = _valid(mask)
+        is_img = segments == Segment.IMAGE  # (B, T)
+        return _Batch(ids, embeds, segments, is_img if valid is None else is_img & valid, valid, labels)
+
+
+def _valid(mask: Tensor | None) -> Tensor | None:
+    """Padding mask (B, T) -> bool (B, T), None when nothing is padded; refuses a mask whose
+    tokens are not one contiguous block per row (only left or right padding)."""
+    if mask is None:
+        return None
+    valid = mask.bool()  # (B, T)
+    if bool(valid.all()):
+        return None
+    starts = (valid[:, 1:] & ~valid[:, :-1]).sum(1) + valid[:, 0].long()  # (B,) blocks of tokens per row
+    if bool((starts != 1).any()):
+        raise ValueError(
+            "attention_mask must mark one contiguous block of tokens per row (left or right padding); "
+            f"rows {(starts != 1).nonzero().flatten().tolist()} have {starts[starts != 1].tolist()} blocks"
         )
-    for i, layer in enumerate(inner.layers):
-        bad = [a for a in _LAYER if not hasattr(layer, a)]
-        bad += [a for a in _ATTN if not hasattr(getattr(layer, "self_attn", None), a)]
-        bad += [a for a in ("q_norm", "k_norm") if hasattr(getattr(layer, "self_attn", None), a)]
-        if bad:
-            raise TypeError(
-                f"apply_policy: layer {i} of {type(hf_model).__name__} does not have the Llama "
-                f"layer structure (missing or unsupported: {bad})"
-            )
+    return valid
 
 
 class ReducedLM(nn.Module):
-    """A policy-aware forward over a wrapped HF Llama-family causal LM (shares its weights).
+    """A policy-aware forward over a wrapped HF decoder (shares its weights; families: `_family`).
 
     Parameters: the HF model's, plus split weight copies (`splits`, per layer) and routers
     (`routers[task][layer]`, `router` selector only), so an optimizer over `.parameters()`
@@ -100,24 +128,31 @@ class ReducedLM(nn.Module):
 
     def __init__(self, hf_model: nn.Module, policy: ReductionPolicy, attention: Kernel = "sdpa") -> None:
         super().__init__()
-        _check_structure(hf_model)
+        dec = describe(hf_model)
         if attention not in ("sdpa", "eager"):
             raise ValueError(f"attention = {attention!r} must be 'sdpa' or 'eager'")
-        layers = hf_model.model.layers
-        if policy.num_layers != len(layers):
+        if policy.num_layers != len(dec.layers):
+            raise ValueError(f"policy.num_layers = {policy.num_layers} but {dec.name} has {len(dec.layers)} layers")
+        first = next((i for i in range(len(dec.layers)) if policy.sharing.applies(i)), None)
+        if dec.fused_qkv and policy.sharing.qkv != "shared" and first is not None:
             raise ValueError(
-                f"policy.num_layers = {policy.num_layers} but {type(hf_model).__name__} "
-                f"has {len(layers)} layers"
+                f"apply_policy: {dec.name} layer {first}: sharing.qkv = {policy.sharing.qkv!r} needs "
+                "separate q/k/v projections, but this model has a fused qkv_proj; use qkv 'shared'"
             )
         self.hf_model = hf_model
         self.policy = policy
         self.attention = attention
-        self.splits = make_splits(layers, policy.sharing)
-        self.routers = self._make_routers(hf_model.config.hidden_size, len(layers))
+        self._dec = dec  # a plain frozen description: its modules are registered under hf_model
+        self.splits = make_splits(dec.layers, policy.sharing)
+        self.routers = self._make_routers(dec.config.hidden_size, len(dec.layers))
         self._generator = torch.Generator().manual_seed(policy.seed)
         self._plans: dict[tuple[str, int, int], _Plan] = {}
-        self._windows = [self._window(layer) for layer in layers]
         self._attn_log: list[tuple[Tensor, Tensor, Tensor]] | None = None  # output_attentions
+
+    @property
+    def decoder(self) -> Decoder:
+        """Where the wrapped model keeps its layers, embedding, norm, rotary and head."""
+        return self._dec
 
     def _make_routers(self, hidden: int, num_layers: int) -> nn.ModuleDict:
         routers = nn.ModuleDict()
@@ -129,32 +164,37 @@ class ReducedLM(nn.Module):
                     nn.init.zeros_(r.bias)
         return routers
 
-    def _window(self, layer: nn.Module) -> int | None:
-        attn = layer.self_attn
-        if hasattr(attn, "sliding_window"):
-            return attn.sliding_window
-        return getattr(self.hf_model.config, "sliding_window", None)
-
     # ------------------------------------------------------------------ forward
 
     def forward(
         self,
-        input_ids: Tensor,
+        input_ids: Tensor | None = None,
         *,
         segments: Tensor,
         task: str,
+        inputs_embeds: Tensor | None = None,
+        attention_mask: Tensor | None = None,
         labels: Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ReducedOutput:
         """Reduced forward of one task's batch; input_ids, segments (and labels) are (B, T).
 
+        `inputs_embeds` (B, T, d) replaces `input_ids` (continuous image features scattered
+        into the embeddings, as Janus or LLaVA-style models do; the family's embedding
+        multiplier still applies, as in HF). `attention_mask` (B, T), 1 on tokens and 0 on
+        left or right padding: padding is never an image token, never selected, never a key
+        of a real token, and rotary positions count real tokens only (each row's logits are
+        those of the row alone); logits at padding positions are meaningless.
+        For Janus, task 'generation' embeds the IMAGE segment's ids (codebook indices) with
+        its generation embedding and returns its generation head's logits at every position.
         `output_attentions=True` runs this call with the eager kernel (same logits) and
         returns every layer's attention probabilities (see `ReducedOutput`).
         """
         self._attn_log = [] if output_attentions else None
         try:
-            out = self._forward(input_ids, segments, task, labels, output_hidden_states)
+            batch = _Batch.of(input_ids, inputs_embeds, segments, attention_mask, labels)
+            out = self._forward(batch, task, output_hidden_states)
         finally:
             log, self._attn_log = self._attn_log, None
         if log is not None:
@@ -162,53 +202,62 @@ class ReducedLM(nn.Module):
             out.attention_positions = tuple((q, k) for _, q, k in log)
         return out
 
-    def _forward(
-        self, input_ids: Tensor, segments: Tensor, task: str, labels: Tensor | None, output_hidden_states: bool
-    ) -> ReducedOutput:
-        plan, n_text, anchor = self._prepare(input_ids, segments, task, labels)
-        h = self.hf_model.model.embed_tokens(input_ids)  # (B, T, d)
-        tokens = self._initial_tokens(h, segments, n_text, anchor)
+    def _forward(self, batch: _Batch, task: str, output_hidden_states: bool) -> ReducedOutput:
+        plan, anchor = self._prepare(batch, task)
+        h = self._embed(batch, task)  # (B, T, d)
+        tokens = self._initial_tokens(h, batch, plan, anchor)
         states = [(h, tokens.pos)] if output_hidden_states else None
         mass: Tensor | None = None
-        for li, layer in enumerate(self.hf_model.model.layers):
+        for li, layer in enumerate(self._dec.layers):
             h, tokens, mass = self._layer(li, layer, task, plan, h, tokens, mass)
             if states is not None:
                 states.append((h, tokens.pos))
-        out = self._head(h, tokens, labels)
+        out = self._head(h, tokens, batch.labels, task)
         if states is not None:
             out.hidden_states = tuple(s for s, _ in states)
             out.hidden_positions = tuple(p for _, p in states)
         return out
 
-    def _prepare(
-        self, input_ids: Tensor, segments: Tensor, task: str, labels: Tensor | None
-    ) -> tuple[_Plan, int, Tensor]:
+    def _embed(self, batch: _Batch, task: str) -> Tensor:
+        """Token embeddings (B, T, d): inputs_embeds, or the family's embedding of the ids (and,
+        for Janus generation, its generation embedding of the image codes)."""
+        dec = self._dec
+        if batch.embeds is not None:
+            h = batch.embeds
+        elif task == "generation" and dec.gen_embed is not None:
+            img = batch.is_img[:, :, None]  # (B, T, 1)
+            codes, ids = batch.ids.masked_fill(~batch.is_img, 0), batch.ids.masked_fill(batch.is_img, 0)  # (B, T)
+            h = torch.where(img, dec.gen_embed(codes), dec.embed(ids))  # (B, T, d)
+        else:
+            h = dec.embed(batch.ids)  # (B, T, d)
+        return h * dec.embed_scale if dec.embed_scale != 1.0 else h
+
+    def _prepare(self, batch: _Batch, task: str) -> tuple[_Plan, Tensor]:
         if task not in TASKS:
             raise ValueError(f"task = {task!r} must be one of {TASKS}")
-        if input_ids.dim() != 2 or segments.shape != input_ids.shape:
-            raise ValueError(
-                f"input_ids {tuple(input_ids.shape)} and segments {tuple(segments.shape)} must both be (B, T)"
+        if self.training and self._dec.dropout > 0:
+            raise NotImplementedError(
+                f"{self._dec.name} has dropout {self._dec.dropout} in its config, which the reduced "
+                "forward does not apply in train mode; set the config's dropout fields to 0 or call .eval()"
             )
-        if labels is not None and labels.shape != input_ids.shape:
-            raise ValueError(f"labels {tuple(labels.shape)} must match input_ids {tuple(input_ids.shape)}")
-        counts = (segments == Segment.IMAGE).sum(dim=1)  # (B,)
+        counts = batch.is_img.sum(dim=1)  # (B,)
         num_image = int(counts[0])
         if bool((counts != num_image).any()):
             raise ValueError(
                 f"every sequence of a batch needs the same number of image tokens; got {counts.tolist()}"
             )
-        seq = input_ids.shape[1]
-        anchor = _last_prompt(segments)  # (B,)
+        seq = batch.segments.shape[1]
+        anchor = _last_prompt(batch.segments, batch.valid)  # (B,)
         plan = self._plan(task, seq, num_image)
         if task == "understanding" and num_image and plan.content:
-            last_img = seq - 1 - (segments == Segment.IMAGE).flip(1).int().argmax(dim=1)  # (B,)
+            last_img = seq - 1 - batch.is_img.flip(1).int().argmax(dim=1)  # (B,)
             if bool((last_img > anchor).any()):
                 raise ValueError(
                     f"understanding selector {self.policy.understanding.selector!r} ranks the image by "
                     "the prompt, so every image token must come before the last prompt token (the one "
                     "before the first OUTPUT token); this batch has image tokens after it"
                 )
-        return plan, seq - num_image, anchor
+        return plan, anchor
 
     def _plan(self, task: str, seq: int, num_image: int) -> _Plan:
         key = (task, seq, num_image)
@@ -219,20 +268,24 @@ class ReducedLM(nn.Module):
             need = [
                 tp.selector == "attention" and c is not None and c.reduces and c.kept > 0 for c in nxt
             ]
-            windows = [w if w is not None and w < seq else None for w in self._windows]
+            windows = [w if w is not None and w < seq else None for w in self._dec.windows]
             content = tp.selector in ("attention", "pdrop", "router") and any(
                 c.reduces and c.kept > 0 for c in counts
             )
-            self._plans[key] = _Plan(counts, need, windows, content)
+            self._plans[key] = _Plan(counts, need, windows, content, seq - num_image)
         return self._plans[key]
 
-    def _initial_tokens(self, h: Tensor, segments: Tensor, n_text: int, anchor: Tensor) -> Tokens:
-        b, t = segments.shape
+    def _initial_tokens(self, h: Tensor, batch: _Batch, plan: _Plan, anchor: Tensor) -> Tokens:
+        """Every token; rotary tables per rotary key at the rotary positions (padding skipped)."""
+        b, t = batch.segments.shape
         pos = torch.arange(t, device=h.device)[None]  # (1, T)
-        cos, sin = self.hf_model.model.rotary_emb(h, pos)  # (1, T, hd)
-        is_img = segments == Segment.IMAGE  # (B, T)
-        span = image_span(is_img) if len(self.splits) else None  # only split weights use it
-        return Tokens(pos.expand(b, t), is_img, (cos[0], sin[0]), n_text, full=True, span=span, anchor=anchor)
+        rot = pos if batch.valid is None else (batch.valid.long().cumsum(1) - 1).clamp(min=0)  # (1 or B, T)
+        tables = {key: self._dec.rope(h, rot, key) for key in set(self._dec.rope_keys)}  # each (1 or B, T, rd)
+        span = image_span(batch.is_img) if len(self.splits) else None  # only split weights use it
+        return Tokens(
+            pos.expand(b, t), batch.is_img, tables, plan.n_text, full=True, span=span, anchor=anchor,
+            valid=batch.valid,
+        )
 
     # ------------------------------------------------------------------ one layer
 
@@ -315,14 +368,16 @@ class ReducedLM(nn.Module):
         """PyramidDrop: the last prompt token's head-averaged attention over the present tokens,
         with this layer's norm, projections and rotary on its input h (B, N, d): (B, N)."""
         attn, row = layer.self_attn, tokens.anchor_row  # row: (B, 1)
-        x = layer.input_layernorm(h)  # (B, N, d)
-        q = attn.q_proj(gather_rows(x, row))  # (B, 1, H*hd): a text row, shared projection
+        x = self._dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
+        q = self._dec.projection(attn, "q")(gather_rows(x, row))  # (B, 1, H*hd): a text row, shared projection
         (k,) = self._project(li, attn, task, x, tokens, "k")  # (B, N, H_kv*hd)
-        cos, sin = tokens.cos.expand(h.shape[0], -1, -1), tokens.sin.expand(h.shape[0], -1, -1)
-        q = _rope(_heads(q, attn.head_dim), gather_rows(cos, row), gather_rows(sin, row))  # (B, H, 1, hd)
-        k = _rope(_heads(k, attn.head_dim), tokens.cos, tokens.sin)  # (B, H_kv, N, hd)
+        cos, sin = (t.expand(h.shape[0], -1, -1) for t in tokens.rope(self._dec.rope_keys[li]))  # (B, N, rd)
+        q = self._rotated(attn, "q", q, gather_rows(cos, row), gather_rows(sin, row))  # (B, H, 1, hd)
+        k = self._rotated(attn, "k", k, cos, sin)  # (B, H_kv, N, hd)
         allowed = tokens.pos <= tokens.anchor[:, None]  # (B, N)
-        return anchor_attention(q, k, attn.scaling, allowed)  # (B, N)
+        if tokens.valid is not None:
+            allowed = allowed & tokens.valid
+        return anchor_attention(q, k, attn.scaling, allowed, self._dec.attn_softcap)  # (B, N)
 
     # ------------------------------------------------------------------ blocks
 
@@ -339,13 +394,13 @@ class ReducedLM(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Decoder layer over one token set (queries = keys), causal by position: (B, n, d)."""
         attn = layer.self_attn
-        x = layer.input_layernorm(h)  # (B, n, d)
+        x = self._dec.norm_at(layer, "pre_attn", h)  # (B, n, d)
         q, k, v = self._project(li, attn, task, x, tokens, "qkv")
-        q, k = apply_rotary_pos_emb(
-            _heads(q, attn.head_dim), _heads(k, attn.head_dim), tokens.cos, tokens.sin
-        )  # (B, H, n, hd), (B, H_kv, n, hd)
+        cos, sin = tokens.rope(self._dec.rope_keys[li])  # (B or 1, n, rd)
+        q, k = self._rotated(attn, "q", q, cos, sin), self._rotated(attn, "k", k, cos, sin)  # (B, H(_kv), n, hd)
         window = plan.windows[li]
-        mask = None if window is None else position_mask(tokens.pos, tokens.pos, window)
+        plain = window is None and tokens.valid is None
+        mask = None if plain else position_mask(tokens.pos, tokens.pos, window, tokens.valid)  # (B, 1, n, n)
         a, mass = self._attend(attn, q, k, v, mask, tokens, tokens, need_mass)  # (B, n, H*hd)
         return self._finish(li, layer, task, h, attn.o_proj(a), tokens, gate), mass
 
@@ -363,18 +418,32 @@ class ReducedLM(nn.Module):
         need_mass: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """query_drop layer: rows q_idx (B, n_q) are queries, every present token a key/value."""
-        attn = layer.self_attn
+        attn, key = layer.self_attn, self._dec.rope_keys[li]
         hq = gather_rows(h, q_idx)  # (B, n_q, d)
         # the norm is per row: norming the query rows again beats a second gather (and its backward)
-        (q,) = self._project(li, attn, task, layer.input_layernorm(hq), sub, "q")  # (B, n_q, H*hd)
-        x = layer.input_layernorm(h)  # (B, N, d)
+        xq = self._dec.norm_at(layer, "pre_attn", hq)  # (B, n_q, d)
+        (q,) = self._project(li, attn, task, xq, sub, "q")  # (B, n_q, H*hd)
+        x = self._dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
         k, v = self._project(li, attn, task, x, tokens, "kv")  # (B, N, H_kv*hd)
-        q = _rope(_heads(q, attn.head_dim), sub.cos, sub.sin)  # (B, H, n_q, hd)
-        k = _rope(_heads(k, attn.head_dim), tokens.cos, tokens.sin)  # (B, H_kv, N, hd)
-        mask = position_mask(sub.pos, tokens.pos, plan.windows[li])  # (B, 1, n_q, N)
+        q = self._rotated(attn, "q", q, *sub.rope(key))  # (B, H, n_q, hd)
+        k = self._rotated(attn, "k", k, *tokens.rope(key))  # (B, H_kv, N, hd)
+        mask = position_mask(sub.pos, tokens.pos, plan.windows[li], tokens.valid)  # (B, 1, n_q, N)
         a, mass = self._attend(attn, q, k, v, mask, sub, tokens, need_mass)  # (B, n_q, H*hd)
         out = self._finish(li, layer, task, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
         return scatter_rows(h, q_idx, out), mass  # (B, N, d)
+
+    def _rotated(self, attn: nn.Module, which: str, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Projected queries or keys x (B, n, heads*hd) -> (B, heads, n, hd): the attention's own
+        q_norm / k_norm where the family applies it (on the flat projection or per head), then
+        rotary at cos/sin (B or 1, n, rd)."""
+        norm = getattr(attn, f"{which}_norm") if self._dec.qk_norm else None
+        if self._dec.qk_norm == "flat":
+            x = norm(x)  # (B, n, heads*hd)
+        b, n, _ = x.shape
+        x = x.view(b, n, -1, attn.head_dim)  # (B, n, heads, hd)
+        if self._dec.qk_norm == "heads":
+            x = norm(x)  # (B, n, heads, hd)
+        return _rope(x.transpose(1, 2), cos, sin)  # (B, heads, n, hd)
 
     def _attend(
         self, attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
@@ -393,6 +462,7 @@ class ReducedLM(nn.Module):
             kernel=self._kernel(),
             mass_rows=queries.anchor_row if need_mass else None,
             probs_out=probs,
+            softcap=self._dec.attn_softcap,
         )  # (B, n_q, H*hd), (B, N) | None
         self._log_attention(probs, queries.pos, keys.pos)
         return a, mass
@@ -412,10 +482,18 @@ class ReducedLM(nn.Module):
     def _finish(
         self, li: int, layer: nn.Module, task: str, h: Tensor, a: Tensor, tokens: Tokens, gate: Tensor | None
     ) -> Tensor:
-        """Residual attention update, then the MLP; router gate scales the block update."""
-        mid = h + a  # (B, n, d)
-        out = mid + self._mlp(li, layer, task, layer.post_attention_layernorm(mid), tokens)
+        """Residual attention update, then the MLP, with the family's norms and residual
+        multiplier; the router gate scales the block update."""
+        dec = self._dec
+        mid = h + self._residual(dec.norm_at(layer, "post_attn", a))  # (B, n, d)
+        m = self._mlp(li, layer, task, dec.norm_at(layer, "pre_mlp", mid), tokens)  # (B, n, d)
+        out = mid + self._residual(dec.norm_at(layer, "post_mlp", m))
         return out if gate is None else h + gate * (out - h)
+
+    def _residual(self, update: Tensor) -> Tensor:
+        """A block update times the family's residual multiplier (Granite; else no op)."""
+        r = self._dec.residual_scale
+        return update if r == 1.0 else update * r
 
     def _split(self, li: int) -> nn.Module | None:
         key = str(li)
@@ -426,13 +504,16 @@ class ReducedLM(nn.Module):
     ) -> list[Tensor]:
         """q/k/v projections named in `names` of x (B, n, d), image rows through split copies
         (then text and image rows each take one matmul for all the projections)."""
-        text = [getattr(attn, f"{n}_proj") for n in names]
+        text = [self._dec.projection(attn, n) for n in names]
         split = self._split(li)
         image = None if split is None else [split.image_proj(task, n) for n in names]
         if image is None or image[0] is None:
-            return [lin(x) for lin in text]
-        (y,) = _split(x, tokens, [(fused_linear(text), fused_linear(image))])  # (B, n, sum w)
-        return list(y.split([lin.out_features for lin in text], dim=-1))  # [(B, n, w_j)]
+            out = [lin(x) for lin in text]  # [(B, n, w_j)]
+        else:
+            (y,) = _split(x, tokens, [(fused_linear(text), fused_linear(image))])  # (B, n, sum w)
+            out = list(y.split([lin.out_features for lin in text], dim=-1))  # [(B, n, w_j)]
+        clip = self._dec.clip_qkv  # OLMo: q, k and v clamped to [-clip, clip]
+        return out if clip is None else [y.clamp(-clip, clip) for y in out]
 
     def _mlp(self, li: int, layer: nn.Module, task: str, x: Tensor, tokens: Tokens) -> Tensor:
         split = self._split(li)
@@ -443,10 +524,22 @@ class ReducedLM(nn.Module):
 
     # ------------------------------------------------------------------ head
 
-    def _head(self, h: Tensor, tokens: Tokens, labels: Tensor | None) -> ReducedOutput:
-        norm, head = self.hf_model.model.norm, self.hf_model.lm_head
+    def _logits(self, h: Tensor, task: str) -> Tensor:
+        """The family's final norm and head on h (..., d) -> (..., V), with Granite's logit
+        divisor and Gemma2's final softcapping. Chameleon: the raw lm_head output (its HF
+        forward then sets image-token logits to the dtype minimum; we do not)."""
+        dec = self._dec
+        head = dec.gen_head if task == "generation" and dec.gen_head is not None else dec.head
+        logits = head(dec.norm(h))  # (..., V)
+        if dec.logit_div != 1.0:
+            logits = logits / dec.logit_div
+        if dec.logit_softcap is not None:
+            logits = torch.tanh(logits / dec.logit_softcap) * dec.logit_softcap
+        return logits
+
+    def _head(self, h: Tensor, tokens: Tokens, labels: Tensor | None, task: str) -> ReducedOutput:
         if labels is None:
-            return ReducedOutput(head(norm(h)), tokens.pos)  # (B, N, V)
+            return ReducedOutput(self._logits(h, task), tokens.pos)  # (B, N, V)
         targets = F.pad(labels[:, 1:], (0, 1), value=-100).gather(1, tokens.pos)  # (B, N)
         use = targets != -100  # (B, N): positions that predict a labelled token
         n_use, n_all = int(use.sum()), int((labels[:, 1:] != -100).sum())
@@ -455,17 +548,21 @@ class ReducedLM(nn.Module):
                 f"{n_all - n_use} labelled targets are predicted by dropped image tokens; with "
                 "mode 'drop' the token before each labelled token must not be an image token"
             )
-        logits = head(norm(h[use]))  # (n_use, V)
+        logits = self._logits(h[use], task)  # (n_use, V)
         loss = F.cross_entropy(logits.float(), targets[use])
         logits, positions = _per_row(logits, tokens.pos[use], use.sum(dim=1))
         return ReducedOutput(logits, positions, loss)
 
 
-def _last_prompt(segments: Tensor) -> Tensor:
+def _last_prompt(segments: Tensor, valid: Tensor | None) -> Tensor:
     """Position of the last prompt token per sequence (B,): the one just before the first
-    OUTPUT token, or the last token when there is no OUTPUT segment."""
+    OUTPUT token, or the last token (not padding) when there is no OUTPUT segment."""
     out = segments == Segment.OUTPUT  # (B, T)
-    first = torch.where(out.any(dim=1), out.int().argmax(dim=1), segments.new_full(out.shape[:1], out.shape[1]))
+    if valid is not None:
+        out = out & valid
+    t = out.shape[1]
+    end = segments.new_full(out.shape[:1], t) if valid is None else t - valid.flip(1).int().argmax(dim=1)  # (B,)
+    first = torch.where(out.any(dim=1), out.int().argmax(dim=1), end)
     return first - 1  # (B,)
 
 
@@ -482,9 +579,14 @@ def _heads(x: Tensor, head_dim: int) -> Tensor:
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotary embedding of x (B, heads, n, hd) at cos/sin (B or 1, n, hd) (HF convention)."""
-    cos, sin = cos[:, None], sin[:, None]  # (B or 1, 1, n, hd)
-    return x * cos + rotate_half(x) * sin
+    """Rotary embedding of x (B, heads, n, hd) at cos/sin (B or 1, n, rd) (HF convention); with
+    rd < hd (partial rotary, Phi3) only the first rd features rotate, the rest pass."""
+    cos, sin = cos[:, None], sin[:, None]  # (B or 1, 1, n, rd)
+    rd = cos.shape[-1]
+    if rd == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    rot, rest = x[..., :rd], x[..., rd:]  # (B, heads, n, rd), (B, heads, n, hd - rd)
+    return torch.cat([rot * cos + rotate_half(rot) * sin, rest], dim=-1)  # (B, heads, n, hd)
 
 
 def _gate_rows(gate: Tensor, sub: Tokens) -> Tensor:
@@ -507,7 +609,16 @@ def _per_row(flat: Tensor, pos: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]
 
 
 def apply_policy(hf_model: nn.Module, policy: ReductionPolicy, *, attention: Kernel = "sdpa") -> ReducedLM:
-    """Wrap an HF Llama-family *ForCausalLM so its forward follows `policy` (weights shared).
+    """Wrap an HF decoder so its forward follows `policy` (weights shared).
+
+    Takes the *ForCausalLM of Llama, Qwen2, Qwen3, Mistral, Gemma, Gemma2, Gemma3 (text),
+    Phi3, OLMo, OLMo2, Granite and the unified image-token VLMs ChameleonForConditionalGeneration,
+    Emu3ForConditionalGeneration, JanusForConditionalGeneration (`_family.SUPPORTED`); anything
+    else, and any layer or config feature the loop does not run exactly, raises TypeError
+    naming the model, the layer and the feature. `reduced.decoder` tells where the parts are
+    and, for the unified VLMs, their image-token ids. With a dense policy the logits equal the
+    HF forward's; for Chameleon they equal its raw lm_head output (HF's Chameleon forward sets
+    image-token logits to the dtype minimum, for text-only output; generation needs them).
 
     `attention`: 'sdpa' (fast) or 'eager' (plain matmuls, fp32 softmax; what
     `torch.utils.flop_counter` can count on the CPU). Both give the same logits.

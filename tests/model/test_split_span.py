@@ -10,7 +10,7 @@ from searchvlm.model._tokens import Tokens, image_span
 
 def _tokens(is_img: torch.Tensor) -> Tokens:
     b, t = is_img.shape
-    tables = (torch.zeros(t, 4), torch.zeros(t, 4))
+    tables = {None: (torch.zeros(1, t, 4), torch.zeros(1, t, 4))}
     n_text = int((~is_img[0]).sum())
     return Tokens(torch.arange(t).expand(b, t), is_img, tables, n_text, full=True, span=image_span(is_img))
 
