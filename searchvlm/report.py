@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from searchvlm.pareto import Row, front, hypervolume, hypervolume_history, is_valid, knee
+from searchvlm.pareto import (
+    Row, finite_number, front, hypervolume, hypervolume_history, is_valid, knee,
+)
 from searchvlm.results import (
     OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, resolve_run_dir,
 )
@@ -75,10 +76,8 @@ def policy_summary(policy_json: str | None) -> str:
 
 
 def _num(value: Any) -> float | None:
-    """JSON-safe float: None for missing or non-finite values."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    """JSON-safe float: None for missing or non-finite values (numpy scalars accepted)."""
+    return finite_number(value)
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -121,7 +120,7 @@ def _summary_row(r: Row) -> dict[str, Any]:
     keys = [c for c in OBJECTIVE_COLUMNS if not c.endswith(("_iso", "fidelity"))]
     out: dict[str, Any] = {
         "trial_id": r["trial_id"],
-        "number": r.get("number"),
+        "number": None if _num(r.get("number")) is None else int(r["number"]),
         "preset": r.get("preset") or None,
     }
     out.update({k: _num(r.get(k)) for k in keys})
