@@ -411,6 +411,18 @@ def _load_study(db: Path, study_name: str) -> tuple[Any, str | None]:
         )
 
 
+def _metric_names(study: Any, run_dir: Path) -> list[str]:
+    """The study's metric names; for a study made before sweeps named them, the objectives
+    recorded in `sweep.json`; `objective_<i>` only when neither says."""
+    if study.metric_names:
+        return list(study.metric_names)
+    meta = read_meta(run_dir / SWEEP_FILE) if (run_dir / SWEEP_FILE).exists() else None
+    recorded = [o.get("name", "") for o in meta.objectives] if meta else []
+    if len(recorded) == len(study.directions) and all(recorded):
+        return recorded
+    return [f"objective_{i}" for i in range(len(study.directions))]
+
+
 def _importance_png(imp: dict[str, float], path: Path, title: str) -> Path:
     items = sorted(imp.items(), key=lambda kv: kv[1])
     fig, ax = _new_axes((7.0, 0.8 + 0.3 * max(1, len(items))))
@@ -446,7 +458,7 @@ def importance_plots(
             f"study {study_name!r} has {n} complete trials (< {MIN_IMPORTANCE_TRIALS}); "
             "importance skipped"
         )
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    names = _metric_names(study, Path(run_dir))
     evaluator = PedAnovaImportanceEvaluator(target_quantile=min(0.5, max(0.1, 5 / n)))
     out: dict[str, Path] = {}
     for i, (metric, direction) in enumerate(zip(names, study.directions)):
