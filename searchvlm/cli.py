@@ -1,35 +1,71 @@
 """The `searchvlm` command line: thin typer commands over the public API (L5).
 
 Bad input exits with code 2 and one line per problem naming the file, key and value.
+Tables stay whole off a terminal (pipes, CI, nohup): see `searchvlm._console`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from searchvlm.errors import ConfigError
+from searchvlm import __version__
+from searchvlm._console import print_table
+from searchvlm.errors import COMMAND_LINE, ConfigError
 
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # plain lines are never broken: a terminal wraps them, logs keep them whole
 
 
-def _fail(err: Exception) -> None:
+class RuleName(str, Enum):
+    """`export --rule` choices: `searchvlm.pareto.RULES` (spelled out here so the CLI starts
+    without numpy; a test keeps the two equal)."""
+
+    knee = "knee"
+    max_synergy = "max-synergy"
+    min_flops = "min-flops"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"searchvlm {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),  # fmt: skip
+) -> None:
+    """Search synergy-aware image-token reduction policies for unified VLMs."""
+
+
+def _fail(err: Exception) -> NoReturn:
     for line in str(err).splitlines() or [repr(err)]:
         console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    """`--seeds 0,1,2` as a list; None when not given."""
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(COMMAND_LINE, "--seeds", text, "expected comma-separated integers such as 0,1,2") from None
 
 
 def _trial_policy(space, preset: str | None, policy_file: Path | None):
@@ -50,9 +86,8 @@ def _trial_policy(space, preset: str | None, policy_file: Path | None):
 def _result_table(result) -> Table:
     table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
     table.add_column("metric")
-    table.add_column("joint", justify="right")
-    table.add_column("isolated", justify="right")
-    table.add_column("gain", justify="right")
+    for col in ("joint", "isolated", "gain"):
+        table.add_column(col, justify="right", no_wrap=True)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
     table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), fmt(result.gen_gain))
@@ -85,7 +120,7 @@ def trial(
         config = space.trial_config(pol, name=pol.name or "trial")
         update = {}
         if seeds:
-            update["seeds"] = [int(s) for s in seeds.split(",")]
+            update["seeds"] = _seeds(seeds)
         if cache_dir:
             update["cache_dir"] = str(cache_dir)
         config = config.model_copy(update=update)
@@ -106,7 +141,7 @@ def trial(
     if as_json:
         out.print_json(result.model_dump_json())
     else:
-        out.print(_result_table(result))
+        print_table(out, _result_table(result))
         if result.error:
             console.print(f"[red]failed:[/red] {result.error}")
     raise typer.Exit(0 if result.status == "ok" else 1)
@@ -117,14 +152,21 @@ def presets(layers: int = typer.Option(8, help="model depth the presets are comp
     """List the named literature policies with their per-layer keep ratios."""
     from searchvlm.policy import PRESETS, preset
 
+    if layers < 1:
+        _fail(ConfigError(COMMAND_LINE, "--layers", layers, "must be a layer count of at least 1"))
+    compiled = {}
+    for name in PRESETS:
+        try:
+            compiled[name] = preset(name, layers)
+        except ValueError as err:
+            _fail(ConfigError(COMMAND_LINE, "--layers", layers, f"preset {name!r} does not fit this depth: {err}"))
     table = Table(title=f"presets ({layers} layers)")
     for col in ("name", "understanding", "generation", "sharing"):
         table.add_column(col)
-    for name in PRESETS:
-        p = preset(name, layers)
+    for name, p in compiled.items():
         keep = lambda tp: f"{tp.mode}/{tp.selector} " + " ".join(f"{k:.2g}" for k in tp.keep)  # noqa: E731
         table.add_row(name, keep(p.understanding), keep(p.generation), f"qkv={p.sharing.qkv} mlp={p.sharing.mlp}")
-    out.print(table)
+    print_table(out, table)
 
 
 @app.command()
@@ -207,10 +249,10 @@ def pareto(
     table = Table(title=f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})")
     cells = front_table(front(rows))
     for col in (cells[0] if cells else {"trial": ""}):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "policy")  # on a narrow terminal the policy wraps
     for row in cells:
         table.add_row(*row.values())
-    out.print(table)
+    print_table(out, table)
     r = summary["ref"]
     out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
               f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
@@ -237,25 +279,33 @@ def _log_report(run_dir: str, paths: dict) -> None:
 @app.command()
 def export(
     run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
-    rule: str = typer.Option("knee", "--rule", help="knee | max-synergy | min-flops"),
+    rule: Optional[RuleName] = typer.Option(
+        None, "--rule", help="how to pick the trial on the front (default: knee)", show_default=False
+    ),
+    trial: Optional[str] = typer.Option(
+        None, "--trial", help="export this trial instead: its id (trials.csv), number, #N or tNNNN"
+    ),
     max_flops: Optional[float] = typer.Option(None, "--max-flops", help="only trials with flops_ratio <= X"),
     min_synergy: Optional[float] = typer.Option(None, "--min-synergy", help="only trials with synergy_gain >= Y"),
     output: Path = typer.Option(Path("policy.json"), "-o", "--output", help="policy file to write"),
+    force: bool = typer.Option(False, "--force", help="overwrite the --output file if it exists"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
 ) -> None:
-    """Export the chosen trial's policy (validated JSON; load with `load_policy`)."""
+    """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial."""
     from searchvlm.export import export_policy
 
     try:
-        path = export_policy(run, rule, max_flops, min_synergy, output, runs_dir)
+        if trial is not None and rule is not None:
+            raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
+        path = export_policy(run, (rule or RuleName.knee).value, max_flops, min_synergy, output, runs_dir,
+                             trial=trial, force=force)  # fmt: skip
     except ConfigError as err:
         _fail(err)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
         _fail(ConfigError("command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"))
-    from searchvlm.policy import load_policy
-
-    pol = load_policy(path)
-    out.print(f"wrote {path} (trial {pol.name}, {pol.num_layers} layers)")
+    prov = json.loads(path.read_text())["provenance"]
+    out.print(f"wrote {path} (trial {prov['trial_id']}, number {prov['trial_number']}, "
+              f"{'chosen' if trial else prov['rule']})", highlight=False)  # fmt: skip
 
 
 @app.command()
@@ -281,7 +331,7 @@ def reproduce(
         base = space.trial_config(None, name="reproduce")
         base = base.model_copy(update={"cache_dir": str(runs_dir / "cache")})
         if seeds:
-            base = base.model_copy(update={"seeds": [int(x) for x in seeds.split(",")]})
+            base = base.model_copy(update={"seeds": _seeds(seeds)})
     except ConfigError as err:
         _fail(err)
     target = out_dir or runs_dir / f"reproduce-{space_file.stem}"
@@ -309,6 +359,7 @@ def analyze(
     export: Optional[Path] = typer.Option(None, "--export", help="write the derived policy file here"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="log to this MLflow URI"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: training.threads)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
 ) -> None:
     """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
     from searchvlm.policy import load_policy
@@ -333,20 +384,20 @@ def analyze(
         derived = derive_policy(report, floor, *space_modes(space), rows=rows)  # type: ignore[arg-type]
     except (ConfigError, ValueError) as err:
         _fail(err)
-    target = out_dir or Path("runs") / f"analysis-{space_file.stem}"
+    target = out_dir or runs_dir / f"analysis-{space_file.stem}"
     paths = write_outputs(report, target)
     pfile = export or target / "policy.json"
     pfile.write_text(policy_file(derived, report, floor, rows).dump())
     table = Table(title=f"attention share α per layer ({report.source}, {report.steps} steps)")
     table.add_column("task / segment")
     for i in range(space.model.num_layers):
-        table.add_column(f"L{i + 1}", justify="right")
+        table.add_column(f"L{i + 1}", justify="right", no_wrap=True)
     for task, curves in report.alpha.items():
         for seg, vals in curves.items():
             table.add_row(f"{task} / {seg}", *(f"{v:.3f}" for v in vals))
         chance = report.uniform[task]["image"]
         table.add_row(f"{task} / image if uniform", *(f"{chance:.3f}" for _ in range(space.model.num_layers)))
-    out.print(table)
+    print_table(out, table)
     for task in ("understanding", "generation"):
         tp = derived.task(task)
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
@@ -354,7 +405,7 @@ def analyze(
     if tracking_uri:
         from searchvlm.tracking import log_analysis
 
-        run_id = log_analysis(tracking_uri, Path("runs"), f"analysis-{space_file.stem}", report.alpha,
+        run_id = log_analysis(tracking_uri, runs_dir, f"analysis-{space_file.stem}", report.alpha,
                               [*paths.values(), pfile])
         out.print(f"mlflow: {tracking_uri} (run {run_id})")
 

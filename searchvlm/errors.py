@@ -15,6 +15,9 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
+#: the source of a problem with an argument (a CLI flag or the same-named function argument)
+COMMAND_LINE = "command line"
+
 
 class ConfigError(ValueError):
     """Bad input: `problems` is a list of (key path, value, reason); `str()` is one line each."""

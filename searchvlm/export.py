@@ -1,22 +1,24 @@
-"""Policy export: pick one trial of a sweep by a rule and write its validated PolicyFile.
+"""Policy export: pick one trial of a sweep (by a rule, or the one you name) and write its
+validated PolicyFile.
 
 L1 module (stdlib + pydantic + numpy through `pareto`): reads `runs/<sweep>/trials.csv`
 and `sweep.json` (the `results` contract) and writes the JSON of DESIGN.md atomically
-(a temporary file in the same folder, fsynced, then `os.replace`), so a crash never
-leaves a partial policy file.
+(a temporary file in the same folder, fsynced, then moved into place), so a crash never
+leaves a partial policy file. An existing file is never replaced unless `force=True`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from searchvlm.errors import ConfigError, validate
-from searchvlm.pareto import select
+from searchvlm.errors import COMMAND_LINE, ConfigError, validate
+from searchvlm.pareto import RULES, select
 from searchvlm.policy import POLICY_SCHEMA, PolicyFile, ReductionPolicy
 from searchvlm.results import (
     OBJECTIVE_COLUMNS,
@@ -31,7 +33,11 @@ from searchvlm.results import (
 #: trial columns copied into the file's `objectives` (what the trial reached)
 OBJECTIVE_KEYS: tuple[str, ...] = OBJECTIVE_COLUMNS
 
-__all__ = ["OBJECTIVE_KEYS", "build_policy_file", "export_policy", "write_policy_file"]
+__all__ = ["OBJECTIVE_KEYS", "build_policy_file", "export_policy", "find_trial", "write_policy_file"]
+
+#: `--trial` spellings of a trial number besides the plain number: `#21` (Optuna) and
+#: `t0021` / `t0021-himix` (the MLflow run name)
+_NUMBER = re.compile(r"^(?:#|t)?(\d+)(?:-.+)?$")
 
 
 def _row_policy(row: dict[str, Any], trials: Path) -> ReductionPolicy:
@@ -49,6 +55,25 @@ def _row_policy(row: dict[str, Any], trials: Path) -> ReductionPolicy:
     return policy
 
 
+def find_trial(rows: list[dict[str, Any]], trial: str | int, source: str | Path | None = None) -> dict[str, Any]:
+    """The row whose `trial_id` is `trial`, else whose `number` it spells (`21`, `#21`,
+    `t0021`, `t0021-himix`). Only a finished trial (status ok) has a policy to export."""
+    text = str(trial).strip()
+    row = next((r for r in rows if str(r.get("trial_id")) == text), None)
+    match = _NUMBER.match(text)
+    if row is None and match:
+        row = next((r for r in rows if r.get("number") == int(match.group(1))), None)
+    if row is None:
+        numbers = sorted(r["number"] for r in rows if isinstance(r.get("number"), int))
+        known = f"numbers {numbers[0]}..{numbers[-1]}" if numbers else "no trials"
+        raise ConfigError(source, "--trial", trial, f"no trial with this id or number ({known})")
+    if row.get("status") != "ok":
+        why = f" ({row['error']})" if row.get("error") else ""
+        raise ConfigError(source, "--trial", trial, f"trial {row.get('trial_id')} (number {row.get('number')}) "
+                          f"has status {row.get('status')!r}{why}; only finished trials (status ok) are exported")
+    return row
+
+
 def _model(meta: SweepMeta, sweep_json: Path) -> dict[str, Any]:
     n = meta.model.get("num_layers")
     if not isinstance(n, int) or isinstance(n, bool):
@@ -59,7 +84,7 @@ def _model(meta: SweepMeta, sweep_json: Path) -> dict[str, Any]:
 def _provenance(
     meta: SweepMeta,
     row: dict[str, Any],
-    rule: str,
+    rule: str | None,
     max_flops: float | None,
     min_synergy: float | None,
 ) -> dict[str, str | int | float | None]:
@@ -81,33 +106,77 @@ def _provenance(
     }
 
 
+def _pick(rows: list[dict[str, Any]], rule: str, max_flops: float | None, min_synergy: float | None,
+          trial: str | int | None, trials: Path) -> dict[str, Any]:  # fmt: skip
+    if trial is None:
+        return select(rows, rule, max_flops=max_flops, min_synergy=min_synergy, source=trials)
+    if max_flops is not None or min_synergy is not None:
+        raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --max-flops/--min-synergy")
+    return find_trial(rows, trial, trials)
+
+
 def build_policy_file(
     run_dir: str | Path,
     rule: str = "knee",
     max_flops: float | None = None,
     min_synergy: float | None = None,
     runs_dir: str | Path = "runs",
+    trial: str | int | None = None,
 ) -> PolicyFile:
-    """The validated PolicyFile for the trial `rule` selects in sweep `run_dir` (name or path)."""
+    """The validated PolicyFile of sweep `run_dir` (name or path) for the trial `rule`
+    selects, or for `trial` (a trial id or number, see `find_trial`) when given."""
+    if trial is None and rule not in RULES:  # an argument error, before any file is read
+        raise ConfigError(COMMAND_LINE, "--rule", rule, f"must be one of {', '.join(RULES)}")
     run = resolve_run_dir(run_dir, runs_dir)
     trials, sweep_json = run / TRIALS_FILE, run / SWEEP_FILE
     rows = read_trials(trials)
     meta = read_meta(sweep_json)
-    row = select(rows, rule, max_flops=max_flops, min_synergy=min_synergy, source=trials)
+    row = _pick(rows, rule, max_flops, min_synergy, trial, trials)
     policy = _row_policy(row, trials)
     data = {
         "schema": POLICY_SCHEMA,
         "policy": policy.model_dump(),
         "model": _model(meta, sweep_json),
         "objectives": {k: row.get(k) for k in OBJECTIVE_KEYS},
-        "provenance": _provenance(meta, row, rule, max_flops, min_synergy),
+        "provenance": _provenance(meta, row, None if trial is not None else rule, max_flops, min_synergy),
     }
     return validate(PolicyFile, data, f"{trials} (trial {row.get('trial_id')})")
 
 
-def write_policy_file(policy_file: PolicyFile, out_path: str | Path) -> Path:
-    """Write atomically: temp file beside `out_path`, fsync, `os.replace`; returns the path."""
+def _check_target(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise ConfigError(COMMAND_LINE, "--output", str(out), "is a directory; give the policy file's path")
+    if out.exists() and not force:
+        raise _exists(out)
+
+
+def _exists(out: Path) -> ConfigError:
+    return ConfigError(COMMAND_LINE, "--output", str(out), "exists; pass --force to overwrite it, or choose another file")
+
+
+def _publish(tmp: str, out: Path, force: bool) -> None:
+    """Move the finished temp file to `out`: `os.replace` with `force`, else a hard link,
+    which fails rather than replace a file that appeared meanwhile."""
+    if force:
+        os.replace(tmp, out)
+        return
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise _exists(out) from None
+    except OSError:  # a file system without hard links
+        _check_target(out, force=False)
+        os.replace(tmp, out)
+    else:
+        os.unlink(tmp)
+
+
+def write_policy_file(policy_file: PolicyFile, out_path: str | Path, force: bool = False) -> Path:
+    """Write atomically (temp file beside `out_path`, fsync, move); returns the path.
+
+    An existing `out_path` is a `ConfigError` unless `force`, and is left untouched."""
     out = Path(out_path)
+    _check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
@@ -115,7 +184,7 @@ def write_policy_file(policy_file: PolicyFile, out_path: str | Path) -> Path:
             fh.write(policy_file.dump() + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, out)
+        _publish(tmp, out, force)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -129,12 +198,17 @@ def export_policy(
     min_synergy: float | None = None,
     out_path: str | Path = "policy.json",
     runs_dir: str | Path = "runs",
+    trial: str | int | None = None,
+    force: bool = False,
 ) -> Path:
-    """Select a trial of sweep `run_dir` by `rule` (+ constraints) and write its policy file.
+    """Select a trial of sweep `run_dir` by `rule` (+ constraints), or take `trial` (its id
+    or number), and write its policy file to `out_path` (never over an existing file
+    unless `force`).
 
     `rule`: `knee` | `max-synergy` | `min-flops` (see `searchvlm.pareto.select`). The file
     loads back with `searchvlm.load_policy`. Errors are `ConfigError`s naming the file.
     """
+    _check_target(Path(out_path), force)  # before any work: the file you have is kept
     return write_policy_file(
-        build_policy_file(run_dir, rule, max_flops, min_synergy, runs_dir), out_path
+        build_policy_file(run_dir, rule, max_flops, min_synergy, runs_dir, trial), out_path, force
     )

@@ -8,6 +8,9 @@ A trial counts only when `status == "ok"` and both objectives are finite; failed
 and incomplete trials are never on the front and always rank last (they are kept, never
 dropped: `pareto_ranks` gives them `max_rank + 1`).
 
+Numbers are any real numbers: Python's, numpy's (float32, int64, ...) and pandas' cells
+alike; booleans are not numbers here.
+
 Ties: trials with identical objectives are all on the front (moocore's `keep_weakly`), and
 every rule breaks ties deterministically (lower FLOPs, then higher synergy, then the
 earlier trial `number`).
@@ -16,6 +19,7 @@ earlier trial `number`).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +27,7 @@ from typing import Any, Literal
 import moocore
 import numpy as np
 
-from searchvlm.errors import ConfigError
+from searchvlm.errors import COMMAND_LINE, ConfigError
 
 Row = Mapping[str, Any]
 Rule = Literal["knee", "max-synergy", "min-flops"]
@@ -36,6 +40,7 @@ __all__ = [
     "REF_FLOPS",
     "RULES",
     "default_ref",
+    "finite_number",
     "front",
     "hypervolume",
     "hypervolume_history",
@@ -51,16 +56,22 @@ __all__ = [
 # --------------------------------------------------------------------------- objectives
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _real(value: Any) -> bool:
+    """A real number of any type (int, float, numpy scalars); not a bool (np.bool_ is none)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def finite_number(value: Any) -> float | None:
+    """`value` as a Python float when it is a finite real number (numpy scalars too), else None."""
+    return float(value) if _real(value) and math.isfinite(value) else None
 
 
 def is_valid(row: Row) -> bool:
     """A trial that can be on the front: status ok and both objectives finite numbers."""
     return (
         row.get("status") == "ok"
-        and _finite(row.get("flops_ratio"))
-        and _finite(row.get("synergy_gain"))
+        and finite_number(row.get("flops_ratio")) is not None
+        and finite_number(row.get("synergy_gain")) is not None
     )
 
 
@@ -106,8 +117,8 @@ def _order(rows: Sequence[Row]) -> list[int]:
 
 
 def _number(row: Row, default: int) -> int:
-    num = row.get("number")
-    return int(num) if isinstance(num, (int, float)) and not isinstance(num, bool) else default
+    num = finite_number(row.get("number"))
+    return default if num is None else int(num)
 
 
 def front(rows: Sequence[Row]) -> list[Row]:
@@ -298,11 +309,11 @@ def select(
     """Pick one trial: `knee` | `max-synergy` | `min-flops` among the feasible trials.
 
     Feasible: valid, `flops_ratio <= max_flops` and `synergy_gain >= min_synergy` (when
-    given). Raises `ConfigError` (naming `source`) for an unknown rule, when no trial is
-    valid, or when none is feasible; the last names the closest trial.
+    given). Raises `ConfigError` for an unknown rule (naming the argument), and naming
+    `source` when no trial is valid or none is feasible (then with the closest trial).
     """
-    if rule not in RULES:
-        raise ConfigError(source, "rule", rule, f"must be one of {', '.join(RULES)}")
+    if rule not in RULES:  # an argument, not the table: blamed on the caller
+        raise ConfigError(COMMAND_LINE, "--rule", rule, f"must be one of {', '.join(RULES)}")
     if not any(is_valid(r) for r in rows):
         raise ConfigError(source, "trials", len(rows), _no_valid_reason(rows))
     feasible = _feasible(rows, max_flops, min_synergy)

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from searchvlm.pareto import Row, front, hypervolume, hypervolume_history, is_valid, knee
+from searchvlm.pareto import (
+    Row, finite_number, front, hypervolume, hypervolume_history, is_valid, knee,
+)
 from searchvlm.results import (
     OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, resolve_run_dir,
 )
@@ -75,10 +76,8 @@ def policy_summary(policy_json: str | None) -> str:
 
 
 def _num(value: Any) -> float | None:
-    """JSON-safe float: None for missing or non-finite values."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    """JSON-safe float: None for missing or non-finite values (numpy scalars accepted)."""
+    return finite_number(value)
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -121,7 +120,7 @@ def _summary_row(r: Row) -> dict[str, Any]:
     keys = [c for c in OBJECTIVE_COLUMNS if not c.endswith(("_iso", "fidelity"))]
     out: dict[str, Any] = {
         "trial_id": r["trial_id"],
-        "number": r.get("number"),
+        "number": None if _num(r.get("number")) is None else int(r["number"]),
         "preset": r.get("preset") or None,
     }
     out.update({k: _num(r.get(k)) for k in keys})
@@ -412,6 +411,18 @@ def _load_study(db: Path, study_name: str) -> tuple[Any, str | None]:
         )
 
 
+def _metric_names(study: Any, run_dir: Path) -> list[str]:
+    """The study's metric names; for a study made before sweeps named them, the objectives
+    recorded in `sweep.json`; `objective_<i>` only when neither says."""
+    if study.metric_names:
+        return list(study.metric_names)
+    meta = read_meta(run_dir / SWEEP_FILE) if (run_dir / SWEEP_FILE).exists() else None
+    recorded = [o.get("name", "") for o in meta.objectives] if meta else []
+    if len(recorded) == len(study.directions) and all(recorded):
+        return recorded
+    return [f"objective_{i}" for i in range(len(study.directions))]
+
+
 def _importance_png(imp: dict[str, float], path: Path, title: str) -> Path:
     items = sorted(imp.items(), key=lambda kv: kv[1])
     fig, ax = _new_axes((7.0, 0.8 + 0.3 * max(1, len(items))))
@@ -447,7 +458,7 @@ def importance_plots(
             f"study {study_name!r} has {n} complete trials (< {MIN_IMPORTANCE_TRIALS}); "
             "importance skipped"
         )
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    names = _metric_names(study, Path(run_dir))
     evaluator = PedAnovaImportanceEvaluator(target_quantile=min(0.5, max(0.1, 5 / n)))
     out: dict[str, Path] = {}
     for i, (metric, direction) in enumerate(zip(names, study.directions)):

@@ -160,11 +160,21 @@ def read_meta(path: str | Path) -> SweepMeta:
 
 
 def resolve_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
-    """A sweep name (looked up under `runs_dir`) or a sweep directory."""
+    """A sweep name (looked up under `runs_dir`) or a sweep directory.
+
+    An unknown sweep is a ConfigError naming the runs folder and the sweeps it holds."""
     p = Path(run)
     if (p / TRIALS_FILE).exists() or (p / SWEEP_FILE).exists():
         return p
     q = Path(runs_dir) / str(run)
     if q.exists():
         return q
-    raise ConfigError(None, "RUN", str(run), f"no sweep directory {p} or {q}")
+    raise ConfigError(runs_dir, "RUN", str(run), f"no sweep of this name here ({_sweeps_in(Path(runs_dir))}), "
+                      f"and {p} is not a sweep directory; pass a sweep name or folder (and --runs-dir)")
+
+
+def _sweeps_in(runs_dir: Path) -> str:
+    if not runs_dir.is_dir():
+        return "the folder does not exist"
+    names = sorted(d.name for d in runs_dir.iterdir() if (d / SWEEP_FILE).exists() or (d / TRIALS_FILE).exists())
+    return f"sweeps: {', '.join(names)}" if names else "it holds no sweeps"

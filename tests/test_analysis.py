@@ -214,3 +214,19 @@ def test_cli_analyze_writes_json_plots_policy_and_mlflow(space_file: Path, tmp_p
     assert any(r.data.tags.get("kind") == "analysis" for r in runs)
     bad = CliRunner().invoke(app, ["analyze", str(space_file), "--heatmap-layer", "9", "--out", str(out)])
     assert bad.exit_code == 2 and "--heatmap-layer" in bad.output
+
+
+def test_cli_analyze_honours_runs_dir(space_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --out, outputs go under --runs-dir (and nothing into ./runs)."""
+    from typer.testing import CliRunner
+
+    from searchvlm.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "elsewhere"
+    res = CliRunner().invoke(app, ["analyze", str(space_file), "--runs-dir", str(runs), "--examples", "8",
+                                   "--threads", "1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    target = runs / f"analysis-{space_file.stem}"
+    assert {"analysis.json", "allocation.png", "heatmap.png", "policy.json"} <= {p.name for p in target.iterdir()}
+    assert not (tmp_path / "runs").exists()

@@ -143,8 +143,8 @@ def test_export_is_atomic(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
-        export_policy(run, "knee", out_path=out)
+    with pytest.raises(OSError, match="disk full"):  # force: replacing is asked for, and fails
+        export_policy(run, "knee", out_path=out, force=True)
     assert out.read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "runs"]  # no temp left
 
@@ -201,6 +201,71 @@ def test_edited_export_is_refused(run: Path, tmp_path: Path, edit: Callable, nam
     with pytest.raises(ConfigError, match=named) as err:
         load_policy(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("trial", "trial_id", "name"),
+    [("t4", "t4", "fastv"), ("4", "t4", "fastv"), (4, "t4", "fastv"), ("#0", "t0", "dense"),
+     ("t0003", "t3", "pmod"), ("t0003-pmod", "t3", "pmod")],
+)  # fmt: skip
+def test_export_chosen_trial(run: Path, tmp_path: Path, trial: str | int, trial_id: str, name: str) -> None:
+    """`--trial`: a trial id first, else a number (`4`, `#4`, `t0004`, `t0004-preset`); even
+    a dominated trial (t4, fastv) that no rule would pick."""
+    out = export_policy(run, "knee", out_path=tmp_path / "p.json", trial=trial)
+    data = json.loads(out.read_text())
+    assert data["provenance"]["trial_id"] == trial_id and data["provenance"]["rule"] is None
+    assert load_policy(out) == preset(name, 4)
+
+
+def test_export_chosen_trial_refusals(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    with pytest.raises(ConfigError, match=r"trials\.csv: --trial = 'x9': no trial with this id or number \(numbers 0\.\.6\)"):
+        export_policy(run, out_path=out, trial="x9")
+    with pytest.raises(ConfigError, match=r"--trial = 5: trial t5 \(number 5\) has status 'failed' \(OOM\)"):
+        export_policy(run, out_path=out, trial=5)
+    with pytest.raises(ConfigError, match=r"^command line: --trial = 't2': names the trial itself"):
+        export_policy(run, out_path=out, trial="t2", max_flops=0.5)
+    assert not out.exists()
+
+
+def test_export_never_overwrites_without_force(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    out.write_text("mine")
+    with pytest.raises(ConfigError) as err:
+        export_policy(run, "knee", out_path=out)
+    assert str(err.value) == f"command line: --output = {str(out)!r}: exists; pass --force to overwrite it, or choose another file"
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "runs"]
+    export_policy(run, "knee", out_path=out, force=True)
+    assert json.loads(out.read_text())["provenance"]["trial_id"] == "t2"
+
+
+def test_write_never_replaces_a_file_that_appears_meanwhile(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The existence check comes first, but the final move itself never replaces a file."""
+    import tempfile
+
+    from searchvlm.export import write_policy_file
+
+    out = tmp_path / "p.json"
+    pf = build_policy_file(run)
+    real = tempfile.mkstemp
+
+    def racing_mkstemp(**kw: Any) -> tuple[int, str]:
+        out.write_text("written by someone else")  # after the check, before the move
+        return real(**kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", racing_mkstemp)
+    with pytest.raises(ConfigError, match="exists; pass --force"):
+        write_policy_file(pf, out)
+    assert out.read_text() == "written by someone else"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "runs"]  # no temp left
+
+
+def test_unknown_rule_is_an_argument_error(run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        export_policy(run, "kne", out_path=tmp_path / "p.json")
+    assert str(err.value).startswith("command line: --rule = 'kne': must be one of knee, max-synergy, min-flops")
 
 
 def test_build_policy_file_keeps_preset_name(run: Path) -> None:

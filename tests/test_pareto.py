@@ -11,9 +11,11 @@ import pytest
 from searchvlm.errors import ConfigError
 from searchvlm.pareto import (
     default_ref,
+    finite_number,
     front,
     hypervolume,
     hypervolume_history,
+    is_valid,
     knee,
     nondominated,
     objectives,
@@ -180,8 +182,40 @@ def test_select_infeasible_names_closest_trial() -> None:
 
 
 def test_select_unknown_rule() -> None:
-    with pytest.raises(ConfigError, match=r"rule = 'best'.*knee, max-synergy, min-flops"):
-        select(TABLE, "best")
+    with pytest.raises(ConfigError, match=r"rule = 'best'.*knee, max-synergy, min-flops") as err:
+        select(TABLE, "best", source="runs/s/trials.csv")
+    assert str(err.value).startswith("command line: --rule")  # the argument, not the table
+
+
+@pytest.mark.parametrize(
+    "to_np",
+    [
+        lambda v: np.float32(v),
+        lambda v: np.float64(v),
+        lambda v: np.float16(v),
+    ],
+    ids=["float32", "float64", "float16"],
+)
+def test_numpy_scalars_are_numbers(to_np: Any) -> None:
+    """Rows from a DataFrame or numpy arrays hold numpy scalars: the same front and choices."""
+    np_rows = [
+        {**r, "number": np.int64(r["number"]),
+         **{k: to_np(r[k]) for k in ("flops_ratio", "synergy_gain") if r[k] is not None}}
+        for r in TABLE
+    ]  # fmt: skip
+    assert ids(front(np_rows)) == ids(front(TABLE)) == ["t1", "t2", "t3"]
+    assert pareto_ranks(np_rows).tolist() == pareto_ranks(TABLE).tolist()
+    assert select(np_rows, "knee")["trial_id"] == select(TABLE, "knee")["trial_id"]
+    assert hypervolume(np_rows)[0] == pytest.approx(hypervolume(TABLE)[0], abs=1e-3)
+
+
+def test_numpy_ints_and_non_numbers() -> None:
+    rows = [row("t0", 1, 0), row("t1", 0.5, 0.1)]
+    rows[0].update(flops_ratio=np.int64(1), synergy_gain=np.int64(1), number=np.int64(0))
+    assert ids(front(rows)) == ["t1", "t0"] and is_valid(rows[0])
+    for bad in (np.float32("nan"), np.float64("inf"), np.bool_(True), True, "0.5", None):
+        assert not is_valid({**rows[1], "synergy_gain": bad}), bad
+    assert finite_number(np.float32(0.25)) == 0.25 and type(finite_number(np.int64(3))) is float
 
 
 def test_default_ref_uses_valid_rows_only() -> None:
@@ -200,3 +234,22 @@ def test_light_imports() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_moocore_meets_the_pin() -> None:
+    """pyproject pins moocore>=0.3.2 (0.1.x ranks from 1, 0.3.1 can crash on duplicates)."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import moocore
+    from packaging.version import Version
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(d for d in deps if d.startswith("moocore"))
+    floor = re.fullmatch(r"moocore>=([\d.]+)", pin)
+    assert floor and Version(floor.group(1)) >= Version("0.3.2"), pin
+    assert Version(version("moocore")) >= Version(floor.group(1))
+    dup = np.array([[0.5, -0.1], [0.5, -0.1], [0.3, 0.0], [0.9, 0.2]])  # (n, 2) with a duplicate
+    assert np.asarray(moocore.pareto_rank(dup)).tolist() == [0, 0, 0, 1]  # from 0, duplicates fine

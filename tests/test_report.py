@@ -92,7 +92,7 @@ def test_front_table(run: Path) -> None:
     )
 
 
-def _make_study(db: Path, name: str, n: int) -> None:
+def _make_study(db: Path, name: str, n: int, named: bool = True) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -102,8 +102,9 @@ def _make_study(db: Path, name: str, n: int) -> None:
         directions=["minimize", "maximize"],
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
-    with pytest.warns(optuna.exceptions.ExperimentalWarning):
-        study.set_metric_names(["flops_ratio", "synergy_gain"])
+    if named:
+        with pytest.warns(optuna.exceptions.ExperimentalWarning):
+            study.set_metric_names(["flops_ratio", "synergy_gain"])
     for _ in range(n):
         t = study.ask()
         keep = t.suggest_float("und.keep", 0.0, 1.0)
@@ -116,6 +117,21 @@ def test_importance_from_study(run: Path, tmp_path: Path) -> None:
     paths = pareto_plots(run, tmp_path / "out")
     assert {"importance_flops_ratio", "importance_synergy_gain"} <= set(paths)
     _not_blank(paths["importance_flops_ratio"])
+
+
+def test_importance_of_an_unnamed_study_takes_the_recorded_objectives(run: Path, tmp_path: Path) -> None:
+    """A study made before sweeps named their metrics: sweep.json's objectives name the files."""
+    from searchvlm.results import read_meta, write_meta
+
+    _make_study(run / "optuna.db", "s1", 12, named=False)
+    paths, _ = importance_plots(run, tmp_path, "s1")
+    assert set(paths) == {"importance_objective_0", "importance_objective_1"}  # nothing says better
+    meta = read_meta(run / "sweep.json")
+    objectives = [{"name": "flops_ratio", "mode": "min"}, {"name": "synergy_gain", "mode": "max"}]
+    write_meta(run / "sweep.json", meta.model_copy(update={"objectives": objectives}))
+    paths, _ = importance_plots(run, tmp_path, "s1")
+    assert set(paths) == {"importance_flops_ratio", "importance_synergy_gain"}
+    assert paths["importance_flops_ratio"].name == "importance_flops_ratio.png"
 
 
 def test_importance_skips_small_or_missing_study(run: Path, tmp_path: Path) -> None:

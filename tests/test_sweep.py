@@ -139,6 +139,32 @@ def test_moasha_rung_decisions():
     assert s.stopped == {"b", "d"}
 
 
+# --------------------------------------------------------------------------- unit: the searcher
+
+
+def test_searcher_names_metrics_and_stores_trial_ids(tmp_path: Path):
+    """The study names its objectives and each asked trial carries the searchvlm trial id
+    (no Ray session needed: the searcher is driven the way Tune drives it)."""
+    from searchvlm.space import load_space
+    from searchvlm.sweep._searcher import make_searcher
+
+    space = load_space(tiny_space(tmp_path / "s.yaml", presets=["himix"]))
+    db = tmp_path / "optuna.db"
+    searcher = make_searcher(space, "s", str(db))
+    config = searcher.suggest("a1b2c3d4")
+    assert config["preset"] == "himix"
+    searcher.suggest("e5f6a7b8")
+    searcher.on_trial_complete("a1b2c3d4", {"final": True, "status": "ok", "flops_ratio": np.float32(0.5),
+                                            "synergy_gain": np.float64(0.1)})  # fmt: skip
+    st = study(tmp_path, "s")
+    assert st.metric_names == ["flops_ratio", "synergy_gain"]
+    got = {t.number: (t.state.name, t.user_attrs.get("searchvlm_trial_id")) for t in st.trials}
+    assert got == {0: ("COMPLETE", "a1b2c3d4"), 1: ("RUNNING", "e5f6a7b8")}
+    assert st.trials[0].values == pytest.approx([0.5, 0.1])
+    again = make_searcher(space, "s", str(db))  # a second searcher on the study keeps the names
+    assert again._ot_study.metric_names == ["flops_ratio", "synergy_gain"]
+
+
 # --------------------------------------------------------------------------- end to end
 
 

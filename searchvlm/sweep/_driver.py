@@ -309,8 +309,10 @@ def _warn_proxy(space: SearchSpace, space_path: str | Path) -> None:
 def _print_summary(s: SweepSummary) -> None:
     from rich.console import Console
 
-    con = Console(stderr=True)
-    con.print(front_table(s.rows, title=f"sweep {s.name}: Pareto front"))
+    from searchvlm._console import print_table
+
+    con = Console(stderr=True, soft_wrap=True)  # lines stay whole in logs (commands to copy)
+    print_table(con, front_table(s.rows, title=f"sweep {s.name}: Pareto front"))
     c = s.counts
     con.print(f"{c['ok']} ok, {c['failed']} failed, {c['pruned']} pruned in {s.wall_seconds:.1f}s")
     con.print(f"outputs: {s.run_dir}/{{{TRIALS_FILE}, {SWEEP_FILE}, {STUDY_FILE}, {RAY_DIR}/}}")

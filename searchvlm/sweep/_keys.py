@@ -3,3 +3,4 @@
 PRESET_ATTR = "preset"
 POLICY_ATTR = "policy_json"  # a fixed explicit policy (the `analysis` warm start)
 NUMBER_KEY = "optuna_number"
+TRIAL_ID_ATTR = "searchvlm_trial_id"  # Optuna user attr: the trial id of trials.csv and MLflow

@@ -23,7 +23,7 @@ def counts(rows: list[Row], running: int = 0) -> dict[str, int]:
 def front_table(rows: list[Row], title: str = "Pareto front (ok trials)") -> Table:
     table = Table(title=title)
     for col in ("number", "trial", "preset", "flops_ratio", "synergy_gain", "und_acc", "gen_nll"):
-        table.add_column(col, justify="right" if col not in ("trial", "preset") else "left")
+        table.add_column(col, justify="right" if col not in ("trial", "preset") else "left", no_wrap=True)
     for r in front(rows):
         table.add_row(str(r["number"]), str(r["trial_id"]), str(r.get("preset") or ""),
                       *(_fmt(r.get(k)) for k in ("flops_ratio", "synergy_gain", "und_acc", "gen_nll")))  # fmt: skip

@@ -10,22 +10,28 @@ and decides each trial's Optuna state itself:
   the trial and its error, samplers ignore it; the trials table ranks it last);
 - no final result (stopped by MO-ASHA or any scheduler) -> PRUNED, never COMPLETE with a
   partial result.
+
+The study names its objectives (`set_metric_names`, so optuna-dashboard and importance
+plots say `flops_ratio`, not "Objective 0"), and every Optuna trial carries the searchvlm
+trial id (the Ray trial id, `trial_id` in trials.csv and MLflow) as the user attr
+`searchvlm_trial_id`, set when the trial is asked for.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from searchvlm.pareto import finite_number
 from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace
 
-from ._keys import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR
+from ._keys import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, TRIAL_ID_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,7 @@ def make_searcher(
         storage=storage,
     )
     searcher.constraints = space.parsed_constraints()
+    _name_metrics(searcher._ot_study, space.metric_names)
     if fresh and warm is not None:
         attrs = {PRESET_ATTR: warm.name or "warm_start", POLICY_ATTR: warm.model_dump_json()}
         searcher._ot_study.enqueue_trial({}, user_attrs=attrs)
@@ -92,6 +99,15 @@ def make_searcher(
         for name in space.presets:
             searcher._ot_study.enqueue_trial({}, user_attrs={PRESET_ATTR: name})
     return searcher
+
+
+def _name_metrics(study: optuna.Study, names: list[str]) -> None:
+    """`study.set_metric_names(names)` (experimental in Optuna 4-5: its warning is ours to drop)."""
+    if list(study.metric_names or []) == names:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
 
 
 def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
@@ -108,7 +124,10 @@ class MOOptunaSearch(OptunaSearch):
             orphan = self._orphan()
             if orphan is not None:
                 self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan._trial_id)
-        return super().suggest(trial_id)
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:  # one id for the study, trials.csv and MLflow
+            self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
+        return config
 
     def _orphan(self) -> optuna.trial.FrozenTrial | None:
         """A RUNNING study trial no Tune trial owns: asked after the last saved searcher
@@ -141,8 +160,6 @@ class MOOptunaSearch(OptunaSearch):
             return TrialState.FAIL, None
         if not result.get("final"):
             return TrialState.PRUNED, None
-        values = [result.get(m) for m in self.metric]
-        ok = result.get("status") == "ok" and all(
-            isinstance(v, (int, float)) and math.isfinite(v) for v in values
-        )
+        values = [finite_number(result.get(m)) for m in self.metric]  # numpy scalars count too
+        ok = result.get("status") == "ok" and all(v is not None for v in values)
         return (TrialState.COMPLETE, values) if ok else (TrialState.FAIL, None)

@@ -1,0 +1,292 @@
+"""The command line's conventions: --version, `python -m`, completion, enum choices, clean
+argument errors (exit 2, `error:` lines naming the right source), `export --trial` and
+`--force`, and tables that keep every number whole off a terminal (pipes, CI, nohup).
+
+The fast tests read trials tables written by the real writer (`test_export.make_sweep`);
+the `slow` ones run one real tiny sweep (Ray Tune + Optuna + MLflow) and read it back
+through a shell pipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from searchvlm import __version__
+from searchvlm.cli import RuleName, app
+from searchvlm.results import read_trials
+
+from test_export import make_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+runner = CliRunner()
+
+
+def cli(*args: str, **env: str) -> Any:
+    res = runner.invoke(app, list(args), env=env or None)
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    return res
+
+
+def assert_cli_error(res: Any, *needles: str) -> None:
+    """Exit 2, no traceback, only `error:` lines, each needle somewhere in them."""
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("error: ") for ln in lines), res.output
+    for n in needles:
+        assert n in res.output, res.output
+
+
+def _env() -> dict[str, str]:
+    """A subprocess environment that imports this checkout, as a pipe on an 80-column CI."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "80", "TERM": "dumb"}
+
+
+@pytest.fixture()
+def run(tmp_path: Path) -> Path:
+    return make_sweep(tmp_path / "runs")
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+def test_version() -> None:
+    res = cli("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"searchvlm {__version__}"
+
+
+def test_python_m_searchvlm() -> None:
+    done = subprocess.run([PY, "-m", "searchvlm", "--version"], capture_output=True, text=True, env=_env(),
+                          cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == f"searchvlm {__version__}", done.stderr
+    done = subprocess.run([PY, "-m", "searchvlm", "--help"], capture_output=True, text=True, env=_env(),
+                          cwd=ROOT, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "Usage: searchvlm" in done.stdout and "export" in done.stdout
+
+
+def _complete(words: str) -> list[str]:
+    """What bash completion offers after `words` (the protocol the installed script speaks)."""
+    env = {**_env(), "_SEARCHVLM_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split(" ")) - 1)}  # fmt: skip
+    done = subprocess.run([PY, "-m", "searchvlm"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_shell_completion_is_enabled() -> None:
+    assert "--install-completion" in cli("--help", COLUMNS="200").output
+    script = subprocess.run([PY, "-m", "searchvlm", "--show-completion", "bash"], capture_output=True,
+                            text=True, env=_env(), cwd=ROOT, timeout=120).stdout  # fmt: skip
+    assert "complete -o default -F _searchvlm_completion searchvlm" in script
+    assert _complete("searchvlm ex") == ["export"]
+    assert _complete("searchvlm export x --rule ") == ["knee", "max-synergy", "min-flops"]
+
+
+def test_rule_is_an_enum_of_the_pareto_rules() -> None:
+    from searchvlm.pareto import RULES
+
+    assert tuple(r.value for r in RuleName) == RULES  # the CLI's copy of the one definition
+    res = cli("export", "--help", COLUMNS="200")
+    assert res.exit_code == 0 and "knee|max-synergy|min-flops" in res.output
+
+
+def test_rule_typo_is_blamed_on_the_command_line(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    res = cli("export", str(run), "--rule", "kne", "-o", str(out))
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "'--rule'" in res.output and "'kne' is not one of" in res.output
+    assert "trials.csv" not in res.output and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["presets", "--layers", "0"], ["command line: --layers = 0: must be a layer count of at least 1"]),
+        (["presets", "--layers", "-3"], ["--layers = -3"]),
+        (["presets", "--layers", "1"], ["--layers = 1: preset 'fastv' does not fit this depth"]),
+        (["trial", "{space}", "--preset", "dense", "--seeds", "a"], ["command line: --seeds = 'a': expected"]),
+        (["reproduce", "{space}", "--seeds", "0,,1"], ["--seeds = '0,,1'"]),
+    ],
+)
+def test_bad_numbers_are_clean_errors(args: list[str], needles: list[str]) -> None:
+    space = str(ROOT / "search_spaces" / "quick.yaml")
+    assert_cli_error(cli(*(a.format(space=space) for a in args)), *needles)
+
+
+@pytest.mark.parametrize("command", ["pareto", "export"])
+def test_unknown_sweep_names_the_runs_folder(command: str, run: Path, tmp_path: Path) -> None:
+    runs = run.parent
+    args = [command, "nosuch", "--runs-dir", str(runs)] + (["-o", str(tmp_path / "p.json")] if command == "export" else [])
+    res = cli(*args)
+    assert_cli_error(res, f"error: {runs}: RUN = 'nosuch': no sweep of this name here (sweeps: s1)")
+    assert "<input>" not in res.output
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_trial_by_number_and_id(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    res = cli("export", str(run), "--trial", "4", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["provenance"]["trial_id"] == "t4"  # dominated: no rule picks it
+    assert "trial t4, number 4, chosen" in res.output
+    res = cli("export", "s1", "--runs-dir", str(run.parent), "--trial", "t1", "-o", str(out), "--force")
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["provenance"]["trial_id"] == "t1"
+
+
+def test_export_refuses_to_overwrite_without_force(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "policy.json"
+    out.write_text("my policy\n")
+    before = out.stat().st_mtime_ns
+    res = cli("export", str(run), "-o", str(out))
+    assert_cli_error(res, f"error: command line: --output = {str(out)!r}: exists; pass --force")
+    assert out.read_text() == "my policy\n" and out.stat().st_mtime_ns == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.json", "runs"]
+    res = cli("export", str(run), "-o", str(out), "--force")
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["provenance"]["trial_id"] == "t2"  # the knee
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--trial", "99"], "--trial = '99': no trial with this id or number (numbers 0..6)"),
+        (["--trial", "5"], "has status 'failed' (OOM)"),
+        (["--trial", "2", "--rule", "knee"], "command line: --trial = '2': names the trial itself"),
+        (["--trial", "2", "--max-flops", "0.5"], "give it without --max-flops/--min-synergy"),
+    ],
+)
+def test_export_trial_errors(run: Path, tmp_path: Path, extra: list[str], needle: str) -> None:
+    out = tmp_path / "p.json"
+    assert_cli_error(cli("export", str(run), "-o", str(out), *extra), needle)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- tables off a terminal
+
+
+def _front_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    from searchvlm.pareto import front
+    from searchvlm.report import front_table
+
+    return [list(r.values()) for r in front_table(front(rows))]
+
+
+def assert_table_whole(text: str, rows: list[dict[str, Any]]) -> None:
+    """Every front row on one line with every cell complete (synergy to 4 decimals, the
+    policy summary); nothing cut to `…`."""
+    assert "…" not in text and "..." not in text, text
+    cells = _front_cells(rows)
+    assert cells
+    lines = text.splitlines()
+    for row in cells:
+        line = next((ln for ln in lines if f"│ {row[0]} " in ln), None)
+        assert line is not None, (row[0], text)
+        got = [c.strip() for c in line.strip("│ ").split("│")]
+        assert got == row, (got, row)
+        assert re.fullmatch(r"[+-]\d\.\d{4}", row[4])  # the synergy gain: sign and 4 decimals
+
+
+def test_pareto_table_whole_through_cli_runner(run: Path) -> None:
+    res = cli("pareto", str(run), "--no-plots", COLUMNS="80")
+    assert res.exit_code == 0, res.output
+    assert_table_whole(res.stdout, read_trials(run / "trials.csv"))
+    assert max(len(ln) for ln in res.stdout.splitlines()) > 80  # wider than the pipe's 80 columns
+    assert "hypervolume 0.0820 (reference: flops_ratio 1.000, synergy_gain -0.1000 = worst seen); knee: t2" in res.stdout
+
+
+def test_other_tables_whole_off_a_terminal() -> None:
+    res = cli("presets", "--layers", "12", COLUMNS="40")
+    assert res.exit_code == 0 and "…" not in res.output
+    from searchvlm.policy import preset
+
+    keep = " ".join(f"{k:.2g}" for k in preset("pmod", 12).understanding.keep)
+    assert f"skip/router {keep}" in res.output  # twelve ratios on one line
+
+
+# --------------------------------------------------------------------------- a real tiny sweep
+
+
+@pytest.fixture(scope="module")
+def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 3-trial sweep (one preset, two sampled policies) through the CLI: quick.yaml
+    shrunk to seconds per trial (20 steps, evaluation every 10)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("cli_sweep")
+    data = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
+    data["training"].update(steps=20, eval_every=10)
+    data["search"].update(samples=3, concurrency=2, scheduler={"kind": "none"})
+    data["presets"] = ["himix"]
+    space = root / "tiny.yaml"
+    space.write_text(yaml.safe_dump(data))
+    cmd = [PY, "-m", "searchvlm", "sweep", str(space), "--runs-dir", str(root / "runs")]
+    done = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (root / "sweep.stderr").write_text(done.stderr)  # the summary the sweep printed, as a log holds it
+    return root / "runs" / "tiny"
+
+
+def _sh(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_real_sweep_pareto_piped_through_cat(real_sweep: Path) -> None:
+    done = _sh(f"{PY} -m searchvlm pareto tiny --runs-dir {real_sweep.parent} --no-plots | cat", real_sweep)
+    assert done.returncode == 0, done.stderr
+    rows = read_trials(real_sweep / "trials.csv")
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"}
+    assert_table_whole(done.stdout, rows)
+
+
+@pytest.mark.slow
+def test_real_sweep_summary_table_whole_in_a_log(real_sweep: Path) -> None:
+    log = (real_sweep.parents[1] / "sweep.stderr").read_text()
+    assert "sweep tiny: Pareto front" in log and "…" not in log
+    assert f"\noptuna-dashboard sqlite:///{real_sweep / 'optuna.db'}\n" in log  # a command to copy, unbroken
+    from searchvlm.pareto import front
+
+    for r in front(read_trials(real_sweep / "trials.csv")):
+        line = next((ln for ln in log.splitlines() if f" {r['trial_id']} " in ln), None)
+        assert line is not None, log
+        assert f"{r['flops_ratio']:.4f}" in line and f"{r['synergy_gain']:.4f}" in line, line
+
+
+@pytest.mark.slow
+def test_real_sweep_export_chosen_trial(real_sweep: Path, tmp_path: Path) -> None:
+    rows = {r["number"]: r for r in read_trials(real_sweep / "trials.csv")}
+    out = tmp_path / "p.json"
+    done = _sh(f"{PY} -m searchvlm export {real_sweep} --trial 1 -o {out} | cat", tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert data["provenance"]["trial_id"] == rows[1]["trial_id"] and data["provenance"]["trial_number"] == 1
+    assert data["objectives"]["synergy_gain"] == rows[1]["synergy_gain"]
+    again = _sh(f"{PY} -m searchvlm export {real_sweep} --trial {rows[0]['trial_id']} -o {out}", tmp_path)
+    assert again.returncode == 2 and again.stderr.startswith("error: command line: --output")
+    assert json.loads(out.read_text()) == data  # untouched
+
+
+@pytest.mark.slow
+def test_real_sweep_study_names_metrics_and_trial_ids(real_sweep: Path) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{real_sweep / 'optuna.db'}")
+    assert study.metric_names == ["flops_ratio", "synergy_gain"]
+    ids = {r["number"]: r["trial_id"] for r in read_trials(real_sweep / "trials.csv")}
+    assert {t.number: t.user_attrs.get("searchvlm_trial_id") for t in study.trials} == ids
