@@ -47,7 +47,7 @@ from searchvlm.policy import (
 Scalar = float | int | str | bool
 METRICS: tuple[str, ...] = (
     "flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll",
-    "gen_fidelity", "synergy_gain_stderr",
+    "gen_fidelity", "synergy_gain_stderr", "synergy_vs_dense", "und_gain_vs_dense", "gen_gain_vs_dense",
 )  # fmt: skip
 SHORT = {"understanding": "und", "generation": "gen"}
 
