@@ -116,7 +116,8 @@ def run_sweep(
     uri = tracking_uri or default_uri(runs_dir)
     extra = 0
     if resume:
-        space, extra = _resume_space(run_dir, Path(space_path), space, samples, concurrency)
+        space = _resume_space(run_dir, Path(space_path), space, samples, concurrency)
+        extra = _extra_trials(run_dir, space)
         if extra:
             _record_extension(run_dir, space)
     else:
@@ -183,14 +184,14 @@ def shutdown_ray() -> None:
 
 def _resume_space(
     run_dir: Path, space_path: Path, space: SearchSpace, samples: int | None, concurrency: int | None
-) -> tuple[SearchSpace, int]:
-    """The space a resumed sweep continues with, and how many extra trials to run.
+) -> SearchSpace:
+    """The space a resumed sweep continues with (see `_extra_trials` for an extension).
 
     `space` (from `space_path` and the overrides) must be the space the sweep started with
     (else trials of two configurations would mix). An interrupted sweep keeps its recorded
     `samples` and `concurrency` (Tune restores its own; other values are refused, not
     ignored). A finished sweep (every recorded sample in the table) given more `samples`
-    is extended: the answer's extra count is > 0 and `concurrency` may change."""
+    is extended: the answer has the new `samples` and `concurrency` may change."""
     meta = read_meta(run_dir / SWEEP_FILE)
     recorded = getattr(meta, "search", None) or {}
     base = space.with_search(samples=recorded.get("samples"), concurrency=recorded.get("concurrency"))
@@ -201,16 +202,26 @@ def _resume_space(
                           "or start a new sweep")  # fmt: skip
     if samples is None or samples == base.search.samples:
         _same(run_dir, "concurrency", concurrency, base.search.concurrency)
-        return base, 0
-    done = len(read_trials(run_dir / TRIALS_FILE)) if (run_dir / TRIALS_FILE).exists() else 0
+        return base
+    done = _done(run_dir)
     if samples < base.search.samples:
         raise ConfigError(None, "--samples", samples, f"sweep {run_dir.name!r} has {base.search.samples} samples; "
                           "a sweep can be extended, never shrunk")  # fmt: skip
     if done < base.search.samples:
         raise ConfigError(None, "--samples", samples,
-                          f"sweep {run_dir.name!r} is unfinished ({done} of {base.search.samples} trials recorded): "
-                          "finish it with --resume (without --samples), then extend it")  # fmt: skip
-    return base.with_search(samples=samples, concurrency=concurrency), samples - done
+                          f"sweep {run_dir.name!r} started with samples = {base.search.samples} and is unfinished "
+                          f"({done} trials recorded): finish it with --resume (without --samples), then extend it")  # fmt: skip
+    return base.with_search(samples=samples, concurrency=concurrency)
+
+
+def _done(run_dir: Path) -> int:
+    return len(read_trials(run_dir / TRIALS_FILE)) if (run_dir / TRIALS_FILE).exists() else 0
+
+
+def _extra_trials(run_dir: Path, space: SearchSpace) -> int:
+    """Trials an extended sweep runs (0 for a plain resume): the new samples minus the table's."""
+    recorded = (getattr(read_meta(run_dir / SWEEP_FILE), "search", None) or {}).get("samples")
+    return 0 if space.search.samples == recorded else space.search.samples - _done(run_dir)
 
 
 def _same(run_dir: Path, key: str, value: int | None, recorded: int) -> None:
