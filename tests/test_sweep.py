@@ -230,7 +230,10 @@ def test_resume_extends_only_a_finished_sweep(tmp_path: Path):
 def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     space = tiny_space(tmp_path / "tiny.yaml", samples=4)
     s = run_sweep(space, name="e2e", runs_dir=runs, progress=False)
-    assert "unmeasured" in capfd.readouterr().err  # the tiny space has no calibration: warned at start
+    from searchvlm.space import load_space
+
+    warning = load_space(space).synergy_warning()  # quick.yaml's calibration shows no dense synergy
+    assert warning and f"warning: {space}: {warning}" in capfd.readouterr().err  # warned at start
     rows = check_consistent(s.run_dir, "e2e", s.tracking_uri, runs)
     assert s.tracking_uri == f"sqlite:///{runs / 'mlflow.db'}"
     assert len(rows) == 4 and rows[0]["preset"] == "himix"
