@@ -21,38 +21,31 @@ from pathlib import Path
 
 import numpy as np
 
+from searchvlm.config import TrialConfig
+from searchvlm.errors import ConfigError
+from searchvlm.overrides import validate_overridden
 from searchvlm.policy import ReductionPolicy
 from searchvlm.space import load_space
 from searchvlm.synergy import mean_stderr
 from searchvlm.trial import run_trial
 
 
-def _parse_value(raw: str):
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("space")
-    ap.add_argument("--set", action="append", default=[], help="dotted.key=value override")
+    ap.add_argument("--set", action="append", default=[],
+                    help="key.path=value override of the trial config (YAML value; searchvlm.overrides)")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--out", default="benchmarks/results/calibrate_proxy_best.json")
     args = ap.parse_args()
     space = load_space(args.space)
     base = space.trial_config(ReductionPolicy.dense(space.model.num_layers), name="calibrate")
     cfg = base.model_dump()
-    for assignment in args.set:
-        key, _, raw = assignment.partition("=")
-        *parents, leaf = key.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        node[leaf] = _parse_value(raw)
     cfg["seeds"] = [int(s) for s in args.seeds.split(",")]
-    config = type(base).model_validate(cfg)
+    try:  # the library's --set: validated like the file, a bad key named with --set
+        config = validate_overridden(TrialConfig, cfg, args.space, args.set)
+    except ConfigError as err:
+        raise SystemExit("\n".join(f"error: {line}" for line in str(err).splitlines())) from None
     start = time.perf_counter()
     result = run_trial(config)
     if result.status != "ok":

@@ -1,7 +1,8 @@
 """searchvlm: search synergy-aware image-token reduction policies for unified VLMs.
 
-Light names (schemas) import eagerly; torch-backed names (`apply_policy`, ...) load on
-first use, so `import searchvlm` stays fast and free of torch / ray / mlflow.
+Light names (schemas) import eagerly; torch-backed names (`apply_policy`, ...), the
+results readers (`load_trials`, `load_front`: pandas) and the sweep commands load on first
+use, so `import searchvlm` stays fast and free of torch / ray / mlflow / pandas.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ _LAZY = {
     "build_model": "searchvlm.model",
     "count_flops": "searchvlm.flops",
     "run_trial": "searchvlm.trial",
+    # results as data (pandas loads on the first call) and managing sweeps
+    "Front": "searchvlm.frames",
+    "load_front": "searchvlm.frames",
+    "load_trials": "searchvlm.frames",
+    "compare_runs": "searchvlm.runs",
+    "list_runs": "searchvlm.runs",
+    "remove_run": "searchvlm.runs",
+    "run_sweep": "searchvlm.sweep",
+    "validate_files": "searchvlm.space",
 }
 
 __all__ = [

@@ -58,6 +58,21 @@ def _fail(err: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+SET_HELP = "override a key of the space file: key.path=value (YAML value; repeatable), e.g. training.steps=200"
+PRINT_CONFIG_HELP = "print the resolved config (YAML, after --set) and exit"
+
+
+def _print_json(data: object) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _print_config(config) -> NoReturn:
+    from searchvlm.overrides import dump_yaml
+
+    out.print(dump_yaml(config), end="", highlight=False, markup=False)
+    raise typer.Exit(0)
+
+
 def _seeds(text: str | None) -> list[int] | None:
     """`--seeds 0,1,2` as a list; None when not given."""
     if not text:
@@ -108,6 +123,8 @@ def trial(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: the space's)"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="baseline cache (default runs/cache)"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
 ) -> None:
     """Train one policy jointly and against its isolated baselines; print the result."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -115,7 +132,7 @@ def trial(
     from searchvlm.space import load_space
 
     try:
-        space = load_space(space_file)
+        space = load_space(space_file, sets)
         pol = _trial_policy(space, preset, policy)
         config = space.trial_config(pol, name=pol.name or "trial")
         update = {}
@@ -126,6 +143,8 @@ def trial(
         config = config.model_copy(update=update)
     except ConfigError as err:
         _fail(err)
+    if print_config:
+        _print_config(config)
     from searchvlm.trial import run_trial
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
@@ -148,7 +167,10 @@ def trial(
 
 
 @app.command()
-def presets(layers: int = typer.Option(8, help="model depth the presets are compiled for")) -> None:
+def presets(
+    layers: int = typer.Option(8, help="model depth the presets are compiled for"),
+    as_json: bool = typer.Option(False, "--json", help="print the compiled presets as JSON"),
+) -> None:
     """List the named literature policies with their per-layer keep ratios."""
     from searchvlm.policy import PRESETS, preset
 
@@ -160,6 +182,9 @@ def presets(layers: int = typer.Option(8, help="model depth the presets are comp
             compiled[name] = preset(name, layers)
         except ValueError as err:
             _fail(ConfigError(COMMAND_LINE, "--layers", layers, f"preset {name!r} does not fit this depth: {err}"))
+    if as_json:
+        _print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
+        return
     table = Table(title=f"presets ({layers} layers)")
     for col in ("name", "understanding", "generation", "sharing"):
         table.add_column(col)
@@ -181,34 +206,51 @@ def sweep(
     address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
-    no_progress: bool = typer.Option(False, "--no-progress", help="no live view"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no live view (nor event lines)"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " (a resumed sweep needs the same)"),
+    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
 ) -> None:
-    """Run a policy sweep: Ray Tune trials, an Optuna study, MLflow tracking."""
+    """Run a policy sweep: Ray Tune trials, an Optuna study, MLflow tracking.
+
+    On a terminal a live view shows the front, elapsed time and ETA; elsewhere (a pipe, CI,
+    nohup) one plain line per trial event. `--resume --samples N` extends a finished sweep."""
     from searchvlm.space import load_space
 
     try:
-        load_space(space_file)  # fail fast, before Ray and the sweep package load
+        space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
     except ConfigError as err:
         _fail(err)
+    if print_config:
+        _print_config(space.with_search(samples=samples, concurrency=concurrency))
     from searchvlm.sweep import run_sweep
 
     try:
         summary = run_sweep(space_file, name, samples, concurrency, resume, address, tracking_uri, runs_dir,
-                            progress=not no_progress)
+                            progress=not no_progress, overrides=sets)
     except ConfigError as err:
         _fail(err)
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
 
 
 @app.command()
-def validate(file: Path = typer.Argument(..., help="a search space YAML or a policy JSON")) -> None:
-    """Check a search space or policy file and say exactly what is wrong."""
-    from searchvlm.space import validate_file
+def validate(
+    files: list[Path] = typer.Argument(..., help="search space YAML and/or policy JSON files"),
+    as_json: bool = typer.Option(False, "--json", help="print every file's result and problems as JSON"),
+) -> None:
+    """Check search space and policy files; report every problem of each (exit 2 if any)."""
+    from searchvlm.space import validate_files
 
-    try:
-        out.print(validate_file(file), highlight=False)
-    except ConfigError as err:
-        _fail(err)
+    checks = validate_files(files)
+    if as_json:
+        _print_json([c.to_dict() for c in checks])
+    for c in checks if not as_json else ():
+        if c.ok:
+            out.print(c.summary, highlight=False, soft_wrap=True)
+        else:
+            for line in str(c.error).splitlines():
+                console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(2)
 
 
 def _ref(ref: Optional[str]) -> Optional[tuple[float, float]]:
@@ -246,13 +288,8 @@ def pareto(
     from searchvlm.pareto import front
 
     rows = read_trials(Path(summary["run_dir"]) / TRIALS_FILE)
-    table = Table(title=f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})")
-    cells = front_table(front(rows))
-    for col in (cells[0] if cells else {"trial": ""}):
-        table.add_column(col, no_wrap=col != "policy")  # on a narrow terminal the policy wraps
-    for row in cells:
-        table.add_row(*row.values())
-    print_table(out, table)
+    _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})",
+                 front_table(front(rows)))
     r = summary["ref"]
     out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
               f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
@@ -308,6 +345,124 @@ def export(
               f"{'chosen' if trial else prov['rule']})", highlight=False)  # fmt: skip
 
 
+def _runs_table(infos) -> Table:
+    table = Table(title=f"sweeps ({len(infos)})")
+    for col in ("name", "trials", "ok", "failed", "pruned", "front", "best synergy", "created"):
+        table.add_column(col, justify="left" if col in ("name", "created") else "right", no_wrap=True)
+    for r in infos:
+        best = "" if r.best_synergy is None else f"{r.best_synergy:+.4f}"
+        trials = f"{r.trials}/{r.samples}" if r.samples else str(r.trials)
+        table.add_row(r.name, trials, str(r.ok), str(r.failed), str(r.pruned), str(r.front), best, r.created or "")
+    return table
+
+
+@app.command("runs")
+def runs_(
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
+) -> None:
+    """List every sweep under the runs folder: trials ok / failed / pruned, front size, created (alias: ls)."""
+    from searchvlm.runs import list_runs
+
+    try:
+        infos = list_runs(runs_dir)
+    except ConfigError as err:
+        _fail(err)
+    if as_json:
+        _print_json([r.to_dict() for r in infos])
+        return
+    print_table(out, _runs_table(infos))
+    for r in infos:
+        if r.problem:
+            console.print(f"[yellow]warning:[/yellow] {r.problem}", highlight=False, soft_wrap=True)
+
+
+app.command("ls", help="Alias of `runs`: list every sweep under the runs folder.")(runs_)
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="first sweep (name under --runs-dir, or folder)"),
+    b: str = typer.Argument(..., help="second sweep"),
+    ref: Optional[str] = typer.Option(None, "--ref", help="hypervolume reference FLOPS,SYNERGY for both"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
+) -> None:
+    """Two sweeps side by side: counts, hypervolume (one reference point), best synergy, fronts."""
+    from searchvlm.report import front_table
+    from searchvlm.runs import compare_runs
+
+    try:
+        cmp = compare_runs(a, b, runs_dir, _ref(ref))
+    except ConfigError as err:
+        _fail(err)
+    if as_json:
+        _print_json(cmp.to_dict())
+        return
+    fa, fb = cmp.fronts
+    table = Table(title=f"{fa.sweep} vs {fb.sweep}")
+    for col in ("", fa.sweep, fb.sweep):
+        table.add_column(col, justify="left" if not col else "right", no_wrap=True)
+    cell = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for metric, va, vb in cmp.table():
+        table.add_row(metric, cell(va), cell(vb))
+    table.caption = f"hypervolume reference: flops_ratio {cmp.ref[0]:g}, synergy_gain {cmp.ref[1]:.4f} (both sweeps)"
+    print_table(out, table)
+    for f in cmp.fronts:
+        _print_front(f"front of {f.sweep}", front_table(_front_rows(f)))
+
+
+def _front_rows(front) -> list[dict]:
+    from searchvlm.results import TRIALS_FILE, read_trials
+
+    ids = list(front.trials["trial_id"])
+    rows = {r["trial_id"]: r for r in read_trials(Path(front.run_dir) / TRIALS_FILE)}
+    return [rows[i] for i in ids]
+
+
+def _print_front(title: str, cells: list[dict]) -> None:
+    table = Table(title=title)
+    for col in (cells[0] if cells else {"trial": ""}):
+        table.add_column(col, no_wrap=col != "policy")  # on a narrow terminal the policy wraps
+    for row in cells:
+        table.add_row(*row.values())
+    print_table(out, table)
+
+
+@app.command()
+def rm(
+    name: str = typer.Argument(..., help="sweep name under --runs-dir"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
+) -> None:
+    """Delete a sweep: runs/NAME and its MLflow runs (parent and every trial's child run)."""
+    from searchvlm.runs import removable, remove_run
+
+    try:
+        target = removable(name, runs_dir)
+    except ConfigError as err:
+        _fail(err)
+    if not yes and not _confirm(f"delete {target} and its MLflow runs?"):
+        console.print(f"kept {target}", highlight=False)
+        raise typer.Exit(1)
+    try:
+        removed = remove_run(name, runs_dir, tracking_uri)
+    except ConfigError as err:
+        _fail(err)
+    out.print(f"deleted {removed.run_dir} and {removed.mlflow_runs} MLflow runs"
+              f"{f' in {removed.tracking_uri}' if removed.tracking_uri else ''}", highlight=False)  # fmt: skip
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; no answer (end of input, no terminal) is no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        console.print()
+        return False
+
+
 @app.command()
 def reproduce(
     space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the proxy)"),
@@ -316,6 +471,8 @@ def reproduce(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: the space's)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs and the MLflow store live"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
 ) -> None:
     """The literature presets side by side: the study's Table 3 on our proxy."""
     from searchvlm.policy import PRESETS
@@ -323,7 +480,7 @@ def reproduce(
     from searchvlm.space import load_space
 
     try:
-        space = load_space(space_file)
+        space = load_space(space_file, sets)
         wanted = presets_.split(",") if presets_ else None
         unknown = [p for p in wanted or [] if p not in PRESETS]
         if unknown:
@@ -334,6 +491,8 @@ def reproduce(
             base = base.model_copy(update={"seeds": _seeds(seeds)})
     except ConfigError as err:
         _fail(err)
+    if print_config:
+        _print_config(base)
     target = out_dir or runs_dir / f"reproduce-{space_file.stem}"
     done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
     table = run_reproduce(base, target, wanted, on_result=done)

@@ -34,6 +34,30 @@ class ConfigError(ValueError):
         err.args = (err._render(),)
         return err
 
+    @classmethod
+    def combine(cls, errors: list["ConfigError"]) -> "ConfigError":
+        """One error holding the problems of several (each keeps its own source)."""
+        if len(errors) == 1:
+            return errors[0]
+        err = cls.many(errors[0].source, [p for e in errors for p in e.problems])
+        err.parts = [part for e in errors for part in e.parts]
+        err.args = ("\n".join(str(e) for e in errors),)
+        return err
+
+    @property
+    def parts(self) -> list["ConfigError"]:
+        """The errors this one combines (itself when it is a single error)."""
+        return self.__dict__.get("_parts") or [self]
+
+    @parts.setter
+    def parts(self, value: list["ConfigError"]) -> None:
+        self.__dict__["_parts"] = value
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every problem as `{source, key, value, reason}` (for `--json`)."""
+        return [{"source": e.source, "key": key, "value": None if value is _UNSET else value, "reason": reason}
+                for e in self.parts for key, value, reason in e.problems]  # fmt: skip
+
     def _render(self) -> str:
         return "\n".join(
             _one_line(f"{self.source}: {key or '<root>'}: {reason}")

@@ -19,13 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
 from searchvlm.errors import ConfigError, load_yaml, validate
+from searchvlm.overrides import Override, apply_overrides, attribute, parse_overrides
 from searchvlm.policy import (
     PRESETS,
     PROMPT_SELECTORS,
@@ -466,6 +469,11 @@ class SearchSpace(_Strict):
             seeds=list(self.seeds), policy=policy, name=name, **extra,
         )  # fmt: skip
 
+    def with_search(self, **update: Any) -> "SearchSpace":
+        """This space with `search` fields replaced (None values are ignored), e.g. `--samples`."""
+        upd = {k: v for k, v in update.items() if v is not None}
+        return self.model_copy(update={"search": self.search.model_copy(update=upd)}) if upd else self
+
     def space_hash(self) -> str:
         """Stable 16-hex digest of the normalised space (provenance of exported policies)."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -647,17 +655,43 @@ def _search_problems(space: SearchSpace) -> list[tuple]:
 # --------------------------------------------------------------------------- files
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Load and validate a search-space YAML file; ConfigError lists every problem."""
+def load_space(path: str | Path, overrides: Iterable[str | Override] | None = None) -> SearchSpace:
+    """Load and validate a search-space YAML file, with `--set key.path=value` overrides
+    applied first (see `searchvlm.overrides`). ConfigError lists every problem: the field
+    checks and, for the sections that passed them, the cross-section checks."""
     path = Path(path)
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(path, "", data, "a search space must be a YAML mapping")
-    space = validate(SearchSpace, data, path)
+    parsed = parse_overrides(overrides)
+    data = apply_overrides(data, parsed)
+    try:
+        space = validate(SearchSpace, data, path)
+    except ConfigError as err:
+        raise attribute(ConfigError.many(path, err.problems + _partial_checks(data, err)), parsed) from None
     problems = _space_problems(space)
     if problems:
-        raise ConfigError.many(path, problems)
+        raise attribute(ConfigError.many(path, problems), parsed)
     return space
+
+
+def _section(key: str) -> str:
+    match = re.match(r"[A-Za-z_]+", key)
+    return match.group(0) if match else ""
+
+
+def _partial_checks(data: dict[str, Any], err: ConfigError) -> list[tuple[str, Any, str]]:
+    """The cross-section checks a space whose field checks failed can still have: run on
+    the sections that passed (failed ones at their defaults), problems in failed sections
+    dropped. Nothing when `model` or `training` failed (every cross check depends on them)."""
+    failed = {_section(key) for key, _, _ in err.problems}
+    if failed & {"", "model", "training"}:
+        return []
+    try:
+        rest = validate(SearchSpace, {k: v for k, v in data.items() if k not in failed})
+    except ConfigError:
+        return []
+    return [p for p in _space_problems(rest) if _section(p[0]) not in failed]
 
 
 def validate_file(path: str | Path) -> str:
@@ -674,6 +708,34 @@ def validate_file(path: str | Path) -> str:
         f"{path}: valid search space ({space.model.num_layers} layers, sampler "
         f"{space.search.sampler}, {space.search.samples} samples, hash {space.space_hash()})"
     )
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What `validate` found in one file: a summary when valid, else every problem."""
+
+    path: str
+    summary: str | None
+    error: ConfigError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        problems = self.error.records() if self.error else []
+        return {"file": self.path, "valid": self.ok, "summary": self.summary, "problems": problems}
+
+
+def validate_files(paths: Iterable[str | Path]) -> list[FileCheck]:
+    """`validate_file` on every path; a bad file never stops the others (`searchvlm validate`)."""
+    out = []
+    for path in paths:
+        try:
+            out.append(FileCheck(str(path), validate_file(path)))
+        except ConfigError as err:
+            out.append(FileCheck(str(path), None, err))
+    return out
 
 
 def preset_policy(space: SearchSpace, name: str) -> ReductionPolicy:

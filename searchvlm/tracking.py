@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -266,6 +266,26 @@ def log_artifacts(uri: str, run_id: str, paths: list[Path], artifact_path: str |
     client = MlflowClient(tracking_uri=uri)
     for path in paths:
         retry(client.log_artifact, run_id, str(path), artifact_path)
+
+
+def delete_sweep_runs(uri: str, parent_run_id: str) -> int:
+    """Delete a sweep's MLflow runs: every child of `parent_run_id`, then the parent
+    (MLflow's soft delete; `mlflow gc` purges them). Returns how many runs were deleted;
+    0 when the store does not know the parent."""
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        parent = retry(client.get_run, parent_run_id)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return 0
+        raise
+    flt = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"
+    children = retry(client.search_runs, [parent.info.experiment_id], filter_string=flt,
+                     run_view_type=ViewType.ALL, max_results=50000)  # fmt: skip
+    live = [r for r in [*children, parent] if r.info.lifecycle_stage != "deleted"]
+    for run in live:
+        retry(client.delete_run, run.info.run_id)
+    return len(live)
 
 
 def log_table(uri: str, runs_dir: str | Path, name: str, files: list[Path], rows: list[dict]) -> str:

@@ -290,3 +290,109 @@ def test_real_sweep_study_names_metrics_and_trial_ids(real_sweep: Path) -> None:
     assert study.metric_names == ["flops_ratio", "synergy_gain"]
     ids = {r["number"]: r["trial_id"] for r in read_trials(real_sweep / "trials.csv")}
     assert {t.number: t.user_attrs.get("searchvlm_trial_id") for t in study.trials} == ids
+
+
+# --------------------------------------------------------------------------- --set and --print-config
+
+QUICK = ROOT / "search_spaces" / "quick.yaml"
+
+
+@pytest.mark.parametrize("command", [["trial", str(QUICK), "--preset", "dense"], ["sweep", str(QUICK)],
+                                     ["reproduce", str(QUICK)]])  # fmt: skip
+def test_set_overrides_and_print_config(command: list[str]) -> None:
+    import yaml
+
+    res = cli(*command, "--set", "training.steps=7", "--set", "seeds=[3, 4]", "--set", "synergy.at=final",
+              "--print-config")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    config = yaml.safe_load(res.stdout)
+    assert config["training"]["steps"] == 7 and config["seeds"] == [3, 4] and config["synergy"]["at"] == "final"
+    assert config["training"]["eval_every"] == 75  # the file's own values stay
+    if command[0] == "trial":
+        assert config["policy"]["name"] == "dense"
+
+
+def test_print_config_applies_samples_on_sweep() -> None:
+    import yaml
+
+    res = cli("sweep", str(QUICK), "--samples", "3", "--set", "search.sampler=random", "--print-config")
+    search = yaml.safe_load(res.stdout)["search"]
+    assert res.exit_code == 0 and search["samples"] == 3 and search["sampler"] == "random"
+
+
+@pytest.mark.parametrize(
+    ("sets", "needles"),
+    [
+        (["training.stepz=7"], ["error: command line: --set training.stepz = 7: Extra inputs are not permitted"]),
+        (["training.steps=-1"], ["command line: --set training.steps = -1: Input should be greater than or equal to 1"]),
+        (["search.samples=abc", "seeds=[]"], ["--set search.samples = 'abc'", "--set seeds = []"]),
+        (["nokey"], ["command line: --set = 'nokey': expected key.path=value"]),
+        (["model.num_layers.x=2"], ["--set model.num_layers.x = 2: model.num_layers holds a int value"]),
+        (["training.lr=.nan"], ["--set training.lr = nan: must be a finite number"]),
+        (["search.scheduler={kind: mo_asha, grace_steps: 900}"], ["--set search.scheduler.grace_steps = 900: must be <"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["trial", "sweep", "reproduce"])
+def test_bad_set_is_named(command: str, sets: list[str], needles: list[str]) -> None:
+    extra = ["--preset", "dense"] if command == "trial" else []
+    args = [command, str(QUICK), *extra, *(x for s in sets for x in ("--set", s)), "--print-config"]
+    assert_cli_error(cli(*args), *needles)
+
+
+def test_calibrate_proxy_uses_the_library_set(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "calibrate_proxy.py"
+    assert "validate_overridden" in script.read_text() and "def _parse_value" not in script.read_text()
+    done = subprocess.run([PY, str(script), str(QUICK), "--set", "data.train_sizee=5", "--out", str(tmp_path / "o.json")],
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)  # fmt: skip
+    assert done.returncode == 1 and "error: command line: --set data.train_sizee = 5" in done.stderr
+    assert not (tmp_path / "o.json").exists()
+
+
+# --------------------------------------------------------------------------- validate FILE... and --json
+
+
+def _bad_space(path: Path) -> Path:
+    """Field errors in `search` and `training`-free sections, and a cross-section error in `policy`."""
+    import yaml
+
+    data = yaml.safe_load(QUICK.read_text())
+    data["search"]["samples"] = 0  # a field check
+    data["search"]["samplerr"] = "tpe"  # another
+    data["policy"]["understanding"]["schedules"][0]["start"] = {"type": "int", "low": 1, "high": 9}  # cross: L = 4
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_validate_reports_every_problem_of_every_file(tmp_path: Path) -> None:
+    bad = _bad_space(tmp_path / "bad.yaml")
+    broken = tmp_path / "p.json"
+    broken.write_text('{"num_layers": 2, "understanding": {"keep": [1.0, 2.0]}}')
+    res = cli("validate", str(bad), str(QUICK), str(broken))
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"{QUICK}: valid search space" in res.stdout  # the good file between two bad ones
+    err = res.stderr
+    assert f"error: {bad}: search.samples = 0:" in err and f"error: {bad}: search.samplerr = 'tpe'" in err
+    assert f"error: {bad}: policy.understanding.schedules[0].start = " in err  # the cross check ran too
+    assert f"error: {broken}: understanding.keep[1] = 2.0" in err
+    assert cli("validate", str(QUICK)).exit_code == 0
+
+
+def test_validate_json(tmp_path: Path) -> None:
+    bad = _bad_space(tmp_path / "bad.yaml")
+    res = cli("validate", str(QUICK), str(bad), "--json")
+    assert res.exit_code == 2
+    data = json.loads(res.stdout)
+    assert [d["valid"] for d in data] == [True, False]
+    keys = {p["key"] for p in data[1]["problems"]}
+    assert {"search.samples", "search.samplerr", "policy.understanding.schedules[0].start"} <= keys
+    assert all(p["source"] == str(bad) for p in data[1]["problems"])
+
+
+def test_presets_json() -> None:
+    from searchvlm.policy import PRESETS, ReductionPolicy, preset
+
+    res = cli("presets", "--layers", "6", "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert list(data) == list(PRESETS)
+    assert ReductionPolicy.model_validate(data["pmod"]) == preset("pmod", 6)

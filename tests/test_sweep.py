@@ -202,11 +202,38 @@ def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
     assert (run_dir / "sweep.json").read_bytes() == recorded  # nothing recorded was touched
 
 
+def test_resume_extends_only_a_finished_sweep(tmp_path: Path):
+    from searchvlm.config import TrialResult
+    from searchvlm.results import trial_row, write_trials
+    from searchvlm.space import load_space
+    from searchvlm.sweep._driver import _extra_trials, _init_run_dir, _resume_space
+
+    space_path = tiny_space(tmp_path / "r.yaml", samples=2)
+    run_dir = tmp_path / "runs" / "r"
+    _init_run_dir(run_dir, space_path, load_space(space_path), "r", "sqlite:///unused.db")
+    rows = [trial_row(TrialResult(status="ok", flops_ratio=0.5, synergy_gain=0.0), f"t{i}", i) for i in range(2)]
+    write_trials(run_dir / "trials.csv", rows[:1])
+    with pytest.raises(ConfigError, match=r"--samples = 3: sweep 'r' started with samples = 2 and is unfinished \(1 trials"):
+        _resume_space(run_dir, space_path, load_space(space_path), 3, None)
+    write_trials(run_dir / "trials.csv", rows)
+    space = _resume_space(run_dir, space_path, load_space(space_path), 3, 1)
+    assert (space.search.samples, space.search.concurrency, _extra_trials(run_dir, space)) == (3, 1, 1)
+    same = _resume_space(run_dir, space_path, load_space(space_path), None, None)
+    assert same.search.samples == 2 and _extra_trials(run_dir, same) == 0
+    with pytest.raises(ConfigError, match="a sweep can be extended, never shrunk"):
+        _resume_space(run_dir, space_path, load_space(space_path), 1, None)
+    with pytest.raises(ConfigError, match="differs from the space sweep 'r' started with"):
+        _resume_space(run_dir, space_path, load_space(space_path, ["training.steps=30"]), 3, None)
+
+
 @pytest.mark.slow
 def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     space = tiny_space(tmp_path / "tiny.yaml", samples=4)
     s = run_sweep(space, name="e2e", runs_dir=runs, progress=False)
-    assert "unmeasured" in capfd.readouterr().err  # the tiny space has no calibration: warned at start
+    from searchvlm.space import load_space
+
+    warning = load_space(space).synergy_warning()  # quick.yaml's calibration shows no dense synergy
+    assert warning and f"warning: {space}: {warning}" in capfd.readouterr().err  # warned at start
     rows = check_consistent(s.run_dir, "e2e", s.tracking_uri, runs)
     assert s.tracking_uri == f"sqlite:///{runs / 'mlflow.db'}"
     assert len(rows) == 4 and rows[0]["preset"] == "himix"
@@ -260,3 +287,42 @@ def test_interrupted_sweep_resumes(runs: Path, ray_session, tmp_path: Path):
     after = {r["trial_id"]: r for r in rows}
     for tid, r in before.items():  # finished trials were not retrained
         assert after[tid]["end_time"] == r["end_time"] and after[tid]["synergy_gain"] == r["synergy_gain"]
+
+
+def test_progress_lines_off_a_terminal_and_eta_on_one():
+    import io
+
+    from rich.console import Console
+
+    from searchvlm.sweep._progress import LiveView, clock
+
+    assert [clock(s) for s in (None, 4.4, 65, 3725)] == ["?", "4s", "1m05s", "1h02m"]
+    buf = io.StringIO()
+    view = LiveView("s", 4, Console(file=buf, width=80))
+    assert view.plain  # a StringIO is no terminal
+    done = {"trial_id": "a", "number": 0, "status": "ok", "flops_ratio": 0.5, "synergy_gain": -0.0123}
+    view.start([done])  # one trial recorded before this session (a resume): not counted in the ETA
+    view._t0 -= 10.0
+    view.trial_started([done], "t0001 (b)", 1)
+    row = {**done, "trial_id": "b", "number": 1, "flops_ratio": 0.25, "synergy_gain": 0.5}
+    view.trial_finished([done, row], "t0001 (b)", row, 0)
+    failed = {"trial_id": "c", "number": 2, "status": "failed", "error": "OOM"}
+    view.trial_finished([done, row, failed], "t0002 (c)", failed, 0)
+    view.stop([done, row, failed])
+    lines = buf.getvalue().splitlines()
+    assert lines[0].endswith("sweep s: started, 1/4 trials recorded")
+    assert "trial t0001 (b) started; 1/4 done (1 ok, 0 failed, 0 pruned), 1 running, elapsed 10s, ETA ?" in lines[1]
+    assert "trial t0001 (b) ok: flops_ratio 0.2500, synergy_gain +0.5000; 2/4 done" in lines[2]
+    assert lines[2].endswith("elapsed 10s, ETA 20s")  # 10 s for 1 trial this session, 2 to go
+    assert "trial t0002 (c) failed: OOM; 3/4 done (2 ok, 1 failed, 0 pruned)" in lines[3]
+    assert lines[4].split("] ", 1)[1].startswith("sweep s: ended; 3/4 done")
+    term = io.StringIO()
+    live = LiveView("s", 4, Console(file=term, width=120, force_terminal=True))
+    assert not live.plain
+    live.start([done])
+    live._t0 -= 10.0
+    live.trial_finished([done, row], "t0001 (b)", row, 0)
+    head = live._render([done, row], 1).renderables[0]
+    assert "2/4 done" in head and "elapsed 10s, ETA 20s" in head
+    live.stop([done, row])
+    assert "sweep s: started" not in term.getvalue()  # the terminal gets the panel, not event lines

@@ -75,7 +75,7 @@ class SweepCallback(Callback):
         for t in trials:  # reconcile: a finished trial must never be missing from the table
             final = (t.last_result or {}).get("final")
             if t.status == Trial.TERMINATED and final and t.trial_id not in self.rows:
-                self._record(t)  # (trials cut off by an interruption have no final result)
+                self._record(t, trials=trials)  # (trials cut off by an interruption have no final result)
         if self.view is not None:
             self.view.stop(list(self.rows.values()))
         if self.tracker is not None:
@@ -86,6 +86,9 @@ class SweepCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._child(trial)
+        if self.view is not None:
+            running = len(set(_running(trials)) | {trial.trial_id})
+            self.view.trial_started(list(self.rows.values()), _label(trial), running)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
                         **info: Any) -> None:  # fmt: skip
@@ -95,10 +98,10 @@ class SweepCallback(Callback):
         self.tracker.log_round(self._child(trial), int(result["step"]), metrics)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._record(trial)
+        self._record(trial, trials=trials)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self._record(trial, error=_error_text(trial))
+        self._record(trial, error=_error_text(trial), trials=trials)
 
     def _child(self, trial: Trial) -> str:
         if trial.trial_id not in self.started:
@@ -117,7 +120,7 @@ class SweepCallback(Callback):
         params.update({f"param.{k}": v for k, v in cfg.items() if k != NUMBER_KEY})
         return params, tags
 
-    def _record(self, trial: Trial, error: str | None = None) -> None:
+    def _record(self, trial: Trial, error: str | None = None, trials: list[Trial] | None = None) -> None:
         if (trial.last_result or {}).get(REPLAYED) and trial.trial_id in self.rows:
             self._reclose(trial)  # recorded before a hard kill: the row stands
             return
@@ -133,7 +136,8 @@ class SweepCallback(Callback):
         write_trials(self.run_dir / TRIALS_FILE, list(self.rows.values()))
         self.tracker.finish_trial(run_id, result, result.policy.model_dump_json(indent=2) if result.policy else None)
         if self.view is not None:
-            self.view.update(list(self.rows.values()))
+            running = len([t for t in _running(trials) if t != trial.trial_id]) if trials else 0
+            self.view.trial_finished(list(self.rows.values()), _label(trial), row, running)
 
 
     def _reclose(self, trial: Trial) -> None:
@@ -178,6 +182,11 @@ def _error_text(trial: Trial) -> str:
         text = ""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else "ray trial error")[:2000]
+
+
+def _label(trial: Trial) -> str:
+    """`t0002 (a1b2c3d4_00002)`: the MLflow run name and the trial id of trials.csv."""
+    return f"{trial_name(trial.config)} ({trial.trial_id})"
 
 
 def _running(trials: list[Trial]) -> list[str]:

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -96,31 +97,44 @@ def run_sweep(
     tracking_uri: str | None = None,
     runs_dir: str | Path = "runs",
     progress: bool = True,
+    overrides: Sequence[str] | None = None,
 ) -> SweepSummary:
-    """Run (or resume) a sweep of `space_path` into `<runs_dir>/<name>/`. A bad space
-    raises ConfigError before Ray starts. `samples`/`concurrency` override the space's."""
+    """Run (or resume, or extend) a sweep of `space_path` into `<runs_dir>/<name>/`.
+
+    `samples`/`concurrency` override the space's; `overrides` are `key.path=value` strings
+    (`--set`, see `searchvlm.overrides`) applied to the space file. A bad space raises
+    ConfigError before Ray starts. `resume=True` continues an interrupted sweep (same space
+    and overrides); on a finished sweep, `samples` above its count runs the extra trials
+    (same study, same MLflow parent run, same trials table). `progress`: the live view on a
+    terminal, one line per trial event elsewhere."""
     start = time.perf_counter()
-    space = load_space(space_path)
+    space = load_space(space_path, overrides)
     runs_dir = Path(runs_dir).resolve()
     name = _check_name(name or Path(space_path).stem)
     run_dir = runs_dir / name
     _check_state(run_dir, name, resume)
     uri = tracking_uri or default_uri(runs_dir)
+    extra = 0
     if resume:
         space = _resume_space(run_dir, Path(space_path), space, samples, concurrency)
+        extra = _extra_trials(run_dir, space)
+        if extra:
+            _record_extension(run_dir, space)
     else:
-        space = _override(space, samples, concurrency)
-        _init_run_dir(run_dir, Path(space_path), space, name, uri)
+        space = space.with_search(samples=samples, concurrency=concurrency)
+        _init_run_dir(run_dir, Path(space_path), space, name, uri, overrides)
     _warn_proxy(space, space_path)
     _quiet_ray()
     cpus = space.search.cpus_per_trial
+    new_tuner = not resume or extra > 0
     # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
         pool.submit(_warm_tracking, uri, runs_dir)
-        searcher = None if resume else pool.submit(_searcher, space, run_dir)
+        searcher = pool.submit(_searcher, space, run_dir) if new_tuner else None
         started = ensure_ray(address, min(os.cpu_count() or 1, math.ceil(cpus * space.search.concurrency)))
     try:
-        tuner = _tuner(space, run_dir, runs_dir, uri, progress, searcher.result() if searcher else None)
+        tuner = _tuner(space, run_dir, runs_dir, uri, progress, searcher.result() if searcher else None,
+                       num_samples=extra or space.search.samples)  # fmt: skip
         grid = tuner.fit()
     finally:
         if started:
@@ -168,34 +182,63 @@ def shutdown_ray() -> None:
     ray.shutdown()
 
 
-def _override(space: SearchSpace, samples: int | None, concurrency: int | None) -> SearchSpace:
-    upd = {k: v for k, v in (("samples", samples), ("concurrency", concurrency)) if v is not None}
-    if not upd:
-        return space
-    return space.model_copy(update={"search": space.search.model_copy(update=upd)})
-
-
 def _resume_space(
     run_dir: Path, space_path: Path, space: SearchSpace, samples: int | None, concurrency: int | None
 ) -> SearchSpace:
-    """The space a resumed sweep continues with: `space` (loaded from `space_path`) with the
-    recorded `samples` and `concurrency` (Tune restores its own; different values are refused,
-    not ignored). It must be the space the sweep started with (else trials of two
-    configurations would mix)."""
+    """The space a resumed sweep continues with (see `_extra_trials` for an extension).
+
+    `space` (from `space_path` and the overrides) must be the space the sweep started with
+    (else trials of two configurations would mix). An interrupted sweep keeps its recorded
+    `samples` and `concurrency` (Tune restores its own; other values are refused, not
+    ignored). A finished sweep (every recorded sample in the table) given more `samples`
+    is extended: the answer has the new `samples` and `concurrency` may change."""
     meta = read_meta(run_dir / SWEEP_FILE)
     recorded = getattr(meta, "search", None) or {}
-    for key, value in (("samples", samples), ("concurrency", concurrency)):
-        if value is not None and key in recorded and value != recorded[key]:
-            raise ConfigError(None, f"--{key}", value,
-                              f"sweep {run_dir.name!r} started with {key} = {recorded[key]} and a resumed sweep "
-                              "keeps it (Tune restores its own trial count and concurrency); start a new "
-                              "sweep with --name to run more")  # fmt: skip
-    space = _override(space, recorded.get("samples", samples), recorded.get("concurrency", concurrency))
-    if space.space_hash() != meta.space_hash:
-        raise ConfigError(space_path, "", f"hash {space.space_hash()}",
+    base = space.with_search(samples=recorded.get("samples"), concurrency=recorded.get("concurrency"))
+    if base.space_hash() != meta.space_hash:
+        raise ConfigError(space_path, "", f"hash {base.space_hash()}",
                           f"differs from the space sweep {run_dir.name!r} started with (hash {meta.space_hash}; "
-                          f"its copy is in {run_dir}); resume with that file, or start a new sweep")  # fmt: skip
-    return space
+                          f"its copy is in {run_dir}); resume with that file and the same --set overrides, "
+                          "or start a new sweep")  # fmt: skip
+    if samples is None or samples == base.search.samples:
+        _same(run_dir, "concurrency", concurrency, base.search.concurrency)
+        return base
+    done = _done(run_dir)
+    if samples < base.search.samples:
+        raise ConfigError(None, "--samples", samples, f"sweep {run_dir.name!r} has {base.search.samples} samples; "
+                          "a sweep can be extended, never shrunk")  # fmt: skip
+    if done < base.search.samples:
+        raise ConfigError(None, "--samples", samples,
+                          f"sweep {run_dir.name!r} started with samples = {base.search.samples} and is unfinished "
+                          f"({done} trials recorded): finish it with --resume (without --samples), then extend it")  # fmt: skip
+    return base.with_search(samples=samples, concurrency=concurrency)
+
+
+def _done(run_dir: Path) -> int:
+    return len(read_trials(run_dir / TRIALS_FILE)) if (run_dir / TRIALS_FILE).exists() else 0
+
+
+def _extra_trials(run_dir: Path, space: SearchSpace) -> int:
+    """Trials an extended sweep runs (0 for a plain resume): the new samples minus the table's."""
+    recorded = (getattr(read_meta(run_dir / SWEEP_FILE), "search", None) or {}).get("samples")
+    return 0 if space.search.samples == recorded else space.search.samples - _done(run_dir)
+
+
+def _same(run_dir: Path, key: str, value: int | None, recorded: int) -> None:
+    if value is not None and value != recorded:
+        raise ConfigError(None, f"--{key}", value,
+                          f"sweep {run_dir.name!r} started with {key} = {recorded} and a resumed sweep "
+                          "keeps it (Tune restores its own); to run more trials once it has finished, "
+                          "pass --resume --samples N")  # fmt: skip
+
+
+def _record_extension(run_dir: Path, space: SearchSpace) -> None:
+    """sweep.json of an extended sweep: the new search settings (and hash), the history."""
+    meta = read_meta(run_dir / SWEEP_FILE)
+    history = [*(getattr(meta, "extended", None) or []),
+               {"samples": space.search.samples, "at": dt.datetime.now().isoformat(timespec="seconds")}]  # fmt: skip
+    write_meta(run_dir / SWEEP_FILE, meta.model_copy(update={
+        "search": space.search.model_dump(mode="json"), "space_hash": space.space_hash(), "extended": history}))
 
 
 _NAME = re.compile(r"^[\w][\w .+-]*$")
@@ -212,23 +255,30 @@ def _check_name(name: str) -> str:
 def _check_state(run_dir: Path, name: str, resume: bool) -> None:
     exists = (run_dir / SWEEP_FILE).exists()
     if resume and not (run_dir / RAY_DIR / "tuner.pkl").exists():
-        raise ConfigError(None, "--resume", name, f"no interrupted sweep in {run_dir} to resume")
+        raise ConfigError(None, "--resume", name, f"no sweep in {run_dir} to resume or extend")
     if not resume and exists:
         raise ConfigError(None, "--name", name,
                           f"sweep {run_dir} exists; pass --resume to continue it or choose another name")  # fmt: skip
 
 
-def _init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str, uri: str) -> None:
+def _init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str, uri: str,
+                  overrides: Sequence[str] | None = None) -> None:  # fmt: skip
+    """sweep.json and the space as run: the file itself, or with `--set` the resolved space."""
     from searchvlm import __version__
+    from searchvlm.overrides import dump_yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(space_path, run_dir / space_path.name)
+    if overrides:
+        (run_dir / space_path.name).write_text(f"# {space_path} with --set {' --set '.join(overrides)}\n"
+                                               + dump_yaml(space))  # fmt: skip
+    else:
+        shutil.copy2(space_path, run_dir / space_path.name)
     meta = SweepMeta(
         name=name, space_path=str(space_path.resolve()), space_hash=space.space_hash(),
         package_version=__version__, model=space.model.model_dump(mode="json"),
         objectives=[o.model_dump() for o in space.objectives], tracking_uri=uri,
         created=dt.datetime.now().isoformat(timespec="seconds"),
-        search=space.search.model_dump(mode="json"),
+        search=space.search.model_dump(mode="json"), overrides=list(overrides or []),
     )  # fmt: skip
     write_meta(run_dir / SWEEP_FILE, meta)
 
@@ -242,15 +292,17 @@ def _trainable(space: SearchSpace, run_dir: Path, done: dict[str, dict[str, Any]
 
 
 def _tuner(space: SearchSpace, run_dir: Path, runs_dir: Path, uri: str, progress: bool,
-           searcher: Any | None) -> tune.Tuner:  # fmt: skip
-    """A new sweep's Tuner around `searcher`, or (searcher None) the interrupted one restored."""
+           searcher: Any | None, num_samples: int) -> tune.Tuner:  # fmt: skip
+    """A new Tuner around `searcher` running `num_samples` trials (a new sweep, or the extra
+    trials of an extended one: same study, table and MLflow parent), or (searcher None) the
+    interrupted one restored."""
     resume = searcher is None
     trainable = _trainable(space, run_dir, _recorded(run_dir) if resume else None)
     if resume:
         return tune.Tuner.restore(str(run_dir / RAY_DIR), trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)  # fmt: skip
     tune_config = tune.TuneConfig(
-        search_alg=searcher, scheduler=_scheduler(space), num_samples=space.search.samples,
+        search_alg=searcher, scheduler=_scheduler(space), num_samples=num_samples,
         max_concurrent_trials=space.search.concurrency, reuse_actors=True,
         trial_dirname_creator=_trial_dirname,
     )  # fmt: skip
