@@ -49,8 +49,10 @@ TRIAL_COLUMNS = (
     "status",
     "error",
     "preset",
+    "duplicate_of",
     *METRIC_COLUMNS,
     "seeds",
+    "synergy_per_seed",
     "policy_json",
     "params_json",
     "start_time",
@@ -82,8 +84,13 @@ def trial_row(
     params: dict[str, Any] | None = None,
     start_time: str = "",
     end_time: str = "",
+    duplicate_of: str | None = None,
 ) -> dict[str, Any]:
-    """One trials-table row (every field of the result, the explicit policy as JSON)."""
+    """One trials-table row (every field of the result, the explicit policy as JSON).
+
+    `duplicate_of`: the trial whose result this one reused (the same computation, see
+    `searchvlm.identity`); `synergy_per_seed` lists each seed's synergy gain in `seeds`
+    order (for paired comparisons)."""
     row: dict[str, Any] = {c: getattr(result, c) for c in METRIC_COLUMNS}
     row.update(
         trial_id=trial_id,
@@ -91,7 +98,9 @@ def trial_row(
         status=result.status,
         error=result.error or "",
         preset=preset or "",
+        duplicate_of=duplicate_of or "",
         seeds=json.dumps(result.seeds),
+        synergy_per_seed=json.dumps([p.get("synergy_gain") for p in result.per_seed]) if result.per_seed else "",
         policy_json=result.policy.model_dump_json() if result.policy else "",
         params_json=json.dumps(params or {}, sort_keys=True, default=str),
         start_time=start_time,

@@ -5,6 +5,7 @@ One Ray session and one runs directory (so one baseline cache) are shared by the
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -260,3 +261,46 @@ def test_interrupted_sweep_resumes(runs: Path, ray_session, tmp_path: Path):
     after = {r["trial_id"]: r for r in rows}
     for tid, r in before.items():  # finished trials were not retrained
         assert after[tid]["end_time"] == r["end_time"] and after[tid]["synergy_gain"] == r["synergy_gain"]
+
+
+def repeat_space(path: Path, samples: int = 4) -> Path:
+    """Every sample is one computation: understanding keep 1 0 0 0 (fastv K=1, R=1) under
+    `skip` or `drop` with any selector (merged, see searchvlm.identity), the rest fixed."""
+    data = yaml.safe_load(tiny_space(path, samples=samples, presets=[]).read_text())
+    data["policy"] = {
+        "understanding": {"mode": ["skip", "drop"], "selector": ["stride", "attention"],
+                          "schedules": [{"kind": "fastv", "start": 1, "ratio": 1.0}]},
+        "generation": {"mode": ["skip"], "selector": ["stride"],
+                       "schedules": [{"kind": "shallow", "k": 1, "ratio": 0.0}]},
+        "tie_schedules": [False], "sharing": {"qkv": ["shared"], "mlp": ["shared"]},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_repeated_policy_is_trained_once(runs: Path, ray_session, tmp_path: Path):
+    s = run_sweep(repeat_space(tmp_path / "rep.yaml"), name="rep", runs_dir=runs, progress=False)
+    rows = check_consistent(s.run_dir, "rep", s.tracking_uri, runs)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    trained = [r for r in rows if not r["duplicate_of"]]
+    assert len(trained) == 1, [(r["number"], r["duplicate_of"]) for r in rows]
+    twin = trained[0]
+    assert twin["number"] == 0 and twin["train_seconds"] > 0
+    for r in rows:
+        if r is twin:
+            continue
+        assert r["duplicate_of"] == twin["trial_id"] and r["train_seconds"] == 0.0
+        assert (r["flops_ratio"], r["synergy_gain"], r["und_acc"]) == (twin["flops_ratio"], twin["synergy_gain"], twin["und_acc"])
+        assert json.loads(r["policy_json"])["name"] == f"t{r['number']:04d}"  # its own explicit policy
+    told = {t.number: t for t in study(s.run_dir, "rep").trials}
+    assert all(told[r["number"]].values == told[0].values for r in rows)
+    assert {n: t.user_attrs.get("duplicate_of") for n, t in told.items()} == {
+        r["number"]: (r["duplicate_of"] or None) for r in rows
+    }
+    client = Tracker(s.tracking_uri, runs).client
+    for c in children(s.tracking_uri, runs, s.run_dir):
+        first_round = [m.step for m in client.get_metric_history(c.info.run_id, "und_acc") if m.step == 10]
+        trained_here = c.data.tags["trial_id"] == twin["trial_id"]
+        assert len(first_round) == (1 if trained_here else 0)  # a repeat never trains a round
+        assert c.data.tags.get("duplicate_of", "") == ("" if trained_here else twin["trial_id"])
