@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "apply_policy": "searchvlm.model",
     "build_model": "searchvlm.model",
+    "confirm": "searchvlm.confirm",
     "count_flops": "searchvlm.flops",
     "run_trial": "searchvlm.trial",
 }
