@@ -274,12 +274,13 @@ def repeat_space(path: Path, samples: int = 4) -> Path:
                        "schedules": [{"kind": "shallow", "k": 1, "ratio": 0.0}]},
         "tie_schedules": [False], "sharing": {"qkv": ["shared"], "mlp": ["shared"]},
     }  # fmt: skip
+    data["search"]["confirm"] = {"seeds": [1, 2], "top": 2}
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 @pytest.mark.slow
-def test_repeated_policy_is_trained_once(runs: Path, ray_session, tmp_path: Path):
+def test_repeated_policy_is_trained_once_then_confirmed(runs: Path, ray_session, tmp_path: Path):
     s = run_sweep(repeat_space(tmp_path / "rep.yaml"), name="rep", runs_dir=runs, progress=False)
     rows = check_consistent(s.run_dir, "rep", s.tracking_uri, runs)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
@@ -304,3 +305,21 @@ def test_repeated_policy_is_trained_once(runs: Path, ray_session, tmp_path: Path
         trained_here = c.data.tags["trial_id"] == twin["trial_id"]
         assert len(first_round) == (1 if trained_here else 0)  # a repeat never trains a round
         assert c.data.tags.get("duplicate_of", "") == ("" if trained_here else twin["trial_id"])
+    # search.confirm ran at the end: the one trained policy (its repeats are the same one),
+    # on the fresh seeds, paired with dense; logged on the parent run; export reads it
+    from searchvlm.export import build_policy_file
+    from searchvlm.results import read_confirmed
+
+    confirmed = read_confirmed(s.run_dir / "confirmed.csv")
+    assert [r["trial_id"] for r in confirmed] == [twin["trial_id"]]
+    c = confirmed[0]
+    assert c["status"] == "ok" and json.loads(c["seeds"]) == [1, 2] and len(json.loads(c["vs_dense_per_seed"])) == 2
+    assert c["synergy_vs_dense_stderr"] is not None and c["search_synergy_gain"] == twin["synergy_gain"]
+    parent = read_meta(s.run_dir / "sweep.json").parent_run_id
+    history = client.get_metric_history(parent, "confirmed.synergy_gain")
+    assert [(m.step, m.value) for m in history] == [(0, pytest.approx(c["synergy_gain"]))]
+    assert "confirm/confirmed.csv" in [a.path for a in client.list_artifacts(parent, "confirm")]
+    pf = build_policy_file(s.run_dir)
+    assert pf.provenance["numbers"] == "confirmed" and pf.provenance["trial_id"] == twin["trial_id"]
+    assert pf.objectives["synergy_gain"] == pytest.approx(c["synergy_gain"])
+    check_consistent(s.run_dir, "rep", s.tracking_uri, runs)  # confirmation added no trial anywhere
