@@ -257,10 +257,11 @@ def with_confirmed(rows: list[dict[str, Any]], confirmed: list[dict[str, Any]]) 
 
 def ranking_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows a front is read from: the confirmed ones when any exist (rows of
-    `with_confirmed`), else all. Unconfirmed rows keep their search numbers, which carry
-    the winner's curse, so they are not ranked against confirmed ones."""
+    `with_confirmed`), else every trial but the repeats (a `duplicate_of` row is its twin's
+    policy and result again: one point, not two). Unconfirmed rows keep their search
+    numbers, which carry the winner's curse, so they are not ranked against confirmed ones."""
     confirmed = [r for r in rows if r.get("confirmed")]
-    return confirmed or list(rows)
+    return confirmed or [r for r in rows if not r.get("duplicate_of")]
 
 
 def load_ranked(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

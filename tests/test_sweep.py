@@ -36,6 +36,7 @@ def tiny_space(path: Path, samples: int = 4, scheduler: dict | None = None, step
     data["training"].update(steps=steps, eval_every=10)
     data["search"].update(samples=samples, concurrency=2, scheduler=scheduler or {"kind": "none"})
     data["presets"] = ["himix"] if presets is None else presets
+    data.pop("calibration", None)  # measured for quick.yaml's training, not for these few steps
     path.write_text(yaml.safe_dump(data))
     return path
 
