@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "apply_policy": "searchvlm.model",
     "build_model": "searchvlm.model",
+    "confirm": "searchvlm.confirm",
     "count_flops": "searchvlm.flops",
     "run_trial": "searchvlm.trial",
     # results as data (pandas loads on the first call) and managing sweeps

@@ -284,12 +284,20 @@ def pareto(
     if as_json:
         out.print_json(json.dumps({**summary, "plots": {k: str(v) for k, v in paths.items()}}))
         return
-    from searchvlm.results import TRIALS_FILE, read_trials
     from searchvlm.pareto import front
+    from searchvlm.results import load_ranked, ranking_rows
 
-    rows = read_trials(Path(summary["run_dir"]) / TRIALS_FILE)
+    rows = ranking_rows(load_ranked(summary["run_dir"])[0])
     _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})",
                  front_table(front(rows)))
+    if summary["numbers"] == "confirmed":
+        out.print(f"numbers: confirmed on fresh seeds {summary['confirmed_seeds']} for {summary['confirmed_policies']} "
+                  "policies (confirmed.csv); the front is computed on them", highlight=False)  # fmt: skip
+    else:
+        out.print("numbers: the search's (not confirmed; `searchvlm confirm` retrains the front on fresh seeds)",
+                  highlight=False)  # fmt: skip
+    if summary["near_front"]:
+        out.print(f"near the front (within 2 s.e.): {', '.join(summary['near_front'])}", highlight=False)
     r = summary["ref"]
     out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
               f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
@@ -341,8 +349,51 @@ def export(
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
         _fail(ConfigError("command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"))
     prov = json.loads(path.read_text())["provenance"]
+    numbers = (f"confirmed numbers, seeds {prov['confirmed_seeds']}" if prov.get("numbers") == "confirmed"
+               else "search numbers")  # fmt: skip
     out.print(f"wrote {path} (trial {prov['trial_id']}, number {prov['trial_number']}, "
-              f"{'chosen' if trial else prov['rule']})", highlight=False)  # fmt: skip
+              f"{'chosen' if trial else prov['rule']}, {numbers})", highlight=False)  # fmt: skip
+
+
+def _confirm_table(summary) -> Table:
+    table = Table(title=f"confirmed on seeds {summary.seeds} ({summary.path})")
+    for col in ("trial", "#", "FLOPs", "search", "confirmed ± s.e.", "shrinkage", "vs dense ± s.e.", "status"):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right", no_wrap=True)
+    f = lambda v, spec="+.4f": "-" if v is None else format(v, spec)  # noqa: E731
+    for r in summary.rows:
+        table.add_row(str(r["trial_id"]), str(r["number"]), f(r.get("flops_ratio"), ".3f"),
+                      f(r.get("search_synergy_gain")),
+                      f"{f(r.get('synergy_gain'))} ± {f(r.get('synergy_gain_stderr'), '.4f')}", f(r.get("shrinkage")),
+                      f"{f(r.get('synergy_vs_dense'))} ± {f(r.get('synergy_vs_dense_stderr'), '.4f')}",
+                      r["status"] + (f": {r['error'][:60]}" if r.get("error") else ""))  # fmt: skip
+    return table
+
+
+@app.command()
+def confirm(
+    run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="fresh comma-separated seeds (default: 3 after the sweep's)"),
+    top: Optional[int] = typer.Option(None, "--top", help="confirm at most this many (front first, then near-front)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
+) -> None:
+    """Retrain the front and near-front on fresh seeds, paired with dense: confirmed.csv (rerun to resume)."""
+    from searchvlm.confirm import confirm as run_confirm
+
+    done = lambda r: console.print(f"  confirmed trial {r['trial_id']} (#{r['number']}): {r['status']}",  # noqa: E731
+                                   highlight=False)  # fmt: skip
+    try:
+        summary = run_confirm(run, _seeds(seeds), top, runs_dir, tracking_uri, on_row=done)
+    except ConfigError as err:
+        _fail(err)
+    print_table(out, _confirm_table(summary))
+    shrink = [r["shrinkage"] for r in summary.rows if r.get("shrinkage") is not None]
+    if shrink:
+        out.print(f"shrinkage from the search estimate to the confirmed one: mean {sum(shrink) / len(shrink):+.4f} "
+                  f"over {len(shrink)} policies", highlight=False)  # fmt: skip
+    out.print(f"{len(summary.trained)} trained, {len(summary.skipped)} already confirmed; {summary.noise}", highlight=False)
+    out.print(f"next: searchvlm pareto {run} --runs-dir {runs_dir} (pareto and export now use the confirmed numbers)",
+              highlight=False)  # fmt: skip
 
 
 def _runs_table(infos) -> Table:

@@ -1,8 +1,10 @@
 """Policy export: pick one trial of a sweep (by a rule, or the one you name) and write its
 validated PolicyFile.
 
-L1 module (stdlib + pydantic + numpy through `pareto`): reads `runs/<sweep>/trials.csv`
-and `sweep.json` (the `results` contract) and writes the JSON of DESIGN.md atomically
+L1 module (stdlib + pydantic + numpy through `pareto`): reads `runs/<sweep>/trials.csv`,
+`confirmed.csv` when `searchvlm confirm` wrote one (then a rule picks among the confirmed
+policies, by their fresh-seed numbers, and the provenance says so) and `sweep.json` (the
+`results` contract), and writes the JSON of DESIGN.md atomically
 (a temporary file in the same folder, fsynced, then moved into place), so a crash never
 leaves a partial policy file. An existing file is never replaced unless `force=True`.
 """
@@ -21,12 +23,14 @@ from searchvlm.errors import COMMAND_LINE, ConfigError, validate
 from searchvlm.pareto import RULES, select
 from searchvlm.policy import POLICY_SCHEMA, PolicyFile, ReductionPolicy
 from searchvlm.results import (
+    CONFIRMED_FILE,
     OBJECTIVE_COLUMNS,
     SWEEP_FILE,
     TRIALS_FILE,
     SweepMeta,
+    load_ranked,
+    ranking_rows,
     read_meta,
-    read_trials,
     resolve_run_dir,
 )
 
@@ -87,9 +91,11 @@ def _provenance(
     rule: str | None,
     max_flops: float | None,
     min_synergy: float | None,
+    confirmed_file: Path | None = None,
 ) -> dict[str, str | int | float | None]:
     from searchvlm import __version__
 
+    confirmed = bool(row.get("confirmed"))
     return {
         "sweep": meta.name,
         "trial_id": str(row.get("trial_id")),
@@ -103,6 +109,10 @@ def _provenance(
         "max_flops": max_flops,
         "min_synergy": min_synergy,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "numbers": "confirmed" if confirmed else "search",
+        "confirmed_seeds": ",".join(map(str, json.loads(row["seeds"]))) if confirmed else None,
+        "confirmed_file": str(confirmed_file) if confirmed and confirmed_file else None,
+        "search_synergy_gain": row.get("search_synergy_gain") if confirmed else None,
     }
 
 
@@ -124,21 +134,26 @@ def build_policy_file(
     trial: str | int | None = None,
 ) -> PolicyFile:
     """The validated PolicyFile of sweep `run_dir` (name or path) for the trial `rule`
-    selects, or for `trial` (a trial id or number, see `find_trial`) when given."""
+    selects, or for `trial` (a trial id or number, see `find_trial`) when given. With a
+    `confirmed.csv`, the rule picks among the confirmed policies, and the file's
+    objectives are the confirmed numbers (provenance `numbers: confirmed`)."""
     if trial is None and rule not in RULES:  # an argument error, before any file is read
         raise ConfigError(COMMAND_LINE, "--rule", rule, f"must be one of {', '.join(RULES)}")
     run = resolve_run_dir(run_dir, runs_dir)
     trials, sweep_json = run / TRIALS_FILE, run / SWEEP_FILE
-    rows = read_trials(trials)
+    rows, confirmed = load_ranked(run)
     meta = read_meta(sweep_json)
-    row = _pick(rows, rule, max_flops, min_synergy, trial, trials)
+    ranked = ranking_rows(rows)
+    source = run / CONFIRMED_FILE if any(r.get("confirmed") for r in ranked) else trials
+    row = _pick(ranked if trial is None else rows, rule, max_flops, min_synergy, trial, source)
     policy = _row_policy(row, trials)
     data = {
         "schema": POLICY_SCHEMA,
         "policy": policy.model_dump(),
         "model": _model(meta, sweep_json),
         "objectives": {k: row.get(k) for k in OBJECTIVE_KEYS},
-        "provenance": _provenance(meta, row, None if trial is not None else rule, max_flops, min_synergy),
+        "provenance": _provenance(meta, row, None if trial is not None else rule, max_flops, min_synergy,
+                                  run / CONFIRMED_FILE if confirmed else None),
     }
     return validate(PolicyFile, data, f"{trials} (trial {row.get('trial_id')})")
 

@@ -14,10 +14,17 @@ alike; booleans are not numbers here.
 Ties: trials with identical objectives are all on the front (moocore's `keep_weakly`), and
 every rule breaks ties deterministically (lower FLOPs, then higher synergy, then the
 earlier trial `number`).
+
+Noise: the front is computed on the means over seeds (a row's `synergy_gain`). FLOPs are
+exact, synergy is noisy: two points whose synergy differs by at most 2 standard errors of
+their difference (`paired_se`: paired by seed when they share 2+ seeds, else the two
+standard errors combined) are `ties`; a dominated point is `near_front` when no front
+point at most as costly beats it by more than that.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -39,6 +46,8 @@ REF_FLOPS = 1.0
 __all__ = [
     "REF_FLOPS",
     "RULES",
+    "TIE_SE",
+    "confirm_candidates",
     "default_ref",
     "finite_number",
     "front",
@@ -46,11 +55,18 @@ __all__ = [
     "hypervolume_history",
     "is_valid",
     "knee",
+    "near_front",
     "nondominated",
     "objectives",
+    "paired_se",
     "pareto_ranks",
+    "per_seed",
+    "pooled_seed_sd",
     "select",
+    "ties",
 ]
+#: standard errors within which two synergy values are not told apart
+TIE_SE = 2.0
 
 
 # --------------------------------------------------------------------------- objectives
@@ -125,6 +141,100 @@ def front(rows: Sequence[Row]) -> list[Row]:
     """The non-dominated valid trials, sorted by FLOPs ratio (ascending)."""
     mask = nondominated(objectives(rows))
     return [rows[i] for i in _order(rows) if mask[i]]
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def _json_list(value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str) and value.strip():
+        try:
+            out = json.loads(value)
+        except json.JSONDecodeError:
+            return []
+        return out if isinstance(out, list) else []
+    return []
+
+
+def per_seed(row: Row) -> dict[int, float]:
+    """`{seed: synergy gain}` of a row (columns `seeds` and `synergy_per_seed`, JSON lists)."""
+    seeds, values = _json_list(row.get("seeds")), _json_list(row.get("synergy_per_seed"))
+    if len(seeds) != len(values):
+        return {}
+    return {int(s): float(v) for s, v in zip(seeds, values) if finite_number(v) is not None}
+
+
+def paired_se(a: Row, b: Row, default: float | None = None) -> float | None:
+    """Standard error of `synergy(a) - synergy(b)`: paired by seed over their common seeds
+    (2 or more), else from both rows' `synergy_gain_stderr` (`default` standing in for a
+    missing one); None when unknown."""
+    pa, pb = per_seed(a), per_seed(b)
+    common = sorted(set(pa) & set(pb))
+    if len(common) >= 2:
+        d = np.array([pa[s] - pb[s] for s in common])  # (n,)
+        return float(d.std(ddof=1) / math.sqrt(len(d)))
+    ses = [finite_number(r.get("synergy_gain_stderr")) for r in (a, b)]
+    ses = [default if v is None else v for v in ses]
+    if any(v is None for v in ses):
+        return None
+    return float(math.hypot(*ses))  # type: ignore[arg-type]
+
+
+def pooled_seed_sd(rows: Sequence[Row]) -> float | None:
+    """Seed standard deviation of synergy pooled over the valid rows with 2+ seeds
+    (`stderr * sqrt(n)`), for points measured on one seed; None when no row has two."""
+    var, dof = 0.0, 0
+    for r in rows:
+        n, se = len(_json_list(r.get("seeds"))), finite_number(r.get("synergy_gain_stderr"))
+        if is_valid(r) and n >= 2 and se is not None:
+            var += se * se * n * (n - 1)
+            dof += n - 1
+    return math.sqrt(var / dof) if dof else None
+
+
+def ties(rows: Sequence[Row], k: float = TIE_SE, default_se: float | None = None) -> dict[str, list[str]]:
+    """For each front point, the other front points whose synergy it cannot be told apart
+    from (difference within `k` paired standard errors); `{trial_id: [trial_id, ...]}`."""
+    fr = front(rows)
+    out: dict[str, list[str]] = {str(r["trial_id"]): [] for r in fr}
+    for i, a in enumerate(fr):
+        for b in fr[i + 1 :]:
+            se = paired_se(a, b, default_se)
+            if se is not None and abs(float(a["synergy_gain"]) - float(b["synergy_gain"])) <= k * se:
+                out[str(a["trial_id"])].append(str(b["trial_id"]))
+                out[str(b["trial_id"])].append(str(a["trial_id"]))
+    return out
+
+
+def _shortfall(row: Row, fr: Sequence[Row], default_se: float | None) -> float:
+    """How many paired standard errors the front beats `row` by, at most its FLOPs (inf when
+    a front point beats it with unknown noise; 0 when nothing cheaper beats it)."""
+    worst = 0.0
+    for f in fr:
+        gap = float(f["synergy_gain"]) - float(row["synergy_gain"])
+        if float(f["flops_ratio"]) > float(row["flops_ratio"]) or gap <= 0:
+            continue
+        se = paired_se(f, row, default_se)
+        worst = max(worst, gap / se if se else math.inf)
+    return worst
+
+
+def near_front(rows: Sequence[Row], k: float = TIE_SE, default_se: float | None = None) -> list[Row]:
+    """Valid dominated points within `k` paired standard errors of the front, closest first."""
+    fr = front(rows)
+    on = {id(r) for r in fr}
+    near = [(s, i, r) for i, r in enumerate(rows) if is_valid(r) and id(r) not in on
+            for s in [_shortfall(r, fr, default_se)] if s <= k]  # fmt: skip
+    return [r for _, _, r in sorted(near, key=lambda t: (t[0], float(t[2]["flops_ratio"]), t[1]))]
+
+
+def confirm_candidates(rows: Sequence[Row], top: int | None = None, k: float = TIE_SE,
+                       default_se: float | None = None) -> list[Row]:  # fmt: skip
+    """The front (by FLOPs) then the near-front (closest first), at most `top` of them."""
+    out = [*front(rows), *near_front(rows, k, default_se)]
+    return out if top is None else out[:top]
 
 
 # --------------------------------------------------------------------------- hypervolume

@@ -7,6 +7,10 @@ Nothing here logs to MLflow: functions return file paths and the tracking module
 Plots put FLOPs ratio on x (lower is better) and synergy gain on y (higher is better).
 Failed, pruned and incomplete trials are never dropped: they sit on a dotted "failed"
 band below the lowest synergy gain, at their FLOPs ratio when known (else the right edge).
+Every point with more than one seed carries its standard error as an error bar, and the
+front is computed on the means. When `searchvlm confirm` has written `confirmed.csv`, the
+front, knee, hypervolume and plots use the confirmed policies' fresh-seed numbers (the
+summary says `numbers: confirmed`); the hypervolume history stays the search's.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from searchvlm.pareto import (
-    Row, finite_number, front, hypervolume, hypervolume_history, is_valid, knee,
+    Row, finite_number, front, hypervolume, hypervolume_history, is_valid, knee, near_front, per_seed,
+    pooled_seed_sd, ties,
 )
 from searchvlm.results import (
-    OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, resolve_run_dir,
+    OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, load_ranked, ranking_rows, read_meta, read_trials, resolve_run_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -85,10 +90,22 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _ties(rows: Sequence[Row]) -> dict[str, list[str]]:
+    return ties(rows, default_se=pooled_seed_sd(rows))
+
+
+def _numbers_of(ids: list[str], rows: Sequence[Row]) -> str:
+    num = {str(r["trial_id"]): r.get("number") for r in rows}
+    return " ".join(f"#{num.get(i, i)}" for i in ids)
+
+
 def front_table(rows: Sequence[Row]) -> list[dict[str, str]]:
-    """Rows of the front (by FLOPs) as display strings; keys are the column headers."""
+    """Rows of the front (by FLOPs) as display strings; keys are the column headers.
+    `ties`: the front points whose synergy this one's is within 2 paired standard errors
+    of; `seeds`: how many seeds the numbers average (`confirmed` marks fresh-seed numbers)."""
     fr = front(rows)
     knee_id = knee(fr)["trial_id"] if fr else None
+    tie = _ties(rows)
     return [
         {
             "trial": str(r["trial_id"]),
@@ -97,6 +114,9 @@ def front_table(rows: Sequence[Row]) -> list[dict[str, str]]:
             "FLOPs ratio": _fmt(r["flops_ratio"]),
             "synergy gain": _fmt(r["synergy_gain"], "+.4f"),
             "± s.e.": _fmt(r.get("synergy_gain_stderr"), ".4f"),
+            "vs dense": _fmt(r.get("synergy_vs_dense"), "+.4f"),
+            "seeds": f"{len(_seeds(r))}{' confirmed' if r.get('confirmed') else ''}",
+            "ties": _numbers_of(tie.get(str(r["trial_id"]), []), fr),
             "und gain": _fmt(r.get("und_gain"), "+.4f"),
             "gen gain": _fmt(r.get("gen_gain"), "+.4f"),
             "knee": "*" if r["trial_id"] == knee_id else "",
@@ -116,7 +136,15 @@ def _counts(rows: Sequence[Row]) -> dict[str, int]:
     return out
 
 
-def _summary_row(r: Row) -> dict[str, Any]:
+def _seeds(r: Row) -> list[int]:
+    try:
+        seeds = json.loads(r.get("seeds") or "[]") if isinstance(r.get("seeds"), str) else r.get("seeds")
+    except json.JSONDecodeError:
+        return []
+    return [int(s) for s in seeds or []]
+
+
+def _summary_row(r: Row, tie: dict[str, list[str]] | None = None) -> dict[str, Any]:
     keys = [c for c in OBJECTIVE_COLUMNS if not c.endswith(("_iso", "fidelity"))]
     out: dict[str, Any] = {
         "trial_id": r["trial_id"],
@@ -124,35 +152,59 @@ def _summary_row(r: Row) -> dict[str, Any]:
         "preset": r.get("preset") or None,
     }
     out.update({k: _num(r.get(k)) for k in keys})
+    by_seed = per_seed(r)
+    out.update(
+        confirmed=bool(r.get("confirmed")),
+        seeds=_seeds(r),
+        synergy_per_seed=[by_seed[s] for s in _seeds(r) if s in by_seed],
+        search_synergy_gain=_num(r.get("search_synergy_gain")) if r.get("confirmed") else _num(r.get("synergy_gain")),
+        ties=list((tie or {}).get(str(r["trial_id"]), [])),
+    )  # fmt: skip
     out["policy"] = policy_summary(r.get("policy_json"))
     return out
 
 
 def _load(run_dir: str | Path, runs_dir: str | Path) -> tuple[Path, list[dict[str, Any]], str]:
+    """The sweep folder, its rows to rank (confirmed numbers when they exist), its name."""
     run = resolve_run_dir(run_dir, runs_dir)
-    rows = read_trials(run / TRIALS_FILE)
+    rows, _ = load_ranked(run)
     name = read_meta(run / SWEEP_FILE).name if (run / SWEEP_FILE).exists() else run.name
-    return run, rows, name
+    return run, ranking_rows(rows), name
+
+
+def _confirmed_seeds(rows: Sequence[Row]) -> list[int] | None:
+    confirmed = [r for r in rows if r.get("confirmed")]
+    return _seeds(confirmed[0]) if confirmed else None
 
 
 def pareto_summary(
     run_dir: str | Path, ref: Sequence[float] | None = None, runs_dir: str | Path = "runs"
 ) -> dict[str, Any]:
-    """JSON-ready summary: counts, front rows, knee, hypervolume, reference point, history."""
+    """JSON-ready summary: counts, front rows (each with its standard error, seeds, ties and
+    `confirmed` flag), near-front, knee, hypervolume, reference point, history. `numbers`
+    says whether the front is read from confirmed (fresh-seed) or search numbers."""
     run, rows, name = _load(run_dir, runs_dir)
+    search = read_trials(run / TRIALS_FILE)
     hv, ref_nat = hypervolume(rows, ref)
     fr = front(rows)
+    seeds = _confirmed_seeds(rows)
+    sd = pooled_seed_sd(rows)
+    tie = _ties(rows)
     return {
         "sweep": name,
         "run_dir": str(run),
-        "trials": len(rows),
-        "counts": _counts(rows),
+        "trials": len(search),
+        "counts": _counts(search),
+        "numbers": "confirmed" if seeds is not None else "search",
+        "confirmed_seeds": seeds,
+        "confirmed_policies": len(rows) if seeds is not None else 0,
         "ref": {"flops_ratio": ref_nat[0], "synergy_gain": ref_nat[1]},
         "ref_is_default": ref is None,
         "hypervolume": hv,
         "knee": knee(fr)["trial_id"] if fr else None,
-        "front": [_summary_row(r) for r in fr],
-        "history": [{"number": n, "hypervolume": h} for n, h in hypervolume_history(rows, ref_nat)],
+        "front": [_summary_row(r, tie) for r in fr],
+        "near_front": [str(r["trial_id"]) for r in near_front(rows, default_se=sd)],
+        "history": [{"number": n, "hypervolume": h} for n, h in hypervolume_history(search, ref_nat)],
     }
 
 
@@ -259,6 +311,11 @@ def _label_presets(ax: Any, rows: Sequence[Row], band: tuple[float, float]) -> N
         )
 
 
+def _what(rows: Sequence[Row]) -> str:
+    seeds = _confirmed_seeds(rows)
+    return "trials" if seeds is None else f"confirmed policies (seeds {','.join(map(str, seeds))})"
+
+
 def _front_png(
     rows: Sequence[Row], path: Path, name: str, ref: tuple[float, float], hv: float
 ) -> Path:
@@ -271,7 +328,7 @@ def _front_png(
     )
     ax.set_xlabel("training FLOPs ratio (lower is better)")
     ax.set_ylabel("synergy gain (higher is better)")
-    ax.set_title(f"{name}: {len(g['front'])} on the front of {len(rows)} trials, HV {hv:.4g}")
+    ax.set_title(f"{name}: {len(g['front'])} on the front of {len(rows)} {_what(rows)}, HV {hv:.4g}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path)
@@ -365,7 +422,7 @@ def _front_html(
     fig.add_hline(y=band[0], line=dict(dash="dot", color="#999"), annotation_text="failed / pruned")
     fig.add_annotation(x=ref[0], y=ref[1], text="HV reference", showarrow=True, arrowhead=2)
     fig.update_layout(
-        title=f"{name}: {len(g['front'])} on the front of {len(rows)} trials, HV {hv:.4g}",
+        title=f"{name}: {len(g['front'])} on the front of {len(rows)} {_what(rows)}, HV {hv:.4g}",
         xaxis_title="training FLOPs ratio (lower is better)",
         yaxis_title="synergy gain (higher is better)",
         template="plotly_white",
@@ -497,7 +554,7 @@ def pareto_plots(
     paths = {
         "front_png": _front_png(rows, out / "pareto_front.png", name, ref_nat, hv),
         "front_html": _front_html(rows, out / "pareto_front.html", name, ref_nat, hv),
-        "hypervolume_png": _history_png(rows, out / "hypervolume_history.png", name, ref_nat),
+        "hypervolume_png": _history_png(read_trials(run / TRIALS_FILE), out / "hypervolume_history.png", name, ref_nat),
     }
     extra, reason = importance_plots(run, out, name)
     if reason:

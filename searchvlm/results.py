@@ -49,8 +49,10 @@ TRIAL_COLUMNS = (
     "status",
     "error",
     "preset",
+    "duplicate_of",
     *METRIC_COLUMNS,
     "seeds",
+    "synergy_per_seed",
     "policy_json",
     "params_json",
     "start_time",
@@ -82,8 +84,13 @@ def trial_row(
     params: dict[str, Any] | None = None,
     start_time: str = "",
     end_time: str = "",
+    duplicate_of: str | None = None,
 ) -> dict[str, Any]:
-    """One trials-table row (every field of the result, the explicit policy as JSON)."""
+    """One trials-table row (every field of the result, the explicit policy as JSON).
+
+    `duplicate_of`: the trial whose result this one reused (the same computation, see
+    `searchvlm.identity`); `synergy_per_seed` lists each seed's synergy gain in `seeds`
+    order (for paired comparisons)."""
     row: dict[str, Any] = {c: getattr(result, c) for c in METRIC_COLUMNS}
     row.update(
         trial_id=trial_id,
@@ -91,7 +98,9 @@ def trial_row(
         status=result.status,
         error=result.error or "",
         preset=preset or "",
+        duplicate_of=duplicate_of or "",
         seeds=json.dumps(result.seeds),
+        synergy_per_seed=json.dumps([p.get("synergy_gain") for p in result.per_seed]) if result.per_seed else "",
         policy_json=result.policy.model_dump_json() if result.policy else "",
         params_json=json.dumps(params or {}, sort_keys=True, default=str),
         start_time=start_time,
@@ -178,3 +187,85 @@ def _sweeps_in(runs_dir: Path) -> str:
         return "the folder does not exist"
     names = sorted(d.name for d in runs_dir.iterdir() if (d / SWEEP_FILE).exists() or (d / TRIALS_FILE).exists())
     return f"sweeps: {', '.join(names)}" if names else "it holds no sweeps"
+
+
+# --------------------------------------------------------------------------- confirmed.csv
+
+CONFIRMED_FILE = "confirmed.csv"
+#: per-seed lists (JSON, in `seeds` order) of a confirmed policy
+PER_SEED_COLUMNS = ("synergy_per_seed", "und_gain_per_seed", "gen_gain_per_seed", "vs_dense_per_seed")
+CONFIRM_NUMBERS = (*OBJECTIVE_COLUMNS, "search_synergy_gain", "search_synergy_gain_stderr", "shrinkage",
+                   "train_seconds")  # fmt: skip
+CONFIRM_COLUMNS = ("trial_id", "number", "preset", "status", "error", "seeds", *PER_SEED_COLUMNS,
+                   *CONFIRM_NUMBERS, "policy_json", "confirmed_at")  # fmt: skip
+
+
+def write_confirmed(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write `confirmed.csv` atomically, one row per confirmed policy (by trial number)."""
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CONFIRM_COLUMNS)
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: int(r["number"])):
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in CONFIRM_COLUMNS})
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def read_confirmed(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of `confirmed.csv` (numbers as floats, None when missing); [] when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("trial_id", "number", "status", "seeds", "synergy_gain") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(path, "header", reader.fieldnames, f"missing columns {missing}")
+        out = []
+        for i, raw in enumerate(reader):
+            try:
+                out.append({c: _parse_confirmed(c, raw.get(c) or "") for c in CONFIRM_COLUMNS})
+            except ValueError as err:
+                raise ConfigError(path, f"row {i + 1}", raw.get("trial_id"), str(err)) from None
+        return out
+
+
+def _parse_confirmed(column: str, text: str) -> Any:
+    if column in CONFIRM_NUMBERS:
+        return float(text) if text else None
+    return int(text) if column == "number" else text
+
+
+def with_confirmed(rows: list[dict[str, Any]], confirmed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials table with each confirmed (status ok) policy's numbers in place of the
+    search's: `confirmed` True on those rows (search numbers kept as `search_*`), False on
+    the others."""
+    by_id = {c["trial_id"]: c for c in confirmed if c.get("status") == "ok"}
+    out = []
+    for row in rows:
+        c = by_id.get(row["trial_id"])
+        if c is None:
+            out.append({**row, "confirmed": False})
+            continue
+        numbers = {k: c.get(k) for k in OBJECTIVE_COLUMNS}
+        out.append({**row, **numbers, "seeds": c["seeds"], "synergy_per_seed": c["synergy_per_seed"],
+                    "search_synergy_gain": row.get("synergy_gain"),
+                    "search_synergy_gain_stderr": row.get("synergy_gain_stderr"), "confirmed": True})  # fmt: skip
+    return out
+
+
+def ranking_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a front is read from: the confirmed ones when any exist (rows of
+    `with_confirmed`), else every trial but the repeats (a `duplicate_of` row is its twin's
+    policy and result again: one point, not two). Unconfirmed rows keep their search
+    numbers, which carry the winner's curse, so they are not ranked against confirmed ones."""
+    confirmed = [r for r in rows if r.get("confirmed")]
+    return confirmed or [r for r in rows if not r.get("duplicate_of")]
+
+
+def load_ranked(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every trial with confirmed numbers merged in, the confirmed.csv rows) of a sweep dir."""
+    run = Path(run_dir)
+    confirmed = read_confirmed(run / CONFIRMED_FILE)
+    return with_confirmed(read_trials(run / TRIALS_FILE), confirmed), confirmed

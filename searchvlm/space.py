@@ -373,6 +373,14 @@ class SchedulerSpace(_Strict):
     max_steps: int | None = Field(None, ge=1, description="last step; None: training.steps")
 
 
+class ConfirmSettings(_Strict):
+    """`search.confirm`: at the end of a sweep, retrain its front and near-front on fresh
+    seeds paired with dense (`searchvlm confirm`), writing runs/<sweep>/confirmed.csv."""
+
+    seeds: list[int] = Field(min_length=1, description="fresh seeds (none of the space's `seeds`)")
+    top: int | None = Field(None, ge=1, description="confirm at most this many policies (None: all)")
+
+
 class SearchSettings(_Strict):
     """How the sweep searches."""
 
@@ -394,6 +402,9 @@ class SearchSettings(_Strict):
         "attention allocation (`searchvlm analyze`, cached in runs/<sweep>/analysis.json) and "
         "enqueue the derived per-task keep schedule as the sweep's first trial (a fixed explicit "
         "policy, like a preset; it need not lie inside the searched space)",
+    )
+    confirm: ConfirmSettings | None = Field(
+        None, description="run `searchvlm confirm` with these seeds (and top) when the sweep finishes"
     )
 
 
@@ -476,7 +487,10 @@ class SearchSpace(_Strict):
 
     def space_hash(self) -> str:
         """Stable 16-hex digest of the normalised space (provenance of exported policies)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        data = self.model_dump(mode="json")
+        if data["search"]["confirm"] is None:  # added later: spaces without it keep their hash
+            del data["search"]["confirm"]
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -643,6 +657,10 @@ def _search_problems(space: SearchSpace) -> list[tuple]:
         if grace >= space.max_steps():
             out.append(("search.scheduler.grace_steps", grace,
                         f"must be < the last step {space.max_steps()} for rungs to exist"))  # fmt: skip
+    confirm = space.search.confirm
+    if confirm is not None and set(confirm.seeds) & set(space.seeds):
+        out.append(("search.confirm.seeds", confirm.seeds,
+                    f"must be fresh seeds, none of the sweep's seeds {space.seeds}"))  # fmt: skip
     if space.search.sampler == "grid":
         try:
             space.grid_space()

@@ -288,6 +288,21 @@ def delete_sweep_runs(uri: str, parent_run_id: str) -> int:
     return len(live)
 
 
+CONFIRM_METRICS = ("flops_ratio", "synergy_gain", "synergy_gain_stderr", "synergy_vs_dense",
+                   "synergy_vs_dense_stderr", "und_gain", "gen_gain", "search_synergy_gain", "shrinkage")  # fmt: skip
+
+
+def log_confirmed(uri: str, run_id: str, row: dict[str, Any]) -> None:
+    """One confirmed policy (`searchvlm confirm`) on the sweep's parent run: metrics
+    `confirmed.<name>` at step = the trial's number, and a `confirmed.<number>` tag naming
+    the trial and its seeds."""
+    client = MlflowClient(tracking_uri=uri)
+    now, step = int(time.time() * 1000), int(row["number"])
+    metrics = [Metric(f"confirmed.{k}", float(row[k]), now, step) for k in CONFIRM_METRICS if _number(row.get(k))]
+    tags = [RunTag(f"confirmed.{step}", f"trial {row['trial_id']} seeds {row['seeds']} status {row['status']}")]
+    retry(client.log_batch, run_id, metrics=metrics, tags=tags)
+
+
 def log_table(uri: str, runs_dir: str | Path, name: str, files: list[Path], rows: list[dict]) -> str:
     """One run holding a side-by-side table (`reproduce`): files as artifacts, one metric
     per row and column (`<preset>.<column>`). Returns the run id."""

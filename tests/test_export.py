@@ -307,3 +307,19 @@ def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
             with torch.no_grad():
                 ref = hf_model(input_ids).logits
             torch.testing.assert_close(out.logits, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_repeats_are_one_point_on_the_front(tmp_path: Path) -> None:
+    """A `duplicate_of` row is its twin's policy and result: ranked once, still exportable."""
+    from searchvlm.results import read_trials, write_trials
+
+    run = make_sweep(tmp_path / "runs")
+    rows = read_trials(run / "trials.csv")
+    twin = next(r for r in rows if r["trial_id"] == "t2")
+    rows.append({**twin, "trial_id": "t9", "number": 9, "duplicate_of": "t2", "train_seconds": 0.0})
+    write_trials(run / "trials.csv", rows)
+    from searchvlm.report import pareto_summary
+
+    assert [r["trial_id"] for r in pareto_summary(run)["front"]] == ["t1", "t2", "t3"]
+    assert build_policy_file(run, rule="knee").provenance["trial_id"] == "t2"
+    assert build_policy_file(run, trial="t9").provenance["trial_id"] == "t9"

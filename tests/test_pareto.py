@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from searchvlm.errors import ConfigError
 from searchvlm.pareto import (
+    confirm_candidates,
     default_ref,
     finite_number,
     front,
@@ -17,10 +19,15 @@ from searchvlm.pareto import (
     hypervolume_history,
     is_valid,
     knee,
+    near_front,
     nondominated,
     objectives,
+    paired_se,
     pareto_ranks,
+    per_seed,
+    pooled_seed_sd,
     select,
+    ties,
 )
 
 
@@ -253,3 +260,63 @@ def test_moocore_meets_the_pin() -> None:
     assert Version(version("moocore")) >= Version(floor.group(1))
     dup = np.array([[0.5, -0.1], [0.5, -0.1], [0.3, 0.0], [0.9, 0.2]])  # (n, 2) with a duplicate
     assert np.asarray(moocore.pareto_rank(dup)).tolist() == [0, 0, 0, 1]  # from 0, duplicates fine
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def noisy(tid: str, flops: float, syn: float, se: float | None = None, seeds: list | None = None,
+          per: list | None = None) -> dict[str, Any]:  # fmt: skip
+    r = row(tid, flops, syn)
+    r.update(synergy_gain_stderr=se, seeds=json.dumps(seeds or [0]), synergy_per_seed=json.dumps(per) if per else "")
+    return r
+
+
+def test_per_seed_and_paired_se_pair_by_seed() -> None:
+    a = noisy("t0", 0.5, 0.2, 0.1, [0, 1, 2], [0.1, 0.2, 0.3])
+    b = noisy("t1", 0.6, 0.1, 0.1, [0, 1, 2], [0.0, 0.1, 0.2])  # a - b = 0.1 on every seed
+    assert per_seed(a) == {0: 0.1, 1: 0.2, 2: 0.3}
+    assert paired_se(a, b) == pytest.approx(0.0)  # the seed noise cancels
+    c = noisy("t2", 0.6, 0.1, 0.05, [5, 6], [0.05, 0.15])  # no common seed: unpaired
+    assert paired_se(a, c) == pytest.approx(math.hypot(0.1, 0.05))
+    assert paired_se(row("t3", 0.5, 0.1), row("t4", 0.4, 0.0)) is None
+    assert paired_se(row("t3", 0.5, 0.1), row("t4", 0.4, 0.0), default=0.03) == pytest.approx(math.hypot(0.03, 0.03))
+
+
+def test_pooled_seed_sd() -> None:
+    rows = [noisy("t0", 0.5, 0.1, 0.1, [0, 1, 2, 3]), noisy("t1", 0.5, 0.1, 0.2, [0, 1, 2, 3]), noisy("t2", 0.5, 0.1)]
+    # sd = se * sqrt(n): 0.2 and 0.4, pooled over 3 + 3 degrees of freedom
+    assert pooled_seed_sd(rows) == pytest.approx(math.sqrt((0.2**2 + 0.4**2) / 2))
+    assert pooled_seed_sd([noisy("t0", 0.5, 0.1)]) is None
+
+
+def test_ties_on_the_front_are_within_two_paired_se() -> None:
+    rows = [
+        noisy("t0", 0.3, 0.10, 0.02),
+        noisy("t1", 0.5, 0.12, 0.02),  # +0.02 for more FLOPs: within 2 * 0.028, a tie
+        noisy("t2", 0.9, 0.30, 0.02),  # clearly better
+        noisy("t3", 0.6, 0.11, 0.02),  # dominated by t1: never in `ties`
+    ]
+    assert ties(rows) == {"t0": ["t1"], "t1": ["t0"], "t2": []}
+    # paired seeds can separate what unpaired errors cannot
+    paired = [noisy("t0", 0.3, 0.10, 0.05, [0, 1, 2], [0.05, 0.10, 0.15]),
+              noisy("t1", 0.5, 0.12, 0.05, [0, 1, 2], [0.07, 0.12, 0.17])]  # fmt: skip
+    assert ties(paired) == {"t0": [], "t1": []}
+    assert ties([row("t0", 0.3, 0.1), row("t1", 0.5, 0.12)]) == {"t0": [], "t1": []}  # unknown noise: no tie
+
+
+def test_near_front_and_candidates() -> None:
+    rows = [
+        noisy("t0", 0.3, 0.10, 0.02),
+        noisy("t1", 0.8, 0.30, 0.02),
+        noisy("t2", 0.5, 0.08, 0.02),  # 0.02 behind t0 at more FLOPs: 0.7 s.e., near
+        noisy("t3", 0.9, 0.27, 0.01),  # 0.03 behind t1: 1.3 s.e., near
+        noisy("t4", 0.4, 0.00, 0.02),  # 0.1 behind t0: 3.5 s.e., not near
+        noisy("t5", 0.2, 0.9, 0.02) | {"status": "failed"},
+        noisy("t6", 0.7, 0.05),  # no s.e. of its own and none by default: beaten for sure
+    ]
+    assert ids(near_front(rows)) == ["t2", "t3"]
+    assert ids(confirm_candidates(rows)) == ["t0", "t1", "t2", "t3"]
+    assert ids(confirm_candidates(rows, top=3)) == ["t0", "t1", "t2"]
+    assert "t6" in ids(near_front(rows, default_se=0.2))  # a pooled s.e. stands in for its own
+    assert ids(near_front([row("t0", 0.3, 0.1), row("t1", 0.5, 0.05)])) == []  # one seed: the front only

@@ -194,3 +194,43 @@ def test_front_html_in_browser(run: Path, tmp_path: Path) -> None:
     with tempfile.TemporaryDirectory() as profile:
         _headless(exe, profile, f"--screenshot={shot}", html.as_uri())
     assert _not_blank(shot, min_std=0.03)
+
+
+def _seeded(run: Path) -> None:
+    """Give every ok row of the table 3 seeds: per-seed synergy around its mean, s.e. 0.02."""
+    rows = read_trials(run / "trials.csv")
+    for r in rows:
+        if r["status"] == "ok" and r["synergy_gain"] is not None:
+            m = r["synergy_gain"]
+            r.update(seeds="[0, 1, 2]", synergy_per_seed=json.dumps([m - 0.02 * 3**0.5, m, m + 0.02 * 3**0.5]),
+                     synergy_gain_stderr=0.02)  # fmt: skip
+    write_trials(run / "trials.csv", rows)
+
+
+def test_summary_carries_noise_ties_and_confirmed_flag(run: Path, tmp_path: Path) -> None:
+    from searchvlm.results import CONFIRMED_FILE, write_confirmed
+
+    _seeded(run)
+    s = pareto_summary(run)
+    assert s["numbers"] == "search" and s["confirmed_seeds"] is None
+    for r in s["front"]:
+        assert r["synergy_gain_stderr"] == pytest.approx(0.02) and r["confirmed"] is False
+        assert r["seeds"] == [0, 1, 2] and len(r["synergy_per_seed"]) == 3
+    cells = {c["trial"]: c for c in front_table(read_trials(run / "trials.csv"))}
+    assert all(c["± s.e."] == "0.0200" and c["seeds"] == "3" for c in cells.values())
+    # the HTML front draws each point's standard error as an error bar
+    html = pareto_plots(run, tmp_path / "out")["front_html"].read_text()
+    assert '"error_y":{"array":[0.02,0.02,0.02]' in html.replace(" ", "")
+    # confirmed numbers replace the search's and the summary says so
+    conf = [{"trial_id": "t2", "number": 2, "status": "ok", "seeds": "[5, 6]", "flops_ratio": 0.5,
+             "synergy_gain": 0.01, "synergy_gain_stderr": 0.005, "synergy_per_seed": "[0.005, 0.015]"},
+            {"trial_id": "t3", "number": 3, "status": "ok", "seeds": "[5, 6]", "flops_ratio": 0.8,
+             "synergy_gain": 0.011, "synergy_gain_stderr": 0.005, "synergy_per_seed": "[0.004, 0.018]"}]  # fmt: skip
+    write_confirmed(run / CONFIRMED_FILE, conf)
+    c = pareto_summary(run)
+    assert c["numbers"] == "confirmed" and c["confirmed_seeds"] == [5, 6] and c["confirmed_policies"] == 2
+    front = {r["trial_id"]: r for r in c["front"]}
+    assert set(front) == {"t2", "t3"} and all(r["confirmed"] for r in front.values())
+    assert front["t2"]["synergy_gain"] == 0.01 and front["t2"]["search_synergy_gain"] == pytest.approx(0.04)
+    assert front["t2"]["ties"] == ["t3"] and front["t3"]["ties"] == ["t2"]  # 0.001 apart, paired s.e. 0.004
+    assert c["trials"] == 7 and len(c["history"]) == 7  # the search's history stays

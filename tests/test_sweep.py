@@ -5,6 +5,7 @@ One Ray session and one runs directory (so one baseline cache) are shared by the
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ def tiny_space(path: Path, samples: int = 4, scheduler: dict | None = None, step
     data["training"].update(steps=steps, eval_every=10)
     data["search"].update(samples=samples, concurrency=2, scheduler=scheduler or {"kind": "none"})
     data["presets"] = ["himix"] if presets is None else presets
+    data.pop("calibration", None)  # measured for quick.yaml's training, not for these few steps
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -165,6 +167,39 @@ def test_searcher_names_metrics_and_stores_trial_ids(tmp_path: Path):
     assert again._ot_study.metric_names == ["flops_ratio", "synergy_gain"]
 
 
+def test_searcher_answers_repeats_and_waits_for_running_twins(tmp_path: Path):
+    """Driven as Tune drives it: a repeat of a running trial waits (suggest -> None, no new
+    Optuna trial), is answered once the twin ends ok, and a failed twin is not reused."""
+    from searchvlm.config import TrialResult
+    from searchvlm.space import load_space
+    from searchvlm.sweep._searcher import make_searcher
+
+    space = load_space(repeat_space(tmp_path / "s.yaml"))
+    searcher = make_searcher(space, "s", str(tmp_path / "optuna.db"))
+    first = searcher.suggest("a")
+    assert "duplicate_of" not in first
+    assert searcher.suggest("b") is None and searcher.suggest("c") is None  # waits for "a"
+    assert len(study(tmp_path, "s").trials) == 2  # the waiting proposal holds its one trial
+    res = TrialResult(status="ok", flops_ratio=0.5, synergy_gain=0.1)
+    searcher.on_trial_complete("a", {"final": True, "status": "ok", "flops_ratio": 0.5, "synergy_gain": 0.1,
+                                     "result_json": res.model_dump_json()})  # fmt: skip
+    second = searcher.suggest("d")
+    assert second["duplicate_of"] == "a" and second["optuna_number"] == 1
+    assert TrialResult.model_validate_json(second["reuse_json"]) == res
+    third = searcher.suggest("e")
+    assert third["duplicate_of"] == "a" and third["optuna_number"] == 2
+    attrs = {t.number: t.user_attrs for t in study(tmp_path, "s").trials}
+    assert [(attrs[n].get("searchvlm_trial_id"), attrs[n].get("duplicate_of")) for n in range(3)] == [
+        ("a", None), ("d", "a"), ("e", "a")]
+
+    other = make_searcher(space, "s2", str(tmp_path / "optuna.db"))  # a twin that fails is retrained
+    other.suggest("f")
+    assert other.suggest("g") is None
+    other.on_trial_complete("f", {"final": True, "status": "failed", "error": "boom"})
+    retry = other.suggest("h")
+    assert "duplicate_of" not in retry and other.twins.running == {other.twins.keys["h"]: "h"}
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -232,8 +267,8 @@ def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     s = run_sweep(space, name="e2e", runs_dir=runs, progress=False)
     from searchvlm.space import load_space
 
-    warning = load_space(space).synergy_warning()  # quick.yaml's calibration shows no dense synergy
-    assert warning and f"warning: {space}: {warning}" in capfd.readouterr().err  # warned at start
+    warning = load_space(space).synergy_warning()  # the tiny space drops quick.yaml's calibration
+    assert "unmeasured" in warning and f"warning: {space}: {warning}" in capfd.readouterr().err  # warned at start
     rows = check_consistent(s.run_dir, "e2e", s.tracking_uri, runs)
     assert s.tracking_uri == f"sqlite:///{runs / 'mlflow.db'}"
     assert len(rows) == 4 and rows[0]["preset"] == "himix"
@@ -326,3 +361,65 @@ def test_progress_lines_off_a_terminal_and_eta_on_one():
     assert "2/4 done" in head and "elapsed 10s, ETA 20s" in head
     live.stop([done, row])
     assert "sweep s: started" not in term.getvalue()  # the terminal gets the panel, not event lines
+
+
+def repeat_space(path: Path, samples: int = 4) -> Path:
+    """Every sample is one computation: understanding keep 1 0 0 0 (fastv K=1, R=1) under
+    `skip` or `drop` with any selector (merged, see searchvlm.identity), the rest fixed."""
+    data = yaml.safe_load(tiny_space(path, samples=samples, presets=[]).read_text())
+    data["policy"] = {
+        "understanding": {"mode": ["skip", "drop"], "selector": ["stride", "attention"],
+                          "schedules": [{"kind": "fastv", "start": 1, "ratio": 1.0}]},
+        "generation": {"mode": ["skip"], "selector": ["stride"],
+                       "schedules": [{"kind": "shallow", "k": 1, "ratio": 0.0}]},
+        "tie_schedules": [False], "sharing": {"qkv": ["shared"], "mlp": ["shared"]},
+    }  # fmt: skip
+    data["search"]["confirm"] = {"seeds": [1, 2], "top": 2}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_repeated_policy_is_trained_once_then_confirmed(runs: Path, ray_session, tmp_path: Path):
+    s = run_sweep(repeat_space(tmp_path / "rep.yaml"), name="rep", runs_dir=runs, progress=False)
+    rows = check_consistent(s.run_dir, "rep", s.tracking_uri, runs)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    trained = [r for r in rows if not r["duplicate_of"]]
+    assert len(trained) == 1, [(r["number"], r["duplicate_of"]) for r in rows]
+    twin = trained[0]
+    assert twin["number"] == 0 and twin["train_seconds"] > 0
+    for r in rows:
+        if r is twin:
+            continue
+        assert r["duplicate_of"] == twin["trial_id"] and r["train_seconds"] == 0.0
+        assert (r["flops_ratio"], r["synergy_gain"], r["und_acc"]) == (twin["flops_ratio"], twin["synergy_gain"], twin["und_acc"])
+        assert json.loads(r["policy_json"])["name"] == f"t{r['number']:04d}"  # its own explicit policy
+    told = {t.number: t for t in study(s.run_dir, "rep").trials}
+    assert all(told[r["number"]].values == told[0].values for r in rows)
+    assert {n: t.user_attrs.get("duplicate_of") for n, t in told.items()} == {
+        r["number"]: (r["duplicate_of"] or None) for r in rows
+    }
+    client = Tracker(s.tracking_uri, runs).client
+    for c in children(s.tracking_uri, runs, s.run_dir):
+        first_round = [m.step for m in client.get_metric_history(c.info.run_id, "und_acc") if m.step == 10]
+        trained_here = c.data.tags["trial_id"] == twin["trial_id"]
+        assert len(first_round) == (1 if trained_here else 0)  # a repeat never trains a round
+        assert c.data.tags.get("duplicate_of", "") == ("" if trained_here else twin["trial_id"])
+    # search.confirm ran at the end: the one trained policy (its repeats are the same one),
+    # on the fresh seeds, paired with dense; logged on the parent run; export reads it
+    from searchvlm.export import build_policy_file
+    from searchvlm.results import read_confirmed
+
+    confirmed = read_confirmed(s.run_dir / "confirmed.csv")
+    assert [r["trial_id"] for r in confirmed] == [twin["trial_id"]]
+    c = confirmed[0]
+    assert c["status"] == "ok" and json.loads(c["seeds"]) == [1, 2] and len(json.loads(c["vs_dense_per_seed"])) == 2
+    assert c["synergy_vs_dense_stderr"] is not None and c["search_synergy_gain"] == twin["synergy_gain"]
+    parent = read_meta(s.run_dir / "sweep.json").parent_run_id
+    history = client.get_metric_history(parent, "confirmed.synergy_gain")
+    assert [(m.step, m.value) for m in history] == [(0, pytest.approx(c["synergy_gain"]))]
+    assert "confirm/confirmed.csv" in [a.path for a in client.list_artifacts(parent, "confirm")]
+    pf = build_policy_file(s.run_dir)
+    assert pf.provenance["numbers"] == "confirmed" and pf.provenance["trial_id"] == twin["trial_id"]
+    assert pf.objectives["synergy_gain"] == pytest.approx(c["synergy_gain"])
+    check_consistent(s.run_dir, "rep", s.tracking_uri, runs)  # confirmation added no trial anywhere

@@ -18,13 +18,13 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from searchvlm.config import TrialResult
-from searchvlm.results import METRIC_COLUMNS, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, trial_row, write_meta, write_trials
+from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, trial_row, write_meta, write_trials
 from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
 
 from ._progress import LiveView
-from ._keys import NUMBER_KEY, PRESET_ATTR
-from ._trainable import REPLAYED, config_policy, trial_name
+from ._keys import DUPLICATE_OF, NUMBER_KEY, PRESET_ATTR, REUSE_ATTR
+from ._trainable import REPLAYED, config_policy, row_result, trial_name
 
 log = logging.getLogger(__name__)
 _INTERMEDIATE = ("flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")
@@ -113,11 +113,13 @@ class SweepCallback(Callback):
     def _params(self, trial: Trial) -> tuple[dict[str, Any], dict[str, str]]:
         cfg = trial.config
         tags = {"optuna_number": str(cfg.get(NUMBER_KEY, "")), "preset": str(cfg.get(PRESET_ATTR) or "")}
+        if cfg.get(DUPLICATE_OF):
+            tags[DUPLICATE_OF] = str(cfg[DUPLICATE_OF])
         try:
             params: dict[str, Any] = config_policy(self.space, cfg).flat_params()
         except ValueError:
             params = {}
-        params.update({f"param.{k}": v for k, v in cfg.items() if k != NUMBER_KEY})
+        params.update({f"param.{k}": v for k, v in _sampled(cfg).items()})
         return params, tags
 
     def _record(self, trial: Trial, error: str | None = None, trials: list[Trial] | None = None) -> None:
@@ -129,8 +131,9 @@ class SweepCallback(Callback):
         cfg = trial.config
         row = trial_row(
             result, trial.trial_id, int(cfg.get(NUMBER_KEY, len(self.rows))), cfg.get(PRESET_ATTR),
-            {k: v for k, v in cfg.items() if k not in (NUMBER_KEY, PRESET_ATTR)},
+            {k: v for k, v in _sampled(cfg).items() if k != PRESET_ATTR},
             start_time=_iso(getattr(trial, "start_time", None)), end_time=_iso(None),
+            duplicate_of=cfg.get(DUPLICATE_OF),
         )  # fmt: skip
         self.rows[trial.trial_id] = row
         write_trials(self.run_dir / TRIALS_FILE, list(self.rows.values()))
@@ -144,13 +147,12 @@ class SweepCallback(Callback):
         """Finish the MLflow child from the table row if the kill came before that write."""
         run_id, row = self._child(trial), self.rows[trial.trial_id]
         if self.tracker.is_open(run_id):
-            self.tracker.finish_trial(run_id, _row_result(row), row.get("policy_json") or None)
+            self.tracker.finish_trial(run_id, row_result(row), row.get("policy_json") or None)
 
 
-def _row_result(row: dict[str, Any]) -> TrialResult:
-    fields = {c: row[c] for c in METRIC_COLUMNS if row.get(c) is not None}
-    fields["steps_done"] = int(fields.get("steps_done", 0))
-    return TrialResult(status=row["status"], error=row.get("error") or None, **fields)
+def _sampled(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial config without the sweep's bookkeeping keys (number, reuse)."""
+    return {k: v for k, v in config.items() if k not in (NUMBER_KEY, DUPLICATE_OF, REUSE_ATTR)}
 
 
 def _trial_result(trial: Trial, space: SearchSpace, error: str | None) -> TrialResult:

@@ -143,7 +143,22 @@ def run_sweep(
     summary = _summary(run_dir, uri, time.perf_counter() - start, trial_s)
     if progress:
         _print_summary(summary)
+    _confirm_at_end(space, summary, runs_dir, uri, progress)
     return summary
+
+
+def _confirm_at_end(space: SearchSpace, summary: SweepSummary, runs_dir: Path, uri: str, progress: bool) -> None:
+    """`search.confirm`: confirm the front once every sample has finished (not after an
+    interruption: the resumed sweep confirms)."""
+    settings = space.search.confirm
+    done = sum(summary.counts[k] for k in ("ok", "failed", "pruned"))
+    if settings is None or done < space.search.samples:
+        return
+    from searchvlm.confirm import confirm
+
+    result = confirm(summary.run_dir, settings.seeds, settings.top, runs_dir, uri)
+    if progress:
+        print(f"confirmed {len(result.rows)} policies on seeds {result.seeds}: {result.path}", file=sys.stderr)
 
 
 def _warm_tracking(uri: str, runs_dir: Path) -> None:

@@ -24,7 +24,7 @@ def front_table(rows: list[Row], title: str = "Pareto front (ok trials)") -> Tab
     table = Table(title=title)
     for col in ("number", "trial", "preset", "flops_ratio", "synergy_gain", "und_acc", "gen_nll"):
         table.add_column(col, justify="right" if col not in ("trial", "preset") else "left", no_wrap=True)
-    for r in front(rows):
+    for r in front([r for r in rows if not r.get("duplicate_of")]):  # a repeat is its twin's point
         table.add_row(str(r["number"]), str(r["trial_id"]), str(r.get("preset") or ""),
                       *(_fmt(r.get(k)) for k in ("flops_ratio", "synergy_gain", "und_acc", "gen_nll")))  # fmt: skip
     return table

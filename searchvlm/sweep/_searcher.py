@@ -11,6 +11,17 @@ and decides each trial's Optuna state itself:
 - no final result (stopped by MO-ASHA or any scheduler) -> PRUNED, never COMPLETE with a
   partial result.
 
+No policy is trained twice. Each proposal is keyed by `searchvlm.identity.trial_key`
+(canonical explicit policy + the training part of the trial config):
+
+- a key whose trial finished `ok` is answered from it: the config carries `duplicate_of`
+  and the twin's result, the worker reports that result without training, Optuna is told
+  its values, and the row, study trial and MLflow run all exist (with `duplicate_of`);
+- a key whose trial is still running waits: `suggest` returns None (Tune asks again)
+  until the twin finishes, holding the asked Optuna trial, then answers it as above (or
+  trains it when the twin failed or was pruned: a failure may be transient and a pruned
+  result is partial, so neither is reused).
+
 The study names its objectives (`set_metric_names`, so optuna-dashboard and importance
 plots say `flops_ratio`, not "Objective 0"), and every Optuna trial carries the searchvlm
 trial id (the Ray trial id, `trial_id` in trials.csv and MLflow) as the user attr
@@ -27,11 +38,13 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from searchvlm.identity import trial_key
 from searchvlm.pareto import finite_number
 from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace
 
-from ._keys import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, TRIAL_ID_ATTR
+from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR, TRIAL_ID_ATTR
+from ._trainable import config_policy, trial_name
 
 log = logging.getLogger(__name__)
 
@@ -114,29 +127,98 @@ def _study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
     return any(s.study_name == name for s in storage.get_all_studies())
 
 
+class Twins:
+    """Which key each trial computes, the trial that trained each finished key, the one
+    training each running key, and the proposal waiting for a running twin (pickled with
+    the searcher, so a resumed sweep keeps it)."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, tuple[str, str]] = {}  # key -> (trial id, TrialResult JSON), status ok
+        self.running: dict[str, str] = {}  # key -> trial id training it
+        self.keys: dict[str, str] = {}  # trial id -> key
+        self.waiting: tuple[int, dict, str] | None = None  # (Optuna storage id, config, key)
+
+
 class MOOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells COMPLETE / FAIL / PRUNED as the module docstring says."""
+    """OptunaSearch that tells COMPLETE / FAIL / PRUNED and answers repeats, as the module
+    docstring says."""
 
     constraints: list = []
 
+    @property
+    def twins(self) -> Twins:
+        if "_twins" not in self.__dict__:
+            self._twins = Twins()
+        return self._twins
+
     def suggest(self, trial_id: str) -> dict | None:
+        if self.twins.waiting is not None:
+            return self._serve_waiting(trial_id)
         if trial_id not in self._ot_trials:  # after a hard kill: adopt an orphaned trial first
             orphan = self._orphan()
             if orphan is not None:
                 self._ot_trials[trial_id] = optuna.Trial(self._ot_study, orphan._trial_id)
         config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:  # one id for the study, trials.csv and MLflow
-            self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
-        return config
+        if config is None or trial_id not in self._ot_trials:
+            return config
+        key = self._key(config)
+        if key is not None and self.twins.running.get(key, trial_id) != trial_id:
+            self.twins.waiting = (self._ot_trials.pop(trial_id)._trial_id, config, key)
+            return None  # its twin is training: asked again until that one finishes
+        return self._start(trial_id, config, key)
+
+    def _serve_waiting(self, trial_id: str) -> dict | None:
+        storage_id, config, key = self.twins.waiting  # type: ignore[misc]
+        if key in self.twins.running:
+            return None
+        self.twins.waiting = None
+        self._ot_trials[trial_id] = optuna.Trial(self._ot_study, storage_id)
+        return self._start(trial_id, config, key)
+
+    def _start(self, trial_id: str, config: dict, key: str | None) -> dict:
+        """Record who computes `key`; a finished twin's result turns the config into a repeat."""
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)  # one id for the study, trials.csv and MLflow
+        if key is None:
+            return config
+        self.twins.keys[trial_id] = key
+        twin = self.twins.done.get(key)
+        if twin is None:
+            self.twins.running[key] = trial_id
+            return config
+        ot_trial.set_user_attr(DUPLICATE_OF, twin[0])
+        return {**config, DUPLICATE_OF: twin[0], REUSE_ATTR: twin[1]}
+
+    def _key(self, config: dict) -> str | None:
+        """The trial key of a config (None when it does not compile: it fails on its own)."""
+        space = self._space.space
+        try:
+            policy = config_policy(space, config)
+        except ValueError:
+            return None
+        return trial_key(space.trial_config(policy, trial_name(config)))
 
     def _orphan(self) -> optuna.trial.FrozenTrial | None:
         """A RUNNING study trial no Tune trial owns: asked after the last saved searcher
         state, then its driver died. Re-used so the study never holds a stray trial."""
         owned = {t._trial_id for t in self._ot_trials.values()}
+        if self.twins.waiting is not None:
+            owned.add(self.twins.waiting[0])
         running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return next((t for t in running if t._trial_id not in owned), None)
 
+    def _finish_key(self, trial_id: str, result: dict | None, error: bool) -> None:
+        """A trained key is done when its trial ended ok; otherwise a repeat trains again."""
+        key = self.twins.keys.get(trial_id)
+        if key is None or self.twins.running.get(key) != trial_id:
+            return
+        del self.twins.running[key]
+        r = result or {}
+        if not error and r.get("final") and r.get("status") == "ok" and r.get("result_json"):
+            self.twins.done.setdefault(key, (trial_id, str(r["result_json"])))
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._finish_key(trial_id, result, error)
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]

@@ -7,6 +7,7 @@ True, trial_wall_s}` where `result_json` is the whole `TrialResult`.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -15,9 +16,10 @@ from ray import tune
 
 from searchvlm.config import TrialResult
 from searchvlm.policy import ReductionPolicy
+from searchvlm.results import METRIC_COLUMNS
 from searchvlm.space import SearchSpace, preset_policy
 
-from ._keys import NUMBER_KEY, POLICY_ATTR, PRESET_ATTR
+from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR
 
 
 def trial_name(config: dict[str, Any]) -> str:
@@ -32,7 +34,7 @@ def config_policy(space: SearchSpace, config: dict[str, Any]) -> ReductionPolicy
         return ReductionPolicy.model_validate_json(config[POLICY_ATTR])
     if config.get(PRESET_ATTR):
         return preset_policy(space, config[PRESET_ATTR])
-    params = {k: v for k, v in config.items() if k != NUMBER_KEY}
+    params = {k: v for k, v in config.items() if k not in (NUMBER_KEY, DUPLICATE_OF, REUSE_ATTR)}
     return space.policy_from_params(params, name=trial_name(config))
 
 
@@ -45,12 +47,15 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
     if recorded is not None:
         tune.report({**recorded, "final": True, REPLAYED: True})
         return
+    space = SearchSpace.model_validate_json(space_json)
+    if config.get(REUSE_ATTR):  # a repeat of a trained policy: its twin's result, nothing trained
+        tune.report(reused_metrics(space, config))
+        return
     import torch
 
     from searchvlm.trial import run_trial
 
     torch.set_num_threads(max(1, threads))
-    space = SearchSpace.model_validate_json(space_json)
     start = time.perf_counter()
     try:
         policy = config_policy(space, config)
@@ -66,9 +71,27 @@ REPLAYED = "replayed"
 
 
 def replay_record(row: dict[str, Any]) -> dict[str, Any]:
-    """What `train` reports for a trial the table already holds (its final numbers)."""
+    """What `train` reports for a trial the table already holds (its final numbers, and
+    the result they make, so the searcher can answer later repeats of its policy)."""
     return {**_numbers(row), "status": row["status"], "error": row.get("error") or "",
-            "step": int(row.get("steps_done") or 0)}  # fmt: skip
+            "step": int(row.get("steps_done") or 0), "result_json": row_result(row).model_dump_json()}  # fmt: skip
+
+
+def row_result(row: dict[str, Any]) -> TrialResult:
+    """The TrialResult a trials-table row records (per-seed records are not in the table)."""
+    fields = {c: row[c] for c in METRIC_COLUMNS if row.get(c) is not None}
+    fields["steps_done"] = int(fields.get("steps_done", 0))
+    policy = ReductionPolicy.model_validate_json(row["policy_json"]) if row.get("policy_json") else None
+    seeds = json.loads(row["seeds"]) if row.get("seeds") else []
+    return TrialResult(status=row["status"], error=row.get("error") or None, seeds=seeds, policy=policy, **fields)
+
+
+def reused_metrics(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
+    """The final report of a repeat: the twin's result under this trial's own explicit
+    policy, 0 s of training, and `duplicate_of` naming the twin."""
+    twin = TrialResult.model_validate_json(config[REUSE_ATTR])
+    result = twin.model_copy(update={"policy": config_policy(space, config), "train_seconds": 0.0})
+    return {**final_metrics(result, 0.0), DUPLICATE_OF: str(config[DUPLICATE_OF])}
 
 
 def _report(step: int, metrics: dict[str, float]) -> None:

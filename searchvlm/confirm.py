@@ -1,0 +1,184 @@
+"""Confirmation: retrain a sweep's front and near-front on fresh seeds, paired with dense.
+
+L4 module (trains through `searchvlm.trial`, logs through `searchvlm.tracking`). A sweep's
+numbers carry the winner's curse: the front is where the noise happened to be kind.
+`confirm(run)` takes the front and every point within 2 paired standard errors of it
+(`searchvlm.pareto.confirm_candidates`; `top` caps the count), trains each on fresh seeds
+with `synergy.vs_dense` (the dense joint model on the same seeds, cached, so each seed's
+difference against dense is paired), and writes `runs/<sweep>/confirmed.csv`, one row per
+policy, rewritten atomically after each one. Run again, it skips every policy already
+confirmed on those seeds and retrains only what is missing (or failed): an interrupted
+confirmation loses nothing and repeats nothing. `pareto` and `export` then read the
+confirmed numbers (`searchvlm.results.with_confirmed`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from searchvlm.config import TrialResult
+from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.pareto import confirm_candidates, pooled_seed_sd
+from searchvlm.policy import ReductionPolicy
+from searchvlm.results import (
+    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, SweepMeta, read_confirmed, read_meta, read_trials,
+    resolve_run_dir, write_confirmed,
+)  # fmt: skip
+from searchvlm.space import SearchSpace, load_space
+
+__all__ = ["ConfirmSummary", "confirm", "default_seeds"]
+
+#: fresh seeds used when none are given
+DEFAULT_NEW_SEEDS = 3
+OnRow = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ConfirmSummary:
+    """What a confirmation left behind: every confirmed row (this run's and earlier ones)."""
+
+    run_dir: Path
+    seeds: list[int]
+    rows: list[dict[str, Any]]
+    trained: list[str] = field(default_factory=list)  # trial ids confirmed by this call
+    skipped: list[str] = field(default_factory=list)  # already in confirmed.csv
+    noise: str = ""  # how the near-front's standard errors were obtained
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / CONFIRMED_FILE
+
+
+def default_seeds(space: SearchSpace, n: int = DEFAULT_NEW_SEEDS) -> list[int]:
+    """`n` seeds after the largest seed the sweep trained with."""
+    top = max(space.seeds)
+    return list(range(top + 1, top + 1 + n))
+
+
+def _space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
+    """The space the sweep ran (its copy in the run folder, else the recorded path)."""
+    copy = run_dir / Path(meta.space_path).name
+    return load_space(copy if copy.exists() else meta.space_path)
+
+
+def _check_seeds(seeds: list[int], space: SearchSpace, done: list[dict[str, Any]], path: Path) -> None:
+    reused = sorted(set(seeds) & set(space.seeds))
+    if reused:
+        raise ConfigError(COMMAND_LINE, "--seeds", ",".join(map(str, seeds)),
+                          f"seeds {reused} trained the sweep itself; confirmation needs fresh seeds "
+                          f"(e.g. {','.join(map(str, default_seeds(space)))})")  # fmt: skip
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ConfigError(COMMAND_LINE, "--seeds", seeds, "give distinct seeds, at least one")
+    for row in done:
+        if json.loads(row["seeds"] or "[]") != seeds:
+            raise ConfigError(path, f"trial {row['trial_id']}.seeds", row["seeds"],
+                              f"confirmed on other seeds than {seeds}; rerun with --seeds "
+                              f"{','.join(map(str, json.loads(row['seeds'] or '[]')))} or move the file away")  # fmt: skip
+
+
+def _candidates(rows: list[dict[str, Any]], top: int | None) -> tuple[list[dict[str, Any]], str]:
+    """Front and near-front of the trained (non-repeat) trials, and how their noise is known."""
+    trained = [r for r in rows if not r.get("duplicate_of")]
+    sd = pooled_seed_sd(trained)
+    if any(r.get("synergy_gain_stderr") is not None for r in trained):
+        noise = "per-trial standard errors" + (f" (pooled seed SD {sd:.4f} for single-seed points)" if sd else "")
+    else:
+        noise = "no standard errors in the search (one seed): the near-front is the front itself"
+    return confirm_candidates(trained, top, default_se=sd), noise
+
+
+def _policy(row: dict[str, Any], trials: Path) -> ReductionPolicy:
+    if not row.get("policy_json"):
+        raise ConfigError(trials, f"trial {row['trial_id']}.policy_json", "", "no policy recorded to confirm")
+    return ReductionPolicy.model_validate_json(row["policy_json"])
+
+
+def _per_seed(result: TrialResult, key: str) -> str:
+    return json.dumps([p.get(key) for p in result.per_seed]) if result.per_seed else ""
+
+
+def confirmed_row(row: dict[str, Any], result: TrialResult, seeds: list[int]) -> dict[str, Any]:
+    """One confirmed.csv row: the trial, the fresh seeds, per-seed gains, means ± stderr,
+    the paired difference against dense ± stderr, and the shrinkage from the search."""
+    out: dict[str, Any] = {c: getattr(result, c) for c in OBJECTIVE_COLUMNS}
+    search = row.get("synergy_gain")
+    shrink = None if search is None or result.synergy_gain is None else result.synergy_gain - search
+    out.update(
+        trial_id=row["trial_id"], number=int(row["number"]), preset=row.get("preset") or "",
+        status=result.status, error=result.error or "", seeds=json.dumps(seeds),
+        synergy_per_seed=_per_seed(result, "synergy_gain"), und_gain_per_seed=_per_seed(result, "und_gain"),
+        gen_gain_per_seed=_per_seed(result, "gen_gain"), vs_dense_per_seed=_per_seed(result, "synergy_vs_dense"),
+        search_synergy_gain=search, search_synergy_gain_stderr=row.get("synergy_gain_stderr"),
+        shrinkage=shrink, train_seconds=result.train_seconds, policy_json=row.get("policy_json") or "",
+        confirmed_at=dt.datetime.now().isoformat(timespec="seconds"),
+    )  # fmt: skip
+    return out
+
+
+def _train(space: SearchSpace, policy: ReductionPolicy, name: str, seeds: list[int], cache: Path) -> TrialResult:
+    from searchvlm.trial import run_trial
+
+    config = space.trial_config(policy, name=name, cache_dir=cache)
+    synergy = config.synergy.model_copy(update={"vs_dense": True})
+    return run_trial(config.model_copy(update={"seeds": list(seeds), "synergy": synergy}))
+
+
+def _log(meta: SweepMeta, tracking_uri: str | None, row: dict[str, Any] | None, path: Path | None) -> None:
+    """A confirmed row's numbers (step = trial number) and the file, on the sweep's parent run."""
+    uri = tracking_uri or meta.tracking_uri
+    if not (uri and meta.parent_run_id):
+        return
+    from searchvlm.tracking import log_artifacts, log_confirmed
+
+    if row is not None:
+        log_confirmed(uri, meta.parent_run_id, row)
+    if path is not None:
+        log_artifacts(uri, meta.parent_run_id, [path], "confirm")
+
+
+def confirm(
+    run: str | Path,
+    seeds: list[int] | None = None,
+    top: int | None = None,
+    runs_dir: str | Path = "runs",
+    tracking_uri: str | None = None,
+    on_row: OnRow | None = None,
+) -> ConfirmSummary:
+    """Retrain the front and near-front of sweep `run` on fresh `seeds` (default: the 3
+    after the sweep's), paired with dense; write and return the confirmed rows (see the
+    module docstring). `top` caps how many policies are confirmed; `on_row` is called with
+    each row as it is written."""
+    if top is not None and top < 1:
+        raise ConfigError(COMMAND_LINE, "--top", top, "must be at least 1")
+    run_dir = resolve_run_dir(run, runs_dir)
+    meta = read_meta(run_dir / SWEEP_FILE)
+    space = _space(run_dir, meta)
+    seeds = list(seeds) if seeds else default_seeds(space)
+    path = run_dir / CONFIRMED_FILE
+    existing = {r["trial_id"]: r for r in read_confirmed(path)}
+    _check_seeds(seeds, space, list(existing.values()), path)
+    trials = run_dir / TRIALS_FILE
+    candidates, noise = _candidates(read_trials(trials), top)
+    summary = ConfirmSummary(run_dir, seeds, list(existing.values()), noise=noise)
+    cache = run_dir.parent / "cache"
+    for row in candidates:
+        tid = str(row["trial_id"])
+        if existing.get(tid, {}).get("status") == "ok":
+            summary.skipped.append(tid)
+            continue
+        result = _train(space, _policy(row, trials), f"confirm-{tid}", seeds, cache)
+        existing[tid] = confirmed_row(row, result, seeds)
+        write_confirmed(path, list(existing.values()))  # each row as it finishes
+        summary.trained.append(tid)
+        _log(meta, tracking_uri, existing[tid], None)
+        if on_row:
+            on_row(existing[tid])
+    summary.rows = sorted(existing.values(), key=lambda r: int(r["number"]))
+    if summary.trained:
+        _log(meta, tracking_uri, None, path)
+    return summary
