@@ -2,7 +2,7 @@
 validated PolicyFile.
 
 L1 module (stdlib + pydantic + numpy through `pareto`): reads `runs/<sweep>/trials.csv`
-and `sweep.json` (the `results` contract) and writes the JSON of DESIGN.md atomically
+and `sweep.json` (the `results` contract) and writes the file of docs/file-formats.md atomically
 (a temporary file in the same folder, fsynced, then moved into place), so a crash never
 leaves a partial policy file. An existing file is never replaced unless `force=True`.
 """
