@@ -260,8 +260,9 @@ _SPACE_INTRO = """\
 
 Every key a search-space file may hold, generated from the schema's field docs
 (`searchvlm schema` prints this page, `searchvlm schema --json` the JSON schema). Unknown
-keys are errors. `--set key.path=value` on `trial`, `sweep` and `reproduce` overrides any
-key below (the value is parsed as YAML). Defaults are shown as JSON; `required` keys have
+keys are errors. `--set key.path=value` on `trial`, `sweep` and `reproduce` overrides a
+mapping key by its dotted path (`--set training.steps=200`; the value is parsed as YAML, a
+list or mapping replaces the whole value). Defaults are shown as JSON; `required` keys have
 none. Key paths: `a.b` is a nested mapping, `a[]` an item of a list, `[kind=fastv]` the
 item of a schedule list whose `kind` is `fastv`. The definitions behind the numbers (FLOPs,
 synergy, modes, selectors, presets) are in [definitions.md](definitions.md).
