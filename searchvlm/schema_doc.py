@@ -47,6 +47,8 @@ BLOCKS: dict[str, tuple[type[BaseModel], bool]] = {
 }
 #: models rendered once in their own section and referred to by name (value types)
 _VALUE_MODELS: dict[type[BaseModel], str] = {Dist: "dist"}
+_NAMES: dict[Any, str] = {type(None): "null", Any: "any", str: "str", int: "int", float: "float", bool: "bool",
+                          dict: "mapping"}  # fmt: skip
 _BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (\w+) -->\n)(.*?)(<!-- END GENERATED -->)", re.S)
 
 
@@ -127,8 +129,7 @@ def _shape(tp: Any, metadata: list[Any] | None = None) -> _Shape:
         if tp in _VALUE_MODELS:
             return _Shape(_VALUE_MODELS[tp], bounds)
         return _Shape("mapping", bounds, (("", tp),))
-    names = {type(None): "null", Any: "any", str: "str", int: "int", float: "float", bool: "bool", dict: "mapping"}
-    return _Shape(names.get(tp, getattr(tp, "__name__", str(tp))), bounds)
+    return _Shape(_NAMES.get(tp, getattr(tp, "__name__", str(tp))), bounds)
 
 
 def _union(args: tuple[Any, ...], bounds: tuple[str, ...]) -> _Shape:
@@ -159,7 +160,7 @@ def _plain(value: Any) -> Any:
             return value.value
         if value.type == "categorical":
             return value.choices
-        return value.model_dump(mode="json", exclude_defaults=True) | {"type": value.type}
+        return value.model_dump(mode="json", exclude_defaults=True)  # `type` is required: always kept
     if isinstance(value, BaseModel):
         return {info.alias or name: _plain(getattr(value, name)) for name, info in type(value).model_fields.items()}
     if isinstance(value, (list, tuple)):
@@ -182,7 +183,8 @@ def _default(info: FieldInfo) -> str:
     return f"`{_json(value)}`"
 
 
-def _description(cls: type[BaseModel], name: str, info: FieldInfo, shape: _Shape) -> str | None:
+def _description(info: FieldInfo, shape: _Shape) -> str | None:
+    """The field's description, else (a model-typed field) its class docstring, else None."""
     if info.description:
         return " ".join(info.description.split())
     if len(shape.nested) == 1 and shape.nested[0][0] in ("", "[]"):
@@ -201,7 +203,7 @@ def _walk(cls: type[BaseModel], prefix: str, expand: bool, out: list[_Section], 
     for name, info in cls.model_fields.items():
         key = f"{prefix}.{info.alias or name}" if prefix else (info.alias or name)
         shape = _shape(info.annotation, info.metadata)
-        desc = _description(cls, name, info, shape)
+        desc = _description(info, shape)
         if desc is None:
             missing.append(f"{cls.__name__}.{name}")
         text = shape.text
