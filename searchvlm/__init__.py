@@ -31,6 +31,7 @@ _LAZY = {
     "remove_run": "searchvlm.runs",
     "run_sweep": "searchvlm.sweep",
     "validate_files": "searchvlm.space",
+    "space_reference": "searchvlm.schema_doc",
 }
 
 __all__ = [

@@ -253,6 +253,20 @@ def validate(
         raise typer.Exit(2)
 
 
+@app.command()
+def schema(
+    as_json: bool = typer.Option(False, "--json", help="print the JSON schema of a search-space file instead"),
+) -> None:
+    """Print the search-space YAML reference: every key, its type, default, allowed values
+    and description (the text of docs/space.md)."""
+    from searchvlm.schema_doc import space_json_schema, space_reference
+
+    if as_json:
+        _print_json(space_json_schema())
+        return
+    out.print(space_reference(), end="", highlight=False, markup=False)
+
+
 def _ref(ref: Optional[str]) -> Optional[tuple[float, float]]:
     if ref is None:
         return None

@@ -111,7 +111,7 @@ class TrainingConfig(_Strict):
 
 
 class SynergyConfig(_Strict):
-    """How joint-over-isolated synergy gain is computed (DESIGN.md)."""
+    """How joint-over-isolated synergy gain is computed (docs/definitions.md)."""
 
     aggregate: Literal["min", "mean"] = Field("min", description="min: both tasks must gain")
     baseline: Literal["dense", "matched"] = Field(
@@ -166,31 +166,73 @@ TrialStatus = Literal["ok", "failed", "pruned"]
 
 
 class TrialResult(_Strict):
-    """What a trial returns (and what the trials table holds, one row per trial)."""
+    """What a trial returns (and what the trials table holds, one row per trial).
 
-    status: TrialStatus = "ok"
-    error: str | None = None
-    flops_ratio: float | None = None
-    synergy_gain: float | None = None
-    synergy_gain_stderr: float | None = None
-    und_gain: float | None = None
-    und_gain_stderr: float | None = None
-    gen_gain: float | None = None
-    gen_gain_stderr: float | None = None
-    synergy_vs_dense: float | None = None
-    synergy_vs_dense_stderr: float | None = None
-    und_gain_vs_dense: float | None = None
-    gen_gain_vs_dense: float | None = None
-    und_acc: float | None = None
-    und_acc_test_se: float | None = None
-    gen_nll: float | None = None
-    gen_nll_test_se: float | None = None
-    gen_fidelity: float | None = None
-    und_acc_iso: float | None = None
-    gen_nll_iso: float | None = None
-    gen_fidelity_iso: float | None = None
-    seeds: list[int] = Field(default_factory=list)
-    per_seed: list[dict[str, Any]] = Field(default_factory=list)
-    train_seconds: float = 0.0
-    steps_done: int = 0
-    policy: ReductionPolicy | None = None
+    Gains are defined in docs/definitions.md (synergy gain). Numbers are means over the
+    paired seeds, each run scored at its `synergy.at` checkpoint; `*_stderr` is the standard
+    error over seeds (None with one seed), `*_test_se` the test set's own standard error."""
+
+    status: TrialStatus = Field(
+        "ok",
+        description="ok: trained and scored | failed: an exception or a non-finite loss ended it "
+        "(see error; ranks last, never on the front) | pruned: stopped early by the scheduler "
+        "(mo_asha); its metrics are the last evaluation round's validation values",
+    )
+    error: str | None = Field(None, description="why the trial failed (exception type and message); None when ok")
+    flops_ratio: float | None = Field(
+        None, description="analytic training FLOPs of one joint step under the policy / the dense model's"
+    )
+    synergy_gain: float | None = Field(
+        None, description="min(und_gain, gen_gain) per seed (mean with synergy.aggregate: mean), averaged over seeds"
+    )
+    synergy_gain_stderr: float | None = Field(None, description="standard error of synergy_gain over the paired seeds")
+    und_gain: float | None = Field(
+        None, description="g_U = (und_acc - und_acc_iso) / |und_acc_iso| per seed, averaged over seeds"
+    )
+    und_gain_stderr: float | None = Field(None, description="standard error of und_gain over the paired seeds")
+    gen_gain: float | None = Field(
+        None, description="g_G = (gen_nll_iso - gen_nll) / |gen_nll_iso| per seed (NLL: lower is better), averaged"
+    )
+    gen_gain_stderr: float | None = Field(None, description="standard error of gen_gain over the paired seeds")
+    synergy_vs_dense: float | None = Field(
+        None,
+        description="synergy_gain minus the dense joint model's on the same seeds, mean of the per-seed "
+        "differences (synergy.vs_dense: true; else None)",
+    )
+    synergy_vs_dense_stderr: float | None = Field(
+        None, description="paired standard error of synergy_vs_dense over the seeds"
+    )
+    und_gain_vs_dense: float | None = Field(
+        None, description="und_gain minus the dense joint model's, paired by seed (synergy.vs_dense: true)"
+    )
+    gen_gain_vs_dense: float | None = Field(
+        None, description="gen_gain minus the dense joint model's, paired by seed (synergy.vs_dense: true)"
+    )
+    und_acc: float | None = Field(
+        None, description="joint model's understanding test accuracy (exact answer match) at its scored checkpoint"
+    )
+    und_acc_test_se: float | None = Field(None, description="test-set standard error of und_acc (std / sqrt(N))")
+    gen_nll: float | None = Field(
+        None, description="joint model's generation test NLL, nats per image token, at its scored checkpoint"
+    )
+    gen_nll_test_se: float | None = Field(None, description="test-set standard error of gen_nll (std / sqrt(N))")
+    gen_fidelity: float | None = Field(
+        None,
+        description="share of sampled test images (final joint model) that classifiers trained on real "
+        "images assign to the prompted attributes (synergy.fidelity: true; else None)",
+    )
+    und_acc_iso: float | None = Field(None, description="the isolated understanding baseline's und_acc")
+    gen_nll_iso: float | None = Field(None, description="the isolated generation baseline's gen_nll")
+    gen_fidelity_iso: float | None = Field(None, description="the isolated generation baseline's gen_fidelity")
+    seeds: list[int] = Field(default_factory=list, description="the paired seeds trained")
+    per_seed: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="one record per seed: the numbers above for that seed, the scored steps "
+        "(und_step_joint, und_step_iso, gen_step_joint, gen_step_iso), the isolated runs' "
+        "und_acc_iso_test_se and gen_nll_iso_test_se, and baseline_cached (not in trials.csv)",
+    )
+    train_seconds: float = Field(
+        0.0, description="wall seconds of joint training and evaluation, all seeds (baselines excluded)"
+    )
+    steps_done: int = Field(0, description="optimizer steps the joint model completed (where a failed trial stopped)")
+    policy: ReductionPolicy | None = Field(None, description="the explicit policy trained under")

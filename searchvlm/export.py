@@ -4,7 +4,7 @@ validated PolicyFile.
 L1 module (stdlib + pydantic + numpy through `pareto`): reads `runs/<sweep>/trials.csv`,
 `confirmed.csv` when `searchvlm confirm` wrote one (then a rule picks among the confirmed
 policies, by their fresh-seed numbers, and the provenance says so) and `sweep.json` (the
-`results` contract), and writes the JSON of DESIGN.md atomically
+`results` contract), and writes the file of docs/file-formats.md atomically
 (a temporary file in the same folder, fsynced, then moved into place), so a crash never
 leaves a partial policy file. An existing file is never replaced unless `force=True`.
 """

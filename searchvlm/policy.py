@@ -344,7 +344,7 @@ _HIMIX = TaskSpec(schedule=FastVSchedule(start=1, ratio=1.0), mode="query_drop")
 
 
 def preset(name: str, num_layers: int) -> ReductionPolicy:
-    """Named literature policies; depths scale with `num_layers` (see DESIGN.md)."""
+    """Named literature policies; depths scale with `num_layers` (see docs/definitions.md)."""
     L = num_layers
     if name == "dense":
         return ReductionPolicy.dense(L)
@@ -409,13 +409,19 @@ POLICY_SCHEMA = "searchvlm.policy/v1"
 
 
 class PolicyFile(_Strict):
-    """An exported policy (see DESIGN.md): validated on load, never executed."""
+    """An exported policy (see docs/file-formats.md): validated on load, never executed."""
 
-    schema_: Literal["searchvlm.policy/v1"] = Field(POLICY_SCHEMA, alias="schema")
-    policy: ReductionPolicy
+    schema_: Literal["searchvlm.policy/v1"] = Field(POLICY_SCHEMA, alias="schema", description="file format version")
+    policy: ReductionPolicy = Field(description="the explicit policy (ReductionPolicy)")
     model: dict = Field(description="model config the policy was searched on (num_layers, ...)")
-    objectives: dict[str, float | None] = Field(default_factory=dict)
-    provenance: dict[str, str | int | float | None] = Field(default_factory=dict)
+    objectives: dict[str, float | None] = Field(
+        default_factory=dict, description="what the trial reached: its trials.csv metric columns (None: not measured)"
+    )
+    provenance: dict[str, str | int | float | None] = Field(
+        default_factory=dict,
+        description="where it came from: sweep, trial_id, trial_number, preset, space_path, space_hash, "
+        "package_version, exported_by, rule, max_flops, min_synergy, exported_at",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -65,15 +65,15 @@ class SweepMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str
-    space_path: str
-    space_hash: str
-    package_version: str
+    name: str = Field(description="sweep name (its folder under the runs directory)")
+    space_path: str = Field(description="absolute path of the space file the sweep started from")
+    space_hash: str = Field(description="16-hex digest of the resolved space (SearchSpace.space_hash)")
+    package_version: str = Field(description="searchvlm version that ran the sweep")
     model: dict[str, Any] = Field(description="the model config trials were trained with")
-    objectives: list[dict[str, str]] = Field(default_factory=list)
-    tracking_uri: str | None = None
-    parent_run_id: str | None = None
-    created: str | None = None
+    objectives: list[dict[str, str]] = Field(default_factory=list, description="the space's objectives: {name, mode}")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI of the sweep")
+    parent_run_id: str | None = Field(None, description="MLflow parent run of the sweep")
+    created: str | None = Field(None, description="start time, ISO 8601 (local time, seconds)")
 
 
 def trial_row(

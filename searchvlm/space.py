@@ -158,7 +158,7 @@ def _const(value: Scalar) -> Dist:
 class FastVSpace(_Strict):
     """FastV: full layers before `start` (K), then keep 1-`ratio` of the image tokens."""
 
-    kind: Literal["fastv"] = "fastv"
+    kind: Literal["fastv"] = Field("fastv", description="schedule kind")
     start: Dist = Field(default_factory=lambda: _const(2), description="K (int, < num_layers)")
     ratio: Dist = Field(default_factory=lambda: _const(0.5), description="R: share removed")
 
@@ -172,7 +172,7 @@ class FastVSpace(_Strict):
 class PyramidSpace(_Strict):
     """PyramidDrop: keep `ratio` (λ) of the remaining image tokens at each stage boundary."""
 
-    kind: Literal["pyramid"] = "pyramid"
+    kind: Literal["pyramid"] = Field("pyramid", description="schedule kind")
     ratio: Dist = Field(default_factory=lambda: _const(0.5), description="λ per stage")
     boundaries: list[int] | None = Field(None, description="stage starts; None: L/4, L/2, 3L/4")
 
@@ -186,7 +186,7 @@ class PyramidSpace(_Strict):
 class ShallowSpace(_Strict):
     """HMGen: `k` shallow layers in the middle (alternating), keep `ratio` inside them."""
 
-    kind: Literal["shallow"] = "shallow"
+    kind: Literal["shallow"] = Field("shallow", description="schedule kind")
     k: Dist = Field(default_factory=lambda: _const(3), description="shallow layers (int)")
     ratio: Dist = Field(default_factory=lambda: _const(0.0), description="keep in shallow layers")
 
@@ -200,7 +200,7 @@ class ShallowSpace(_Strict):
 class CosineSpace(_Strict):
     """p-MoD shifted cosine: dense until `shift`, then cosine decay to `floor`."""
 
-    kind: Literal["cosine"] = "cosine"
+    kind: Literal["cosine"] = Field("cosine", description="schedule kind")
     floor: Dist = Field(default_factory=lambda: _const(0.15), description="last-layer keep")
     shift: Dist = Field(default_factory=lambda: _const(0), description="dense layers (int)")
 
@@ -214,7 +214,7 @@ class CosineSpace(_Strict):
 class PerLayerSpace(_Strict):
     """One keep ratio per layer, each drawn from `keep` (params `<task>.per_layer.keep.<i>`)."""
 
-    kind: Literal["per_layer"] = "per_layer"
+    kind: Literal["per_layer"] = Field("per_layer", description="schedule kind")
     keep: Dist = Field(
         default_factory=lambda: Dist(type="float", low=0.0, high=1.0, step=0.25),
         description="distribution of every layer's keep ratio",
@@ -448,7 +448,9 @@ class SearchSpace(_Strict):
         default_factory=list, description="e.g. 'und_acc >= 0.5' (Optuna set_constraint)"
     )
     search: SearchSettings = SearchSettings()
-    presets: list[PresetName] = Field(default_factory=list, description="presets enqueued first")
+    presets: list[PresetName] = Field(
+        default_factory=list, description=f"presets enqueued first (warm-start points): {', '.join(PRESETS)}"
+    )
     calibration: ProxyCalibration | None = Field(
         None, description="the dense policy's measured synergy on this proxy (warns a sweep when absent or not positive)"
     )

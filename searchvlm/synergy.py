@@ -1,4 +1,4 @@
-"""Synergy gain: how much joint training beats isolated single-task training (DESIGN.md).
+"""Synergy gain: how much joint training beats isolated single-task training (docs/definitions.md).
 
 L1 module: pure arithmetic on floats. Per task the relative improvement of the joint model
 over its isolated baseline, sign-flipped for lower-is-better metrics:

@@ -274,7 +274,7 @@ def test_build_policy_file_keeps_preset_name(run: Path) -> None:
 
 
 def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
-    """DESIGN.md's three user lines on an exported policy and a tiny HF Llama."""
+    """The README's three user lines on an exported policy and a tiny HF Llama."""
     model_mod = pytest.importorskip("searchvlm.model")
     if not hasattr(model_mod, "apply_policy"):
         pytest.skip("searchvlm.model.apply_policy is not written yet")

@@ -1,4 +1,4 @@
-"""Synergy-gain arithmetic (DESIGN.md definitions)."""
+"""Synergy-gain arithmetic (docs/definitions.md)."""
 
 from __future__ import annotations
 

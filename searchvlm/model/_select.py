@@ -4,7 +4,7 @@ Every selector returns ranks (B, k) into the present image tokens (0 = earliest)
 ascending, so the selected tokens stay in position order. Ties and zero scores are broken
 toward the most recent tokens.
 
-Causality (DESIGN.md): `stride`, `recent` and `random` are content-free. `top_ranks` ranks
+Causality (docs/definitions.md): `stride`, `recent` and `random` are content-free. `top_ranks` ranks
 the whole image at once, so it is used only where every position whose loss depends on the
 choice comes after the whole image (understanding). `causal_quota_ranks` decides each token
 from its own score and the decisions before it, so generation (every image token a target)

@@ -5,7 +5,7 @@ the layers' own modules (norms, q/k norms, q/k/v/o projections, MLP, rotary embe
 the tokens' ORIGINAL positions, final norm, head); a family feature it cannot run exactly
 is refused when the policy is applied. Per layer and task it executes the plan of `searchvlm.flops.layer_counts`:
 image tokens not kept are query-dropped (still keys/values), skipped (neither), or dropped
-for good (see DESIGN.md). A layer that computes every present token takes a fast path with
+for good (see docs/definitions.md). A layer that computes every present token takes a fast path with
 no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`
 (Chameleon: its raw lm_head output, see `_logits`).
 

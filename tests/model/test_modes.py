@@ -1,4 +1,4 @@
-"""query_drop, skip and drop do what DESIGN.md says, checked against HF's own decoder layer."""
+"""query_drop, skip and drop do what docs/definitions.md says, checked against HF's own decoder layer."""
 
 from __future__ import annotations
 
