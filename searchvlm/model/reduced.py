@@ -676,11 +676,14 @@ def _per_row(flat: Tensor, pos: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]
 
 
 def _check_map(token_map: Tensor | None, dec: Decoder) -> Tensor | None:
+    """A caller-to-model token map (V_in,), checked against the model's vocabulary, on its device."""
     if token_map is None:
         return None
     vocab = dec.head.out_features if isinstance(dec.head, nn.Linear) else dec.config.vocab_size
     if token_map.dim() != 1 or token_map.dtype != torch.long:
-        raise ValueError(f"token_map must be a 1-D LongTensor (caller ids -> model ids); got {tuple(token_map.shape)} {token_map.dtype}")
+        raise ValueError(
+            f"token_map must be a 1-D LongTensor (caller ids -> model ids); got {tuple(token_map.shape)} {token_map.dtype}"
+        )
     if token_map.numel() and not (0 <= int(token_map.min()) and int(token_map.max()) < vocab):
         raise ValueError(f"token_map maps onto ids outside {dec.name}'s vocabulary [0, {vocab})")
     return token_map.to(dec.embed.weight.device)
