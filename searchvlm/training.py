@@ -18,7 +18,7 @@ from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.data import SPLITS, TaskSplit, UnifiedData
 from searchvlm.flops import layer_counts
 from searchvlm.model import apply_policy, build_model
-from searchvlm.model.build import token_map
+from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
 _TASK_SALT = {"understanding": 1009, "generation": 2003}
@@ -82,7 +82,7 @@ class Run:
         torch.manual_seed(spec.seed)
         hf = build_model(spec.model)
         # a user's model (model.hf): the data's words and VQ codes laid onto its vocabulary
-        ids = None if spec.model.hf is None else token_map(hf, spec.model.vocab, f"model.hf = {spec.model.hf!r}")
+        ids = data_token_map(hf, spec.model)
         self.model = apply_policy(hf, spec.policy, attention=spec.training.attention, token_map=ids)
         self.model = self.model.to(device)
         cfg = spec.training

@@ -118,8 +118,12 @@ def test_trial_trains_the_users_model(tmp_path: Path, family: str, pretrained: b
         saved = CONFIGS[family][1].from_pretrained(hf)
         torch.testing.assert_close(run.model.hf_model.lm_head.weight, saved.lm_head.weight, atol=0, rtol=0)
 
-    result = run_trial(config)
+    result = run_trial(config.model_copy(update={"save_model": str(tmp_path / "ckpt_{seed}.pt")}))
     assert result.status == "ok", result.error
+    from searchvlm.analysis import load_checkpoint
+
+    saved_model, saved_cfg, _ = load_checkpoint(tmp_path / "ckpt_0.pt")  # `searchvlm analyze --checkpoint`
+    assert saved_cfg.hf == str(hf) and torch.equal(saved_model.token_map, run.model.token_map)
     assert result.und_acc is not None and np.isfinite(result.gen_nll)
     expected = count_flops(model_cfg, config.resolved_policy(), task_layouts(data), batch_size=TRAIN.batch_size)
     assert result.flops_ratio == pytest.approx(expected.ratio) and 0 < result.flops_ratio < 1

@@ -99,3 +99,13 @@ def token_map(model: nn.Module, vocab: VocabLayout, where: str = "model.hf") -> 
             f"{vocab.image_offset} special and text tokens"
         )
     return torch.tensor(text + image[: vocab.num_image], dtype=torch.long)  # (vocab.size,)
+
+
+def data_token_map(model: nn.Module, cfg: ModelConfig) -> torch.Tensor | None:
+    """`token_map` for a user's model (`cfg.hf`, vocab filled from the data); None for the
+    built-in model, whose vocabulary is the data's."""
+    if cfg.hf is None:
+        return None
+    if cfg.vocab is None:
+        raise ValueError(f"model.hf = {cfg.hf!r}: the data's vocabulary (model.vocab) is needed to map its tokens")
+    return token_map(model, cfg.vocab, f"model.hf = {cfg.hf!r}")
