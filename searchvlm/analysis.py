@@ -32,6 +32,7 @@ from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.data import TaskSplit, UnifiedData
 from searchvlm.errors import ConfigError
 from searchvlm.model import ReducedLM, apply_policy, build_model
+from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy
 from searchvlm.space import SearchSpace
 from searchvlm.trial import CHECKPOINT_FORMAT, prepare
@@ -217,7 +218,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ReducedLM, M
         raise ConfigError(path, "format", found, f"expected a {CHECKPOINT_FORMAT} checkpoint saved by a trial")
     model_cfg = ModelConfig.model_validate_json(ckpt["model_config"])
     policy = ReductionPolicy.model_validate_json(ckpt["policy"])
-    model = apply_policy(build_model(model_cfg), policy, attention="eager")
+    hf = build_model(model_cfg)
+    model = apply_policy(hf, policy, attention="eager", token_map=data_token_map(hf, model_cfg))
     model.load_state_dict(ckpt["state_dict"])
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model.to(device), model_cfg, meta

@@ -73,8 +73,17 @@ def baseline_key(
         "policy": policy.model_dump(mode="json", exclude={"name"}),
         "fidelity": fidelity,
     }
+    if model.hf is not None:  # a user's model: its files, so a changed checkpoint is retrained
+        payload["hf_files"] = _fingerprint(model.hf)
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _fingerprint(hf: str) -> list[tuple[str, int, int]]:
+    """(name, size, mtime_ns) of the files of a model directory (or config file)."""
+    root = Path(hf)
+    files = sorted(root.iterdir()) if root.is_dir() else [root]
+    return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
 
 
 def _read(path: Path) -> RunRecord:

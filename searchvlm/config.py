@@ -1,14 +1,17 @@
 """Typed configuration of a trial (model, data, training, synergy) and its result record.
 
-L0 module: pydantic + stdlib only. Every field is documented; the docs become CLI help
-and YAML comments.
+L0 module: pydantic + stdlib only (`model.hf` is read as JSON by `searchvlm._hf`). Every
+field is documented; the docs become CLI help and YAML comments.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+
+from searchvlm._hf import read_dims
 
 from searchvlm.policy import ReductionPolicy
 
@@ -34,7 +37,9 @@ class VocabLayout(_Strict):
 
 
 class ModelConfig(_Strict):
-    """The small unified VLM: a Llama-family decoder built locally from these numbers."""
+    """The small unified VLM: a Llama-family decoder built locally from these numbers, or a
+    user's own architecture (`hf`: a local HF config or checkpoint directory, whose
+    config.json then supplies the numbers)."""
 
     num_layers: int = Field(4, ge=1, le=128, description="decoder layers")
     hidden_size: int = Field(96, ge=8, description="model width d")
@@ -44,6 +49,43 @@ class ModelConfig(_Strict):
     rope_theta: float = Field(10000.0, gt=0, description="rotary embedding base")
     max_positions: int = Field(1024, ge=16, description="maximum sequence length")
     vocab: VocabLayout | None = Field(None, description="filled from the data set when omitted")
+    hf: str | None = Field(
+        None,
+        description="a local Hugging Face config or checkpoint directory (config.json; e.g. a tiny "
+        "Chameleon or Emu3): trials train this architecture, the numbers above are read from it "
+        "(given ones must agree) and data: tokens is mapped onto its image-token ids",
+    )
+    pretrained: bool = Field(
+        False, description="hf: load the checkpoint's weights (true) or initialise config.json's architecture (false)"
+    )
+    vocab_size: int | None = Field(
+        None, ge=2, description="LM head width when it is not vocab.size (hf: the model's vocabulary, read from it)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_hf(cls, data: Any) -> Any:
+        """With `hf`: its config.json's numbers (a given number must agree), the path absolute
+        (trials may run in another working directory)."""
+        if not isinstance(data, dict) or not data.get("hf"):
+            return data
+        dims = read_dims(data["hf"])
+        for key, value in dims.items():
+            if key in data and data[key] is not None and data[key] != value:
+                raise ValueError(
+                    f"model.{key} = {data[key]} but model.hf = {data['hf']!r} says {value}; "
+                    f"leave model.{key} out (it is read from the HF config)"
+                )
+        return {**data, **dims, "hf": str(Path(data["hf"]).resolve())}
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The built-in model serialises as before `hf` existed (same cache keys and hashes)."""
+        out = handler(self)
+        for key, default in (("hf", None), ("pretrained", False), ("vocab_size", None)):
+            if out.get(key, default) == default:
+                out.pop(key, None)
+        return out
 
     @model_validator(mode="after")
     def _heads(self) -> "ModelConfig":

@@ -167,6 +167,10 @@ class FlopsReport:
 
 
 def _vocab_size(model: ModelConfig) -> int:
+    """The LM head's width: the HF model's vocabulary (`model.vocab_size`, a user's `hf`
+    model) or the built-in model's data vocabulary."""
+    if model.vocab_size is not None:
+        return model.vocab_size
     if model.vocab is None:
         raise ValueError(
             "model.vocab is None: count_flops needs the vocabulary layout for the LM head "

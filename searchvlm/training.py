@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 from searchvlm.config import ModelConfig, TrainingConfig
-from searchvlm.data import TaskSplit, UnifiedData
+from searchvlm.data import SPLITS, TaskSplit, UnifiedData
+from searchvlm.flops import layer_counts
 from searchvlm.model import apply_policy, build_model
+from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
 _TASK_SALT = {"understanding": 1009, "generation": 2003}
@@ -79,7 +81,10 @@ class Run:
         self.spec, self.device, self.step = spec, device, 0
         torch.manual_seed(spec.seed)
         hf = build_model(spec.model)
-        self.model = apply_policy(hf, spec.policy, attention=spec.training.attention).to(device)
+        # a user's model (model.hf): the data's words and VQ codes laid onto its vocabulary
+        ids = data_token_map(hf, spec.model)
+        self.model = apply_policy(hf, spec.policy, attention=spec.training.attention, token_map=ids)
+        self.model = self.model.to(device)
         cfg = spec.training
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
@@ -231,6 +236,66 @@ def _sample_chunk(model, b: TaskSplit, offset: int, num_image: int, gen: torch.G
         code = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=gen).squeeze(1)
         ids[rows, img_pos[:, j]] = offset + code
     return (ids.gather(1, img_pos) - offset).cpu().numpy()
+
+
+_CONTENT = ("attention", "pdrop", "router")
+
+
+def check_layout(policy: ReductionPolicy, data: UnifiedData) -> None:
+    """Refuses, once and before any training, a data layout the policy cannot serve (the
+    forward keeps the same checks as a guard, but there they depend on the batch):
+
+    - mode `drop` deletes image tokens, and the logits predicting token t+1 come from token
+      t: no labelled token may directly follow an image token (its predictor may be gone);
+    - an understanding selector that ranks by content (attention, pdrop, router) reads the
+      last prompt token, so every image token must precede it.
+    """
+    for task in TASKS:
+        tp = policy.task(task)
+        for split in SPLITS:
+            s = data.split(split, task)
+            img = s.segments == int(Segment.IMAGE)  # (N, T)
+            m, seq = int(img[0].sum()), s.seq_len
+            counts = layer_counts(tp, seq, m)
+            if tp.mode == "drop" and counts[-1].kept < m:
+                after = (s.labels[:, 1:] != -100) & img[:, :-1]  # (N, T-1): labelled token right after an image token
+                if bool(after.any()):
+                    row, col = (int(v) for v in after.nonzero()[0])
+                    raise ValueError(
+                        f"policy {policy.name or '(unnamed)'!r}: {task} mode 'drop' removes image tokens (keeps "
+                        f"{counts[-1].kept} of {m} by the last layer), but in the {split} {task} layout "
+                        f"[{_runs(s.segments[row])}] the labelled token at position {col + 1} directly follows "
+                        f"image token {col}, whose logits would predict it; put a non-image token (an "
+                        "end-of-image token) between the image and the labels, or use mode 'query_drop' or 'skip'"
+                    )
+            if task == "understanding" and tp.selector in _CONTENT and any(c.reduces and c.kept for c in counts):
+                _check_prompt_after_image(policy, s, img, split)
+
+
+def _check_prompt_after_image(policy: ReductionPolicy, s: TaskSplit, img: torch.Tensor, split: str) -> None:
+    out = s.segments == int(Segment.OUTPUT)  # (N, T)
+    none = torch.full(out.shape[:1], s.seq_len, dtype=torch.long)  # (N,): no OUTPUT token: the last one prompts
+    first_out = torch.where(out.any(1), out.int().argmax(1), none)  # (N,)
+    last_img = s.seq_len - 1 - img.flip(1).int().argmax(1)  # (N,)
+    late = last_img >= first_out - 1  # (N,): an image token at or after the last prompt token
+    if bool(late.any()):
+        row = int(late.nonzero()[0])
+        raise ValueError(
+            f"policy {policy.name or '(unnamed)'!r}: understanding selector {policy.understanding.selector!r} "
+            f"ranks the image by the last prompt token (the one before the first OUTPUT token), but in the "
+            f"{split} understanding layout [{_runs(s.segments[row])}] an image token is not before it"
+        )
+
+
+def _runs(segments: torch.Tensor) -> str:
+    """A segment row (T,) as runs: 'system 1, instruction 3, image 16, output 2'."""
+    names, out, prev, n = {int(v): v.name.lower() for v in Segment}, [], None, 0
+    for v in segments.tolist() + [None]:
+        if v != prev and prev is not None:
+            out.append(f"{names[prev]} {n}")
+            n = 0
+        prev, n = v, n + 1
+    return ", ".join(out)
 
 
 def tasks_of(joint: bool, task: str | None = None) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from searchvlm.data import UnifiedData, load_data
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 from searchvlm.synergy import HIGHER_IS_BETTER, Checkpoint, SeedGains, best_step, checkpoint, mean_stderr, seed_gains
-from searchvlm.training import Run, RunSpec, resolve_device, sample_images
+from searchvlm.training import Run, RunSpec, check_layout, resolve_device, sample_images
 
 Report = Callable[[int, dict[str, float]], None]
 Progress = Callable[[str, int, int], None]
@@ -93,6 +93,7 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         torch.set_num_threads(config.training.threads)
     data, model_cfg = prepare(config)
     policy = config.resolved_policy()
+    check_layout(policy, data)  # once, before any training: a layout the policy cannot serve fails here
     flops = count_flops(model_cfg, policy, task_layouts(data), batch_size=config.training.batch_size)
     tracker.flops_ratio = flops.ratio
     device = resolve_device(config.training.device)

@@ -49,12 +49,16 @@ def attend(
     mass_rows: Tensor | None = None,
     probs_out: list[Tensor] | None = None,
     softcap: float | None = None,
+    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Multi-head attention; returns (output (B, n_q, H*hd), attention mass (B, n_kv) or None).
 
     `probs_out` (eager kernel only): the detached probabilities (B, H, n_q, n_kv) are appended.
     `softcap` (Gemma2): scores become cap * tanh(scores / cap) before the mask; SDPA cannot
     express it, so such a layer always runs the eager kernel.
+    `dropout` (train mode): dropout on the probabilities, as HF's eager and SDPA attention
+    apply `attention_dropout` (the eager kernel draws the same mask as HF's eager one under
+    the same RNG state). The attention mass and `probs_out` are taken before dropout.
     """
     if softcap is not None:
         kernel = "eager"
@@ -63,13 +67,13 @@ def attend(
     if probs_out is not None and kernel != "eager":
         raise ValueError(f"attention probabilities need kernel 'eager', not {kernel!r}")
     if kernel == "eager":
-        out, probs = _eager(q, k, v, scaling, mask, softcap)
+        out, probs = _eager(q, k, v, scaling, mask, softcap, dropout)
         mass = _mass(probs.detach(), mass_rows) if mass_rows is not None else None
         if probs_out is not None:
             probs_out.append(probs.detach())
     else:
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling
+            q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling, dropout_p=dropout
         )  # (B, H, n_q, hd)
         mass = _sdpa_mass(q, k, scaling, mask, mass_rows) if mass_rows is not None else None
     b, h, n_q, hd = out.shape
@@ -81,13 +85,16 @@ def _softcap(scores: Tensor, cap: float | None) -> Tensor:
 
 
 def _eager(
-    q: Tensor, k: Tensor, v: Tensor, scaling: float, mask: Tensor | None, softcap: float | None = None
+    q: Tensor, k: Tensor, v: Tensor, scaling: float, mask: Tensor | None, softcap: float | None = None,
+    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
+    """Output (B, H, n_q, hd) and the probabilities before dropout (B, H, n_q, n_kv)."""
     scores = _softcap(torch.matmul(q, k.transpose(2, 3)) * scaling, softcap)  # (B, H, n_q, n_kv)
     allowed = _tril(q.shape[2], q.device) if mask is None else mask
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, H, n_q, n_kv)
-    return torch.matmul(probs, v), probs  # (B, H, n_q, hd)
+    kept = F.dropout(probs, p=dropout, training=True) if dropout > 0 else probs
+    return torch.matmul(kept, v), probs  # (B, H, n_q, hd)
 
 
 def _mass(probs: Tensor, rows: Tensor) -> Tensor:

@@ -23,7 +23,10 @@ from transformers import PretrainedConfig
 
 # Config fields every supported family may carry: sizes, ids, initialisation, and features
 # the family's own modules implement when the loop calls them (bias, activation, rotary
-# scaling types, head_dim, sliding windows read per layer, dropout: guarded in train mode).
+# scaling types, head_dim, sliding windows read per layer). Dropout: attention_dropout is
+# read from each attention module (`attention_dropout`, on the probabilities, as HF's
+# attention functions do); resid_pdrop / Emu3's residual dropout are the layer's own
+# nn.Dropout modules named by `_Family.resid_dropout`; embd_pdrop is unused by HF's Phi3.
 _GENERIC_CONFIG = frozenset(PretrainedConfig().to_dict()) | {
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "hidden_act", "hidden_activation", "max_position_embeddings",
@@ -32,7 +35,6 @@ _GENERIC_CONFIG = frozenset(PretrainedConfig().to_dict()) | {
     "attention_bias", "mlp_bias", "attention_dropout", "resid_pdrop", "embd_pdrop", "pretraining_tp",
     "sliding_window", "layer_types", "use_sliding_window", "max_window_layers", "_sliding_window_pattern",
 }
-_DROPOUT_FIELDS = ("attention_dropout", "resid_pdrop", "embd_pdrop")
 _LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
@@ -90,7 +92,7 @@ class Decoder:
     logit_softcap: float | None = None
     attn_softcap: float | None = None
     clip_qkv: float | None = None
-    dropout: float = 0.0
+    resid_dropout: tuple[str | None, str | None] = (None, None)
     image_token_ids: tuple[int, ...] = ()
     image_token_id: int | None = None
     gen_embed: nn.Module | None = None
@@ -99,6 +101,12 @@ class Decoder:
     def norm_at(self, layer: nn.Module, slot: str, x: Tensor) -> Tensor:
         """The layer's norm in `slot` ('pre_attn', ...) applied to x, or x where there is none."""
         name = getattr(self.layout, slot)
+        return x if name is None else getattr(layer, name)(x)
+
+    def resid_drop(self, layer: nn.Module, which: int, x: Tensor) -> Tensor:
+        """The layer's residual dropout on the attention (which=0) or MLP (1) update, where the
+        family has one (Emu3, Phi3; an nn.Dropout: active in train mode only), else x."""
+        name = self.resid_dropout[which]
         return x if name is None else getattr(layer, name)(x)
 
     def rope(self, h: Tensor, pos: Tensor, key: str | None) -> tuple[Tensor, Tensor]:
@@ -148,6 +156,8 @@ class _Family:
     outside: frozenset[str] = frozenset()  # decoder children outside the token path (VQ models)
     attn_softcap: bool = False  # the attention applies attn_logit_softcapping (Gemma2, not Gemma3)
     rope_by_type: bool = False  # rotary takes the layer type (Gemma3)
+    # the layer's nn.Dropout on the attention / MLP update before each residual add (Emu3, Phi3)
+    resid_dropout: tuple[str | None, str | None] = (None, None)
     extras: Callable[[nn.Module], dict] = field(default=lambda m: {})
 
 
@@ -186,7 +196,7 @@ _FAMILIES: dict[str, _Family] = {
     "Gemma2ForCausalLM": _Family(layout=SANDWICH, config=_GEMMA2, attn_softcap=True),
     # Gemma3's attention stores attn_logit_softcapping but HF never applies it: neither do we.
     "Gemma3ForCausalLM": _Family(layout=SANDWICH, qk_norm="heads", config=_GEMMA2, rope_by_type=True),
-    "Phi3ForCausalLM": _Family(fused_qkv=True),
+    "Phi3ForCausalLM": _Family(fused_qkv=True, resid_dropout=("resid_attn_dropout", "resid_mlp_dropout")),
     "OlmoForCausalLM": _Family(config=frozenset({"clip_qkv"})),
     "Olmo2ForCausalLM": _Family(layout=POST_NORM, qk_norm="flat"),
     "GraniteForCausalLM": _Family(config=_GRANITE),
@@ -195,7 +205,10 @@ _FAMILIES: dict[str, _Family] = {
     "ChameleonForConditionalGeneration": _Family(
         qk_norm="heads", config=_CHAMELEON, outside=frozenset({"vqmodel"}), extras=_chameleon
     ),
-    "Emu3ForConditionalGeneration": _Family(decoder="model.text_model", text_config="text_config", extras=_emu3),
+    # Emu3's layer applies one nn.Dropout(attention_dropout) to both block updates
+    "Emu3ForConditionalGeneration": _Family(
+        decoder="model.text_model", text_config="text_config", resid_dropout=("dropout", "dropout"), extras=_emu3
+    ),
     "JanusForConditionalGeneration": _Family(
         decoder="model.language_model", text_config="text_config", extras=_janus
     ),
@@ -228,13 +241,12 @@ def _config_features(name: str, fam: _Family, cfg: PretrainedConfig) -> dict:
         "logit_softcap": getattr(cfg, "final_logit_softcapping", None),
         "attn_softcap": getattr(cfg, "attn_logit_softcapping", None) if fam.attn_softcap else None,
         "clip_qkv": getattr(cfg, "clip_qkv", None),
-        "dropout": max(float(getattr(cfg, f, 0.0) or 0.0) for f in _DROPOUT_FIELDS),
     }
 
 
-def _check_children(name: str, where: str, module: nn.Module, known: set[str], allow_dropout: bool = False) -> None:
-    """Refuses a module whose children differ from `known` (dropouts allowed where asked)."""
-    have = {n for n, c in module.named_children() if not (allow_dropout and isinstance(c, nn.Dropout))}
+def _check_children(name: str, where: str, module: nn.Module, known: set[str]) -> None:
+    """Refuses a module whose children differ from `known`."""
+    have = {n for n, _ in module.named_children()}
     if have - known:
         raise _refuse(name, where, f"unknown submodule(s) {sorted(have - known)}")
     if known - have:
@@ -242,7 +254,8 @@ def _check_children(name: str, where: str, module: nn.Module, known: set[str], a
 
 
 def _check_layer(name: str, i: int, layer: nn.Module, fam: _Family, layout: Layout) -> None:
-    _check_children(name, f"layer {i}", layer, {"self_attn", "mlp"} | layout.names(), allow_dropout=True)
+    drops = {n for n in fam.resid_dropout if n}
+    _check_children(name, f"layer {i}", layer, {"self_attn", "mlp"} | layout.names() | drops)
     attn = layer.self_attn
     proj = {"qkv_proj"} if fam.fused_qkv else {"q_proj", "k_proj", "v_proj"}
     norms = {"q_norm", "k_norm"} if fam.qk_norm else set()
@@ -257,6 +270,24 @@ def _window(attn: nn.Module, cfg: PretrainedConfig) -> int | None:
     return getattr(cfg, "sliding_window", None)
 
 
+def check_unsharded(name: str, model: nn.Module) -> None:
+    """Refuses FSDP2-sharded modules inside the model: FSDP unshards a module's parameters in
+    hooks around that module's own forward, and the reduced loop calls the layers' parts,
+    never a layer's forward (its parameters would stay sharded)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch build without distributed
+        return
+    for where, module in model.named_modules():
+        if isinstance(module, FSDPModule):
+            raise TypeError(
+                f"apply_policy: {name} module {where or '<root>'!r}: FSDP2 sharding (fully_shard) inside "
+                "the model is not implemented by the reduced loop, which never calls a sharded module's "
+                "forward (where FSDP gathers its parameters); shard the wrapper as one unit instead: "
+                "reduced = apply_policy(model, policy); fully_shard(reduced)"
+            )
+
+
 def describe(hf_model: nn.Module) -> Decoder:
     """The `Decoder` of a supported HF model; TypeError naming model, layer and feature otherwise."""
     name = type(hf_model).__name__
@@ -266,6 +297,7 @@ def describe(hf_model: nn.Module) -> Decoder:
             f"apply_policy takes a Llama-family decoder or unified image-token VLM ({', '.join(SUPPORTED)}); "
             f"{name} is not one of them"
         )
+    check_unsharded(name, hf_model)
     inner = reduce(getattr, fam.decoder.split("."), hf_model)
     cfg = reduce(getattr, fam.text_config.split("."), hf_model.config) if fam.text_config else hf_model.config
     feats = _config_features(name, fam, cfg) | fam.extras(hf_model)
@@ -277,7 +309,7 @@ def describe(hf_model: nn.Module) -> Decoder:
     return Decoder(
         name=name, config=cfg, layers=inner.layers, embed=inner.embed_tokens, norm=inner.norm,
         rotary=inner.rotary_emb, head=hf_model.lm_head, layout=layout, qk_norm=fam.qk_norm,
-        fused_qkv=fam.fused_qkv,
+        fused_qkv=fam.fused_qkv, resid_dropout=fam.resid_dropout,
         rope_keys=tuple(layer_types) if fam.rope_by_type else (None,) * len(inner.layers),
         windows=tuple(_window(layer.self_attn, cfg) for layer in inner.layers),
         **feats,

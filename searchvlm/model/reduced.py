@@ -23,17 +23,21 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers.models.llama.modeling_llama import rotate_half
 
 from searchvlm.flops import LayerCounts, layer_counts
 from searchvlm.model._attention import anchor_attention, attend, position_mask
-from searchvlm.model._family import Decoder, describe
+from searchvlm.model._family import Decoder, check_unsharded, describe
 from searchvlm.model._select import causal_quota_ranks, random_ranks, recent_ranks, stride_ranks, top_ranks
 from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
 Kernel = Literal["sdpa", "eager"]
+# Plain ints: dynamo evaluates `tensor == IntEnum member` to a Python bool (torch.compile then
+# fails with "'bool' object has no attribute ..."), a tensor compared with an int stays a tensor.
+_IMAGE, _OUTPUT = int(Segment.IMAGE), int(Segment.OUTPUT)
 
 
 @dataclass
@@ -97,7 +101,7 @@ class _Batch:
             if x is not None and tuple(x.shape) != shape:
                 raise ValueError(f"{name} {tuple(x.shape)} must be (B, T) = {shape} like the inputs")
         valid = _valid(mask)
-        is_img = segments == Segment.IMAGE  # (B, T)
+        is_img = segments == _IMAGE  # (B, T)
         return _Batch(ids, embeds, segments, is_img if valid is None else is_img & valid, valid, labels)
 
 
@@ -123,10 +127,19 @@ class ReducedLM(nn.Module):
 
     Parameters: the HF model's, plus split weight copies (`splits`, per layer) and routers
     (`routers[task][layer]`, `router` selector only), so an optimizer over `.parameters()`
-    trains everything.
+    trains everything; they are created in the HF model's dtype and device, follow `.to()`,
+    and are in `state_dict()` (a fresh wrapper of the same policy loads it).
+
+    Training semantics as HF's: dropout in train mode where the family applies it (attention
+    probabilities, Emu3's / Phi3's residual dropout), gradient checkpointing per layer
+    (`gradient_checkpointing_enable()` here or on the HF model), bf16, `torch.compile`.
+    FSDP2 `fully_shard` inside the HF model is refused (`_family.check_unsharded`); shard
+    the wrapper as one unit.
     """
 
-    def __init__(self, hf_model: nn.Module, policy: ReductionPolicy, attention: Kernel = "sdpa") -> None:
+    def __init__(
+        self, hf_model: nn.Module, policy: ReductionPolicy, attention: Kernel = "sdpa", token_map: Tensor | None = None
+    ) -> None:
         super().__init__()
         dec = describe(hf_model)
         if attention not in ("sdpa", "eager"):
@@ -145,9 +158,21 @@ class ReducedLM(nn.Module):
         self._dec = dec  # a plain frozen description: its modules are registered under hf_model
         self.splits = make_splits(dec.layers, policy.sharing)
         self.routers = self._make_routers(dec.config.hidden_size, len(dec.layers))
+        # the caller's token ids -> the model's (V_in,); not in state_dict: it is the data's, not a weight
+        self.register_buffer("token_map", _check_map(token_map, dec), persistent=False)
         self._generator = torch.Generator().manual_seed(policy.seed)
         self._plans: dict[tuple[str, int, int], _Plan] = {}
         self._attn_log: list[tuple[Tensor, Tensor, Tensor]] | None = None  # output_attentions
+        self.gradient_checkpointing = False  # checkpoint every layer (see `_checkpoints`)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Checkpoint every decoder layer in training (as HF's `gradient_checkpointing_enable()`
+        on the wrapped model does, which this forward also honours per layer)."""
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Stop checkpointing (layers flagged by HF's own switch stay checkpointed)."""
+        self.gradient_checkpointing = False
 
     @property
     def decoder(self) -> Decoder:
@@ -155,10 +180,14 @@ class ReducedLM(nn.Module):
         return self._dec
 
     def _make_routers(self, hidden: int, num_layers: int) -> nn.ModuleDict:
+        """Routers in the HF model's dtype and on its device (then `.to` moves them with it)."""
+        ref = self._dec.embed.weight
         routers = nn.ModuleDict()
         for task in TASKS:
             if self.policy.task(task).selector == "router":
-                routers[task] = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(num_layers))
+                routers[task] = nn.ModuleList(
+                    nn.Linear(hidden, 1, dtype=ref.dtype, device=ref.device) for _ in range(num_layers)
+                )
                 for r in routers[task]:
                     nn.init.normal_(r.weight, std=0.02)
                     nn.init.zeros_(r.bias)
@@ -192,11 +221,15 @@ class ReducedLM(nn.Module):
         returns every layer's attention probabilities (see `ReducedOutput`).
         """
         self._attn_log = [] if output_attentions else None
+        if self.token_map is not None:
+            input_ids, labels = self._mapped(input_ids), self._mapped(labels)
         try:
             batch = _Batch.of(input_ids, inputs_embeds, segments, attention_mask, labels)
             out = self._forward(batch, task, output_hidden_states)
         finally:
             log, self._attn_log = self._attn_log, None
+        if self.token_map is not None:
+            out.logits = out.logits.index_select(-1, self.token_map)  # (B, T_out, V_in): the caller's ids
         if log is not None:
             out.attentions = tuple(p for p, _, _ in log)
             out.attention_positions = tuple((q, k) for _, q, k in log)
@@ -209,7 +242,8 @@ class ReducedLM(nn.Module):
         states = [(h, tokens.pos)] if output_hidden_states else None
         mass: Tensor | None = None
         for li, layer in enumerate(self._dec.layers):
-            h, tokens, mass = self._layer(li, layer, task, plan, h, tokens, mass)
+            run = self._checkpointed if self._checkpoints(layer) else self._layer
+            h, tokens, mass = run(li, layer, task, plan, h, tokens, mass)
             if states is not None:
                 states.append((h, tokens.pos))
         out = self._head(h, tokens, batch.labels, task)
@@ -217,6 +251,12 @@ class ReducedLM(nn.Module):
             out.hidden_states = tuple(s for s, _ in states)
             out.hidden_positions = tuple(p for _, p in states)
         return out
+
+    def _mapped(self, ids: Tensor | None) -> Tensor | None:
+        """Caller token ids (B, T) -> the model's through `token_map`; -100 (no label) stays."""
+        if ids is None:
+            return None
+        return torch.where(ids == -100, ids, self.token_map[ids.clamp(min=0)])  # (B, T)
 
     def _embed(self, batch: _Batch, task: str) -> Tensor:
         """Token embeddings (B, T, d): inputs_embeds, or the family's embedding of the ids (and,
@@ -235,11 +275,7 @@ class ReducedLM(nn.Module):
     def _prepare(self, batch: _Batch, task: str) -> tuple[_Plan, Tensor]:
         if task not in TASKS:
             raise ValueError(f"task = {task!r} must be one of {TASKS}")
-        if self.training and self._dec.dropout > 0:
-            raise NotImplementedError(
-                f"{self._dec.name} has dropout {self._dec.dropout} in its config, which the reduced "
-                "forward does not apply in train mode; set the config's dropout fields to 0 or call .eval()"
-            )
+        check_unsharded(self._dec.name, self.hf_model)  # fully_shard may come after apply_policy
         counts = batch.is_img.sum(dim=1)  # (B,)
         num_image = int(counts[0])
         if bool((counts != num_image).any()):
@@ -288,6 +324,35 @@ class ReducedLM(nn.Module):
         )
 
     # ------------------------------------------------------------------ one layer
+
+    def _checkpoints(self, layer: nn.Module) -> bool:
+        """Checkpoint this layer: training with gradients and either this wrapper's flag or the
+        layer's own (HF's `gradient_checkpointing_enable()` sets `layer.gradient_checkpointing`);
+        never while logging attentions (the log and its eager kernel run once)."""
+        wanted = self.gradient_checkpointing or bool(getattr(layer, "gradient_checkpointing", False))
+        return wanted and self.training and torch.is_grad_enabled() and self._attn_log is None
+
+    def _checkpointed(
+        self, li: int, layer: nn.Module, task: str, plan: _Plan, h: Tensor, tokens: Tokens, mass: Tensor | None
+    ) -> tuple[Tensor, Tokens, Tensor | None]:
+        """`_layer` under `torch.utils.checkpoint` (non-reentrant): the layer's activations are
+        recomputed in the backward instead of kept. Checkpoint restores the global RNG (dropout
+        masks repeat); the `random` selector's own generator is rewound for the recomputation
+        and left where the forward left it, so the recomputed layer keeps the same tokens."""
+        start, calls = self._generator.get_state(), []
+
+        def run(h: Tensor, mass: Tensor | None) -> tuple[Tensor, Tokens, Tensor | None]:
+            now = self._generator.get_state()
+            if calls:  # recomputation in the backward
+                self._generator.set_state(start)
+            try:
+                return self._layer(li, layer, task, plan, h, tokens, mass)
+            finally:
+                if calls:
+                    self._generator.set_state(now)
+                calls.append(li)
+
+        return checkpoint(run, h, mass, use_reentrant=False)
 
     def _layer(
         self,
@@ -463,6 +528,7 @@ class ReducedLM(nn.Module):
             mass_rows=queries.anchor_row if need_mass else None,
             probs_out=probs,
             softcap=self._dec.attn_softcap,
+            dropout=getattr(attn, "attention_dropout", 0.0) if self.training else 0.0,
         )  # (B, n_q, H*hd), (B, N) | None
         self._log_attention(probs, queries.pos, keys.pos)
         return a, mass
@@ -482,12 +548,13 @@ class ReducedLM(nn.Module):
     def _finish(
         self, li: int, layer: nn.Module, task: str, h: Tensor, a: Tensor, tokens: Tokens, gate: Tensor | None
     ) -> Tensor:
-        """Residual attention update, then the MLP, with the family's norms and residual
-        multiplier; the router gate scales the block update."""
+        """Residual attention update, then the MLP, with the family's norms, residual dropout
+        (as HF: on each update before its residual add) and residual multiplier; the router
+        gate scales the block update."""
         dec = self._dec
-        mid = h + self._residual(dec.norm_at(layer, "post_attn", a))  # (B, n, d)
+        mid = h + self._residual(dec.resid_drop(layer, 0, dec.norm_at(layer, "post_attn", a)))  # (B, n, d)
         m = self._mlp(li, layer, task, dec.norm_at(layer, "pre_mlp", mid), tokens)  # (B, n, d)
-        out = mid + self._residual(dec.norm_at(layer, "post_mlp", m))
+        out = mid + self._residual(dec.resid_drop(layer, 1, dec.norm_at(layer, "post_mlp", m)))
         return out if gate is None else h + gate * (out - h)
 
     def _residual(self, update: Tensor) -> Tensor:
@@ -557,7 +624,7 @@ class ReducedLM(nn.Module):
 def _last_prompt(segments: Tensor, valid: Tensor | None) -> Tensor:
     """Position of the last prompt token per sequence (B,): the one just before the first
     OUTPUT token, or the last token (not padding) when there is no OUTPUT segment."""
-    out = segments == Segment.OUTPUT  # (B, T)
+    out = segments == _OUTPUT  # (B, T)
     if valid is not None:
         out = out & valid
     t = out.shape[1]
@@ -608,7 +675,23 @@ def _per_row(flat: Tensor, pos: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]
     return out, out_pos
 
 
-def apply_policy(hf_model: nn.Module, policy: ReductionPolicy, *, attention: Kernel = "sdpa") -> ReducedLM:
+def _check_map(token_map: Tensor | None, dec: Decoder) -> Tensor | None:
+    """A caller-to-model token map (V_in,), checked against the model's vocabulary, on its device."""
+    if token_map is None:
+        return None
+    vocab = dec.head.out_features if isinstance(dec.head, nn.Linear) else dec.config.vocab_size
+    if token_map.dim() != 1 or token_map.dtype != torch.long:
+        raise ValueError(
+            f"token_map must be a 1-D LongTensor (caller ids -> model ids); got {tuple(token_map.shape)} {token_map.dtype}"
+        )
+    if token_map.numel() and not (0 <= int(token_map.min()) and int(token_map.max()) < vocab):
+        raise ValueError(f"token_map maps onto ids outside {dec.name}'s vocabulary [0, {vocab})")
+    return token_map.to(dec.embed.weight.device)
+
+
+def apply_policy(
+    hf_model: nn.Module, policy: ReductionPolicy, *, attention: Kernel = "sdpa", token_map: Tensor | None = None
+) -> ReducedLM:
     """Wrap an HF decoder so its forward follows `policy` (weights shared).
 
     Takes the *ForCausalLM of Llama, Qwen2, Qwen3, Mistral, Gemma, Gemma2, Gemma3 (text),
@@ -622,5 +705,10 @@ def apply_policy(hf_model: nn.Module, policy: ReductionPolicy, *, attention: Ker
 
     `attention`: 'sdpa' (fast) or 'eager' (plain matmuls, fp32 softmax; what
     `torch.utils.flop_counter` can count on the CPU). Both give the same logits.
+
+    `token_map` (V_in,) LongTensor: the caller's token ids -> the model's (a data set's words
+    and VQ codes laid onto a real model's vocabulary, e.g. `build.token_map`). input_ids and
+    labels are mapped; logits come back over the caller's V_in ids, in its order; the loss
+    is the model's own, over its whole vocabulary.
     """
-    return ReducedLM(hf_model, policy, attention)
+    return ReducedLM(hf_model, policy, attention, token_map)

@@ -216,13 +216,13 @@ def test_refuses_split_qkv_on_fused_projection() -> None:
         apply_policy(_build("phi3"), policy)
 
 
-def test_refuses_training_with_dropout() -> None:
-    model = _build("emu3")
-    model.config.text_config.attention_dropout = 0.1
-    reduced = apply_policy(model, ReductionPolicy.dense(LAYERS)).train()
-    ids, seg = _batch(model, "generation")
-    with pytest.raises(NotImplementedError, match="Emu3ForConditionalGeneration has dropout 0.1"):
-        reduced(ids, segments=seg, task="generation")
+def test_refuses_dropout_hf_does_not_name() -> None:
+    """Dropout is applied where each family's HF layer applies it (`_Family.resid_dropout`);
+    a dropout module the family entry does not name is refused, not skipped."""
+    model = _build("llama")
+    model.model.layers[1].extra_dropout = nn.Dropout(0.1)
+    with pytest.raises(TypeError, match=r"LlamaForCausalLM layer 1: unknown submodule\(s\) \['extra_dropout'\]"):
+        apply_policy(model, ReductionPolicy.dense(LAYERS))
 
 
 def test_deepcopy_describes_the_copy() -> None:

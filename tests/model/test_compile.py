@@ -1,0 +1,58 @@
+"""`torch.compile` on every preset: dynamo (backend "eager": graph capture without inductor's
+slow code generation) traces the reduced forward with dynamic shapes, and the compiled
+logits equal the uncompiled ones; training (loss, backward) compiles too.
+
+Cheap by design: a 2-layer model (presets scale with depth); fastv and himix (the presets
+dynamo used to fail on) run in the quick suite, the others are marked slow (~20 s each on
+a loaded CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import Batch
+from searchvlm.config import ModelConfig
+from searchvlm.model import apply_policy, build_model
+from searchvlm.policy import PRESETS, preset
+
+QUICK = ("fastv", "himix")
+DEPTH = 2
+
+
+@pytest.fixture
+def shallow(cfg: ModelConfig) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(cfg.model_copy(update={"num_layers": DEPTH}))
+
+
+def _compiled(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch._dynamo.reset()  # a fresh cache: no silent fallback to eager after too many recompiles
+    reduced = apply_policy(model, preset(name, DEPTH))
+    return reduced, torch.compile(reduced, backend="eager", dynamic=True)
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in PRESETS]
+)
+def test_compiled_logits_equal(name: str, shallow: torch.nn.Module, und_batch: Batch, gen_batch: Batch) -> None:
+    reduced, compiled = _compiled(shallow, name)
+    reduced.eval()
+    with torch.no_grad():
+        for task, b in (("understanding", und_batch), ("generation", gen_batch)):
+            ref = reduced(b.ids, segments=b.segments, task=task).logits
+            torch.testing.assert_close(compiled(b.ids, segments=b.segments, task=task).logits, ref, atol=1e-6, rtol=0)
+
+
+def test_compiled_training_step(shallow: torch.nn.Module, und_batch: Batch) -> None:
+    reduced, compiled = _compiled(shallow, "fastv")
+    reduced.train()
+    ref = reduced(und_batch.ids, segments=und_batch.segments, task="understanding", labels=und_batch.labels).loss
+    ref_grads = torch.autograd.grad(ref, list(reduced.parameters()), allow_unused=True)
+    loss = compiled(und_batch.ids, segments=und_batch.segments, task="understanding", labels=und_batch.labels).loss
+    grads = torch.autograd.grad(loss, list(reduced.parameters()), allow_unused=True)
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=0)
+    for a, b in zip(grads, ref_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
