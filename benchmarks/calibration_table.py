@@ -18,14 +18,14 @@ def _steps(r: dict, task: str) -> str:
 
 def main(path: str = "benchmarks/results/calibrate_proxy_best.json") -> None:
     rows = json.loads(Path(path).read_text())
-    print("| space: variant | seeds | U acc joint / alone | G NLL joint / alone | g_U | g_G | "
+    print("| space: variant | val/test | seeds | U acc joint / alone | G NLL joint / alone | g_U | g_G | "
           "both > 2 s.e. | test s.e. U / G | best steps U (joint vs alone) | best steps G | s/seed |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         shown = [o.split(".", 1)[-1] for o in r["overrides"] if not o.startswith(("cache_dir", "training.threads"))]
         name = f"{r.get('space', '?')}: " + (", ".join(shown) or "(as is)")
         print(
-            f"| {name} | {len(r['seeds'])} | {_cell(r['und_acc'])} / {_cell(r['und_acc_iso'])} | "
+            f"| {name} | {r['config']['data']['val_size']}/{r['config']['data']['test_size']} | {len(r['seeds'])} | {_cell(r['und_acc'])} / {_cell(r['und_acc_iso'])} | "
             f"{_cell(r['gen_nll'])} / {_cell(r['gen_nll_iso'])} | {_cell(r['und_gain'], '+.3f')} | "
             f"{_cell(r['gen_gain'], '+.3f')} | {'yes' if r['both_gain_beyond_2se'] else 'no'} | "
             f"{r['und_acc_test_se']['mean']:.3f} / {r['gen_nll_test_se']['mean']:.3f} | "
