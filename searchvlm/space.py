@@ -196,6 +196,10 @@ class ScheduleSpace(_Strict):
         choices = {kind: space.__pydantic_core_schema__ for kind, space in _spaces().items()}
         return handler(core_schema.tagged_union_schema(choices, discriminator="kind"))  # as pydantic's unions
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the generated classes are not module attributes: pickle (the sweep's searcher) by kind
+        return _blank, (self.kind,), self.__getstate__()
+
     def dims(self, num_layers: int) -> dict[str, Dist]:
         """The searched dists by their name in the schedule (`ratio`, `keep.3`)."""
         return {name: getattr(self, p.name) for p in self.schedule.params() for name in _dim_names(p, num_layers)}
@@ -232,6 +236,12 @@ def _dim_names(p: Param, num_layers: int) -> list[str]:
     if p.role == "per_layer":
         return [f"{p.name}.{i}" for i in range(num_layers)]
     return [p.name] if p.role == "number" else []
+
+
+def _blank(kind: str) -> ScheduleSpace:
+    """An empty instance of a kind's space class (unpickling fills it)."""
+    space = _spaces()[kind]
+    return space.__new__(space)
 
 
 def _spaces() -> dict[str, type[ScheduleSpace]]:

@@ -5,6 +5,7 @@ and the compilation of specs into the explicit policy (drop clamp, tied generati
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -88,6 +89,13 @@ def test_a_new_kind_is_one_class(linear, tmp_path: Path) -> None:
     grid = space.grid_space()
     assert grid["und.linear.end"] == [0.0, 0.25, 0.5] and grid["gen.linear.start"] == [1.0, 0.75]
     assert "| `policy.understanding.schedules[kind=linear].end` | dist | `0.25` |" in schema_doc.space_reference()
+    assert pickle.loads(pickle.dumps(space)) == space  # the sweep's searcher pickles its space
+
+
+def test_shipped_space_pickles_with_its_generated_classes() -> None:
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "quick.yaml")
+    again = pickle.loads(pickle.dumps(space))
+    assert again == space and type(again.policy.understanding.schedules[0]).__name__ == "FastVSpace"
 
 
 def test_a_new_kind_gets_its_range_checks(linear, tmp_path: Path) -> None:
