@@ -66,19 +66,21 @@ class Param:
     layer: Layer | None = None
     step: float | None = None
 
+    @property
+    def low(self) -> float:
+        """Smallest valid value."""
+        return max(self.ge or 0, self.layer.low if self.layer else 0)
+
     def limits(self, num_layers: int) -> tuple[float, float]:
         """Smallest and largest valid value at this model depth."""
-        low = max(self.ge or 0, self.layer.low if self.layer else 0)
-        high = num_layers - 1 if self.layer else (math.inf if self.le is None else self.le)
-        return low, high
+        return self.low, num_layers - 1 if self.layer else (math.inf if self.le is None else self.le)
 
     def valid(self) -> str:
         """The valid range as text (`int in [1, L-1]`, `float in [0, 1]`, `int ≥ 0`)."""
-        low = max(self.ge or 0, self.layer.low if self.layer else 0)
         name = getattr(self.type, "__name__", str(self.type))
         if self.layer:
-            return f"{name} in [{low:g}, L-1]"
-        return f"{name} in [{low:g}, {self.le:g}]" if self.le is not None else f"{name} ≥ {low:g}"
+            return f"{name} in [{self.low:g}, L-1]"
+        return f"{name} in [{self.low:g}, {self.le:g}]" if self.le is not None else f"{name} ≥ {self.low:g}"
 
     @property
     def what(self) -> str:
@@ -203,8 +205,8 @@ SCHEDULES: dict[str, type[Schedule]] = {}
 
 def register_schedule(cls: type[Schedule]) -> type[Schedule]:
     """Make a schedule kind known to policies and search spaces (a class decorator)."""
-    kind = cls.model_fields["kind"].default
-    if not isinstance(kind, str) or not issubclass(cls, Schedule):
+    kind = cls.model_fields["kind"].default if issubclass(cls, Schedule) else None
+    if not isinstance(kind, str):
         raise TypeError(f"{cls.__name__} must be a Schedule with a default `kind` string")
     if SCHEDULES.get(kind, cls) is not cls:
         raise ValueError(f"schedule kind {kind!r} is already registered ({SCHEDULES[kind].__name__})")
