@@ -94,8 +94,8 @@ def _markers(tp: Any, metadata: list[Any]) -> list[Any]:
     for m in metadata:
         out += [*m.metadata] if isinstance(m, FieldInfo) else [m]
     if typing.get_origin(tp) is Annotated:
-        out += _markers(typing.get_args(tp)[0], list(tp.__metadata__))
-    for arg in typing.get_args(tp) if typing.get_origin(tp) is not Annotated else ():
+        return out + _markers(typing.get_args(tp)[0], list(tp.__metadata__))
+    for arg in typing.get_args(tp):
         out += _markers(arg, [])
     return out
 
@@ -117,7 +117,7 @@ def _param(name: str, info: FieldInfo) -> Param:
         role, tp = "per_layer", _item_type(info.annotation)
     else:
         role, tp = "fixed", info.annotation
-    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    default = info.get_default(call_default_factory=True)  # PydanticUndefined: required
     return Param(name, role, tp, default, info.description or "", _bound(markers, "ge"), _bound(markers, "le"),
                  _first(markers, Layer), per_layer.step if per_layer else None)  # fmt: skip
 
