@@ -12,7 +12,8 @@ from typing import Any
 
 from searchvlm.config import ModelConfig, TrialConfig, TrialResult
 from searchvlm.errors import ConfigError
-from searchvlm.policy import PRESETS, ReductionPolicy, Segment, load_policy, preset
+from searchvlm.policy import ReductionPolicy, Segment, load_policy
+from searchvlm.presets import PRESETS, preset
 
 __version__ = "0.1.0"
 

@@ -85,7 +85,7 @@ def _seeds(text: str | None) -> list[int] | None:
 
 def _trial_policy(space, preset: str | None, policy_file: Path | None):
     from searchvlm.policy import load_policy
-    from searchvlm.policy import preset as make_preset
+    from searchvlm.presets import preset as make_preset
 
     layers = space.model.num_layers
     if (preset is None) == (policy_file is None):
@@ -172,7 +172,7 @@ def presets(
     as_json: bool = typer.Option(False, "--json", help="print the compiled presets as JSON"),
 ) -> None:
     """List the named literature policies with their per-layer keep ratios."""
-    from searchvlm.policy import PRESETS, preset
+    from searchvlm.presets import PRESETS, preset
 
     if layers < 1:
         _fail(ConfigError(COMMAND_LINE, "--layers", layers, "must be a layer count of at least 1"))
@@ -540,7 +540,7 @@ def reproduce(
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
 ) -> None:
     """The literature presets side by side: the study's Table 3 on our proxy."""
-    from searchvlm.policy import PRESETS
+    from searchvlm.presets import PRESETS
     from searchvlm.reproduce import reproduce as run_reproduce
     from searchvlm.space import load_space
 

@@ -94,7 +94,7 @@ def _key_path(loc: tuple) -> str:
 def validation_problems(err: ValidationError, prefix: str = "") -> list[tuple[str, Any, str]]:
     problems = []
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not _is_union_tag(p))
+        loc = tuple(e["loc"])
         key = _key_path(loc)
         if prefix:
             key = f"{prefix}.{key}" if key else prefix
@@ -106,11 +106,6 @@ def validation_problems(err: ValidationError, prefix: str = "") -> list[tuple[st
             value = _UNSET
         problems.append((key, value, msg))
     return problems
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the discriminator value (e.g. 'fastv') into loc for tagged unions
-    return isinstance(part, str) and part in {"per_layer", "fastv", "pyramid", "shallow", "cosine"}
 
 
 def validate(model: type[M], data: Any, source: str | Path | None = None, prefix: str = "") -> M:

@@ -1,23 +1,25 @@
-"""Reduction policies: per-task, per-layer image-token keep ratios, modes, selectors, sharing.
+"""The explicit reduction policy: per-task, per-layer image-token keep ratios, modes,
+selectors, sharing; and the exported policy file.
 
-L0 module: pydantic + stdlib only (no torch / ray / mlflow). The explicit
-`ReductionPolicy` is what the model executes and what `export` writes; schedules
-(`fastv`, `pyramid`, `shallow`, `cosine`, `per_layer`) are how search spaces and presets
-parametrise it, and each compiles to the explicit per-layer list.
+L0 module: pydantic + stdlib only (no torch / ray / mlflow). `ReductionPolicy` is what the
+model executes and what `export` writes. Schedules (`searchvlm.schedules`) and presets
+(`searchvlm.presets`) are how search spaces and named policies parametrise it; their names
+stay importable from here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from enum import IntEnum
+from importlib import import_module
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from searchvlm._strict import Frozen
 
 TASKS: tuple[str, str] = ("understanding", "generation")
-Task = Literal["understanding", "generation"]
 Mode = Literal["query_drop", "skip", "drop"]
 Selector = Literal["attention", "pdrop", "stride", "random", "recent", "router"]
 # Selectors that rank the whole image by what the prompt's last token sees: causal only when
@@ -57,118 +59,10 @@ def generation_selector_error(selector: str) -> str:
     )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------- schedules
-
-
-class PerLayerSchedule(_Strict):
-    """One explicit keep ratio per layer."""
-
-    kind: Literal["per_layer"] = "per_layer"
-    keep: list[Ratio] = Field(description="keep ratio of image tokens, one per layer")
-
-    def compile(self, num_layers: int) -> list[float]:
-        if len(self.keep) != num_layers:
-            raise ValueError(
-                f"per_layer.keep has {len(self.keep)} entries but the model has {num_layers} layers"
-            )
-        return list(self.keep)
-
-
-class FastVSchedule(_Strict):
-    """FastV: full layers before `start` (K), then keep 1-R of the image tokens."""
-
-    kind: Literal["fastv"] = "fastv"
-    start: int = Field(2, ge=1, description="K: first reduced layer (0-based)")
-    ratio: Ratio = Field(0.5, description="R: fraction of image tokens removed from layer K on")
-
-    def compile(self, num_layers: int) -> list[float]:
-        if self.start >= num_layers:
-            raise ValueError(f"fastv.start = {self.start} must be < num_layers = {num_layers}")
-        return [1.0] * self.start + [1.0 - self.ratio] * (num_layers - self.start)
-
-
-class PyramidSchedule(_Strict):
-    """PyramidDrop: at each stage boundary keep λ of the remaining image tokens."""
-
-    kind: Literal["pyramid"] = "pyramid"
-    boundaries: list[int] | None = Field(
-        None, description="layers where a stage starts; default L/4, L/2, 3L/4"
-    )
-    ratio: Ratio = Field(0.5, description="λ: fraction of the remaining image tokens kept")
-
-    def compile(self, num_layers: int) -> list[float]:
-        bounds = self.boundaries
-        if bounds is None:
-            raw = {max(1, round(num_layers * f)) for f in (0.25, 0.5, 0.75)}
-            bounds = sorted(b for b in raw if b < num_layers)
-        for b in bounds:
-            if not 1 <= b < num_layers:
-                raise ValueError(f"pyramid.boundaries value {b} must be in [1, {num_layers - 1}]")
-        keep, r = [], 1.0
-        for layer in range(num_layers):
-            if layer in bounds:
-                r *= self.ratio
-            keep.append(r)
-        return keep
-
-
-def shallow_layers(num_layers: int, k: int) -> list[int]:
-    """HMGen placement: K shallow layers in the middle, alternating with full layers.
-
-    K is clipped to (L-1)//2 so that the first and last layers stay full.
-    """
-    k = max(0, min(k, (num_layers - 1) // 2))
-    if k == 0:
-        return []
-    span = 2 * k - 1
-    start = (num_layers - span) // 2
-    return [start + 2 * i for i in range(k)]
-
-
-class ShallowSchedule(_Strict):
-    """HMGen: K shallow layers (image tokens pass through) placed in the middle, alternating."""
-
-    kind: Literal["shallow"] = "shallow"
-    k: int = Field(3, ge=0, description="number of shallow layers (clipped to (L-1)//2)")
-    ratio: Ratio = Field(0.0, description="keep ratio inside a shallow layer")
-
-    def compile(self, num_layers: int) -> list[float]:
-        shallow = set(shallow_layers(num_layers, self.k))
-        return [self.ratio if i in shallow else 1.0 for i in range(num_layers)]
-
-
-class CosineSchedule(_Strict):
-    """p-MoD shifted cosine: 1.0 until `shift`, then cosine decay to `floor` at the last layer."""
-
-    kind: Literal["cosine"] = "cosine"
-    floor: Ratio = Field(0.15, description="keep ratio of the last layer")
-    shift: int = Field(0, ge=0, description="layers kept dense before the decay starts")
-
-    def compile(self, num_layers: int) -> list[float]:
-        if self.shift >= num_layers:
-            raise ValueError(f"cosine.shift = {self.shift} must be < num_layers = {num_layers}")
-        span = max(1, num_layers - 1 - self.shift)
-        out = []
-        for layer in range(num_layers):
-            t = min(1.0, max(0.0, (layer - self.shift) / span))
-            out.append(self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
-        return out
-
-
-Schedule = Annotated[
-    Union[PerLayerSchedule, FastVSchedule, PyramidSchedule, ShallowSchedule, CosineSchedule],
-    Field(discriminator="kind"),
-]
-
-
 # --------------------------------------------------------------------------- explicit policy
 
 
-class TaskPolicy(_Strict):
+class TaskPolicy(Frozen):
     """What one task does to its image tokens in every layer."""
 
     keep: list[Ratio] = Field(description="fraction of image tokens computed in each layer")
@@ -180,7 +74,7 @@ class TaskPolicy(_Strict):
         return all(k >= 1.0 for k in self.keep)
 
 
-class Sharing(_Strict):
+class Sharing(Frozen):
     """Parameter pathways. Split weights start as copies of the shared ones."""
 
     qkv: Literal["shared", "modality", "task_image"] = Field(
@@ -198,7 +92,7 @@ class Sharing(_Strict):
         return self.scope is None or layer in self.scope
 
 
-class ReductionPolicy(_Strict):
+class ReductionPolicy(Frozen):
     """The explicit policy the model runs: per task, one keep ratio per layer."""
 
     num_layers: int = Field(ge=1, description="decoder layers of the target model")
@@ -257,10 +151,6 @@ class ReductionPolicy(_Strict):
         full = TaskPolicy(keep=[1.0] * num_layers)
         return cls(num_layers=num_layers, understanding=full, generation=full, name="dense")
 
-    @classmethod
-    def preset(cls, name: str, num_layers: int) -> "ReductionPolicy":
-        return preset(name, num_layers)
-
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 
@@ -283,132 +173,12 @@ class ReductionPolicy(_Strict):
         return out
 
 
-# --------------------------------------------------------------------------- specs (schedules)
-
-
-class TaskSpec(_Strict):
-    """A task's policy written as a schedule (compiled to `TaskPolicy`)."""
-
-    schedule: Schedule = Field(default_factory=lambda: CosineSchedule(floor=1.0))
-    mode: Mode = "skip"
-    selector: Selector = "stride"
-
-    def compile(self, num_layers: int) -> TaskPolicy:
-        return TaskPolicy(
-            keep=self.schedule.compile(num_layers), mode=self.mode, selector=self.selector
-        )
-
-
-def compile_policy(
-    num_layers: int,
-    understanding: TaskSpec,
-    generation: TaskSpec,
-    sharing: Sharing | None = None,
-    tie_schedules: bool = False,
-    name: str | None = None,
-    seed: int = 0,
-) -> ReductionPolicy:
-    """Compile per-task schedules into an explicit policy. Tied: generation takes
-    understanding's schedule and mode with its own selector."""
-    und = understanding.compile(num_layers)
-    gen = und.model_copy(update={"selector": generation.selector}) if tie_schedules else generation.compile(num_layers)
-    return ReductionPolicy(
-        num_layers=num_layers,
-        understanding=und,
-        generation=gen,
-        sharing=sharing or Sharing(),
-        tie_schedules=tie_schedules,
-        name=name,
-        seed=seed,
-    )
-
-
-# --------------------------------------------------------------------------- presets
-
-_FULL = TaskSpec()
-
-
-def _fastv_start(num_layers: int) -> int:
-    """FastV's K = 2 (after layer 2 the image gets little attention), clipped to the depth."""
-    return max(1, min(num_layers - 1, 2))
-
-
-def _hmgen(num_layers: int, k: int) -> tuple[TaskSpec, Sharing]:
-    shallow = set(shallow_layers(num_layers, k))
-    full_layers = [i for i in range(num_layers) if i not in shallow]
-    spec = TaskSpec(schedule=ShallowSchedule(k=k), mode="skip", selector="stride")
-    return spec, Sharing(qkv="modality", scope=full_layers)
-
-
-_HIMIX = TaskSpec(schedule=FastVSchedule(start=1, ratio=1.0), mode="query_drop")
-
-
-def preset(name: str, num_layers: int) -> ReductionPolicy:
-    """Named literature policies; depths scale with `num_layers` (see docs/definitions.md)."""
-    L = num_layers
-    if name == "dense":
-        return ReductionPolicy.dense(L)
-    if name == "fastv":
-        # FastV (Chen et al., 2024): full layers before K=2, then drop R=50% of the image tokens
-        # for the rest of the stack, ranked by the attention the last prompt token gave them in
-        # layer K-1 (heads averaged); original positions kept.
-        und = TaskSpec(
-            schedule=FastVSchedule(start=_fastv_start(L), ratio=0.5),
-            mode="drop",
-            selector="attention",
-        )
-        return compile_policy(L, und, _FULL, name=name)
-    if name == "pyramiddrop":
-        # PyramidDrop (Xing et al., 2024): stages end at L/4, L/2, 3L/4; at each boundary keep
-        # λ=0.5 of the remaining image tokens, ranked by the last prompt token's attention
-        # computed with the boundary layer's own norm/q/k/rotary ("pdrop" selector). The
-        # reference renumbers positions after a drop; we keep the original ones, as FastV does.
-        und = TaskSpec(schedule=PyramidSchedule(ratio=0.5), mode="drop", selector="pdrop")
-        return compile_policy(L, und, _FULL, name=name)
-    if name == "himix":
-        # HiMix: from layer 1 on, image tokens are keys/values only (no query, no MLP).
-        return compile_policy(L, _HIMIX, _FULL, name=name)
-    if name in ("hmgen", "hmgen5"):
-        gen, sharing = _hmgen(L, 3 if name == "hmgen" else 5)
-        return compile_policy(L, _FULL, gen, sharing=sharing, name=name)
-    if name == "himix_hmgen":
-        gen, _ = _hmgen(L, 3)
-        return compile_policy(L, _HIMIX, gen, name=name)
-    if name == "himix_hmgen_partial":
-        gen, _ = _hmgen(L, 3)
-        return compile_policy(L, _HIMIX, gen, sharing=Sharing(qkv="task_image"), name=name)
-    if name == "pmod":
-        # p-MoD (Zhang et al., 2024): Mixture-of-Depths routers on the image tokens with a
-        # shifted-cosine capacity per layer decaying to a floor of 0.15; unrouted tokens skip
-        # the block. Generation routes with the causal per-token rule (see model._select).
-        spec = TaskSpec(schedule=CosineSchedule(floor=0.15), mode="skip", selector="router")
-        return compile_policy(L, spec, spec, name=name)
-    if name == "tied":
-        spec = TaskSpec(schedule=CosineSchedule(floor=0.5, shift=1), mode="skip")
-        return compile_policy(L, spec, spec, tie_schedules=True, name=name)
-    raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-
-
-PRESETS: tuple[str, ...] = (
-    "dense",
-    "fastv",
-    "pyramiddrop",
-    "himix",
-    "hmgen",
-    "hmgen5",
-    "himix_hmgen",
-    "himix_hmgen_partial",
-    "pmod",
-    "tied",
-)
-
-
 # --------------------------------------------------------------------------- exported files
 
 POLICY_SCHEMA = "searchvlm.policy/v1"
 
 
-class PolicyFile(_Strict):
+class PolicyFile(Frozen):
     """An exported policy (see docs/file-formats.md): validated on load, never executed."""
 
     schema_: Literal["searchvlm.policy/v1"] = Field(POLICY_SCHEMA, alias="schema", description="file format version")
@@ -459,5 +229,17 @@ def load_policy(path: str | Path, num_layers: int | None = None) -> ReductionPol
     return policy
 
 
-def dumps_policy(policy: ReductionPolicy) -> str:
-    return json.dumps(policy.model_dump(), indent=2)
+
+# names that moved out of this module, importable from here as before
+_MOVED = {
+    **dict.fromkeys(("Schedule", "FastVSchedule", "PyramidSchedule", "ShallowSchedule", "CosineSchedule",
+                     "PerLayerSchedule", "TaskSpec", "Tied", "compile_policy", "shallow_layers"),
+                    "searchvlm.schedules"),
+    **dict.fromkeys(("PRESETS", "preset"), "searchvlm.presets"),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

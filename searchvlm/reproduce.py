@@ -19,21 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 from searchvlm.config import TrialConfig, TrialResult
-from searchvlm.policy import preset
+from searchvlm.presets import REGISTRY, preset
 
-# (row label, preset name) in the order of the study's Table 3
-ROWS: tuple[tuple[str, str], ...] = (
-    ("Unified (dense)", "dense"),
-    ("FastV (understanding)", "fastv"),
-    ("PyramidDrop (understanding)", "pyramiddrop"),
-    ("HiMix (understanding)", "himix"),
-    ("HMGen K=3 (generation)", "hmgen"),
-    ("HMGen K=5 (generation)", "hmgen5"),
-    ("HiMix + HMGen, share all", "himix_hmgen"),
-    ("HiMix + HMGen, share partial", "himix_hmgen_partial"),
-    ("p-MoD cosine (both)", "pmod"),
-    ("Tied schedule (synergy-aware)", "tied"),
-)
+# (row label, preset name) in the order of the study's Table 3: the preset registry's order
+ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
 COLUMNS = ("model", "preset", "status", "und_acc", "gen_nll", "gen_fidelity", "flops_ratio",
            "und_gain", "und_gain_stderr", "gen_gain", "gen_gain_stderr", "synergy_gain", "synergy_gain_stderr",
            "und_gain_vs_dense", "und_gain_vs_dense_stderr", "gen_gain_vs_dense", "gen_gain_vs_dense_stderr",

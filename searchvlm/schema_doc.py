@@ -126,6 +126,8 @@ def _shape(tp: Any, metadata: list[Any] | None = None) -> _Shape:
         allowed = tuple(f"keys: {a}" for a in key.allowed) + bounds
         return _Shape(f"mapping {key.text} → {value.text}", allowed)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if "variants" in vars(tp):  # a base validated as one of its variants (by `kind`)
+            return _union(tuple(tp.variants()), bounds)
         if tp in _VALUE_MODELS:
             return _Shape(_VALUE_MODELS[tp], bounds)
         return _Shape("mapping", bounds, (("", tp),))

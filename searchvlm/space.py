@@ -8,9 +8,10 @@ object with Optuna's `suggest_float/int/categorical` (define-by-run, conditional
 schedule kind); `SearchSpace.policy_from_params(params)` turns a point into an explicit
 `ReductionPolicy`.
 
-Invalid combinations are repaired, not rejected: with mode `drop` the compiled keep list
-is clamped to be non-increasing (running minimum, "dropped tokens never come back"), so
-every sampled point is a valid policy. The explicit policy a trial trained under is what
+A schedule's searched dimensions derive from its class in `searchvlm.schedules`
+(`space_of`). Invalid combinations are repaired, not rejected: with mode `drop` the
+compiled keep list is clamped to be non-increasing (running minimum, "dropped tokens never
+come back", done by `compile_policy`), so every sampled point is a valid policy. The explicit policy a trial trained under is what
 the trials table and MLflow record.
 """
 
@@ -22,29 +23,36 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, Protocol
+from functools import cache, partial
+from typing import Annotated, Any, Callable, ClassVar, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, GetJsonSchemaHandler, SerializeAsAny, create_model
+from pydantic import field_validator, model_validator
+from pydantic_core import PydanticUndefined, core_schema
 
+from searchvlm._strict import Strict as _Strict
 from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
 from searchvlm.errors import ConfigError, load_yaml, validate
 from searchvlm.overrides import Override, apply_overrides, attribute, parse_overrides
 from searchvlm.policy import (
-    PRESETS,
     PROMPT_SELECTORS,
-    CosineSchedule,
-    FastVSchedule,
+    TASKS,
     Mode,
-    PerLayerSchedule,
-    PyramidSchedule,
     ReductionPolicy,
     Selector,
     Sharing,
-    ShallowSchedule,
-    TaskSpec,
-    compile_policy,
     generation_selector_error,
-    preset,
+)
+from searchvlm.presets import PRESETS, preset
+from searchvlm.schedules import (
+    SCHEDULES,
+    CosineSchedule,
+    Param,
+    Schedule,
+    TaskSpec,
+    Tied,
+    by_kind,
+    compile_policy,
 )
 
 Scalar = float | int | str | bool
@@ -52,11 +60,19 @@ METRICS: tuple[str, ...] = (
     "flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll",
     "gen_fidelity", "synergy_gain_stderr", "synergy_vs_dense", "und_gain_vs_dense", "gen_gain_vs_dense",
 )  # fmt: skip
+
+# The parameter codec: the flat names of a sampled point (Optuna params, MLflow params), built
+# only by `param_name` and these constants: `tie_schedules`; `tied.mode` (a tied point's one
+# mode); per task `<t>.mode`, `<t>.selector`, `<t>.schedule` and `<t>.<kind>.<dim>` (t = und |
+# gen, dims as `ScheduleSpace.dims` names them; a tied point has `gen.selector` only);
+# `sharing.qkv`, `sharing.mlp`. `SearchSpace.suggest` encodes, `policy_from_params` decodes.
+TIE, TIED_MODE = "tie_schedules", "tied.mode"
 SHORT = {"understanding": "und", "generation": "gen"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def param_name(task: str, *parts: str) -> str:
+    """`und.fastv.start` = param_name("understanding", "fastv", "start")."""
+    return ".".join((SHORT[task], *parts))
 
 
 class SupportsSuggest(Protocol):
@@ -155,84 +171,103 @@ def _const(value: Scalar) -> Dist:
 # --------------------------------------------------------------------------- schedule spaces
 
 
-class FastVSpace(_Strict):
-    """FastV: full layers before `start` (K), then keep 1-`ratio` of the image tokens."""
+class ScheduleSpace(_Strict):
+    """The searched dimensions of one schedule kind. One subclass per registered kind,
+    generated from its `searchvlm.schedules` class (`space_of`): a dist per number, one
+    dist for every layer of a per-layer list, fixed fields as they are."""
 
-    kind: Literal["fastv"] = Field("fastv", description="schedule kind")
-    start: Dist = Field(default_factory=lambda: _const(2), description="K (int, < num_layers)")
-    ratio: Dist = Field(default_factory=lambda: _const(0.5), description="R: share removed")
+    kind: str
+    schedule: ClassVar[type[Schedule]]
 
-    def dims(self) -> dict[str, Dist]:
-        return {"start": self.start, "ratio": self.ratio}
+    @model_validator(mode="wrap")
+    @classmethod
+    def _by_kind(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
+        return by_kind(cls, ScheduleSpace, data, handler, _spaces())
 
-    def build(self, v: dict[str, Any], num_layers: int) -> FastVSchedule:
-        return FastVSchedule(start=int(v["start"]), ratio=float(v["ratio"]))
+    @classmethod
+    def variants(cls) -> tuple[type["ScheduleSpace"], ...]:
+        """The space of every registered kind (what a schedule list item may be)."""
+        return tuple(_spaces().values())
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        if cls is not ScheduleSpace:
+            return handler(schema)
+        choices = {kind: space.__pydantic_core_schema__ for kind, space in _spaces().items()}
+        return handler(core_schema.tagged_union_schema(choices, discriminator="kind"))  # as pydantic's unions
 
-class PyramidSpace(_Strict):
-    """PyramidDrop: keep `ratio` (λ) of the remaining image tokens at each stage boundary."""
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the generated classes are not module attributes: pickle (the sweep's searcher) by kind
+        return _blank, (self.kind,), self.__getstate__()
 
-    kind: Literal["pyramid"] = Field("pyramid", description="schedule kind")
-    ratio: Dist = Field(default_factory=lambda: _const(0.5), description="λ per stage")
-    boundaries: list[int] | None = Field(None, description="stage starts; None: L/4, L/2, 3L/4")
+    def dims(self, num_layers: int) -> dict[str, Dist]:
+        """The searched dists by their name in the schedule (`ratio`, `keep.3`)."""
+        return {name: getattr(self, p.name) for p in self.schedule.params() for name in _dim_names(p, num_layers)}
 
-    def dims(self) -> dict[str, Dist]:
-        return {"ratio": self.ratio}
+    def build(self, values: dict[str, Any], num_layers: int) -> Schedule:
+        """The schedule at one point (`values` named as in `dims`)."""
+        args = {}
+        for p in self.schedule.params():
+            names = _dim_names(p, num_layers)
+            if p.role == "number":
+                args[p.name] = p.type(values[names[0]])
+            elif p.role == "per_layer":
+                args[p.name] = [p.type(values[n]) for n in names]
+            else:
+                args[p.name] = getattr(self, p.name)
+        return self.schedule(**args)
 
-    def build(self, v: dict[str, Any], num_layers: int) -> PyramidSchedule:
-        return PyramidSchedule(ratio=float(v["ratio"]), boundaries=self.boundaries)
-
-
-class ShallowSpace(_Strict):
-    """HMGen: `k` shallow layers in the middle (alternating), keep `ratio` inside them."""
-
-    kind: Literal["shallow"] = Field("shallow", description="schedule kind")
-    k: Dist = Field(default_factory=lambda: _const(3), description="shallow layers (int)")
-    ratio: Dist = Field(default_factory=lambda: _const(0.0), description="keep in shallow layers")
-
-    def dims(self) -> dict[str, Dist]:
-        return {"k": self.k, "ratio": self.ratio}
-
-    def build(self, v: dict[str, Any], num_layers: int) -> ShallowSchedule:
-        return ShallowSchedule(k=int(v["k"]), ratio=float(v["ratio"]))
-
-
-class CosineSpace(_Strict):
-    """p-MoD shifted cosine: dense until `shift`, then cosine decay to `floor`."""
-
-    kind: Literal["cosine"] = Field("cosine", description="schedule kind")
-    floor: Dist = Field(default_factory=lambda: _const(0.15), description="last-layer keep")
-    shift: Dist = Field(default_factory=lambda: _const(0), description="dense layers (int)")
-
-    def dims(self) -> dict[str, Dist]:
-        return {"floor": self.floor, "shift": self.shift}
-
-    def build(self, v: dict[str, Any], num_layers: int) -> CosineSchedule:
-        return CosineSchedule(floor=float(v["floor"]), shift=int(v["shift"]))
-
-
-class PerLayerSpace(_Strict):
-    """One keep ratio per layer, each drawn from `keep` (params `<task>.per_layer.keep.<i>`)."""
-
-    kind: Literal["per_layer"] = Field("per_layer", description="schedule kind")
-    keep: Dist = Field(
-        default_factory=lambda: Dist(type="float", low=0.0, high=1.0, step=0.25),
-        description="distribution of every layer's keep ratio",
-    )
-
-    def dims_for(self, num_layers: int) -> dict[str, Dist]:
-        return {f"keep.{i}": self.keep for i in range(num_layers)}
-
-    def build(self, v: dict[str, Any], num_layers: int) -> PerLayerSchedule:
-        return PerLayerSchedule(keep=[float(v[f"keep.{i}"]) for i in range(num_layers)])
+    def problems(self, num_layers: int, key: str) -> list[tuple[str, Any, str]]:
+        """Values outside a parameter's valid range at this depth (a dist's whole range)."""
+        out: list[tuple[str, Any, str]] = []
+        for p in self.schedule.params():
+            value, (low, high) = getattr(self, p.name), p.limits(num_layers)
+            if isinstance(value, Dist) and (value.bounds()[0] < low or value.bounds()[1] > high):
+                out.append((f"{key}.{p.name}", value.model_dump(exclude_none=True),
+                            f"{p.what} values must lie in [{low:g}, {high:g}] (num_layers = {num_layers})"))  # fmt: skip
+            elif p.layer and isinstance(value, list):
+                out += [(f"{key}.{p.name}[{j}]", v, f"must be in [{low}, {high}]")
+                        for j, v in enumerate(value) if not low <= v <= high]  # fmt: skip
+        return out
 
 
-ScheduleSpace = FastVSpace | PyramidSpace | ShallowSpace | CosineSpace | PerLayerSpace
-_ScheduleField = Annotated[ScheduleSpace, Field(discriminator="kind")]
+def _dim_names(p: Param, num_layers: int) -> list[str]:
+    """A parameter's dims: itself (a number), `<name>.<i>` (per layer), none (fixed)."""
+    if p.role == "per_layer":
+        return [f"{p.name}.{i}" for i in range(num_layers)]
+    return [p.name] if p.role == "number" else []
 
 
-def _dims(s: ScheduleSpace, num_layers: int) -> dict[str, Dist]:
-    return s.dims_for(num_layers) if isinstance(s, PerLayerSpace) else s.dims()
+def _blank(kind: str) -> ScheduleSpace:
+    """An empty instance of a kind's space class (unpickling fills it)."""
+    space = _spaces()[kind]
+    return space.__new__(space)
+
+
+def _spaces() -> dict[str, type[ScheduleSpace]]:
+    """The space class of every registered schedule kind, by kind (registration order)."""
+    return {kind: space_of(schedule) for kind, schedule in SCHEDULES.items()}
+
+
+@cache
+def space_of(schedule: type[Schedule]) -> type[ScheduleSpace]:
+    """The space class of a schedule kind: its fields as dists (defaults: the schedule's own
+    defaults as constants; a per-layer list: its items' range in its grid step)."""
+    kind = schedule.model_fields["kind"].default
+    fields: dict[str, Any] = {"kind": (Literal[kind], Field(kind, description="schedule kind"))}
+    for p in schedule.params():
+        doc = p.description if p.role == "fixed" else f"{p.description} ({p.valid()})"
+        if p.role == "per_layer":
+            dist = partial(Dist, type="int" if p.type is int else "float", low=p.ge, high=p.le, step=p.step)
+            fields[p.name] = (Dist, Field(default_factory=dist, description=f"{doc}; one dist for every layer"))
+        elif p.role == "number" and p.default is not PydanticUndefined:
+            fields[p.name] = (Dist, Field(default_factory=partial(_const, p.default), description=doc))
+        else:
+            fields[p.name] = (Dist if p.role == "number" else p.type, Field(p.default, description=doc))
+    name = schedule.__name__.removesuffix("Schedule") + "Space"
+    space = create_model(name, __base__=ScheduleSpace, __doc__=schedule.__doc__, __module__=__name__, **fields)
+    space.schedule = schedule
+    return space
 
 
 class TaskSpace(_Strict):
@@ -242,8 +277,8 @@ class TaskSpace(_Strict):
     selector: list[Selector] = Field(
         default_factory=lambda: ["stride"], description="selector choices"
     )
-    schedules: list[_ScheduleField] = Field(
-        default_factory=lambda: [CosineSpace(floor=_const(1.0))],
+    schedules: list[SerializeAsAny[ScheduleSpace]] = Field(
+        default_factory=lambda: [space_of(CosineSchedule)(floor=_const(1.0))],
         min_length=1,
         description="candidate schedules (a list of {kind: ..., <param>: <dist>}); "
         "the kind is a categorical dimension when there are several",
@@ -509,60 +544,51 @@ class SearchSpace(_Strict):
     def max_steps(self) -> int:
         return self.search.scheduler.max_steps or self.training.steps
 
-    # ---- sampling
+    # ---- sampling: the parameter codec (names: see TIE above)
 
     def suggest(self, trial: SupportsSuggest) -> dict[str, Any]:
         """Sample one point (define-by-run); returns the flat params, constants included."""
-        p = self.policy
+        p, L = self.policy, self.model.num_layers
         out: dict[str, Any] = {}
-        tied = _pick(trial, out, "tie_schedules", p.tie_schedules)
-        self._suggest_task(trial, out, "understanding", tied)
-        if not tied:
-            self._suggest_task(trial, out, "generation", False)
-        else:
-            _pick(trial, out, "gen.selector", p.generation.selector)
+        tied = _pick(trial, out, TIE, p.tie_schedules)
+        for task in TASKS:
+            ts: TaskSpace = getattr(p, task)
+            if task == "generation" and tied:  # one pathway: understanding's schedule and mode
+                _pick(trial, out, param_name(task, "selector"), ts.selector)
+                continue
+            _pick(trial, out, *((TIED_MODE, p.generation.mode) if tied else (param_name(task, "mode"), ts.mode)))
+            _pick(trial, out, param_name(task, "selector"), ts.selector)
+            kind = _pick(trial, out, param_name(task, "schedule"), [x.kind for x in ts.schedules])
+            for dim, dist in _candidate(ts, kind).dims(L).items():
+                name = param_name(task, kind, dim)
+                out[name] = dist.sample(trial, name)
         _pick(trial, out, "sharing.qkv", p.sharing.qkv)
         _pick(trial, out, "sharing.mlp", p.sharing.mlp)
         return out
 
-    def _suggest_task(self, trial: SupportsSuggest, out: dict, task: str, tied: bool) -> None:
-        ts: TaskSpace = getattr(self.policy, task)
-        s = SHORT[task]
-        if tied:  # one pathway: generation's modes (never `drop`), understanding's schedules
-            _pick(trial, out, "tied.mode", self.policy.generation.mode)
-        else:
-            _pick(trial, out, f"{s}.mode", ts.mode)
-        _pick(trial, out, f"{s}.selector", ts.selector)
-        kind = _pick(trial, out, f"{s}.schedule", [x.kind for x in ts.schedules])
-        sched = next(x for x in ts.schedules if x.kind == kind)
-        for key, dist in _dims(sched, self.model.num_layers).items():
-            name = f"{s}.{kind}.{key}"
-            out[name] = dist.sample(trial, name)
-
     def policy_from_params(self, params: dict[str, Any], name: str | None = None) -> ReductionPolicy:
         """Compile flat params (from `suggest`) into an explicit policy (drop: keep clamped)."""
-        L = self.model.num_layers
-        tied = bool(params.get("tie_schedules", False))
-        und = self._task_spec(params, "understanding", tied)
-        gen = und.model_copy(update={"selector": params["gen.selector"]}) if tied else (
-            self._task_spec(params, "generation", False)
-        )
+        tied = bool(params.get(TIE, False))
+        und = self._task_spec(params, "understanding", params[TIED_MODE] if tied else None)
+        gen_selector = params[param_name("generation", "selector")]
+        gen = Tied(selector=gen_selector) if tied else self._task_spec(params, "generation")
         sharing = Sharing(
             qkv=params.get("sharing.qkv", "shared"),
             mlp=params.get("sharing.mlp", "shared"),
             scope=self.policy.sharing.scope,
         )
-        return compile_policy(L, _monotone_ok(und, L), _monotone_ok(gen, L), sharing, tied, name)
+        return compile_policy(self.model.num_layers, und, gen, sharing, name=name)
 
-    def _task_spec(self, params: dict[str, Any], task: str, tied: bool) -> TaskSpec:
-        s = SHORT[task]
-        kind = params[f"{s}.schedule"]
-        sched = next(x for x in getattr(self.policy, task).schedules if x.kind == kind)
-        prefix = f"{s}.{kind}."
-        values = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-        mode = params["tied.mode"] if tied else params[f"{s}.mode"]
-        schedule = sched.build(values, self.model.num_layers)
-        return TaskSpec(schedule=schedule, mode=mode, selector=params[f"{s}.selector"])
+    def _task_spec(self, params: dict[str, Any], task: str, mode: str | None = None) -> TaskSpec:
+        L = self.model.num_layers
+        kind = params[param_name(task, "schedule")]
+        sched = _candidate(getattr(self.policy, task), kind)
+        values = {dim: params[param_name(task, kind, dim)] for dim in sched.dims(L)}
+        return TaskSpec(
+            schedule=sched.build(values, L),
+            mode=params[param_name(task, "mode")] if mode is None else mode,
+            selector=params[param_name(task, "selector")],
+        )
 
     def grid_space(self) -> dict[str, list[Scalar]]:
         """Every param's finite values (for Optuna's GridSampler); ConfigError if continuous."""
@@ -577,17 +603,17 @@ class SearchSpace(_Strict):
 
     def _all_dims(self) -> dict[str, Dist]:
         p, L = self.policy, self.model.num_layers
-        dims: dict[str, Dist] = {"tie_schedules": Dist(type="categorical", choices=p.tie_schedules)}
+        dims: dict[str, Dist] = {TIE: Dist(type="categorical", choices=p.tie_schedules)}
         if True in p.tie_schedules:
-            dims["tied.mode"] = Dist(type="categorical", choices=p.generation.mode)
-        for task, ts in (("understanding", p.understanding), ("generation", p.generation)):
-            s = SHORT[task]
-            dims[f"{s}.mode"] = Dist(type="categorical", choices=ts.mode)
-            dims[f"{s}.selector"] = Dist(type="categorical", choices=ts.selector)
-            dims[f"{s}.schedule"] = Dist(type="categorical", choices=[x.kind for x in ts.schedules])
+            dims[TIED_MODE] = Dist(type="categorical", choices=p.generation.mode)
+        for task in TASKS:
+            ts: TaskSpace = getattr(p, task)
+            dims[param_name(task, "mode")] = Dist(type="categorical", choices=ts.mode)
+            dims[param_name(task, "selector")] = Dist(type="categorical", choices=ts.selector)
+            dims[param_name(task, "schedule")] = Dist(type="categorical", choices=[x.kind for x in ts.schedules])
             for sched in ts.schedules:
-                for key, dist in _dims(sched, L).items():
-                    dims[f"{s}.{sched.kind}.{key}"] = dist
+                for dim, dist in sched.dims(L).items():
+                    dims[param_name(task, sched.kind, dim)] = dist
         dims["sharing.qkv"] = Dist(type="categorical", choices=p.sharing.qkv)
         dims["sharing.mlp"] = Dist(type="categorical", choices=p.sharing.mlp)
         return dims
@@ -599,15 +625,8 @@ def _pick(trial: SupportsSuggest, out: dict, name: str, choices: list) -> Any:
     return out[name]
 
 
-def _monotone_ok(spec: TaskSpec, num_layers: int) -> TaskSpec:
-    """With `drop`, clamp the compiled keep list to its running minimum (documented repair)."""
-    if spec.mode != "drop":
-        return spec
-    keep, low = [], 1.0
-    for k in spec.schedule.compile(num_layers):
-        low = min(low, k)
-        keep.append(low)
-    return spec.model_copy(update={"schedule": PerLayerSchedule(keep=keep)})
+def _candidate(ts: TaskSpace, kind: str) -> ScheduleSpace:
+    return next(x for x in ts.schedules if x.kind == kind)
 
 
 # --------------------------------------------------------------------------- cross checks
@@ -617,37 +636,13 @@ def _space_problems(space: SearchSpace) -> list[tuple[str, Any, str]]:
     """Checks that need several sections at once (the model depth, the search settings)."""
     L = space.model.num_layers
     out: list[tuple[str, Any, str]] = []
-    for task in ("understanding", "generation"):
+    for task in TASKS:
         for i, sched in enumerate(getattr(space.policy, task).schedules):
-            out += _schedule_problems(sched, L, f"policy.{task}.schedules[{i}]")
+            out += sched.problems(L, f"policy.{task}.schedules[{i}]")
     for i, s in enumerate(space.policy.sharing.scope or []):
         if not 0 <= s < L:
             out.append((f"policy.sharing.scope[{i}]", s, f"must be in [0, {L - 1}]"))
     out += _search_problems(space)
-    return out
-
-
-_LIMITS: dict[str, tuple[float, str]] = {
-    "ratio": (1.0, "ratio"), "floor": (1.0, "ratio"), "keep": (1.0, "ratio"),
-    "start": (-1, "layer"), "shift": (-1, "layer"), "k": (1e9, "count"),
-}  # fmt: skip
-
-
-def _schedule_problems(sched: ScheduleSpace, num_layers: int, key: str) -> list[tuple]:
-    out: list[tuple] = []
-    dims = {"keep": sched.keep} if isinstance(sched, PerLayerSpace) else sched.dims()
-    for name, dist in dims.items():
-        lo, hi = dist.bounds()
-        top, what = _LIMITS[name]
-        top = num_layers - 1 if top == -1 else top
-        low_ok = 1 if name == "start" else 0
-        if lo < low_ok or hi > top:
-            out.append((f"{key}.{name}", dist.model_dump(exclude_none=True),
-                        f"{what} values must lie in [{low_ok}, {top:g}] (num_layers = {num_layers})"))  # fmt: skip
-    if isinstance(sched, PyramidSpace):
-        for j, b in enumerate(sched.boundaries or []):
-            if not 1 <= b < num_layers:
-                out.append((f"{key}.boundaries[{j}]", b, f"must be in [1, {num_layers - 1}]"))
     return out
 
 

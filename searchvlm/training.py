@@ -296,7 +296,3 @@ def _runs(segments: torch.Tensor) -> str:
             n = 0
         prev, n = v, n + 1
     return ", ".join(out)
-
-
-def tasks_of(joint: bool, task: str | None = None) -> tuple[str, ...]:
-    return TASKS if joint else (task,)  # type: ignore[return-value]

@@ -77,6 +77,8 @@ def _models(tp: typing.Any) -> list[tuple[str, type[BaseModel]]]:
         if len(found) > 1:  # a union of schedule kinds
             return [(f"[kind={m.model_fields['kind'].default}]", m) for _, m in found]
         return found
+    if isinstance(tp, type) and "variants" in vars(tp):  # a schedule list item: one of the kinds
+        return [(f"[kind={m.model_fields['kind'].default}]", m) for m in tp.variants()]
     return [("", tp)] if isinstance(tp, type) and issubclass(tp, BaseModel) else []
 
 

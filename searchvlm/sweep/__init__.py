@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray", "validate"]
+__all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray"]
 
 
 def __getattr__(name: str) -> Any:

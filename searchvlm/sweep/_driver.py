@@ -24,7 +24,7 @@ from ray import tune
 
 from searchvlm.errors import ConfigError
 from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, write_meta
-from searchvlm.space import SearchSpace, load_space, validate_file
+from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
 
 from ._callback import SweepCallback
@@ -33,7 +33,7 @@ from ._progress import counts, front_table
 from ._searcher import make_searcher, study_url
 from ._trainable import replay_record, train
 
-__all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray", "validate"]
+__all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray"]
 
 log = logging.getLogger(__name__)
 RAY_DIR = "ray"
@@ -54,11 +54,6 @@ class SweepSummary:
     wall_seconds: float
     trial_seconds: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def validate(path: str | Path) -> str:
-    """`searchvlm validate FILE`: a space YAML or a policy JSON; raises ConfigError."""
-    return validate_file(path)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:

@@ -1,0 +1,118 @@
+"""Pinned outputs that files and numbers depend on: each shipped space's `space_hash`
+(provenance of exported policies), the flat parameter names and compiled policies of seeded
+sampled points (trials.csv, MLflow params, Optuna studies), a grid, and every preset's
+compiled policy at 4, 8 and 16 layers (reproduce, benchmarks). A change here changes a file
+format or a number: update a pin only on purpose (a failure prints the new value)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from searchvlm.presets import PRESETS, preset
+from searchvlm.space import SearchSpace, load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: space -> (space_hash, digest of 40 seeded points: params and compiled policy)
+SPACES = {
+    "default": ("026bccfa03f292a7", "a4498b69e9b04ecf"),
+    "gpu": ("1e7ecb42a6cac81d", "7aef69e31dcd52f3"),
+    "paper": ("ccdbc2ad27e416e0", "501dd656a24475cf"),
+    "quick": ("5e55c135d3edb613", "21235942ed8fc87d"),
+}
+#: digest of the preset's compiled policies at 4, 8 and 16 layers
+PRESET_DIGESTS = {
+    "dense": "522401f783813302",
+    "fastv": "23a63d25965469aa",
+    "pyramiddrop": "d2a7a6f5ba201790",
+    "himix": "a87d8d7156477b3e",
+    "hmgen": "2589f94e95a51ecb",
+    "hmgen5": "5a9fa6a68e21a585",
+    "himix_hmgen": "8068bc09b5a2ac1c",
+    "himix_hmgen_partial": "7e3be53a50616be0",
+    "pmod": "8d404c987b464982",
+    "tied": "10eece14a9112628",
+}
+# every schedule kind, fixed pyramid boundaries, drop on a per-layer schedule (clamped)
+EVERY_KIND = """
+model: {num_layers: 6}
+policy:
+  understanding:
+    mode: [drop, skip]
+    selector: [stride, attention]
+    schedules:
+      - {kind: per_layer, keep: {type: float, low: 0.0, high: 1.0, step: 0.25}}
+      - {kind: pyramid, ratio: [0.25, 0.5], boundaries: [2, 4]}
+      - {kind: fastv, start: {type: int, low: 1, high: 5}, ratio: {type: float, low: 0.1, high: 0.9}}
+  generation:
+    mode: [skip, query_drop]
+    selector: [recent, router]
+    schedules:
+      - {kind: per_layer}
+      - {kind: shallow, k: [1, 2], ratio: {type: float, low: 0.0, high: 0.5}}
+      - {kind: cosine, floor: {type: float, low: 0.1, high: 1.0, log: true}, shift: [0, 1]}
+  tie_schedules: [false, true]
+  sharing: {qkv: [shared, modality, task_image], mlp: [shared, task]}
+"""
+EVERY_KIND_PINS = ("4bbb28e9c8f6c5f0", "25d64da82d3105a1")
+EVERY_KIND_NAMES = [
+    "gen.cosine.floor", "gen.cosine.shift", "gen.mode", *(f"gen.per_layer.keep.{i}" for i in range(6)),
+    "gen.schedule", "gen.selector", "gen.shallow.k", "gen.shallow.ratio", "sharing.mlp", "sharing.qkv",
+    "tie_schedules", "tied.mode", "und.fastv.ratio", "und.fastv.start", "und.mode",
+    *(f"und.per_layer.keep.{i}" for i in range(6)), "und.pyramid.ratio", "und.schedule", "und.selector",
+]  # fmt: skip
+#: (space_hash, digest of grid_space items) of EVERY_KIND made finite
+GRID_PINS = ("2352a1c7288ea098", "8f3fd7330d922936")
+
+
+def _digest(obj: object, sort_keys: bool = True) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=sort_keys).encode()).hexdigest()[:16]
+
+
+def _points(space: SearchSpace, n: int = 40) -> tuple[str, set[str]]:
+    """Digest of n points of a seeded random sampler, and every parameter name seen."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    points, names = [], set()
+    for _ in range(n):
+        trial = study.ask()
+        params = space.suggest(trial)
+        names |= set(params)
+        points.append([params, space.policy_from_params(params).model_dump(mode="json")])
+        study.tell(trial, [0.5, 0.0])
+    return _digest(points), names
+
+
+@pytest.mark.parametrize("stem", sorted(SPACES))
+def test_shipped_spaces_hash_and_sample_as_pinned(stem: str) -> None:
+    space = load_space(ROOT / "search_spaces" / f"{stem}.yaml")
+    assert (space.space_hash(), _points(space)[0]) == SPACES[stem]
+
+
+def test_every_kind_samples_as_pinned(tmp_path: Path) -> None:
+    path = tmp_path / "every_kind.yaml"
+    path.write_text(EVERY_KIND)
+    space = load_space(path)
+    digest, names = _points(space)
+    assert (space.space_hash(), digest) == EVERY_KIND_PINS
+    assert sorted(names) == EVERY_KIND_NAMES
+
+
+def test_grid_as_pinned(tmp_path: Path) -> None:
+    text = (EVERY_KIND.replace("high: 0.9}", "high: 0.9, step: 0.2}").replace("{type: float, low: 0.0, high: 0.5}", "0.25")
+            .replace("{type: float, low: 0.1, high: 1.0, log: true}", "[0.2, 0.6]"))  # fmt: skip
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    space = load_space(path)
+    assert (space.space_hash(), _digest(list(space.grid_space().items()), sort_keys=False)) == GRID_PINS
+
+
+def test_presets_compile_as_pinned() -> None:
+    assert tuple(PRESET_DIGESTS) == PRESETS
+    got = {n: _digest([preset(n, L).model_dump(mode="json") for L in (4, 8, 16)]) for n in PRESETS}
+    assert got == PRESET_DIGESTS
