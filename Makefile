@@ -1,12 +1,12 @@
 # One command sets up and runs the main job, one sets up and runs the tests.
 #   make sweep   -> venv + install + a small real sweep (search_spaces/quick.yaml)
-#   make test    -> venv + install + the test suite
+#   make test    -> venv + install + lint (ruff check) + the test suite
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup sweep test bench browser
+.PHONY: setup sweep lint test bench browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,10 @@ browser:  # Debian's chromium for the HTML-front browser test (root only; skippe
 sweep: setup
 	$(BIN)/searchvlm sweep search_spaces/quick.yaml --name quick
 
-test: setup browser
+lint: setup  # ruff's lint rules (pyproject [tool.ruff]); the formatter is not enforced
+	$(BIN)/ruff check .
+
+test: setup browser lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

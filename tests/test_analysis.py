@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,22 @@ import pytest
 import torch
 import yaml
 
+from helpers.models import VOCAB
 from searchvlm.analysis import (
-    ANALYSIS_FILE, SEGMENTS, analyze, analyze_model, derive_policy, derived_keep, load_checkpoint,
-    load_report, measure, shares, uniform_shares, warm_start_policy,
+    ANALYSIS_FILE,
+    SEGMENTS,
+    analyze,
+    analyze_model,
+    derive_policy,
+    derived_keep,
+    load_checkpoint,
+    load_report,
+    measure,
+    shares,
+    uniform_shares,
+    warm_start_policy,
 )  # fmt: skip
-from searchvlm.config import ModelConfig, VocabLayout
+from searchvlm.config import ModelConfig
 from searchvlm.data import TaskSplit
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import ReductionPolicy, Segment, TaskPolicy, load_policy
@@ -23,16 +33,8 @@ from searchvlm.space import load_space
 from searchvlm.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
-VOCAB = VocabLayout(num_special=4, num_text=16, num_image=20)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 LAYOUT = [(0, 2), (1, 3), (0, 1), (2, 8), (0, 1), (3, 3)]  # system, instr, system, image, system, output
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_model(policy: ReductionPolicy | None = None, uniform: bool = False):

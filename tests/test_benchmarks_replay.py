@@ -25,7 +25,7 @@ def table():
     """Every point of the tabular space with made-up objectives and a 3-round curve."""
     space = load_space(SPACE)
     rows = {}
-    for i, (key, params) in enumerate(enumerate_space(space).items()):
+    for i, key in enumerate(enumerate_space(space)):
         flops = 0.4 + 0.5 * ((i * 37) % 100) / 100
         syn = -0.2 + 0.3 * ((i * 53) % 100) / 100
         curve = [[30, syn - 0.05, 0, 0, 0, 0], [60, syn, 0, 0, 0, 0], [90, syn, 0, 0, 0, 0]]

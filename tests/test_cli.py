@@ -10,24 +10,20 @@ through a shell pipe.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from helpers import PY, ROOT, checkout_env
+from helpers.sweeps import make_sweep
 from searchvlm import __version__
 from searchvlm.cli import RuleName, app
 from searchvlm.results import read_trials
 
-from test_export import make_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
 runner = CliRunner()
 
 
@@ -47,12 +43,6 @@ def assert_cli_error(res: Any, *needles: str) -> None:
         assert n in res.output, res.output
 
 
-def _env() -> dict[str, str]:
-    """A subprocess environment that imports this checkout, as a pipe on an 80-column CI."""
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "80", "TERM": "dumb"}
-
-
 @pytest.fixture()
 def run(tmp_path: Path) -> Path:
     return make_sweep(tmp_path / "runs")
@@ -67,17 +57,17 @@ def test_version() -> None:
 
 
 def test_python_m_searchvlm() -> None:
-    done = subprocess.run([PY, "-m", "searchvlm", "--version"], capture_output=True, text=True, env=_env(),
+    done = subprocess.run([PY, "-m", "searchvlm", "--version"], capture_output=True, text=True, env=checkout_env(),
                           cwd=ROOT, timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == f"searchvlm {__version__}", done.stderr
-    done = subprocess.run([PY, "-m", "searchvlm", "--help"], capture_output=True, text=True, env=_env(),
+    done = subprocess.run([PY, "-m", "searchvlm", "--help"], capture_output=True, text=True, env=checkout_env(),
                           cwd=ROOT, timeout=120)  # fmt: skip
     assert done.returncode == 0 and "Usage: searchvlm" in done.stdout and "export" in done.stdout
 
 
 def _complete(words: str) -> list[str]:
     """What bash completion offers after `words` (the protocol the installed script speaks)."""
-    env = {**_env(), "_SEARCHVLM_COMPLETE": "complete_bash", "COMP_WORDS": words,
+    env = {**checkout_env(), "_SEARCHVLM_COMPLETE": "complete_bash", "COMP_WORDS": words,
            "COMP_CWORD": str(len(words.split(" ")) - 1)}  # fmt: skip
     done = subprocess.run([PY, "-m", "searchvlm"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -87,7 +77,7 @@ def _complete(words: str) -> list[str]:
 def test_shell_completion_is_enabled() -> None:
     assert "--install-completion" in cli("--help", COLUMNS="200").output
     script = subprocess.run([PY, "-m", "searchvlm", "--show-completion", "bash"], capture_output=True,
-                            text=True, env=_env(), cwd=ROOT, timeout=120).stdout  # fmt: skip
+                            text=True, env=checkout_env(), cwd=ROOT, timeout=120).stdout  # fmt: skip
     assert "complete -o default -F _searchvlm_completion searchvlm" in script
     assert _complete("searchvlm ex") == ["export"]
     assert _complete("searchvlm export x --rule ") == ["knee", "max-synergy", "min-flops"]
@@ -127,7 +117,8 @@ def test_bad_numbers_are_clean_errors(args: list[str], needles: list[str]) -> No
 @pytest.mark.parametrize("command", ["pareto", "export"])
 def test_unknown_sweep_names_the_runs_folder(command: str, run: Path, tmp_path: Path) -> None:
     runs = run.parent
-    args = [command, "nosuch", "--runs-dir", str(runs)] + (["-o", str(tmp_path / "p.json")] if command == "export" else [])
+    out = ["-o", str(tmp_path / "p.json")] if command == "export" else []
+    args = [command, "nosuch", "--runs-dir", str(runs), *out]
     res = cli(*args)
     assert_cli_error(res, f"error: {runs}: RUN = 'nosuch': no sweep of this name here (sweeps: s1)")
     assert "<input>" not in res.output
@@ -205,7 +196,8 @@ def test_pareto_table_whole_through_cli_runner(run: Path) -> None:
     assert res.exit_code == 0, res.output
     assert_table_whole(res.stdout, read_trials(run / "trials.csv"))
     assert max(len(ln) for ln in res.stdout.splitlines()) > 80  # wider than the pipe's 80 columns
-    assert "hypervolume 0.0820 (reference: flops_ratio 1.000, synergy_gain -0.1000 = worst seen); knee: t2" in res.stdout
+    hv = "hypervolume 0.0820 (reference: flops_ratio 1.000, synergy_gain -0.1000 = worst seen); knee: t2"
+    assert hv in res.stdout
 
 
 def test_other_tables_whole_off_a_terminal() -> None:
@@ -234,14 +226,14 @@ def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     space = root / "tiny.yaml"
     space.write_text(yaml.safe_dump(data))
     cmd = [PY, "-m", "searchvlm", "sweep", str(space), "--runs-dir", str(root / "runs")]
-    done = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=root, env=checkout_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (root / "sweep.stderr").write_text(done.stderr)  # the summary the sweep printed, as a log holds it
     return root / "runs" / "tiny"
 
 
 def _sh(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=_env(), capture_output=True,
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=checkout_env(), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
 
 
@@ -323,13 +315,16 @@ def test_print_config_applies_samples_on_sweep() -> None:
 @pytest.mark.parametrize(
     ("sets", "needles"),
     [
-        (["training.stepz=7"], ["error: command line: --set training.stepz = 7: Extra inputs are not permitted"]),
-        (["training.steps=-1"], ["command line: --set training.steps = -1: Input should be greater than or equal to 1"]),
+        (["training.stepz=7"],
+         ["error: command line: --set training.stepz = 7: Extra inputs are not permitted"]),
+        (["training.steps=-1"],
+         ["command line: --set training.steps = -1: Input should be greater than or equal to 1"]),
         (["search.samples=abc", "seeds=[]"], ["--set search.samples = 'abc'", "--set seeds = []"]),
         (["nokey"], ["command line: --set = 'nokey': expected key.path=value"]),
         (["model.num_layers.x=2"], ["--set model.num_layers.x = 2: model.num_layers holds a int value"]),
         (["training.lr=.nan"], ["--set training.lr = nan: must be a finite number"]),
-        (["search.scheduler={kind: mo_asha, grace_steps: 900}"], ["--set search.scheduler.grace_steps = 900: must be <"]),
+        (["search.scheduler={kind: mo_asha, grace_steps: 900}"],
+         ["--set search.scheduler.grace_steps = 900: must be <"]),
     ],
 )
 @pytest.mark.parametrize("command", ["trial", "sweep", "reproduce"])
@@ -342,8 +337,9 @@ def test_bad_set_is_named(command: str, sets: list[str], needles: list[str]) -> 
 def test_calibrate_proxy_uses_the_library_set(tmp_path: Path) -> None:
     script = ROOT / "benchmarks" / "calibrate_proxy.py"
     assert "validate_overridden" in script.read_text() and "def _parse_value" not in script.read_text()
-    done = subprocess.run([PY, str(script), str(QUICK), "--set", "data.train_sizee=5", "--out", str(tmp_path / "o.json")],
-                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)  # fmt: skip
+    cmd = [PY, str(script), str(QUICK), "--set", "data.train_sizee=5", "--out", str(tmp_path / "o.json")]
+    done = subprocess.run(cmd,
+                          capture_output=True, text=True, env=checkout_env(), cwd=ROOT, timeout=300)  # fmt: skip
     assert done.returncode == 1 and "error: command line: --set data.train_sizee = 5" in done.stderr
     assert not (tmp_path / "o.json").exists()
 

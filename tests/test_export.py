@@ -5,74 +5,22 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import pytest
 
-from searchvlm.config import TrialResult
+from helpers.sweeps import make_sweep
 from searchvlm.errors import ConfigError
 from searchvlm.export import build_policy_file, export_policy
 from searchvlm.policy import POLICY_SCHEMA, load_policy, preset
-from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
-
-# (preset, flops_ratio, synergy_gain): dense, a knee, the max-synergy point, a min-FLOPs one
-TABLE: list[tuple[str, float, float]] = [
-    ("dense", 1.0, 0.05),
-    ("himix", 0.24, -0.10),
-    ("hmgen", 0.5, 0.04),
-    ("pmod", 0.8, 0.10),
-    ("fastv", 0.6, 0.00),
-]
-
-
-def _result(name: str, flops: float, syn: float, num_layers: int) -> TrialResult:
-    return TrialResult(
-        flops_ratio=flops,
-        synergy_gain=syn,
-        synergy_gain_stderr=0.01,
-        und_gain=syn,
-        gen_gain=syn + 0.05,
-        und_acc=0.7,
-        gen_nll=2.5,
-        und_acc_iso=0.68,
-        gen_nll_iso=2.6,
-        seeds=[0, 1],
-        policy=preset(name, num_layers),
-    )
-
-
-def make_sweep(
-    root: Path, name: str = "s1", num_layers: int = 4, table: list | None = None
-) -> Path:
-    """A finished sweep directory: trials.csv (+ a failed and a pruned trial) and sweep.json."""
-    run = root / name
-    rows = [
-        trial_row(_result(p, f, s, num_layers), f"t{i}", i, preset=p)
-        for i, (p, f, s) in enumerate(table or TABLE)
-    ]
-    n = len(rows)
-    rows.append(trial_row(TrialResult(status="failed", error="OOM"), f"t{n}", n))
-    rows.append(
-        trial_row(
-            TrialResult(status="pruned", flops_ratio=0.1, synergy_gain=0.9), f"t{n + 1}", n + 1
-        )
-    )
-    write_trials(run / "trials.csv", rows)
-    meta = SweepMeta(
-        name=name,
-        space_path="search_spaces/tiny.yaml",
-        space_hash="deadbeef",
-        package_version="0.1.0",
-        model={"num_layers": num_layers, "hidden_size": 32},
-    )
-    write_meta(run / "sweep.json", meta)
-    return run
+from searchvlm.results import write_trials
 
 
 @pytest.fixture()
 def run(tmp_path: Path) -> Path:
+    """helpers.sweeps.TABLE: dense, a knee (hmgen), the max-synergy point (pmod), a min-FLOPs one (himix)."""
     return make_sweep(tmp_path / "runs")
 
 
@@ -219,7 +167,8 @@ def test_export_chosen_trial(run: Path, tmp_path: Path, trial: str | int, trial_
 
 def test_export_chosen_trial_refusals(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.json"
-    with pytest.raises(ConfigError, match=r"trials\.csv: --trial = 'x9': no trial with this id or number \(numbers 0\.\.6\)"):
+    no_trial = r"trials\.csv: --trial = 'x9': no trial with this id or number \(numbers 0\.\.6\)"
+    with pytest.raises(ConfigError, match=no_trial):
         export_policy(run, out_path=out, trial="x9")
     with pytest.raises(ConfigError, match=r"--trial = 5: trial t5 \(number 5\) has status 'failed' \(OOM\)"):
         export_policy(run, out_path=out, trial=5)
@@ -233,7 +182,9 @@ def test_export_never_overwrites_without_force(run: Path, tmp_path: Path) -> Non
     out.write_text("mine")
     with pytest.raises(ConfigError) as err:
         export_policy(run, "knee", out_path=out)
-    assert str(err.value) == f"command line: --output = {str(out)!r}: exists; pass --force to overwrite it, or choose another file"
+    assert str(err.value) == (
+        f"command line: --output = {str(out)!r}: exists; pass --force to overwrite it, or choose another file"
+    )
     assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "runs"]
     export_policy(run, "knee", out_path=out, force=True)
     assert json.loads(out.read_text())["provenance"]["trial_id"] == "t2"
@@ -311,7 +262,7 @@ def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
 
 def test_repeats_are_one_point_on_the_front(tmp_path: Path) -> None:
     """A `duplicate_of` row is its twin's policy and result: ranked once, still exportable."""
-    from searchvlm.results import read_trials, write_trials
+    from searchvlm.results import read_trials
 
     run = make_sweep(tmp_path / "runs")
     rows = read_trials(run / "trials.csv")

@@ -78,13 +78,13 @@ def test_key_reads_training_config_not_names() -> None:
 
 
 def test_merged_policies_count_the_same_flops() -> None:
-    from searchvlm.flops import TaskLayout, count_flops
-
     from searchvlm.config import VocabLayout
+    from searchvlm.flops import TaskLayout, count_flops
 
     cfg = ModelConfig(num_layers=L, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64,
                       vocab=VocabLayout(num_special=8, num_text=24, num_image=17))  # fmt: skip
-    layouts = {t: TaskLayout(num_tokens=90, num_image=64, num_logit_positions=4) for t in ("understanding", "generation")}
+    layout = TaskLayout(num_tokens=90, num_image=64, num_logit_positions=4)
+    layouts = {t: layout for t in ("understanding", "generation")}
     for a, b, _ in SAME:
         assert count_flops(cfg, a, layouts).ratio == count_flops(cfg, b, layouts).ratio
 
@@ -121,7 +121,8 @@ def _identical(x: tuple[dict, dict], y: tuple[dict, dict]) -> bool:
 RULE_CHECKS = [(a, b, w) for a, b, w in SAME if w in (
     "und skip = drop on 1..1 0..0", "selector unused on 0/1 keep", "dense task: mode and selector unused", "full scope",
 )] + [(pol(mode="skip", sharing=Sharing(qkv="task_image", mlp="task")),
-       pol(mode="drop", sel="attention", sharing=Sharing(qkv="task_image", mlp="task")), "skip = drop, split weights")]  # fmt: skip
+       pol(mode="drop", sel="attention", sharing=Sharing(qkv="task_image", mlp="task")),
+       "skip = drop, split weights")]  # fmt: skip
 
 
 @pytest.mark.parametrize("a,b,why", RULE_CHECKS, ids=[w for *_, w in RULE_CHECKS])

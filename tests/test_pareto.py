@@ -229,20 +229,6 @@ def test_default_ref_uses_valid_rows_only() -> None:
     assert default_ref(TABLE) == (1.0, -0.10)
 
 
-def test_light_imports() -> None:
-    """pareto and export (L1) load no torch / ray / mlflow / plotting / optuna."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, searchvlm.pareto, searchvlm.export, searchvlm.report\n"
-        "heavy = ('torch', 'ray', 'mlflow', 'matplotlib', 'plotly', 'optuna')\n"
-        "heavy = [m for m in heavy if m in sys.modules]\n"
-        "assert not heavy, heavy"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-
-
 def test_moocore_meets_the_pin() -> None:
     """pyproject pins moocore>=0.3.2 (0.1.x ranks from 1, 0.3.1 can crash on duplicates)."""
     import re

@@ -48,7 +48,8 @@ def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
     # paired differences against dense: per seed, from the rows' own per-seed records
     runs = json.loads((tmp_path / "out" / "table3.json").read_text())
     for name in ("himix", "pmod"):
-        diffs = [a["synergy_gain"] - d["synergy_gain"] for a, d in zip(runs[name]["per_seed"], runs["dense"]["per_seed"])]
+        pairs = zip(runs[name]["per_seed"], runs["dense"]["per_seed"])
+        diffs = [a["synergy_gain"] - d["synergy_gain"] for a, d in pairs]
         assert by[name]["synergy_vs_dense"] == pytest.approx(sum(diffs) / 2)
         assert by[name]["synergy_vs_dense_stderr"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
     assert by["dense"]["synergy_vs_dense"] is None

@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from helpers import PY, checkout_env
+from helpers.sweeps import check_consistent, tiny_space
 from searchvlm.cli import app
 from searchvlm.results import read_meta, read_trials
-
-from test_cli import PY, _env
-from test_sweep import check_consistent, tiny_space
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -32,9 +31,9 @@ LINE = re.compile(r"^\[\s*\d+(?:s|m\d\ds|h\d\dm)\] sweep tiny: (.*)$")
 def piped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The 2-sample sweep, its merged output read line by line while it runs."""
     root = tmp_path_factory.mktemp("extend")
-    space = tiny_space(root / "tiny.yaml", samples=2)
+    space = tiny_space(root / "tiny.yaml", samples=2, presets=["himix"], calibrated=False)
     cmd = [PY, "-m", "searchvlm", "sweep", str(space), "--runs-dir", str(root / "runs")]
-    proc = subprocess.Popen(cmd, cwd=root, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=root, env=checkout_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)  # fmt: skip
     lines: list[tuple[str, bool]] = []  # (line, was the sweep still running when it arrived)
     assert proc.stdout is not None
@@ -60,7 +59,8 @@ def test_event_lines_in_a_pipe(piped: dict[str, Any]) -> None:
         done = [e for e, _ in events if e.startswith(f"trial {name} ({tid}) ok: ")]
         assert len(started) == 1 and len(done) == 1, text
         assert f"flops_ratio {r['flops_ratio']:.4f}, synergy_gain {r['synergy_gain']:+.4f}" in done[0]
-        assert re.search(r"\d/2 done \(\d ok, 0 failed, 0 pruned\), \d running, elapsed \d+s, ETA (\d+s|\?|\d+m\d\ds)", done[0])
+        counts = r"\d/2 done \(\d ok, 0 failed, 0 pruned\), \d running, elapsed \d+s, ETA (\d+s|\?|\d+m\d\ds)"
+        assert re.search(counts, done[0])
     finished = [alive for e, alive in events if " ok: " in e]
     assert finished[0], "the first trial's line arrived only after the sweep ended"  # as it happens
     assert events[-1][0].startswith("ended; 2/2 done (2 ok, 0 failed, 0 pruned), 0 running, elapsed ")
@@ -85,7 +85,8 @@ def test_a_changed_space_is_refused(piped: dict[str, Any], tmp_path: Path) -> No
         res = _cli("sweep", *args, "--resume", "--samples", "3", "--runs-dir", runs, "--name", "tiny")
         assert res.exit_code == 2 and "differs from the space sweep 'tiny' started with" in res.output, res.output
     res = _cli("sweep", str(piped["space"]), "--resume", "--samples", "1", "--runs-dir", runs)
-    assert res.exit_code == 2 and "--samples = 1: sweep 'tiny' has 2 samples; a sweep can be extended, never shrunk" in res.output
+    shrink = "--samples = 1: sweep 'tiny' has 2 samples; a sweep can be extended, never shrunk"
+    assert res.exit_code == 2 and shrink in res.output
     assert len(read_trials(piped["run_dir"] / "trials.csv")) == 2
 
 
@@ -94,7 +95,7 @@ def test_extend_a_finished_sweep(piped: dict[str, Any]) -> None:
     before = {r["trial_id"]: r for r in read_trials(run_dir / "trials.csv")}
     parent = read_meta(run_dir / "sweep.json").parent_run_id
     cmd = [PY, "-m", "searchvlm", "sweep", str(piped["space"]), "--runs-dir", str(runs), "--resume", "--samples", "3"]
-    done = subprocess.run(cmd, cwd=piped["root"], env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=piped["root"], env=checkout_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "started, 2/3 trials recorded" in done.stderr
     meta = read_meta(run_dir / "sweep.json")

@@ -20,7 +20,8 @@ TINY_TRAIN = TrainingConfig(steps=6, eval_every=3, batch_size=8, threads=1)
 
 
 def tiny(tmp_path: Path, **update) -> TrialConfig:
-    cfg = TrialConfig(model=TINY_MODEL, data=TINY_DATA, training=TINY_TRAIN, seeds=[0], cache_dir=str(tmp_path / "cache"))
+    cfg = TrialConfig(model=TINY_MODEL, data=TINY_DATA, training=TINY_TRAIN, seeds=[0],
+                      cache_dir=str(tmp_path / "cache"))  # fmt: skip
     return cfg.model_copy(update=update)
 
 

@@ -70,7 +70,8 @@ def save_tokens(path: Path, n: int = 48) -> Path:
 
 
 def _config(tmp: Path, hf: Path, pretrained: bool, policy: str) -> TrialConfig:
-    data = DataConfig(name="tokens", path=str(save_tokens(tmp / "tokens.npz")), train_size=24, val_size=12, test_size=12)
+    tokens = str(save_tokens(tmp / "tokens.npz"))
+    data = DataConfig(name="tokens", path=tokens, train_size=24, val_size=12, test_size=12)
     model = ModelConfig(hf=str(hf), pretrained=pretrained)
     return TrialConfig(model=model, data=data, training=TRAIN, cache_dir=str(tmp / "cache"),
                        policy=preset(policy, model.num_layers))

@@ -1,4 +1,5 @@
-"""Fixtures for the data tests: tiny configs and a writer of small valid .npz files."""
+"""Fixtures for the data tests: a small valid data set and a writer of .npz files built from
+it (`helpers.data.valid_arrays`)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-N_ROWS = 12
-
-
-def valid_arrays(n: int = N_ROWS) -> dict[str, Any]:
-    """A small valid `tokens` data set: 2x2 images with codes 0..2, a fixed split."""
-    rng = np.random.default_rng(0)
-    colours = ["red", "green", "blue"]
-    answers = [colours[i % 3] for i in range(n)]
-    return {
-        "image_tokens": rng.integers(0, 3, (n, 4)),
-        "captions": np.array([f"paint it {a}" for a in answers]),
-        "questions": np.array(["which colour is it" if i % 2 else "colour" for i in range(n)]),
-        "answers": np.array(answers),
-        "split": np.array((["train"] * 6 + ["val"] * 3 + ["test"] * 3)[:n]),
-    }
+from helpers.data import valid_arrays
 
 
 @pytest.fixture(name="valid_arrays")

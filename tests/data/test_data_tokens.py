@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 
+from helpers.data import N_ROWS
 from searchvlm.config import DataConfig
 from searchvlm.data import load_data
-from searchvlm.data._tokens import REQUIRED
+from searchvlm.data._tokens import OPTIONAL, REQUIRED
 from searchvlm.errors import ConfigError
-
-N_ROWS = 12  # rows of the conftest's valid_arrays
 
 
 def _load(path: Path, **cfg: Any) -> Any:
@@ -128,7 +128,16 @@ def test_tokens_need_a_path() -> None:
         load_data(DataConfig(name="tokens"))
 
 
-def test_required_keys_are_documented() -> None:
+def test_required_keys_are_documented_and_enforced(write_npz: Callable[..., Path]) -> None:
+    """The module's schema lists exactly the required keys (unmarked) and the optional ones
+    (marked *), in the code's order; a file without any one required key is refused naming it."""
     from searchvlm.data import _tokens
 
-    assert all(f"`{key}`" in (_tokens.__doc__ or "") for key in REQUIRED)
+    documented = re.findall(r"^- `(\w+)`(\*?) ", _tokens.__doc__ or "", re.MULTILINE)
+    assert [key for key, star in documented if not star] == list(REQUIRED)
+    assert [key for key, star in documented if star] == list(OPTIONAL)
+    for key in REQUIRED:
+        path = write_npz(drop=(key,), name=f"no_{key}.npz")
+        with pytest.raises(ConfigError) as err:
+            _load(path)
+        assert err.value.problems[0][0] == key and str(path) in str(err.value)

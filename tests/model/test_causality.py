@@ -9,16 +9,15 @@ import itertools
 import pytest
 import torch
 from pydantic import ValidationError
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from helpers.models import LAYERS, VOCAB, Batch, make_batch
 from searchvlm.model import apply_policy
 from searchvlm.model import reduced as reduced_module
 from searchvlm.model._select import top_ranks
 from searchvlm.policy import PRESETS, ReductionPolicy, Segment, TaskPolicy, preset
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from conftest import LAYERS, VOCAB, Batch, make_batch
-
-S, I, IMG, O = Segment.SYSTEM, Segment.INSTRUCTION, Segment.IMAGE, Segment.OUTPUT
+S, I, IMG, O = Segment.SYSTEM, Segment.INSTRUCTION, Segment.IMAGE, Segment.OUTPUT  # noqa: E741 - layouts read as S I IMG O
 LAYOUTS = {  # name -> (task, segment runs)
     "und_question_first": ("understanding", [(S, 1), (I, 3), (S, 1), (IMG, 12), (S, 1), (O, 3)]),
     "und_question_after": ("understanding", [(S, 1), (S, 1), (IMG, 12), (S, 1), (I, 3), (O, 3)]),

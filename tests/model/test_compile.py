@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import Batch
+from helpers.models import Batch
 from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import PRESETS, preset

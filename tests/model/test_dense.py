@@ -14,11 +14,10 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from searchvlm.config import ModelConfig, VocabLayout
+from helpers.models import LAYERS, VOCAB, Batch
+from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import ReductionPolicy, Sharing
-
-from conftest import LAYERS, VOCAB, Batch
 
 TOL = 1e-5
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers.models import LAYERS, Batch
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.model import apply_policy
 from searchvlm.policy import ReductionPolicy, Sharing, TaskPolicy
-
-from conftest import LAYERS, Batch
 
 SELECTORS = {
     "understanding": ("attention", "pdrop", "stride", "random", "recent", "router"),

@@ -5,7 +5,6 @@ wrapper as one unit works and gives the unsharded loss and gradients."""
 
 from __future__ import annotations
 
-import socket
 import time
 from datetime import timedelta
 
@@ -14,15 +13,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from searchvlm.config import ModelConfig, VocabLayout
+from helpers.models import VOCAB
+from helpers.services import free_port
+from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import preset
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
 
 WORLD = 2
-CFG = ModelConfig(num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64,
-                  vocab=VocabLayout(num_special=4, num_text=16, num_image=20))
+CFG = ModelConfig(num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab=VOCAB)
 
 
 def _model() -> torch.nn.Module:
@@ -75,14 +75,8 @@ def _worker(rank: int, port: int) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_fsdp2_per_layer_refused_whole_wrapper_works() -> None:
-    ctx = mp.start_processes(_worker, args=(_free_port(),), nprocs=WORLD, join=False, start_method="spawn")
+    ctx = mp.start_processes(_worker, args=(free_port(),), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 180
     try:
         while not ctx.join(timeout=5):

@@ -8,14 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.families import LAYERS, build_family
+from helpers.models import janus_model
 from searchvlm.model import apply_policy
 from searchvlm.policy import ReductionPolicy, Segment, TaskPolicy
 
-from conftest import janus_model
-from test_families import LAYERS, _build
-
 TOL = 1e-5
-S, I, IMG, O = Segment.SYSTEM, Segment.INSTRUCTION, Segment.IMAGE, Segment.OUTPUT
+S, I, IMG, O = Segment.SYSTEM, Segment.INSTRUCTION, Segment.IMAGE, Segment.OUTPUT  # noqa: E741 - layouts read as S I IMG O
 
 
 def _janus_understanding() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,7 +48,8 @@ def test_janus_generation_uses_generation_embedding_and_head() -> None:
     model = janus_model()
     seg = torch.cat([torch.full((n,), s) for s, n in [(S, 2), (I, 4), (IMG, 16), (S, 1)]]).expand(2, -1).clone()
     g = torch.Generator().manual_seed(3)
-    ids = torch.where(seg == IMG, torch.randint(0, 16, seg.shape, generator=g), torch.randint(5, 64, seg.shape, generator=g))
+    codes, text = torch.randint(0, 16, seg.shape, generator=g), torch.randint(5, 64, seg.shape, generator=g)
+    ids = torch.where(seg == IMG, codes, text)
     img = (seg == IMG)[..., None]  # (B, T, 1)
     with torch.no_grad():
         text = model.get_input_embeddings()(ids.masked_fill(img[..., 0], 0))  # (B, T, d)
@@ -62,7 +62,7 @@ def test_janus_generation_uses_generation_embedding_and_head() -> None:
 
 
 def test_inputs_embeds_equals_input_ids() -> None:
-    model = _build("granite")  # its embedding multiplier applies to given embeddings too, as in HF
+    model = build_family("granite")  # its embedding multiplier applies to given embeddings too, as in HF
     seg = torch.tensor([[S, I, IMG, IMG, IMG, O]] * 2)
     ids = torch.randint(0, 40, seg.shape, generator=torch.Generator().manual_seed(0))
     reduced = apply_policy(model, ReductionPolicy.dense(LAYERS))
@@ -75,7 +75,7 @@ def test_inputs_embeds_equals_input_ids() -> None:
 
 
 def test_needs_exactly_one_input() -> None:
-    model = _build("llama")
+    model = build_family("llama")
     reduced = apply_policy(model, ReductionPolicy.dense(LAYERS))
     seg = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="exactly one of input_ids"):
@@ -146,7 +146,7 @@ def _route(reduced) -> None:
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("task", ["understanding", "generation"])
 def test_padded_dense_rows_equal_hf_rows(family: str, side: str, task: str) -> None:
-    model = _build(family)
+    model = build_family(family)
     rows = _rows(task)
     ids, seg, mask, offsets = _padded(rows, side)
     reduced = apply_policy(model, ReductionPolicy.dense(LAYERS))
@@ -166,7 +166,7 @@ def test_padded_rows_equal_rows_alone(policy: str, side: str, family: str) -> No
     """Under a reducing policy each padded row gives its logits alone: pads are never selected
     (their IMAGE segment is ignored) and never move another token's attention."""
     task = POLICIES[policy][0] if POLICIES[policy] else "understanding"
-    model = _build(family)
+    model = build_family(family)
     reduced = apply_policy(model, _policy(policy)).eval()
     _route(reduced)
     rows = _rows(task)
@@ -182,7 +182,7 @@ def test_padded_rows_equal_rows_alone(policy: str, side: str, family: str) -> No
 
 
 def test_padded_labels_give_the_rows_loss() -> None:
-    model = _build("llama")
+    model = build_family("llama")
     rows = _rows("understanding")
     ids, seg, mask, _ = _padded(rows, "left")
     labels = torch.where((seg == O) & mask.bool(), ids, torch.full_like(ids, -100))
@@ -195,7 +195,7 @@ def test_padded_labels_give_the_rows_loss() -> None:
 
 
 def test_refuses_padding_inside_a_row() -> None:
-    model = _build("llama")
+    model = build_family("llama")
     seg = torch.zeros(2, 5, dtype=torch.long)
     mask = torch.tensor([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]])
     with pytest.raises(ValueError, match=r"left or right padding.*rows \[0\]"):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.models import Batch, PolicyFactory
 from searchvlm.model import apply_policy
-
-from conftest import Batch, PolicyFactory
 
 TOL = 1e-5
 TEXT = [0, 1, 2, 19, 20, 21, 22, 23]  # non-image rows of the understanding batch

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.models import Batch, PolicyFactory
 from searchvlm.model import apply_policy
-
-from conftest import Batch, PolicyFactory
 
 SELECTORS = ["attention", "pdrop", "stride", "random", "recent", "router"]
 IMAGE = range(3, 19)  # image rows of the understanding batch
@@ -69,7 +68,9 @@ def _quota(scores: list[float], k: int) -> list[int]:
 
 
 @pytest.mark.parametrize("task", ["understanding", "generation"])
-def test_router_picks_its_rule_and_learns(model, und_batch: Batch, gen_batch: Batch, make_policy: PolicyFactory, task) -> None:
+def test_router_picks_its_rule_and_learns(
+    model, und_batch: Batch, gen_batch: Batch, make_policy: PolicyFactory, task
+) -> None:
     batch = und_batch if task == "understanding" else gen_batch
     keep = ([1.0, 0.5, 1.0, 1.0], "skip", "router")
     policy = make_policy(**({"und": keep} if task == "understanding" else {"gen": keep}))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.models import LAYERS, Batch, PolicyFactory
 from searchvlm.model import apply_policy
 from searchvlm.policy import Sharing
-
-from conftest import LAYERS, Batch, PolicyFactory
 
 
 def _loss(reduced, batch: Batch, task: str) -> torch.Tensor:

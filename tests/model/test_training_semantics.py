@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import LAYERS, Batch, PolicyFactory
+from helpers.families import LAYERS as FAMILY_LAYERS
+from helpers.families import build_family, family_batch
+from helpers.models import LAYERS, Batch, PolicyFactory
 from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import ReductionPolicy, Segment, Sharing
-from test_families import LAYERS as FAMILY_LAYERS
-from test_families import _batch, _build
 
 # ------------------------------------------------------------------ dropout
 
@@ -23,7 +23,7 @@ from test_families import _batch, _build
 def _with_dropout(family: str, p: float) -> nn.Module:
     """A tiny family model with dropout p wherever HF applies it (attention probabilities and
     the layer's residual dropout modules), running HF's eager attention."""
-    model = _build(family)
+    model = build_family(family)
     for layer in apply_policy(model, ReductionPolicy.dense(FAMILY_LAYERS)).decoder.layers:
         layer.self_attn.attention_dropout = p
         for child in layer.children():
@@ -38,7 +38,7 @@ def test_dropout_equals_hf_under_the_same_rng_state(family: str) -> None:
     """Train mode, eager kernel: the reduced dense forward draws the same dropout masks at the
     same places as HF's forward (attention probabilities; Emu3 / Phi3 residual dropout)."""
     model = _with_dropout(family, 0.3).train()
-    ids, seg = _batch(model, "generation")
+    ids, seg = family_batch(model, "generation")
     reduced = apply_policy(model, ReductionPolicy.dense(FAMILY_LAYERS), attention="eager").train()
     torch.manual_seed(7)
     ref = model(input_ids=ids).logits
@@ -53,7 +53,7 @@ def test_dropout_equals_hf_under_the_same_rng_state(family: str) -> None:
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_dropout_is_off_in_eval_mode(attention: str) -> None:
     model = _with_dropout("emu3", 0.3).eval()
-    ids, seg = _batch(model, "understanding")
+    ids, seg = family_batch(model, "understanding")
     reduced = apply_policy(model, ReductionPolicy.dense(FAMILY_LAYERS), attention=attention).eval()
     with torch.no_grad():
         ref = model(input_ids=ids).logits

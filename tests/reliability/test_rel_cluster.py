@@ -18,7 +18,9 @@ from typing import Iterator
 
 import pytest
 
-from conftest import BIN, PY, check_consistent, descendants, free_port, listening, rows_of, stop_group, tiny_space, wait_for
+from helpers import BIN, PY
+from helpers.services import free_port, stop_group, wait_for
+from helpers.sweeps import check_consistent, rows_of, tiny_space
 from searchvlm.pareto import front
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:7f00:1"}
@@ -102,11 +104,12 @@ def test_worker_node_lost_mid_sweep(cluster: Cluster, tmp_path: Path):
 
 def test_local_ray_is_loopback_only_without_dashboard(tmp_path: Path):
     code = ("import json, os, sys, ray; sys.path.insert(0, %r); "
-            "from conftest import descendants, listening; from searchvlm.sweep import ensure_ray; "
+            "from helpers.services import descendants, listening; from searchvlm.sweep import ensure_ray; "
             "ensure_ray(num_cpus=1); node = ray._private.worker._global_node; "
             "print(json.dumps({'gcs': ray.get_runtime_context().gcs_address, "
             "'webui': node.address_info.get('webui_url'), "
-            "'socks': listening(descendants(os.getpid()) | {os.getpid()})})); ray.shutdown()") % str(Path(__file__).parent)  # fmt: skip
+            "'socks': listening(descendants(os.getpid()) | {os.getpid()})})); ray.shutdown()"
+            ) % str(Path(__file__).parents[1])  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     out = subprocess.run([PY, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -22,13 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from helpers import ROOT
 from searchvlm.cli import app
 from searchvlm.config import TrialResult
 from searchvlm.errors import ConfigError
 from searchvlm.policy import ReductionPolicy, load_policy, preset
 from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
-from searchvlm.space import load_space
+from searchvlm.space import load_space, preset_policy
 
 BASE_SPACE: dict = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
 BASE_POLICY: dict = json.loads(preset("himix_hmgen", 4).model_dump_json())
@@ -110,9 +110,12 @@ def test_fuzzed_space_loads_or_names_the_problem(case: tuple, tmp_path: Path):
         space = load_space(f)
     except ConfigError as err:
         assert_one_line_per_problem(err, f)
-    else:  # whatever loads is a usable space: finite numbers, a compilable preset
+    else:  # whatever loads is a usable space: finite numbers, compilable presets, a stable hash
         assert math.isfinite(space.search.scheduler.reduction_factor)
-        assert space.space_hash()
+        for name in space.presets:
+            assert preset_policy(space, name).num_layers == space.model.num_layers, name
+        assert re.fullmatch(r"[0-9a-f]{16}", space.space_hash())
+        assert load_space(f).space_hash() == space.space_hash()  # exported provenance is reproducible
 
 
 @FUZZ
@@ -128,7 +131,8 @@ def test_arbitrary_text_as_space(text: str, tmp_path: Path):
 @pytest.mark.parametrize(
     "patch, key, value",
     [
-        ({"policy": {"understanding": {"schedules": [{"kind": "fastv", "ratio": {"type": "float", "low": 0.2, "high": 1.7}}]}}},
+        ({"policy": {"understanding": {"schedules": [
+            {"kind": "fastv", "ratio": {"type": "float", "low": 0.2, "high": 1.7}}]}}},
          "policy.understanding.schedules[0].ratio", "1.7"),
         ({"policy": {"generation": {"mode": ["skip", "drop"]}}}, "policy.generation", "drop"),
         ({"training": {"lr": float("nan")}}, "training.lr", "nan"),

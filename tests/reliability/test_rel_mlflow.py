@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, MlflowServer, check_consistent, rows_of, stop_group, tiny_space, wait_for
+from helpers import BIN
+from helpers.services import MlflowServer, stop_group, wait_for
+from helpers.sweeps import check_consistent, rows_of, tiny_space
 
 
 @pytest.mark.slow

@@ -18,14 +18,18 @@ from typing import Iterator
 import pytest
 import ray
 
-from conftest import HERE, PY, check_consistent, child_runs, rows_of, stop_group, study, tiny_space, wait_for
+from helpers import PY
+from helpers.services import stop_group, wait_for
+from helpers.sweeps import check_consistent, child_runs, rows_of, study, tiny_space
 from searchvlm.pareto import front, pareto_ranks
 from searchvlm.sweep import _loopback_only, run_sweep
 from searchvlm.tracking import Tracker
 
 pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent  # where `_faults` lives (on the Ray workers' PYTHONPATH)
 DRIVER = ("import sys; from searchvlm.sweep import run_sweep; "
-          "run_sweep(sys.argv[1], name=sys.argv[2], runs_dir=sys.argv[3], address=sys.argv[4], progress=False)")  # fmt: skip
+          "run_sweep(sys.argv[1], name=sys.argv[2], runs_dir=sys.argv[3], address=sys.argv[4], "
+          "progress=False)")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,8 @@ def test_diverging_and_raising_trials_fail_and_rank_last(runs: Path, plan: Path,
     assert {r["number"] for r in front(rows)} <= {0, 3} and front(rows)
     told = {t.number: t for t in study(s.run_dir, "faulty").trials}
     assert "injected fault" in told[2].user_attrs["error"]
-    mlflow_err = {c.data.tags["trial_id"]: c.data.tags.get("error", "") for c in child_runs(s.tracking_uri, runs, s.run_dir)}
+    children = child_runs(s.tracking_uri, runs, s.run_dir)
+    mlflow_err = {c.data.tags["trial_id"]: c.data.tags.get("error", "") for c in children}
     assert "non-finite" in mlflow_err[by[1]["trial_id"]]
 
 

@@ -1,0 +1,157 @@
+"""Sweeps for the tests: tiny search spaces, finished sweep folders written directly, and the
+check that a sweep's trials table, Optuna study and MLflow runs agree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import yaml
+
+from helpers import ROOT
+from searchvlm.config import TrialResult
+from searchvlm.policy import preset
+from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
+
+# --------------------------------------------------------------------------- tiny spaces
+
+
+def tiny_space(path: Path, samples: int = 4, steps: int = 20, concurrency: int = 2, scheduler: dict | None = None,
+               presets: Sequence[str] = (), calibrated: bool = True) -> Path:  # fmt: skip
+    """quick.yaml shrunk to seconds per trial (`steps` steps, evaluation every 10), `presets`
+    enqueued first; `calibrated=False` drops quick.yaml's calibration (measured for its
+    training, not for these few steps: the sweep then warns that synergy is unmeasured)."""
+    data = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
+    data["training"].update(steps=steps, eval_every=10)
+    data["search"].update(samples=samples, concurrency=concurrency, scheduler=scheduler or {"kind": "none"})
+    data["presets"] = list(presets)
+    if not calibrated:
+        data.pop("calibration", None)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def repeat_space(path: Path, samples: int = 4) -> Path:
+    """Every sample is one computation: understanding keep 1 0 0 0 (fastv K=1, R=1) under
+    `skip` or `drop` with any selector (merged, see searchvlm.identity), the rest fixed."""
+    data = yaml.safe_load(tiny_space(path, samples=samples, calibrated=False).read_text())
+    data["policy"] = {
+        "understanding": {"mode": ["skip", "drop"], "selector": ["stride", "attention"],
+                          "schedules": [{"kind": "fastv", "start": 1, "ratio": 1.0}]},
+        "generation": {"mode": ["skip"], "selector": ["stride"],
+                       "schedules": [{"kind": "shallow", "k": 1, "ratio": 0.0}]},
+        "tie_schedules": [False], "sharing": {"qkv": ["shared"], "mlp": ["shared"]},
+    }  # fmt: skip
+    data["search"]["confirm"] = {"seeds": [1, 2], "top": 2}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --------------------------------------------------------------------------- a finished sweep, written directly
+
+# (preset, flops_ratio, synergy_gain): dense, a knee, the max-synergy point, a min-FLOPs one
+TABLE: list[tuple[str, float, float]] = [
+    ("dense", 1.0, 0.05),
+    ("himix", 0.24, -0.10),
+    ("hmgen", 0.5, 0.04),
+    ("pmod", 0.8, 0.10),
+    ("fastv", 0.6, 0.00),
+]
+
+
+def _result(name: str, flops: float, syn: float, num_layers: int) -> TrialResult:
+    return TrialResult(
+        flops_ratio=flops,
+        synergy_gain=syn,
+        synergy_gain_stderr=0.01,
+        und_gain=syn,
+        gen_gain=syn + 0.05,
+        und_acc=0.7,
+        gen_nll=2.5,
+        und_acc_iso=0.68,
+        gen_nll_iso=2.6,
+        seeds=[0, 1],
+        policy=preset(name, num_layers),
+    )
+
+
+def make_sweep(
+    root: Path, name: str = "s1", num_layers: int = 4, table: list | None = None
+) -> Path:
+    """A finished sweep directory: trials.csv (+ a failed and a pruned trial) and sweep.json."""
+    run = root / name
+    rows = [
+        trial_row(_result(p, f, s, num_layers), f"t{i}", i, preset=p)
+        for i, (p, f, s) in enumerate(table or TABLE)
+    ]
+    n = len(rows)
+    rows.append(trial_row(TrialResult(status="failed", error="OOM"), f"t{n}", n))
+    rows.append(
+        trial_row(
+            TrialResult(status="pruned", flops_ratio=0.1, synergy_gain=0.9), f"t{n + 1}", n + 1
+        )
+    )
+    write_trials(run / "trials.csv", rows)
+    meta = SweepMeta(
+        name=name,
+        space_path="search_spaces/tiny.yaml",
+        space_hash="deadbeef",
+        package_version="0.1.0",
+        model={"num_layers": num_layers, "hidden_size": 32},
+    )
+    write_meta(run / "sweep.json", meta)
+    return run
+
+
+# --------------------------------------------------------------------------- a real sweep's records
+
+
+def study(run_dir: Path, name: str) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+
+
+def child_runs(uri: str, runs: Path, run_dir: Path) -> list:
+    from searchvlm.results import read_meta
+    from searchvlm.tracking import Tracker
+
+    tracker = Tracker(uri, runs)
+    tracker.parent_id = read_meta(run_dir / "sweep.json").parent_run_id
+    return tracker.children()
+
+
+def check_consistent(run_dir: Path, name: str, uri: str, runs: Path, samples: int | None = None) -> list[dict]:
+    """Every trial exactly once in the table, the study and MLflow, with matching states
+    (and, given `samples`, trials numbered 0..samples-1)."""
+    from searchvlm.results import read_trials
+
+    rows = read_trials(run_dir / "trials.csv")
+    ids = [r["trial_id"] for r in rows]
+    assert len(ids) == len(set(ids)), ids
+    if samples is not None:
+        assert len(rows) == samples, ids
+        assert sorted(r["number"] for r in rows) == list(range(samples))
+    st = study(run_dir, name)
+    assert [d.name for d in st.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert sorted(t.number for t in st.trials) == sorted(r["number"] for r in rows)
+    state = {"ok": "COMPLETE", "failed": "FAIL", "pruned": "PRUNED"}
+    by_number = {t.number: t for t in st.trials}
+    for r in rows:
+        assert by_number[r["number"]].state.name == state[r["status"]], r
+    runs_ = child_runs(uri, runs, run_dir)
+    assert sorted(c.data.tags["trial_id"] for c in runs_) == sorted(ids)
+    assert {c.data.tags["trial_id"]: c.data.tags["status"] for c in runs_} == {
+        r["trial_id"]: r["status"] for r in rows
+    }
+    assert all(c.info.status in ("FINISHED", "FAILED", "KILLED") for c in runs_)
+    return rows
+
+
+def rows_of(table: Path) -> list[dict]:
+    from searchvlm.results import read_trials
+
+    try:
+        return read_trials(table) if table.exists() else []
+    except Exception:  # noqa: BLE001 - polled while a writer replaces it
+        return []

@@ -1,0 +1,32 @@
+"""MO-ASHA (searchvlm.sweep._moasha): rung levels, the ranking by front then crowding, and
+the rung decisions, without a Ray session."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from searchvlm.sweep._moasha import MOASHA, keeps, rank_order, rung_levels
+
+
+def test_rung_levels():
+    assert rung_levels(10, 3, 100) == [10, 30, 90]
+    assert rung_levels(100, 3, 500) == [100, 300]
+
+
+def test_rank_order_front_then_crowding():
+    pts = np.array([[0.5, -0.1], [0.3, -0.2], [0.9, 0.0], [np.inf, np.inf]])
+    assert rank_order(pts).tolist() == [1, 0, 2, 3]
+    assert keeps(pts, 1, 3) and keeps(pts, 0, 3) and not keeps(pts, 2, 3)
+
+
+def test_moasha_rung_decisions():
+    s = MOASHA(["flops_ratio", "synergy_gain"], ["min", "max"], grace_steps=10, max_steps=100,
+               reduction_factor=3)  # fmt: skip
+    good = {"flops_ratio": 0.5, "synergy_gain": 0.2}
+    bad = {"flops_ratio": 0.9, "synergy_gain": -0.1}  # dominated by `good`
+    assert s.decide("a", 10, good) == "CONTINUE"  # first at the rung
+    assert s.decide("b", 10, bad) == "STOP"  # top ceil(2/3)=1 only
+    assert s.decide("c", 10, {"flops_ratio": 0.4, "synergy_gain": 0.3}) == "CONTINUE"
+    assert s.decide("a", 20, good) == "CONTINUE"  # between rungs: no decision
+    assert s.decide("d", 10, {"flops_ratio": None, "synergy_gain": 1.0}) == "STOP"  # missing = worst
+    assert s.stopped == {"b", "d"}

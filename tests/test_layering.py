@@ -1,0 +1,218 @@
+"""The package's layering (docs/DESIGN: a module imports only from its own layer or lower;
+nothing imports cli), read from the source with `ast`, plus one real import that shows the
+light modules stay light at run time (an AST cannot see what a lazy import loads).
+
+Every import statement counts, lazy ones inside functions included; `importlib` strings
+(the façade's `_LAZY`, `sweep.__getattr__`) are not imports and are not checked here.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+PACKAGE = ROOT / "searchvlm"
+
+# Every module of the package and its layer. A new module must be added here (the test
+# below lists the ones that are missing). A package name covers its submodules.
+LAYERS: dict[str, int] = {
+    # L0: schemas and stdlib-level helpers (pydantic, PyYAML; no torch / ray / mlflow)
+    "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
+    "searchvlm._hf": 0,
+    "searchvlm.config": 0,
+    "searchvlm.errors": 0,
+    "searchvlm.identity": 0,
+    "searchvlm.overrides": 0,
+    "searchvlm.policy": 0,
+    "searchvlm.results": 0,
+    "searchvlm.schema_doc": 0,
+    "searchvlm.space": 0,
+    # L1: arithmetic on numbers and schemas (numpy ok)
+    "searchvlm.export": 1,
+    "searchvlm.flops": 1,
+    "searchvlm.pareto": 1,
+    "searchvlm.synergy": 1,
+    # L2: data and the model
+    "searchvlm.data": 2,
+    "searchvlm.model": 2,
+    # L3: training, trials, analysis
+    "searchvlm.analysis": 3,
+    "searchvlm.baselines": 3,
+    "searchvlm.training": 3,
+    "searchvlm.trial": 3,
+    # L4: engines and outputs
+    "searchvlm._console": 4,
+    "searchvlm.confirm": 4,
+    "searchvlm.frames": 4,
+    "searchvlm.report": 4,
+    "searchvlm.reproduce": 4,
+    "searchvlm.runs": 4,
+    "searchvlm.sweep": 4,
+    "searchvlm.tracking": 4,
+    # L5: the command line
+    "searchvlm.cli": 5,
+    "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli
+}
+HEAVY = ("torch", "ray", "mlflow")  # L0 and L1 import none of them, not even lazily
+ONLY_IN = {  # a third-party package -> the only place that may import it
+    "ray": ("searchvlm.sweep",),
+    "mlflow": ("searchvlm.tracking",),
+}
+CLI_IMPORTERS = ("searchvlm.__main__",)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path) -> Iterator[tuple[int, str]]:
+    """(line, absolute name) of everything the file imports, relative imports resolved:
+    `from a import b` gives `a` and `a.b` (b may be a submodule: `from searchvlm import cli`)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join([*parts, node.module] if node.module else parts)
+            yield node.lineno, base
+            yield from ((node.lineno, f"{base}.{a.name}") for a in node.names if a.name != "*")
+
+
+def _layer(module: str) -> int | None:
+    """The layer of a package module (its longest listed package), None when unlisted; the
+    façade `searchvlm` covers only itself."""
+    parts = module.split(".")
+    for n in range(len(parts), 1, -1):
+        if ".".join(parts[:n]) in LAYERS:
+            return LAYERS[".".join(parts[:n])]
+    return LAYERS.get(module)
+
+
+def _first_per_line(found: list[str]) -> list[str]:
+    """One entry per `module:line` (`from a import b, c` yields a, a.b and a.c)."""
+    return list({f.split(" ", 1)[0]: f for f in reversed(found)}.values())[::-1]
+
+
+def _within(module: str, owners: tuple[str, ...]) -> bool:
+    return any(module == o or module.startswith(o + ".") for o in owners)
+
+
+def _all_imports() -> list[tuple[str, int, str]]:
+    return [(name, line, imported) for name, path in _modules().items() for line, imported in _imports(name, path)]
+
+
+def test_every_module_has_a_layer() -> None:
+    missing = [name for name in _modules() if _layer(name) is None]
+    assert not missing, f"assign these modules a layer in tests/test_layering.py LAYERS: {missing}"
+    stale = [name for name in LAYERS if name not in _modules()]
+    assert not stale, f"LAYERS names modules that do not exist: {stale}"
+
+
+def test_declared_layers_agree() -> None:
+    """A module whose docstring says `L<n> module` is in layer n here."""
+    wrong = []
+    for name, path in _modules().items():
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        for n in range(6):
+            if f"L{n} module" in doc and _layer(name) != n:
+                wrong.append(f"{name}: docstring says L{n}, LAYERS says L{_layer(name)}")
+    assert not wrong, wrong
+
+
+def test_no_module_imports_from_a_higher_layer() -> None:
+    upward = [
+        f"{name}:{line} (L{_layer(name)}) imports {imported} (L{_layer(imported)})"
+        for name, line, imported in _all_imports()
+        if imported.startswith("searchvlm") and (_layer(imported) or 0) > (_layer(name) or 0)
+    ]
+    upward = _first_per_line(upward)
+    assert not upward, "\n".join(upward)
+
+
+def test_light_layers_import_no_torch_ray_mlflow() -> None:
+    heavy = [
+        f"{name}:{line} (L{_layer(name)}) imports {imported}"
+        for name, line, imported in _all_imports()
+        if (_layer(name) or 0) <= 1 and imported.split(".")[0] in HEAVY
+    ]
+    heavy = _first_per_line(heavy)
+    assert not heavy, "\n".join(heavy)
+
+
+@pytest.mark.parametrize("package", sorted(ONLY_IN))
+def test_engine_imported_in_one_place(package: str) -> None:
+    owners = ONLY_IN[package]
+    outside = [
+        f"{name}:{line} imports {imported}"
+        for name, line, imported in _all_imports()
+        if imported.split(".")[0] == package and not _within(name, owners)
+    ]
+    outside = _first_per_line(outside)
+    assert not outside, f"only {owners} may import {package}:\n" + "\n".join(outside)
+
+
+def test_nothing_imports_cli() -> None:
+    importers = [
+        f"{name}:{line}"
+        for name, line, imported in _all_imports()
+        if _within(imported, ("searchvlm.cli",)) and name not in CLI_IMPORTERS
+    ]
+    importers = _first_per_line(importers)
+    assert not importers, importers
+
+
+def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
+    """The AST reader resolves relative imports and finds imports inside functions."""
+    pkg = tmp_path / "searchvlm" / "sweep"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from ._driver import run\n")
+    (pkg / "_driver.py").write_text("from . import _keys\nfrom .. import cli\n\ndef f():\n    import mlflow.tracking\n")
+    got = {name: sorted(i for _, i in _imports(name, p)) for name, p in
+           [("searchvlm.sweep", pkg / "__init__.py"), ("searchvlm.sweep._driver", pkg / "_driver.py")]}  # fmt: skip
+    assert got == {
+        "searchvlm.sweep": ["searchvlm.sweep._driver", "searchvlm.sweep._driver.run"],
+        "searchvlm.sweep._driver": ["mlflow.tracking", "searchvlm", "searchvlm.cli", "searchvlm.sweep",
+                                    "searchvlm.sweep._keys"],
+    }
+    assert _layer("searchvlm.sweep._driver") == 4 and _layer("searchvlm.model._family") == 2
+    assert _layer("numpy") is None and _layer("searchvlm.unlisted") is None and _layer("searchvlm") == 0
+
+
+# --------------------------------------------------------------------------- at run time
+
+LIGHT_MODULES = (
+    "searchvlm", "searchvlm.config", "searchvlm.policy", "searchvlm.space", "searchvlm.results",
+    "searchvlm.errors", "searchvlm.schema_doc", "searchvlm.flops", "searchvlm.synergy", "searchvlm.pareto",
+    "searchvlm.export", "searchvlm.report",
+)  # fmt: skip
+FACADE_NAMES = ("load_trials", "load_front", "list_runs", "compare_runs", "remove_run")  # resolved lazily
+NOT_LOADED = ("torch", "ray", "mlflow", "optuna", "pandas", "matplotlib", "plotly")
+
+
+def test_light_modules_load_nothing_heavy() -> None:
+    """In a fresh interpreter (other tests load torch / ray / mlflow into this one): the L0/L1
+    modules, `import searchvlm` with its results and run-management names, and the report
+    module load none of the engines, pandas, plotting or optuna."""
+    code = (
+        f"import sys, importlib\nfor m in {LIGHT_MODULES!r}: importlib.import_module(m)\n"
+        f"import searchvlm\nfor n in {FACADE_NAMES!r}: getattr(searchvlm, n)\n"
+        f"print(sorted(m for m in {NOT_LOADED!r} if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
