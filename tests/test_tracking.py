@@ -11,6 +11,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from searchvlm.config import TrialResult
 from searchvlm.policy import preset
+from searchvlm.results import SweepMeta, sweep_tracking_uri
 from searchvlm.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, default_uri, log_report, retry
 
 
@@ -94,8 +95,11 @@ def test_moving_the_runs_folder_keeps_the_artifact_links(tmp_path: Path):
     space.write_text("model: {num_layers: 4}\n")
     t = Tracker(default_uri(old_runs), old_runs)
     parent = t.start_sweep("sw", space, {"samples": 1})
+    meta = SweepMeta(name="sw", space_path=str(space), space_hash="x", package_version="0", model={},
+                     tracking_uri=default_uri(old_runs), parent_run_id=parent)  # fmt: skip
     new_runs.parent.mkdir()
     shutil.move(old_runs, new_runs)
+    assert sweep_tracking_uri(meta, new_runs / "sw") == f"sqlite:///{new_runs.resolve() / 'mlflow.db'}"
     moved = Tracker(default_uri(new_runs), new_runs)
     exp = moved.client.get_experiment(moved.experiment_id)
     assert exp.artifact_location == (new_runs / "mlartifacts").as_uri()
