@@ -284,19 +284,29 @@ def pareto(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG/HTML plots"),
+    force: bool = typer.Option(False, "--force", help="redraw (and re-log) the plots even if trials.csv is unchanged"),
 ) -> None:
-    """Front table, hypervolume (reference point stated) and plots of a sweep."""
-    from searchvlm.report import front_table, pareto_plots, pareto_summary
+    """Front table, hypervolume (reference point stated) and plots of a sweep.
+
+    Plots are redrawn, and logged with the summary metrics to the sweep's MLflow parent
+    run, only when trials.csv (or confirmed.csv, sweep.json, --ref) changed since they
+    were written, or with --force."""
+    from searchvlm.report import front_table, pareto_plots, pareto_summary, plots_current
 
     try:
         summary = pareto_summary(run, _ref(ref), runs_dir)
-        paths = pareto_plots(run, ref=_ref(ref), runs_dir=runs_dir) if plots else {}
+        paths = plots_current(run, ref=_ref(ref), runs_dir=runs_dir) if plots and not force else None
+        unchanged = paths is not None
+        if plots and not unchanged:
+            paths = pareto_plots(run, ref=_ref(ref), runs_dir=runs_dir)
+        paths = paths or {}
     except ConfigError as err:
         _fail(err)
-    if plots and paths:
-        _log_report(summary["run_dir"], paths)
+    if plots and not unchanged:  # --no-plots is a quick read: nothing is written or logged
+        _log_report(summary, paths)
     if as_json:
-        out.print_json(json.dumps({**summary, "plots": {k: str(v) for k, v in paths.items()}}))
+        out.print_json(json.dumps({**summary, "plots": {k: str(v) for k, v in paths.items()},
+                                   "plots_unchanged": unchanged}))  # fmt: skip
         return
     from searchvlm.pareto import front
     from searchvlm.results import load_ranked, ranking_rows
@@ -316,23 +326,29 @@ def pareto(
     out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
               f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
               f"knee: {summary['knee']}")
+    if unchanged:
+        out.print("plots unchanged since trials.csv was last drawn (--force redraws them):", highlight=False)
     for name, path in paths.items():
         out.print(f"  {name}: {path}")
 
 
-def _log_report(run_dir: str, paths: dict) -> None:
-    """Log the plots to the sweep's MLflow parent run when the sweep recorded one."""
-    from searchvlm.results import SWEEP_FILE, read_meta
+def _log_report(summary: dict, paths: dict) -> None:
+    """Log the plots and the summary metrics to the sweep's MLflow parent run when the
+    sweep recorded one (in the store beside it when `runs/` was moved)."""
+    from searchvlm.results import SWEEP_FILE, read_meta, sweep_tracking_uri
 
-    meta_path = Path(run_dir) / SWEEP_FILE
-    if not meta_path.exists():
+    run_dir = Path(summary["run_dir"])
+    if not (run_dir / SWEEP_FILE).exists():
         return
-    meta = read_meta(meta_path)
-    if not (meta.tracking_uri and meta.parent_run_id):
+    meta = read_meta(run_dir / SWEEP_FILE)
+    uri = sweep_tracking_uri(meta, run_dir)
+    if not (uri and meta.parent_run_id):
         return
-    from searchvlm.tracking import log_artifacts
+    from searchvlm.report import summary_metrics
+    from searchvlm.tracking import log_report
 
-    log_artifacts(meta.tracking_uri, meta.parent_run_id, list(paths.values()), "report")
+    log_report(uri, run_dir.parent, meta.parent_run_id, list(paths.values()), summary_metrics(summary),
+               summary["trials"])  # fmt: skip
 
 
 @app.command()
@@ -350,7 +366,9 @@ def export(
     force: bool = typer.Option(False, "--force", help="overwrite the --output file if it exists"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
 ) -> None:
-    """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial."""
+    """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial.
+
+    Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png."""
     from searchvlm.export import export_policy
 
     try:
@@ -367,6 +385,42 @@ def export(
                else "search numbers")  # fmt: skip
     out.print(f"wrote {path} (trial {prov['trial_id']}, number {prov['trial_number']}, "
               f"{'chosen' if trial else prov['rule']}, {numbers})", highlight=False)  # fmt: skip
+    out.print(f"wrote {_policy_picture(path, _png_beside(path))} (keep ratios per layer and task)",
+              highlight=False)  # fmt: skip
+
+
+def _png_beside(policy_file: Path) -> Path:
+    """`policy.json` -> `policy.png` (a file already named .png gets `.png` appended)."""
+    return policy_file.with_name(policy_file.name + ".png") if policy_file.suffix == ".png" else policy_file.with_suffix(".png")
+
+
+def _policy_picture(policy_file: Path, png: Path) -> Path:
+    """The heatmap of a policy file (`searchvlm.report.policy_png`), titled by its provenance."""
+    from searchvlm.errors import load_json
+    from searchvlm.policy import load_policy
+    from searchvlm.report import policy_png
+
+    policy = load_policy(policy_file)
+    data = load_json(policy_file)
+    prov = data.get("provenance", {}) if isinstance(data, dict) else {}
+    title = (f"{prov.get('sweep')} trial #{prov.get('trial_number')} ({prov.get('trial_id')})"
+             if prov.get("sweep") else f"{policy_file.name}{f' ({policy.name})' if policy.name else ''}")  # fmt: skip
+    return policy_png(policy, png, title)
+
+
+@app.command()
+def show(
+    policy_file: Path = typer.Argument(..., help="an exported policy file or a bare explicit policy JSON"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG to write (default: beside the file, .png)"),
+) -> None:
+    """Draw a policy: keep ratio per layer and task (heatmap), with mode, selector and sharing."""
+    try:
+        path = _policy_picture(policy_file, output or _png_beside(policy_file))
+    except ConfigError as err:
+        _fail(err)
+    except OSError as err:
+        _fail(ConfigError(COMMAND_LINE, "--output", str(output), f"cannot write the picture ({err.strerror or err})"))
+    out.print(f"wrote {path}", highlight=False)
 
 
 def _confirm_table(summary) -> Table:

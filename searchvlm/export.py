@@ -40,8 +40,8 @@ OBJECTIVE_KEYS: tuple[str, ...] = OBJECTIVE_COLUMNS
 __all__ = ["OBJECTIVE_KEYS", "build_policy_file", "export_policy", "find_trial", "write_policy_file"]
 
 #: `--trial` spellings of a trial number besides the plain number: `#21` (Optuna) and
-#: `t0021` / `t0021-himix` (the MLflow run name)
-_NUMBER = re.compile(r"^(?:#|t)?(\d+)(?:-.+)?$")
+#: `t0021` / `t0021-himix` / `t0021-himix (<trial id>)` (the MLflow run name)
+_NUMBER = re.compile(r"^(?:#|t)?(\d+)(?:-[^ ]+)?(?: \(.*\))?$")
 
 
 def _row_policy(row: dict[str, Any], trials: Path) -> ReductionPolicy:

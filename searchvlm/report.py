@@ -6,7 +6,10 @@ Nothing here logs to MLflow: functions return file paths and the tracking module
 
 Plots put FLOPs ratio on x (lower is better) and synergy gain on y (higher is better).
 Failed, pruned and incomplete trials are never dropped: they sit on a dotted "failed"
-band below the lowest synergy gain, at their FLOPs ratio when known (else the right edge).
+band below the lowest synergy gain, at their FLOPs ratio when known (else the right edge);
+with no such trial there is no band. Both fronts mark the knee (what `export` picks by
+default) with a star; the HTML draws each preset with its own marker and legend entry, and
+its hover gives the trial number and id, per-task gains, accuracy and NLL.
 Every point with more than one seed carries its standard error as an error bar, and the
 front is computed on the means. When `searchvlm confirm` has written `confirmed.csv`, the
 front, knee, hypervolume and plots use the confirmed policies' fresh-seed numbers (the
@@ -15,6 +18,7 @@ summary says `numbers: confirmed`); the hypervolume history stays the search's.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -28,7 +32,7 @@ from searchvlm.pareto import (
     pooled_seed_sd, ties,
 )
 from searchvlm.results import (
-    OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, load_ranked, ranking_rows, read_meta, read_trials, resolve_run_dir,
+    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, load_ranked, ranking_rows, read_meta, read_trials, resolve_run_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,10 @@ __all__ = [
     "importance_plots",
     "pareto_plots",
     "pareto_summary",
+    "plots_current",
+    "policy_png",
     "policy_summary",
+    "summary_metrics",
 ]
 
 
@@ -208,6 +215,19 @@ def pareto_summary(
     }
 
 
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a `pareto_summary` that the sweep's MLflow parent run carries:
+    `hypervolume`, `front_size`, `knee_flops_ratio`, `knee_synergy_gain` (the trial `export`
+    picks by default; absent when the front is empty), `trials` and `trials_<status>`."""
+    out: dict[str, float] = {"hypervolume": summary["hypervolume"], "front_size": len(summary["front"]),
+                             "trials": summary["trials"]}  # fmt: skip
+    out.update({f"trials_{k}": v for k, v in summary["counts"].items()})
+    knee_row = next((r for r in summary["front"] if r["trial_id"] == summary["knee"]), None)
+    if knee_row is not None:
+        out.update(knee_flops_ratio=knee_row["flops_ratio"], knee_synergy_gain=knee_row["synergy_gain"])
+    return out
+
+
 # --------------------------------------------------------------------------- geometry
 
 
@@ -278,6 +298,8 @@ def _draw_trials(ax: Any, g: dict[str, list[Row]], band: tuple[float, float]) ->
         label=f"Pareto front ({len(x)})",
         zorder=3,
     )
+    if not g["failed"]:  # no band for failures that did not happen
+        return
     x, y = _xy(g["failed"], band)
     ax.scatter(x, y, marker="x", color="0.45", label=f"failed / pruned ({len(x)})", zorder=2)
     ax.axhline(band[0], ls=":", color="0.6", lw=1)
@@ -290,6 +312,25 @@ def _draw_trials(ax: Any, g: dict[str, list[Row]], band: tuple[float, float]) ->
         fontsize=7,
         color="0.4",
     )
+
+
+def _knee_of(g: dict[str, list[Row]]) -> Row | None:
+    """The front's knee: the trial `export` picks by default (`--rule knee`)."""
+    return knee(g["front"]) if g["front"] else None
+
+
+def _knee_label(r: Row) -> str:
+    return f"knee, export default (#{r.get('number', '?')})"
+
+
+def _mark_knee(ax: Any, g: dict[str, list[Row]], band: tuple[float, float]) -> None:
+    k = _knee_of(g)
+    if k is None:
+        return
+    (x,), (y,) = _xy([k], band)
+    ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
+               label=_knee_label(k))  # fmt: skip
+    ax.annotate("knee", (x, y), xytext=(-6, -14), textcoords="offset points", fontsize=8, ha="right")
 
 
 def _label_presets(ax: Any, rows: Sequence[Row], band: tuple[float, float]) -> None:
@@ -323,6 +364,7 @@ def _front_png(
     fig, ax = _new_axes()
     _draw_trials(ax, g, band)
     _label_presets(ax, rows, band)
+    _mark_knee(ax, g, band)
     ax.scatter(
         [ref[0]], [ref[1]], marker="*", s=80, color="C1", label="hypervolume reference", zorder=3
     )
@@ -339,16 +381,22 @@ def _front_png(
 
 
 _HOVER = (
-    "trial %{customdata[0]} (%{customdata[1]})<br>FLOPs ratio %{x:.3f}<br>"
-    "synergy gain %{y:+.4f} ± %{customdata[2]}<br>%{customdata[3]}<extra>%{fullData.name}</extra>"
+    "trial #%{customdata[1]} · %{customdata[0]} (%{customdata[2]})<br>FLOPs ratio %{x:.3f}<br>"
+    "synergy gain %{y:+.4f} ± %{customdata[3]}<br>und gain %{customdata[4]} · gen gain %{customdata[5]}<br>"
+    "und acc %{customdata[6]} · gen NLL %{customdata[7]}<br>%{customdata[8]}<extra>%{fullData.name}</extra>"
 )
 _HOVER_FAILED = (
-    "trial %{customdata[0]} (%{customdata[1]})<br>%{customdata[2]}<br>%{customdata[3]}"
+    "trial #%{customdata[1]} · %{customdata[0]} (%{customdata[2]})<br>%{customdata[3]}<br>%{customdata[8]}"
     "<extra>%{fullData.name}</extra>"
 )
+#: plotly symbols for presets, one per preset in order of appearance (open: the point shows through)
+_PRESET_SYMBOLS = ("diamond-open", "square-open", "triangle-up-open", "pentagon-open", "hexagon-open",
+                   "triangle-down-open", "cross-open", "hourglass-open", "bowtie-open", "star-square-open")  # fmt: skip
+PLOTLY_JS = "plotly.min.js"
 
 
 def _custom(rows: Sequence[Row], failed: bool) -> list[list[str]]:
+    """Hover fields: id, number, preset, s.e. (or status: error), und/gen gain, und acc, gen NLL, policy."""
     third = (
         (lambda r: f"{r.get('status')}: {str(r.get('error') or '')[:120]}")
         if failed
@@ -357,31 +405,55 @@ def _custom(rows: Sequence[Row], failed: bool) -> list[list[str]]:
     return [
         [
             str(r["trial_id"]),
+            str(r.get("number", "?")),
             r.get("preset") or "no preset",
             third(r),
+            _fmt(r.get("und_gain"), "+.4f"),
+            _fmt(r.get("gen_gain"), "+.4f"),
+            _fmt(r.get("und_acc"), ".4f"),
+            _fmt(r.get("gen_nll"), ".4f"),
             policy_summary(r.get("policy_json")),
         ]
         for r in rows
     ]
 
 
-def _trace(kind: str, rows: Sequence[Row], band: tuple[float, float], **style: Any) -> Any:
+def _trace(kind: str, rows: Sequence[Row], band: tuple[float, float], label: str | None = None,
+           errors: bool = True, **style: Any) -> Any:  # fmt: skip
+    """A scatter of `rows` (uid `kind`; legend `label (n)` unless `name=` is given) with the hover."""
     import plotly.graph_objects as go
 
     x, y = _xy(rows, band)
     failed = kind == "failed"
+    style.setdefault("name", f"{label or kind} ({len(rows)})")
     return go.Scatter(
         x=x,
         y=y,
         uid=kind,
-        name=f"{style.pop('label')} ({len(rows)})",
         customdata=_custom(rows, failed),
         hovertemplate=_HOVER_FAILED if failed else _HOVER,
-        text=[r.get("preset") or "" for r in rows],
-        textposition="top right",
-        error_y=None if failed else dict(type="data", array=_stderr(rows), visible=True),
+        error_y=dict(type="data", array=_stderr(rows), visible=True) if errors and not failed else None,
         **style,
     )
+
+
+def _preset_traces(rows: Sequence[Row], band: tuple[float, float]) -> list[Any]:
+    """One trace per preset (legend entry, distinct open marker, name beside it)."""
+    names = list(dict.fromkeys(str(r["preset"]) for r in rows if r.get("preset")))
+    return [
+        _trace(f"preset-{_slug(n)}", [r for r in rows if r.get("preset") == n], band, name=f"preset {n}",
+               errors=False, mode="markers+text", text=[n], textposition="top right", textfont=dict(color="#d62728"),
+               marker=dict(symbol=_PRESET_SYMBOLS[i % len(_PRESET_SYMBOLS)], size=17, color="#d62728", line=dict(width=2)))
+        for i, n in enumerate(names)
+    ]  # fmt: skip
+
+
+def _knee_trace(g: dict[str, list[Row]], band: tuple[float, float]) -> list[Any]:
+    k = _knee_of(g)
+    if k is None:
+        return []
+    return [_trace("knee", [k], band, name=_knee_label(k), errors=False, mode="markers",
+                   marker=dict(symbol="star", size=22, color="gold", line=dict(color="black", width=1)))]  # fmt: skip
 
 
 def _front_html(
@@ -390,36 +462,18 @@ def _front_html(
     import plotly.graph_objects as go
 
     g, band = _groups(rows), _failed_band(rows)
-    fig = go.Figure(
-        [
-            _trace(
-                "dominated",
-                g["dominated"],
-                band,
-                label="dominated",
-                mode="markers+text",
-                marker=dict(color="#b0b0b0", size=8),
-            ),
-            _trace(
-                "front",
-                g["front"],
-                band,
-                label="Pareto front",
-                mode="lines+markers+text",
-                line=dict(shape="hv", color="#1f77b4"),
-                marker=dict(color="#1f77b4", size=11),
-            ),
-            _trace(
-                "failed",
-                g["failed"],
-                band,
-                label="failed / pruned",
-                mode="markers+text",
-                marker=dict(color="#707070", symbol="x", size=9),
-            ),
-        ]
-    )
-    fig.add_hline(y=band[0], line=dict(dash="dot", color="#999"), annotation_text="failed / pruned")
+    traces = [
+        _trace("dominated", g["dominated"], band, label="dominated", mode="markers",
+               marker=dict(color="#b0b0b0", size=8)),
+        _trace("front", g["front"], band, label="Pareto front", mode="lines+markers",
+               line=dict(shape="hv", color="#1f77b4"), marker=dict(color="#1f77b4", size=11)),
+    ]  # fmt: skip
+    if g["failed"]:  # no failed trace, band or label when nothing failed
+        traces.append(_trace("failed", g["failed"], band, label="failed / pruned", mode="markers",
+                             marker=dict(color="#707070", symbol="x", size=9)))  # fmt: skip
+    fig = go.Figure([*traces, *_preset_traces(rows, band), *_knee_trace(g, band)])
+    if g["failed"]:
+        fig.add_hline(y=band[0], line=dict(dash="dot", color="#999"), annotation_text="failed / pruned")
     fig.add_annotation(x=ref[0], y=ref[1], text="HV reference", showarrow=True, arrowhead=2)
     fig.update_layout(
         title=f"{name}: {len(g['front'])} on the front of {len(rows)} {_what(rows)}, HV {hv:.4g}",
@@ -428,7 +482,20 @@ def _front_html(
         template="plotly_white",
         hovermode="closest",
     )
-    fig.write_html(path, include_plotlyjs=True, full_html=True, div_id="pareto-front")
+    _plotly_js(path.parent)
+    fig.write_html(path, include_plotlyjs="directory", full_html=True, div_id="pareto-front")
+    return path
+
+
+def _plotly_js(folder: Path) -> Path:
+    """One plotly.min.js beside the HTML reports (`include_plotlyjs="directory"`: offline, one
+    copy per folder); replaced when it is not this plotly's bundle (plotly keeps any file)."""
+    from plotly.offline import get_plotlyjs
+
+    path = folder / PLOTLY_JS
+    bundle = get_plotlyjs()
+    if not path.exists() or path.stat().st_size != len(bundle.encode()):
+        path.write_text(bundle, encoding="utf-8")
     return path
 
 
@@ -543,20 +610,104 @@ def pareto_plots(
 ) -> dict[str, Path]:
     """Write the sweep's report files; returns `{name: path}` for the tracking module to log.
 
-    Keys: `front_png`, `front_html` (plotly JS embedded, works offline), `hypervolume_png`,
-    and `importance_<metric>` per objective when the Optuna study allows it (otherwise the
-    reason is logged as a warning). `out_dir` defaults to `<run_dir>/report`.
+    Keys: `front_png`, `front_html` (interactive; loads `plotly_js`, the one plotly.min.js
+    beside it, so it works offline), `plotly_js`, `hypervolume_png`, and
+    `importance_<metric>` per objective when the Optuna study allows it (otherwise the
+    reason is logged as a warning). `out_dir` defaults to `<run_dir>/report`. Both fronts
+    mark the knee (the trial `export` picks by default). A stamp of the inputs is written
+    beside them: `plots_current` then answers without drawing anything.
     """
     run, rows, name = _load(run_dir, runs_dir)
     out = Path(out_dir) if out_dir is not None else run / "report"
     out.mkdir(parents=True, exist_ok=True)
     hv, ref_nat = hypervolume(rows, ref)
+    html = _front_html(rows, out / "pareto_front.html", name, ref_nat, hv)
     paths = {
         "front_png": _front_png(rows, out / "pareto_front.png", name, ref_nat, hv),
-        "front_html": _front_html(rows, out / "pareto_front.html", name, ref_nat, hv),
+        "front_html": html,
+        "plotly_js": html.parent / PLOTLY_JS,
         "hypervolume_png": _history_png(read_trials(run / TRIALS_FILE), out / "hypervolume_history.png", name, ref_nat),
     }
     extra, reason = importance_plots(run, out, name)
     if reason:
         log.warning(reason)
-    return {**paths, **extra}
+    paths = {**paths, **extra}
+    _write_stamp(out, _inputs_key(run, ref), paths)
+    return paths
+
+
+# --------------------------------------------------------------------------- up-to-date check
+
+STAMP_FILE = ".inputs.json"  # in the report folder: what the plots were drawn from
+_INPUT_FILES = (TRIALS_FILE, CONFIRMED_FILE, SWEEP_FILE)
+
+
+def _inputs_key(run: Path, ref: Sequence[float] | None) -> str:
+    """SHA-256 of what the plots show: trials.csv, confirmed.csv, sweep.json (a few kB to
+    read), the reference point and the package version (a new version may draw differently)."""
+    from searchvlm import __version__
+
+    h = hashlib.sha256(f"{__version__}|{None if ref is None else [float(v) for v in ref]}".encode())
+    for name in _INPUT_FILES:
+        h.update(f"|{name}|".encode())
+        h.update((run / name).read_bytes() if (run / name).exists() else b"-")
+    return h.hexdigest()
+
+
+def _write_stamp(out: Path, key: str, paths: dict[str, Path]) -> None:
+    data = {"inputs_sha256": key, "files": {k: p.name for k, p in paths.items()}}
+    (out / STAMP_FILE).write_text(json.dumps(data, indent=1) + "\n")
+
+
+def plots_current(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    ref: Sequence[float] | None = None,
+    runs_dir: str | Path = "runs",
+) -> dict[str, Path] | None:
+    """The report files `pareto_plots` wrote, when its inputs (trials.csv, confirmed.csv,
+    sweep.json, `ref`) are unchanged since and every file is still there; else None (draw
+    again). Reads a few kB: `pareto` uses it to skip redrawing and re-logging."""
+    run = resolve_run_dir(run_dir, runs_dir)
+    out = Path(out_dir) if out_dir is not None else run / "report"
+    try:
+        stamp = json.loads((out / STAMP_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    paths = {k: out / v for k, v in stamp.get("files", {}).items()}
+    if stamp.get("inputs_sha256") != _inputs_key(run, ref) or not paths or not all(p.exists() for p in paths.values()):
+        return None
+    return paths
+
+
+# --------------------------------------------------------------------------- a policy
+
+
+def policy_png(policy: Any, path: str | Path, title: str | None = None) -> Path:
+    """A picture of one policy: keep ratio per layer (rows) and task (columns) as a heatmap,
+    each cell labelled with its ratio; mode and selector under each task, sharing (q/k/v,
+    MLP, scope) and `tie_schedules` in the title. `policy` is a `ReductionPolicy`."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    tasks = ("understanding", "generation")
+    keep = np.array([policy.task(t).keep for t in tasks], dtype=float).T  # (L, 2): layers x task
+    n = keep.shape[0]
+    fig, ax = _new_axes((5.2, 1.6 + 0.32 * n))
+    im = ax.imshow(keep, vmin=0.0, vmax=1.0, cmap=colormaps["viridis"], aspect="auto")
+    for (layer, col), v in np.ndenumerate(keep):
+        ax.text(col, layer, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+    ax.set_xticks(range(len(tasks)), [f"{t}\n{policy.task(t).mode} / {policy.task(t).selector}" for t in tasks])
+    ax.set_yticks(range(n), [str(i) for i in range(n)])
+    ax.set_ylabel("layer")
+    ax.set_xlabel("task (mode / selector)")
+    sh = policy.sharing
+    scope = "all layers" if sh.scope is None else f"layers {','.join(map(str, sh.scope))}"
+    head = title or f"policy {policy.name or '(unnamed)'}"
+    ax.set_title(f"{head}\nsharing: qkv {sh.qkv}, mlp {sh.mlp} ({scope})"
+                 f"{' · tied schedules' if policy.tie_schedules else ''}", fontsize=9)  # fmt: skip
+    fig.colorbar(im, ax=ax, label="keep ratio (image tokens computed)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

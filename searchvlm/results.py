@@ -76,6 +76,19 @@ class SweepMeta(BaseModel):
     created: str | None = Field(None, description="start time, ISO 8601 (local time, seconds)")
 
 
+def sweep_tracking_uri(meta: SweepMeta, run_dir: str | Path) -> str | None:
+    """The MLflow store of a sweep: the URI `sweep.json` recorded, except that a default
+    store (`sqlite:///<runs-dir>/mlflow.db`) that is no longer there, while one exists in
+    the folder the sweep is in now, means `runs/` was moved: the store beside it."""
+    uri = meta.tracking_uri
+    if not uri or not uri.startswith("sqlite:///") or not uri.endswith("/mlflow.db"):
+        return uri
+    here = Path(run_dir).resolve().parent / "mlflow.db"
+    if not Path(uri.removeprefix("sqlite:///")).exists() and here.exists():
+        return f"sqlite:///{here}"
+    return uri
+
+
 def trial_row(
     result: TrialResult,
     trial_id: str,

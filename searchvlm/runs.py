@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from searchvlm.errors import COMMAND_LINE, ConfigError
-from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials
+from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, sweep_tracking_uri
 
 __all__ = ["Comparison", "RunInfo", "RunList", "Removed", "compare_runs", "list_runs", "remove_run", "removable"]
 
@@ -219,7 +219,7 @@ def remove_run(name: str, runs_dir: str | Path = "runs", tracking_uri: str | Non
     then the folder `runs_dir/name`. A failing MLflow store leaves the folder in place."""
     target = removable(name, runs_dir)
     meta = read_meta(target / SWEEP_FILE) if (target / SWEEP_FILE).exists() else None
-    uri = tracking_uri or (meta.tracking_uri if meta else None)
+    uri = tracking_uri or (sweep_tracking_uri(meta, target) if meta else None)
     deleted = 0
     if uri and meta is not None and meta.parent_run_id:
         from searchvlm.tracking import delete_sweep_runs

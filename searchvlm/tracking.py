@@ -7,6 +7,22 @@ exponential back-off for transient errors (a restarting server, a locked databas
 writes that still fail are buffered in order and delivered on the next write or at
 `end_sweep`, so an outage longer than the back-off loses nothing.
 Children are found again by their `trial_id` tag, so a resumed sweep never duplicates one.
+
+Metric keys: a child logs each evaluation round's validation values under their plain
+names (`synergy_gain`, step = training step) and the trial's final (test) values under
+`test_<name>` (`test_synergy_gain`), so a chart never mixes the two. The parent run gets
+summary metrics (`hypervolume`, `front_size`, `knee_flops_ratio`, ...) when a sweep ends
+and when `pareto` reads it (`log_summary`).
+
+The experiment is tagged `mlflow.experimentKind = custom_model_development` (MLflow 3's
+UI otherwise files an experiment without traces under GenAI). Artifact locations: MLflow
+stores absolute ones only (`create_experiment` resolves a relative location against the
+working directory, and each run copies its experiment's location into its own
+`artifact_uri`), so a relative location is impossible. Instead the default store keeps
+artifacts beside itself (`<runs-dir>/mlartifacts`), and when a `Tracker` opens a sqlite
+store whose runs folder has moved it rewrites the recorded locations to the folder the
+store is in now (`relocate_artifacts`): moving `runs/` keeps every artifact link once
+any searchvlm command has opened it.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ import fcntl
 import importlib.metadata
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -34,6 +51,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXPERIMENT = "searchvlm"
+#: MLflow 3's experiment kind tag; `custom_model_development` = a classic ML experiment
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+ARTIFACTS_DIR = "mlartifacts"  # the default store's artifact root, beside mlflow.db
+TEST_PREFIX = "test_"  # final (test) values of a trial: `test_synergy_gain`
 PENDING = "pending:"  # run id placeholder of a child whose creation is buffered
 RESULT_METRICS = METRIC_COLUMNS
 _PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
@@ -101,10 +122,14 @@ class Tracker:
     def _experiment(self, name: str, runs_dir: Path) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older searchvlm
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            relocate_artifacts(self.uri, runs_dir, exp.experiment_id, exp.artifact_location)
             return exp.experiment_id
-        location = (runs_dir / "mlartifacts").as_uri() if self.uri.startswith("sqlite") else None
+        location = (runs_dir / ARTIFACTS_DIR).as_uri() if self.uri.startswith("sqlite") else None
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})  # fmt: skip
         except MlflowException as err:  # another sweep created it since the lookup
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -125,6 +150,11 @@ class Tracker:
         retry(self.client.log_batch, self.parent_id, params=_params(params))
         retry(self.client.log_artifact, self.parent_id, str(space_file))
         return self.parent_id
+
+    def log_summary(self, metrics: dict[str, float], step: int) -> None:
+        """Summary metrics of the sweep on its parent run (see `summary_batch`)."""
+        if self.parent_id:
+            self._write(self.client.log_batch, self.parent_id, summary_batch(metrics, step))
 
     def end_sweep(self, status: str = "FINISHED") -> None:
         """Close the parent run after delivering every buffered write (about 2 min of patience)."""
@@ -214,10 +244,10 @@ class Tracker:
             self._write(self._on_run, run_id, "log_batch", batch)
 
     def finish_trial(self, run_id: str, result: TrialResult, policy_json: str | None) -> None:
-        """Final objectives, the explicit policy artifact, status tag, terminal state."""
+        """Final objectives (`test_<name>`), the explicit policy artifact, status tag, terminal state."""
         now = int(time.time() * 1000)
         step = result.steps_done
-        metrics = [Metric(k, float(getattr(result, k)), now, step)
+        metrics = [Metric(final_key(k), float(getattr(result, k)), now, step)
                    for k in RESULT_METRICS if _number(getattr(result, k))]  # fmt: skip
         tags = [RunTag("status", result.status)]
         if result.error:
@@ -231,6 +261,50 @@ class Tracker:
         """Every child run of this sweep's parent (for tests and reports)."""
         flt = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'"
         return retry(self.client.search_runs, [self.experiment_id], filter_string=flt, max_results=5000)
+
+
+def final_key(name: str) -> str:
+    """The MLflow key of a trial's final value: `test_<name>` for the result metrics (test
+    scores and the objectives), the plain name for bookkeeping (`train_seconds`, `steps_done`)."""
+    return name if name in ("train_seconds", "steps_done") else f"{TEST_PREFIX}{name}"
+
+
+def summary_batch(metrics: dict[str, Any], step: int) -> list[Metric]:
+    """Parent-run metrics at `step` (the number of trials recorded), finite numbers only."""
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in metrics.items() if _number(v)]
+
+
+def log_summary(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None:
+    """Summary metrics on an existing run (the sweep's parent run, from `pareto`)."""
+    batch = summary_batch(metrics, step)
+    if batch:
+        retry(MlflowClient(tracking_uri=uri).log_batch, run_id, metrics=batch)
+
+
+def relocate_artifacts(uri: str, runs_dir: str | Path, experiment_id: str, location: str | None) -> bool:
+    """After `runs/` moved: point the experiment and its runs at `<runs_dir>/mlartifacts`.
+
+    Only for the default store (`<runs_dir>/mlflow.db`) whose experiment's location is some
+    `.../mlartifacts` folder other than the one beside it (a location elsewhere is left alone).
+    MLflow has no API to change a location, so this rewrites the two columns that hold
+    it (`experiments.artifact_location`, `runs.artifact_uri`, stable since MLflow 1.x) in
+    one transaction. Returns True when something was rewritten."""
+    if not (uri.startswith("sqlite:///") and location and location.startswith("file://")):
+        return False
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    if db != Path(runs_dir).resolve() / "mlflow.db" or not db.exists():
+        return False
+    new = (db.parent / ARTIFACTS_DIR).as_uri()
+    old = location.rstrip("/")
+    if old == new or not old.endswith(f"/{ARTIFACTS_DIR}"):
+        return False
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, int(experiment_id)))
+        con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? "
+                    "AND substr(artifact_uri, 1, ?) = ?", (new, len(old) + 1, int(experiment_id), len(old), old))  # fmt: skip
+    log.warning("runs folder moved: MLflow artifact locations rewritten from %s to %s", old, new)
+    return True
 
 
 def _number(v: Any) -> bool:
@@ -266,6 +340,19 @@ def log_artifacts(uri: str, run_id: str, paths: list[Path], artifact_path: str |
     client = MlflowClient(tracking_uri=uri)
     for path in paths:
         retry(client.log_artifact, run_id, str(path), artifact_path)
+
+
+def log_report(uri: str, runs_dir: str | Path, run_id: str, paths: list[Path], metrics: dict[str, Any],
+               step: int) -> None:  # fmt: skip
+    """`pareto`'s output on the sweep's parent run: the report files under `report/` and
+    the summary metrics at `step`. Opening the store through a `Tracker` also relocates the
+    artifact links of a moved runs folder. plotly.min.js (4.8 MB, the same for every
+    report) is logged once per run, not again."""
+    tracker = Tracker(uri, runs_dir)
+    logged = {Path(f.path).name for f in retry(tracker.client.list_artifacts, run_id, "report")}
+    todo = [p for p in paths if not (p.name == "plotly.min.js" and p.name in logged)]
+    log_artifacts(uri, run_id, todo, "report")
+    log_summary(uri, run_id, metrics, step)
 
 
 def delete_sweep_runs(uri: str, parent_run_id: str) -> int:

@@ -154,10 +154,12 @@ def test_edited_export_is_refused(run: Path, tmp_path: Path, edit: Callable, nam
 @pytest.mark.parametrize(
     ("trial", "trial_id", "name"),
     [("t4", "t4", "fastv"), ("4", "t4", "fastv"), (4, "t4", "fastv"), ("#0", "t0", "dense"),
-     ("t0003", "t3", "pmod"), ("t0003-pmod", "t3", "pmod")],
+     ("t0003", "t3", "pmod"), ("t0003-pmod", "t3", "pmod"), ("t0003-pmod (t3)", "t3", "pmod"),
+     ("t0004 (t4)", "t4", "fastv")],
 )  # fmt: skip
 def test_export_chosen_trial(run: Path, tmp_path: Path, trial: str | int, trial_id: str, name: str) -> None:
-    """`--trial`: a trial id first, else a number (`4`, `#4`, `t0004`, `t0004-preset`); even
+    """`--trial`: a trial id first, else a number (`4`, `#4`, `t0004`, `t0004-preset`, or the
+    MLflow run name `t0004-preset (<trial id>)`); even
     a dominated trial (t4, fastv) that no rule would pick."""
     out = export_policy(run, "knee", out_path=tmp_path / "p.json", trial=trial)
     data = json.loads(out.read_text())

@@ -21,6 +21,8 @@ from searchvlm.report import (
     importance_plots,
     pareto_plots,
     pareto_summary,
+    plots_current,
+    policy_png,
     policy_summary,
 )
 from searchvlm.results import read_trials, trial_row, write_trials
@@ -43,18 +45,144 @@ def run(tmp_path: Path) -> Path:
 def test_pareto_plots_files(run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="searchvlm.report"):
         paths = pareto_plots(run, tmp_path / "out")
-    assert set(paths) == {"front_png", "front_html", "hypervolume_png"}
+    assert set(paths) == {"front_png", "front_html", "plotly_js", "hypervolume_png"}
     assert all(p.parent == tmp_path / "out" and p.stat().st_size > 0 for p in paths.values())
     _not_blank(paths["front_png"])
     _not_blank(paths["hypervolume_png"])
     assert "no Optuna study" in caplog.text and "importance skipped" in caplog.text
     html = paths["front_html"].read_text()
-    assert re.search(r"<script[^>]*\bsrc=", html) is None  # plotly.js embedded, nothing fetched
+    # one shared plotly.min.js beside the report (offline), not 4.8 MB inside every file
+    assert re.findall(r'<script[^>]*\bsrc="([^"]+)"', html) == ["plotly.min.js"]
     from plotly.offline import get_plotlyjs
 
-    assert get_plotlyjs() in html  # the whole plotly.js bundle, inline
+    assert paths["plotly_js"].name == "plotly.min.js" and paths["plotly_js"].read_text() == get_plotlyjs()
+    assert len(html) < 100_000
     assert 'id="pareto-front"' in html and 'document.getElementById("pareto-front")' in html
     assert "himix" in html and "t3" in html and "OOM" in html  # hover data: ids, presets, errors
+
+
+def _figure(html: Path) -> dict:
+    """The plotly figure (data, layout) written into a report HTML."""
+    text = html.read_text()
+    start = text.index("Plotly.newPlot(")
+    args = json.JSONDecoder().raw_decode(text, text.index("[", start))[0]  # the data list
+    return {"data": args}
+
+
+def test_front_html_knee_presets_and_hover(run: Path, tmp_path: Path) -> None:
+    traces = {t["uid"]: t for t in _figure(pareto_plots(run, tmp_path / "out")["front_html"])["data"]}
+    # the knee export picks by default (t2 = number 2, FLOPs 0.5, synergy 0.04), marked by a star
+    assert traces["knee"]["x"] == [0.5] and traces["knee"]["y"] == [0.04]
+    assert traces["knee"]["marker"]["symbol"] == "star" and "export default (#2)" in traces["knee"]["name"]
+    # each preset its own trace, legend entry and marker symbol (not text only)
+    presets = {u: t for u, t in traces.items() if u.startswith("preset-")}
+    assert sorted(presets) == ["preset-dense", "preset-fastv", "preset-himix", "preset-hmgen", "preset-pmod"]
+    assert len({t["marker"]["symbol"] for t in presets.values()}) == 5
+    assert presets["preset-himix"]["x"] == [0.24] and presets["preset-himix"]["name"] == "preset himix"
+    # hover: number, id, per-task gains, accuracy and NLL
+    front = traces["front"]
+    hmgen = front["customdata"][front["x"].index(0.5)]
+    assert hmgen[:3] == ["t2", "2", "hmgen"] and hmgen[4:8] == ["+0.0400", "+0.0900", "0.7000", "2.5000"]
+    for key in ("trial #%{customdata[1]}", "und gain", "gen gain", "und acc", "gen NLL"):
+        assert key in front["hovertemplate"]
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib Figure saved from now on (to read what a PNG shows)."""
+    from matplotlib.figure import Figure
+
+    saved: list = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (saved.append(self), real(self, *a, **k))[1])
+    return saved
+
+
+def _legend(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_front_png_marks_the_knee(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = _drawn(monkeypatch)
+    pareto_plots(run, tmp_path / "out")
+    fig = saved[0]
+    assert "knee, export default (#2)" in _legend(fig) and "failed / pruned (2)" in _legend(fig)
+    knee = next(c for c in fig.axes[0].collections if c.get_label() == "knee, export default (#2)")
+    assert knee.get_offsets().tolist() == [[0.5, 0.04]]
+
+
+def test_no_failed_band_without_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "runs" / "s1"
+    make_sweep(tmp_path / "runs")
+    write_trials(run / "trials.csv", [r for r in read_trials(run / "trials.csv") if r["status"] == "ok"])
+    saved = _drawn(monkeypatch)
+    paths = pareto_plots(run, tmp_path / "out")
+    ax = saved[0].axes[0]
+    assert not any("failed" in t for t in _legend(saved[0]))
+    assert not any("failed" in t.get_text() for t in ax.texts)
+    assert all(ln.get_linestyle() != ":" for ln in ax.get_lines())  # the band is a dotted line
+    html = paths["front_html"].read_text()
+    assert "failed" not in html.split("plotly.min.js", 1)[1]
+    assert "failed" not in {t["uid"] for t in _figure(paths["front_html"])["data"]}
+
+
+def test_pareto_skips_unchanged_plots_and_mlflow(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pareto` redraws and re-logs only when trials.csv changed (or --force)."""
+    from typer.testing import CliRunner
+
+    import searchvlm.cli as cli
+
+    logged: list[dict] = []
+    monkeypatch.setattr(cli, "_log_report", lambda summary, paths: logged.append(dict(paths)))
+    runner = CliRunner()
+    args = ["pareto", "s1", "--runs-dir", str(run.parent)]
+    assert runner.invoke(cli.app, args).exit_code == 0 and len(logged) == 1
+    html = run / "report" / "pareto_front.html"
+    first = html.stat().st_mtime_ns
+    res = runner.invoke(cli.app, args)
+    assert res.exit_code == 0 and "plots unchanged" in res.output and len(logged) == 1
+    assert html.stat().st_mtime_ns == first and plots_current(run) is not None
+    assert plots_current(run, ref=(1.0, -0.2)) is None  # another reference point: other plots
+    assert runner.invoke(cli.app, [*args, "--force"]).exit_code == 0 and len(logged) == 2
+    rows = read_trials(run / "trials.csv")
+    write_trials(run / "trials.csv", rows[:-1])  # the table changed: drawn and logged again
+    assert plots_current(run) is None
+    assert runner.invoke(cli.app, args).exit_code == 0 and len(logged) == 3
+    (run / "report" / "pareto_front.png").unlink()  # a file gone: drawn again
+    assert plots_current(run) is None
+
+
+def test_policy_picture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from searchvlm.policy import preset
+
+    saved = _drawn(monkeypatch)
+    pol = preset("himix_hmgen_partial", 6)
+    path = policy_png(pol, tmp_path / "p.png", "my title")
+    _not_blank(path)
+    ax = saved[0].axes[0]
+    grid = ax.get_images()[0].get_array()  # (layers, task)
+    assert grid.shape == (6, 2) and grid[:, 0].tolist() == pol.understanding.keep
+    assert grid[:, 1].tolist() == pol.generation.keep
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [f"understanding\n{pol.understanding.mode} / {pol.understanding.selector}",
+                      f"generation\n{pol.generation.mode} / {pol.generation.selector}"]  # fmt: skip
+    assert "my title" in ax.get_title() and f"qkv {pol.sharing.qkv}" in ax.get_title()
+
+
+def test_export_and_show_write_the_policy_picture(run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from searchvlm.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "policy.json"
+    res = runner.invoke(app, ["export", "s1", "--runs-dir", str(run.parent), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "policy.png").exists() and "policy.png" in res.output
+    _not_blank(tmp_path / "policy.png")
+    res = runner.invoke(app, ["show", str(out), "-o", str(tmp_path / "pic" / "x.png")])
+    assert res.exit_code == 0 and (tmp_path / "pic" / "x.png").exists(), res.output
+    res = runner.invoke(app, ["show", str(tmp_path / "missing.json")])
+    assert res.exit_code == 2 and "Traceback" not in res.output and "missing.json" in res.output
 
 
 def test_pareto_plots_default_dir_and_all_failed(tmp_path: Path) -> None:
@@ -190,8 +318,10 @@ def test_front_html_in_browser(run: Path, tmp_path: Path) -> None:
         dom = _headless(exe, profile, "--dump-dom", html.as_uri()).stdout
     assert 'class="main-svg"' in dom, "plotly did not render"
     counts = _points_per_trace(dom)
-    assert counts == {"dominated": 2, "front": 3, "failed": 2}
-    assert sum(counts.values()) == len(rows)
+    presets = {f"preset-{r['preset']}": 1 for r in rows if r["preset"]}
+    assert counts == {"dominated": 2, "front": 3, "failed": 2, **presets, "knee": 1}  # overlays: one marker each
+    assert counts["dominated"] + counts["front"] + counts["failed"] == len(rows)
+    assert "preset himix" in dom and "knee, export default (#2)" in dom  # legend entries
     shot = tmp_path / "shot.png"
     with tempfile.TemporaryDirectory() as profile:
         _headless(exe, profile, f"--screenshot={shot}", html.as_uri())

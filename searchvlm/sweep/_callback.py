@@ -79,8 +79,21 @@ class SweepCallback(Callback):
         if self.view is not None:
             self.view.stop(list(self.rows.values()))
         if self.tracker is not None:
+            self._log_summary()
             done = all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
             self.tracker.end_sweep("FINISHED" if done else "KILLED")
+
+    def _log_summary(self) -> None:
+        """Hypervolume, front size, knee and counts on the parent run (a failure only warns:
+        the table is written and the sweep's result stands)."""
+        from searchvlm.report import pareto_summary, summary_metrics
+
+        try:
+            summary = pareto_summary(self.run_dir)
+        except Exception:  # noqa: BLE001 - a summary must never fail the sweep
+            log.warning("sweep summary for MLflow failed", exc_info=True)
+            return
+        self.tracker.log_summary(summary_metrics(summary), summary["trials"])
 
     # ---- trials
 
@@ -106,7 +119,7 @@ class SweepCallback(Callback):
     def _child(self, trial: Trial) -> str:
         if trial.trial_id not in self.started:
             params, tags = self._params(trial)
-            run_id = self.tracker.child(trial.trial_id, trial_name(trial.config), params, tags)
+            run_id = self.tracker.child(trial.trial_id, _label(trial), params, tags)
             self.started[trial.trial_id] = run_id
         return self.started[trial.trial_id]
 
@@ -187,7 +200,9 @@ def _error_text(trial: Trial) -> str:
 
 
 def _label(trial: Trial) -> str:
-    """`t0002 (a1b2c3d4_00002)`: the MLflow run name and the trial id of trials.csv."""
+    """`t0002 (a1b2c3d4_00002)`, `t0001-himix (a1b2c3d4_00001)`: the MLflow child run's
+    name (Optuna number, preset, and the trial id of trials.csv, the `trial_id` tag and the
+    Optuna user attr `searchvlm_trial_id`), also the live view's label."""
     return f"{trial_name(trial.config)} ({trial.trial_id})"
 
 
