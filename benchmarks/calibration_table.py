@@ -12,6 +12,10 @@ def _cell(entry: dict, spec: str = ".3f") -> str:
     return f"{entry['mean']:{spec}}" + ("" if se is None else f" ± {se:.3f}")
 
 
+def _sizes(r: dict) -> str:
+    return f"{r['config']['data']['val_size']}/{r['config']['data']['test_size']}"
+
+
 def _steps(r: dict, task: str) -> str:
     return "/".join(str(s) for s in r[f"{task}_step_joint"]) + " vs " + "/".join(str(s) for s in r[f"{task}_step_iso"])
 
@@ -25,7 +29,7 @@ def main(path: str = "benchmarks/results/calibrate_proxy_best.json") -> None:
         shown = [o.split(".", 1)[-1] for o in r["overrides"] if not o.startswith(("cache_dir", "training.threads"))]
         name = f"{r.get('space', '?')}: " + (", ".join(shown) or "(as is)")
         print(
-            f"| {name} | {r['config']['data']['val_size']}/{r['config']['data']['test_size']} | {len(r['seeds'])} | {_cell(r['und_acc'])} / {_cell(r['und_acc_iso'])} | "
+            f"| {name} | {_sizes(r)} | {len(r['seeds'])} | {_cell(r['und_acc'])} / {_cell(r['und_acc_iso'])} | "
             f"{_cell(r['gen_nll'])} / {_cell(r['gen_nll_iso'])} | {_cell(r['und_gain'], '+.3f')} | "
             f"{_cell(r['gen_gain'], '+.3f')} | {'yes' if r['both_gain_beyond_2se'] else 'no'} | "
             f"{r['und_acc_test_se']['mean']:.3f} / {r['gen_nll_test_se']['mean']:.3f} | "

@@ -32,7 +32,8 @@ from searchvlm.pareto import (
     pooled_seed_sd, ties,
 )
 from searchvlm.results import (
-    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, load_ranked, ranking_rows, read_meta, read_trials, resolve_run_dir,
+    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, load_ranked, ranking_rows, read_meta, read_trials,
+    resolve_run_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -443,7 +444,8 @@ def _preset_traces(rows: Sequence[Row], band: tuple[float, float]) -> list[Any]:
     return [
         _trace(f"preset-{_slug(n)}", [r for r in rows if r.get("preset") == n], band, name=f"preset {n}",
                errors=False, mode="markers+text", text=[n], textposition="top right", textfont=dict(color="#d62728"),
-               marker=dict(symbol=_PRESET_SYMBOLS[i % len(_PRESET_SYMBOLS)], size=17, color="#d62728", line=dict(width=2)))
+               marker=dict(symbol=_PRESET_SYMBOLS[i % len(_PRESET_SYMBOLS)], size=17, color="#d62728",
+                           line=dict(width=2)))
         for i, n in enumerate(names)
     ]  # fmt: skip
 

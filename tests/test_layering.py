@@ -27,12 +27,15 @@ LAYERS: dict[str, int] = {
     # L0: schemas and stdlib-level helpers (pydantic, PyYAML; no torch / ray / mlflow)
     "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
     "searchvlm._hf": 0,
+    "searchvlm._strict": 0,
     "searchvlm.config": 0,
     "searchvlm.errors": 0,
     "searchvlm.identity": 0,
     "searchvlm.overrides": 0,
     "searchvlm.policy": 0,
+    "searchvlm.presets": 0,
     "searchvlm.results": 0,
+    "searchvlm.schedules": 0,
     "searchvlm.schema_doc": 0,
     "searchvlm.space": 0,
     # L1: arithmetic on numbers and schemas (numpy ok)

@@ -104,7 +104,8 @@ def test_every_kind_samples_as_pinned(tmp_path: Path) -> None:
 
 
 def test_grid_as_pinned(tmp_path: Path) -> None:
-    text = (EVERY_KIND.replace("high: 0.9}", "high: 0.9, step: 0.2}").replace("{type: float, low: 0.0, high: 0.5}", "0.25")
+    text = (EVERY_KIND.replace("high: 0.9}", "high: 0.9, step: 0.2}")
+            .replace("{type: float, low: 0.0, high: 0.5}", "0.25")
             .replace("{type: float, low: 0.1, high: 1.0, log: true}", "[0.2, 0.6]"))  # fmt: skip
     path = tmp_path / "grid.yaml"
     path.write_text(text)

@@ -124,7 +124,8 @@ def test_parent_summary_metrics_and_report_logged_once(tmp_path: Path):
     html.write_text("<html></html>")
     log_report(uri, tmp_path, parent, [html, js], {"hypervolume": 0.09}, 8)
     log_report(uri, tmp_path, parent, [html, js], {"hypervolume": 0.1}, 9)
-    assert [(m.step, m.value) for m in t.client.get_metric_history(parent, "hypervolume")] == [(7, 0.08), (8, 0.09), (9, 0.1)]
+    history = t.client.get_metric_history(parent, "hypervolume")
+    assert [(m.step, m.value) for m in history] == [(7, 0.08), (8, 0.09), (9, 0.1)]
     assert sorted(Path(f.path).name for f in t.client.list_artifacts(parent, "report")) == ["f.html", "plotly.min.js"]
 
 
