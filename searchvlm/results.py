@@ -130,16 +130,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_trials(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write the whole table atomically (a crash never leaves a half-written file)."""
+def _write_table(path: str | Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """Rows sorted by trial number, None as empty cells, written atomically."""
     import io
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=TRIAL_COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     for row in sorted(rows, key=lambda r: int(r["number"])):
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in TRIAL_COLUMNS})
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
     _atomic_write(Path(path), buf.getvalue())
+
+
+def write_trials(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write the whole table atomically (a crash never leaves a half-written file)."""
+    _write_table(path, rows, TRIAL_COLUMNS)
 
 
 def _parse(column: str, text: str) -> Any:
@@ -215,14 +220,7 @@ CONFIRM_COLUMNS = ("trial_id", "number", "preset", "status", "error", "seeds", *
 
 def write_confirmed(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write `confirmed.csv` atomically, one row per confirmed policy (by trial number)."""
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CONFIRM_COLUMNS)
-    writer.writeheader()
-    for row in sorted(rows, key=lambda r: int(r["number"])):
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in CONFIRM_COLUMNS})
-    _atomic_write(Path(path), buf.getvalue())
+    _write_table(path, rows, CONFIRM_COLUMNS)
 
 
 def read_confirmed(path: str | Path) -> list[dict[str, Any]]:
