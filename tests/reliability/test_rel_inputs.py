@@ -326,7 +326,8 @@ def test_export_roundtrip_is_valid(sweep_dir: Path, tmp_path: Path):
     res = cli("export", str(sweep_dir), "-o", str(out))
     assert res.exit_code == 0, res.output
     assert isinstance(load_policy(out), ReductionPolicy)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["policy.json"]  # no temp files
+    # no temp files: the policy and its picture (export draws policy.png beside the file)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["policy.json", "policy.png"]
 
 
 @pytest.mark.parametrize("where", ["under_a_file", "a_directory", "read_only"])
