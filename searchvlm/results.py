@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -162,15 +162,23 @@ def read_trials(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(path, "", str(path), "no trials table here (has the sweep run?)")
+    return _read_table(path, ("trial_id", "status", "flops_ratio", "synergy_gain"), TRIAL_COLUMNS, _parse)
+
+
+def _read_table(
+    path: Path, required: tuple[str, ...], columns: tuple[str, ...], parse: Callable[[str, str], Any]
+) -> list[dict[str, Any]]:
+    """Rows of a CSV table with `required` header columns, every cell through `parse`;
+    ConfigError naming the file and the row on a bad header or cell."""
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in ("trial_id", "status", "flops_ratio", "synergy_gain") if c not in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise ConfigError(path, "header", reader.fieldnames, f"missing columns {missing}")
         rows = []
         for i, raw in enumerate(reader):
             try:
-                rows.append({c: _parse(c, raw.get(c) or "") for c in TRIAL_COLUMNS})
+                rows.append({c: parse(c, raw.get(c) or "") for c in columns})
             except ValueError as err:
                 raise ConfigError(path, f"row {i + 1}", raw.get("trial_id"), str(err)) from None
         return rows
@@ -228,18 +236,7 @@ def read_confirmed(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("trial_id", "number", "status", "seeds", "synergy_gain") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(path, "header", reader.fieldnames, f"missing columns {missing}")
-        out = []
-        for i, raw in enumerate(reader):
-            try:
-                out.append({c: _parse_confirmed(c, raw.get(c) or "") for c in CONFIRM_COLUMNS})
-            except ValueError as err:
-                raise ConfigError(path, f"row {i + 1}", raw.get("trial_id"), str(err)) from None
-        return out
+    return _read_table(path, ("trial_id", "number", "status", "seeds", "synergy_gain"), CONFIRM_COLUMNS, _parse_confirmed)
 
 
 def _parse_confirmed(column: str, text: str) -> Any:
