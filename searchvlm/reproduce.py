@@ -91,6 +91,9 @@ def _paired(result: TrialResult, dense: TrialResult, key: str) -> list[float] | 
     return [mine[s] - ref[s] for s in sorted(mine)]
 
 
+_VS_DENSE = {"und_gain": "und_gain_vs_dense", "gen_gain": "gen_gain_vs_dense", "synergy_gain": "synergy_vs_dense"}
+
+
 def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
     """Fill each row's paired differences against the dense row, and Holm-corrected p."""
     from scipy import stats
@@ -104,12 +107,11 @@ def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
     for row in rows:
         if row["preset"] not in results or row["preset"] == "dense":
             continue
-        for key, col in (("und_gain", "und_gain_vs_dense"), ("gen_gain", "gen_gain_vs_dense"),
-                         ("synergy_gain", "synergy_vs_dense")):
-            diffs = _paired(results[row["preset"]], dense, key)
+        paired = {key: _paired(results[row["preset"]], dense, key) for key in _VS_DENSE}
+        for key, diffs in paired.items():
             if diffs:
-                row[col], row[f"{col}_stderr"] = mean_stderr(diffs)
-        diffs = _paired(results[row["preset"]], dense, "synergy_gain")
+                row[_VS_DENSE[key]], row[f"{_VS_DENSE[key]}_stderr"] = mean_stderr(diffs)
+        diffs = paired["synergy_gain"]
         if diffs and len(diffs) > 1 and any(d != diffs[0] for d in diffs):
             tested.append((row, float(stats.ttest_1samp(diffs, 0.0).pvalue)))
     for (row, _), p in zip(tested, holm([p for _, p in tested])):

@@ -122,10 +122,6 @@ class Run:
         self.sched.step()
         return float(total.detach())
 
-    def evaluate(self, data: UnifiedData, split: str) -> dict[str, float]:
-        """`und_acc` and/or `gen_nll` on a split, for the tasks this run trains."""
-        return {m: s.value for m, s in self.scores(data, split).items()}
-
     def scores(self, data: UnifiedData, split: str, metrics: tuple[str, ...] = ("und_acc", "gen_nll")) -> dict[str, Score]:
         """`und_acc` and/or `gen_nll` (those of `metrics` this run trains) with their
         evaluation-set standard errors."""
@@ -171,11 +167,6 @@ def _targets_at(out, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return targets, valid
 
 
-def understanding_accuracy(model, split: TaskSplit, batch: int = 256) -> float:
-    """Exact answer match: every answer token (and EOS) is the greedy prediction."""
-    return float(understanding_hits(model, split, batch).float().mean())
-
-
 @torch.no_grad()
 def understanding_hits(model, split: TaskSplit, batch: int = 256) -> torch.Tensor:
     """Per example (N,) bool: every answer token (and EOS) is the greedy prediction."""
@@ -188,11 +179,6 @@ def understanding_hits(model, split: TaskSplit, batch: int = 256) -> torch.Tenso
         hit = (out.logits.argmax(-1) == targets) | ~valid  # (B, T_out)
         hits.append(hit.all(dim=1).cpu())
     return torch.cat(hits)  # (N,)
-
-
-def generation_nll(model, split: TaskSplit, batch: int = 256) -> float:
-    """Held-out NLL of the image tokens, nats per token (every row has the same count)."""
-    return float(generation_example_nll(model, split, batch).double().mean())
 
 
 @torch.no_grad()

@@ -144,10 +144,11 @@ def _keep_picks(run: Run, record: RunRecord, states: dict, step: int, at: str) -
     """Keep the joint model's state at the round `at` picks so far for each metric (the
     earliest best validation round, or the latest round), to score it on test afterwards:
     the joint run is tested once per metric instead of at every round."""
-    for metric, curve in record.val.items():
-        pick = best_step(curve, HIGHER_IS_BETTER[metric]) if at == "best" else step
-        if pick == step:
-            states[metric] = (step, {k: v.detach().clone() for k, v in run.model.state_dict().items()})
+    picked = [m for m, curve in record.val.items()
+              if at != "best" or best_step(curve, HIGHER_IS_BETTER[m]) == step]  # fmt: skip
+    if picked:  # one copy of the state serves every metric that picks this round
+        state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+        states.update({m: (step, state) for m in picked})
 
 
 def _test_picks(run: Run, record: RunRecord, states: dict, data: UnifiedData) -> None:
