@@ -5,6 +5,8 @@ wrapper as one unit works and gives the unsharded loss and gradients."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from datetime import timedelta
 
@@ -71,8 +73,16 @@ def _worker(rank: int, port: int) -> None:
         for name, p in plain.named_parameters():
             # each rank got the same batch: the reduce-scattered gradient is the plain one
             torch.testing.assert_close(grads[name].grad.full_tensor(), p.grad, atol=1e-5, rtol=1e-4, msg=name)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise  # spawn's wrapper writes the traceback to its error file; the parent raises it
+    dist.destroy_process_group()
+    # Skip interpreter finalisation: gloo's worker threads can still hold AsyncWork tensors, and
+    # freeing them while the interpreter is torn down aborts the process (SIGABRT, "terminate
+    # called without an active exception"; pytorch/pytorch#179291) after every check has passed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def test_fsdp2_per_layer_refused_whole_wrapper_works() -> None:
