@@ -1,7 +1,7 @@
 """The tabular search benchmark's table: policy keys, enumeration of a finite space, file IO.
 
-A table holds one REAL trial (`run_trial`) per distinct policy of a finite search space,
-with its final objectives and its learning curve (the per-round `report` metrics), so
+A table holds REAL trials (`run_trial`, one per seed) of every distinct policy of a finite
+search space, with their final objectives and learning curves (the per-round `report` metrics), so
 searches can be replayed on it without training (`search_replay.py`).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from searchvlm.policy import TASKS, ReductionPolicy
 from searchvlm.space import SearchSpace
 
-FORMAT = "searchvlm.tabular/v1"
+FORMAT = "searchvlm.tabular/v2"  # v2: per-seed runs, mean ± s.e. per row, a dense `reference` row
 
 
 def policy_key(policy: ReductionPolicy) -> str:

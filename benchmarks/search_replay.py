@@ -1,15 +1,27 @@
 """Search efficiency on a stored table: replay samplers and MO-ASHA without training.
 
-The table (`tabular_build.py`) holds one real trial per policy of a finite space, with its
-learning curve. Each sampler (Optuna TPE, NSGA-II, GP, random; the sweep's own
-`make_sampler`) proposes points through `SearchSpace.suggest`; the answer is looked up, not
-trained. Hypervolume (`searchvlm.pareto.hypervolume`, one fixed reference point for every
-run: FLOPs 1.0 and the worst synergy gain in the table) after 8, 16, 32 trials, 5 seeds.
-MO-ASHA (the sweep's `MOASHA.decide`, fed the stored per-round validation metrics the way
-Ray feeds it reports) is compared with full fidelity on the same sequence of random
-configurations: hypervolume of the completed trials vs training steps spent.
+The table (`tabular_build.py`, format v2) holds real trials of every policy of a finite
+space on 3 seeds, with per-seed learning curves, and the dense policy on the same seeds.
 
-    .venv/bin/python benchmarks/search_replay.py [--table benchmarks/data/tabular_quick.json]
+- **What a search sees.** Each replay draws, per policy, one of its seeds (fixed for that
+  replay, so a repeated proposal gets the same answer, as the sweep's duplicate rule gives):
+  a sampler is told that seed's objectives, MO-ASHA is fed that seed's per-round validation
+  curve. A real sweep trains one seed and sees the same noise.
+- **What a search is scored on.** The hypervolume of the policies it found, at their
+  3-seed means (what a confirmation would report): a lucky draw does not score.
+- **Reference point.** FLOPs 1.0 and the dense policy's mean synergy on the same seeds: the
+  volume counts only policies that are cheaper than dense AND keep at least its synergy.
+  The earlier reference (the worst synergy seen) put nearly all the volume on the single
+  cheapest point, so any FLOPs ranking looked like a good search; it is reported beside.
+- **Samplers** (Optuna random, TPE, NSGA-II, GP through the sweep's `make_sampler`),
+  `--seeds` replays each: hypervolume after 8, 16, 32 trials (proposals, repeats included),
+  mean ± s.e., and the ratio of means to random with a 95% bootstrap interval.
+- **MO-ASHA** (the sweep's `MOASHA.decide`) on `--seeds` random orders of `--configs`
+  policies, against (a) full fidelity on all of them, (b) random search at equal steps (the
+  first k of the same order trained fully, k = MO-ASHA's steps / max steps) and (c) FLOPs-only
+  ranking at equal steps (the k cheapest of the same policies, known before training).
+
+    .venv/bin/python benchmarks/search_replay.py [--table benchmarks/data/tabular_quick.json] [--seeds 100]
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import numpy as np
 import optuna
 
 from _tabular import load_table, policy_key, rows_by_key
-from searchvlm.pareto import default_ref, hypervolume
+from searchvlm.pareto import hypervolume
 from searchvlm.space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +45,55 @@ SAMPLERS = ("random", "tpe", "nsga2", "gp")
 CHECKPOINTS = (8, 16, 32)
 STARTUP = 5  # TPE / GP random start-up trials (Optuna's default 10 is a third of a 32-trial run)
 POPULATION = 8  # NSGA-II population (the default 50 never leaves its random first generation)
+BOOT = 10_000
 Row = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan"))
+
+
+def ratio_ci(a: list[float], b: list[float], seed: int = 0) -> dict[str, float]:
+    """mean(a) / mean(b) with a 95% percentile bootstrap interval (a and b resampled independently)."""
+    rng = np.random.default_rng(seed)
+    a_, b_ = np.asarray(a), np.asarray(b)
+    ma = a_[rng.integers(0, len(a_), (BOOT, len(a_)))].mean(1)
+    mb = b_[rng.integers(0, len(b_), (BOOT, len(b_)))].mean(1)
+    ok = mb > 0
+    boot = ma[ok] / mb[ok]
+    point = float(a_.mean() / b_.mean()) if b_.mean() > 0 else float("nan")
+    lo, hi = (np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan))
+    return {"ratio": point, "ci95": [float(lo), float(hi)]}
+
+
+def paired_ratio_ci(a: list[float], b: list[float], seed: int = 0) -> dict[str, float]:
+    """mean(a) / mean(b) for paired samples, 95% bootstrap interval resampling the pairs."""
+    rng = np.random.default_rng(seed)
+    a_, b_ = np.asarray(a), np.asarray(b)
+    idx = rng.integers(0, len(a_), (BOOT, len(a_)))
+    ma, mb = a_[idx].mean(1), b_[idx].mean(1)
+    boot = ma[mb > 0] / mb[mb > 0]
+    lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
+    return {"ratio": float(a_.mean() / b_.mean()) if b_.mean() > 0 else float("nan"), "ci95": [float(lo), float(hi)]}
+
+
+# --------------------------------------------------------------------------- draws
+
+
+def draw_seeds(rows: dict[str, Row], seed: int) -> dict[str, int]:
+    """Per policy key, the index of the seed this replay sees (a one-seed sweep's luck)."""
+    rng = np.random.default_rng(seed)
+    return {k: int(rng.integers(0, len(row["seeds"]))) for k, row in sorted(rows.items())}
+
+
+def seen_run(row: Row, draws: dict[str, int]) -> Row:
+    return row["seeds"][draws[row["key"]]]
+
+
+# --------------------------------------------------------------------------- samplers
 
 
 def sampler_space(space: SearchSpace, name: str, seed: int) -> SearchSpace:
@@ -43,98 +103,136 @@ def sampler_space(space: SearchSpace, name: str, seed: int) -> SearchSpace:
     return space.model_copy(update={"search": search})
 
 
-def replay(space: SearchSpace, rows: dict[str, Row], sampler: optuna.samplers.BaseSampler, n: int) -> list[Row]:
-    """Run `n` ask/tell trials of `sampler` on the table; the rows it visited, in order."""
+def replay(space: SearchSpace, rows: dict[str, Row], sampler: optuna.samplers.BaseSampler, n: int,
+           draws: dict[str, int]) -> list[Row]:  # fmt: skip
+    """Run `n` ask/tell trials of `sampler` on the table, told the drawn seed's values; the rows visited."""
     study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
     seen: list[Row] = []
     for _ in range(n):
         trial = study.ask()
         row = rows[policy_key(space.policy_from_params(space.suggest(trial)))]
-        if row["status"] == "ok":
-            study.tell(trial, [row["flops_ratio"], row["synergy_gain"]])
+        run = seen_run(row, draws)
+        if run["status"] == "ok":
+            study.tell(trial, [run["flops_ratio"], run["synergy_gain"]])
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         seen.append(row)
     return seen
 
 
-def hv_at(seen: list[Row], ref: tuple[float, float], checkpoints=CHECKPOINTS) -> dict[int, float]:
-    return {k: hypervolume(seen[:k], ref)[0] for k in checkpoints}
+def hv_curve(seen: list[Row], ref: tuple[float, float]) -> list[float]:
+    """Hypervolume (of the visited policies at their seed means) after each trial."""
+    return [hypervolume(seen[:k], ref)[0] for k in range(1, len(seen) + 1)]
 
 
-def sampler_runs(space: SearchSpace, rows: dict[str, Row], ref, seeds: int) -> dict[str, list[list[float]]]:
-    """Per sampler, per seed: hypervolume after every trial up to max(CHECKPOINTS)."""
+_WORK: dict[str, Any] = {}  # the space and rows, inherited by forked workers
+
+
+def _one_replay(job: tuple[str, int]) -> list[Row]:
     from searchvlm.sweep._searcher import make_sampler
 
-    out: dict[str, list[list[float]]] = {}
-    n = max(CHECKPOINTS)
-    for name in SAMPLERS:
-        out[name] = []
-        for seed in range(seeds):
-            seen = replay(space, rows, make_sampler(sampler_space(space, name, seed)), n)
-            out[name].append([hypervolume(seen[:k], ref)[0] for k in range(1, n + 1)])
+    name, seed = job
+    space, rows = _WORK["space"], _WORK["rows"]
+    return replay(space, rows, make_sampler(sampler_space(space, name, seed)), max(CHECKPOINTS),
+                  draw_seeds(rows, 10_000 + seed))  # fmt: skip
+
+
+def sampler_runs(space: SearchSpace, rows: dict[str, Row], seeds: int, refs: dict[str, tuple], jobs: int) -> dict:
+    """Per reference, per sampler, per replay seed: the hypervolume curve up to max(CHECKPOINTS)."""
+    import multiprocessing as mp
+
+    import torch
+
+    torch.set_num_threads(1)  # GP's fits; one replay per process
+    _WORK.update(space=space, rows=rows)
+    out: dict[str, dict[str, list[list[float]]]] = {r: {} for r in refs}
+    with mp.get_context("fork").Pool(jobs) as pool:
+        for name in SAMPLERS:
+            seen_runs = pool.map(_one_replay, [(name, seed) for seed in range(seeds)])
+            for r, ref in refs.items():
+                out[r][name] = [hv_curve(seen, ref) for seen in seen_runs]
+            print(f"  {name}: {seeds} replays", flush=True)
     return out
 
 
-def moasha_trace(order: list[Row], grace: int, eta: float, max_steps: int, ref) -> list[tuple[int, float]]:
-    """(steps spent, hypervolume of completed trials) after each trial, MO-ASHA deciding."""
+def summarise(curves: dict[str, list[list[float]]], table_hv: float) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, runs in curves.items():
+        out[name] = {}
+        for k in CHECKPOINTS:
+            vals = [r[k - 1] for r in runs]
+            m, se = mean_se(vals)
+            out[name][f"hv@{k}"] = {"mean": m, "stderr": se, "share_of_table": m / table_hv if table_hv else None}
+            if name != "random":
+                out[name][f"hv@{k}"]["vs_random"] = ratio_ci(vals, [r[k - 1] for r in curves["random"]], seed=k)
+    return out
+
+
+# --------------------------------------------------------------------------- MO-ASHA
+
+
+def steps_until_stop(sched: Any, trial_id: str, run: Row, flops: float, max_steps: int) -> int:
+    """Feed one seed's per-round reports to the scheduler; the steps the trial trained."""
+    for step, synergy, *_ in run["curve"]:
+        if step >= max_steps:
+            return max_steps
+        if sched.decide(trial_id, int(step), {"flops_ratio": flops, "synergy_gain": synergy}) == "STOP":
+            return int(step)
+    return int(run["curve"][-1][0]) if run["curve"] else 0
+
+
+def moasha_once(order: list[Row], draws: dict[str, int], grace: int, eta: float, max_steps: int,
+                refs: dict[str, tuple]) -> dict[str, Any]:  # fmt: skip
+    """One random order: MO-ASHA's completed set and steps, and the equal-step comparisons."""
     from searchvlm.sweep._moasha import MOASHA
 
     sched = MOASHA(["flops_ratio", "synergy_gain"], ["min", "max"], grace, max_steps, eta)
-    spent, done, trace = 0, [], [(0, 0.0)]
+    spent, done = 0, []
     for i, row in enumerate(order):
-        steps = _run_until_stop(sched, str(i), row, max_steps)
+        steps = steps_until_stop(sched, str(i), seen_run(row, draws), row["flops_ratio"], max_steps)
         spent += steps
-        if steps == max_steps and row["status"] == "ok":
+        if steps == max_steps and seen_run(row, draws)["status"] == "ok":
             done.append(row)
-        trace.append((spent, hypervolume(done, ref)[0]))
-    return trace
-
-
-def _run_until_stop(sched: Any, trial_id: str, row: Row, max_steps: int) -> int:
-    """Feed the stored per-round reports to the scheduler; the steps the trial trained."""
-    for step, synergy, *_ in row["curve"]:
-        if step >= max_steps:
-            return max_steps
-        if sched.decide(trial_id, int(step), {"flops_ratio": row["flops_ratio"], "synergy_gain": synergy}) == "STOP":
-            return int(step)
-    return int(row["curve"][-1][0]) if row["curve"] else 0
-
-
-def full_trace(order: list[Row], max_steps: int, ref) -> list[tuple[int, float]]:
-    trace = [(0, 0.0)]
-    for i in range(len(order)):
-        trace.append(((i + 1) * max_steps, hypervolume(order[: i + 1], ref)[0]))
-    return trace
-
-
-def moasha_runs(table_rows: list[Row], n: int, seeds: int, grace: int, eta: float, max_steps: int, ref) -> dict:
-    """Per seed: one random order of `n` configurations, MO-ASHA vs full fidelity."""
-    runs = []
-    for seed in range(seeds):
-        rng = np.random.default_rng(seed)
-        order = [table_rows[i] for i in rng.choice(len(table_rows), size=n, replace=False)]
-        ma, ff = moasha_trace(order, grace, eta, max_steps, ref), full_trace(order, max_steps, ref)
-        runs.append({"moasha": ma, "full": ff, "hv_ratio": ma[-1][1] / ff[-1][1] if ff[-1][1] else None,
-                     "steps_ratio": ma[-1][0] / ff[-1][0]})  # fmt: skip
-    ratios = [r["hv_ratio"] for r in runs if r["hv_ratio"] is not None]
-    return {"grace": grace, "eta": eta, "configs": n, "runs": runs,
-            "median_hv_ratio": statistics.median(ratios), "median_steps_ratio": statistics.median(r["steps_ratio"] for r in runs),
-            "target_met": statistics.median(ratios) >= 0.95 and statistics.median(r["steps_ratio"] for r in runs) <= 0.5}  # fmt: skip
-
-
-def summarise(curves: dict[str, list[list[float]]], best_hv: float) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name, runs in curves.items():
-        out[name] = {
-            f"hv@{k}": {"median": statistics.median(r[k - 1] for r in runs), "per_seed": [r[k - 1] for r in runs]}
-            for k in CHECKPOINTS
-        }
-        out[name]["share_of_table_hv@16"] = out[name]["hv@16"]["median"] / best_hv
+    k = spent // max_steps  # full trials the same budget buys
+    cheapest = sorted(order, key=lambda r: r["flops_ratio"])[:k]
+    out: dict[str, Any] = {"steps_ratio": spent / (len(order) * max_steps), "completed": len(done), "k": k}
+    for r, ref in refs.items():
+        full = hypervolume(order, ref)[0]
+        out[r] = {"full": full, "moasha": hypervolume(done, ref)[0],
+                  "random_equal_steps": hypervolume(order[:k], ref)[0],
+                  "flops_only_equal_steps": hypervolume(cheapest, ref)[0]}  # fmt: skip
     return out
 
 
-def plot(curves: dict, moasha: list[dict], best_hv: float, path: Path) -> None:
+def moasha_runs(rows: list[Row], n: int, seeds: int, grace: int, eta: float, max_steps: int, refs: dict) -> dict:
+    runs = []
+    keyed = {r["key"]: r for r in rows}
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        order = [rows[i] for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False)]
+        runs.append(moasha_once(order, draw_seeds(keyed, 20_000 + seed), grace, eta, max_steps, refs))
+    out: dict[str, Any] = {"grace": grace, "eta": eta, "configs": min(n, len(rows)), "orders": seeds}
+    out["steps_ratio"] = dict(zip(("mean", "stderr"), mean_se([r["steps_ratio"] for r in runs])))
+    for r in refs:
+        full = [x[r]["full"] for x in runs]
+        mo = [x[r]["moasha"] for x in runs]
+        out[r] = {
+            "moasha_vs_full": paired_ratio_ci(mo, full, 1),
+            "moasha_vs_random_equal_steps": paired_ratio_ci(mo, [x[r]["random_equal_steps"] for x in runs], 2),
+            "moasha_vs_flops_only_equal_steps": paired_ratio_ci(mo, [x[r]["flops_only_equal_steps"] for x in runs], 3),
+            "flops_only_vs_full": paired_ratio_ci([x[r]["flops_only_equal_steps"] for x in runs], full, 4),
+            "random_vs_full": paired_ratio_ci([x[r]["random_equal_steps"] for x in runs], full, 5),
+        }
+        beats = out[r]["moasha_vs_flops_only_equal_steps"]["ci95"][0] > 1.0
+        out[r]["target_met"] = bool(out[r]["moasha_vs_full"]["ratio"] >= 0.95 and out["steps_ratio"]["mean"] <= 0.5
+                                    and beats)  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def plot(curves: dict, table_hv: float, moasha: list[dict], ref_name: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,22 +241,24 @@ def plot(curves: dict, moasha: list[dict], best_hv: float, path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(1, max(CHECKPOINTS) + 1)
     for name, runs in curves.items():
-        arr = np.asarray(runs) / best_hv  # (seeds, n)
-        a.plot(x, np.median(arr, 0), label=name)
-        a.fill_between(x, np.percentile(arr, 25, 0), np.percentile(arr, 75, 0), alpha=0.15)
-    a.set(xlabel="trials", ylabel="hypervolume / table's best", title="samplers (median, IQR; 5 seeds)")
+        arr = np.asarray(runs) / table_hv
+        m, se = arr.mean(0), arr.std(0, ddof=1) / np.sqrt(len(arr))
+        a.plot(x, m, label=name)
+        a.fill_between(x, m - 2 * se, m + 2 * se, alpha=0.15)
+    a.set(xlabel="trials", ylabel="hypervolume / whole table's",
+          title=f"samplers (mean ± 2 s.e., {len(next(iter(curves.values())))} replays)")  # fmt: skip
     a.legend()
-    for cfg, style in zip(moasha, ("-", "--")):
-        for key, color in (("moasha", "C3"), ("full", "C0")):
-            if key == "full" and style == "--":
-                continue
-            for i, run in enumerate(cfg["runs"]):
-                s, h = zip(*run[key])
-                lab = (f"MO-ASHA grace {cfg['grace']}, η {cfg['eta']:g}" if key == "moasha" else "full fidelity") if i == 0 else None
-                b.plot(s, np.asarray(h) / best_hv, style, color=color if style == "-" else "C2", alpha=0.6, label=lab)
-    b.set(xlabel="training steps spent", ylabel="hypervolume / table's best",
-          title=f"MO-ASHA vs full fidelity ({moasha[0]['configs']} random configs, 5 orders)")  # fmt: skip
-    b.legend()
+    labels = ("MO-ASHA", "random,\nequal steps", "FLOPs-only,\nequal steps")
+    keys = ("moasha_vs_full", "random_vs_full", "flops_only_vs_full")
+    for j, m in enumerate(moasha):
+        vals = [m[ref_name][k]["ratio"] for k in keys]
+        errs = np.abs(np.asarray([m[ref_name][k]["ci95"] for k in keys]).T - vals)
+        b.bar(np.arange(3) + j * 0.4, vals, 0.4, yerr=errs, capsize=3,
+              label=f"grace {m['grace']}, η {m['eta']:g}: {m['steps_ratio']['mean']:.0%} of the steps")  # fmt: skip
+    b.axhline(0.95, color="k", lw=0.8, ls="--")
+    b.set_xticks(np.arange(3) + 0.2 * (len(moasha) - 1), labels)
+    b.set(ylabel="hypervolume / full fidelity's", title="MO-ASHA vs equal-step baselines (95% CI)")
+    b.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -166,9 +266,11 @@ def plot(curves: dict, moasha: list[dict], best_hv: float, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", type=Path, default=ROOT / "benchmarks/data/tabular_quick.json")
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--configs", type=int, default=64, help="random configurations per MO-ASHA run")
-    ap.add_argument("--grace", type=int, action="append", help="MO-ASHA grace steps (repeat; default max/6, max/2)")
+    ap.add_argument("--seeds", type=int, default=100, help="replays per sampler, and MO-ASHA orders")
+    ap.add_argument("--configs", type=int, default=32, help="random policies per MO-ASHA order")
+    ap.add_argument("--grace", type=int, action="append", help="MO-ASHA grace steps (repeat; default max/4, max/2)")
+    ap.add_argument("--eta", type=float, default=3.0)
+    ap.add_argument("--jobs", type=int, default=2, help="replay processes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/search_replay.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/search_replay.png")
     args = ap.parse_args()
@@ -177,42 +279,66 @@ def main() -> None:
     table = load_table(args.table)
     space = load_space(ROOT / table["space"])
     rows = rows_by_key(table)
-    ref = default_ref(table["rows"])
-    best_hv = hypervolume(table["rows"], ref)[0]
-    curves = sampler_runs(space, rows, ref, args.seeds)
-    summary = summarise(curves, best_hv)
-    base = summary["random"]["hv@16"]["median"]
-    best = max((n for n in SAMPLERS if n != "random"), key=lambda n: summary[n]["hv@16"]["median"])
     ok = [r for r in table["rows"] if r["status"] == "ok"]
-    graces = args.grace or [table["max_steps"] // 6, table["max_steps"] // 2]  # 60 steps: 10, 30; 300: 50, 150
-    moasha = [moasha_runs(ok, args.configs, args.seeds, g, 3.0, table["max_steps"], ref) for g in graces]
+    syn = sorted(r["synergy_gain"] for r in ok)
+    refs = {"dense": (1.0, table["reference"]["synergy_gain"]), "worst": (1.0, syn[0])}
+    table_hv = {r: hypervolume(ok, ref)[0] for r, ref in refs.items()}
+    print(f"{len(ok)} policies; references {refs}; table hypervolume {table_hv}", flush=True)
+    curves = sampler_runs(space, rows, args.seeds, refs, args.jobs)
+    summary = {r: summarise(curves[r], table_hv[r]) for r in refs}
+    graces = args.grace or [table["max_steps"] // 4, table["max_steps"] // 2]
+    moasha = [moasha_runs(ok, args.configs, args.seeds, g, args.eta, table["max_steps"], refs) for g in graces]
+    dense = summary["dense"]
+    best = max((n for n in SAMPLERS if n != "random"), key=lambda n: dense[n]["hv@16"]["mean"])
+    vs = dense[best]["hv@16"]["vs_random"]
     result = {
         "table": str(args.table.relative_to(ROOT)) if args.table.is_relative_to(ROOT) else str(args.table),
-        "points": len(table["rows"]), "ref": ref, "table_hv": best_hv, "seeds": args.seeds,
+        "command": "python benchmarks/search_replay.py " + " ".join(
+            f"--{k} {v}" for k, v in (("seeds", args.seeds), ("configs", args.configs), ("eta", args.eta))),
+        "policies": len(ok), "seeds_per_policy": len(ok[0]["seeds"]),
+        "dense_synergy": [table["reference"]["synergy_gain"], table["reference"]["synergy_gain_stderr"]],
+        "policies_above_dense_synergy": sum(1 for r in ok if r["synergy_gain"] > refs["dense"][1]),
+        "refs": refs, "table_hv": table_hv, "replays": args.seeds, "bootstrap": BOOT,
         "settings": {"tpe_gp_startup_trials": STARTUP, "nsga2_population": POPULATION},
-        "samplers": summary, "best_sampler": best,
-        "best_vs_random_hv@16": summary[best]["hv@16"]["median"] / base if base else None,
-        "moasha": [{k: v for k, v in m.items() if k != "runs"} | {"per_seed": [
-            {"hv_ratio": r["hv_ratio"], "steps_ratio": r["steps_ratio"]} for r in m["runs"]]} for m in moasha],
+        "samplers": summary, "best_sampler": best, "best_vs_random_hv@16": vs,
+        "sampler_target_met": bool(vs["ratio"] >= 1.15 and vs["ci95"][0] > 1.05),
+        "moasha": moasha,
     }  # fmt: skip
-    result["sampler_target_met"] = bool(result["best_vs_random_hv@16"] and result["best_vs_random_hv@16"] >= 1.15)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(curves, moasha, best_hv, args.plot)
+    plot(curves["dense"], table_hv["dense"], moasha, "dense", args.plot)
     print_tables(result)
     print(f"wrote {args.out} and {args.plot}")
 
 
 def print_tables(result: dict) -> None:
-    print(f"table: {result['points']} points, hypervolume {result['table_hv']:.4f} (ref {result['ref']})")
-    print(f"{'sampler':<8}" + "".join(f"{'hv@' + str(k):>10}" for k in CHECKPOINTS) + f"{'share@16':>10}")
-    for name, s in result["samplers"].items():
-        vals = "".join(f"{s[f'hv@{k}']['median']:>10.4f}" for k in CHECKPOINTS)
-        print(f"{name:<8}{vals}{s['share_of_table_hv@16']:>10.2f}")
-    print(f"best sampler {result['best_sampler']}: {result['best_vs_random_hv@16']:.2f} x random at 16 trials")
+    print(f"{result['policies']} policies x {result['seeds_per_policy']} seeds; dense synergy "
+          f"{result['dense_synergy'][0]:+.4f} ± {result['dense_synergy'][1]:.4f}; "
+          f"{result['policies_above_dense_synergy']} policies above it")  # fmt: skip
+    for r, summary in result["samplers"].items():
+        print(f"\nreference {r} {tuple(round(v, 4) for v in result['refs'][r])}: "
+              f"table hypervolume {result['table_hv'][r]:.5f}")  # fmt: skip
+        print(f"{'sampler':<8}" + "".join(f"{'HV@' + str(k) + ' / random [95% CI]':>34}" for k in (16, 32)))
+        for name, s in summary.items():
+            cells = ""
+            for k in (16, 32):
+                h = s[f"hv@{k}"]
+                vr = h.get("vs_random")
+                tail = f" {vr['ratio']:.3f} [{vr['ci95'][0]:.3f}, {vr['ci95'][1]:.3f}]" if vr else " 1"
+                cells += f"{h['share_of_table']:>10.3f} ±{h['stderr'] / result['table_hv'][r]:.3f}{tail:>22}"
+            print(f"{name:<8}{cells}")
+    vs = result["best_vs_random_hv@16"]
+    print(f"\nbest sampler (reference dense) {result['best_sampler']}: HV@16 {vs['ratio']:.3f} x random "
+          f"[{vs['ci95'][0]:.3f}, {vs['ci95'][1]:.3f}] (target >= 1.15, CI above 1.05: "
+          f"{'met' if result['sampler_target_met'] else 'MISSED'})")  # fmt: skip
     for m in result["moasha"]:
-        print(f"MO-ASHA grace {m['grace']} eta {m['eta']:g}: hv {m['median_hv_ratio']:.3f} of full fidelity "
-              f"with {m['median_steps_ratio']:.2f} of the steps (target {'met' if m['target_met'] else 'MISSED'})")
+        for r in result["refs"]:
+            x = m[r]
+            fmt = lambda d: f"{d['ratio']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"  # noqa: E731
+            print(f"MO-ASHA grace {m['grace']} η {m['eta']:g}, ref {r}: {m['steps_ratio']['mean']:.2f} of the steps; "
+                  f"HV vs full {fmt(x['moasha_vs_full'])}, vs random at equal steps "
+                  f"{fmt(x['moasha_vs_random_equal_steps'])}, vs FLOPs-only {fmt(x['moasha_vs_flops_only_equal_steps'])}"
+                  f" (target {'met' if x['target_met'] else 'MISSED'})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Build the tabular search benchmark: train every policy of a finite space once (real trials).
+"""Build the tabular search benchmark: train every policy of a finite space on every seed (real trials).
 
-Each distinct policy of the space (`_tabular.enumerate_space`) runs `run_trial` with a
-report callback that records the learning curve (per evaluation round: FLOPs ratio,
-synergy gain and the per-task gains on the validation split). The dense single-task
-baselines are cached once and shared, so only the joint runs cost. The table is written
-after every trial (`--resume` continues a partial one).
+Each distinct policy of the space (`_tabular.enumerate_space`) runs `run_trial` once per
+seed of the space, with a report callback that records the learning curve (per evaluation
+round: synergy gain, the per-task gains, accuracy and NLL on the validation split). A row
+keeps the per-seed results and their mean ± standard error; the dense policy is trained on
+the same seeds as the table's `reference` (the hypervolume reference point's synergy). The
+dense single-task baselines are cached once per seed and shared, so only the joint runs
+cost. The table is written after every policy (`--resume` continues a partial one).
 
     .venv/bin/python benchmarks/tabular_build.py [--space benchmarks/data/tabular_quick_space.yaml]
         [--out benchmarks/data/tabular_quick.json] [--resume] [--shard I/N]
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,25 +34,41 @@ from searchvlm.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVE_KEYS = ("synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")
+METRICS = CURVE_KEYS  # per seed, and their mean and standard error per policy
 
 
-def one_row(space, key: str, params: dict[str, Any], cache_dir: str, index: int) -> dict[str, Any]:
-    """Run one real trial of the policy behind `params`; its results and learning curve."""
+def _seed_run(space, policy, seed: int, cache_dir: str) -> dict[str, Any]:
+    """One real trial of `policy` (None: dense) with one seed: its results and learning curve."""
     curve: list[list[float]] = []
 
     def report(step: int, metrics: dict[str, float]) -> None:
         curve.append([step, *(round(float(metrics[k]), 6) for k in CURVE_KEYS)])
 
-    policy = space.policy_from_params(params, name=f"tab{index:03d}")
-    res = run_trial(space.trial_config(policy, name=policy.name, cache_dir=cache_dir), report)
-    num = lambda v: None if v is None else round(float(v), 6)  # noqa: E731
-    return {
-        "key": key, "params": params, "status": res.status, "error": res.error,
-        "flops_ratio": num(res.flops_ratio), "synergy_gain": num(res.synergy_gain),
-        "und_gain": num(res.und_gain), "gen_gain": num(res.gen_gain),
-        "und_acc": num(res.und_acc), "gen_nll": num(res.gen_nll),
-        "train_seconds": round(res.train_seconds, 3), "steps": res.steps_done, "curve": curve,
-    }  # fmt: skip
+    cfg = space.trial_config(policy, name=policy.name if policy else "dense", cache_dir=cache_dir)
+    res = run_trial(cfg.model_copy(update={"seeds": [seed]}), report)
+    return {"seed": seed, "status": res.status, "error": res.error, "flops_ratio": _num(res.flops_ratio),
+            **{k: _num(getattr(res, k)) for k in METRICS},
+            "train_seconds": round(res.train_seconds, 3), "steps": res.steps_done, "curve": curve}  # fmt: skip
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else round(float(v), 6)
+
+
+def one_row(space, key: str, params: dict[str, Any] | None, cache_dir: str, index: int) -> dict[str, Any]:
+    """Every seed of the space for the policy behind `params` (None: dense); per-seed runs and
+    their means (the policy's value in the table, what a replayed search is scored on)."""
+    policy = None if params is None else space.policy_from_params(params, name=f"tab{index:03d}")
+    runs = [_seed_run(space, policy, seed, cache_dir) for seed in space.seeds]
+    ok = [r for r in runs if r["status"] == "ok"]
+    row = {"key": key, "params": params, "status": "ok" if len(ok) == len(runs) else "failed",
+           "error": next((r["error"] for r in runs if r["error"]), None),
+           "flops_ratio": runs[0]["flops_ratio"], "seeds": runs}  # fmt: skip
+    for k in METRICS:
+        vals = [r[k] for r in ok]
+        row[k] = _num(statistics.fmean(vals)) if vals else None
+        row[f"{k}_stderr"] = _num(statistics.stdev(vals) / len(vals) ** 0.5) if len(vals) > 1 else None
+    return row
 
 
 def _header(space_path: Path, space, command: str) -> dict[str, Any]:
@@ -89,10 +108,18 @@ def build(space_path: Path, out: Path, resume: bool, limit: int | None,
             table["build_seconds"] = round(table.get("build_seconds", 0.0) + time.perf_counter() - t0, 1)
             t0 = time.perf_counter()
             out.write_text(json.dumps(table, separators=(",", ":")) + "\n")
-            r = table["rows"][-1]
-            print(f"[{len(table['rows'])}/{len(points)}] flops {r['flops_ratio']} synergy {r['synergy_gain']} "
-                  f"({r['train_seconds']:.1f}s) {r['status']}", flush=True)  # fmt: skip
+            _log(table["rows"][-1], f"[{len(table['rows'])}/{len(points)}]")
+        if shard[0] == 0 and "reference" not in table and (limit is None or len(todo) < limit):
+            table["reference"] = one_row(space, "dense", None, cache, -1)  # the HV reference point's synergy
+            out.write_text(json.dumps(table, separators=(",", ":")) + "\n")
+            _log(table["reference"], "[dense]")
     return table
+
+
+def _log(r: dict[str, Any], head: str) -> None:
+    se = r["synergy_gain_stderr"]
+    print(f"{head} flops {r['flops_ratio']} synergy {r['synergy_gain']} ± {se} "
+          f"({sum(x['train_seconds'] for x in r['seeds']):.1f}s) {r['status']}", flush=True)  # fmt: skip
 
 
 def merge(space_path: Path, out: Path, n: int) -> dict[str, Any]:
@@ -100,6 +127,7 @@ def merge(space_path: Path, out: Path, n: int) -> dict[str, Any]:
     order = {k: i for i, k in enumerate(enumerate_space(load_space(space_path)))}
     parts = [load_table(part_path(out, (i, n))) for i in range(n)]
     table = {**parts[0], "rows": sorted((r for p in parts for r in p["rows"]), key=lambda r: order[r["key"]])}
+    table["reference"] = next(p["reference"] for p in parts if "reference" in p)
     table["build_seconds"] = round(sum(p.get("build_seconds", 0.0) for p in parts), 1)
     table["build_wall_seconds"] = round(max(p.get("build_seconds", 0.0) for p in parts), 1)
     missing = len(order) - len(table["rows"])
