@@ -12,29 +12,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _tabular import enumerate_space, policy_key  # noqa: E402
-from search_replay import full_trace, hv_at, moasha_trace, replay  # noqa: E402
+from search_replay import draw_seeds, hv_curve, moasha_once, ratio_ci, replay, seen_run  # noqa: E402
 
-from searchvlm.pareto import default_ref  # noqa: E402
+from searchvlm.pareto import hypervolume  # noqa: E402
 from searchvlm.space import load_space  # noqa: E402
 
 SPACE = ROOT / "benchmarks" / "data" / "tabular_quick_space.yaml"
+REF = (1.0, -0.3)
 
 
 @pytest.fixture(scope="module")
 def table():
-    """Every point of the tabular space with made-up objectives and a 3-round curve."""
+    """Every point of the tabular space with made-up objectives: 3 seeds, each with a 4-round curve."""
     space = load_space(SPACE)
     rows = {}
     for i, key in enumerate(enumerate_space(space)):
         flops = 0.4 + 0.5 * ((i * 37) % 100) / 100
-        syn = -0.2 + 0.3 * ((i * 53) % 100) / 100
-        curve = [[30, syn - 0.05, 0, 0, 0, 0], [60, syn, 0, 0, 0, 0], [90, syn, 0, 0, 0, 0]]
-        rows[key] = {"key": key, "status": "ok", "flops_ratio": flops, "synergy_gain": syn, "curve": curve}
+        seeds = []
+        for s in range(3):
+            syn = -0.2 + 0.3 * ((i * 53 + 17 * s) % 100) / 100
+            curve = [[75 * r, syn - 0.05 * (4 - r), 0, 0, 0, 0] for r in (1, 2, 3, 4)]
+            seeds.append({"seed": s, "status": "ok", "flops_ratio": flops, "synergy_gain": syn, "curve": curve})
+        mean = sum(x["synergy_gain"] for x in seeds) / 3
+        rows[key] = {"key": key, "status": "ok", "flops_ratio": flops, "synergy_gain": mean, "seeds": seeds}
     return space, rows
 
 
-def test_space_has_at_least_200_distinct_policies(table):
-    assert len(table[1]) >= 200
+def test_space_has_at_least_64_distinct_policies(table):
+    assert len(table[1]) >= 64
 
 
 def test_policy_key_ignores_name_and_a_dense_tasks_mode(table):
@@ -45,18 +50,39 @@ def test_policy_key_ignores_name_and_a_dense_tasks_mode(table):
     assert policy_key(a) == policy_key(b)
 
 
-def test_replay_looks_every_suggestion_up(table):
+def test_replay_tells_the_drawn_seed_and_scores_on_means(table, monkeypatch):
     space, rows = table
-    seen = replay(space, rows, optuna.samplers.RandomSampler(seed=0), 16)
+    draws = draw_seeds(rows, 3)
+    assert draws == draw_seeds(rows, 3) and draws != draw_seeds(rows, 4)
+    study_values = []
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    orig_tell = optuna.Study.tell
+
+    def spy(self, trial, values=None, **kw):
+        study_values.append(values)
+        return orig_tell(self, trial, values, **kw)
+
+    monkeypatch.setattr(optuna.Study, "tell", spy)
+    seen = replay(space, rows, sampler, 16, draws)
     assert len(seen) == 16 and all(r["key"] in rows for r in seen)
-    hv = hv_at(seen, default_ref(list(rows.values())), (8, 16))
-    assert 0 <= hv[8] <= hv[16]
+    told = [[seen_run(r, draws)["flops_ratio"], seen_run(r, draws)["synergy_gain"]] for r in seen]
+    assert study_values == told  # the sampler sees one seed, never the mean
+    curve = hv_curve(seen, REF)
+    assert curve == sorted(curve) and curve[-1] == pytest.approx(hypervolume(seen, REF)[0])
 
 
-def test_moasha_spends_fewer_steps_than_full_fidelity(table):
+def test_moasha_once_compares_at_equal_steps(table):
     rows = list(table[1].values())[:30]
-    ref = default_ref(rows)
-    ma, ff = moasha_trace(rows, 30, 3.0, 90, ref), full_trace(rows, 90, ref)
-    assert ff[-1][0] == 30 * 90
-    assert ma[-1][0] < ff[-1][0] and ma[-1][1] <= ff[-1][1]
-    assert [s for s, _ in ma] == sorted(s for s, _ in ma)
+    out = moasha_once(rows, draw_seeds(table[1], 0), 75, 3.0, 300, {"r": REF})
+    assert 0 < out["steps_ratio"] < 1 and out["k"] == int(out["steps_ratio"] * 30 * 300) // 300
+    r = out["r"]
+    assert r["moasha"] <= r["full"] and r["random_equal_steps"] == hypervolume(rows[: out["k"]], REF)[0]
+    cheapest = sorted(rows, key=lambda x: x["flops_ratio"])[: out["k"]]
+    assert r["flops_only_equal_steps"] == hypervolume(cheapest, REF)[0]
+
+
+def test_ratio_ci_brackets_the_ratio_of_means():
+    a, b = [1.2, 1.1, 1.3, 1.25] * 10, [1.0, 0.9, 1.1, 1.0] * 10
+    out = ratio_ci(a, b)
+    assert out["ratio"] == pytest.approx(sum(a) / sum(b))
+    assert out["ci95"][0] < out["ratio"] < out["ci95"][1] and out["ci95"][0] > 1.0
