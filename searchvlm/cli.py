@@ -18,12 +18,14 @@ from rich.table import Table
 
 from searchvlm import __version__
 from searchvlm._console import print_table
+from searchvlm._usage import PlainErrorsGroup, print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
 
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=PlainErrorsGroup,  # usage errors as one `error:` line too
 )
 console = Console(stderr=True)
 out = Console(soft_wrap=True)  # plain lines are never broken: a terminal wraps them, logs keep them whole
@@ -53,8 +55,7 @@ def _main(
 
 
 def _fail(err: Exception) -> NoReturn:
-    for line in str(err).splitlines() or [repr(err)]:
-        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    print_error(str(err) or repr(err), console)
     raise typer.Exit(2)
 
 
@@ -247,8 +248,7 @@ def validate(
         if c.ok:
             out.print(c.summary, highlight=False, soft_wrap=True)
         else:
-            for line in str(c.error).splitlines():
-                console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            print_error(str(c.error), console)
     if not all(c.ok for c in checks):
         raise typer.Exit(2)
 
