@@ -107,7 +107,7 @@ def run_sweep(
     start = time.perf_counter()
     space = load_space(space_path, overrides)
     runs_dir = Path(runs_dir).resolve()
-    name = _check_name(name or Path(space_path).stem)
+    name = _check_name(Path(space_path).stem if name is None else name)  # "" is refused, not defaulted
     run_dir = runs_dir / name
     _check_state(run_dir, name, resume)
     uri = tracking_uri or default_uri(runs_dir)

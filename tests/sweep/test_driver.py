@@ -56,6 +56,14 @@ def test_bad_space_fails_before_ray(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b"])
+def test_bad_name_fails_before_ray(tmp_path: Path, name: str):
+    space = tiny_space(tmp_path / "n.yaml", calibrated=False)
+    with pytest.raises(ConfigError, match="--name") as err:
+        run_sweep(space, name=name, runs_dir=tmp_path / "runs", progress=False)
+    assert f"--name = {name!r}" in str(err.value) and not (tmp_path / "runs").exists()
+
+
 def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
     from searchvlm.space import load_space
     from searchvlm.sweep._driver import RAY_DIR, _init_run_dir, _resume_space
