@@ -58,7 +58,8 @@ def test_library_logs_print_whole_lines_above_the_live_view(tmp_path, capfd):
     from searchvlm.sweep._progress import LiveView
 
     optuna_logger = optuna.logging.get_logger("optuna")
-    before = optuna_logger.handlers[:]
+    before, verbosity = optuna_logger.handlers[:], optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.INFO)  # optuna's default (other tests may have quietened it)
     term = io.StringIO()
     view = LiveView("s", 4, Console(file=term, width=60, force_terminal=True, soft_wrap=True))
     row = {"trial_id": "a", "number": 0, "status": "ok", "flops_ratio": 0.5, "synergy_gain": -0.0123}
@@ -77,3 +78,4 @@ def test_library_logs_print_whole_lines_above_the_live_view(tmp_path, capfd):
     assert "INFO optuna.study: A new study created in RDB with name: s" in logged and "trial xxx" in logged
     assert "is slow" not in capfd.readouterr().err  # nothing reached the real stream under the panel
     assert optuna_logger.handlers == before  # restored after the sweep
+    optuna.logging.set_verbosity(verbosity)
