@@ -18,12 +18,14 @@ from rich.table import Table
 
 from searchvlm import __version__
 from searchvlm._console import print_table
+from searchvlm._usage import PlainErrorsGroup, print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
 
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=PlainErrorsGroup,  # usage errors as one `error:` line too
 )
 console = Console(stderr=True)
 out = Console(soft_wrap=True)  # plain lines are never broken: a terminal wraps them, logs keep them whole
@@ -53,8 +55,7 @@ def _main(
 
 
 def _fail(err: Exception) -> NoReturn:
-    for line in str(err).splitlines() or [repr(err)]:
-        console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    print_error(str(err) or repr(err), console)
     raise typer.Exit(2)
 
 
@@ -74,8 +75,8 @@ def _print_config(config) -> NoReturn:
 
 
 def _seeds(text: str | None) -> list[int] | None:
-    """`--seeds 0,1,2` as a list; None when not given."""
-    if not text:
+    """`--seeds 0,1,2` as a list; None when not given (an empty value is refused)."""
+    if text is None:
         return None
     try:
         return [int(s) for s in text.split(",")]
@@ -136,7 +137,7 @@ def trial(
         pol = _trial_policy(space, preset, policy)
         config = space.trial_config(pol, name=pol.name or "trial")
         update = {}
-        if seeds:
+        if seeds is not None:
             update["seeds"] = _seeds(seeds)
         if cache_dir:
             update["cache_dir"] = str(cache_dir)
@@ -199,9 +200,9 @@ def sweep(
     space_file: Path = typer.Argument(..., help="search space YAML"),
     name: Optional[str] = typer.Option(None, "--name", help="sweep name (default: the file's stem)"),
     samples: Optional[int] = typer.Option(
-        None, "--samples", help="trials to run (default: the space's; fixed on --resume)"
+        None, "--samples", min=1, help="trials to run (default: the space's; fixed on --resume)"
     ),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="trials at once (fixed on --resume)"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="trials at once (fixed on --resume)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name (same space file)"),
     address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
@@ -247,8 +248,7 @@ def validate(
         if c.ok:
             out.print(c.summary, highlight=False, soft_wrap=True)
         else:
-            for line in str(c.error).splitlines():
-                console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            print_error(str(c.error), console)
     if not all(c.ok for c in checks):
         raise typer.Exit(2)
 
@@ -391,6 +391,8 @@ def export(
 
 def _png_beside(policy_file: Path) -> Path:
     """`policy.json` -> `policy.png` (a file already named .png gets `.png` appended)."""
+    if not policy_file.name:  # "" or "/": no file to be beside
+        raise ConfigError(COMMAND_LINE, "POLICY_FILE", str(policy_file), "not a policy file name")
     return policy_file.with_name(policy_file.name + ".png") if policy_file.suffix == ".png" else policy_file.with_suffix(".png")
 
 
@@ -600,13 +602,13 @@ def reproduce(
 
     try:
         space = load_space(space_file, sets)
-        wanted = presets_.split(",") if presets_ else None
+        wanted = presets_.split(",") if presets_ is not None else None
         unknown = [p for p in wanted or [] if p not in PRESETS]
         if unknown:
             raise ConfigError("command line", "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
         base = space.trial_config(None, name="reproduce")
         base = base.model_copy(update={"cache_dir": str(runs_dir / "cache")})
-        if seeds:
+        if seeds is not None:
             base = base.model_copy(update={"seeds": _seeds(seeds)})
     except ConfigError as err:
         _fail(err)
@@ -629,14 +631,14 @@ def analyze(
     policy: Optional[Path] = typer.Option(None, "--policy", help="train under this policy JSON (default: dense)"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="analyse a model saved by a trial instead"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default runs/analysis-<space>)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="training steps (default: the space's)"),
-    examples: int = typer.Option(256, "--examples", help="held-out examples per task"),
-    layer: Optional[int] = typer.Option(None, "--heatmap-layer", help="0-based layer of the heatmap (default L//2)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="training steps (default: the space's)"),
+    examples: int = typer.Option(256, "--examples", min=1, help="held-out examples per task"),
+    layer: Optional[int] = typer.Option(None, "--heatmap-layer", min=0, help="0-based layer of the heatmap (default L//2)"),
     floor: float = typer.Option(0.25, "--floor", help="lowest keep ratio of the derived policy"),
     rows: str = typer.Option("all", "--rows", help="derive from all query rows (Eq. 2) or the task's targets"),
     export: Optional[Path] = typer.Option(None, "--export", help="write the derived policy file here"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="log to this MLflow URI"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: training.threads)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads (default: training.threads)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
 ) -> None:
     """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
@@ -648,6 +650,8 @@ def analyze(
         if threads:
             space = space.model_copy(update={"training": space.training.model_copy(update={"threads": threads})})
         pol = load_policy(policy, num_layers=space.model.num_layers) if policy else None
+        if checkpoint is not None and not checkpoint.exists():
+            raise ConfigError(COMMAND_LINE, "--checkpoint", str(checkpoint), "no such file or folder")
         if pol is not None and checkpoint is not None:
             raise ConfigError("command line", "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
         if rows not in ("all", "targets"):

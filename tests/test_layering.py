@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.tracking": 4,
     # L5: the command line
     "searchvlm.cli": 5,
+    "searchvlm._usage": 5,  # usage errors as `error:` lines
     "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli
 }
 HEAVY = ("torch", "ray", "mlflow")  # L0 and L1 import none of them, not even lazily

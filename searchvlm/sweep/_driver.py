@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from searchvlm.errors import ConfigError
 from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, write_meta
@@ -28,6 +29,7 @@ from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
 
 from ._callback import SweepCallback
+from ._logs import LOG_FILE, routed_logs
 from ._moasha import MOASHA
 from ._progress import counts, front_table
 from ._searcher import make_searcher, study_url
@@ -105,7 +107,7 @@ def run_sweep(
     start = time.perf_counter()
     space = load_space(space_path, overrides)
     runs_dir = Path(runs_dir).resolve()
-    name = _check_name(name or Path(space_path).stem)
+    name = _check_name(Path(space_path).stem if name is None else name)  # "" is refused, not defaulted
     run_dir = runs_dir / name
     _check_state(run_dir, name, resume)
     uri = tracking_uri or default_uri(runs_dir)
@@ -130,7 +132,8 @@ def run_sweep(
     try:
         tuner = _tuner(space, run_dir, runs_dir, uri, progress, searcher.result() if searcher else None,
                        num_samples=extra or space.search.samples)  # fmt: skip
-        grid = tuner.fit()
+        with routed_logs(run_dir / LOG_FILE):  # Ray, Optuna, MLflow: whole lines above the live view
+            grid = tuner.fit()
     finally:
         if started:
             ray.shutdown()
@@ -175,7 +178,9 @@ def _searcher(space: SearchSpace, run_dir: Path) -> Any:
 
 
 def _quiet_ray() -> None:
-    """Our live view replaces Tune's reporter; our table replaces its per-trial loggers."""
+    """Our live view replaces Tune's reporter. Of its per-trial loggers only JSON and CSV
+    are kept (`_tuner` passes them): Ray's `ExperimentAnalysis` reads a trial's metrics from
+    its result.json / progress.csv; TensorBoard's needs tensorboardX and adds nothing."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # a failed trial's final report has no objectives; MOOptunaSearch tells it FAIL
@@ -317,7 +322,8 @@ def _tuner(space: SearchSpace, run_dir: Path, runs_dir: Path, uri: str, progress
         trial_dirname_creator=_trial_dirname,
     )  # fmt: skip
     callback = SweepCallback(run_dir, space, uri, runs_dir, progress)
-    run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[callback],
+    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]  # for ExperimentAnalysis
+    run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[callback, *loggers],
                                 verbose=0, failure_config=tune.FailureConfig(max_failures=0))  # fmt: skip
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 

@@ -56,6 +56,14 @@ def test_bad_space_fails_before_ray(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b"])
+def test_bad_name_fails_before_ray(tmp_path: Path, name: str):
+    space = tiny_space(tmp_path / "n.yaml", calibrated=False)
+    with pytest.raises(ConfigError, match="--name") as err:
+        run_sweep(space, name=name, runs_dir=tmp_path / "runs", progress=False)
+    assert f"--name = {name!r}" in str(err.value) and not (tmp_path / "runs").exists()
+
+
 def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
     from searchvlm.space import load_space
     from searchvlm.sweep._driver import RAY_DIR, _init_run_dir, _resume_space
@@ -127,6 +135,27 @@ def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     assert child.data.params["und.mode"] in ("query_drop", "skip", "drop")
     with pytest.raises(ConfigError, match="--resume"):
         run_sweep(space, name="e2e", runs_dir=runs, progress=False)
+    log = (s.run_dir / "sweep.log").read_text()  # Ray's INFO chatter: in the log, not on the terminal
+    assert "INFO ray.tune" in log and "Wrote the latest version" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_experiment_analysis_lists_every_trial(runs: Path, ray_session, tmp_path: Path):
+    """Ray's own ExperimentAnalysis on the sweep's Ray dir finds each trial with its reports
+    (Tune's JSON/CSV loggers are kept: it reads result.json / progress.csv)."""
+    from ray.tune import ExperimentAnalysis
+
+    space = tiny_space(tmp_path / "ea.yaml", samples=2, presets=["himix"], calibrated=False)
+    s = run_sweep(space, name="ea", runs_dir=runs, progress=False)
+    ea = ExperimentAnalysis(str(s.run_dir / "ray"))
+    rows = {r["trial_id"]: r for r in read_trials(s.run_dir / "trials.csv")}
+    assert sorted(t.trial_id for t in ea.trials) == sorted(rows)
+    frame = ea.dataframe()
+    assert len(frame) == 2 and {"synergy_gain", "flops_ratio", "training_iteration"} <= set(frame.columns)
+    for trial_id, history in ea.trial_dataframes.items():
+        assert len(history) >= 2  # the evaluation rounds' reports, then the final one
+        for key in ("flops_ratio", "synergy_gain"):
+            assert history[key].iloc[-1] == pytest.approx(float(rows[trial_id][key]))
 
 
 @pytest.mark.slow

@@ -41,3 +41,41 @@ def test_progress_lines_off_a_terminal_and_eta_on_one():
     assert "2/4 done" in head and "elapsed 10s, ETA 20s" in head
     live.stop([done, row])
     assert "sweep s: started" not in term.getvalue()  # the terminal gets the panel, not event lines
+
+
+def test_library_logs_print_whole_lines_above_the_live_view(tmp_path, capfd):
+    """Optuna's and Ray's handlers hold the stderr of their set-up: on a terminal their lines
+    would land inside the live panel. Routed, a warning is one whole line above the panel
+    (through the live view's stderr proxy) and INFO chatter goes to sweep.log only."""
+    import io
+    import logging
+    import re
+
+    import optuna
+    from rich.console import Console
+
+    from searchvlm.sweep._logs import routed_logs
+    from searchvlm.sweep._progress import LiveView
+
+    optuna_logger = optuna.logging.get_logger("optuna")
+    before, verbosity = optuna_logger.handlers[:], optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.INFO)  # optuna's default (other tests may have quietened it)
+    term = io.StringIO()
+    view = LiveView("s", 4, Console(file=term, width=60, force_terminal=True, soft_wrap=True))
+    row = {"trial_id": "a", "number": 0, "status": "ok", "flops_ratio": 0.5, "synergy_gain": -0.0123}
+    long = "x" * 90  # longer than the terminal: still one line (the terminal wraps it, not rich)
+    with routed_logs(tmp_path / "sweep.log") as log_file:
+        view.start([])
+        optuna.logging.get_logger("optuna.study").info("A new study created in RDB with name: s")
+        logging.getLogger("ray.tune").warning("trial %s is slow", long)
+        view.trial_finished([row], "t0000 (a)", row, 0)
+        view.stop([row])
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.getvalue())  # drop cursor moves and colours
+    lines = [ln.strip() for ln in re.split(r"[\r\n]", text)]
+    assert f"WARNING ray.tune: trial {long} is slow" in lines, text
+    assert "A new study created" not in text
+    logged = log_file.read_text()
+    assert "INFO optuna.study: A new study created in RDB with name: s" in logged and "trial xxx" in logged
+    assert "is slow" not in capfd.readouterr().err  # nothing reached the real stream under the panel
+    assert optuna_logger.handlers == before  # restored after the sweep
+    optuna.logging.set_verbosity(verbosity)

@@ -1,0 +1,100 @@
+"""Command-line usage errors in the project's one-line style (L5, beside `searchvlm.cli`).
+
+typer reports a bad option value, an unknown option or a missing argument in a boxed rich
+panel after a usage block. Here each is one line, like every other error of the CLI:
+`error: command line: --layers = 'x': Input should be a valid integer (see 'searchvlm presets --help')`,
+exit code 2. `print_error` is the one printer of `error:` lines (markup in a message is
+printed as text, never interpreted).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from searchvlm.errors import COMMAND_LINE
+
+__all__ = ["PlainErrorsGroup", "print_error", "usage_line"]
+
+# the exception classes of the click typer runs on (vendored in typer >= 0.17, click before)
+_exceptions = importlib.import_module(typer.BadParameter.__module__)
+_stderr = Console(stderr=True, soft_wrap=True)
+
+
+def print_error(text: str, console: Console | None = None) -> None:
+    """Print `error: <line>` for each line of `text` on stderr."""
+    for line in text.splitlines() or [""]:
+        (console or _stderr).print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _value(err: Exception) -> tuple[bool, Any]:
+    """The rejected value when the error carries it (typer's pydantic coercion keeps it as the cause)."""
+    errors = getattr(err.__cause__, "errors", None)
+    if callable(errors):
+        found = errors()
+        if found and "input" in found[0]:
+            return True, found[0]["input"]
+    return False, None
+
+
+def _param_name(param: Any) -> str:
+    if getattr(param, "param_type_name", "") == "argument":
+        return str(param.name).upper()
+    opts = sorted(getattr(param, "opts", []) or [], key=len)
+    return opts[-1] if opts else str(getattr(param, "name", "?"))
+
+
+def usage_line(err: Exception) -> str:
+    """`command line: KEY = VALUE: reason (see 'PROG CMD --help')` for a usage error."""
+    reason = str(getattr(err, "message", "") or err).removeprefix("Value error, ").strip().rstrip(".")
+    key = ""
+    if isinstance(err, _exceptions.MissingParameter):
+        kind = err.param_type or getattr(err.param, "param_type_name", "parameter")
+        key, reason = (_param_name(err.param) if err.param else ""), f"missing {kind}"
+    elif isinstance(err, _exceptions.BadParameter) and err.param is not None:
+        key = _param_name(err.param)
+        known, value = _value(err)
+        if known and repr(value) not in reason:
+            key = f"{key} = {value!r}"
+    elif isinstance(err, _exceptions.NoSuchOption):
+        key, reason = err.option_name, "no such option"
+        if err.possibilities:
+            reason += f" (did you mean {', '.join(sorted(err.possibilities))}?)"
+    elif isinstance(err, _exceptions.BadOptionUsage):
+        key = err.option_name
+    line = f"{COMMAND_LINE}: {key}: {reason}" if key else f"{COMMAND_LINE}: {reason}"
+    ctx = getattr(err, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return " ".join(line.split()) + hint
+
+
+class _PlainErrors:
+    """Turn a usage error raised inside the block into one `error:` line and exit 2."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, err: BaseException | None, tb: Any) -> bool:
+        if err is None or not isinstance(err, _exceptions.ClickException):
+            return False
+        if isinstance(err, getattr(_exceptions, "NoArgsIsHelpError", ())):
+            return False  # `searchvlm` alone prints the help, as typer does
+        print_error(usage_line(err))
+        raise typer.Exit(err.exit_code) from None
+
+
+class PlainErrorsGroup(TyperGroup):
+    """The CLI's command group: usage errors of the group and of every command print one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _PlainErrors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _PlainErrors():
+            return super().invoke(ctx)
