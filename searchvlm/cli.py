@@ -225,8 +225,9 @@ def sweep(
     from searchvlm.sweep import run_sweep
 
     try:
-        summary = run_sweep(space_file, name, samples, concurrency, resume, address, tracking_uri, runs_dir,
-                            progress=not no_progress, overrides=sets)
+        summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
+                            address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                            progress=not no_progress, overrides=sets)  # fmt: skip
     except ConfigError as err:
         _fail(err)
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
