@@ -292,29 +292,17 @@ def pareto(
     Plots are redrawn, and logged with the summary metrics to the sweep's MLflow parent
     run, only when trials.csv (or confirmed.csv, sweep.json, --ref) changed since they
     were written, or with --force."""
-    from searchvlm.report import front_table, pareto_plots, pareto_summary, plots_current
+    from searchvlm.report import pareto_report
 
     try:
-        summary = pareto_summary(run, _ref(ref), runs_dir)
-        paths = plots_current(run, ref=_ref(ref), runs_dir=runs_dir) if plots and not force else None
-        unchanged = paths is not None
-        if plots and not unchanged:
-            paths = pareto_plots(run, ref=_ref(ref), runs_dir=runs_dir)
-        paths = paths or {}
+        report = pareto_report(run, _ref(ref), runs_dir, plots=plots, force=force)
     except ConfigError as err:
         _fail(err)
-    if plots and not unchanged:  # --no-plots is a quick read: nothing is written or logged
-        _log_report(summary, paths)
     if as_json:
-        out.print_json(json.dumps({**summary, "plots": {k: str(v) for k, v in paths.items()},
-                                   "plots_unchanged": unchanged}))  # fmt: skip
+        out.print_json(json.dumps(report.to_dict()))
         return
-    from searchvlm.pareto import front
-    from searchvlm.results import load_ranked, ranking_rows
-
-    rows = ranking_rows(load_ranked(summary["run_dir"])[0])
-    _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})",
-                 front_table(front(rows)))
+    summary = report.summary
+    _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})", report.table)
     if summary["numbers"] == "confirmed":
         out.print(f"numbers: confirmed on fresh seeds {summary['confirmed_seeds']} for {summary['confirmed_policies']} "
                   "policies (confirmed.csv); the front is computed on them", highlight=False)  # fmt: skip
@@ -327,29 +315,10 @@ def pareto(
     out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
               f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
               f"knee: {summary['knee']}")
-    if unchanged:
+    if report.plots_unchanged:
         out.print("plots unchanged since trials.csv was last drawn (--force redraws them):", highlight=False)
-    for name, path in paths.items():
+    for name, path in report.plots.items():
         out.print(f"  {name}: {path}")
-
-
-def _log_report(summary: dict, paths: dict) -> None:
-    """Log the plots and the summary metrics to the sweep's MLflow parent run when the
-    sweep recorded one (in the store beside it when `runs/` was moved)."""
-    from searchvlm.results import SWEEP_FILE, read_meta, sweep_tracking_uri
-
-    run_dir = Path(summary["run_dir"])
-    if not (run_dir / SWEEP_FILE).exists():
-        return
-    meta = read_meta(run_dir / SWEEP_FILE)
-    uri = sweep_tracking_uri(meta, run_dir)
-    if not (uri and meta.parent_run_id):
-        return
-    from searchvlm.report import summary_metrics
-    from searchvlm.tracking import log_report
-
-    log_report(uri, run_dir.parent, meta.parent_run_id, list(paths.values()), summary_metrics(summary),
-               summary["trials"])  # fmt: skip
 
 
 @app.command()
