@@ -564,33 +564,20 @@ def reproduce(
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
 ) -> None:
     """The literature presets side by side: the study's Table 3 on our proxy."""
-    from searchvlm.presets import PRESETS
-    from searchvlm.reproduce import reproduce as run_reproduce
-    from searchvlm.space import load_space
+    from searchvlm.reproduce import reproduce_config, run_reproduce
 
+    wanted = presets_.split(",") if presets_ else None
+    done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
     try:
-        space = load_space(space_file, sets)
-        wanted = presets_.split(",") if presets_ else None
-        unknown = [p for p in wanted or [] if p not in PRESETS]
-        if unknown:
-            raise ConfigError("command line", "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
-        base = space.trial_config(None, name="reproduce")
-        base = base.model_copy(update={"cache_dir": str(runs_dir / "cache")})
-        if seeds:
-            base = base.model_copy(update={"seeds": _seeds(seeds)})
+        if print_config:
+            _print_config(reproduce_config(space_file, presets=wanted, seeds=_seeds(seeds), runs_dir=runs_dir,
+                                           overrides=sets))  # fmt: skip
+        table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=_seeds(seeds), runs_dir=runs_dir,
+                              tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
     except ConfigError as err:
         _fail(err)
-    if print_config:
-        _print_config(base)
-    target = out_dir or runs_dir / f"reproduce-{space_file.stem}"
-    done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
-    table = run_reproduce(base, target, wanted, on_result=done)
     out.print(table.markdown())
-    out.print(f"wrote {target / 'table3.md'} and {target / 'table3.csv'}")
-    from searchvlm.tracking import default_uri, log_table
-
-    log_table(tracking_uri or default_uri(runs_dir), runs_dir, f"reproduce-{space_file.stem}",
-              [target / "table3.md", target / "table3.csv"], table.rows)
+    out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
 
 @app.command()
@@ -610,51 +597,31 @@ def analyze(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
 ) -> None:
     """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
-    from searchvlm.policy import load_policy
-    from searchvlm.space import load_space
+    from searchvlm.analysis import run_analysis
 
     try:
-        space = load_space(space_file)
-        if threads:
-            space = space.model_copy(update={"training": space.training.model_copy(update={"threads": threads})})
-        pol = load_policy(policy, num_layers=space.model.num_layers) if policy else None
-        if pol is not None and checkpoint is not None:
-            raise ConfigError("command line", "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
-        if rows not in ("all", "targets"):
-            raise ConfigError("command line", "--rows", rows, "must be 'all' (Eq. 2) or 'targets'")
-        if not 0.0 <= floor <= 1.0:
-            raise ConfigError("command line", "--floor", floor, "must be a keep ratio in [0, 1]")
-        from searchvlm.analysis import analyze as run_analysis
-        from searchvlm.analysis import derive_policy, policy_file, space_modes, write_outputs
-
-        report = run_analysis(space, policy=pol, checkpoint=checkpoint, steps=steps, max_examples=examples,
-                              heatmap_layer=layer)
-        derived = derive_policy(report, floor, *space_modes(space), rows=rows)  # type: ignore[arg-type]
+        done = run_analysis(space_file, policy=policy, checkpoint=checkpoint, out_dir=out_dir, steps=steps,
+                            max_examples=examples, heatmap_layer=layer, floor=floor, rows=rows, export=export,
+                            threads=threads, runs_dir=runs_dir)  # fmt: skip
     except (ConfigError, ValueError) as err:
         _fail(err)
-    target = out_dir or runs_dir / f"analysis-{space_file.stem}"
-    paths = write_outputs(report, target)
-    pfile = export or target / "policy.json"
-    pfile.write_text(policy_file(derived, report, floor, rows).dump())
-    table = Table(title=f"attention share α per layer ({report.source}, {report.steps} steps)")
+    rows_ = done.alpha_rows()
+    table = Table(title=f"attention share α per layer ({done.report.source}, {done.report.steps} steps)")
     table.add_column("task / segment")
-    for i in range(space.model.num_layers):
+    for i in range(len(rows_[0][1])):
         table.add_column(f"L{i + 1}", justify="right", no_wrap=True)
-    for task, curves in report.alpha.items():
-        for seg, vals in curves.items():
-            table.add_row(f"{task} / {seg}", *(f"{v:.3f}" for v in vals))
-        chance = report.uniform[task]["image"]
-        table.add_row(f"{task} / image if uniform", *(f"{chance:.3f}" for _ in range(space.model.num_layers)))
+    for label, vals in rows_:
+        table.add_row(label, *(f"{v:.3f}" for v in vals))
     print_table(out, table)
     for task in ("understanding", "generation"):
-        tp = derived.task(task)
+        tp = done.derived.task(task)
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
-    out.print(f"wrote {', '.join(str(p) for p in paths.values())}, {pfile}")
+    out.print(f"wrote {', '.join(str(p) for p in done.files.values())}")
     if tracking_uri:
         from searchvlm.tracking import log_analysis
 
-        run_id = log_analysis(tracking_uri, runs_dir, f"analysis-{space_file.stem}", report.alpha,
-                              [*paths.values(), pfile])
+        run_id = log_analysis(tracking_uri, runs_dir, f"analysis-{space_file.stem}", done.report.alpha,
+                              list(done.files.values()))  # fmt: skip
         out.print(f"mlflow: {tracking_uri} (run {run_id})")
 
 
