@@ -25,6 +25,8 @@ from searchvlm.presets import PRESETS, REGISTRY, preset
 
 # (row label, preset name) in the order of the study's Table 3: the preset registry's order
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
+# table3.csv's columns in the study's Table 3 order (a file format, not TrialResult's field
+# order; the `*_vs_dense_stderr` and `p_holm` columns are this table's own)
 COLUMNS = ("model", "preset", "status", "und_acc", "gen_nll", "gen_fidelity", "flops_ratio",
            "und_gain", "und_gain_stderr", "gen_gain", "gen_gain_stderr", "synergy_gain", "synergy_gain_stderr",
            "und_gain_vs_dense", "und_gain_vs_dense_stderr", "gen_gain_vs_dense", "gen_gain_vs_dense_stderr",

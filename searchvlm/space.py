@@ -31,7 +31,7 @@ from pydantic import field_validator, model_validator
 from pydantic_core import PydanticUndefined, core_schema
 
 from searchvlm._strict import Strict as _Strict
-from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
+from searchvlm.config import SEARCHABLE_METRICS, DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
 from searchvlm.errors import ConfigError, load_yaml, validate
 from searchvlm.overrides import Override, apply_overrides, attribute, parse_overrides
 from searchvlm.policy import (
@@ -56,10 +56,7 @@ from searchvlm.schedules import (
 )
 
 Scalar = float | int | str | bool
-METRICS: tuple[str, ...] = (
-    "flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll",
-    "gen_fidelity", "synergy_gain_stderr", "synergy_vs_dense", "und_gain_vs_dense", "gen_gain_vs_dense",
-)  # fmt: skip
+METRICS: tuple[str, ...] = SEARCHABLE_METRICS  # what objectives and constraints may name
 
 # The parameter codec: the flat names of a sampled point (Optuna params, MLflow params), built
 # only by `param_name` and these constants: `tie_schedules`; `tied.mode` (a tied point's one

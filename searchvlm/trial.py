@@ -8,6 +8,7 @@ non-finite loss ends the trial as `failed` with the error and the step.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_policy
-from searchvlm.config import ModelConfig, TrialConfig, TrialResult
+from searchvlm.config import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, ModelConfig, TrialConfig, TrialResult
 from searchvlm.data import UnifiedData, load_data
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
@@ -192,23 +193,18 @@ def _train_reference(config, data, model_cfg, policy, tasks, seed, device, progr
 
 
 def _intermediate(records, refs, step, flops_ratio, how) -> dict[str, float]:
-    """Running values at `step` (validation, joint vs isolated at the same step)."""
+    """Running values at `step` (validation, joint vs isolated at the same step): the
+    `ROUND_METRICS`, each per-seed one averaged over seeds."""
     per_seed = []
     for record in records:
         base = refs[record.seed]
         u, g = record.val["und_acc"][step], record.val["gen_nll"][step]
         gains = seed_gains(u, base["understanding"].val["und_acc"][step], g,
                            base["generation"].val["gen_nll"][step], how)  # fmt: skip
-        per_seed.append((u, g, gains))
-    mean = lambda xs: float(np.mean(xs))  # noqa: E731
-    return {
-        "flops_ratio": flops_ratio,
-        "und_acc": mean([p[0] for p in per_seed]),
-        "gen_nll": mean([p[1] for p in per_seed]),
-        "und_gain": mean([p[2].und_gain for p in per_seed]),
-        "gen_gain": mean([p[2].gen_gain for p in per_seed]),
-        "synergy_gain": mean([p[2].synergy_gain for p in per_seed]),
-    }
+        per_seed.append({"und_acc": u, "gen_nll": g, **dataclasses.asdict(gains)})
+    out = {"flops_ratio": flops_ratio}
+    out.update({k: float(np.mean([p[k] for p in per_seed])) for k in ROUND_METRICS if k != "flops_ratio"})
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -283,10 +279,8 @@ def _stderr_of(per_seed: list[dict], key: str) -> float | None:
 
 
 def _aggregate(per_seed, config, policy, flops_ratio, seconds, steps) -> TrialResult:
-    means = ("synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense", "und_gain_vs_dense",
-             "gen_gain_vs_dense", "und_acc", "und_acc_test_se", "gen_nll", "gen_nll_test_se",
-             "und_acc_iso", "gen_nll_iso", "gen_fidelity", "gen_fidelity_iso")  # fmt: skip
-    stderrs = ("synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense")
+    """The trial's result: `SEED_MEANS` averaged over the per-seed records, the standard
+    error over seeds of `SEED_STDERRS`."""
     return TrialResult(
         status="ok",
         flops_ratio=flops_ratio,
@@ -295,8 +289,8 @@ def _aggregate(per_seed, config, policy, flops_ratio, seconds, steps) -> TrialRe
         train_seconds=seconds,
         steps_done=steps,
         policy=policy,
-        **{f: _mean_of(per_seed, f) for f in means},
-        **{f"{f}_stderr": _stderr_of(per_seed, f) for f in stderrs},
+        **{f: _mean_of(per_seed, f) for f in SEED_MEANS},
+        **{f"{f}_stderr": _stderr_of(per_seed, f) for f in SEED_STDERRS},
     )
 
 
