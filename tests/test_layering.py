@@ -202,7 +202,8 @@ LIGHT_MODULES = (
     "searchvlm.errors", "searchvlm.schema_doc", "searchvlm.flops", "searchvlm.synergy", "searchvlm.pareto",
     "searchvlm.export", "searchvlm.report",
 )  # fmt: skip
-FACADE_NAMES = ("load_trials", "load_front", "list_runs", "compare_runs", "remove_run")  # resolved lazily
+FACADE_NAMES = ("load_trials", "load_front", "list_runs", "compare_runs", "remove_run", "load_space", "validate_file",
+                "pareto_report", "export_policy")  # resolved lazily
 NOT_LOADED = ("torch", "ray", "mlflow", "optuna", "pandas", "matplotlib", "plotly")
 
 
