@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.results": 0,
     "searchvlm.schedules": 0,
     "searchvlm.schema_doc": 0,
+    "searchvlm.search": 0,
     "searchvlm.space": 0,
     # L1: arithmetic on numbers and schemas (numpy ok)
     "searchvlm.export": 1,
