@@ -30,13 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from searchvlm.config import ModelConfig, TrainingConfig
+from searchvlm.checkpoint import load_checkpoint
 from searchvlm.data import TaskSplit, UnifiedData
 from searchvlm.errors import ConfigError
-from searchvlm.model import ReducedLM, apply_policy, build_model
-from searchvlm.model.build import data_token_map
+from searchvlm.model import ReducedLM
 from searchvlm.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy, load_policy
 from searchvlm.space import SearchSpace, load_space
-from searchvlm.trial import CHECKPOINT_FORMAT, prepare
+from searchvlm.trial import prepare
 from searchvlm.training import Run, RunSpec, resolve_device
 
 SEGMENTS: tuple[str, ...] = tuple(s.name.lower() for s in Segment)  # system, instruction, image, output
@@ -204,26 +204,6 @@ def train_model(
     run = Run(spec, data, resolve_device(training.device))
     run.train_until(training.steps)
     return run.model, data, model_cfg, run.step
-
-
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ReducedLM, ModelConfig, dict[str, Any]]:
-    """A model saved by a trial (`TrialConfig.save_model`); never unpickles objects
-    (`weights_only=True`). Returns the model, its config and the checkpoint's other entries."""
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError) as err:
-        raise ConfigError(path, "", None, f"cannot load the checkpoint: {err}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ConfigError(path, "format", found, f"expected a {CHECKPOINT_FORMAT} checkpoint saved by a trial")
-    model_cfg = ModelConfig.model_validate_json(ckpt["model_config"])
-    policy = ReductionPolicy.model_validate_json(ckpt["policy"])
-    hf = build_model(model_cfg)
-    model = apply_policy(hf, policy, attention="eager", token_map=data_token_map(hf, model_cfg))
-    model.load_state_dict(ckpt["state_dict"])
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    return model.to(device), model_cfg, meta
 
 
 # --------------------------------------------------------------------------- derived policy

@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     # L3: training, trials, analysis
     "searchvlm.analysis": 3,
     "searchvlm.baselines": 3,
+    "searchvlm.checkpoint": 3,
     "searchvlm.training": 3,
     "searchvlm.trial": 3,
     # L4: engines and outputs
