@@ -1,8 +1,9 @@
 """searchvlm: search synergy-aware image-token reduction policies for unified VLMs.
 
 Light names (schemas) import eagerly; torch-backed names (`apply_policy`, ...), the
-results readers (`load_trials`, `load_front`: pandas) and the sweep commands load on first
-use, so `import searchvlm` stays fast and free of torch / ray / mlflow / pandas.
+results readers (`load_trials`, `load_front`: pandas) and the commands (`run_sweep`,
+`pareto_report`, `export_policy`, `analyze`, `run_reproduce`, ...) load on first use, so
+`import searchvlm` stays fast and free of torch / ray / mlflow / pandas.
 """
 
 from __future__ import annotations
@@ -20,9 +21,19 @@ __version__ = "0.1.0"
 _LAZY = {
     "apply_policy": "searchvlm.model",
     "build_model": "searchvlm.model",
-    "confirm": "searchvlm.confirm",
     "count_flops": "searchvlm.flops",
+    # the commands (DESIGN's user surface), each a function
+    "load_space": "searchvlm.space",
+    "validate_file": "searchvlm.space",
+    "validate_files": "searchvlm.space",
     "run_trial": "searchvlm.trial",
+    "run_sweep": "searchvlm.sweep",
+    "pareto_report": "searchvlm.report",
+    "export_policy": "searchvlm.export",
+    "confirm": "searchvlm.confirm",
+    "analyze": "searchvlm.analysis",
+    "run_analysis": "searchvlm.analysis",
+    "run_reproduce": "searchvlm.reproduce",
     # results as data (pandas loads on the first call) and managing sweeps
     "Front": "searchvlm.frames",
     "load_front": "searchvlm.frames",
@@ -30,8 +41,6 @@ _LAZY = {
     "compare_runs": "searchvlm.runs",
     "list_runs": "searchvlm.runs",
     "remove_run": "searchvlm.runs",
-    "run_sweep": "searchvlm.sweep",
-    "validate_files": "searchvlm.space",
     "space_reference": "searchvlm.schema_doc",
 }
 

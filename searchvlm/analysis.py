@@ -21,6 +21,7 @@ get (never fewer than `floor`). `warm_start_policy` is what a sweep with
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,13 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from searchvlm.config import ModelConfig, TrainingConfig
+from searchvlm.checkpoint import load_checkpoint
 from searchvlm.data import TaskSplit, UnifiedData
-from searchvlm.errors import ConfigError
-from searchvlm.model import ReducedLM, apply_policy, build_model
-from searchvlm.model.build import data_token_map
-from searchvlm.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy
-from searchvlm.space import SearchSpace
-from searchvlm.trial import CHECKPOINT_FORMAT, prepare
+from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.model import ReducedLM
+from searchvlm.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy, load_policy
+from searchvlm.space import SearchSpace, load_space
+from searchvlm.trial import prepare
 from searchvlm.training import Run, RunSpec, resolve_device
 
 SEGMENTS: tuple[str, ...] = tuple(s.name.lower() for s in Segment)  # system, instruction, image, output
@@ -203,26 +204,6 @@ def train_model(
     run = Run(spec, data, resolve_device(training.device))
     run.train_until(training.steps)
     return run.model, data, model_cfg, run.step
-
-
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[ReducedLM, ModelConfig, dict[str, Any]]:
-    """A model saved by a trial (`TrialConfig.save_model`); never unpickles objects
-    (`weights_only=True`). Returns the model, its config and the checkpoint's other entries."""
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError) as err:
-        raise ConfigError(path, "", None, f"cannot load the checkpoint: {err}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ConfigError(path, "format", found, f"expected a {CHECKPOINT_FORMAT} checkpoint saved by a trial")
-    model_cfg = ModelConfig.model_validate_json(ckpt["model_config"])
-    policy = ReductionPolicy.model_validate_json(ckpt["policy"])
-    hf = build_model(model_cfg)
-    model = apply_policy(hf, policy, attention="eager", token_map=data_token_map(hf, model_cfg))
-    model.load_state_dict(ckpt["state_dict"])
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
-    return model.to(device), model_cfg, meta
 
 
 # --------------------------------------------------------------------------- derived policy
@@ -394,6 +375,65 @@ def analyze(
                          steps=trained, space_hash=space.space_hash(), model_config=model_cfg)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """What `run_analysis` measured, derived and wrote (`files`: name -> path, the derived
+    policy file last)."""
+
+    report: AnalysisReport
+    derived: ReductionPolicy
+    files: dict[str, Path]
+
+    def alpha_rows(self) -> list[tuple[str, list[float]]]:
+        """The α table: one row per task and segment, then the task's uniform image share."""
+        out = []
+        for task, curves in self.report.alpha.items():
+            out += [(f"{task} / {seg}", vals) for seg, vals in curves.items()]
+            out.append((f"{task} / image if uniform", [self.report.uniform[task]["image"]] * len(curves["image"])))
+        return out
+
+
+def run_analysis(
+    space_file: str | Path,
+    *,
+    policy: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    steps: int | None = None,
+    max_examples: int = 256,
+    heatmap_layer: int | None = None,
+    floor: float = DEFAULT_FLOOR,
+    rows: str = "all",
+    export: str | Path | None = None,
+    threads: int | None = None,
+    runs_dir: str | Path = "runs",
+) -> AnalysisOutcome:
+    """The `analyze` command: analyse the space's model (`analyze`; dense, under the policy
+    file `policy`, or a trial's `checkpoint`), derive a policy from it
+    (`derive_policy`) and write analysis.json, the plots and the derived policy file to
+    `out_dir` (default `<runs_dir>/analysis-<space>`; the policy file to `export` if given)."""
+    space = load_space(space_file)
+    if threads:
+        space = space.model_copy(update={"training": space.training.model_copy(update={"threads": threads})})
+    pol = load_policy(policy, num_layers=space.model.num_layers) if policy else None
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise ConfigError(COMMAND_LINE, "--checkpoint", str(checkpoint), "no such file or folder")
+    if pol is not None and checkpoint is not None:
+        raise ConfigError("command line", "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
+    if rows not in ("all", "targets"):
+        raise ConfigError("command line", "--rows", rows, "must be 'all' (Eq. 2) or 'targets'")
+    if not 0.0 <= floor <= 1.0:
+        raise ConfigError("command line", "--floor", floor, "must be a keep ratio in [0, 1]")
+    report = analyze(space, policy=pol, checkpoint=checkpoint, steps=steps, max_examples=max_examples,
+                     heatmap_layer=heatmap_layer)  # fmt: skip
+    derived = derive_policy(report, floor, *space_modes(space), rows=rows)  # type: ignore[arg-type]
+    target = Path(out_dir) if out_dir else Path(runs_dir) / f"analysis-{Path(space_file).stem}"
+    files = write_outputs(report, target)
+    files["policy"] = Path(export) if export else target / "policy.json"
+    files["policy"].write_text(policy_file(derived, report, floor, rows).dump())
+    return AnalysisOutcome(report, derived, files)
+
+
 def warm_start_policy(space: SearchSpace, run_dir: str | Path, floor: float = DEFAULT_FLOOR) -> ReductionPolicy:
     """The derived policy a sweep enqueues first (`search.warm_start: analysis`): reuses
     `<run_dir>/analysis.json` when it analysed the dense model of this very space, else
@@ -409,7 +449,7 @@ def warm_start_policy(space: SearchSpace, run_dir: str | Path, floor: float = DE
 
 
 __all__ = [
-    "ANALYSIS_FILE", "SEGMENTS", "AnalysisReport", "analyze", "analyze_model", "derive_policy",
-    "derived_keep", "load_checkpoint", "load_report", "measure", "policy_file", "shares",
+    "ANALYSIS_FILE", "SEGMENTS", "AnalysisOutcome", "AnalysisReport", "analyze", "analyze_model", "derive_policy",
+    "derived_keep", "load_checkpoint", "load_report", "measure", "policy_file", "run_analysis", "shares",
     "space_modes", "train_model", "uniform_shares", "warm_start_policy", "write_outputs",
 ]  # fmt: skip

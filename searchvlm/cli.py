@@ -226,8 +226,9 @@ def sweep(
     from searchvlm.sweep import run_sweep
 
     try:
-        summary = run_sweep(space_file, name, samples, concurrency, resume, address, tracking_uri, runs_dir,
-                            progress=not no_progress, overrides=sets)
+        summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
+                            address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                            progress=not no_progress, overrides=sets)  # fmt: skip
     except ConfigError as err:
         _fail(err)
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
@@ -291,29 +292,17 @@ def pareto(
     Plots are redrawn, and logged with the summary metrics to the sweep's MLflow parent
     run, only when trials.csv (or confirmed.csv, sweep.json, --ref) changed since they
     were written, or with --force."""
-    from searchvlm.report import front_table, pareto_plots, pareto_summary, plots_current
+    from searchvlm.report import pareto_report
 
     try:
-        summary = pareto_summary(run, _ref(ref), runs_dir)
-        paths = plots_current(run, ref=_ref(ref), runs_dir=runs_dir) if plots and not force else None
-        unchanged = paths is not None
-        if plots and not unchanged:
-            paths = pareto_plots(run, ref=_ref(ref), runs_dir=runs_dir)
-        paths = paths or {}
+        report = pareto_report(run, _ref(ref), runs_dir, plots=plots, force=force)
     except ConfigError as err:
         _fail(err)
-    if plots and not unchanged:  # --no-plots is a quick read: nothing is written or logged
-        _log_report(summary, paths)
     if as_json:
-        out.print_json(json.dumps({**summary, "plots": {k: str(v) for k, v in paths.items()},
-                                   "plots_unchanged": unchanged}))  # fmt: skip
+        out.print_json(json.dumps(report.to_dict()))
         return
-    from searchvlm.pareto import front
-    from searchvlm.results import load_ranked, ranking_rows
-
-    rows = ranking_rows(load_ranked(summary["run_dir"])[0])
-    _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})",
-                 front_table(front(rows)))
+    summary = report.summary
+    _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})", report.table)
     if summary["numbers"] == "confirmed":
         out.print(f"numbers: confirmed on fresh seeds {summary['confirmed_seeds']} for {summary['confirmed_policies']} "
                   "policies (confirmed.csv); the front is computed on them", highlight=False)  # fmt: skip
@@ -326,29 +315,10 @@ def pareto(
     out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
               f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
               f"knee: {summary['knee']}")
-    if unchanged:
+    if report.plots_unchanged:
         out.print("plots unchanged since trials.csv was last drawn (--force redraws them):", highlight=False)
-    for name, path in paths.items():
+    for name, path in report.plots.items():
         out.print(f"  {name}: {path}")
-
-
-def _log_report(summary: dict, paths: dict) -> None:
-    """Log the plots and the summary metrics to the sweep's MLflow parent run when the
-    sweep recorded one (in the store beside it when `runs/` was moved)."""
-    from searchvlm.results import SWEEP_FILE, read_meta, sweep_tracking_uri
-
-    run_dir = Path(summary["run_dir"])
-    if not (run_dir / SWEEP_FILE).exists():
-        return
-    meta = read_meta(run_dir / SWEEP_FILE)
-    uri = sweep_tracking_uri(meta, run_dir)
-    if not (uri and meta.parent_run_id):
-        return
-    from searchvlm.report import summary_metrics
-    from searchvlm.tracking import log_report
-
-    log_report(uri, run_dir.parent, meta.parent_run_id, list(paths.values()), summary_metrics(summary),
-               summary["trials"])  # fmt: skip
 
 
 @app.command()
@@ -596,33 +566,20 @@ def reproduce(
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
 ) -> None:
     """The literature presets side by side: the study's Table 3 on our proxy."""
-    from searchvlm.presets import PRESETS
-    from searchvlm.reproduce import reproduce as run_reproduce
-    from searchvlm.space import load_space
+    from searchvlm.reproduce import reproduce_config, run_reproduce
 
+    wanted = presets_.split(",") if presets_ is not None else None  # "" is refused, not the default
+    done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
     try:
-        space = load_space(space_file, sets)
-        wanted = presets_.split(",") if presets_ is not None else None
-        unknown = [p for p in wanted or [] if p not in PRESETS]
-        if unknown:
-            raise ConfigError("command line", "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
-        base = space.trial_config(None, name="reproduce")
-        base = base.model_copy(update={"cache_dir": str(runs_dir / "cache")})
-        if seeds is not None:
-            base = base.model_copy(update={"seeds": _seeds(seeds)})
+        if print_config:
+            _print_config(reproduce_config(space_file, presets=wanted, seeds=_seeds(seeds), runs_dir=runs_dir,
+                                           overrides=sets))  # fmt: skip
+        table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=_seeds(seeds), runs_dir=runs_dir,
+                              tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
     except ConfigError as err:
         _fail(err)
-    if print_config:
-        _print_config(base)
-    target = out_dir or runs_dir / f"reproduce-{space_file.stem}"
-    done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
-    table = run_reproduce(base, target, wanted, on_result=done)
     out.print(table.markdown())
-    out.print(f"wrote {target / 'table3.md'} and {target / 'table3.csv'}")
-    from searchvlm.tracking import default_uri, log_table
-
-    log_table(tracking_uri or default_uri(runs_dir), runs_dir, f"reproduce-{space_file.stem}",
-              [target / "table3.md", target / "table3.csv"], table.rows)
+    out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
 
 @app.command()
@@ -642,53 +599,31 @@ def analyze(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
 ) -> None:
     """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
-    from searchvlm.policy import load_policy
-    from searchvlm.space import load_space
+    from searchvlm.analysis import run_analysis
 
     try:
-        space = load_space(space_file)
-        if threads:
-            space = space.model_copy(update={"training": space.training.model_copy(update={"threads": threads})})
-        pol = load_policy(policy, num_layers=space.model.num_layers) if policy else None
-        if checkpoint is not None and not checkpoint.exists():
-            raise ConfigError(COMMAND_LINE, "--checkpoint", str(checkpoint), "no such file or folder")
-        if pol is not None and checkpoint is not None:
-            raise ConfigError("command line", "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
-        if rows not in ("all", "targets"):
-            raise ConfigError("command line", "--rows", rows, "must be 'all' (Eq. 2) or 'targets'")
-        if not 0.0 <= floor <= 1.0:
-            raise ConfigError("command line", "--floor", floor, "must be a keep ratio in [0, 1]")
-        from searchvlm.analysis import analyze as run_analysis
-        from searchvlm.analysis import derive_policy, policy_file, space_modes, write_outputs
-
-        report = run_analysis(space, policy=pol, checkpoint=checkpoint, steps=steps, max_examples=examples,
-                              heatmap_layer=layer)
-        derived = derive_policy(report, floor, *space_modes(space), rows=rows)  # type: ignore[arg-type]
+        done = run_analysis(space_file, policy=policy, checkpoint=checkpoint, out_dir=out_dir, steps=steps,
+                            max_examples=examples, heatmap_layer=layer, floor=floor, rows=rows, export=export,
+                            threads=threads, runs_dir=runs_dir)  # fmt: skip
     except (ConfigError, ValueError) as err:
         _fail(err)
-    target = out_dir or runs_dir / f"analysis-{space_file.stem}"
-    paths = write_outputs(report, target)
-    pfile = export or target / "policy.json"
-    pfile.write_text(policy_file(derived, report, floor, rows).dump())
-    table = Table(title=f"attention share α per layer ({report.source}, {report.steps} steps)")
+    rows_ = done.alpha_rows()
+    table = Table(title=f"attention share α per layer ({done.report.source}, {done.report.steps} steps)")
     table.add_column("task / segment")
-    for i in range(space.model.num_layers):
+    for i in range(len(rows_[0][1])):
         table.add_column(f"L{i + 1}", justify="right", no_wrap=True)
-    for task, curves in report.alpha.items():
-        for seg, vals in curves.items():
-            table.add_row(f"{task} / {seg}", *(f"{v:.3f}" for v in vals))
-        chance = report.uniform[task]["image"]
-        table.add_row(f"{task} / image if uniform", *(f"{chance:.3f}" for _ in range(space.model.num_layers)))
+    for label, vals in rows_:
+        table.add_row(label, *(f"{v:.3f}" for v in vals))
     print_table(out, table)
     for task in ("understanding", "generation"):
-        tp = derived.task(task)
+        tp = done.derived.task(task)
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
-    out.print(f"wrote {', '.join(str(p) for p in paths.values())}, {pfile}")
+    out.print(f"wrote {', '.join(str(p) for p in done.files.values())}")
     if tracking_uri:
         from searchvlm.tracking import log_analysis
 
-        run_id = log_analysis(tracking_uri, runs_dir, f"analysis-{space_file.stem}", report.alpha,
-                              [*paths.values(), pfile])
+        run_id = log_analysis(tracking_uri, runs_dir, f"analysis-{space_file.stem}", done.report.alpha,
+                              list(done.files.values()))  # fmt: skip
         out.print(f"mlflow: {tracking_uri} (run {run_id})")
 
 

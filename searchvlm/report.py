@@ -2,7 +2,8 @@
 
 L4 module. matplotlib (object API, Agg canvas, no pyplot state), plotly and optuna are
 imported inside the functions that draw, so `front_table` / `pareto_summary` stay light.
-Nothing here logs to MLflow: functions return file paths and the tracking module logs them.
+The drawing functions never log to MLflow: they return file paths, and `pareto_report`
+(the `pareto` command) hands them to the tracking module.
 
 Plots put FLOPs ratio on x (lower is better) and synergy gain on y (higher is better).
 Failed, pruned and incomplete trials are never dropped: they sit on a dotted "failed"
@@ -24,6 +25,7 @@ import logging
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,8 @@ from searchvlm.pareto import (
     pooled_seed_sd, ties,
 )
 from searchvlm.results import (
-    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, load_ranked, ranking_rows, read_meta, read_trials,
-    resolve_run_dir,
+    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, ranking_rows, read_confirmed, read_meta, read_trials,
+    resolve_run_dir, sweep_tracking_uri, with_confirmed,
 )
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,11 @@ STUDY_FILE = "optuna.db"
 
 __all__ = [
     "MIN_IMPORTANCE_TRIALS",
+    "ParetoReport",
     "front_table",
     "importance_plots",
     "pareto_plots",
+    "pareto_report",
     "pareto_summary",
     "plots_current",
     "policy_png",
@@ -111,9 +115,12 @@ def front_table(rows: Sequence[Row]) -> list[dict[str, str]]:
     """Rows of the front (by FLOPs) as display strings; keys are the column headers.
     `ties`: the front points whose synergy this one's is within 2 paired standard errors
     of; `seeds`: how many seeds the numbers average (`confirmed` marks fresh-seed numbers)."""
-    fr = front(rows)
+    return _front_cells(front(rows), _ties(rows))
+
+
+def _front_cells(fr: Sequence[Row], tie: dict[str, list[str]]) -> list[dict[str, str]]:
+    """`front_table` of a front already computed, with its ties."""
     knee_id = knee(fr)["trial_id"] if fr else None
-    tie = _ties(rows)
     return [
         {
             "trial": str(r["trial_id"]),
@@ -172,12 +179,25 @@ def _summary_row(r: Row, tie: dict[str, list[str]] | None = None) -> dict[str, A
     return out
 
 
-def _load(run_dir: str | Path, runs_dir: str | Path) -> tuple[Path, list[dict[str, Any]], str]:
-    """The sweep folder, its rows to rank (confirmed numbers when they exist), its name."""
-    run = resolve_run_dir(run_dir, runs_dir)
-    rows, _ = load_ranked(run)
+@dataclass(frozen=True)
+class _Sweep:
+    """A sweep read once: its folder and name, trials.csv as the search wrote it (counts,
+    hypervolume history), the rows a front is ranked on (confirmed numbers when they exist)
+    and that front."""
+
+    run: Path
+    name: str
+    search: list[Row]
+    rows: list[Row]
+    front: list[Row]
+
+
+def _read_sweep(run: Path) -> _Sweep:
+    confirmed = read_confirmed(run / CONFIRMED_FILE)
+    search = read_trials(run / TRIALS_FILE)
+    rows = ranking_rows(with_confirmed(search, confirmed))
     name = read_meta(run / SWEEP_FILE).name if (run / SWEEP_FILE).exists() else run.name
-    return run, ranking_rows(rows), name
+    return _Sweep(run, name, search, rows, front(rows))
 
 
 def _confirmed_seeds(rows: Sequence[Row]) -> list[int] | None:
@@ -191,16 +211,20 @@ def pareto_summary(
     """JSON-ready summary: counts, front rows (each with its standard error, seeds, ties and
     `confirmed` flag), near-front, knee, hypervolume, reference point, history. `numbers`
     says whether the front is read from confirmed (fresh-seed) or search numbers."""
-    run, rows, name = _load(run_dir, runs_dir)
-    search = read_trials(run / TRIALS_FILE)
-    hv, ref_nat = hypervolume(rows, ref)
-    fr = front(rows)
+    s = _read_sweep(resolve_run_dir(run_dir, runs_dir))
+    return _summary(s, ref, hypervolume(s.rows, ref), _ties(s.rows))
+
+
+def _summary(
+    s: _Sweep, ref: Sequence[float] | None, hv: tuple[float, tuple[float, float]], tie: dict[str, list[str]]
+) -> dict[str, Any]:
+    """`pareto_summary` of a sweep read once; `hv`: `hypervolume(s.rows, ref)`, `tie`: `_ties(s.rows)`."""
+    (hv, ref_nat), rows, fr, search = hv, s.rows, s.front, s.search
     seeds = _confirmed_seeds(rows)
     sd = pooled_seed_sd(rows)
-    tie = _ties(rows)
     return {
-        "sweep": name,
-        "run_dir": str(run),
+        "sweep": s.name,
+        "run_dir": str(s.run),
         "trials": len(search),
         "counts": _counts(search),
         "numbers": "confirmed" if seeds is not None else "search",
@@ -232,11 +256,11 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------- geometry
 
 
-def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    fr = front(rows)
+def _groups(rows: Sequence[Row], fr: Sequence[Row]) -> dict[str, list[Row]]:
+    """The rows split into the front `fr` (computed once by the caller), dominated and failed."""
     on = {id(r) for r in fr}
     return {
-        "front": fr,
+        "front": list(fr),
         "dominated": [r for r in rows if is_valid(r) and id(r) not in on],
         "failed": [r for r in rows if not is_valid(r)],
     }
@@ -359,9 +383,9 @@ def _what(rows: Sequence[Row]) -> str:
 
 
 def _front_png(
-    rows: Sequence[Row], path: Path, name: str, ref: tuple[float, float], hv: float
+    rows: Sequence[Row], fr: Sequence[Row], path: Path, name: str, ref: tuple[float, float], hv: float
 ) -> Path:
-    g, band = _groups(rows), _failed_band(rows)
+    g, band = _groups(rows, fr), _failed_band(rows)
     fig, ax = _new_axes()
     _draw_trials(ax, g, band)
     _label_presets(ax, rows, band)
@@ -459,11 +483,11 @@ def _knee_trace(g: dict[str, list[Row]], band: tuple[float, float]) -> list[Any]
 
 
 def _front_html(
-    rows: Sequence[Row], path: Path, name: str, ref: tuple[float, float], hv: float
+    rows: Sequence[Row], fr: Sequence[Row], path: Path, name: str, ref: tuple[float, float], hv: float
 ) -> Path:
     import plotly.graph_objects as go
 
-    g, band = _groups(rows), _failed_band(rows)
+    g, band = _groups(rows, fr), _failed_band(rows)
     traces = [
         _trace("dominated", g["dominated"], band, label="dominated", mode="markers",
                marker=dict(color="#b0b0b0", size=8)),
@@ -619,22 +643,31 @@ def pareto_plots(
     mark the knee (the trial `export` picks by default). A stamp of the inputs is written
     beside them: `plots_current` then answers without drawing anything.
     """
-    run, rows, name = _load(run_dir, runs_dir)
-    out = Path(out_dir) if out_dir is not None else run / "report"
+    run = resolve_run_dir(run_dir, runs_dir)
+    s = _read_sweep(run)
+    return _draw(s, _report_dir(run, out_dir), hypervolume(s.rows, ref), _inputs_key(run, ref))
+
+
+def _report_dir(run: Path, out_dir: str | Path | None) -> Path:
+    return Path(out_dir) if out_dir is not None else run / "report"
+
+
+def _draw(s: _Sweep, out: Path, hv: tuple[float, tuple[float, float]], key: str) -> dict[str, Path]:
+    """`pareto_plots` of a sweep read once; `hv`: `hypervolume(s.rows, ref)`, `key`: the inputs stamp."""
+    (hv, ref_nat), rows, name = hv, s.rows, s.name
     out.mkdir(parents=True, exist_ok=True)
-    hv, ref_nat = hypervolume(rows, ref)
-    html = _front_html(rows, out / "pareto_front.html", name, ref_nat, hv)
+    html = _front_html(rows, s.front, out / "pareto_front.html", name, ref_nat, hv)
     paths = {
-        "front_png": _front_png(rows, out / "pareto_front.png", name, ref_nat, hv),
+        "front_png": _front_png(rows, s.front, out / "pareto_front.png", name, ref_nat, hv),
         "front_html": html,
         "plotly_js": html.parent / PLOTLY_JS,
-        "hypervolume_png": _history_png(read_trials(run / TRIALS_FILE), out / "hypervolume_history.png", name, ref_nat),
+        "hypervolume_png": _history_png(s.search, out / "hypervolume_history.png", name, ref_nat),
     }
-    extra, reason = importance_plots(run, out, name)
+    extra, reason = importance_plots(s.run, out, name)
     if reason:
         log.warning(reason)
     paths = {**paths, **extra}
-    _write_stamp(out, _inputs_key(run, ref), paths)
+    _write_stamp(out, key, paths)
     return paths
 
 
@@ -671,15 +704,79 @@ def plots_current(
     sweep.json, `ref`) are unchanged since and every file is still there; else None (draw
     again). Reads a few kB: `pareto` uses it to skip redrawing and re-logging."""
     run = resolve_run_dir(run_dir, runs_dir)
-    out = Path(out_dir) if out_dir is not None else run / "report"
+    return _stamped(_report_dir(run, out_dir), _inputs_key(run, ref))
+
+
+def _stamped(out: Path, key: str) -> dict[str, Path] | None:
+    """The files of `out`'s stamp when it was written for inputs `key` and all still exist."""
     try:
         stamp = json.loads((out / STAMP_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     paths = {k: out / v for k, v in stamp.get("files", {}).items()}
-    if stamp.get("inputs_sha256") != _inputs_key(run, ref) or not paths or not all(p.exists() for p in paths.values()):
+    if stamp.get("inputs_sha256") != key or not paths or not all(p.exists() for p in paths.values()):
         return None
     return paths
+
+
+# --------------------------------------------------------------------------- the `pareto` command
+
+
+@dataclass(frozen=True)
+class ParetoReport:
+    """What `pareto_report` produced: the JSON summary (`pareto_summary`), the front as table
+    cells (`front_table`), the report files and whether they were already current."""
+
+    summary: dict[str, Any]
+    table: list[dict[str, str]]
+    plots: dict[str, Path] = field(default_factory=dict)
+    plots_unchanged: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary with the plot paths (`pareto --json`)."""
+        return {**self.summary, "plots": {k: str(v) for k, v in self.plots.items()},
+                "plots_unchanged": self.plots_unchanged}  # fmt: skip
+
+
+def pareto_report(
+    run_dir: str | Path,
+    ref: Sequence[float] | None = None,
+    runs_dir: str | Path = "runs",
+    *,
+    plots: bool = True,
+    force: bool = False,
+) -> ParetoReport:
+    """The `pareto` command: a sweep's summary, front table and plots from one read of its
+    tables (one front, one hypervolume). Plots are drawn, and logged with the summary metrics
+    to the sweep's MLflow parent run, only when the inputs changed since they were drawn
+    (`plots_current`) or with `force`; `plots=False` reads only: nothing is written or logged."""
+    run = resolve_run_dir(run_dir, runs_dir)
+    key = _inputs_key(run, ref)  # before reading: a table changed meanwhile is redrawn next time
+    s = _read_sweep(run)
+    hv, tie = hypervolume(s.rows, ref), _ties(s.rows)
+    summary = _summary(s, ref, hv, tie)
+    paths = _stamped(_report_dir(run, None), key) if plots and not force else None
+    unchanged = paths is not None
+    if plots and not unchanged:
+        paths = _draw(s, _report_dir(run, None), hv, key)
+        _log_report(summary, paths)
+    return ParetoReport(summary, _front_cells(s.front, tie), paths or {}, unchanged)
+
+
+def _log_report(summary: dict[str, Any], paths: dict[str, Path]) -> None:
+    """Log the plots and the summary metrics to the sweep's MLflow parent run when the
+    sweep recorded one (in the store beside it when `runs/` was moved)."""
+    run_dir = Path(summary["run_dir"])
+    if not (run_dir / SWEEP_FILE).exists():
+        return
+    meta = read_meta(run_dir / SWEEP_FILE)
+    uri = sweep_tracking_uri(meta, run_dir)
+    if not (uri and meta.parent_run_id):
+        return
+    from searchvlm.tracking import log_report
+
+    log_report(uri, run_dir.parent, meta.parent_run_id, list(paths.values()), summary_metrics(summary),
+               summary["trials"])  # fmt: skip
 
 
 # --------------------------------------------------------------------------- a policy

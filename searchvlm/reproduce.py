@@ -14,15 +14,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from searchvlm.config import TrialConfig, TrialResult
-from searchvlm.presets import REGISTRY, preset
+from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.presets import PRESETS, REGISTRY, preset
 
 # (row label, preset name) in the order of the study's Table 3: the preset registry's order
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
+# table3.csv's columns in the study's Table 3 order (a file format, not TrialResult's field
+# order; the `*_vs_dense_stderr` and `p_holm` columns are this table's own)
 COLUMNS = ("model", "preset", "status", "und_acc", "gen_nll", "gen_fidelity", "flops_ratio",
            "und_gain", "und_gain_stderr", "gen_gain", "gen_gain_stderr", "synergy_gain", "synergy_gain_stderr",
            "und_gain_vs_dense", "und_gain_vs_dense_stderr", "gen_gain_vs_dense", "gen_gain_vs_dense_stderr",
@@ -33,6 +37,7 @@ ALPHA = 0.05
 @dataclass
 class Table3:
     rows: list[dict]
+    files: dict[str, Path] = field(default_factory=dict)  # md, csv, json: where `reproduce` wrote it
 
     def markdown(self) -> str:
         head = ("| model | U: accuracy | G: NLL ↓ | G: fidelity | FLOPs | g_U | g_G | synergy | "
@@ -83,12 +88,13 @@ def holm(pvalues: list[float]) -> list[float]:
     return out
 
 
-def _paired(result: TrialResult, dense: TrialResult, key: str) -> list[float] | None:
+def _paired(result: TrialResult, dense: TrialResult, key: str) -> tuple[list[float], list[float]] | None:
+    """`key` of the row and of dense, seed by seed (sorted seeds); None unless both ran the same seeds."""
     mine = {p["seed"]: p[key] for p in result.per_seed}
     ref = {p["seed"]: p[key] for p in dense.per_seed}
-    if result.status != "ok" or dense.status != "ok" or set(mine) != set(ref):
+    if result.status != "ok" or dense.status != "ok" or set(mine) != set(ref) or not mine:
         return None
-    return [mine[s] - ref[s] for s in sorted(mine)]
+    return [mine[s] for s in sorted(mine)], [ref[s] for s in sorted(mine)]
 
 
 _VS_DENSE = {"und_gain": "und_gain_vs_dense", "gen_gain": "gen_gain_vs_dense", "synergy_gain": "synergy_vs_dense"}
@@ -98,7 +104,7 @@ def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
     """Fill each row's paired differences against the dense row, and Holm-corrected p."""
     from scipy import stats
 
-    from searchvlm.synergy import mean_stderr
+    from searchvlm.synergy import paired_difference
 
     dense = results.get("dense")
     if dense is None:
@@ -108,11 +114,11 @@ def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
         if row["preset"] not in results or row["preset"] == "dense":
             continue
         paired = {key: _paired(results[row["preset"]], dense, key) for key in _VS_DENSE}
-        for key, diffs in paired.items():
-            if diffs:
-                row[_VS_DENSE[key]], row[f"{_VS_DENSE[key]}_stderr"] = mean_stderr(diffs)
-        diffs = paired["synergy_gain"]
-        if diffs and len(diffs) > 1 and any(d != diffs[0] for d in diffs):
+        for key, pair in paired.items():
+            if pair:
+                row[_VS_DENSE[key]], row[f"{_VS_DENSE[key]}_stderr"] = paired_difference(*pair)
+        diffs = [a - b for a, b in zip(*paired["synergy_gain"])] if paired["synergy_gain"] else []
+        if len(diffs) > 1 and any(d != diffs[0] for d in diffs):
             tested.append((row, float(stats.ttest_1samp(diffs, 0.0).pvalue)))
     for (row, _), p in zip(tested, holm([p for _, p in tested])):
         row["p_holm"] = p
@@ -156,9 +162,57 @@ def reproduce(
     table = Table3((_isolated_rows(first) if first else []) + rows)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table3.md").write_text(table.markdown())
-    (out / "table3.csv").write_text(table.csv())
-    (out / "table3.json").write_text(json.dumps(
+    table.files = {"md": out / "table3.md", "csv": out / "table3.csv", "json": out / "table3.json"}
+    table.files["md"].write_text(table.markdown())
+    table.files["csv"].write_text(table.csv())
+    table.files["json"].write_text(json.dumps(
         {name: r.model_dump(mode="json", exclude={"policy"}) for name, r in results.items()}, indent=1
     ))
+    return table
+
+
+def reproduce_config(
+    space_file: str | Path,
+    *,
+    presets: Sequence[str] | None = None,
+    seeds: list[int] | None = None,
+    runs_dir: str | Path = "runs",
+    overrides: Sequence[str] | None = None,
+) -> TrialConfig:
+    """The base trial config `run_reproduce` runs every preset on: the space's (after
+    `overrides`), baselines cached under `<runs_dir>/cache`, `seeds` if given; unknown
+    `presets` are a ConfigError."""
+    from searchvlm.space import load_space
+
+    space = load_space(space_file, overrides)
+    unknown = [p for p in presets or [] if p not in PRESETS]
+    if unknown:
+        raise ConfigError(COMMAND_LINE, "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
+    base = space.trial_config(None, name="reproduce")
+    base = base.model_copy(update={"cache_dir": str(Path(runs_dir) / "cache")})
+    return base.model_copy(update={"seeds": seeds}) if seeds else base
+
+
+def run_reproduce(
+    space_file: str | Path,
+    *,
+    presets: Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    seeds: list[int] | None = None,
+    runs_dir: str | Path = "runs",
+    tracking_uri: str | None = None,
+    overrides: Sequence[str] | None = None,
+    on_result: Callable[[str, TrialResult], None] | None = None,
+) -> Table3:
+    """The `reproduce` command: `reproduce` on the space's `reproduce_config`, written to
+    `out_dir` (default `<runs_dir>/reproduce-<space>`) and logged to MLflow (`tracking_uri`,
+    default the sqlite store under `runs_dir`)."""
+    from searchvlm.tracking import default_uri, log_table
+
+    base = reproduce_config(space_file, presets=presets, seeds=seeds, runs_dir=runs_dir, overrides=overrides)
+    name = f"reproduce-{Path(space_file).stem}"
+    table = reproduce(base, Path(out_dir) if out_dir else Path(runs_dir) / name,
+                      list(presets) if presets else None, on_result)  # fmt: skip
+    log_table(tracking_uri or default_uri(runs_dir), runs_dir, name, [table.files["md"], table.files["csv"]],
+              table.rows)  # fmt: skip
     return table

@@ -15,33 +15,13 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from searchvlm.config import TrialResult
+from searchvlm.config import REACHED_METRICS, TrialResult
 from searchvlm.errors import ConfigError
 
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
 
-OBJECTIVE_COLUMNS = (
-    "flops_ratio",
-    "synergy_gain",
-    "synergy_gain_stderr",
-    "und_gain",
-    "und_gain_stderr",
-    "gen_gain",
-    "gen_gain_stderr",
-    "synergy_vs_dense",
-    "synergy_vs_dense_stderr",
-    "und_gain_vs_dense",
-    "gen_gain_vs_dense",
-    "und_acc",
-    "und_acc_test_se",
-    "gen_nll",
-    "gen_nll_test_se",
-    "gen_fidelity",
-    "und_acc_iso",
-    "gen_nll_iso",
-    "gen_fidelity_iso",
-)  # what a trial reached (exported as a policy file's `objectives`)
+OBJECTIVE_COLUMNS = REACHED_METRICS  # what a trial reached (exported as a policy file's `objectives`)
 METRIC_COLUMNS = (*OBJECTIVE_COLUMNS, "train_seconds", "steps_done")
 TRIAL_COLUMNS = (
     "trial_id",

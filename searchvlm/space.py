@@ -2,8 +2,8 @@
 
 L0 module: pydantic + stdlib only (no torch / ray / mlflow / optuna import). A space file
 has fixed sections (`model`, `data`, `training`, `synergy`, `seeds`: the `TrialConfig`
-types), the `policy` dimensions, `objectives`, `constraints`, `search` settings and
-`presets` (warm-start points). `SearchSpace.suggest(trial)` samples one point through any
+types), the `policy` dimensions, `objectives`, `constraints`, `search` settings (their
+schemas live in `searchvlm.search`) and `presets` (warm-start points). `SearchSpace.suggest(trial)` samples one point through any
 object with Optuna's `suggest_float/int/categorical` (define-by-run, conditional on the
 schedule kind); `SearchSpace.policy_from_params(params)` turns a point into an explicit
 `ReductionPolicy`.
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from functools import cache, partial
 from typing import Annotated, Any, Callable, ClassVar, Literal, Protocol
 
-from pydantic import AfterValidator, BaseModel, Field, GetJsonSchemaHandler, SerializeAsAny, create_model
+from pydantic import AfterValidator, Field, GetJsonSchemaHandler, SerializeAsAny, create_model
 from pydantic import field_validator, model_validator
 from pydantic_core import PydanticUndefined, core_schema
 
@@ -44,6 +44,9 @@ from searchvlm.policy import (
     generation_selector_error,
 )
 from searchvlm.presets import PRESETS, preset
+from searchvlm.search import (  # noqa: F401 - re-exported: the search settings were defined here
+    METRICS, ConfirmSettings, Constraint, ConstraintText, Objective, SchedulerSpace, SearchSettings,
+)
 from searchvlm.schedules import (
     SCHEDULES,
     CosineSchedule,
@@ -56,10 +59,6 @@ from searchvlm.schedules import (
 )
 
 Scalar = float | int | str | bool
-METRICS: tuple[str, ...] = (
-    "flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll",
-    "gen_fidelity", "synergy_gain_stderr", "synergy_vs_dense", "und_gain_vs_dense", "gen_gain_vs_dense",
-)  # fmt: skip
 
 # The parameter codec: the flat names of a sampled point (Optuna params, MLflow params), built
 # only by `param_name` and these constants: `tie_schedules`; `tied.mode` (a tied point's one
@@ -338,53 +337,7 @@ class PolicySpace(_Strict):
         return v
 
 
-# --------------------------------------------------------------------------- objectives, search
-
-
-class Objective(_Strict):
-    """One objective: a metric of the trial result and its direction."""
-
-    name: str = Field(description=f"one of {', '.join(METRICS)}")
-    mode: Literal["min", "max"] = Field(description="min | max")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in METRICS:
-            raise ValueError(f"objective {v!r} is not one of {', '.join(METRICS)}")
-        return v
-
-
-_CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-
-
-class Constraint(BaseModel):
-    """`metric <= x` or `metric >= x`, parsed by a regex (never evaluated)."""
-
-    metric: str
-    op: Literal["<=", ">="]
-    bound: float
-
-    @classmethod
-    def parse(cls, text: str) -> "Constraint":
-        m = _CONSTRAINT.match(text)
-        if not m:
-            raise ValueError(f"constraint {text!r} must look like 'und_acc >= 0.5' (<= or >=)")
-        if m.group(1) not in METRICS:
-            raise ValueError(f"constraint metric {m.group(1)!r} is not one of {', '.join(METRICS)}")
-        return cls(metric=m.group(1), op=m.group(2), bound=float(m.group(3)))  # type: ignore[arg-type]
-
-    def violation(self, metrics: dict[str, Any]) -> float:
-        """Optuna convention: <= 0 is feasible. A missing metric counts as violated (1.0)."""
-        v = metrics.get(self.metric)
-        if v is None:
-            return 1.0
-        return float(v) - self.bound if self.op == "<=" else self.bound - float(v)
-
-
-def _check_constraint(text: str) -> str:
-    Constraint.parse(text)
-    return text
+# --------------------------------------------------------------------------- presets
 
 
 def _check_preset(name: str) -> str:
@@ -393,54 +346,7 @@ def _check_preset(name: str) -> str:
     return name
 
 
-ConstraintText = Annotated[str, AfterValidator(_check_constraint)]
 PresetName = Annotated[str, AfterValidator(_check_preset)]
-
-
-class SchedulerSpace(_Strict):
-    """Early stopping: `none` or `mo_asha` (multi-objective successive halving)."""
-
-    kind: Literal["none", "mo_asha"] = Field("none", description="none | mo_asha")
-    reduction_factor: float = Field(3.0, gt=1, description="η: keep the top 1/η at each rung")
-    grace_steps: int | None = Field(
-        None, ge=1, description="first rung (training steps); None: training.eval_every"
-    )
-    max_steps: int | None = Field(None, ge=1, description="last step; None: training.steps")
-
-
-class ConfirmSettings(_Strict):
-    """`search.confirm`: at the end of a sweep, retrain its front and near-front on fresh
-    seeds paired with dense (`searchvlm confirm`), writing runs/<sweep>/confirmed.csv."""
-
-    seeds: list[int] = Field(min_length=1, description="fresh seeds (none of the space's `seeds`)")
-    top: int | None = Field(None, ge=1, description="confirm at most this many policies (None: all)")
-
-
-class SearchSettings(_Strict):
-    """How the sweep searches."""
-
-    sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = Field(
-        "tpe", description="Optuna sampler: tpe | nsga2 | gp | random | grid"
-    )
-    samples: int = Field(8, ge=1, description="trials in the sweep (presets included)")
-    concurrency: int = Field(2, ge=1, description="trials running at once")
-    seed: int = Field(0, description="sampler seed")
-    startup_trials: int | None = Field(
-        None, ge=0, description="tpe/gp: random trials before the model kicks in (None: default)"
-    )
-    population_size: int | None = Field(None, ge=2, description="nsga2: population size")
-    scheduler: SchedulerSpace = SchedulerSpace()
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per trial (= torch threads)")
-    warm_start: Literal["none", "analysis"] = Field(
-        "none",
-        description="analysis: before the first trial, train the dense model, measure its layerwise "
-        "attention allocation (`searchvlm analyze`, cached in runs/<sweep>/analysis.json) and "
-        "enqueue the derived per-task keep schedule as the sweep's first trial (a fixed explicit "
-        "policy, like a preset; it need not lie inside the searched space)",
-    )
-    confirm: ConfirmSettings | None = Field(
-        None, description="run `searchvlm confirm` with these seeds (and top) when the sweep finishes"
-    )
 
 
 # --------------------------------------------------------------------------- the space

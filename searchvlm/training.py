@@ -17,7 +17,7 @@ import torch
 from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.data import SPLITS, TaskSplit, UnifiedData
 from searchvlm.flops import layer_counts
-from searchvlm.model import apply_policy, build_model
+from searchvlm.model import ReducedLM, apply_policy, build_model
 from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
@@ -198,7 +198,7 @@ def generation_example_nll(model, split: TaskSplit, batch: int = 256) -> torch.T
 
 @torch.no_grad()
 def sample_images(
-    model, split: TaskSplit, image_offset: int, num_image: int, seed: int, batch: int = 256
+    model: ReducedLM, split: TaskSplit, image_offset: int, num_image: int, seed: int, batch: int = 256
 ) -> np.ndarray:
     """Sample every prompt's image token by token (temperature 1); returns (N, M) codes.
 
@@ -211,7 +211,7 @@ def sample_images(
     return np.concatenate(chunks, axis=0)
 
 
-def _sample_chunk(model, b: TaskSplit, offset: int, num_image: int, gen: torch.Generator) -> np.ndarray:
+def _sample_chunk(model: ReducedLM, b: TaskSplit, offset: int, num_image: int, gen: torch.Generator) -> np.ndarray:
     ids = b.input_ids.clone()
     img_pos = (b.segments == Segment.IMAGE).nonzero()[:, 1].view(ids.shape[0], -1)  # (B, M)
     ids.scatter_(1, img_pos, offset)  # placeholders: code 0

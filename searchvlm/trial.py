@@ -8,16 +8,17 @@ non-finite loss ends the trial as `failed` with the error and the step.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 
 from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_policy
-from searchvlm.config import ModelConfig, TrialConfig, TrialResult
+from searchvlm.checkpoint import save_model
+from searchvlm.config import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, ModelConfig, TrialConfig, TrialResult
 from searchvlm.data import UnifiedData, load_data
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
@@ -26,6 +27,8 @@ from searchvlm.training import Run, RunSpec, check_layout, resolve_device, sampl
 
 Report = Callable[[int, dict[str, float]], None]
 Progress = Callable[[str, int, int], None]
+Refs = dict[int, dict[str, RunRecord]]  # seed -> the runs it is compared with (`_references`)
+Aggregate = Literal["min", "mean"]  # `synergy.aggregate`
 
 
 class _Tracker:
@@ -124,22 +127,6 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     return _final(config, records, refs, policy, flops.ratio, train_seconds, runs[0].step)
 
 
-CHECKPOINT_FORMAT = "searchvlm.checkpoint/v1"
-
-
-def save_model(run: Run, model_cfg: ModelConfig, config: TrialConfig) -> str:
-    """Save a trained joint model for `searchvlm analyze --checkpoint` (loadable with
-    `torch.load(weights_only=True)`: configs as JSON strings, tensors in `state_dict`)."""
-    path = Path(config.save_model.format(name=config.name, seed=run.spec.seed))  # type: ignore[union-attr]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "format": CHECKPOINT_FORMAT, "model_config": model_cfg.model_dump_json(),
-        "policy": run.spec.policy.model_dump_json(), "data_config": config.data.model_dump_json(),
-        "steps": run.step, "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
-    }, path)  # fmt: skip
-    return str(path)
-
-
 def _keep_picks(run: Run, record: RunRecord, states: dict, step: int, at: str) -> None:
     """Keep the joint model's state at the round `at` picks so far for each metric (the
     earliest best validation round, or the latest round), to score it on test afterwards:
@@ -160,7 +147,10 @@ def _test_picks(run: Run, record: RunRecord, states: dict, data: UnifiedData) ->
     run.model.load_state_dict(final)
 
 
-def _references(config, data, model_cfg, policy, seed, device, progress) -> dict[str, RunRecord]:
+def _references(
+    config: TrialConfig, data: UnifiedData, model_cfg: ModelConfig, policy: ReductionPolicy, seed: int,
+    device: torch.device, progress: Progress | None,
+) -> dict[str, RunRecord]:
     """The cached runs one seed is compared with: each task alone, and (`synergy.vs_dense`)
     the dense joint model."""
     wanted = [((t,), isolated_policy(policy, config.synergy.baseline)) for t in TASKS]
@@ -177,7 +167,10 @@ def _references(config, data, model_cfg, policy, seed, device, progress) -> dict
     return out
 
 
-def _train_reference(config, data, model_cfg, policy, tasks, seed, device, progress) -> RunRecord:
+def _train_reference(
+    config: TrialConfig, data: UnifiedData, model_cfg: ModelConfig, policy: ReductionPolicy, tasks: tuple[str, ...],
+    seed: int, device: torch.device, progress: Progress | None,
+) -> RunRecord:
     run = Run(RunSpec(model_cfg, policy, config.training, tasks, seed), data, device)
     record = RunRecord(tasks, seed)
     label = f"{tasks[0]} alone" if len(tasks) == 1 else "dense joint"
@@ -191,24 +184,21 @@ def _train_reference(config, data, model_cfg, policy, tasks, seed, device, progr
     return record
 
 
-def _intermediate(records, refs, step, flops_ratio, how) -> dict[str, float]:
-    """Running values at `step` (validation, joint vs isolated at the same step)."""
+def _intermediate(
+    records: list[RunRecord], refs: Refs, step: int, flops_ratio: float, how: Aggregate
+) -> dict[str, float]:
+    """Running values at `step` (validation, joint vs isolated at the same step): the
+    `ROUND_METRICS`, each per-seed one averaged over seeds."""
     per_seed = []
     for record in records:
         base = refs[record.seed]
         u, g = record.val["und_acc"][step], record.val["gen_nll"][step]
         gains = seed_gains(u, base["understanding"].val["und_acc"][step], g,
                            base["generation"].val["gen_nll"][step], how)  # fmt: skip
-        per_seed.append((u, g, gains))
-    mean = lambda xs: float(np.mean(xs))  # noqa: E731
-    return {
-        "flops_ratio": flops_ratio,
-        "und_acc": mean([p[0] for p in per_seed]),
-        "gen_nll": mean([p[1] for p in per_seed]),
-        "und_gain": mean([p[2].und_gain for p in per_seed]),
-        "gen_gain": mean([p[2].gen_gain for p in per_seed]),
-        "synergy_gain": mean([p[2].synergy_gain for p in per_seed]),
-    }
+        per_seed.append({"und_acc": u, "gen_nll": g, **dataclasses.asdict(gains)})
+    out = {"flops_ratio": flops_ratio}
+    out.update({k: float(np.mean([p[k] for p in per_seed])) for k in ROUND_METRICS if k != "flops_ratio"})
+    return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -237,7 +227,7 @@ def _scored(record: RunRecord, metric: str, at: str) -> Checkpoint:
     return checkpoint(metric, record.val[metric], record.test[metric], record.test_se[metric], at)
 
 
-def _gains(joint: RunRecord, base: dict[str, RunRecord], at: str, how: str) -> tuple[dict, SeedGains]:
+def _gains(joint: RunRecord, base: dict[str, RunRecord], at: str, how: Aggregate) -> tuple[dict, SeedGains]:
     """One seed's scored checkpoints (joint and isolated, per task) and its gains."""
     u, g = _scored(joint, "und_acc", at), _scored(joint, "gen_nll", at)
     ui, gi = _scored(base["understanding"], "und_acc", at), _scored(base["generation"], "gen_nll", at)
@@ -247,10 +237,13 @@ def _gains(joint: RunRecord, base: dict[str, RunRecord], at: str, how: str) -> t
         "gen_nll": g.value, "gen_nll_test_se": g.se, "gen_step_joint": g.step,
         "gen_nll_iso": gi.value, "gen_nll_iso_test_se": gi.se, "gen_step_iso": gi.step,
     }  # fmt: skip
-    return row, seed_gains(u.value, ui.value, g.value, gi.value, how)  # type: ignore[arg-type]
+    return row, seed_gains(u.value, ui.value, g.value, gi.value, how)
 
 
-def _final(config, records, refs, policy: ReductionPolicy, flops_ratio, seconds, steps) -> TrialResult:
+def _final(
+    config: TrialConfig, records: list[RunRecord], refs: Refs, policy: ReductionPolicy, flops_ratio: float,
+    seconds: float, steps: int,
+) -> TrialResult:
     per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
     for record in records:
         base = refs[record.seed]
@@ -282,11 +275,12 @@ def _stderr_of(per_seed: list[dict], key: str) -> float | None:
     return mean_stderr(vals)[1] if vals else None
 
 
-def _aggregate(per_seed, config, policy, flops_ratio, seconds, steps) -> TrialResult:
-    means = ("synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense", "und_gain_vs_dense",
-             "gen_gain_vs_dense", "und_acc", "und_acc_test_se", "gen_nll", "gen_nll_test_se",
-             "und_acc_iso", "gen_nll_iso", "gen_fidelity", "gen_fidelity_iso")  # fmt: skip
-    stderrs = ("synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense")
+def _aggregate(
+    per_seed: list[dict], config: TrialConfig, policy: ReductionPolicy, flops_ratio: float, seconds: float,
+    steps: int,
+) -> TrialResult:
+    """The trial's result: `SEED_MEANS` averaged over the per-seed records, the standard
+    error over seeds of `SEED_STDERRS`."""
     return TrialResult(
         status="ok",
         flops_ratio=flops_ratio,
@@ -295,8 +289,8 @@ def _aggregate(per_seed, config, policy, flops_ratio, seconds, steps) -> TrialRe
         train_seconds=seconds,
         steps_done=steps,
         policy=policy,
-        **{f: _mean_of(per_seed, f) for f in means},
-        **{f"{f}_stderr": _stderr_of(per_seed, f) for f in stderrs},
+        **{f: _mean_of(per_seed, f) for f in SEED_MEANS},
+        **{f"{f}_stderr": _stderr_of(per_seed, f) for f in SEED_STDERRS},
     )
 
 

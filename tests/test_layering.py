@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.results": 0,
     "searchvlm.schedules": 0,
     "searchvlm.schema_doc": 0,
+    "searchvlm.search": 0,
     "searchvlm.space": 0,
     # L1: arithmetic on numbers and schemas (numpy ok)
     "searchvlm.export": 1,
@@ -49,6 +50,7 @@ LAYERS: dict[str, int] = {
     # L3: training, trials, analysis
     "searchvlm.analysis": 3,
     "searchvlm.baselines": 3,
+    "searchvlm.checkpoint": 3,
     "searchvlm.training": 3,
     "searchvlm.trial": 3,
     # L4: engines and outputs
@@ -203,7 +205,8 @@ LIGHT_MODULES = (
     "searchvlm.errors", "searchvlm.schema_doc", "searchvlm.flops", "searchvlm.synergy", "searchvlm.pareto",
     "searchvlm.export", "searchvlm.report",
 )  # fmt: skip
-FACADE_NAMES = ("load_trials", "load_front", "list_runs", "compare_runs", "remove_run")  # resolved lazily
+FACADE_NAMES = ("load_trials", "load_front", "list_runs", "compare_runs", "remove_run", "load_space", "validate_file",
+                "pareto_report", "export_policy")  # resolved lazily
 NOT_LOADED = ("torch", "ray", "mlflow", "optuna", "pandas", "matplotlib", "plotly")
 
 

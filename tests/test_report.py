@@ -130,9 +130,10 @@ def test_pareto_skips_unchanged_plots_and_mlflow(run: Path, tmp_path: Path, monk
     from typer.testing import CliRunner
 
     import searchvlm.cli as cli
+    import searchvlm.report as report
 
     logged: list[dict] = []
-    monkeypatch.setattr(cli, "_log_report", lambda summary, paths: logged.append(dict(paths)))
+    monkeypatch.setattr(report, "_log_report", lambda summary, paths: logged.append(dict(paths)))
     runner = CliRunner()
     args = ["pareto", "s1", "--runs-dir", str(run.parent)]
     assert runner.invoke(cli.app, args).exit_code == 0 and len(logged) == 1
@@ -149,6 +150,33 @@ def test_pareto_skips_unchanged_plots_and_mlflow(run: Path, tmp_path: Path, monk
     assert runner.invoke(cli.app, args).exit_code == 0 and len(logged) == 3
     (run / "report" / "pareto_front.png").unlink()  # a file gone: drawn again
     assert plots_current(run) is None
+
+
+def test_pareto_report_reads_the_sweep_once(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One read of trials.csv, one front and one hypervolume serve the summary, the table and
+    the plots, and they agree with the separate functions."""
+    import searchvlm.report as report
+
+    calls = {"read_trials": 0, "front": 0, "hypervolume": 0}
+
+    def counted(name: str):
+        real = getattr(report, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(report, name, counted(name))
+    monkeypatch.setattr(report, "_log_report", lambda summary, paths: None)
+    got = report.pareto_report(run)
+    assert calls == {"read_trials": 1, "front": 1, "hypervolume": 1}
+    monkeypatch.undo()
+    assert got.summary == pareto_summary(run) and got.table == front_table(read_trials(run / "trials.csv"))
+    assert set(got.plots) >= {"front_png", "front_html", "hypervolume_png"} and not got.plots_unchanged
+    assert report.pareto_report(run).plots_unchanged
 
 
 def test_policy_picture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

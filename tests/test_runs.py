@@ -52,6 +52,15 @@ def test_results_and_run_names_are_public() -> None:
         assert name in searchvlm.__all__ and callable(getattr(searchvlm, name))
 
 
+def test_commands_are_public_functions() -> None:
+    """DESIGN: every command is also a function of the package."""
+    import searchvlm
+
+    for name in ("run_sweep", "run_trial", "export_policy", "pareto_report", "analyze", "run_analysis",
+                 "run_reproduce", "load_space", "validate_file", "validate_files"):  # fmt: skip
+        assert name in searchvlm.__all__ and callable(getattr(searchvlm, name)), name
+
+
 # --------------------------------------------------------------------------- load_trials / load_front
 
 

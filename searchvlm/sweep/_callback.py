@@ -17,7 +17,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from searchvlm.config import TrialResult
+from searchvlm.config import ROUND_METRICS, TrialResult
 from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, trial_row, write_meta, write_trials
 from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
@@ -27,7 +27,7 @@ from ._keys import DUPLICATE_OF, NUMBER_KEY, PRESET_ATTR, REUSE_ATTR
 from ._trainable import REPLAYED, config_policy, row_result, trial_name
 
 log = logging.getLogger(__name__)
-_INTERMEDIATE = ("flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")
+_INTERMEDIATE = ROUND_METRICS  # what `run_trial` reports after every evaluation round
 
 
 class SweepCallback(Callback):

@@ -86,6 +86,7 @@ def _loopback_only() -> None:
 
 def run_sweep(
     space_path: str | Path,
+    *,
     name: str | None = None,
     samples: int | None = None,
     concurrency: int | None = None,

@@ -1,0 +1,119 @@
+"""The `search:` side of a search-space file: objectives, constraints and search settings.
+
+L0 module: pydantic + stdlib only. `objectives` and `constraints` name trial-result metrics
+(`SEARCHABLE_METRICS`, declared on `TrialResult`'s fields); `search` says how a sweep samples
+(Optuna sampler, seed, samples, concurrency), stops early (`scheduler`), warm-starts and
+confirms its front (`confirm`). `searchvlm.space` composes these into the `SearchSpace`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+
+from searchvlm._strict import Strict as _Strict
+from searchvlm.config import SEARCHABLE_METRICS
+
+METRICS: tuple[str, ...] = SEARCHABLE_METRICS  # what objectives and constraints may name
+
+
+class Objective(_Strict):
+    """One objective: a metric of the trial result and its direction."""
+
+    name: str = Field(description=f"one of {', '.join(METRICS)}")
+    mode: Literal["min", "max"] = Field(description="min | max")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in METRICS:
+            raise ValueError(f"objective {v!r} is not one of {', '.join(METRICS)}")
+        return v
+
+
+_CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+class Constraint(BaseModel):
+    """`metric <= x` or `metric >= x`, parsed by a regex (never evaluated)."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Constraint":
+        m = _CONSTRAINT.match(text)
+        if not m:
+            raise ValueError(f"constraint {text!r} must look like 'und_acc >= 0.5' (<= or >=)")
+        if m.group(1) not in METRICS:
+            raise ValueError(f"constraint metric {m.group(1)!r} is not one of {', '.join(METRICS)}")
+        return cls(metric=m.group(1), op=m.group(2), bound=float(m.group(3)))  # type: ignore[arg-type]
+
+    def violation(self, metrics: dict[str, Any]) -> float:
+        """Optuna convention: <= 0 is feasible. A missing metric counts as violated (1.0)."""
+        v = metrics.get(self.metric)
+        if v is None:
+            return 1.0
+        return float(v) - self.bound if self.op == "<=" else self.bound - float(v)
+
+
+def _check_constraint(text: str) -> str:
+    Constraint.parse(text)
+    return text
+
+
+ConstraintText = Annotated[str, AfterValidator(_check_constraint)]
+
+
+class SchedulerSpace(_Strict):
+    """Early stopping: `none` or `mo_asha` (multi-objective successive halving)."""
+
+    kind: Literal["none", "mo_asha"] = Field("none", description="none | mo_asha")
+    reduction_factor: float = Field(3.0, gt=1, description="η: keep the top 1/η at each rung")
+    grace_steps: int | None = Field(
+        None, ge=1, description="first rung (training steps); None: training.eval_every"
+    )
+    max_steps: int | None = Field(None, ge=1, description="last step; None: training.steps")
+
+
+class ConfirmSettings(_Strict):
+    """`search.confirm`: at the end of a sweep, retrain its front and near-front on fresh
+    seeds paired with dense (`searchvlm confirm`), writing runs/<sweep>/confirmed.csv."""
+
+    seeds: list[int] = Field(min_length=1, description="fresh seeds (none of the space's `seeds`)")
+    top: int | None = Field(None, ge=1, description="confirm at most this many policies (None: all)")
+
+
+class SearchSettings(_Strict):
+    """How the sweep searches."""
+
+    sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = Field(
+        "tpe", description="Optuna sampler: tpe | nsga2 | gp | random | grid"
+    )
+    samples: int = Field(8, ge=1, description="trials in the sweep (presets included)")
+    concurrency: int = Field(2, ge=1, description="trials running at once")
+    seed: int = Field(0, description="sampler seed")
+    startup_trials: int | None = Field(
+        None, ge=0, description="tpe/gp: random trials before the model kicks in (None: default)"
+    )
+    population_size: int | None = Field(None, ge=2, description="nsga2: population size")
+    scheduler: SchedulerSpace = SchedulerSpace()
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per trial (= torch threads)")
+    warm_start: Literal["none", "analysis"] = Field(
+        "none",
+        description="analysis: before the first trial, train the dense model, measure its layerwise "
+        "attention allocation (`searchvlm analyze`, cached in runs/<sweep>/analysis.json) and "
+        "enqueue the derived per-task keep schedule as the sweep's first trial (a fixed explicit "
+        "policy, like a preset; it need not lie inside the searched space)",
+    )
+    confirm: ConfirmSettings | None = Field(
+        None, description="run `searchvlm confirm` with these seeds (and top) when the sweep finishes"
+    )
+
+
+__all__ = [
+    "METRICS", "ConfirmSettings", "Constraint", "ConstraintText", "Objective", "SchedulerSpace", "SearchSettings",
+]  # fmt: skip
