@@ -9,6 +9,7 @@ work starts, and the work functions are replaced by stubs that fail the test if 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 import typing
@@ -40,8 +41,10 @@ NEGATIVE_VALID = {("export", "--min-synergy"), ("export", "--max-flops")}
 CHECKED_BY_WORK = {("sweep", "--name"): "tests/sweep/test_driver.py::test_bad_name_fails_before_ray"}
 #: options a command needs besides its arguments to reach the option checks
 NEEDED = {"trial": ["--preset", "dense"]}
-#: the modules whose entry points do the work (trained, swept, analysed): stubbed in every case
-WORK_MODULES = ("searchvlm.sweep", "searchvlm.trial", "searchvlm.reproduce", "searchvlm.analysis")
+#: where the work starts (training, a sweep), stubbed in every case: the sweep package whole; for the
+#: commands that call one public function which checks its inputs first, the training function it reaches
+WORK_MODULES = ("searchvlm.sweep",)
+WORK_FUNCTIONS = {"searchvlm.trial": "run_trial", "searchvlm.reproduce": "reproduce", "searchvlm.analysis": "analyze"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,15 @@ def _options(*kinds: str) -> list[Param]:
     return [p for p in PARAMS if not p.argument and p.kind in kinds]
 
 
+def _stub_attr(stub: Any) -> Any:
+    def attr(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # module machinery (inspect, pickle) asks for dunders
+        return stub
+
+    return attr
+
+
 class ReachedWork(AssertionError):
     """A bad value got past the command line into the work."""
 
@@ -103,8 +115,10 @@ def stubbed_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
     for name in WORK_MODULES:
         fake = types.ModuleType(name)
-        fake.__getattr__ = lambda attr, _stub=stub: _stub  # type: ignore[method-assign]
+        fake.__getattr__ = _stub_attr(stub)  # type: ignore[method-assign]
         monkeypatch.setitem(sys.modules, name, fake)
+    for module, function in WORK_FUNCTIONS.items():
+        monkeypatch.setattr(importlib.import_module(module), function, stub)
     monkeypatch.chdir(tmp_path)  # nothing lands in the checkout
 
 
