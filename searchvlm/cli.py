@@ -84,21 +84,6 @@ def _seeds(text: str | None) -> list[int] | None:
         raise ConfigError(COMMAND_LINE, "--seeds", text, "expected comma-separated integers such as 0,1,2") from None
 
 
-def _trial_policy(space, preset: str | None, policy_file: Path | None):
-    from searchvlm.policy import load_policy
-    from searchvlm.presets import preset as make_preset
-
-    layers = space.model.num_layers
-    if (preset is None) == (policy_file is None):
-        raise ConfigError("command line", "--preset/--policy", None, "give exactly one of --preset NAME or --policy FILE")
-    if policy_file is not None:
-        return load_policy(policy_file, num_layers=layers)
-    try:
-        return make_preset(preset, layers)
-    except ValueError as err:
-        raise ConfigError("command line", "--preset", preset, str(err)) from None
-
-
 def _result_table(result) -> Table:
     table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
     table.add_column("metric")
@@ -130,18 +115,11 @@ def trial(
     """Train one policy jointly and against its isolated baselines; print the result."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from searchvlm.space import load_space
+    from searchvlm.space import load_trial_config
 
     try:
-        space = load_space(space_file, sets)
-        pol = _trial_policy(space, preset, policy)
-        config = space.trial_config(pol, name=pol.name or "trial")
-        update = {}
-        if seeds is not None:
-            update["seeds"] = _seeds(seeds)
-        if cache_dir:
-            update["cache_dir"] = str(cache_dir)
-        config = config.model_copy(update=update)
+        config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
+                                   overrides=sets)  # fmt: skip
     except ConfigError as err:
         _fail(err)
     if print_config:
@@ -173,16 +151,12 @@ def presets(
     as_json: bool = typer.Option(False, "--json", help="print the compiled presets as JSON"),
 ) -> None:
     """List the named literature policies with their per-layer keep ratios."""
-    from searchvlm.presets import PRESETS, preset
+    from searchvlm.presets import compile_presets
 
-    if layers < 1:
-        _fail(ConfigError(COMMAND_LINE, "--layers", layers, "must be a layer count of at least 1"))
-    compiled = {}
-    for name in PRESETS:
-        try:
-            compiled[name] = preset(name, layers)
-        except ValueError as err:
-            _fail(ConfigError(COMMAND_LINE, "--layers", layers, f"preset {name!r} does not fit this depth: {err}"))
+    try:
+        compiled = compile_presets(layers)
+    except ConfigError as err:
+        _fail(err)
     if as_json:
         _print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
         return
@@ -339,45 +313,23 @@ def export(
     """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial.
 
     Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png."""
-    from searchvlm.export import export_policy
+    from searchvlm.report import export_report
 
     try:
         if trial is not None and rule is not None:
             raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
-        path = export_policy(run, (rule or RuleName.knee).value, max_flops, min_synergy, output, runs_dir,
+        done = export_report(run, (rule or RuleName.knee).value, max_flops, min_synergy, output, runs_dir,
                              trial=trial, force=force)  # fmt: skip
     except ConfigError as err:
         _fail(err)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
         _fail(ConfigError("command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"))
-    prov = json.loads(path.read_text())["provenance"]
+    prov = done.provenance
     numbers = (f"confirmed numbers, seeds {prov['confirmed_seeds']}" if prov.get("numbers") == "confirmed"
                else "search numbers")  # fmt: skip
-    out.print(f"wrote {path} (trial {prov['trial_id']}, number {prov['trial_number']}, "
+    out.print(f"wrote {done.path} (trial {prov['trial_id']}, number {prov['trial_number']}, "
               f"{'chosen' if trial else prov['rule']}, {numbers})", highlight=False)  # fmt: skip
-    out.print(f"wrote {_policy_picture(path, _png_beside(path))} (keep ratios per layer and task)",
-              highlight=False)  # fmt: skip
-
-
-def _png_beside(policy_file: Path) -> Path:
-    """`policy.json` -> `policy.png` (a file already named .png gets `.png` appended)."""
-    if not policy_file.name:  # "" or "/": no file to be beside
-        raise ConfigError(COMMAND_LINE, "POLICY_FILE", str(policy_file), "not a policy file name")
-    return policy_file.with_name(policy_file.name + ".png") if policy_file.suffix == ".png" else policy_file.with_suffix(".png")
-
-
-def _policy_picture(policy_file: Path, png: Path) -> Path:
-    """The heatmap of a policy file (`searchvlm.report.policy_png`), titled by its provenance."""
-    from searchvlm.errors import load_json
-    from searchvlm.policy import load_policy
-    from searchvlm.report import policy_png
-
-    policy = load_policy(policy_file)
-    data = load_json(policy_file)
-    prov = data.get("provenance", {}) if isinstance(data, dict) else {}
-    title = (f"{prov.get('sweep')} trial #{prov.get('trial_number')} ({prov.get('trial_id')})"
-             if prov.get("sweep") else f"{policy_file.name}{f' ({policy.name})' if policy.name else ''}")  # fmt: skip
-    return policy_png(policy, png, title)
+    out.print(f"wrote {done.picture} (keep ratios per layer and task)", highlight=False)
 
 
 @app.command()
@@ -386,8 +338,10 @@ def show(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG to write (default: beside the file, .png)"),
 ) -> None:
     """Draw a policy: keep ratio per layer and task (heatmap), with mode, selector and sharing."""
+    from searchvlm.report import policy_picture
+
     try:
-        path = _policy_picture(policy_file, output or _png_beside(policy_file))
+        path = policy_picture(policy_file, output)
     except ConfigError as err:
         _fail(err)
     except OSError as err:
@@ -480,7 +434,6 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
 ) -> None:
     """Two sweeps side by side: counts, hypervolume (one reference point), best synergy, fronts."""
-    from searchvlm.report import front_table
     from searchvlm.runs import compare_runs
 
     try:
@@ -499,16 +452,8 @@ def compare(
         table.add_row(metric, cell(va), cell(vb))
     table.caption = f"hypervolume reference: flops_ratio {cmp.ref[0]:g}, synergy_gain {cmp.ref[1]:.4f} (both sweeps)"
     print_table(out, table)
-    for f in cmp.fronts:
-        _print_front(f"front of {f.sweep}", front_table(_front_rows(f)))
-
-
-def _front_rows(front) -> list[dict]:
-    from searchvlm.results import TRIALS_FILE, read_trials
-
-    ids = list(front.trials["trial_id"])
-    rows = {r["trial_id"]: r for r in read_trials(Path(front.run_dir) / TRIALS_FILE)}
-    return [rows[i] for i in ids]
+    for f, cells in zip(cmp.fronts, cmp.tables):
+        _print_front(f"front of {f.sweep}", cells)
 
 
 def _print_front(title: str, cells: list[dict]) -> None:

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.policy import ReductionPolicy, Sharing
 from searchvlm.schedules import (
     CosineSchedule,
@@ -163,3 +164,18 @@ def _tied(num_layers: int) -> Specs:
 
 
 PRESETS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def compile_presets(num_layers: int) -> dict[str, ReductionPolicy]:
+    """Every preset compiled for a `num_layers`-layer model, in `PRESETS` order (`searchvlm
+    presets`). A depth below 1, or one a preset does not fit, is a ConfigError naming `--layers`."""
+    if num_layers < 1:
+        raise ConfigError(COMMAND_LINE, "--layers", num_layers, "must be a layer count of at least 1")
+    compiled = {}
+    for name in PRESETS:
+        try:
+            compiled[name] = preset(name, num_layers)
+        except ValueError as err:
+            raise ConfigError(COMMAND_LINE, "--layers", num_layers,
+                              f"preset {name!r} does not fit this depth: {err}") from None  # fmt: skip
+    return compiled

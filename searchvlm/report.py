@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import (
     Row, finite_number, front, hypervolume, hypervolume_history, is_valid, knee, near_front, per_seed,
     pooled_seed_sd, ties,
@@ -46,13 +47,16 @@ STUDY_FILE = "optuna.db"
 
 __all__ = [
     "MIN_IMPORTANCE_TRIALS",
+    "ExportReport",
     "ParetoReport",
+    "export_report",
     "front_table",
     "importance_plots",
     "pareto_plots",
     "pareto_report",
     "pareto_summary",
     "plots_current",
+    "policy_picture",
     "policy_png",
     "policy_summary",
     "summary_metrics",
@@ -810,3 +814,65 @@ def policy_png(policy: Any, path: str | Path, title: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _png_beside(policy_file: Path) -> Path:
+    """`policy.json` -> `policy.png` (a file already named .png gets `.png` appended)."""
+    if not policy_file.name:  # "" or "/": no file to be beside
+        raise ConfigError(COMMAND_LINE, "POLICY_FILE", str(policy_file), "not a policy file name")
+    if policy_file.suffix == ".png":
+        return policy_file.with_name(policy_file.name + ".png")
+    return policy_file.with_suffix(".png")
+
+
+def policy_picture(policy_file: str | Path, png: str | Path | None = None) -> Path:
+    """The `show` command: `policy_png` of a policy file (exported, or a bare explicit policy),
+    titled by its provenance, written to `png` (default: beside the file, `.png`)."""
+    from searchvlm.errors import load_json
+    from searchvlm.policy import load_policy
+
+    policy_file = Path(policy_file)
+    png = Path(png) if png else _png_beside(policy_file)
+    policy = load_policy(policy_file)
+    data = load_json(policy_file)
+    prov = data.get("provenance", {}) if isinstance(data, dict) else {}
+    title = (f"{prov.get('sweep')} trial #{prov.get('trial_number')} ({prov.get('trial_id')})"
+             if prov.get("sweep") else f"{policy_file.name}{f' ({policy.name})' if policy.name else ''}")  # fmt: skip
+    return policy_png(policy, png, title)
+
+
+# --------------------------------------------------------------------------- the `export` command
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What `export_report` wrote: the policy file, its picture, and the file's provenance."""
+
+    path: Path
+    picture: Path
+    provenance: dict[str, Any]
+
+
+def export_report(
+    run_dir: str | Path,
+    rule: str = "knee",
+    max_flops: float | None = None,
+    min_synergy: float | None = None,
+    out_path: str | Path = "policy.json",
+    runs_dir: str | Path = "runs",
+    *,
+    trial: str | int | None = None,
+    force: bool = False,
+) -> ExportReport:
+    """The `export` command: `searchvlm.export.export_policy` (same arguments), then the
+    policy's picture beside the file (`policy_picture`: policy.json -> policy.png)."""
+    from searchvlm.export import export_policy
+
+    path = export_policy(run_dir, rule, max_flops, min_synergy, out_path, runs_dir, trial=trial, force=force)
+    provenance = json.loads(path.read_text())["provenance"]
+    try:
+        picture = policy_picture(path)
+    except OSError as err:  # the policy file is written; say which file failed
+        raise ConfigError(COMMAND_LINE, "--output", str(_png_beside(path)),
+                          f"cannot write the picture ({err.strerror or err})") from None  # fmt: skip
+    return ExportReport(path, picture, provenance)

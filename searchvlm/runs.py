@@ -116,12 +116,14 @@ def list_runs(runs_dir: str | Path = "runs") -> RunList:
 @dataclass(frozen=True)
 class Comparison:
     """Two sweeps side by side (`searchvlm compare A B`): both fronts' hypervolume with ONE
-    reference point, counts, best synergy, and how much of each front the other covers."""
+    reference point, counts, best synergy, how much of each front the other covers, and
+    each front as table cells."""
 
     fronts: tuple[Any, Any]  # (Front, Front)
     ref: tuple[float, float]
     best: tuple[dict[str, Any] | None, dict[str, Any] | None]  # the max-synergy trial of each
     coverage: tuple[float | None, float | None]  # share of the OTHER front each front weakly dominates
+    tables: tuple[list[dict[str, str]], list[dict[str, str]]]  # each front as `report.front_table` cells
 
     def table(self) -> list[tuple[str, Any, Any]]:
         """(metric, A, B) rows."""
@@ -182,7 +184,17 @@ def compare_runs(a: str | Path, b: str | Path, runs_dir: str | Path = "runs",
     common = tuple(ref) if ref is not None else default_ref(ra + rb)
     fa, fb = front_of(ra, da, _sweep_name(da), common), front_of(rb, db, _sweep_name(db), common)
     return Comparison(fronts=(fa, fb), ref=fa.ref, best=(_best(ra), _best(rb)),
-                      coverage=(_coverage(ra, rb), _coverage(rb, ra)))  # fmt: skip
+                      coverage=(_coverage(ra, rb), _coverage(rb, ra)),
+                      tables=(_front_cells(fa, ra), _front_cells(fb, rb)))  # fmt: skip
+
+
+def _front_cells(front: Any, rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The front's trials rows, in the Front's order, as `front_table` display cells (ties
+    within the front)."""
+    from searchvlm.report import front_table
+
+    by_id = {r["trial_id"]: r for r in rows}
+    return front_table([by_id[i] for i in front.trials["trial_id"]])
 
 
 # --------------------------------------------------------------------------- remove

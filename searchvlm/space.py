@@ -22,7 +22,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache, partial
 from typing import Annotated, Any, Callable, ClassVar, Literal, Protocol
 
@@ -32,7 +32,7 @@ from pydantic_core import PydanticUndefined, core_schema
 
 from searchvlm._strict import Strict as _Strict
 from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
-from searchvlm.errors import ConfigError, load_yaml, validate
+from searchvlm.errors import COMMAND_LINE, ConfigError, load_yaml, validate
 from searchvlm.overrides import Override, apply_overrides, attribute, parse_overrides
 from searchvlm.policy import (
     PROMPT_SELECTORS,
@@ -42,6 +42,7 @@ from searchvlm.policy import (
     Selector,
     Sharing,
     generation_selector_error,
+    load_policy,
 )
 from searchvlm.presets import PRESETS, preset
 from searchvlm.search import (  # noqa: F401 - re-exported: the search settings were defined here
@@ -662,3 +663,39 @@ def validate_files(paths: Iterable[str | Path]) -> list[FileCheck]:
 def preset_policy(space: SearchSpace, name: str) -> ReductionPolicy:
     """A preset at the space's model depth."""
     return preset(name, space.model.num_layers)
+
+
+def trial_policy(space: SearchSpace, preset: str | None = None, policy_file: str | Path | None = None) -> ReductionPolicy:
+    """The policy one trial on `space` trains under: exactly one of the preset `preset`
+    (`--preset`) or the policy file `policy_file` (`--policy`), at the space's model depth."""
+    if (preset is None) == (policy_file is None):
+        raise ConfigError(COMMAND_LINE, "--preset/--policy", None, "give exactly one of --preset NAME or --policy FILE")
+    if policy_file is not None:
+        return load_policy(policy_file, num_layers=space.model.num_layers)
+    try:
+        return preset_policy(space, preset)
+    except ValueError as err:
+        raise ConfigError(COMMAND_LINE, "--preset", preset, str(err)) from None
+
+
+def load_trial_config(
+    space_file: str | Path,
+    *,
+    preset: str | None = None,
+    policy: str | Path | None = None,
+    seeds: Sequence[int] | None = None,
+    cache_dir: str | Path | None = None,
+    overrides: Iterable[str | Override] | None = None,
+) -> TrialConfig:
+    """The TrialConfig `searchvlm trial` runs (`searchvlm.trial.run_trial` takes it): the
+    space's fixed sections (after `overrides`) with the policy of `trial_policy`, named after
+    it, and `seeds` / `cache_dir` when given. Problems are ConfigErrors naming file or option."""
+    space = load_space(space_file, overrides)
+    pol = trial_policy(space, preset, policy)
+    config = space.trial_config(pol, name=pol.name or "trial")
+    update: dict[str, Any] = {}
+    if seeds is not None:
+        update["seeds"] = list(seeds)
+    if cache_dir is not None:
+        update["cache_dir"] = str(cache_dir)  # as given (the space's own `trial_config` resolves it)
+    return config.model_copy(update=update)
