@@ -2,8 +2,10 @@
 
 Light names (schemas) import eagerly; torch-backed names (`apply_policy`, ...), the
 results readers (`load_trials`, `load_front`: pandas) and the commands (`run_sweep`,
-`pareto_report`, `export_policy`, `analyze`, `run_reproduce`, ...) load on first use, so
-`import searchvlm` stays fast and free of torch / ray / mlflow / pandas.
+`pareto_report`, `export_policy`, `analyze`, `run_reproduce`, `run_confirm`, ...) load on
+first use, so `import searchvlm` stays fast and free of torch / ray / mlflow / pandas.
+No lazy name is also a submodule's name: importing `searchvlm.X` makes the package
+attribute `X` that module, which would replace a function of that name.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ _LAZY = {
     "load_space": "searchvlm.space",
     "validate_file": "searchvlm.space",
     "validate_files": "searchvlm.space",
+    "compile_presets": "searchvlm.presets",
+    "load_trial_config": "searchvlm.space",
     "run_trial": "searchvlm.trial",
     "run_sweep": "searchvlm.sweep",
     "pareto_report": "searchvlm.report",
     "export_policy": "searchvlm.export",
-    "confirm": "searchvlm.confirm",
+    "export_report": "searchvlm.report",
+    "policy_picture": "searchvlm.report",
+    "run_confirm": "searchvlm.confirm",
     "analyze": "searchvlm.analysis",
     "run_analysis": "searchvlm.analysis",
     "run_reproduce": "searchvlm.reproduce",

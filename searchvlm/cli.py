@@ -372,7 +372,7 @@ def confirm(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
 ) -> None:
     """Retrain the front and near-front on fresh seeds, paired with dense: confirmed.csv (rerun to resume)."""
-    from searchvlm.confirm import confirm as run_confirm
+    from searchvlm.confirm import run_confirm
 
     done = lambda r: console.print(f"  confirmed trial {r['trial_id']} (#{r['number']}): {r['status']}",  # noqa: E731
                                    highlight=False)  # fmt: skip

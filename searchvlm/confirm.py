@@ -31,7 +31,7 @@ from searchvlm.results import (
 )  # fmt: skip
 from searchvlm.space import SearchSpace, load_space
 
-__all__ = ["ConfirmSummary", "confirm", "default_seeds"]
+__all__ = ["ConfirmSummary", "confirm", "default_seeds", "run_confirm"]
 
 #: fresh seeds used when none are given
 DEFAULT_NEW_SEEDS = 3
@@ -141,7 +141,7 @@ def _log(meta: SweepMeta, tracking_uri: str | None, row: dict[str, Any] | None, 
         log_artifacts(uri, meta.parent_run_id, [path], "confirm")
 
 
-def confirm(
+def run_confirm(
     run: str | Path,
     seeds: list[int] | None = None,
     top: int | None = None,
@@ -182,3 +182,7 @@ def confirm(
     if summary.trained:
         _log(meta, tracking_uri, None, path)
     return summary
+
+
+#: the earlier name; the façade exports only `run_confirm` (`searchvlm.confirm` is this module)
+confirm = run_confirm

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from searchvlm.config import TrialResult
-from searchvlm.confirm import confirm
+from searchvlm.confirm import run_confirm
 from searchvlm.errors import ConfigError
 from searchvlm.export import build_policy_file
 from searchvlm.policy import preset
@@ -56,10 +56,10 @@ class Interrupt(Exception):
 def test_seeds_must_be_fresh_and_match_earlier_rows(tmp_path: Path) -> None:
     run = make_sweep(tmp_path)
     with pytest.raises(ConfigError, match=r"--seeds.*trained the sweep itself"):
-        confirm(run, seeds=[0, 5])
+        run_confirm(run, seeds=[0, 5])
     (run / CONFIRMED_FILE).write_text("trial_id,number,status,seeds,synergy_gain\nt1,1,ok,\"[7, 8]\",0.1\n")
     with pytest.raises(ConfigError, match=r"confirmed.csv.*other seeds than \[1, 2\].*--seeds 7,8"):
-        confirm(run, seeds=SEEDS)
+        run_confirm(run, seeds=SEEDS)
 
 
 @pytest.mark.slow
@@ -72,7 +72,7 @@ def test_confirm_interrupted_resumes_and_export_uses_it(tmp_path: Path) -> None:
         raise Interrupt  # as if killed right after the first row was written
 
     with pytest.raises(Interrupt):
-        confirm(run, seeds=SEEDS, on_row=stop_after_first)
+        run_confirm(run, seeds=SEEDS, on_row=stop_after_first)
     first = read_confirmed(run / CONFIRMED_FILE)
     assert [r["trial_id"] for r in first] == written == ["t1"]  # the front's cheapest first
 
@@ -94,7 +94,7 @@ def test_confirm_interrupted_resumes_and_export_uses_it(tmp_path: Path) -> None:
     dense = next(r for r in rows if r["trial_id"] == "t0")
     assert json.loads(dense["vs_dense_per_seed"]) == [0.0, 0.0]  # dense against itself, paired by seed
 
-    again = confirm(run, seeds=SEEDS)  # complete: nothing repeated
+    again = run_confirm(run, seeds=SEEDS)  # complete: nothing repeated
     assert again.trained == [] and sorted(again.skipped) == ["t0", "t1", "t2"]
 
     pf = build_policy_file(run, rule="max-synergy")

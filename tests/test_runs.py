@@ -56,9 +56,36 @@ def test_commands_are_public_functions() -> None:
     """DESIGN: every command is also a function of the package."""
     import searchvlm
 
-    for name in ("run_sweep", "run_trial", "export_policy", "pareto_report", "analyze", "run_analysis",
-                 "run_reproduce", "load_space", "validate_file", "validate_files"):  # fmt: skip
+    for name in ("run_sweep", "run_trial", "load_trial_config", "export_policy", "export_report", "policy_picture",
+                 "pareto_report", "analyze", "run_analysis", "run_reproduce", "run_confirm", "compile_presets",
+                 "compare_runs", "list_runs", "remove_run", "load_space", "validate_file",
+                 "validate_files"):  # fmt: skip
         assert name in searchvlm.__all__ and callable(getattr(searchvlm, name)), name
+
+
+def test_facade_names_are_not_submodule_names() -> None:
+    """Importing `searchvlm.X` sets the package attribute `X` to that module, so a façade
+    name that is also a submodule's would turn from the function into the module."""
+    import pkgutil
+
+    import searchvlm
+
+    submodules = {m.name for m in pkgutil.iter_modules(searchvlm.__path__)}
+    assert not submodules & set(searchvlm.__all__)
+
+
+def test_run_confirm_stays_the_function_after_importing_its_module() -> None:
+    import importlib
+    import types
+
+    import searchvlm
+
+    first = searchvlm.run_confirm
+    importlib.import_module("searchvlm.confirm")
+    import searchvlm.confirm
+
+    assert searchvlm.run_confirm is first is searchvlm.confirm.run_confirm
+    assert isinstance(searchvlm.confirm, types.ModuleType)  # the module, as for every submodule
 
 
 # --------------------------------------------------------------------------- load_trials / load_front

@@ -153,9 +153,9 @@ def _confirm_at_end(space: SearchSpace, summary: SweepSummary, runs_dir: Path, u
     done = sum(summary.counts[k] for k in ("ok", "failed", "pruned"))
     if settings is None or done < space.search.samples:
         return
-    from searchvlm.confirm import confirm
+    from searchvlm.confirm import run_confirm
 
-    result = confirm(summary.run_dir, settings.seeds, settings.top, runs_dir, uri)
+    result = run_confirm(summary.run_dir, settings.seeds, settings.top, runs_dir, uri)
     if progress:
         print(f"confirmed {len(result.rows)} policies on seeds {result.seeds}: {result.path}", file=sys.stderr)
 
