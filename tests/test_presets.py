@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from searchvlm import policy, reproduce
-from searchvlm.presets import PRESETS, REGISTRY, preset
+from searchvlm.errors import ConfigError
+from searchvlm.presets import PRESETS, REGISTRY, compile_presets, preset
 
 
 def test_one_registry_feeds_every_list() -> None:
@@ -26,3 +27,12 @@ def test_every_preset_states_its_rule_and_name(name: str) -> None:
 def test_unknown_preset_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown preset 'nope'; valid presets: dense, fastv, pyramiddrop"):
         preset("nope", 4)
+
+
+def test_compile_presets_lists_every_preset_and_names_the_depth_it_refuses() -> None:
+    compiled = compile_presets(4)
+    assert list(compiled) == list(PRESETS) and compiled["fastv"] == preset("fastv", 4)
+    with pytest.raises(ConfigError, match="--layers = 0: must be a layer count of at least 1"):
+        compile_presets(0)
+    with pytest.raises(ConfigError, match="--layers = 1: preset 'fastv' does not fit this depth"):
+        compile_presets(1)
