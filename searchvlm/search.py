@@ -91,7 +91,8 @@ class SearchSettings(_Strict):
     """How the sweep searches."""
 
     sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = Field(
-        "tpe", description="Optuna sampler: tpe | nsga2 | gp | random | grid"
+        "gp", description="Optuna sampler: gp | tpe | nsga2 | random | grid (gp: the best of them on the tabular "
+        "replay benchmark, 1.17x random's hypervolume at 16 trials; see the README's Performance section)"
     )
     samples: int = Field(8, ge=1, description="trials in the sweep (presets included)")
     concurrency: int = Field(2, ge=1, description="trials running at once")

@@ -76,7 +76,9 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=s.seed, **extra)
     if s.sampler == "gp":
         extra = {} if s.startup_trials is None else {"n_startup_trials": s.startup_trials}
-        return optuna.samplers.GPSampler(seed=s.seed, **extra)
+        # a conditional dimension (one schedule kind's own fields) is drawn by GP's random
+        # independent sampler; saying so at every trial would flood the sweep's log
+        return optuna.samplers.GPSampler(seed=s.seed, warn_independent_sampling=False, **extra)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     return optuna.samplers.GridSampler(space.grid_space(), seed=s.seed)
