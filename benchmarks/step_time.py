@@ -15,7 +15,9 @@ matmul rate (`torch.mm` at a few sizes, best-of). Target >= 30%.
     .venv/bin/python benchmarks/step_time.py [--layers 4] [--hidden 96] [--reps 30] [--out PATH]
     .venv/bin/python benchmarks/step_time.py --random 20 [--hidden 192] [--device cuda]
     .venv/bin/python benchmarks/step_time.py --random 17 --only random16,random07 --compile  # torch.compile
-    .venv/bin/python benchmarks/step_time.py --image-tokens 576 --layers 8 --hidden 256 --batch-size 4  # realistic
+    .venv/bin/python benchmarks/step_time.py --image-tokens 576 --layers 8 --hidden 256 --batch-size 2  # realistic
+    .venv/bin/python benchmarks/step_time.py --image-tokens 576 --layers 8 --hidden 256 --batch-size 2 \
+        --compile --vs-eager
 """
 
 from __future__ import annotations
@@ -239,6 +241,8 @@ def run(args: argparse.Namespace) -> dict:
     lay = layouts(batches)
     policies = _policies(args)
     steps = {name: make_step(model, pol, batches, args.device, args.compile) for name, pol in policies.items()}
+    if args.compile and args.vs_eager:  # the same policies uncompiled, timed in the same interleaved run
+        steps.update({f"eager:{name}": make_step(model, pol, batches, args.device) for name, pol in policies.items()})
     errors: dict[str, str] = {}
     warm_s = warm_up(steps, args.warmup, errors if args.compile else None)
     if "dense" in errors:
@@ -249,6 +253,10 @@ def run(args: argparse.Namespace) -> dict:
         for name, pol in policies.items()
         if name in steps
     ]
+    for r in rows:
+        if f"eager:{r['preset']}" in median:
+            eager = median[f"eager:{r['preset']}"]["cpu"]
+            r.update(eager_step_ms=round(1e3 * eager, 2), compile_speedup=round(eager / median[r["preset"]]["cpu"], 4))
     met = all(r["target_met"] for r in rows if r["target_applies"])
     close = all(r["within_0.05"] for r in rows)
     dense_flops = count_flops(cfg, policies["dense"], lay, args.batch_size).train
@@ -277,6 +285,7 @@ def print_table(result: dict) -> None:
         print(
             f"{r['preset']:<14}{r['flops_ratio']:>8.3f}{r['time_ratio']:>8.3f}{r['wall_time_ratio']:>8.3f}"
             f"{r['step_ms']:>9.1f}{r['wall_step_ms']:>9.1f}  {target}  (warm-up {r['warmup_s']:.1f} s)"
+            + (f"  compiled {r['compile_speedup']:.3f}x eager" if "compile_speedup" in r else "")
         )
     for name, err in result["errors"].items():
         print(f"{name:<14}failed: {err}")
@@ -326,6 +335,7 @@ def main() -> None:
         "--compile", action="store_true", help="run each reduced model through torch.compile (warm-up = compile)"
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda (timed with synchronised wall clock)")
+    parser.add_argument("--vs-eager", action="store_true", help="with --compile: also time each policy uncompiled")
     parser.add_argument("--image-tokens", type=int, default=64, help="image tokens per example (576: LLaVA's 24x24)")
     run_main(parser, run, print_table, "benchmarks/results/step_time.json")
 
