@@ -26,8 +26,9 @@ browser:  # Debian's chromium for the HTML-front browser test (root only; skippe
 sweep: setup
 	$(BIN)/searchvlm sweep search_spaces/quick.yaml --name quick
 
-lint: setup  # ruff's lint rules (pyproject [tool.ruff]); the formatter is not enforced
+lint: setup  # ruff: lint rules and the formatter (pyproject [tool.ruff]); `ruff format .` fixes the latter
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup browser lint
 	$(BIN)/python -m pytest -q

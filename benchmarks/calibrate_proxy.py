@@ -33,8 +33,12 @@ from searchvlm.trial import run_trial
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("space")
-    ap.add_argument("--set", action="append", default=[],
-                    help="key.path=value override of the trial config (YAML value; searchvlm.overrides)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="key.path=value override of the trial config (YAML value; searchvlm.overrides)",
+    )
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--out", default="benchmarks/results/calibrate_proxy_best.json")
     args = ap.parse_args()
@@ -62,25 +66,41 @@ def main() -> None:
 def _entry(values: list[float]) -> dict:
     mean, se = mean_stderr(values)
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return {"mean": round(mean, 5), "stderr": None if se is None else round(se, 5),
-            "sd": None if sd is None else round(sd, 5), "per_seed": [round(v, 5) for v in values]}
+    return {
+        "mean": round(mean, 5),
+        "stderr": None if se is None else round(se, 5),
+        "sd": None if sd is None else round(sd, 5),
+        "per_seed": [round(v, 5) for v in values],
+    }
 
 
 def _summary(result, overrides, seconds, config, space_path: str) -> dict:
     ps = result.per_seed
-    row = {"space": Path(space_path).stem, "overrides": overrides, "seeds": result.seeds,
-           "wall_seconds": round(seconds, 1),
-           "at": config.synergy.at,
-           "config": {k: config.model_dump()[k] for k in ("model", "data", "training")}}
-    keys = ("und_acc", "und_acc_iso", "gen_nll", "gen_nll_iso", "und_gain", "gen_gain", "synergy_gain",
-            "und_acc_test_se", "gen_nll_test_se")
+    row = {
+        "space": Path(space_path).stem,
+        "overrides": overrides,
+        "seeds": result.seeds,
+        "wall_seconds": round(seconds, 1),
+        "at": config.synergy.at,
+        "config": {k: config.model_dump()[k] for k in ("model", "data", "training")},
+    }
+    keys = (
+        "und_acc",
+        "und_acc_iso",
+        "gen_nll",
+        "gen_nll_iso",
+        "und_gain",
+        "gen_gain",
+        "synergy_gain",
+        "und_acc_test_se",
+        "gen_nll_test_se",
+    )
     for key in keys:
         row[key] = _entry([p[key] for p in ps])
     for key in ("und_step_joint", "und_step_iso", "gen_step_joint", "gen_step_iso"):
         row[key] = [p[key] for p in ps]
     row["both_gain_beyond_2se"] = all(
-        row[k]["mean"] > 0 and row[k]["mean"] > 2 * (row[k]["stderr"] or float("inf"))
-        for k in ("und_gain", "gen_gain")
+        row[k]["mean"] > 0 and row[k]["mean"] > 2 * (row[k]["stderr"] or float("inf")) for k in ("und_gain", "gen_gain")
     )
     row["train_seconds_per_seed"] = round(result.train_seconds / max(1, len(ps)), 1)
     return row

@@ -22,8 +22,10 @@ def _steps(r: dict, task: str) -> str:
 
 def main(path: str = "benchmarks/results/calibrate_proxy_best.json") -> None:
     rows = json.loads(Path(path).read_text())
-    print("| space: variant | val/test | seeds | U acc joint / alone | G NLL joint / alone | g_U | g_G | "
-          "both > 2 s.e. | test s.e. U / G | best steps U (joint vs alone) | best steps G | s/seed |")
+    print(
+        "| space: variant | val/test | seeds | U acc joint / alone | G NLL joint / alone | g_U | g_G | "
+        "both > 2 s.e. | test s.e. U / G | best steps U (joint vs alone) | best steps G | s/seed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         shown = [o.split(".", 1)[-1] for o in r["overrides"] if not o.startswith(("cache_dir", "training.threads"))]

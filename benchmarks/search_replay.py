@@ -65,7 +65,7 @@ def ratio_ci(a: list[float], b: list[float], seed: int = 0) -> dict[str, float]:
     ok = mb > 0
     boot = ma[ok] / mb[ok]
     point = float(a_.mean() / b_.mean()) if b_.mean() > 0 else float("nan")
-    lo, hi = (np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan))
+    lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
     return {"ratio": point, "ci95": [float(lo), float(hi)]}
 
 

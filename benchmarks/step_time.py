@@ -96,7 +96,11 @@ def layouts(batches: Batch) -> dict[str, TaskLayout]:
 
 
 def make_step(
-    model: torch.nn.Module, policy: ReductionPolicy, batches: Batch, device: str = "cpu", compile: bool = False,
+    model: torch.nn.Module,
+    policy: ReductionPolicy,
+    batches: Batch,
+    device: str = "cpu",
+    compile: bool = False,
     fused_adamw: bool = False,
 ) -> Callable[[], None]:
     """A closure running one joint training step under `policy` on its own copy of `model`
@@ -110,8 +114,7 @@ def make_step(
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         loss = sum(
-            forward(ids, segments=seg, task=task, labels=labels).loss
-            for task, (ids, seg, labels) in batches.items()
+            forward(ids, segments=seg, task=task, labels=labels).loss for task, (ids, seg, labels) in batches.items()
         )
         loss.backward()
         opt.step()
@@ -290,8 +293,10 @@ def print_table(result: dict) -> None:
     for name, err in result["errors"].items():
         print(f"{name:<14}failed: {err}")
     print(f"target (time <= flops + 0.10 where flops <= 0.6): {'met' if result['target_met'] else 'MISSED'}")
-    print(f"|time - flops| <= 0.05 for every policy: {'met' if result['all_within_0.05'] else 'MISSED'} "
-          f"(at {result['image_tokens']} image tokens)")
+    print(
+        f"|time - flops| <= 0.05 for every policy: {'met' if result['all_within_0.05'] else 'MISSED'} "
+        f"(at {result['image_tokens']} image tokens)"
+    )
     hw = result["hardware"]
     print(
         f"hardware: dense step {hw['dense_step_gflops']:.1f} GFLOP/s (best {hw['dense_step_best_gflops']:.1f}) "

@@ -74,8 +74,10 @@ def main() -> None:
     summary["met"] = summary["median_wall_s"] <= args.target and summary["max_peak_rss_mib"] < 2048
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"median {summary['median_wall_s']:.1f} s per seed (target {args.target:g} s); "
-          f"met: {summary['met']}; wrote {args.out}")
+    print(
+        f"median {summary['median_wall_s']:.1f} s per seed (target {args.target:g} s); "
+        f"met: {summary['met']}; wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

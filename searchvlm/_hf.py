@@ -32,8 +32,10 @@ def read_dims(hf: str | Path) -> dict[str, Any]:
     """The `ModelConfig` numbers of the HF config at `hf`; ValueError naming the file and key."""
     path = config_path(hf)
     if not path.is_file():
-        raise ValueError(f"model.hf = {str(hf)!r}: {path} not found (a directory written by "
-                         "config.save_pretrained or model.save_pretrained)")
+        raise ValueError(
+            f"model.hf = {str(hf)!r}: {path} not found (a directory written by "
+            "config.save_pretrained or model.save_pretrained)"
+        )
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as err:

@@ -58,8 +58,13 @@ class RunRecord:
 
 
 def baseline_key(
-    model: ModelConfig, data: DataConfig, training: TrainingConfig, tasks: tuple[str, ...], seed: int,
-    policy: ReductionPolicy, fidelity: bool,
+    model: ModelConfig,
+    data: DataConfig,
+    training: TrainingConfig,
+    tasks: tuple[str, ...],
+    seed: int,
+    policy: ReductionPolicy,
+    fidelity: bool,
 ) -> str:
     """Cache key of a reference run on `tasks` (one task: isolated; both: joint)."""
     exclude = _IRRELEVANT if len(tasks) == 1 else {"threads"}

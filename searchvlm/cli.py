@@ -48,8 +48,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="print the version and exit"),  # fmt: skip
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),  # fmt: skip
 ) -> None:
     """Search synergy-aware image-token reduction policies for unified VLMs."""
 
@@ -126,8 +127,14 @@ def trial(
         _print_config(config)
     from searchvlm.trial import run_trial
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                  TimeElapsedColumn(), console=console, disable=as_json) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+    ) as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -286,9 +293,11 @@ def pareto(
     if summary["near_front"]:
         out.print(f"near the front (within 2 s.e.): {', '.join(summary['near_front'])}", highlight=False)
     r = summary["ref"]
-    out.print(f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
-              f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
-              f"knee: {summary['knee']}")
+    out.print(
+        f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
+        f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
+        f"knee: {summary['knee']}"
+    )
     if report.plots_unchanged:
         out.print("plots unchanged since trials.csv was last drawn (--force redraws them):", highlight=False)
     for name, path in report.plots.items():
@@ -323,7 +332,11 @@ def export(
     except ConfigError as err:
         _fail(err)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
-        _fail(ConfigError("command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"))
+        _fail(
+            ConfigError(
+                "command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"
+            )
+        )
     prov = done.provenance
     numbers = (f"confirmed numbers, seeds {prov['confirmed_seeds']}" if prov.get("numbers") == "confirmed"
                else "search numbers")  # fmt: skip
@@ -366,7 +379,9 @@ def _confirm_table(summary) -> Table:
 @app.command()
 def confirm(
     run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="fresh comma-separated seeds (default: 3 after the sweep's)"),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds", help="fresh comma-separated seeds (default: 3 after the sweep's)"
+    ),
     top: Optional[int] = typer.Option(None, "--top", help="confirm at most this many (front first, then near-front)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
@@ -385,7 +400,9 @@ def confirm(
     if shrink:
         out.print(f"shrinkage from the search estimate to the confirmed one: mean {sum(shrink) / len(shrink):+.4f} "
                   f"over {len(shrink)} policies", highlight=False)  # fmt: skip
-    out.print(f"{len(summary.trained)} trained, {len(summary.skipped)} already confirmed; {summary.noise}", highlight=False)
+    out.print(
+        f"{len(summary.trained)} trained, {len(summary.skipped)} already confirmed; {summary.noise}", highlight=False
+    )
     out.print(f"next: searchvlm pareto {run} --runs-dir {runs_dir} (pareto and export now use the confirmed numbers)",
               highlight=False)  # fmt: skip
 
@@ -458,7 +475,7 @@ def compare(
 
 def _print_front(title: str, cells: list[dict]) -> None:
     table = Table(title=title)
-    for col in (cells[0] if cells else {"trial": ""}):
+    for col in cells[0] if cells else {"trial": ""}:
         table.add_column(col, no_wrap=col != "policy")  # on a narrow terminal the policy wraps
     for row in cells:
         table.add_row(*row.values())
@@ -535,7 +552,9 @@ def analyze(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default runs/analysis-<space>)"),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="training steps (default: the space's)"),
     examples: int = typer.Option(256, "--examples", min=1, help="held-out examples per task"),
-    layer: Optional[int] = typer.Option(None, "--heatmap-layer", min=0, help="0-based layer of the heatmap (default L//2)"),
+    layer: Optional[int] = typer.Option(
+        None, "--heatmap-layer", min=0, help="0-based layer of the heatmap (default L//2)"
+    ),
     floor: float = typer.Option(0.25, "--floor", help="lowest keep ratio of the derived policy"),
     rows: str = typer.Option("all", "--rows", help="derive from all query rows (Eq. 2) or the task's targets"),
     export: Optional[Path] = typer.Option(None, "--export", help="write the derived policy file here"),

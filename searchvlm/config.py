@@ -88,13 +88,9 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _heads(self) -> "ModelConfig":
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size = {self.hidden_size} must be divisible by num_heads = {self.num_heads}"
-            )
+            raise ValueError(f"hidden_size = {self.hidden_size} must be divisible by num_heads = {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_heads = {self.num_heads} must be divisible by num_kv_heads = {self.num_kv_heads}"
-            )
+            raise ValueError(f"num_heads = {self.num_heads} must be divisible by num_kv_heads = {self.num_kv_heads}")
         return self
 
     @property
@@ -117,9 +113,7 @@ class DataConfig(_Strict):
     test_size: int = Field(397, ge=1, description="held-out test images (final scores)")
     image_size: int = Field(16, ge=4, le=64, description="shapes: image side in pixels")
     num_colors: int = Field(4, ge=2, le=8, description="shapes: palette colours (plus background)")
-    grid: int = Field(
-        2, ge=2, le=3, description="shapes: positions per side (2: quadrants, 3: 3x3 grid)"
-    )
+    grid: int = Field(2, ge=2, le=3, description="shapes: positions per side (2: quadrants, 3: 3x3 grid)")
     path: str | None = Field(None, description="tokens: path of the .npz or .parquet file")
     seed: int = Field(0, description="seed of the split and of generated data")
     task_images: Literal["shared", "disjoint"] = Field(
@@ -157,9 +151,7 @@ class SynergyConfig(_Strict):
     baseline: Literal["dense", "matched"] = Field(
         "dense", description="dense: cached dense single-task models; matched: same policy alone"
     )
-    fidelity: bool = Field(
-        False, description="also score sampled generations (final model) with a classifier"
-    )
+    fidelity: bool = Field(False, description="also score sampled generations (final model) with a classifier")
     at: Literal["best", "final"] = Field(
         "best",
         description="checkpoint scored per run and task: best (the evaluation round with the best "
@@ -193,8 +185,7 @@ class TrialConfig(_Strict):
     def _layers(self) -> "TrialConfig":
         if self.policy is not None and self.policy.num_layers != self.model.num_layers:
             raise ValueError(
-                f"policy.num_layers = {self.policy.num_layers} must equal "
-                f"model.num_layers = {self.model.num_layers}"
+                f"policy.num_layers = {self.policy.num_layers} must equal model.num_layers = {self.model.num_layers}"
             )
         return self
 

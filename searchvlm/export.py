@@ -73,8 +73,13 @@ def find_trial(rows: list[dict[str, Any]], trial: str | int, source: str | Path 
         raise ConfigError(source, "--trial", trial, f"no trial with this id or number ({known})")
     if row.get("status") != "ok":
         why = f" ({row['error']})" if row.get("error") else ""
-        raise ConfigError(source, "--trial", trial, f"trial {row.get('trial_id')} (number {row.get('number')}) "
-                          f"has status {row.get('status')!r}{why}; only finished trials (status ok) are exported")
+        raise ConfigError(
+            source,
+            "--trial",
+            trial,
+            f"trial {row.get('trial_id')} (number {row.get('number')}) "
+            f"has status {row.get('status')!r}{why}; only finished trials (status ok) are exported",
+        )
     return row
 
 
@@ -121,7 +126,9 @@ def _pick(rows: list[dict[str, Any]], rule: str, max_flops: float | None, min_sy
     if trial is None:
         return select(rows, rule, max_flops=max_flops, min_synergy=min_synergy, source=trials)
     if max_flops is not None or min_synergy is not None:
-        raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --max-flops/--min-synergy")
+        raise ConfigError(
+            COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --max-flops/--min-synergy"
+        )
     return find_trial(rows, trial, trials)
 
 
@@ -152,8 +159,14 @@ def build_policy_file(
         "policy": policy.model_dump(),
         "model": _model(meta, sweep_json),
         "objectives": {k: row.get(k) for k in OBJECTIVE_KEYS},
-        "provenance": _provenance(meta, row, None if trial is not None else rule, max_flops, min_synergy,
-                                  run / CONFIRMED_FILE if confirmed else None),
+        "provenance": _provenance(
+            meta,
+            row,
+            None if trial is not None else rule,
+            max_flops,
+            min_synergy,
+            run / CONFIRMED_FILE if confirmed else None,
+        ),
     }
     return validate(PolicyFile, data, f"{trials} (trial {row.get('trial_id')})")
 
@@ -166,7 +179,9 @@ def _check_target(out: Path, force: bool) -> None:
 
 
 def _exists(out: Path) -> ConfigError:
-    return ConfigError(COMMAND_LINE, "--output", str(out), "exists; pass --force to overwrite it, or choose another file")
+    return ConfigError(
+        COMMAND_LINE, "--output", str(out), "exists; pass --force to overwrite it, or choose another file"
+    )
 
 
 def _publish(tmp: str, out: Path, force: bool) -> None:
@@ -224,6 +239,4 @@ def export_policy(
     loads back with `searchvlm.load_policy`. Errors are `ConfigError`s naming the file.
     """
     _check_target(Path(out_path), force)  # before any work: the file you have is kept
-    return write_policy_file(
-        build_policy_file(run_dir, rule, max_flops, min_synergy, runs_dir, trial), out_path, force
-    )
+    return write_policy_file(build_policy_file(run_dir, rule, max_flops, min_synergy, runs_dir, trial), out_path, force)

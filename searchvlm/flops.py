@@ -64,9 +64,7 @@ class TaskLayout:
 
     def __post_init__(self) -> None:
         if not 0 <= self.num_image <= self.num_tokens:
-            raise ValueError(
-                f"TaskLayout.num_image = {self.num_image} must be in [0, num_tokens = {self.num_tokens}]"
-            )
+            raise ValueError(f"TaskLayout.num_image = {self.num_image} must be in [0, num_tokens = {self.num_tokens}]")
         if not 0 <= self.num_logit_positions <= self.num_tokens:
             raise ValueError(
                 f"TaskLayout.num_logit_positions = {self.num_logit_positions} must be in "
@@ -179,9 +177,7 @@ def _vocab_size(model: ModelConfig) -> int:
     return model.vocab.size
 
 
-def _task_flops(
-    model: ModelConfig, policy: ReductionPolicy, task: str, layout: TaskLayout, batch: int
-) -> TaskFlops:
+def _task_flops(model: ModelConfig, policy: ReductionPolicy, task: str, layout: TaskLayout, batch: int) -> TaskFlops:
     counts = layer_counts(policy.task(task), layout.num_tokens, layout.num_image)
     n_text = layout.num_tokens - layout.num_image
     layers = tuple(_layer_flops(c, model, batch, n_text) for c in counts)
@@ -191,9 +187,7 @@ def _task_flops(
 
 def _check(model: ModelConfig, policy: ReductionPolicy, layouts: Mapping[str, TaskLayout]) -> None:
     if policy.num_layers != model.num_layers:
-        raise ValueError(
-            f"policy.num_layers = {policy.num_layers} must equal model.num_layers = {model.num_layers}"
-        )
+        raise ValueError(f"policy.num_layers = {policy.num_layers} must equal model.num_layers = {model.num_layers}")
     bad = [t for t in layouts if t not in TASKS]
     if bad or not layouts:
         raise ValueError(f"layouts keys {list(layouts)} must be a non-empty subset of {TASKS}")

@@ -137,7 +137,9 @@ class Front:
         return f"{self._headline()}\n{self._shown().to_string(index=False)}"
 
     def _repr_html_(self) -> str:
-        return f"<p>{html.escape(self._headline())}</p>" + self._shown().to_html(index=False, float_format="{:.4f}".format)
+        return f"<p>{html.escape(self._headline())}</p>" + self._shown().to_html(
+            index=False, float_format="{:.4f}".format
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"sweep": self.sweep, "run_dir": str(self.run_dir), "counts": self.counts, "knee": self.knee,

@@ -68,10 +68,7 @@ def _canonical_task(tp: TaskPolicy, task: str) -> TaskPolicy:
 
 def _uses_seed(policy: ReductionPolicy) -> bool:
     """Rule 6: the seed matters only to a `random` selector that really selects."""
-    return any(
-        policy.task(t).selector == "random" and any(0.0 < k < 1.0 for k in policy.task(t).keep)
-        for t in TASKS
-    )
+    return any(policy.task(t).selector == "random" and any(0.0 < k < 1.0 for k in policy.task(t).keep) for t in TASKS)
 
 
 def _canonical_sharing(sharing: Sharing, num_layers: int) -> Sharing:

@@ -253,9 +253,7 @@ def default_ref(rows: Sequence[Row]) -> tuple[float, float]:
 def _check_ref(ref: Sequence[float]) -> tuple[float, float]:
     vals = tuple(float(v) for v in ref)
     if len(vals) != 2 or not all(math.isfinite(v) for v in vals):
-        raise ConfigError(
-            None, "ref", ref, "must be two finite numbers (flops_ratio, synergy_gain)"
-        )
+        raise ConfigError(None, "ref", ref, "must be two finite numbers (flops_ratio, synergy_gain)")
     return vals  # type: ignore[return-value]
 
 
@@ -266,9 +264,7 @@ def _hv(points: np.ndarray, ref_min: np.ndarray) -> float:
     return float(moocore.hypervolume(pts, ref=ref_min))
 
 
-def hypervolume(
-    rows: Sequence[Row], ref: Sequence[float] | None = None
-) -> tuple[float, tuple[float, float]]:
+def hypervolume(rows: Sequence[Row], ref: Sequence[float] | None = None) -> tuple[float, tuple[float, float]]:
     """Hypervolume of the valid trials (flops_ratio x synergy_gain area) and the reference.
 
     `ref` is `(flops_ratio, synergy_gain)` in natural units; default `default_ref(rows)`.
@@ -279,9 +275,7 @@ def hypervolume(
     return _hv(objectives(rows), ref_min), ref_nat
 
 
-def hypervolume_history(
-    rows: Sequence[Row], ref: Sequence[float] | None = None
-) -> list[tuple[int, float]]:
+def hypervolume_history(rows: Sequence[Row], ref: Sequence[float] | None = None) -> list[tuple[int, float]]:
     """`(number, hypervolume)` after each trial, in trial `number` order.
 
     One fixed reference for the whole history (default: `default_ref` over ALL rows), so
@@ -381,9 +375,7 @@ def _constraint_text(max_flops: float | None, min_synergy: float | None) -> str:
     return " and ".join(parts)
 
 
-def _infeasible(
-    rows: Sequence[Row], max_flops: float | None, min_synergy: float | None, source: Any
-) -> ConfigError:
+def _infeasible(rows: Sequence[Row], max_flops: float | None, min_synergy: float | None, source: Any) -> ConfigError:
     c = _closest(rows, max_flops, min_synergy)
     key = (
         "--max-flops"
@@ -392,13 +384,7 @@ def _infeasible(
         if max_flops is None
         else ("--max-flops/--min-synergy")
     )
-    value = (
-        max_flops
-        if min_synergy is None
-        else min_synergy
-        if max_flops is None
-        else ([max_flops, min_synergy])
-    )
+    value = max_flops if min_synergy is None else min_synergy if max_flops is None else ([max_flops, min_synergy])
     return ConfigError(
         source,
         key,

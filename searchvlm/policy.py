@@ -108,9 +108,7 @@ class ReductionPolicy(Frozen):
         for task in TASKS:
             tp: TaskPolicy = getattr(self, task)
             if len(tp.keep) != self.num_layers:
-                raise ValueError(
-                    f"{task}.keep has {len(tp.keep)} entries but num_layers = {self.num_layers}"
-                )
+                raise ValueError(f"{task}.keep has {len(tp.keep)} entries but num_layers = {self.num_layers}")
         if self.generation.selector in PROMPT_SELECTORS and not self.generation.is_dense:
             raise ValueError(generation_selector_error(self.generation.selector))
         if self.generation.mode == "drop" and not self.generation.is_dense:
@@ -125,12 +123,9 @@ class ReductionPolicy(Frozen):
                 "(dropped tokens never come back)"
             )
         if self.tie_schedules and (
-            self.understanding.keep != self.generation.keep
-            or self.understanding.mode != self.generation.mode
+            self.understanding.keep != self.generation.keep or self.understanding.mode != self.generation.mode
         ):
-            raise ValueError(
-                "tie_schedules = true needs identical understanding/generation keep and mode"
-            )
+            raise ValueError("tie_schedules = true needs identical understanding/generation keep and mode")
         if self.sharing.scope is not None:
             bad = [i for i in self.sharing.scope if not 0 <= i < self.num_layers]
             if bad:
@@ -166,9 +161,7 @@ class ReductionPolicy(Frozen):
                 out[f"{short}.keep.{i}"] = round(k, 6)
         out["sharing.qkv"] = self.sharing.qkv
         out["sharing.mlp"] = self.sharing.mlp
-        out["sharing.scope"] = "all" if self.sharing.scope is None else ",".join(
-            map(str, self.sharing.scope)
-        )
+        out["sharing.scope"] = "all" if self.sharing.scope is None else ",".join(map(str, self.sharing.scope))
         out["tie_schedules"] = self.tie_schedules
         return out
 
@@ -199,9 +192,7 @@ class PolicyFile(Frozen):
     def _layers_match(self) -> "PolicyFile":
         n = self.model.get("num_layers")
         if n is not None and n != self.policy.num_layers:
-            raise ValueError(
-                f"model.num_layers = {n} but policy.num_layers = {self.policy.num_layers}"
-            )
+            raise ValueError(f"model.num_layers = {n} but policy.num_layers = {self.policy.num_layers}")
         return self
 
     def dump(self) -> str:
@@ -223,11 +214,8 @@ def load_policy(path: str | Path, num_layers: int | None = None) -> ReductionPol
     else:
         policy = validate(ReductionPolicy, data, path)
     if num_layers is not None and num_layers != policy.num_layers:
-        raise ConfigError(
-            path, "policy.num_layers", policy.num_layers, f"the target model has {num_layers} layers"
-        )
+        raise ConfigError(path, "policy.num_layers", policy.num_layers, f"the target model has {num_layers} layers")
     return policy
-
 
 
 # names that moved out of this module, importable from here as before

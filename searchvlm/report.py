@@ -31,12 +31,30 @@ from typing import Any
 
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import (
-    Row, finite_number, front, hypervolume, hypervolume_history, is_valid, knee, near_front, per_seed,
-    pooled_seed_sd, ties,
+    Row,
+    finite_number,
+    front,
+    hypervolume,
+    hypervolume_history,
+    is_valid,
+    knee,
+    near_front,
+    per_seed,
+    pooled_seed_sd,
+    ties,
 )
 from searchvlm.results import (
-    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, ranking_rows, read_confirmed, read_meta, read_trials,
-    resolve_run_dir, sweep_tracking_uri, with_confirmed,
+    CONFIRMED_FILE,
+    OBJECTIVE_COLUMNS,
+    SWEEP_FILE,
+    TRIALS_FILE,
+    ranking_rows,
+    read_confirmed,
+    read_meta,
+    read_trials,
+    resolve_run_dir,
+    sweep_tracking_uri,
+    with_confirmed,
 )
 
 log = logging.getLogger(__name__)
@@ -149,9 +167,7 @@ def _counts(rows: Sequence[Row]) -> dict[str, int]:
     out = {"ok": 0, "failed": 0, "pruned": 0, "incomplete": 0}
     for r in rows:
         status = r.get("status")
-        out[
-            "ok" if is_valid(r) else status if status in ("failed", "pruned") else "incomplete"
-        ] += 1
+        out["ok" if is_valid(r) else status if status in ("failed", "pruned") else "incomplete"] += 1
     return out
 
 
@@ -367,9 +383,7 @@ def _label_presets(ax: Any, rows: Sequence[Row], band: tuple[float, float]) -> N
     if not named:
         return
     x, y = _xy(named, band)
-    ax.scatter(
-        x, y, s=90, facecolors="none", edgecolors="C3", lw=1, zorder=4, label="literature preset"
-    )
+    ax.scatter(x, y, s=90, facecolors="none", edgecolors="C3", lw=1, zorder=4, label="literature preset")
     for r, xi, yi in zip(named, x, y):
         ax.annotate(
             str(r["preset"]),
@@ -394,9 +408,7 @@ def _front_png(
     _draw_trials(ax, g, band)
     _label_presets(ax, rows, band)
     _mark_knee(ax, g, band)
-    ax.scatter(
-        [ref[0]], [ref[1]], marker="*", s=80, color="C1", label="hypervolume reference", zorder=3
-    )
+    ax.scatter([ref[0]], [ref[1]], marker="*", s=80, color="C1", label="hypervolume reference", zorder=3)
     ax.set_xlabel("training FLOPs ratio (lower is better)")
     ax.set_ylabel("synergy gain (higher is better)")
     ax.set_title(f"{name}: {len(g['front'])} on the front of {len(rows)} {_what(rows)}, HV {hv:.4g}")
@@ -587,9 +599,7 @@ def _importance_png(imp: dict[str, float], path: Path, title: str) -> Path:
     return path
 
 
-def importance_plots(
-    run_dir: str | Path, out_dir: str | Path, study_name: str
-) -> tuple[dict[str, Path], str | None]:
+def importance_plots(run_dir: str | Path, out_dir: str | Path, study_name: str) -> tuple[dict[str, Path], str | None]:
     """PED-ANOVA importance per objective of `runs/<sweep>/optuna.db` as PNG bar charts.
 
     Returns `({"importance_<metric>": path}, None)`, or `({}, reason)` when the study is
@@ -608,10 +618,7 @@ def importance_plots(
 
     n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if n < MIN_IMPORTANCE_TRIALS:
-        return {}, (
-            f"study {study_name!r} has {n} complete trials (< {MIN_IMPORTANCE_TRIALS}); "
-            "importance skipped"
-        )
+        return {}, (f"study {study_name!r} has {n} complete trials (< {MIN_IMPORTANCE_TRIALS}); importance skipped")
     names = _metric_names(study, Path(run_dir))
     evaluator = PedAnovaImportanceEvaluator(target_quantile=min(0.5, max(0.1, 5 / n)))
     out: dict[str, Path] = {}
@@ -619,9 +626,7 @@ def importance_plots(
         sign = 1.0 if direction == StudyDirection.MINIMIZE else -1.0
         with warnings.catch_warnings():  # Optuna warns that `target` is minimised: ours is signed
             warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
-            imp = get_param_importances(
-                study, evaluator=evaluator, target=lambda t, i=i, s=sign: s * t.values[i]
-            )
+            imp = get_param_importances(study, evaluator=evaluator, target=lambda t, i=i, s=sign: s * t.values[i])
         if imp:
             path = Path(out_dir) / f"importance_{_slug(metric)}.png"
             out[f"importance_{_slug(metric)}"] = _importance_png(

@@ -27,10 +27,28 @@ from searchvlm.presets import PRESETS, REGISTRY, preset
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
 # table3.csv's columns in the study's Table 3 order (a file format, not TrialResult's field
 # order; the `*_vs_dense_stderr` and `p_holm` columns are this table's own)
-COLUMNS = ("model", "preset", "status", "und_acc", "gen_nll", "gen_fidelity", "flops_ratio",
-           "und_gain", "und_gain_stderr", "gen_gain", "gen_gain_stderr", "synergy_gain", "synergy_gain_stderr",
-           "und_gain_vs_dense", "und_gain_vs_dense_stderr", "gen_gain_vs_dense", "gen_gain_vs_dense_stderr",
-           "synergy_vs_dense", "synergy_vs_dense_stderr", "p_holm")
+COLUMNS = (
+    "model",
+    "preset",
+    "status",
+    "und_acc",
+    "gen_nll",
+    "gen_fidelity",
+    "flops_ratio",
+    "und_gain",
+    "und_gain_stderr",
+    "gen_gain",
+    "gen_gain_stderr",
+    "synergy_gain",
+    "synergy_gain_stderr",
+    "und_gain_vs_dense",
+    "und_gain_vs_dense_stderr",
+    "gen_gain_vs_dense",
+    "gen_gain_vs_dense_stderr",
+    "synergy_vs_dense",
+    "synergy_vs_dense_stderr",
+    "p_holm",
+)
 ALPHA = 0.05
 
 
@@ -40,8 +58,10 @@ class Table3:
     files: dict[str, Path] = field(default_factory=dict)  # md, csv, json: where `reproduce` wrote it
 
     def markdown(self) -> str:
-        head = ("| model | U: accuracy | G: NLL ↓ | G: fidelity | FLOPs | g_U | g_G | synergy | "
-                "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) |")
+        head = (
+            "| model | U: accuracy | G: NLL ↓ | G: fidelity | FLOPs | g_U | g_G | synergy | "
+            "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) |"
+        )
         lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(
@@ -126,10 +146,21 @@ def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
 
 def _isolated_rows(first: TrialResult) -> list[dict]:
     """U-only and G-only rows come from the (cached) isolated baselines of any trial."""
-    u = {"model": "U-only (isolated)", "preset": "isolated", "status": first.status,
-         "und_acc": first.und_acc_iso, "flops_ratio": 1.0}
-    g = {"model": "G-only (isolated)", "preset": "isolated", "status": first.status,
-         "gen_nll": first.gen_nll_iso, "gen_fidelity": first.gen_fidelity_iso, "flops_ratio": 1.0}
+    u = {
+        "model": "U-only (isolated)",
+        "preset": "isolated",
+        "status": first.status,
+        "und_acc": first.und_acc_iso,
+        "flops_ratio": 1.0,
+    }
+    g = {
+        "model": "G-only (isolated)",
+        "preset": "isolated",
+        "status": first.status,
+        "gen_nll": first.gen_nll_iso,
+        "gen_fidelity": first.gen_fidelity_iso,
+        "flops_ratio": 1.0,
+    }
     return [{c: r.get(c) for c in COLUMNS} for r in (u, g)]
 
 
@@ -165,9 +196,9 @@ def reproduce(
     table.files = {"md": out / "table3.md", "csv": out / "table3.csv", "json": out / "table3.json"}
     table.files["md"].write_text(table.markdown())
     table.files["csv"].write_text(table.csv())
-    table.files["json"].write_text(json.dumps(
-        {name: r.model_dump(mode="json", exclude={"policy"}) for name, r in results.items()}, indent=1
-    ))
+    table.files["json"].write_text(
+        json.dumps({name: r.model_dump(mode="json", exclude={"policy"}) for name, r in results.items()}, indent=1)
+    )
     return table
 
 

@@ -184,8 +184,13 @@ def resolve_run_dir(run: str | Path, runs_dir: str | Path = "runs") -> Path:
     q = Path(runs_dir) / str(run)
     if q.exists():
         return q
-    raise ConfigError(runs_dir, "RUN", str(run), f"no sweep of this name here ({_sweeps_in(Path(runs_dir))}), "
-                      f"and {p} is not a sweep directory; pass a sweep name or folder (and --runs-dir)")
+    raise ConfigError(
+        runs_dir,
+        "RUN",
+        str(run),
+        f"no sweep of this name here ({_sweeps_in(Path(runs_dir))}), "
+        f"and {p} is not a sweep directory; pass a sweep name or folder (and --runs-dir)",
+    )
 
 
 def _sweeps_in(runs_dir: Path) -> str:
@@ -216,7 +221,9 @@ def read_confirmed(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return _read_table(path, ("trial_id", "number", "status", "seeds", "synergy_gain"), CONFIRM_COLUMNS, _parse_confirmed)
+    return _read_table(
+        path, ("trial_id", "number", "status", "seeds", "synergy_gain"), CONFIRM_COLUMNS, _parse_confirmed
+    )
 
 
 def _parse_confirmed(column: str, text: str) -> Any:

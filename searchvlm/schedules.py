@@ -301,9 +301,7 @@ class PerLayerSchedule(Schedule):
     params `<task>.per_layer.keep.<i>`)."""
 
     kind: Literal["per_layer"] = Field("per_layer", description="schedule kind")
-    keep: Annotated[list[Ratio], PerLayer(step=0.25)] = Field(
-        description="keep ratio of image tokens, one per layer"
-    )
+    keep: Annotated[list[Ratio], PerLayer(step=0.25)] = Field(description="keep ratio of image tokens, one per layer")
 
     def ratios(self, num_layers: int) -> list[float]:
         return list(self.keep)
@@ -346,8 +344,10 @@ def compile_policy(
     """Compile per-task schedules into the explicit policy (each schedule once)."""
     und = understanding.compile(num_layers)
     tied = isinstance(generation, Tied)
-    gen = TaskPolicy(keep=und.keep, mode=und.mode, selector=generation.selector) if tied else (
-        generation.compile(num_layers)
+    gen = (
+        TaskPolicy(keep=und.keep, mode=und.mode, selector=generation.selector)
+        if tied
+        else (generation.compile(num_layers))
     )
     return ReductionPolicy(
         num_layers=num_layers,

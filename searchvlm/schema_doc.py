@@ -305,9 +305,11 @@ def space_reference() -> str:
     """The Markdown YAML reference of a search space (the text of `docs/space.md`)."""
     sections, _ = _sections(SearchSpace)
     (dist,), _ = _sections(Dist, prefix="<dist>")
-    dist.title += (" Every schedule parameter in `policy.*.schedules[...]` is one, written as a "
-                   "scalar (`ratio: 0.5`), a list (`k: [1, 2, 3]`) or a mapping with `type` "
-                   "(`floor: {type: float, low: 0.1, high: 0.9}`).")
+    dist.title += (
+        " Every schedule parameter in `policy.*.schedules[...]` is one, written as a "
+        "scalar (`ratio: 0.5`), a list (`k: [1, 2, 3]`) or a mapping with `type` "
+        "(`floor: {type: float, low: 0.1, high: 0.9}`)."
+    )
     lines = [_SPACE_INTRO, *_render(sections, 2, "Top level")]
     lines += ["", "## dist: one searched number", "", dist.title, "", *_table(dist.rows)]
     return "\n".join(lines) + "\n" + _SPACE_RULES

@@ -73,9 +73,7 @@ class SchedulerSpace(_Strict):
 
     kind: Literal["none", "mo_asha"] = Field("none", description="none | mo_asha")
     reduction_factor: float = Field(3.0, gt=1, description="η: keep the top 1/η at each rung")
-    grace_steps: int | None = Field(
-        None, ge=1, description="first rung (training steps); None: training.eval_every"
-    )
+    grace_steps: int | None = Field(None, ge=1, description="first rung (training steps); None: training.eval_every")
     max_steps: int | None = Field(None, ge=1, description="last step; None: training.steps")
 
 
@@ -91,8 +89,9 @@ class SearchSettings(_Strict):
     """How the sweep searches."""
 
     sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = Field(
-        "gp", description="Optuna sampler: gp | tpe | nsga2 | random | grid (gp: the best of them on the tabular "
-        "replay benchmark, 1.17x random's hypervolume at 16 trials; see the README's Performance section)"
+        "gp",
+        description="Optuna sampler: gp | tpe | nsga2 | random | grid (gp: the best of them on the tabular "
+        "replay benchmark, 1.17x random's hypervolume at 16 trials; see the README's Performance section)",
     )
     samples: int = Field(8, ge=1, description="trials in the sweep (presets included)")
     concurrency: int = Field(2, ge=1, description="trials running at once")

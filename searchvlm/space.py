@@ -46,7 +46,13 @@ from searchvlm.policy import (
 )
 from searchvlm.presets import PRESETS, preset
 from searchvlm.search import (  # noqa: F401 - re-exported: the search settings were defined here
-    METRICS, ConfirmSettings, Constraint, ConstraintText, Objective, SchedulerSpace, SearchSettings,
+    METRICS,
+    ConfirmSettings,
+    Constraint,
+    ConstraintText,
+    Objective,
+    SchedulerSpace,
+    SearchSettings,
 )
 from searchvlm.schedules import (
     SCHEDULES,
@@ -93,9 +99,7 @@ class SupportsSuggest(Protocol):
 class Dist(_Strict):
     """One searchable number. YAML shorthand: a scalar is a constant, a list is categorical."""
 
-    type: Literal["float", "int", "categorical", "const"] = Field(
-        description="float | int | categorical | const"
-    )
+    type: Literal["float", "int", "categorical", "const"] = Field(description="float | int | categorical | const")
     low: float | None = Field(None, description="float/int: lower bound (inclusive)")
     high: float | None = Field(None, description="float/int: upper bound (inclusive)")
     step: float | None = Field(None, gt=0, description="float/int: grid step (None: continuous)")
@@ -121,9 +125,7 @@ class Dist(_Strict):
                 raise ValueError(f"low = {self.low} must be <= high = {self.high}")
             if self.log and (self.low <= 0 or self.step is not None):
                 raise ValueError("log = true needs low > 0 and no step")
-        if self.type == "int" and any(
-            v is not None and float(v) != int(v) for v in (self.low, self.high, self.step)
-        ):
+        if self.type == "int" and any(v is not None and float(v) != int(v) for v in (self.low, self.high, self.step)):
             raise ValueError("type = 'int' needs integer low, high and step")
         if self.type == "categorical" and not self.choices:
             raise ValueError("type = 'categorical' needs a non-empty choices list")
@@ -274,9 +276,7 @@ class TaskSpace(_Strict):
     """A task's policy dimensions: mode and selector choices, candidate schedules."""
 
     mode: list[Mode] = Field(default_factory=lambda: ["skip"], description="mode choices")
-    selector: list[Selector] = Field(
-        default_factory=lambda: ["stride"], description="selector choices"
-    )
+    selector: list[Selector] = Field(default_factory=lambda: ["stride"], description="selector choices")
     schedules: list[SerializeAsAny[ScheduleSpace]] = Field(
         default_factory=lambda: [space_of(CosineSchedule)(floor=_const(1.0))],
         min_length=1,
@@ -288,7 +288,6 @@ class TaskSpace(_Strict):
     @classmethod
     def _one(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
-
 
 
 class SharingSpace(_Strict):
@@ -394,7 +393,8 @@ class SearchSpace(_Strict):
         default_factory=list, description=f"presets enqueued first (warm-start points): {', '.join(PRESETS)}"
     )
     calibration: ProxyCalibration | None = Field(
-        None, description="the dense policy's measured synergy on this proxy (warns a sweep when absent or not positive)"
+        None,
+        description="the dense policy's measured synergy on this proxy (warns a sweep when absent or not positive)",
     )
 
     def synergy_warning(self) -> str | None:
@@ -665,7 +665,9 @@ def preset_policy(space: SearchSpace, name: str) -> ReductionPolicy:
     return preset(name, space.model.num_layers)
 
 
-def trial_policy(space: SearchSpace, preset: str | None = None, policy_file: str | Path | None = None) -> ReductionPolicy:
+def trial_policy(
+    space: SearchSpace, preset: str | None = None, policy_file: str | Path | None = None
+) -> ReductionPolicy:
     """The policy one trial on `space` trains under: exactly one of the preset `preset`
     (`--preset`) or the policy file `policy_file` (`--policy`), at the space's model depth."""
     if (preset is None) == (policy_file is None):

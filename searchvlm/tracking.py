@@ -188,7 +188,7 @@ class Tracker:
 
     def _on_run(self, run_id: str, method: str, *args: Any, **kw: Any) -> Any:
         """Call `client.<method>(run_id, ...)`, resolving a child created while buffered."""
-        real = self._children.get(run_id[len(PENDING):], run_id) if run_id.startswith(PENDING) else run_id
+        real = self._children.get(run_id[len(PENDING) :], run_id) if run_id.startswith(PENDING) else run_id
         return getattr(self.client, method)(real, *args, **kw)
 
     # ---- children
@@ -394,7 +394,12 @@ def log_table(uri: str, runs_dir: str | Path, name: str, files: list[Path], rows
     """One run holding a side-by-side table (`reproduce`): files as artifacts, one metric
     per row and column (`<preset>.<column>`). Returns the run id."""
     tracker = Tracker(uri, runs_dir)
-    run = retry(tracker.client.create_run, tracker.experiment_id, tags={MLFLOW_RUN_NAME: name, "kind": "reproduce"}, run_name=name)
+    run = retry(
+        tracker.client.create_run,
+        tracker.experiment_id,
+        tags={MLFLOW_RUN_NAME: name, "kind": "reproduce"},
+        run_name=name,
+    )
     run_id = run.info.run_id
     now = int(time.time() * 1000)
     metrics = [Metric(f"{r['preset'] if r['preset'] != 'isolated' else r['model'].split()[0]}.{k}", float(v), now, 0)

@@ -90,8 +90,7 @@ class Run:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
         self.train = {t: _to(data.split("train", t), device) for t in spec.tasks}
         self.samplers = {
-            t: _Sampler(len(self.train[t]), cfg.batch_size, spec.seed * 7919 + _TASK_SALT[t])
-            for t in spec.tasks
+            t: _Sampler(len(self.train[t]), cfg.batch_size, spec.seed * 7919 + _TASK_SALT[t]) for t in spec.tasks
         }
 
     def train_until(self, step: int) -> float:
@@ -110,9 +109,7 @@ class Run:
             batch = self.train[task].batch(self.samplers[task].next())
             out = self.model(batch.input_ids, segments=batch.segments, task=task, labels=batch.labels)
             if not torch.isfinite(out.loss):
-                raise TrainingDiverged(
-                    f"non-finite {task} loss ({out.loss.item()}) at step {self.step}"
-                )
+                raise TrainingDiverged(f"non-finite {task} loss ({out.loss.item()}) at step {self.step}")
             term = cfg.loss_weights.get(task, 1.0) * out.loss
             total = term if total is None else total + term
         self.opt.zero_grad(set_to_none=True)
@@ -122,7 +119,9 @@ class Run:
         self.sched.step()
         return float(total.detach())
 
-    def scores(self, data: UnifiedData, split: str, metrics: tuple[str, ...] = ("und_acc", "gen_nll")) -> dict[str, Score]:
+    def scores(
+        self, data: UnifiedData, split: str, metrics: tuple[str, ...] = ("und_acc", "gen_nll")
+    ) -> dict[str, Score]:
         """`und_acc` and/or `gen_nll` (those of `metrics` this run trains) with their
         evaluation-set standard errors."""
         out: dict[str, Score] = {}
@@ -130,7 +129,9 @@ class Run:
             hits = understanding_hits(self.model, _to(data.split(split, "understanding"), self.device))
             out["und_acc"] = Score.of(hits.float())
         if "generation" in self.spec.tasks and "gen_nll" in metrics:
-            out["gen_nll"] = Score.of(generation_example_nll(self.model, _to(data.split(split, "generation"), self.device)))
+            out["gen_nll"] = Score.of(
+                generation_example_nll(self.model, _to(data.split(split, "generation"), self.device))
+            )
         return out
 
 

@@ -39,9 +39,7 @@ class _Tracker:
     seconds: float = 0.0
 
 
-def run_trial(
-    config: TrialConfig, report: Report | None = None, progress: Progress | None = None
-) -> TrialResult:
+def run_trial(config: TrialConfig, report: Report | None = None, progress: Progress | None = None) -> TrialResult:
     """Train, evaluate and score one policy; never raises (failures come back as results)."""
     tracker = _Tracker()
     try:
@@ -148,8 +146,13 @@ def _test_picks(run: Run, record: RunRecord, states: dict, data: UnifiedData) ->
 
 
 def _references(
-    config: TrialConfig, data: UnifiedData, model_cfg: ModelConfig, policy: ReductionPolicy, seed: int,
-    device: torch.device, progress: Progress | None,
+    config: TrialConfig,
+    data: UnifiedData,
+    model_cfg: ModelConfig,
+    policy: ReductionPolicy,
+    seed: int,
+    device: torch.device,
+    progress: Progress | None,
 ) -> dict[str, RunRecord]:
     """The cached runs one seed is compared with: each task alone, and (`synergy.vs_dense`)
     the dense joint model."""
@@ -168,8 +171,14 @@ def _references(
 
 
 def _train_reference(
-    config: TrialConfig, data: UnifiedData, model_cfg: ModelConfig, policy: ReductionPolicy, tasks: tuple[str, ...],
-    seed: int, device: torch.device, progress: Progress | None,
+    config: TrialConfig,
+    data: UnifiedData,
+    model_cfg: ModelConfig,
+    policy: ReductionPolicy,
+    tasks: tuple[str, ...],
+    seed: int,
+    device: torch.device,
+    progress: Progress | None,
 ) -> RunRecord:
     run = Run(RunSpec(model_cfg, policy, config.training, tasks, seed), data, device)
     record = RunRecord(tasks, seed)
@@ -241,8 +250,13 @@ def _gains(joint: RunRecord, base: dict[str, RunRecord], at: str, how: Aggregate
 
 
 def _final(
-    config: TrialConfig, records: list[RunRecord], refs: Refs, policy: ReductionPolicy, flops_ratio: float,
-    seconds: float, steps: int,
+    config: TrialConfig,
+    records: list[RunRecord],
+    refs: Refs,
+    policy: ReductionPolicy,
+    flops_ratio: float,
+    seconds: float,
+    steps: int,
 ) -> TrialResult:
     per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
     for record in records:
@@ -276,7 +290,11 @@ def _stderr_of(per_seed: list[dict], key: str) -> float | None:
 
 
 def _aggregate(
-    per_seed: list[dict], config: TrialConfig, policy: ReductionPolicy, flops_ratio: float, seconds: float,
+    per_seed: list[dict],
+    config: TrialConfig,
+    policy: ReductionPolicy,
+    flops_ratio: float,
+    seconds: float,
     steps: int,
 ) -> TrialResult:
     """The trial's result: `SEED_MEANS` averaged over the per-seed records, the standard

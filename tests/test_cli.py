@@ -315,16 +315,19 @@ def test_print_config_applies_samples_on_sweep() -> None:
 @pytest.mark.parametrize(
     ("sets", "needles"),
     [
-        (["training.stepz=7"],
-         ["error: command line: --set training.stepz = 7: Extra inputs are not permitted"]),
-        (["training.steps=-1"],
-         ["command line: --set training.steps = -1: Input should be greater than or equal to 1"]),
+        (["training.stepz=7"], ["error: command line: --set training.stepz = 7: Extra inputs are not permitted"]),
+        (
+            ["training.steps=-1"],
+            ["command line: --set training.steps = -1: Input should be greater than or equal to 1"],
+        ),
         (["search.samples=abc", "seeds=[]"], ["--set search.samples = 'abc'", "--set seeds = []"]),
         (["nokey"], ["command line: --set = 'nokey': expected key.path=value"]),
         (["model.num_layers.x=2"], ["--set model.num_layers.x = 2: model.num_layers holds a int value"]),
         (["training.lr=.nan"], ["--set training.lr = nan: must be a finite number"]),
-        (["search.scheduler={kind: mo_asha, grace_steps: 900}"],
-         ["--set search.scheduler.grace_steps = 900: must be <"]),
+        (
+            ["search.scheduler={kind: mo_asha, grace_steps: 900}"],
+            ["--set search.scheduler.grace_steps = 900: must be <"],
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["trial", "sweep", "reproduce"])

@@ -238,8 +238,11 @@ def test_negative_numbers_are_refused_before_any_work(param: Param, tmp_path: Pa
     assert_refused(res, param.name, "-1")
 
 
-EMPTY = [p for p in _options("text", "list")
-         if p.name not in EMPTY_MEANS_DEFAULT and (p.command, p.name) not in CHECKED_BY_WORK]
+EMPTY = [
+    p
+    for p in _options("text", "list")
+    if p.name not in EMPTY_MEANS_DEFAULT and (p.command, p.name) not in CHECKED_BY_WORK
+]
 
 
 @pytest.mark.parametrize("param", EMPTY, ids=str)

@@ -57,7 +57,7 @@ def test_seeds_must_be_fresh_and_match_earlier_rows(tmp_path: Path) -> None:
     run = make_sweep(tmp_path)
     with pytest.raises(ConfigError, match=r"--seeds.*trained the sweep itself"):
         run_confirm(run, seeds=[0, 5])
-    (run / CONFIRMED_FILE).write_text("trial_id,number,status,seeds,synergy_gain\nt1,1,ok,\"[7, 8]\",0.1\n")
+    (run / CONFIRMED_FILE).write_text('trial_id,number,status,seeds,synergy_gain\nt1,1,ok,"[7, 8]",0.1\n')
     with pytest.raises(ConfigError, match=r"confirmed.csv.*other seeds than \[1, 2\].*--seeds 7,8"):
         run_confirm(run, seeds=SEEDS)
 

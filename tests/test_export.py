@@ -34,9 +34,7 @@ def run(tmp_path: Path) -> Path:
         ("min-flops", {"min_synergy": 0.0}, "t2", "hmgen"),
     ],
 )
-def test_export_rules(
-    run: Path, tmp_path: Path, rule: str, kwargs: dict, trial: str, name: str
-) -> None:
+def test_export_rules(run: Path, tmp_path: Path, rule: str, kwargs: dict, trial: str, name: str) -> None:
     out = export_policy(run, rule, out_path=tmp_path / "out" / "policy.json", **kwargs)
     data = json.loads(out.read_text())
     assert set(data) == {"schema", "policy", "model", "objectives", "provenance"}

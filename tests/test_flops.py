@@ -71,7 +71,7 @@ def _lowered(tp: TaskPolicy, layer: int, factor: float) -> TaskPolicy:
     keep = list(tp.keep)
     keep[layer] *= factor
     if tp.mode == "drop":  # keep the schedule non-increasing
-        keep = keep[:layer + 1] + [min(k, keep[layer]) for k in keep[layer + 1:]]
+        keep = keep[: layer + 1] + [min(k, keep[layer]) for k in keep[layer + 1 :]]
     return tp.model_copy(update={"keep": keep})
 
 

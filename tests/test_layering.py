@@ -191,8 +191,13 @@ def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
            [("searchvlm.sweep", pkg / "__init__.py"), ("searchvlm.sweep._driver", pkg / "_driver.py")]}  # fmt: skip
     assert got == {
         "searchvlm.sweep": ["searchvlm.sweep._driver", "searchvlm.sweep._driver.run"],
-        "searchvlm.sweep._driver": ["mlflow.tracking", "searchvlm", "searchvlm.cli", "searchvlm.sweep",
-                                    "searchvlm.sweep._keys"],
+        "searchvlm.sweep._driver": [
+            "mlflow.tracking",
+            "searchvlm",
+            "searchvlm.cli",
+            "searchvlm.sweep",
+            "searchvlm.sweep._keys",
+        ],
     }
     assert _layer("searchvlm.sweep._driver") == 4 and _layer("searchvlm.model._family") == 2
     assert _layer("numpy") is None and _layer("searchvlm.unlisted") is None and _layer("searchvlm") == 0
@@ -205,8 +210,17 @@ LIGHT_MODULES = (
     "searchvlm.errors", "searchvlm.schema_doc", "searchvlm.flops", "searchvlm.synergy", "searchvlm.pareto",
     "searchvlm.export", "searchvlm.report",
 )  # fmt: skip
-FACADE_NAMES = ("load_trials", "load_front", "list_runs", "compare_runs", "remove_run", "load_space", "validate_file",
-                "pareto_report", "export_policy")  # resolved lazily
+FACADE_NAMES = (
+    "load_trials",
+    "load_front",
+    "list_runs",
+    "compare_runs",
+    "remove_run",
+    "load_space",
+    "validate_file",
+    "pareto_report",
+    "export_policy",
+)  # resolved lazily
 NOT_LOADED = ("torch", "ray", "mlflow", "optuna", "pandas", "matplotlib", "plotly")
 
 

@@ -182,9 +182,7 @@ def test_select_infeasible_names_closest_trial() -> None:
     assert "closest is trial t1" in text
     with pytest.raises(ConfigError, match="closest is trial t3"):
         select(TABLE, "min-flops", min_synergy=0.5)
-    with pytest.raises(
-        ConfigError, match=r"flops_ratio <= 0.35 and synergy_gain >= 0.05.*trial t(1|2)"
-    ):
+    with pytest.raises(ConfigError, match=r"flops_ratio <= 0.35 and synergy_gain >= 0.05.*trial t(1|2)"):
         select(TABLE, "knee", max_flops=0.35, min_synergy=0.05)
 
 

@@ -244,10 +244,7 @@ def test_front_table(run: Path) -> None:
     assert [r["knee"] for r in table] == ["", "*", ""]
     assert table[0]["preset"] == "himix" and table[0]["FLOPs ratio"] == "0.240"
     assert "query_drop" in table[0]["policy"] and "0×3" in table[0]["policy"]
-    assert (
-        policy_summary("") == "(no policy recorded)"
-        and policy_summary("{") == "(unreadable policy)"
-    )
+    assert policy_summary("") == "(no policy recorded)" and policy_summary("{") == "(unreadable policy)"
 
 
 def _make_study(db: Path, name: str, n: int, named: bool = True) -> None:

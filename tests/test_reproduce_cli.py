@@ -66,7 +66,7 @@ def test_trial_cli_json(space_file: Path, tmp_path: Path) -> None:
         app, ["trial", str(space_file), "--preset", "himix", "--json", "--cache-dir", str(tmp_path / "c")]
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout[result.stdout.index("{"):])
+    payload = json.loads(result.stdout[result.stdout.index("{") :])
     assert payload["status"] == "ok" and payload["policy"]["name"] == "himix"
     assert 0 < payload["flops_ratio"] < 1
 

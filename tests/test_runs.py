@@ -193,6 +193,7 @@ def test_compare_command(runs: Path) -> None:
     res = cli("compare", "s1", "s2", "--runs-dir", str(runs))
     assert res.exit_code == 0, res.output
     text = res.output
+
     def row(name: str) -> list[str]:
         line = next(ln for ln in text.splitlines() if f"│ {name} " in ln)
         return [c.strip() for c in line.strip("│ ").split("│")]

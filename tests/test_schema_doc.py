@@ -95,7 +95,7 @@ def test_types_defaults_and_allowed_values() -> None:
     rows = {line.split(" | ")[0][3:-1]: line for line in lines if line.startswith("| `")}
     assert "| int | `4` | [1, 128] | decoder layers |" in rows["model.num_layers"]
     assert '`"digits"`, `"shapes"`, `"tokens"`' in rows["data.name"]
-    assert "`\"best\"`" in rows["synergy.at"] and "best (the evaluation round" in rows["synergy.at"]
+    assert '`"best"`' in rows["synergy.at"] and "best (the evaluation round" in rows["synergy.at"]
     assert 'items: one of `"query_drop"`, `"skip"`, `"drop"`' in rows["policy.understanding.mode"]
     assert "| dist | `2` |" in rows["policy.generation.schedules[kind=fastv].start"]
     per_layer = rows["policy.understanding.schedules[kind=per_layer].keep"]

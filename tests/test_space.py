@@ -47,7 +47,9 @@ def _bad(tmp_path: Path, text: str) -> str:
 
 
 def test_errors_name_every_key(tmp_path: Path):
-    msg = _bad(tmp_path, """
+    msg = _bad(
+        tmp_path,
+        """
 model: {num_layers: 4, hidden_sizee: 32}
 policy:
   understanding:
@@ -57,7 +59,8 @@ policy:
 search: {sampler: bayes}
 constraints: ["und_acc >= 0.5", "__import__('os') > 1"]
 presets: [nope]
-""")
+""",
+    )
     for key in ("model.hidden_sizee", "policy.understanding.schedules[0].ratio",
                 "policy.understanding.schedules[1]", "search.sampler", "constraints[1]", "presets[0]"):  # fmt: skip
         assert key in msg, key
@@ -65,13 +68,16 @@ presets: [nope]
 
 
 def test_cross_checks_against_model_depth(tmp_path: Path):
-    msg = _bad(tmp_path, """
+    msg = _bad(
+        tmp_path,
+        """
 model: {num_layers: 4}
 policy:
   understanding:
     schedules: [{kind: fastv, start: {type: int, low: 1, high: 9}}]
 search: {scheduler: {kind: mo_asha, grace_steps: 600}}
-""")
+""",
+    )
     assert "policy.understanding.schedules[0].start" in msg and "num_layers = 4" in msg
     assert "search.scheduler.grace_steps" in msg
 

@@ -21,29 +21,56 @@ from searchvlm.trial import prepare, run_trial, task_layouts
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_IDS = list(range(40, 56))  # 16 image-token ids in a 64-token vocabulary
-TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False)
+TEXT = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    tie_word_embeddings=False,
+)
 TRAIN = TrainingConfig(steps=4, eval_every=2, batch_size=8, threads=1)
 
 
 def _chameleon_config() -> T.PretrainedConfig:
     vocab = {"<image>": 3, **{f"IMGIMG{chr(65 + i // 10)}{chr(65 + i % 10)}Z": t for i, t in enumerate(IMAGE_IDS)}}
-    vq = dict(embed_dim=4, num_embeddings=16, base_channels=32, channel_multiplier=[1], num_res_blocks=1,
-              latent_channels=4, resolution=8)
-    return T.ChameleonConfig(**TEXT, pad_token_id=None, bos_token_id=None, eos_token_id=None,
-                             vocabulary_map=vocab, vq_config=vq)
+    vq = dict(
+        embed_dim=4,
+        num_embeddings=16,
+        base_channels=32,
+        channel_multiplier=[1],
+        num_res_blocks=1,
+        latent_channels=4,
+        resolution=8,
+    )
+    return T.ChameleonConfig(
+        **TEXT, pad_token_id=None, bos_token_id=None, eos_token_id=None, vocabulary_map=vocab, vq_config=vq
+    )
 
 
 def _emu3_config() -> T.PretrainedConfig:
     vocab = {"<image>": 3, "<|extra_200|>": 4, **{f"<|visual token{i:06d}|>": t for i, t in enumerate(IMAGE_IDS)}}
-    vq = dict(codebook_size=16, embed_dim=4, latent_channels=4, base_channels=32, channel_multiplier=[1],
-              num_res_blocks=1, attn_resolutions=[], hidden_size=32, temporal_downsample_factor=1)
+    vq = dict(
+        codebook_size=16,
+        embed_dim=4,
+        latent_channels=4,
+        base_channels=32,
+        channel_multiplier=[1],
+        num_res_blocks=1,
+        attn_resolutions=[],
+        hidden_size=32,
+        temporal_downsample_factor=1,
+    )
     text = dict(TEXT, pad_token_id=0, bos_token_id=1, eos_token_id=2)  # attention_dropout: Emu3's 0.1
     return T.Emu3Config(text_config=text, vq_config=vq, vocabulary_map=vocab)
 
 
-CONFIGS = {"chameleon": (_chameleon_config, T.ChameleonForConditionalGeneration),
-           "emu3": (_emu3_config, T.Emu3ForConditionalGeneration)}
+CONFIGS = {
+    "chameleon": (_chameleon_config, T.ChameleonForConditionalGeneration),
+    "emu3": (_emu3_config, T.Emu3ForConditionalGeneration),
+}
 
 
 def save_model(tmp: Path, family: str, pretrained: bool) -> Path:
@@ -64,8 +91,14 @@ def save_tokens(path: Path, n: int = 48) -> Path:
     colours = np.array(["red", "blue", "green"])[rng.integers(0, 3, n)]
     codes = rng.integers(0, 16, (n, 16))
     codes[:, :4] = np.searchsorted(["blue", "green", "red"], colours)[:, None]  # the colour shows in the image
-    np.savez(path, image_tokens=codes, captions=np.array([f"a {c} thing" for c in colours]),
-             questions=np.array(["what colour"] * n), answers=colours, num_image=np.array(16))
+    np.savez(
+        path,
+        image_tokens=codes,
+        captions=np.array([f"a {c} thing" for c in colours]),
+        questions=np.array(["what colour"] * n),
+        answers=colours,
+        num_image=np.array(16),
+    )
     return path
 
 
@@ -73,8 +106,9 @@ def _config(tmp: Path, hf: Path, pretrained: bool, policy: str) -> TrialConfig:
     tokens = str(save_tokens(tmp / "tokens.npz"))
     data = DataConfig(name="tokens", path=tokens, train_size=24, val_size=12, test_size=12)
     model = ModelConfig(hf=str(hf), pretrained=pretrained)
-    return TrialConfig(model=model, data=data, training=TRAIN, cache_dir=str(tmp / "cache"),
-                       policy=preset(policy, model.num_layers))
+    return TrialConfig(
+        model=model, data=data, training=TRAIN, cache_dir=str(tmp / "cache"), policy=preset(policy, model.num_layers)
+    )
 
 
 # ------------------------------------------------------------------ ModelConfig
@@ -84,7 +118,13 @@ def test_model_config_reads_the_hf_config(tmp_path: Path) -> None:
     hf = save_model(tmp_path, "emu3", pretrained=False)
     m = ModelConfig(hf=str(hf))
     assert (m.num_layers, m.hidden_size, m.num_heads, m.num_kv_heads, m.intermediate_size, m.vocab_size) == (
-        2, 32, 4, 2, 64, 64)
+        2,
+        32,
+        4,
+        2,
+        64,
+        64,
+    )
     assert ModelConfig.model_validate(m.model_dump()) == m  # a dumped config loads again
     with pytest.raises(ValueError, match=r"model.num_layers = 3 but model.hf = .* says 2"):
         ModelConfig(hf=str(hf), num_layers=3)
@@ -95,12 +135,22 @@ def test_model_config_reads_the_hf_config(tmp_path: Path) -> None:
 def test_built_in_model_config_is_unchanged() -> None:
     """Existing YAML loads unchanged, and the built-in model serialises exactly as before
     (so cached baselines and space hashes stay valid)."""
-    keys = ["num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "rope_theta",
-            "max_positions", "vocab"]
+    keys = [
+        "num_layers",
+        "hidden_size",
+        "num_heads",
+        "num_kv_heads",
+        "intermediate_size",
+        "rope_theta",
+        "max_positions",
+        "vocab",
+    ]
     assert list(ModelConfig().model_dump()) == keys
     quick = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())["model"]
-    assert ModelConfig.model_validate(quick).model_dump(exclude={"vocab"}) == {**ModelConfig().model_dump(
-        exclude={"vocab"}), **quick}
+    assert ModelConfig.model_validate(quick).model_dump(exclude={"vocab"}) == {
+        **ModelConfig().model_dump(exclude={"vocab"}),
+        **quick,
+    }
 
 
 # ------------------------------------------------------------------ one trial
@@ -113,7 +163,7 @@ def test_trial_trains_the_users_model(tmp_path: Path, family: str, pretrained: b
     data, model_cfg = prepare(config)
     run = Run(RunSpec(model_cfg, config.resolved_policy(), TRAIN, TASKS, seed=0), data, torch.device("cpu"))
     assert type(run.model.hf_model) is CONFIGS[family][1]
-    image_ids = run.model.token_map[data.vocab.image_offset:]
+    image_ids = run.model.token_map[data.vocab.image_offset :]
     assert image_ids.tolist() == IMAGE_IDS[: data.vocab.num_image]  # VQ codes -> the model's image tokens
     if pretrained:
         saved = CONFIGS[family][1].from_pretrained(hf)
@@ -151,8 +201,13 @@ def test_drop_layout_is_refused_before_training(tmp_path: Path, monkeypatch: pyt
     data = _eoi_labelled(load_data(DataConfig(train_size=32, val_size=16, test_size=16)))
     monkeypatch.setattr(trial_mod, "_load_data_cached", lambda _json: data)
     model = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
-    config = TrialConfig(model=model, data=DataConfig(train_size=32, val_size=16, test_size=16), training=TRAIN,
-                         cache_dir=str(tmp_path / "cache"), policy=preset("fastv", 2))
+    config = TrialConfig(
+        model=model,
+        data=DataConfig(train_size=32, val_size=16, test_size=16),
+        training=TRAIN,
+        cache_dir=str(tmp_path / "cache"),
+        policy=preset("fastv", 2),
+    )
     result = run_trial(config)
     assert result.status == "failed" and result.steps_done == 0
     assert "understanding mode 'drop'" in result.error
@@ -186,8 +241,13 @@ def test_two_trial_sweep_on_a_users_model(tmp_path: Path) -> None:
     space = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
     space.pop("calibration", None)
     space["model"] = {"hf": str(hf), "pretrained": False}
-    space["data"] = {"name": "tokens", "path": str(save_tokens(tmp_path / "tokens.npz")),
-                     "train_size": 24, "val_size": 12, "test_size": 12}
+    space["data"] = {
+        "name": "tokens",
+        "path": str(save_tokens(tmp_path / "tokens.npz")),
+        "train_size": 24,
+        "val_size": 12,
+        "test_size": 12,
+    }
     space["training"].update(steps=4, eval_every=2, batch_size=8)
     space["policy"]["understanding"]["schedules"] = [{"kind": "fastv", "start": 1, "ratio": 0.5}]
     space["policy"]["generation"]["schedules"] = [{"kind": "shallow", "k": 1, "ratio": 0.0}]

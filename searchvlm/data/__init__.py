@@ -20,12 +20,31 @@ from __future__ import annotations
 from searchvlm.config import DataConfig
 from searchvlm.data._layout import Corpus, build
 from searchvlm.data._types import (
-    BOI, BOS, EOI, EOS, IGNORE_INDEX, PAD, SPECIAL_TOKENS, SPLITS, TaskSplit, UnifiedData,
+    BOI,
+    BOS,
+    EOI,
+    EOS,
+    IGNORE_INDEX,
+    PAD,
+    SPECIAL_TOKENS,
+    SPLITS,
+    TaskSplit,
+    UnifiedData,
 )
 
 __all__ = [
-    "BOI", "BOS", "EOI", "EOS", "IGNORE_INDEX", "PAD", "SPECIAL_TOKENS", "SPLITS",
-    "TaskSplit", "UnifiedData", "load_corpus", "load_data",
+    "BOI",
+    "BOS",
+    "EOI",
+    "EOS",
+    "IGNORE_INDEX",
+    "PAD",
+    "SPECIAL_TOKENS",
+    "SPLITS",
+    "TaskSplit",
+    "UnifiedData",
+    "load_corpus",
+    "load_data",
 ]
 
 

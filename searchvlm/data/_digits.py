@@ -12,7 +12,16 @@ from searchvlm.config import DataConfig
 from searchvlm.data._layout import Corpus, check_sizes, seeded_splits
 
 DIGIT_WORDS: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 QUESTION = "what digit is this"
 NUM_LEVELS = 17
@@ -27,9 +36,15 @@ def load_digits_corpus(cfg: DataConfig) -> Corpus:
     sizes = check_sizes(cfg, len(labels), "scikit-learn digits")
     answers = [DIGIT_WORDS[d] for d in labels]
     return Corpus(
-        name="digits", image_codes=np.clip(codes, 0, NUM_LEVELS - 1), image_shape=(8, 8),
-        num_image=NUM_LEVELS, questions=[QUESTION] * len(labels), answers=answers,
-        captions=[f"draw the digit {w}" for w in answers], targets=labels[:, None],
-        attributes=["digit"], class_names={"digit": list(DIGIT_WORDS)},
+        name="digits",
+        image_codes=np.clip(codes, 0, NUM_LEVELS - 1),
+        image_shape=(8, 8),
+        num_image=NUM_LEVELS,
+        questions=[QUESTION] * len(labels),
+        answers=answers,
+        captions=[f"draw the digit {w}" for w in answers],
+        targets=labels[:, None],
+        attributes=["digit"],
+        class_names={"digit": list(DIGIT_WORDS)},
         splits=seeded_splits(len(labels), sizes, cfg.seed),
     )

@@ -46,7 +46,9 @@ def _npz_key(z: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         raise ConfigError(path, key, str(path), f"cannot read this array ({err})") from None
     except ValueError as err:  # object arrays need pickle, which is never allowed
         raise ConfigError(
-            path, key, "<object array>",
+            path,
+            key,
+            "<object array>",
             f"cannot load without pickle ({err}); save strings as np.array(values, dtype=str)",
         ) from None
 
@@ -56,14 +58,14 @@ def read_parquet(path: Path) -> Arrays:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise ConfigError(path, "data.path", str(path),
-                          "reading .parquet needs pyarrow; install it or use .npz") from None
+        raise ConfigError(
+            path, "data.path", str(path), "reading .parquet needs pyarrow; install it or use .npz"
+        ) from None
     try:
         table = pq.read_table(path)
     except (OSError, ValueError, pa.ArrowException) as err:
         raise ConfigError(path, "data.path", str(path), f"cannot read .parquet ({err})") from None
-    arrays = {name: _column(table.column(name).to_pylist(), name, path)
-              for name in table.column_names}
+    arrays = {name: _column(table.column(name).to_pylist(), name, path) for name in table.column_names}
     for key, value in (table.schema.metadata or {}).items():
         if key.decode() in METADATA_KEYS:
             arrays[key.decode()] = _metadata_ints(value.decode(), key.decode(), path)

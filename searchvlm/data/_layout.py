@@ -17,7 +17,16 @@ import torch
 
 from searchvlm.config import DataConfig, VocabLayout
 from searchvlm.data._types import (
-    BOI, BOS, EOI, EOS, IGNORE_INDEX, PAD, SPECIAL_TOKENS, SPLITS, TaskSplit, UnifiedData,
+    BOI,
+    BOS,
+    EOI,
+    EOS,
+    IGNORE_INDEX,
+    PAD,
+    SPECIAL_TOKENS,
+    SPLITS,
+    TaskSplit,
+    UnifiedData,
 )
 from searchvlm.errors import ConfigError
 from searchvlm.policy import TASKS, Segment
@@ -55,7 +64,7 @@ def encode_rows(texts: list[str], index: dict[str, int], left: bool, eos: bool) 
     out = np.full((len(rows), width), PAD, dtype=np.int64)  # (N, L)
     for i, r in enumerate(rows):
         if r and left:
-            out[i, width - len(r):] = r
+            out[i, width - len(r) :] = r
         elif r:
             out[i, : len(r)] = r
     return out
@@ -75,8 +84,13 @@ def assemble(instr: np.ndarray, image_ids: np.ndarray, answer: np.ndarray | None
     Returns input_ids, segments and labels; targets / image_codes are left empty."""
     n, m = image_ids.shape
     parts = [_column(n, BOS), instr, _column(n, BOI), image_ids, _column(n, EOI)]
-    layout = [(Segment.SYSTEM, 1), (Segment.INSTRUCTION, instr.shape[1]), (Segment.SYSTEM, 1),
-              (Segment.IMAGE, m), (Segment.SYSTEM, 1)]
+    layout = [
+        (Segment.SYSTEM, 1),
+        (Segment.INSTRUCTION, instr.shape[1]),
+        (Segment.SYSTEM, 1),
+        (Segment.IMAGE, m),
+        (Segment.SYSTEM, 1),
+    ]
     if answer is not None:
         parts.append(answer)
         layout.append((Segment.OUTPUT, answer.shape[1]))
@@ -85,12 +99,12 @@ def assemble(instr: np.ndarray, image_ids: np.ndarray, answer: np.ndarray | None
     target = (row == int(Segment.IMAGE if answer is None else Segment.OUTPUT))[None]  # (1, T)
     labels = np.where(target & (ids != PAD), ids, IGNORE_INDEX)  # (N, T)
     seg = torch.from_numpy(row).expand(n, -1).contiguous()  # (N, T)
-    return TaskSplit(torch.from_numpy(ids), seg, torch.from_numpy(labels),
-                     np.empty((n, 0), np.int64), np.empty((n, 0), np.int64))
+    return TaskSplit(
+        torch.from_numpy(ids), seg, torch.from_numpy(labels), np.empty((n, 0), np.int64), np.empty((n, 0), np.int64)
+    )
 
 
-def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus,
-                task: str) -> TaskSplit:
+def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus, task: str) -> TaskSplit:
     """The rows of one split assembled for `task`, with their targets and image codes."""
     answer = parts["answers"][rows] if task == "understanding" else None
     instr = parts["questions" if task == "understanding" else "captions"][rows]
@@ -117,19 +131,22 @@ def task_rows(corpus: Corpus, split: str, task: str, task_images: str) -> np.nda
 def build(corpus: Corpus, task_images: str = "shared") -> UnifiedData:
     """Tokenise a corpus and cut it into the six (split, task) TaskSplits."""
     words = vocabulary(corpus)
-    vocab = VocabLayout(num_special=len(SPECIAL_TOKENS), num_text=max(1, len(words)),
-                        num_image=corpus.num_image)
+    vocab = VocabLayout(num_special=len(SPECIAL_TOKENS), num_text=max(1, len(words)), num_image=corpus.num_image)
     index = {w: i + vocab.num_special for i, w in enumerate(words)}
-    parts = {"questions": encode_rows(corpus.questions, index, left=True, eos=False),
-             "answers": encode_rows(corpus.answers, index, left=False, eos=True),
-             "captions": encode_rows(corpus.captions, index, left=True, eos=False),
-             "image": corpus.image_codes.astype(np.int64) + vocab.image_offset}  # (N, H*W)
-    splits = {(s, t): _task_split(parts, task_rows(corpus, s, t, task_images), corpus, t)
-              for s in SPLITS for t in TASKS}
+    parts = {
+        "questions": encode_rows(corpus.questions, index, left=True, eos=False),
+        "answers": encode_rows(corpus.answers, index, left=False, eos=True),
+        "captions": encode_rows(corpus.captions, index, left=True, eos=False),
+        "image": corpus.image_codes.astype(np.int64) + vocab.image_offset,
+    }  # (N, H*W)
+    splits = {
+        (s, t): _task_split(parts, task_rows(corpus, s, t, task_images), corpus, t) for s in SPLITS for t in TASKS
+    }
     seq_len = {t: splits[("train", t)].seq_len for t in TASKS}
     info = {"seq_len": seq_len, "sizes": {s: int(len(corpus.splits[s])) for s in SPLITS}}
-    return UnifiedData(corpus.name, vocab, corpus.image_shape, words, list(corpus.attributes),
-                       dict(corpus.class_names), splits, info)
+    return UnifiedData(
+        corpus.name, vocab, corpus.image_shape, words, list(corpus.attributes), dict(corpus.class_names), splits, info
+    )
 
 
 def seeded_splits(n: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
@@ -138,7 +155,7 @@ def seeded_splits(n: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndar
     perm = np.random.default_rng(seed).permutation(n)
     out, start = {}, 0
     for s in reversed(SPLITS):  # test, val, train
-        out[s] = np.sort(perm[start: start + sizes[s]])
+        out[s] = np.sort(perm[start : start + sizes[s]])
         start += sizes[s]
     return out
 
@@ -149,7 +166,9 @@ def check_sizes(cfg: DataConfig, available: int, source: str | Path) -> dict[str
     total = sum(sizes.values())
     if total > available:
         raise ConfigError(
-            source, "data.train_size", cfg.train_size,
+            source,
+            "data.train_size",
+            cfg.train_size,
             f"train_size + val_size + test_size = {total} exceeds the {available} "
             f"images available; lower data.train_size, data.val_size or data.test_size",
         )

@@ -34,8 +34,12 @@ def positions(grid: int) -> list[str]:
 
 
 def class_names(cfg: DataConfig) -> dict[str, list[str]]:
-    return {"shape": list(SHAPES), "colour": list(COLORS[: cfg.num_colors]),
-            "size": list(SIZES), "position": positions(cfg.grid)}
+    return {
+        "shape": list(SHAPES),
+        "colour": list(COLORS[: cfg.num_colors]),
+        "size": list(SIZES),
+        "position": positions(cfg.grid),
+    }
 
 
 def uniforms(cfg: DataConfig, split: str, n: int) -> np.ndarray:
@@ -90,18 +94,20 @@ def draw(attrs: np.ndarray, jitter: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 def captions(attrs: np.ndarray, n: dict[str, list[str]]) -> list[str]:
     """The caption 'a <size> <colour> <shape> at <position>' of each row."""
-    return [f"a {n['size'][z]} {n['colour'][c]} {n['shape'][s]} at {n['position'][p]}"
-            for s, c, z, p in attrs.tolist()]
+    return [f"a {n['size'][z]} {n['colour'][c]} {n['shape'][s]} at {n['position'][p]}" for s, c, z, p in attrs.tolist()]
 
 
-def ask(attrs: np.ndarray, kinds: np.ndarray, names: dict[str, list[str]]
-        ) -> tuple[list[str], list[str]]:
+def ask(attrs: np.ndarray, kinds: np.ndarray, names: dict[str, list[str]]) -> tuple[list[str], list[str]]:
     """One question per row about attribute `kinds[i]` (0 shape, 1 colour, 2 size, 3 position)."""
     questions, answers = [], []
     for (s, c, z, p), k in zip(attrs.tolist(), kinds.tolist()):
         shape, colour = names["shape"][s], names["colour"][c]
-        q = (f"what shape is at {names['position'][p]}", f"what colour is the {shape}",
-             f"what size is the {shape}", f"where is the {colour} {shape}")[k]
+        q = (
+            f"what shape is at {names['position'][p]}",
+            f"what colour is the {shape}",
+            f"what size is the {shape}",
+            f"where is the {colour} {shape}",
+        )[k]
         questions.append(q)
         answers.append(names[ATTRIBUTES[k]][(s, c, z, p)[k]])
     return questions, answers
@@ -117,7 +123,9 @@ def vocabulary(names: dict[str, list[str]]) -> list[str]:
 def check(cfg: DataConfig) -> None:
     if cfg.image_size < MIN_CELL * cfg.grid:
         raise ConfigError(
-            "data config", "data.image_size", cfg.image_size,
+            "data config",
+            "data.image_size",
+            cfg.image_size,
             f"shapes need at least {MIN_CELL} pixels per grid cell: image_size >= "
             f"{MIN_CELL * cfg.grid} for grid = {cfg.grid}",
         )
@@ -141,8 +149,16 @@ def load_shapes_corpus(cfg: DataConfig) -> Corpus:
     bounds = np.cumsum([0] + [sizes[s] for s in SPLITS])
     splits = {s: np.arange(bounds[i], bounds[i + 1]) for i, s in enumerate(SPLITS)}
     return Corpus(
-        name="shapes", image_codes=codes, image_shape=(cfg.image_size, cfg.image_size),
-        num_image=cfg.num_colors + 1, questions=questions, answers=answers,
-        captions=captions(attrs, names), targets=attrs, attributes=list(ATTRIBUTES),
-        class_names=names, splits=splits, words=vocabulary(names),
+        name="shapes",
+        image_codes=codes,
+        image_shape=(cfg.image_size, cfg.image_size),
+        num_image=cfg.num_colors + 1,
+        questions=questions,
+        answers=answers,
+        captions=captions(attrs, names),
+        targets=attrs,
+        attributes=list(ATTRIBUTES),
+        class_names=names,
+        splits=splits,
+        words=vocabulary(names),
     )

@@ -47,14 +47,11 @@ def check_keys(arrays: Arrays, path: Path) -> None:
             raise ConfigError(path, key, key, f"unknown key; valid keys: {valid}")
 
 
-def _shape(arr: np.ndarray, key: str, path: Path, ndims: tuple[int, ...], rows: int | None
-           ) -> None:
+def _shape(arr: np.ndarray, key: str, path: Path, ndims: tuple[int, ...], rows: int | None) -> None:
     if arr.ndim not in ndims:
-        raise ConfigError(path, key, f"shape {arr.shape}",
-                          f"must have {' or '.join(map(str, ndims))} dimension(s)")
+        raise ConfigError(path, key, f"shape {arr.shape}", f"must have {' or '.join(map(str, ndims))} dimension(s)")
     if rows is not None and arr.shape[0] != rows:
-        raise ConfigError(path, key, f"{arr.shape[0]} rows",
-                          f"needs one row per image; image_tokens has {rows}")
+        raise ConfigError(path, key, f"{arr.shape[0]} rows", f"needs one row per image; image_tokens has {rows}")
 
 
 def _integers(arr: np.ndarray, key: str, path: Path) -> np.ndarray:
@@ -68,8 +65,7 @@ def _integers(arr: np.ndarray, key: str, path: Path) -> np.ndarray:
 def _strings(arr: np.ndarray, key: str, path: Path, rows: int) -> list[str]:
     _shape(arr, key, path, (1,), rows)
     if arr.dtype.kind != "U":
-        raise ConfigError(path, key, f"dtype {arr.dtype}",
-                          "must be strings (np.array(values, dtype=str))")
+        raise ConfigError(path, key, f"dtype {arr.dtype}", "must be strings (np.array(values, dtype=str))")
     return [str(s) for s in arr]
 
 
@@ -150,8 +146,15 @@ def load_tokens_corpus(cfg: DataConfig) -> Corpus:
     text = texts(arrays, len(codes), path)
     tgt, attrs, names = targets(arrays, text["answers"], path)
     return Corpus(
-        name="tokens", image_codes=codes, image_shape=image_shape(arrays, codes.shape[1], path),
-        num_image=k, questions=text["questions"], answers=text["answers"],
-        captions=text["captions"], targets=tgt, attributes=attrs, class_names=names,
+        name="tokens",
+        image_codes=codes,
+        image_shape=image_shape(arrays, codes.shape[1], path),
+        num_image=k,
+        questions=text["questions"],
+        answers=text["answers"],
+        captions=text["captions"],
+        targets=tgt,
+        attributes=attrs,
+        class_names=names,
         splits=splits(arrays, cfg, len(codes), path),
     )

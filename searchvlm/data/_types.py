@@ -63,15 +63,23 @@ class TaskSplit:
         t = torch.from_numpy(rows)
         src = None if self.source_index is None else self.source_index[rows]
         return TaskSplit(
-            self.input_ids[t], self.segments[t], self.labels[t],
-            self.targets[rows], self.image_codes[rows], src,
+            self.input_ids[t],
+            self.segments[t],
+            self.labels[t],
+            self.targets[rows],
+            self.image_codes[rows],
+            src,
         )
 
     def to(self, device: str | torch.device) -> TaskSplit:
         """The same rows with the three tensors on `device`."""
         return TaskSplit(
-            self.input_ids.to(device), self.segments.to(device), self.labels.to(device),
-            self.targets, self.image_codes, self.source_index,
+            self.input_ids.to(device),
+            self.segments.to(device),
+            self.labels.to(device),
+            self.targets,
+            self.image_codes,
+            self.source_index,
         )
 
 
@@ -134,8 +142,7 @@ class UnifiedData:
         if codes.size and (codes.min() < 0 or codes.max() >= self.vocab.num_image):
             bad = ids[(codes < 0) | (codes >= self.vocab.num_image)][0]
             raise ValueError(
-                f"token id {bad} is not an image token (image ids are "
-                f"{self.vocab.image_offset}..{self.vocab.size - 1})"
+                f"token id {bad} is not an image token (image ids are {self.vocab.image_offset}..{self.vocab.size - 1})"
             )
         return codes.reshape(-1, *self.image_shape)  # (N, H, W)
 

@@ -85,7 +85,12 @@ def _softcap(scores: Tensor, cap: float | None) -> Tensor:
 
 
 def _eager(
-    q: Tensor, k: Tensor, v: Tensor, scaling: float, mask: Tensor | None, softcap: float | None = None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scaling: float,
+    mask: Tensor | None,
+    softcap: float | None = None,
     dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Output (B, H, n_q, hd) and the probabilities before dropout (B, H, n_q, n_kv)."""
@@ -120,9 +125,7 @@ def _sdpa_mass(q: Tensor, k: Tensor, scaling: float, mask: Tensor | None, rows: 
 
 
 @torch.no_grad()
-def anchor_attention(
-    q: Tensor, k: Tensor, scaling: float, allowed: Tensor, softcap: float | None = None
-) -> Tensor:
+def anchor_attention(q: Tensor, k: Tensor, scaling: float, allowed: Tensor, softcap: float | None = None) -> Tensor:
     """Head-averaged attention of one query row q (B, H, 1, hd) over keys k (B, H_kv, n, hd)
     where `allowed` (B, n) (PyramidDrop's lightweight attention): (B, n)."""
     k = repeat_kv(k, q.shape[1] // k.shape[1])  # (B, H, n, hd)

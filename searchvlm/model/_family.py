@@ -28,12 +28,36 @@ from transformers import PretrainedConfig
 # attention functions do); resid_pdrop / Emu3's residual dropout are the layer's own
 # nn.Dropout modules named by `_Family.resid_dropout`; embd_pdrop is unused by HF's Phi3.
 _GENERIC_CONFIG = frozenset(PretrainedConfig().to_dict()) | {
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "hidden_act", "hidden_activation", "max_position_embeddings",
-    "original_max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache",
-    "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "rope_parameters",
-    "attention_bias", "mlp_bias", "attention_dropout", "resid_pdrop", "embd_pdrop", "pretraining_tp",
-    "sliding_window", "layer_types", "use_sliding_window", "max_window_layers", "_sliding_window_pattern",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "hidden_activation",
+    "max_position_embeddings",
+    "original_max_position_embeddings",
+    "initializer_range",
+    "rms_norm_eps",
+    "use_cache",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "tie_word_embeddings",
+    "rope_parameters",
+    "attention_bias",
+    "mlp_bias",
+    "attention_dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "pretraining_tp",
+    "sliding_window",
+    "layer_types",
+    "use_sliding_window",
+    "max_window_layers",
+    "_sliding_window_pattern",
 }
 _LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -53,7 +77,9 @@ class Layout:
 
 
 LLAMA = Layout()
-SANDWICH = Layout("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")
+SANDWICH = Layout(
+    "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"
+)
 POST_NORM = Layout(None, "post_attention_layernorm", None, "post_feedforward_layernorm")  # OLMo2
 SWIN = Layout(None, "input_layernorm", None, "post_attention_layernorm")  # Chameleon swin_norm
 
@@ -161,8 +187,9 @@ class _Family:
     extras: Callable[[nn.Module], dict] = field(default=lambda m: {})
 
 
-_GEMMA2 = frozenset({"query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
-                     "use_bidirectional_attention"})
+_GEMMA2 = frozenset(
+    {"query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "use_bidirectional_attention"}
+)
 _GRANITE = frozenset({"attention_multiplier", "embedding_multiplier", "residual_multiplier", "logits_scaling"})
 _CHAMELEON = frozenset({"swin_norm", "model_parallel_size", "vocabulary_map", "image_token_id", "vq_config"})
 
@@ -209,9 +236,7 @@ _FAMILIES: dict[str, _Family] = {
     "Emu3ForConditionalGeneration": _Family(
         decoder="model.text_model", text_config="text_config", resid_dropout=("dropout", "dropout"), extras=_emu3
     ),
-    "JanusForConditionalGeneration": _Family(
-        decoder="model.language_model", text_config="text_config", extras=_janus
-    ),
+    "JanusForConditionalGeneration": _Family(decoder="model.language_model", text_config="text_config", extras=_janus),
 }
 SUPPORTED = tuple(_FAMILIES)
 
@@ -307,9 +332,17 @@ def describe(hf_model: nn.Module) -> Decoder:
         _check_layer(name, i, layer, fam, layout)
     layer_types = getattr(cfg, "layer_types", None) or [None] * len(inner.layers)
     return Decoder(
-        name=name, config=cfg, layers=inner.layers, embed=inner.embed_tokens, norm=inner.norm,
-        rotary=inner.rotary_emb, head=hf_model.lm_head, layout=layout, qk_norm=fam.qk_norm,
-        fused_qkv=fam.fused_qkv, resid_dropout=fam.resid_dropout,
+        name=name,
+        config=cfg,
+        layers=inner.layers,
+        embed=inner.embed_tokens,
+        norm=inner.norm,
+        rotary=inner.rotary_emb,
+        head=hf_model.lm_head,
+        layout=layout,
+        qk_norm=fam.qk_norm,
+        fused_qkv=fam.fused_qkv,
+        resid_dropout=fam.resid_dropout,
         rope_keys=tuple(layer_types) if fam.rope_by_type else (None,) * len(inner.layers),
         windows=tuple(_window(layer.self_attn, cfg) for layer in inner.layers),
         **feats,

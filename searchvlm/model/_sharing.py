@@ -78,9 +78,7 @@ def make_splits(layers: nn.ModuleList, sharing: Sharing) -> nn.ModuleDict:
     )
 
 
-def split_apply(
-    x: Tensor, order: Tensor, inverse: Tensor, n_text: int, fns: Sequence[tuple[Fn, Fn]]
-) -> list[Tensor]:
+def split_apply(x: Tensor, order: Tensor, inverse: Tensor, n_text: int, fns: Sequence[tuple[Fn, Fn]]) -> list[Tensor]:
     """Apply (text_fn, image_fn) pairs to the text / image rows of x (B, n, d).
 
     `order` (B, n) lists text rows first, then image rows; `inverse` undoes it. The outputs

@@ -85,8 +85,13 @@ class Tokens:
         span = None if self.span is None else (self.span[0], self.span[0] + idx.shape[1] - self.n_text)
         valid = None if self.valid is None else self.valid.gather(1, idx)  # (B, n)
         return Tokens(
-            self.pos.gather(1, idx), self.is_img.gather(1, idx), self.tables, self.n_text, span=span,
-            anchor=self.anchor, valid=valid,
+            self.pos.gather(1, idx),
+            self.is_img.gather(1, idx),
+            self.tables,
+            self.n_text,
+            span=span,
+            anchor=self.anchor,
+            valid=valid,
         )
 
     @cached_property

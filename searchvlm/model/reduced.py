@@ -279,9 +279,7 @@ class ReducedLM(nn.Module):
         counts = batch.is_img.sum(dim=1)  # (B,)
         num_image = int(counts[0])
         if bool((counts != num_image).any()):
-            raise ValueError(
-                f"every sequence of a batch needs the same number of image tokens; got {counts.tolist()}"
-            )
+            raise ValueError(f"every sequence of a batch needs the same number of image tokens; got {counts.tolist()}")
         seq = batch.segments.shape[1]
         anchor = _last_prompt(batch.segments, batch.valid)  # (B,)
         plan = self._plan(task, seq, num_image)
@@ -301,13 +299,9 @@ class ReducedLM(nn.Module):
             tp = self.policy.task(task)
             counts = layer_counts(tp, seq, num_image)
             nxt = counts[1:] + [None]
-            need = [
-                tp.selector == "attention" and c is not None and c.reduces and c.kept > 0 for c in nxt
-            ]
+            need = [tp.selector == "attention" and c is not None and c.reduces and c.kept > 0 for c in nxt]
             windows = [w if w is not None and w < seq else None for w in self._dec.windows]
-            content = tp.selector in ("attention", "pdrop", "router") and any(
-                c.reduces and c.kept > 0 for c in counts
-            )
+            content = tp.selector in ("attention", "pdrop", "router") and any(c.reduces and c.kept > 0 for c in counts)
             self._plans[key] = _Plan(counts, need, windows, content, seq - num_image)
         return self._plans[key]
 
@@ -319,7 +313,13 @@ class ReducedLM(nn.Module):
         tables = {key: self._dec.rope(h, rot, key) for key in set(self._dec.rope_keys)}  # each (1 or B, T, rd)
         span = image_span(batch.is_img) if len(self.splits) else None  # only split weights use it
         return Tokens(
-            pos.expand(b, t), batch.is_img, tables, plan.n_text, full=True, span=span, anchor=anchor,
+            pos.expand(b, t),
+            batch.is_img,
+            tables,
+            plan.n_text,
+            full=True,
+            span=span,
+            anchor=anchor,
             valid=batch.valid,
         )
 
@@ -384,7 +384,13 @@ class ReducedLM(nn.Module):
         return h, tokens, mass
 
     def _select(
-        self, li: int, layer: nn.Module, task: str, c: LayerCounts, h: Tensor, tokens: Tokens,
+        self,
+        li: int,
+        layer: nn.Module,
+        task: str,
+        c: LayerCounts,
+        h: Tensor,
+        tokens: Tokens,
         mass: Tensor | None,
     ) -> tuple[Tensor, Tensor | None]:
         """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None.
@@ -418,9 +424,7 @@ class ReducedLM(nn.Module):
         elif selector == "pdrop":
             ranks = top_ranks(self._pdrop_scores(li, layer, task, h, tokens).gather(1, img), k)  # (B, k)
         elif selector == "random":
-            gen = self._generator if self.training else torch.Generator().manual_seed(
-                self.policy.seed * 1_000_003 + li
-            )
+            gen = self._generator if self.training else torch.Generator().manual_seed(self.policy.seed * 1_000_003 + li)
             ranks = random_ranks(k, p, b, gen).to(dev)  # (B, k)
         elif selector == "recent":
             ranks = recent_ranks(k, p, b, dev)  # (B, k)
@@ -511,8 +515,15 @@ class ReducedLM(nn.Module):
         return _rope(x.transpose(1, 2), cos, sin)  # (B, heads, n, hd)
 
     def _attend(
-        self, attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
-        queries: Tokens, keys: Tokens, need_mass: bool,
+        self,
+        attn: nn.Module,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None,
+        queries: Tokens,
+        keys: Tokens,
+        need_mass: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """Attention of `queries` over `keys` (q, k already rotated; v flat): (B, n_q, H*hd),
         plus the last prompt token's attention per key when `need_mass`; logs the probabilities
@@ -566,9 +577,7 @@ class ReducedLM(nn.Module):
         key = str(li)
         return self.splits[key] if key in self.splits else None
 
-    def _project(
-        self, li: int, attn: nn.Module, task: str, x: Tensor, tokens: Tokens, names: str
-    ) -> list[Tensor]:
+    def _project(self, li: int, attn: nn.Module, task: str, x: Tensor, tokens: Tokens, names: str) -> list[Tensor]:
         """q/k/v projections named in `names` of x (B, n, d), image rows through split copies
         (then text and image rows each take one matmul for all the projections)."""
         text = [self._dec.projection(attn, n) for n in names]

@@ -155,7 +155,6 @@ class SweepCallback(Callback):
             running = len([t for t in _running(trials) if t != trial.trial_id]) if trials else 0
             self.view.trial_finished(list(self.rows.values()), _label(trial), row, running)
 
-
     def _reclose(self, trial: Trial) -> None:
         """Finish the MLflow child from the table row if the kill came before that write."""
         run_id, row = self._child(trial), self.rows[trial.trial_id]

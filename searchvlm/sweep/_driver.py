@@ -253,8 +253,16 @@ def _record_extension(run_dir: Path, space: SearchSpace) -> None:
     meta = read_meta(run_dir / SWEEP_FILE)
     history = [*(getattr(meta, "extended", None) or []),
                {"samples": space.search.samples, "at": dt.datetime.now().isoformat(timespec="seconds")}]  # fmt: skip
-    write_meta(run_dir / SWEEP_FILE, meta.model_copy(update={
-        "search": space.search.model_dump(mode="json"), "space_hash": space.space_hash(), "extended": history}))
+    write_meta(
+        run_dir / SWEEP_FILE,
+        meta.model_copy(
+            update={
+                "search": space.search.model_dump(mode="json"),
+                "space_hash": space.space_hash(),
+                "extended": history,
+            }
+        ),
+    )
 
 
 _NAME = re.compile(r"^[\w][\w .+-]*$")

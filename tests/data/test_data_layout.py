@@ -14,8 +14,7 @@ from searchvlm.policy import TASKS, Segment
 CONFIGS = {
     "digits": DataConfig(name="digits", train_size=120, val_size=40, test_size=50, seed=3),
     "shapes": DataConfig(name="shapes", train_size=120, val_size=40, test_size=50, seed=3),
-    "shapes3": DataConfig(name="shapes", train_size=60, val_size=20, test_size=20, grid=3,
-                          image_size=18, num_colors=6),
+    "shapes3": DataConfig(name="shapes", train_size=60, val_size=20, test_size=20, grid=3, image_size=18, num_colors=6),
 }
 
 
@@ -30,8 +29,9 @@ def _expected_segments(data: UnifiedData, task: str) -> np.ndarray:
     s = data.split("train", task).segments[0].numpy()
     start, m = int(np.flatnonzero(s == Segment.IMAGE)[0]), data.num_image_tokens
     tail = [Segment.SYSTEM] + ([Segment.OUTPUT] * (len(s) - start - m - 1) if task == "understanding" else [])
-    return np.array([Segment.SYSTEM] + [Segment.INSTRUCTION] * (start - 2) + [Segment.SYSTEM]
-                    + [Segment.IMAGE] * m + tail)
+    return np.array(
+        [Segment.SYSTEM] + [Segment.INSTRUCTION] * (start - 2) + [Segment.SYSTEM] + [Segment.IMAGE] * m + tail
+    )
 
 
 def test_sizes_and_disjoint_splits(data: UnifiedData) -> None:
@@ -97,10 +97,10 @@ def test_generation_labels_only_on_image_tokens(data: UnifiedData) -> None:
 def test_decode_image_round_trip(data: UnifiedData, task: str) -> None:
     part = data.split("test", task)
     start, m = part.image_start, data.num_image_tokens
-    images = data.decode_image(part.input_ids[:, start: start + m])
+    images = data.decode_image(part.input_ids[:, start : start + m])
     assert images.shape == (len(part), *data.image_shape)
     np.testing.assert_array_equal(images.reshape(len(part), -1), part.image_codes)
-    np.testing.assert_array_equal(data.encode_image(images), part.input_ids[:, start: start + m].numpy())
+    np.testing.assert_array_equal(data.encode_image(images), part.input_ids[:, start : start + m].numpy())
     assert part.image_codes.min() >= 0 and part.image_codes.max() < data.vocab.num_image
 
 
@@ -134,8 +134,9 @@ def test_held_out_sets_do_not_depend_on_train_size(name: str) -> None:
     small = load_data(CONFIGS[name])
     big = load_data(CONFIGS[name].model_copy(update={"train_size": 300}))
     for split in ("val", "test"):
-        np.testing.assert_array_equal(small.split(split, "generation").image_codes,
-                                      big.split(split, "generation").image_codes)
+        np.testing.assert_array_equal(
+            small.split(split, "generation").image_codes, big.split(split, "generation").image_codes
+        )
     small_train, big_train = small.split("train", "generation"), big.split("train", "generation")
     if name == "shapes":  # generated row by row: the smaller train set is a prefix
         np.testing.assert_array_equal(small_train.image_codes, big_train.image_codes[: len(small_train)])

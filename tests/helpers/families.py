@@ -21,8 +21,16 @@ LAYERS = 2
 VOCAB = 64
 IMAGE_IDS = list(range(40, 56))  # the image-token ids of the tiny Chameleon / Emu3 vocabularies
 COMMON = dict(
-    vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=128, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    pad_token_id=None,
+    bos_token_id=None,
+    eos_token_id=None,
     tie_word_embeddings=False,
 )
 SLIDING = dict(sliding_window=6, layer_types=["sliding_attention", "full_attention"])
@@ -39,15 +47,31 @@ def _emu3_vocab() -> dict[str, int]:
 
 
 def _chameleon(swin: bool = False) -> nn.Module:
-    vq = dict(embed_dim=4, num_embeddings=len(IMAGE_IDS), base_channels=32, channel_multiplier=[1], num_res_blocks=1,
-              latent_channels=4, resolution=8)
+    vq = dict(
+        embed_dim=4,
+        num_embeddings=len(IMAGE_IDS),
+        base_channels=32,
+        channel_multiplier=[1],
+        num_res_blocks=1,
+        latent_channels=4,
+        resolution=8,
+    )
     cfg = T.ChameleonConfig(**COMMON, vocabulary_map=_chameleon_vocab(), vq_config=vq, swin_norm=swin)
     return T.ChameleonForConditionalGeneration(cfg)
 
 
 def _emu3() -> nn.Module:
-    vq = dict(codebook_size=len(IMAGE_IDS), embed_dim=4, latent_channels=4, base_channels=32, channel_multiplier=[1],
-              num_res_blocks=1, attn_resolutions=[], hidden_size=32, temporal_downsample_factor=1)
+    vq = dict(
+        codebook_size=len(IMAGE_IDS),
+        embed_dim=4,
+        latent_channels=4,
+        base_channels=32,
+        channel_multiplier=[1],
+        num_res_blocks=1,
+        attn_resolutions=[],
+        hidden_size=32,
+        temporal_downsample_factor=1,
+    )
     text = dict(COMMON, attention_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     cfg = T.Emu3Config(text_config=text, vq_config=vq, vocabulary_map=_emu3_vocab())
     return T.Emu3ForConditionalGeneration(cfg)
@@ -59,19 +83,41 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "qwen3": lambda: T.Qwen3ForCausalLM(T.Qwen3Config(**COMMON, head_dim=8)),
     "mistral": lambda: T.MistralForCausalLM(T.MistralConfig(**COMMON, sliding_window=6)),
     "gemma": lambda: T.GemmaForCausalLM(T.GemmaConfig(**COMMON, head_dim=8)),
-    "gemma2": lambda: T.Gemma2ForCausalLM(T.Gemma2Config(
-        **COMMON, **SLIDING, head_dim=8, query_pre_attn_scalar=12, attn_logit_softcapping=3.0,
-        final_logit_softcapping=2.0)),
-    "gemma3": lambda: T.Gemma3ForCausalLM(T.Gemma3TextConfig(
-        **COMMON, **SLIDING, head_dim=8, query_pre_attn_scalar=12, final_logit_softcapping=2.0,
-        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
-                         "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
-    "phi3": lambda: T.Phi3ForCausalLM(T.Phi3Config(
-        **COMMON, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})),
+    "gemma2": lambda: T.Gemma2ForCausalLM(
+        T.Gemma2Config(
+            **COMMON,
+            **SLIDING,
+            head_dim=8,
+            query_pre_attn_scalar=12,
+            attn_logit_softcapping=3.0,
+            final_logit_softcapping=2.0,
+        )
+    ),
+    "gemma3": lambda: T.Gemma3ForCausalLM(
+        T.Gemma3TextConfig(
+            **COMMON,
+            **SLIDING,
+            head_dim=8,
+            query_pre_attn_scalar=12,
+            final_logit_softcapping=2.0,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            },
+        )
+    ),
+    "phi3": lambda: T.Phi3ForCausalLM(
+        T.Phi3Config(
+            **COMMON, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+        )
+    ),
     "olmo": lambda: T.OlmoForCausalLM(T.OlmoConfig(**COMMON, clip_qkv=0.3)),
     "olmo2": lambda: T.Olmo2ForCausalLM(T.Olmo2Config(**COMMON)),
-    "granite": lambda: T.GraniteForCausalLM(T.GraniteConfig(
-        **COMMON, embedding_multiplier=3.0, residual_multiplier=0.4, attention_multiplier=0.2, logits_scaling=2.5)),
+    "granite": lambda: T.GraniteForCausalLM(
+        T.GraniteConfig(
+            **COMMON, embedding_multiplier=3.0, residual_multiplier=0.4, attention_multiplier=0.2, logits_scaling=2.5
+        )
+    ),
     "chameleon": _chameleon,
     "chameleon_swin": lambda: _chameleon(swin=True),
     "emu3": _emu3,

@@ -40,13 +40,40 @@ def janus_model() -> torch.nn.Module:
     from transformers import JanusConfig, JanusForConditionalGeneration
 
     text = dict(
-        model_type="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=None,
-        bos_token_id=None, eos_token_id=None, tie_word_embeddings=False,
+        model_type="llama",
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+        tie_word_embeddings=False,
     )
-    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, image_size=16, patch_size=4,
-                  projection_dim=32, depth=1, num_image_tokens=16, mlp_ratio=2.0)
-    vq = dict(embed_dim=4, num_embeddings=16, latent_channels=4, base_channels=32, channel_multiplier=[1],
-              num_res_blocks=1, projection_dim=32, image_token_embed_dim=32, num_patches=4)
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=16,
+        patch_size=4,
+        projection_dim=32,
+        depth=1,
+        num_image_tokens=16,
+        mlp_ratio=2.0,
+    )
+    vq = dict(
+        embed_dim=4,
+        num_embeddings=16,
+        latent_channels=4,
+        base_channels=32,
+        channel_multiplier=[1],
+        num_res_blocks=1,
+        projection_dim=32,
+        image_token_embed_dim=32,
+        num_patches=4,
+    )
     cfg = JanusConfig(text_config=text, vision_config=vision, vq_config=vq, image_token_id=3)
     return JanusForConditionalGeneration(cfg).eval()

@@ -76,22 +76,13 @@ def _result(name: str, flops: float, syn: float, num_layers: int) -> TrialResult
     )
 
 
-def make_sweep(
-    root: Path, name: str = "s1", num_layers: int = 4, table: list | None = None
-) -> Path:
+def make_sweep(root: Path, name: str = "s1", num_layers: int = 4, table: list | None = None) -> Path:
     """A finished sweep directory: trials.csv (+ a failed and a pruned trial) and sweep.json."""
     run = root / name
-    rows = [
-        trial_row(_result(p, f, s, num_layers), f"t{i}", i, preset=p)
-        for i, (p, f, s) in enumerate(table or TABLE)
-    ]
+    rows = [trial_row(_result(p, f, s, num_layers), f"t{i}", i, preset=p) for i, (p, f, s) in enumerate(table or TABLE)]
     n = len(rows)
     rows.append(trial_row(TrialResult(status="failed", error="OOM"), f"t{n}", n))
-    rows.append(
-        trial_row(
-            TrialResult(status="pruned", flops_ratio=0.1, synergy_gain=0.9), f"t{n + 1}", n + 1
-        )
-    )
+    rows.append(trial_row(TrialResult(status="pruned", flops_ratio=0.1, synergy_gain=0.9), f"t{n + 1}", n + 1))
     write_trials(run / "trials.csv", rows)
     meta = SweepMeta(
         name=name,
@@ -141,9 +132,7 @@ def check_consistent(run_dir: Path, name: str, uri: str, runs: Path, samples: in
         assert by_number[r["number"]].state.name == state[r["status"]], r
     runs_ = child_runs(uri, runs, run_dir)
     assert sorted(c.data.tags["trial_id"] for c in runs_) == sorted(ids)
-    assert {c.data.tags["trial_id"]: c.data.tags["status"] for c in runs_} == {
-        r["trial_id"]: r["status"] for r in rows
-    }
+    assert {c.data.tags["trial_id"]: c.data.tags["status"] for c in runs_} == {r["trial_id"]: r["status"] for r in rows}
     assert all(c.info.status in ("FINISHED", "FAILED", "KILLED") for c in runs_)
     return rows
 

@@ -86,9 +86,7 @@ def test_schema_refuses_exactly_the_non_causal_generation_choices() -> None:
     refused = {(m, s) for m, s in itertools.product(MODES, SELECTORS)} - {
         (m, s) for lay, m, s in _accepted() if lay.startswith("gen")
     }
-    assert refused == {("drop", s) for s in SELECTORS} | {
-        (m, s) for m in MODES for s in ("attention", "pdrop")
-    }
+    assert refused == {("drop", s) for s in SELECTORS} | {(m, s) for m in MODES for s in ("attention", "pdrop")}
     with pytest.raises(ValidationError, match="not causal"):
         _policy("generation", "skip", "attention")
 

@@ -32,9 +32,7 @@ def _compiled(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, torch
     return reduced, torch.compile(reduced, backend="eager", dynamic=True)
 
 
-@pytest.mark.parametrize(
-    "name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in PRESETS]
-)
+@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in PRESETS])
 def test_compiled_logits_equal(name: str, shallow: torch.nn.Module, und_batch: Batch, gen_batch: Batch) -> None:
     reduced, compiled = _compiled(shallow, name)
     reduced.eval()

@@ -34,8 +34,9 @@ def _hf(family: str, kv_heads: int) -> torch.nn.Module:
         max_position_embeddings=128,
     )
     if family == "llama":
-        cfg = ModelConfig(num_layers=LAYERS, hidden_size=32, num_heads=4, num_kv_heads=kv_heads,
-                          intermediate_size=64, vocab=VOCAB)
+        cfg = ModelConfig(
+            num_layers=LAYERS, hidden_size=32, num_heads=4, num_kv_heads=kv_heads, intermediate_size=64, vocab=VOCAB
+        )
         return build_model(cfg)
     if family == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**common))

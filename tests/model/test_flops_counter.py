@@ -48,9 +48,7 @@ def _layout(batch: Batch) -> TaskLayout:
 def _measured(model, policy: ReductionPolicy, batches: dict[str, Batch]) -> int:
     reduced = apply_policy(model, policy, attention="eager")
     with FlopCounterMode(display=False) as counter:
-        loss = sum(
-            reduced(b.ids, segments=b.segments, task=t, labels=b.labels).loss for t, b in batches.items()
-        )
+        loss = sum(reduced(b.ids, segments=b.segments, task=t, labels=b.labels).loss for t, b in batches.items())
         loss.backward()
     return counter.get_total_flops()
 

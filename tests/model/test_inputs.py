@@ -87,10 +87,12 @@ def test_needs_exactly_one_input() -> None:
 # ---------------------------------------------------------------- padding
 
 ROWS = {  # three rows of different lengths, the same 8 image tokens
-    "understanding": [[(S, 1), (I, 2), (IMG, 8), (I, 3), (O, 2)], [(S, 2), (IMG, 8), (I, 1), (O, 3)],
-                      [(S, 1), (I, 4), (IMG, 8), (I, 4), (O, 1)]],
-    "generation": [[(S, 1), (I, 2), (IMG, 8), (S, 1)], [(S, 2), (I, 5), (IMG, 8), (S, 2)],
-                   [(S, 1), (I, 1), (IMG, 8)]],
+    "understanding": [
+        [(S, 1), (I, 2), (IMG, 8), (I, 3), (O, 2)],
+        [(S, 2), (IMG, 8), (I, 1), (O, 3)],
+        [(S, 1), (I, 4), (IMG, 8), (I, 4), (O, 1)],
+    ],
+    "generation": [[(S, 1), (I, 2), (IMG, 8), (S, 1)], [(S, 2), (I, 5), (IMG, 8), (S, 2)], [(S, 1), (I, 1), (IMG, 8)]],
 }
 POLICIES = {
     "dense": None,
@@ -153,7 +155,7 @@ def test_padded_dense_rows_equal_hf_rows(family: str, side: str, task: str) -> N
     with torch.no_grad():
         out = reduced(ids, segments=seg, attention_mask=mask, task=task)
         for b, (r_ids, _) in enumerate(rows):
-            hidden = (model.model(input_ids=r_ids[None]).last_hidden_state)
+            hidden = model.model(input_ids=r_ids[None]).last_hidden_state
             ref = model.lm_head(hidden) if family == "chameleon" else model(input_ids=r_ids[None]).logits
             got = out.logits[b, int(offsets[b]) : int(offsets[b]) + len(r_ids)]
             torch.testing.assert_close(got, ref[0], atol=TOL, rtol=0)
@@ -189,8 +191,7 @@ def test_padded_labels_give_the_rows_loss() -> None:
     reduced = apply_policy(model, ReductionPolicy.dense(LAYERS))
     with torch.no_grad():
         out = reduced(ids, segments=seg, attention_mask=mask, labels=labels, task="understanding")
-        ref = model(input_ids=ids, attention_mask=mask, labels=labels,
-                    position_ids=(mask.cumsum(1) - 1).clamp(min=0))
+        ref = model(input_ids=ids, attention_mask=mask, labels=labels, position_ids=(mask.cumsum(1) - 1).clamp(min=0))
     torch.testing.assert_close(out.loss, ref.loss, atol=TOL, rtol=0)
 
 
@@ -199,5 +200,6 @@ def test_refuses_padding_inside_a_row() -> None:
     seg = torch.zeros(2, 5, dtype=torch.long)
     mask = torch.tensor([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1]])
     with pytest.raises(ValueError, match=r"left or right padding.*rows \[0\]"):
-        apply_policy(model, ReductionPolicy.dense(LAYERS))(torch.zeros_like(seg), segments=seg,
-                                                           attention_mask=mask, task="understanding")
+        apply_policy(model, ReductionPolicy.dense(LAYERS))(
+            torch.zeros_like(seg), segments=seg, attention_mask=mask, task="understanding"
+        )

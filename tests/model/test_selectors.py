@@ -76,7 +76,11 @@ def test_router_picks_its_rule_and_learns(
     policy = make_policy(**({"und": keep} if task == "understanding" else {"gen": keep}))
     reduced = apply_policy(model, policy)
     out = reduced(
-        batch.ids, segments=batch.segments, task=task, labels=batch.labels, output_hidden_states=True,
+        batch.ids,
+        segments=batch.segments,
+        task=task,
+        labels=batch.labels,
+        output_hidden_states=True,
     )
     h_in, h_out = out.hidden_states[1], out.hidden_states[2]  # (B, T, d) around layer 1
     image = torch.tensor(batch.image_positions)

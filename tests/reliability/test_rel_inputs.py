@@ -131,9 +131,17 @@ def test_arbitrary_text_as_space(text: str, tmp_path: Path):
 @pytest.mark.parametrize(
     "patch, key, value",
     [
-        ({"policy": {"understanding": {"schedules": [
-            {"kind": "fastv", "ratio": {"type": "float", "low": 0.2, "high": 1.7}}]}}},
-         "policy.understanding.schedules[0].ratio", "1.7"),
+        (
+            {
+                "policy": {
+                    "understanding": {
+                        "schedules": [{"kind": "fastv", "ratio": {"type": "float", "low": 0.2, "high": 1.7}}]
+                    }
+                }
+            },
+            "policy.understanding.schedules[0].ratio",
+            "1.7",
+        ),
         ({"policy": {"generation": {"mode": ["skip", "drop"]}}}, "policy.generation", "drop"),
         ({"training": {"lr": float("nan")}}, "training.lr", "nan"),
         ({"training": {"steps": float("inf")}}, "training.steps", "inf"),

@@ -57,7 +57,10 @@ def test_searcher_answers_repeats_and_waits_for_running_twins(tmp_path: Path):
     assert third["duplicate_of"] == "a" and third["optuna_number"] == 2
     attrs = {t.number: t.user_attrs for t in study(tmp_path, "s").trials}
     assert [(attrs[n].get("searchvlm_trial_id"), attrs[n].get("duplicate_of")) for n in range(3)] == [
-        ("a", None), ("d", "a"), ("e", "a")]
+        ("a", None),
+        ("d", "a"),
+        ("e", "a"),
+    ]
 
     other = make_searcher(space, "s2", str(tmp_path / "optuna.db"))  # a twin that fails is retrained
     other.suggest("f")
