@@ -13,6 +13,7 @@ import transformers as T
 import yaml
 
 import searchvlm.trial as trial_mod
+from helpers.families import IMAGE_IDS, chameleon_config, emu3_config
 from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
 from searchvlm.flops import count_flops
 from searchvlm.policy import TASKS, preset
@@ -20,56 +21,12 @@ from searchvlm.training import Run, RunSpec, check_layout
 from searchvlm.trial import prepare, run_trial, task_layouts
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE_IDS = list(range(40, 56))  # 16 image-token ids in a 64-token vocabulary
-TEXT = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=128,
-    tie_word_embeddings=False,
-)
 TRAIN = TrainingConfig(steps=4, eval_every=2, batch_size=8, threads=1)
 
 
-def _chameleon_config() -> T.PretrainedConfig:
-    vocab = {"<image>": 3, **{f"IMGIMG{chr(65 + i // 10)}{chr(65 + i % 10)}Z": t for i, t in enumerate(IMAGE_IDS)}}
-    vq = dict(
-        embed_dim=4,
-        num_embeddings=16,
-        base_channels=32,
-        channel_multiplier=[1],
-        num_res_blocks=1,
-        latent_channels=4,
-        resolution=8,
-    )
-    return T.ChameleonConfig(
-        **TEXT, pad_token_id=None, bos_token_id=None, eos_token_id=None, vocabulary_map=vocab, vq_config=vq
-    )
-
-
-def _emu3_config() -> T.PretrainedConfig:
-    vocab = {"<image>": 3, "<|extra_200|>": 4, **{f"<|visual token{i:06d}|>": t for i, t in enumerate(IMAGE_IDS)}}
-    vq = dict(
-        codebook_size=16,
-        embed_dim=4,
-        latent_channels=4,
-        base_channels=32,
-        channel_multiplier=[1],
-        num_res_blocks=1,
-        attn_resolutions=[],
-        hidden_size=32,
-        temporal_downsample_factor=1,
-    )
-    text = dict(TEXT, pad_token_id=0, bos_token_id=1, eos_token_id=2)  # attention_dropout: Emu3's 0.1
-    return T.Emu3Config(text_config=text, vq_config=vq, vocabulary_map=vocab)
-
-
 CONFIGS = {
-    "chameleon": (_chameleon_config, T.ChameleonForConditionalGeneration),
-    "emu3": (_emu3_config, T.Emu3ForConditionalGeneration),
+    "chameleon": (chameleon_config, T.ChameleonForConditionalGeneration),
+    "emu3": (emu3_config, T.Emu3ForConditionalGeneration),  # attention_dropout: Emu3's 0.1
 }
 
 

@@ -46,7 +46,8 @@ def _emu3_vocab() -> dict[str, int]:
     return {"<image>": 3, "<|extra_200|>": 4, **names}
 
 
-def _chameleon(swin: bool = False) -> nn.Module:
+def chameleon_config(swin: bool = False) -> T.ChameleonConfig:
+    """The tiny Chameleon config (16-code VQ, image ids IMAGE_IDS)."""
     vq = dict(
         embed_dim=4,
         num_embeddings=len(IMAGE_IDS),
@@ -56,11 +57,11 @@ def _chameleon(swin: bool = False) -> nn.Module:
         latent_channels=4,
         resolution=8,
     )
-    cfg = T.ChameleonConfig(**COMMON, vocabulary_map=_chameleon_vocab(), vq_config=vq, swin_norm=swin)
-    return T.ChameleonForConditionalGeneration(cfg)
+    return T.ChameleonConfig(**COMMON, vocabulary_map=_chameleon_vocab(), vq_config=vq, swin_norm=swin)
 
 
-def _emu3() -> nn.Module:
+def emu3_config(**text: object) -> T.Emu3Config:
+    """The tiny Emu3 config (16-code VQ, image ids IMAGE_IDS); `text` overrides its text config."""
     vq = dict(
         codebook_size=len(IMAGE_IDS),
         embed_dim=4,
@@ -72,9 +73,16 @@ def _emu3() -> nn.Module:
         hidden_size=32,
         temporal_downsample_factor=1,
     )
-    text = dict(COMMON, attention_dropout=0.0, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    cfg = T.Emu3Config(text_config=text, vq_config=vq, vocabulary_map=_emu3_vocab())
-    return T.Emu3ForConditionalGeneration(cfg)
+    text_config = dict(COMMON, pad_token_id=0, bos_token_id=1, eos_token_id=2, **text)
+    return T.Emu3Config(text_config=text_config, vq_config=vq, vocabulary_map=_emu3_vocab())
+
+
+def _chameleon(swin: bool = False) -> nn.Module:
+    return T.ChameleonForConditionalGeneration(chameleon_config(swin))
+
+
+def _emu3() -> nn.Module:
+    return T.Emu3ForConditionalGeneration(emu3_config(attention_dropout=0.0))
 
 
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
