@@ -40,6 +40,10 @@ class RuleName(str, Enum):
     min_flops = "min-flops"
 
 
+#: what `pareto` says after the hypervolume's reference synergy (`pareto.default_ref_source`, or --ref)
+REF_SOURCE = {"dense": " = the dense trial's", "worst": " = worst seen", "user": ""}
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"searchvlm {__version__}", highlight=False)
@@ -295,7 +299,7 @@ def pareto(
     r = summary["ref"]
     out.print(
         f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
-        f"synergy_gain {r['synergy_gain']:.4f}{' = worst seen' if summary['ref_is_default'] else ''}); "
+        f"synergy_gain {r['synergy_gain']:.4f}{REF_SOURCE[summary['ref_source']]}); "
         f"knee: {summary['knee']}"
     )
     if report.plots_unchanged:

@@ -167,9 +167,10 @@ def front_of(rows: Sequence[dict[str, Any]], run_dir: Path, sweep: str,
 def load_front(run: str | Path, ref: Sequence[float] | None = None, runs_dir: str | Path = "runs") -> Front:
     """The Pareto front of sweep `run` (a name under `runs_dir`, or a sweep folder).
 
-    `ref`: the hypervolume reference `(flops_ratio, synergy_gain)`; default (1.0, the
-    worst synergy gain seen), as `searchvlm pareto`. Only trials with status ok and both
-    objectives are on a front; the knee, hypervolume and counts are `pareto`'s numbers.
+    `ref`: the hypervolume reference `(flops_ratio, synergy_gain)`; default `pareto.default_ref`
+    (1.0, the dense trial's synergy, else the worst seen), as `searchvlm pareto`. Only trials
+    with status ok and both objectives are on a front; the knee, hypervolume and counts are
+    `pareto`'s numbers.
     """
     run_dir, rows = _rows(run, runs_dir)
     return front_of(rows, run_dir, _sweep_name(run_dir), ref)

@@ -40,7 +40,7 @@ Row = Mapping[str, Any]
 Rule = Literal["knee", "max-synergy", "min-flops"]
 RULES: tuple[str, ...] = ("knee", "max-synergy", "min-flops")
 #: hypervolume reference FLOPs ratio (the dense model); the synergy side defaults to the
-#: worst synergy gain among the valid trials.
+#: dense preset trial's synergy gain, else the worst among the valid trials (`default_ref`).
 REF_FLOPS = 1.0
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "TIE_SE",
     "confirm_candidates",
     "default_ref",
+    "default_ref_source",
     "finite_number",
     "front",
     "hypervolume",
@@ -241,13 +242,28 @@ def confirm_candidates(rows: Sequence[Row], top: int | None = None, k: float = T
 
 
 def default_ref(rows: Sequence[Row]) -> tuple[float, float]:
-    """Default reference point `(flops_ratio, synergy_gain)`: (1.0, worst synergy seen).
+    """Default reference point `(flops_ratio, synergy_gain)`: (1.0, the dense model's synergy).
 
-    The worst synergy gain is the minimum over the valid trials (0.0 when there is none).
-    A trial at the dense cost or at the worst synergy therefore adds no volume.
+    The synergy side is the `dense` preset trial's synergy gain when the rows hold one (the
+    lowest, when several sweeps are pooled): the volume then counts only policies that are
+    cheaper than dense AND keep at least its synergy. Without a dense trial it is the worst
+    synergy gain over the valid trials (0.0 when there is none). `default_ref_source` says
+    which. A trial at the dense cost or at the reference synergy adds no volume.
     """
+    dense = _dense_synergies(rows)
+    if dense:
+        return (REF_FLOPS, min(dense))
     syn = [float(r["synergy_gain"]) for r in rows if is_valid(r)]
     return (REF_FLOPS, min(syn) if syn else 0.0)
+
+
+def default_ref_source(rows: Sequence[Row]) -> str:
+    """What `default_ref(rows)`'s synergy is: "dense" (the dense preset trial's) or "worst" (seen)."""
+    return "dense" if _dense_synergies(rows) else "worst"
+
+
+def _dense_synergies(rows: Sequence[Row]) -> list[float]:
+    return [float(r["synergy_gain"]) for r in rows if is_valid(r) and r.get("preset") == "dense"]
 
 
 def _check_ref(ref: Sequence[float]) -> tuple[float, float]:

@@ -32,6 +32,7 @@ from typing import Any
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import (
     Row,
+    default_ref_source,
     finite_number,
     front,
     hypervolume,
@@ -252,6 +253,7 @@ def _summary(
         "confirmed_policies": len(rows) if seeds is not None else 0,
         "ref": {"flops_ratio": ref_nat[0], "synergy_gain": ref_nat[1]},
         "ref_is_default": ref is None,
+        "ref_source": "user" if ref is not None else default_ref_source(rows),
         "hypervolume": hv,
         "knee": knee(fr)["trial_id"] if fr else None,
         "front": [_summary_row(r, tie) for r in fr],

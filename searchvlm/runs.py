@@ -175,8 +175,9 @@ def compare_runs(a: str | Path, b: str | Path, runs_dir: str | Path = "runs",
                  ref: Sequence[float] | None = None) -> Comparison:  # fmt: skip
     """Compare sweeps `a` and `b` (names under `runs_dir` or sweep folders).
 
-    Both hypervolumes use one reference point: `ref`, else (1.0, the worst synergy gain
-    seen in EITHER sweep), so the two numbers can be compared."""
+    Both hypervolumes use one reference point: `ref`, else `default_ref` of the pooled rows
+    (1.0, the lower dense-trial synergy, else the worst synergy seen in EITHER sweep), so
+    the two numbers can be compared."""
     from searchvlm.frames import _rows, _sweep_name, front_of
     from searchvlm.pareto import default_ref
 

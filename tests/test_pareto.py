@@ -13,6 +13,7 @@ from searchvlm.errors import ConfigError
 from searchvlm.pareto import (
     confirm_candidates,
     default_ref,
+    default_ref_source,
     finite_number,
     front,
     hypervolume,
@@ -225,6 +226,20 @@ def test_numpy_ints_and_non_numbers() -> None:
 
 def test_default_ref_uses_valid_rows_only() -> None:
     assert default_ref(TABLE) == (1.0, -0.10)
+
+
+def test_default_ref_is_the_dense_trials_synergy_when_there_is_one() -> None:
+    rows = [
+        {"trial_id": "d", "status": "ok", "preset": "dense", "flops_ratio": 1.0, "synergy_gain": 0.05},
+        {"trial_id": "a", "status": "ok", "preset": "", "flops_ratio": 0.5, "synergy_gain": 0.10},
+        {"trial_id": "b", "status": "ok", "preset": "", "flops_ratio": 0.3, "synergy_gain": -0.20},
+        {"trial_id": "f", "status": "failed", "preset": "dense", "flops_ratio": 1.0, "synergy_gain": -0.5},
+    ]
+    assert default_ref(rows) == (1.0, 0.05) and default_ref_source(rows) == "dense"
+    # b is below dense's synergy: only a adds volume, (1 - 0.5) * (0.10 - 0.05)
+    assert hypervolume(rows)[0] == pytest.approx(0.025)
+    no_dense = rows[1:]  # the failed dense trial does not count
+    assert default_ref(no_dense) == (1.0, -0.20) and default_ref_source(no_dense) == "worst"
 
 
 def test_moocore_meets_the_pin() -> None:

@@ -229,13 +229,17 @@ def test_pareto_summary_json(run: Path) -> None:
     json.dumps(s, allow_nan=False)
     assert s["sweep"] == "s1" and s["trials"] == 7 and s["knee"] == "t2"
     assert [r["trial_id"] for r in s["front"]] == ["t1", "t2", "t3"]
-    assert s["ref"] == {"flops_ratio": 1.0, "synergy_gain": -0.10} and s["ref_is_default"]
-    # (1-0.5)*(0.04+0.10) + (1-0.8)*(0.10-0.04) = 0.07 + 0.012
-    assert s["hypervolume"] == pytest.approx(0.082)
+    # the default reference synergy is the dense preset trial's (0.05), not the worst seen (-0.10)
+    assert s["ref"] == {"flops_ratio": 1.0, "synergy_gain": 0.05} and s["ref_is_default"]
+    assert s["ref_source"] == "dense"
+    # only pmod (0.8, 0.10) is cheaper than dense AND above its synergy: (1-0.8)*(0.10-0.05)
+    assert s["hypervolume"] == pytest.approx(0.01)
     assert [h["number"] for h in s["history"]] == list(range(7))
-    assert s["history"][-1]["hypervolume"] == pytest.approx(0.082)
-    user = pareto_summary(run, ref=(1.0, -0.2))
-    assert not user["ref_is_default"] and user["hypervolume"] > s["hypervolume"]
+    assert s["history"][-1]["hypervolume"] == pytest.approx(0.01)
+    user = pareto_summary(run, ref=(1.0, -0.10))
+    assert not user["ref_is_default"] and user["ref_source"] == "user"
+    # (1-0.5)*(0.04+0.10) + (1-0.8)*(0.10-0.04) = 0.07 + 0.012
+    assert user["hypervolume"] == pytest.approx(0.082)
 
 
 def test_front_table(run: Path) -> None:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 # a second sweep: one point that beats s1's whole front
-TABLE_B = [("dense", 1.0, 0.05), ("himix", 0.3, 0.2), ("hmgen", 0.6, -0.3)]
+TABLE_B = [("dense", 1.0, 0.02), ("himix", 0.3, 0.2), ("hmgen", 0.6, -0.3)]
 
 
 def cli(*args: str, input: str | None = None):
@@ -124,7 +124,7 @@ def test_load_front_matches_pareto(runs: Path) -> None:
     ids = list(fr.trials["trial_id"])
     assert ids == [r["trial_id"] for r in front(rows)] == [r["trial_id"] for r in summary["front"]]
     assert fr.knee == knee(rows)["trial_id"] == summary["knee"] == "t2"
-    assert fr.hypervolume == pytest.approx(summary["hypervolume"]) and fr.ref == (1.0, -0.1)
+    assert fr.hypervolume == pytest.approx(summary["hypervolume"]) and fr.ref == (1.0, 0.05)
     assert fr.counts == {"ok": 5, "failed": 1, "pruned": 1, "incomplete": 0}
     html = fr._repr_html_()
     assert html.startswith("<p>s1: 3 on the front of 7 trials") and "<table" in html
@@ -180,9 +180,9 @@ def test_compare_uses_one_reference_point(runs: Path) -> None:
 
     a, b = read_trials(runs / "s1" / "trials.csv"), read_trials(runs / "s2" / "trials.csv")
     cmp = compare_runs("s1", "s2", runs)
-    assert cmp.ref == (1.0, -0.3)  # the worst synergy of EITHER sweep (s2's), not each its own
-    assert cmp.fronts[0].hypervolume == pytest.approx(hypervolume(a, (1.0, -0.3))[0])
-    assert cmp.fronts[1].hypervolume == pytest.approx(hypervolume(b, (1.0, -0.3))[0])
+    assert cmp.ref == (1.0, 0.02)  # the lower dense synergy of the two sweeps (s2's), not each its own
+    assert cmp.fronts[0].hypervolume == pytest.approx(hypervolume(a, (1.0, 0.02))[0])
+    assert cmp.fronts[1].hypervolume == pytest.approx(hypervolume(b, (1.0, 0.02))[0])
     assert cmp.fronts[0].hypervolume != pytest.approx(hypervolume(a)[0])  # own default ref differs
     assert cmp.best[0]["trial_id"] == "t3" and cmp.best[1]["trial_id"] == "t1"
     assert cmp.coverage == (0.0, pytest.approx(2 / 3))  # s2's (0.3, 0.2) covers two of s1's three
@@ -201,10 +201,10 @@ def test_compare_command(runs: Path) -> None:
     assert row("front size") == ["front size", "3", "1"]
     assert row("failed") == ["failed", "1", "1"]
     assert row("best synergy")[1].startswith("+0.1000 (t3")
-    assert "synergy_gain -0.3000 (both sweeps)" in text
+    assert "synergy_gain 0.0200 (both sweeps)" in text
     assert "front of s1" in text and "front of s2" in text
     data = json.loads(cli("compare", "s1", "s2", "--runs-dir", str(runs), "--json").output)
-    assert data["ref"] == {"flops_ratio": 1.0, "synergy_gain": -0.3}
+    assert data["ref"] == {"flops_ratio": 1.0, "synergy_gain": 0.02}
     assert [s["sweep"] for s in data["sweeps"]] == ["s1", "s2"]
     assert [len(s["front"]) for s in data["sweeps"]] == [3, 1]
     res = cli("compare", "s1", "nosuch", "--runs-dir", str(runs))
