@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from searchvlm.results import METRIC_COLUMNS, TRIALS_FILE, read_trials, resolve_run_dir
+from searchvlm.results import METRIC_COLUMNS, TRIALS_FILE, load_ranked, ranking_rows, read_trials, resolve_run_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +71,12 @@ def _frame(rows: Sequence[dict[str, Any]], on_front: set[str], attrs: dict[str, 
 def _rows(run: str | Path, runs_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     run_dir = resolve_run_dir(run, runs_dir)
     return run_dir, read_trials(run_dir / TRIALS_FILE)
+
+
+def _merged_rows(run: str | Path, runs_dir: str | Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Every trial with confirmed numbers merged in (`results.with_confirmed`), as `pareto` reads them."""
+    run_dir = resolve_run_dir(run, runs_dir)
+    return run_dir, load_ranked(run_dir)[0]
 
 
 def load_trials(run: str | Path, runs_dir: str | Path = "runs") -> "pd.DataFrame":
@@ -153,12 +159,14 @@ def _counts_text(counts: dict[str, int]) -> str:
 
 def front_of(rows: Sequence[dict[str, Any]], run_dir: Path, sweep: str,
              ref: Sequence[float] | None = None) -> Front:  # fmt: skip
-    """The Front of already-read trials rows (see `load_front`)."""
+    """The Front of already-read trials rows (see `load_front`): ranked as `pareto` ranks them
+    (`results.ranking_rows`: the confirmed numbers when any exist, repeats not counted twice)."""
     from searchvlm.pareto import front, hypervolume, knee
     from searchvlm.report import _counts
 
-    fr = front(rows)
-    hv, ref_nat = hypervolume(rows, ref)
+    ranked = ranking_rows(list(rows))
+    fr = front(ranked)
+    hv, ref_nat = hypervolume(ranked, ref)
     frame = _frame(fr, {r["trial_id"] for r in fr}, {"sweep": sweep, "run_dir": str(run_dir)})
     return Front(sweep=sweep, run_dir=run_dir, trials=frame, knee=knee(fr)["trial_id"] if fr else None,
                  hypervolume=hv, ref=ref_nat, counts=_counts(rows))  # fmt: skip
@@ -172,5 +180,5 @@ def load_front(run: str | Path, ref: Sequence[float] | None = None, runs_dir: st
     with status ok and both objectives are on a front; the knee, hypervolume and counts are
     `pareto`'s numbers.
     """
-    run_dir, rows = _rows(run, runs_dir)
+    run_dir, rows = _merged_rows(run, runs_dir)
     return front_of(rows, run_dir, _sweep_name(run_dir), ref)

@@ -178,12 +178,14 @@ def compare_runs(a: str | Path, b: str | Path, runs_dir: str | Path = "runs",
     Both hypervolumes use one reference point: `ref`, else `default_ref` of the pooled rows
     (1.0, the lower dense-trial synergy, else the worst synergy seen in EITHER sweep), so
     the two numbers can be compared."""
-    from searchvlm.frames import _rows, _sweep_name, front_of
+    from searchvlm.frames import _merged_rows, _sweep_name, front_of
     from searchvlm.pareto import default_ref
+    from searchvlm.results import ranking_rows
 
-    (da, ra), (db, rb) = _rows(a, runs_dir), _rows(b, runs_dir)
+    (da, all_a), (db, all_b) = _merged_rows(a, runs_dir), _merged_rows(b, runs_dir)
+    ra, rb = ranking_rows(all_a), ranking_rows(all_b)  # what `pareto` ranks: confirmed numbers when any
     common = tuple(ref) if ref is not None else default_ref(ra + rb)
-    fa, fb = front_of(ra, da, _sweep_name(da), common), front_of(rb, db, _sweep_name(db), common)
+    fa, fb = front_of(all_a, da, _sweep_name(da), common), front_of(all_b, db, _sweep_name(db), common)
     return Comparison(fronts=(fa, fb), ref=fa.ref, best=(_best(ra), _best(rb)),
                       coverage=(_coverage(ra, rb), _coverage(rb, ra)),
                       tables=(_front_cells(fa, ra), _front_cells(fb, rb)))  # fmt: skip

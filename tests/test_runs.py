@@ -286,3 +286,24 @@ def test_meta_without_mlflow_is_removed_alone(runs: Path) -> None:
     assert isinstance(meta, SweepMeta) and meta.parent_run_id is None
     res = cli("rm", "s1", "--runs-dir", str(runs), "-y")
     assert res.exit_code == 0 and "deleted" in res.output and "0 MLflow runs" in res.output
+
+
+def test_load_front_and_compare_rank_the_confirmed_numbers_as_pareto_does(runs: Path) -> None:
+    from searchvlm import compare_runs, load_front
+    from searchvlm.report import pareto_summary
+    from searchvlm.results import CONFIRMED_FILE, write_confirmed
+
+    conf = [{"trial_id": "t2", "number": 2, "status": "ok", "seeds": "[5, 6]", "flops_ratio": 0.5,
+             "synergy_gain": 0.01, "synergy_gain_stderr": 0.005, "synergy_per_seed": "[0.005, 0.015]"},
+            {"trial_id": "t3", "number": 3, "status": "ok", "seeds": "[5, 6]", "flops_ratio": 0.8,
+             "synergy_gain": 0.011, "synergy_gain_stderr": 0.005, "synergy_per_seed": "[0.004, 0.018]"}]  # fmt: skip
+    write_confirmed(runs / "s1" / CONFIRMED_FILE, conf)
+    summary = pareto_summary("s1", None, runs)
+    fr = load_front("s1", runs_dir=runs)
+    assert summary["numbers"] == "confirmed"
+    assert list(fr.trials["trial_id"]) == [r["trial_id"] for r in summary["front"]]
+    assert fr.hypervolume == pytest.approx(summary["hypervolume"]) and fr.ref == tuple(summary["ref"].values())
+    assert fr.counts == {"ok": 5, "failed": 1, "pruned": 1, "incomplete": 0}  # every trial still counted
+    cmp = compare_runs("s1", "s2", runs)
+    assert list(cmp.fronts[0].trials["trial_id"]) == list(fr.trials["trial_id"])
+    assert cmp.best[0]["trial_id"] == "t3" and cmp.best[0]["synergy_gain"] == 0.011  # not the search's 0.10
