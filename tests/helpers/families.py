@@ -13,26 +13,14 @@ import torch
 import transformers as T
 from torch import nn
 
-from helpers.models import janus_model
+from helpers.models import HF_TEXT, janus_model
 from searchvlm.model import apply_policy
 from searchvlm.policy import ReductionPolicy, Segment
 
 LAYERS = 2
 VOCAB = 64
 IMAGE_IDS = list(range(40, 56))  # the image-token ids of the tiny Chameleon / Emu3 vocabularies
-COMMON = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=LAYERS,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=128,
-    pad_token_id=None,
-    bos_token_id=None,
-    eos_token_id=None,
-    tie_word_embeddings=False,
-)
+COMMON = dict(HF_TEXT, vocab_size=VOCAB, num_hidden_layers=LAYERS)
 SLIDING = dict(sliding_window=6, layer_types=["sliding_attention", "full_attention"])
 
 

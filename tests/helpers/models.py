@@ -33,26 +33,28 @@ def make_batch(segment_runs: list[tuple[int, int]], batch: int = 3, seed: int = 
 
 PolicyFactory = Callable[..., ReductionPolicy]
 
+#: the text config every tiny HF test model shares (hidden 32, 2 layers, vocab 64; helpers.families)
+HF_TEXT = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    pad_token_id=None,
+    bos_token_id=None,
+    eos_token_id=None,
+    tie_word_embeddings=False,
+)
+
 
 def janus_model() -> torch.nn.Module:
     """A tiny JanusForConditionalGeneration (hidden 32, 2 layers, vocab 64; 16x16 images in
     4x4 patches = 16 image tokens, a 16-code VQ codebook); placeholder id 3."""
     from transformers import JanusConfig, JanusForConditionalGeneration
 
-    text = dict(
-        model_type="llama",
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=None,
-        bos_token_id=None,
-        eos_token_id=None,
-        tie_word_embeddings=False,
-    )
+    text = dict(HF_TEXT, model_type="llama")
     vision = dict(
         hidden_size=32,
         num_hidden_layers=1,
