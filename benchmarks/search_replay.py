@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import optuna
 
 from _tabular import load_table, policy_key, rows_by_key
 from searchvlm.pareto import hypervolume
+from searchvlm.synergy import mean_stderr
 from searchvlm.space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,32 +52,18 @@ Row = dict[str, Any]
 # --------------------------------------------------------------------------- statistics
 
 
-def mean_se(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan"))
-
-
-def ratio_ci(a: list[float], b: list[float], seed: int = 0) -> dict[str, float]:
-    """mean(a) / mean(b) with a 95% percentile bootstrap interval (a and b resampled independently)."""
+def ratio_ci(a: list[float], b: list[float], seed: int = 0, paired: bool = False) -> dict[str, float]:
+    """mean(a) / mean(b) with a 95% percentile bootstrap interval: a and b resampled
+    independently, or (`paired`) the same indices for both (paired samples)."""
     rng = np.random.default_rng(seed)
     a_, b_ = np.asarray(a), np.asarray(b)
-    ma = a_[rng.integers(0, len(a_), (BOOT, len(a_)))].mean(1)
-    mb = b_[rng.integers(0, len(b_), (BOOT, len(b_)))].mean(1)
-    ok = mb > 0
-    boot = ma[ok] / mb[ok]
+    ia = rng.integers(0, len(a_), (BOOT, len(a_)))
+    ib = ia if paired else rng.integers(0, len(b_), (BOOT, len(b_)))
+    ma, mb = a_[ia].mean(1), b_[ib].mean(1)
+    boot = ma[mb > 0] / mb[mb > 0]
     point = float(a_.mean() / b_.mean()) if b_.mean() > 0 else float("nan")
     lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
     return {"ratio": point, "ci95": [float(lo), float(hi)]}
-
-
-def paired_ratio_ci(a: list[float], b: list[float], seed: int = 0) -> dict[str, float]:
-    """mean(a) / mean(b) for paired samples, 95% bootstrap interval resampling the pairs."""
-    rng = np.random.default_rng(seed)
-    a_, b_ = np.asarray(a), np.asarray(b)
-    idx = rng.integers(0, len(a_), (BOOT, len(a_)))
-    ma, mb = a_[idx].mean(1), b_[idx].mean(1)
-    boot = ma[mb > 0] / mb[mb > 0]
-    lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
-    return {"ratio": float(a_.mean() / b_.mean()) if b_.mean() > 0 else float("nan"), "ci95": [float(lo), float(hi)]}
 
 
 # --------------------------------------------------------------------------- draws
@@ -161,7 +147,7 @@ def summarise(curves: dict[str, list[list[float]]], table_hv: float) -> dict[str
         out[name] = {}
         for k in CHECKPOINTS:
             vals = [r[k - 1] for r in runs]
-            m, se = mean_se(vals)
+            m, se = mean_stderr(vals)
             out[name][f"hv@{k}"] = {"mean": m, "stderr": se, "share_of_table": m / table_hv if table_hv else None}
             if name != "random":
                 out[name][f"hv@{k}"]["vs_random"] = ratio_ci(vals, [r[k - 1] for r in curves["random"]], seed=k)
@@ -212,16 +198,18 @@ def moasha_runs(rows: list[Row], n: int, seeds: int, grace: int, eta: float, max
         order = [rows[i] for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False)]
         runs.append(moasha_once(order, draw_seeds(keyed, 20_000 + seed), grace, eta, max_steps, refs))
     out: dict[str, Any] = {"grace": grace, "eta": eta, "configs": min(n, len(rows)), "orders": seeds}
-    out["steps_ratio"] = dict(zip(("mean", "stderr"), mean_se([r["steps_ratio"] for r in runs])))
+    out["steps_ratio"] = dict(zip(("mean", "stderr"), mean_stderr([r["steps_ratio"] for r in runs])))
     for r in refs:
         full = [x[r]["full"] for x in runs]
         mo = [x[r]["moasha"] for x in runs]
         out[r] = {
-            "moasha_vs_full": paired_ratio_ci(mo, full, 1),
-            "moasha_vs_random_equal_steps": paired_ratio_ci(mo, [x[r]["random_equal_steps"] for x in runs], 2),
-            "moasha_vs_flops_only_equal_steps": paired_ratio_ci(mo, [x[r]["flops_only_equal_steps"] for x in runs], 3),
-            "flops_only_vs_full": paired_ratio_ci([x[r]["flops_only_equal_steps"] for x in runs], full, 4),
-            "random_vs_full": paired_ratio_ci([x[r]["random_equal_steps"] for x in runs], full, 5),
+            "moasha_vs_full": ratio_ci(mo, full, 1, paired=True),
+            "moasha_vs_random_equal_steps": ratio_ci(mo, [x[r]["random_equal_steps"] for x in runs], 2, paired=True),
+            "moasha_vs_flops_only_equal_steps": ratio_ci(
+                mo, [x[r]["flops_only_equal_steps"] for x in runs], 3, paired=True
+            ),
+            "flops_only_vs_full": ratio_ci([x[r]["flops_only_equal_steps"] for x in runs], full, 4, paired=True),
+            "random_vs_full": ratio_ci([x[r]["random_equal_steps"] for x in runs], full, 5, paired=True),
         }
         beats = out[r]["moasha_vs_flops_only_equal_steps"]["ci95"][0] > 1.0
         out[r]["target_met"] = bool(out[r]["moasha_vs_full"]["ratio"] >= 0.95 and out["steps_ratio"]["mean"] <= 0.5

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from _tabular import FORMAT, enumerate_space, load_table
 from searchvlm.space import load_space
+from searchvlm.synergy import mean_stderr
 from searchvlm.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,8 +66,8 @@ def one_row(space, key: str, params: dict[str, Any] | None, cache_dir: str, inde
            "flops_ratio": runs[0]["flops_ratio"], "seeds": runs}  # fmt: skip
     for k in METRICS:
         vals = [r[k] for r in ok]
-        row[k] = _num(statistics.fmean(vals)) if vals else None
-        row[f"{k}_stderr"] = _num(statistics.stdev(vals) / len(vals) ** 0.5) if len(vals) > 1 else None
+        mean, se = mean_stderr(vals) if vals else (None, None)
+        row[k], row[f"{k}_stderr"] = _num(mean), _num(se)
     return row
 
 
