@@ -123,7 +123,7 @@ def _one_replay(job: tuple[str, int]) -> list[Row]:
                   draw_seeds(rows, 10_000 + seed))  # fmt: skip
 
 
-def sampler_runs(space: SearchSpace, rows: dict[str, Row], seeds: int, refs: dict[str, tuple], jobs: int) -> dict:
+def sampler_runs(space: SearchSpace, rows: dict[str, Row], seeds: range, refs: dict[str, tuple], jobs: int) -> dict:
     """Per reference, per sampler, per replay seed: the hypervolume curve up to max(CHECKPOINTS)."""
     import multiprocessing as mp
 
@@ -134,10 +134,10 @@ def sampler_runs(space: SearchSpace, rows: dict[str, Row], seeds: int, refs: dic
     out: dict[str, dict[str, list[list[float]]]] = {r: {} for r in refs}
     with mp.get_context("fork").Pool(jobs) as pool:
         for name in SAMPLERS:
-            seen_runs = pool.map(_one_replay, [(name, seed) for seed in range(seeds)])
+            seen_runs = pool.map(_one_replay, [(name, seed) for seed in seeds])
             for r, ref in refs.items():
                 out[r][name] = [hv_curve(seen, ref) for seen in seen_runs]
-            print(f"  {name}: {seeds} replays", flush=True)
+            print(f"  {name}: {len(seeds)} replays", flush=True)
     return out
 
 
@@ -259,6 +259,7 @@ def main() -> None:
     ap.add_argument("--grace", type=int, action="append", help="MO-ASHA grace steps (repeat; default max/4, max/2)")
     ap.add_argument("--eta", type=float, default=3.0)
     ap.add_argument("--jobs", type=int, default=2, help="replay processes")
+    ap.add_argument("--first-seed", type=int, default=0, help="first sampler seed (fresh seeds confirm a 'best')")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/search_replay.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/search_replay.png")
     args = ap.parse_args()
@@ -272,7 +273,7 @@ def main() -> None:
     refs = {"dense": (1.0, table["reference"]["synergy_gain"]), "worst": (1.0, syn[0])}
     table_hv = {r: hypervolume(ok, ref)[0] for r, ref in refs.items()}
     print(f"{len(ok)} policies; references {refs}; table hypervolume {table_hv}", flush=True)
-    curves = sampler_runs(space, rows, args.seeds, refs, args.jobs)
+    curves = sampler_runs(space, rows, range(args.first_seed, args.first_seed + args.seeds), refs, args.jobs)
     summary = {r: summarise(curves[r], table_hv[r]) for r in refs}
     graces = args.grace or [table["max_steps"] // 4, table["max_steps"] // 2]
     moasha = [moasha_runs(ok, args.configs, args.seeds, g, args.eta, table["max_steps"], refs) for g in graces]
@@ -282,7 +283,7 @@ def main() -> None:
     result = {
         "table": str(args.table.relative_to(ROOT)) if args.table.is_relative_to(ROOT) else str(args.table),
         "command": "python benchmarks/search_replay.py " + " ".join(
-            f"--{k} {v}" for k, v in (("seeds", args.seeds), ("configs", args.configs), ("eta", args.eta))),
+            f"--{k} {v}" for k, v in (("seeds", args.seeds), ("first-seed", args.first_seed), ("configs", args.configs), ("eta", args.eta))),
         "policies": len(ok), "seeds_per_policy": len(ok[0]["seeds"]),
         "dense_synergy": [table["reference"]["synergy_gain"], table["reference"]["synergy_gain_stderr"]],
         "policies_above_dense_synergy": sum(1 for r in ok if r["synergy_gain"] > refs["dense"][1]),
