@@ -25,7 +25,7 @@ from searchvlm.config import DataConfig, ModelConfig, TrainingConfig
 from searchvlm.policy import ReductionPolicy
 from searchvlm.training import Score
 
-_FORMAT = "baseline/v2"  # v2: test score (and its s.e.) at every evaluation round
+_FORMAT = "baseline/v3"  # v2: test score (and its s.e.) at every evaluation round; v3: caption metrics
 # training fields that do not change a single-task run
 _IRRELEVANT = {"loss_weights", "threads"}
 

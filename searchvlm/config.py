@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from searchvlm._hf import read_dims
 from searchvlm._strict import Strict as _Strict
@@ -59,6 +59,11 @@ class ModelConfig(_Strict):
     vocab_size: int | None = Field(
         None, ge=2, description="LM head width when it is not vocab.size (hf: the model's vocabulary, read from it)"
     )
+    tie_embeddings: bool = Field(
+        False,
+        description="built-in model: the LM head shares the input embedding matrix (one image-token space "
+        "for reading and writing images, as aligned input/output visual spaces)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -80,13 +85,15 @@ class ModelConfig(_Strict):
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """The built-in model serialises as before `hf` existed (same cache keys and hashes)."""
         out = handler(self)
-        for key, default in (("hf", None), ("pretrained", False), ("vocab_size", None)):
+        for key, default in (("hf", None), ("pretrained", False), ("vocab_size", None), ("tie_embeddings", False)):
             if out.get(key, default) == default:
                 out.pop(key, None)
         return out
 
     @model_validator(mode="after")
     def _heads(self) -> "ModelConfig":
+        if self.tie_embeddings and self.hf is not None:
+            raise ValueError("model.tie_embeddings applies to the built-in model; model.hf's config.json says its own")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size = {self.hidden_size} must be divisible by num_heads = {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
@@ -102,13 +109,38 @@ class ModelConfig(_Strict):
         return self.num_kv_heads * self.head_dim
 
 
+class TaskSizes(_Strict):
+    """Training images per task (`data.train_size: {understanding: N, generation: M}`)."""
+
+    understanding: int = Field(ge=1, description="understanding training images")
+    generation: int = Field(ge=1, description="generation training images")
+
+
+class TokenizerConfig(_Strict):
+    """How an image becomes image tokens (digits and shapes; `tokens` data are already tokens)."""
+
+    kind: Literal["pixel", "patch"] = Field(
+        "pixel",
+        description="pixel: one code per pixel (grey level / colour) | patch: a VQ-style codebook over "
+        "patch x patch pixel blocks (k-means fitted on the training images only; codes decode to centroids)",
+    )
+    patch: int = Field(4, ge=1, le=16, description="patch: side of a patch in pixels (must divide the image side)")
+    codes: int = Field(64, ge=2, le=4096, description="patch: codebook size (image codes)")
+    seed: int = Field(0, description="patch: seed of the k-means fit")
+
+
 class DataConfig(_Strict):
     """Where the two tasks' examples come from. Nothing is downloaded."""
 
     name: Literal["digits", "shapes", "tokens"] = Field(
         "digits", description="digits (scikit-learn) | shapes (generated) | tokens (your .npz/parquet)"
     )
-    train_size: int = Field(700, ge=1, description="training images (shared by both tasks)")
+    train_size: int | TaskSizes = Field(
+        700,
+        description="training images: one number (shared by both tasks, or halved with task_images: "
+        "disjoint), or {understanding: N, generation: M} per task (shared: the smaller set is a subset "
+        "of the larger; disjoint: N + M different images)",
+    )
     val_size: int = Field(200, ge=1, description="validation images (evaluation rounds)")
     test_size: int = Field(397, ge=1, description="held-out test images (final scores)")
     image_size: int = Field(16, ge=4, le=64, description="shapes: image side in pixels")
@@ -121,6 +153,48 @@ class DataConfig(_Strict):
         description="shared: both tasks train on the same images; disjoint: each task gets its "
         "own half of the training images (like separate understanding / generation data sets)",
     )
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig, description="image tokens: pixel codes or a patch codebook"
+    )
+    permute_answers: bool = Field(
+        False,
+        description="control: shuffle the understanding answers across training images (seeded), so "
+        "understanding data carry no information about images; a generation gain that survives it "
+        "is regularisation, not transfer",
+    )
+
+    @field_validator("train_size")
+    @classmethod
+    def _positive(cls, value: int | TaskSizes) -> int | TaskSizes:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"train_size = {value} must be at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _tokens_untouched(self) -> "DataConfig":
+        if self.name == "tokens" and self.tokenizer.kind != "pixel":
+            raise ValueError("data.tokenizer applies to digits and shapes; `tokens` data are already image tokens")
+        return self
+
+    @property
+    def train_pool(self) -> int:
+        """Training images the data set must provide for both tasks."""
+        sizes = self.train_size
+        if isinstance(sizes, int):
+            return sizes
+        if self.task_images == "disjoint":
+            return sizes.understanding + sizes.generation
+        return max(sizes.understanding, sizes.generation)
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """New keys serialise only when set (same cache keys and hashes as before they existed)."""
+        out = handler(self)
+        if self.tokenizer == TokenizerConfig():
+            out.pop("tokenizer", None)
+        if not self.permute_answers:
+            out.pop("permute_answers", None)
+        return out
 
 
 class TrainingConfig(_Strict):
@@ -162,6 +236,26 @@ class SynergyConfig(_Strict):
         description="also train the dense joint model on the same seeds (cached) and report "
         "synergy_vs_dense, the paired difference of synergy against it",
     )
+    gen_metric: Literal["nll", "caption_acc", "fidelity"] = Field(
+        "nll",
+        description="what g_G is computed on: nll (held-out image-token NLL, lower better) | caption_acc "
+        "(generative classification: the true caption gives the image a lower NLL than every one-attribute "
+        "swap; higher better) | fidelity (sampled images judged by real-image classifiers, final model; "
+        "needs synergy.fidelity: true). All are reported whichever is chosen",
+    )
+
+    @model_validator(mode="after")
+    def _fidelity_scored(self) -> "SynergyConfig":
+        if self.gen_metric == "fidelity" and not self.fidelity:
+            raise ValueError("synergy.gen_metric = 'fidelity' needs synergy.fidelity: true (samples are scored then)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if self.gen_metric == "nll":
+            out.pop("gen_metric", None)
+        return out
 
 
 class TrialConfig(_Strict):
@@ -244,7 +338,9 @@ class TrialResult(_Strict):
     )
     und_gain_stderr: SeedStderr = Field(None, description="standard error of und_gain over the paired seeds")
     gen_gain: PerRound = Field(
-        None, description="g_G = (gen_nll_iso - gen_nll) / |gen_nll_iso| per seed (NLL: lower is better), averaged"
+        None,
+        description="g_G per seed on synergy.gen_metric, averaged: (gen_nll_iso - gen_nll) / |gen_nll_iso| "
+        "for nll (lower is better), (G - G_iso) / |G_iso| for caption_acc and fidelity",
     )
     gen_gain_stderr: SeedStderr = Field(None, description="standard error of gen_gain over the paired seeds")
     synergy_vs_dense: Searchable = Field(
@@ -274,9 +370,21 @@ class TrialResult(_Strict):
         description="share of sampled test images (final joint model) that classifiers trained on real "
         "images assign to the prompted attributes (synergy.fidelity: true; else None)",
     )
+    gen_caption_acc: Searchable = Field(
+        None,
+        description="joint model's generative caption accuracy on test: share of images to which their true "
+        "caption gives a lower NLL than every caption that differs in one attribute (None: no swaps)",
+    )
+    gen_caption_nats: Searchable = Field(
+        None,
+        description="joint model's mean image-token NLL under a one-attribute-swapped caption minus under the "
+        "true one, nats per image token, on test (how much the caption tells the image)",
+    )
     und_acc_iso: SeedMean = Field(None, description="the isolated understanding baseline's und_acc")
     gen_nll_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_nll")
     gen_fidelity_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_fidelity")
+    gen_caption_acc_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_acc")
+    gen_caption_nats_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_nats")
     seeds: list[int] = Field(default_factory=list, description="the paired seeds trained")
     per_seed: list[dict[str, Any]] = Field(
         default_factory=list,

@@ -3,7 +3,8 @@
 L1 module: pure arithmetic on floats. Per task the relative improvement of the joint model
 over its isolated baseline, sign-flipped for lower-is-better metrics:
     g_U = (U_joint - U_iso) / |U_iso|      (understanding accuracy: higher is better)
-    g_G = (G_iso - G_joint) / |G_iso|      (generation NLL: lower is better)
+    g_G = (G_iso - G_joint) / |G_iso|      (generation NLL: lower is better; `synergy.gen_metric`
+                                            caption_acc / fidelity: (G_joint - G_iso) / |G_iso|)
     synergy_gain = min(g_U, g_G)  (default; `mean` as an option)
 Seeds are paired (joint seed s against isolated seed s); mean and standard error reported.
 
@@ -53,9 +54,12 @@ def seed_gains(
     gen_joint: float,
     gen_iso: float,
     how: Literal["min", "mean"] = "min",
+    gen_higher_is_better: bool = False,
 ) -> SeedGains:
+    """Gains of one seed; the generation metric is an NLL (lower better) unless
+    `gen_higher_is_better` (caption accuracy, fidelity)."""
     g_u = relative_gain(und_joint, und_iso, higher_is_better=True)
-    g_g = relative_gain(gen_joint, gen_iso, higher_is_better=False)
+    g_g = relative_gain(gen_joint, gen_iso, higher_is_better=gen_higher_is_better)
     return SeedGains(g_u, g_g, aggregate(g_u, g_g, how))
 
 
@@ -71,7 +75,15 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(var / n)
 
 
-HIGHER_IS_BETTER: dict[str, bool] = {"und_acc": True, "gen_nll": False}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "und_acc": True,
+    "gen_nll": False,
+    "gen_caption_acc": True,
+    "gen_caption_nats": True,
+    "gen_fidelity": True,
+}
+#: `synergy.gen_metric` -> the metric g_G is computed on
+GEN_METRICS: dict[str, str] = {"nll": "gen_nll", "caption_acc": "gen_caption_acc", "fidelity": "gen_fidelity"}
 
 
 @dataclass(frozen=True)

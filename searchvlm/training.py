@@ -22,6 +22,8 @@ from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 
 _TASK_SALT = {"understanding": 1009, "generation": 2003}
+#: what a run is scored on at every evaluation round (caption metrics where the data have swaps)
+METRICS: tuple[str, ...] = ("und_acc", "gen_nll", "gen_caption_acc", "gen_caption_nats")
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,19 +121,23 @@ class Run:
         self.sched.step()
         return float(total.detach())
 
-    def scores(
-        self, data: UnifiedData, split: str, metrics: tuple[str, ...] = ("und_acc", "gen_nll")
-    ) -> dict[str, Score]:
-        """`und_acc` and/or `gen_nll` (those of `metrics` this run trains) with their
-        evaluation-set standard errors."""
+    def scores(self, data: UnifiedData, split: str, metrics: tuple[str, ...] = METRICS) -> dict[str, Score]:
+        """Those of `metrics` this run trains (caption metrics where the data set has swapped
+        captions) with their evaluation-set standard errors."""
         out: dict[str, Score] = {}
         if "understanding" in self.spec.tasks and "und_acc" in metrics:
             hits = understanding_hits(self.model, _to(data.split(split, "understanding"), self.device))
             out["und_acc"] = Score.of(hits.float())
-        if "generation" in self.spec.tasks and "gen_nll" in metrics:
-            out["gen_nll"] = Score.of(
-                generation_example_nll(self.model, _to(data.split(split, "generation"), self.device))
-            )
+        if "generation" not in self.spec.tasks or not set(metrics) & set(METRICS[1:]):
+            return out
+        gen = _to(data.split(split, "generation"), self.device)
+        nll = generation_example_nll(self.model, gen)
+        if "gen_nll" in metrics:
+            out["gen_nll"] = Score.of(nll)
+        if gen.swaps is not None and set(metrics) & {"gen_caption_acc", "gen_caption_nats"}:
+            acc, nats = caption_scores(self.model, gen, nll)
+            out.update({"gen_caption_acc": Score.of(acc.float()), "gen_caption_nats": Score.of(nats)})
+            out = {m: v for m, v in out.items() if m in metrics}
         return out
 
 
@@ -195,6 +201,17 @@ def generation_example_nll(model, split: TaskSplit, batch: int = 256) -> torch.T
         nll = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T_out)
         rows.append(((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).cpu())  # (B,)
     return torch.cat(rows)  # (N,)
+
+
+@torch.no_grad()
+def caption_scores(model, split: TaskSplit, true_nll: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generative classification of each image (N,) by its captions: `hit` when the true
+    caption gives the image a lower mean image-token NLL than every swapped caption (each
+    differs in one attribute), and `nats`, the mean over swaps of NLL(swap) - NLL(true)."""
+    true = generation_example_nll(model, split) if true_nll is None else true_nll  # (N,)
+    alts = torch.stack([generation_example_nll(model, split.with_caption(k)) for k in range(split.swaps.shape[1])], 1)
+    hit = (true[:, None] < alts).all(1)  # (N,)
+    return hit, (alts - true[:, None]).mean(1)  # (N,), (N,)
 
 
 @torch.no_grad()

@@ -22,7 +22,16 @@ from searchvlm.config import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, ModelConfi
 from searchvlm.data import UnifiedData, load_data
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
-from searchvlm.synergy import HIGHER_IS_BETTER, Checkpoint, SeedGains, best_step, checkpoint, mean_stderr, seed_gains
+from searchvlm.synergy import (
+    GEN_METRICS,
+    HIGHER_IS_BETTER,
+    Checkpoint,
+    SeedGains,
+    best_step,
+    checkpoint,
+    mean_stderr,
+    seed_gains,
+)
 from searchvlm.training import Run, RunSpec, check_layout, resolve_device, sample_images
 
 Report = Callable[[int, dict[str, float]], None]
@@ -57,15 +66,15 @@ def run_trial(config: TrialConfig, report: Report | None = None, progress: Progr
 
 
 @functools.lru_cache(maxsize=4)
-def _load_data_cached(data_json: str) -> UnifiedData:
+def _load_data_cached(data_json: str, cache_dir: str | None = None) -> UnifiedData:
     from searchvlm.config import DataConfig
 
-    return load_data(DataConfig.model_validate_json(data_json))
+    return load_data(DataConfig.model_validate_json(data_json), cache_dir)
 
 
 def prepare(config: TrialConfig) -> tuple[UnifiedData, ModelConfig]:
     """The trial's data and its model config with the data's vocabulary."""
-    data = _load_data_cached(config.data.model_dump_json())
+    data = _load_data_cached(config.data.model_dump_json(), config.cache_dir)
     if config.model.vocab is not None and config.model.vocab != data.vocab:
         raise ValueError(f"model.vocab = {config.model.vocab} does not match the data's {data.vocab}")
     return data, config.model.model_copy(update={"vocab": data.vocab})
@@ -113,7 +122,7 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         if progress:
             progress("joint", step, config.training.steps)
         if report:
-            report(step, _intermediate(records, refs, step, flops.ratio, config.synergy.aggregate))
+            report(step, _intermediate(records, refs, step, flops.ratio, config))
     for run, record, states in zip(runs, records, kept):
         _test_picks(run, record, states, data)
     train_seconds = time.perf_counter() - start
@@ -121,7 +130,7 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         save_model(runs[0], model_cfg, config)
     if config.synergy.fidelity:
         for run, record in zip(runs, records):
-            record.fidelity = _fidelity(run, data, run.spec.seed, config.data.model_dump_json())
+            record.fidelity = _fidelity(run, data, run.spec.seed, config)
     return _final(config, records, refs, policy, flops.ratio, train_seconds, runs[0].step)
 
 
@@ -189,46 +198,54 @@ def _train_reference(
         if progress:
             progress(f"{label} (seed {seed})", step, config.training.steps)
     if "generation" in tasks and config.synergy.fidelity:
-        record.fidelity = _fidelity(run, data, seed, config.data.model_dump_json())
+        record.fidelity = _fidelity(run, data, seed, config)
     return record
 
 
-def _intermediate(
-    records: list[RunRecord], refs: Refs, step: int, flops_ratio: float, how: Aggregate
-) -> dict[str, float]:
+def _round_gen_metric(config: TrialConfig, record: RunRecord) -> str:
+    """The generation metric g_G reads per round: `synergy.gen_metric`'s, where it is scored
+    every round (fidelity, scored on the final model only, reads the NLL meanwhile)."""
+    metric = GEN_METRICS[config.synergy.gen_metric]
+    return metric if metric in record.val else "gen_nll"
+
+
+def _intermediate(records: list[RunRecord], refs: Refs, step: int, flops_ratio: float, config: TrialConfig) -> dict:
     """Running values at `step` (validation, joint vs isolated at the same step): the
     `ROUND_METRICS`, each per-seed one averaged over seeds."""
     per_seed = []
     for record in records:
-        base = refs[record.seed]
-        u, g = record.val["und_acc"][step], record.val["gen_nll"][step]
+        base, metric = refs[record.seed], _round_gen_metric(config, record)
+        u, g = record.val["und_acc"][step], record.val[metric][step]
         gains = seed_gains(u, base["understanding"].val["und_acc"][step], g,
-                           base["generation"].val["gen_nll"][step], how)  # fmt: skip
-        per_seed.append({"und_acc": u, "gen_nll": g, **dataclasses.asdict(gains)})
+                           base["generation"].val[metric][step], config.synergy.aggregate,
+                           HIGHER_IS_BETTER[metric])  # fmt: skip
+        per_seed.append({"und_acc": u, "gen_nll": record.val["gen_nll"][step], **dataclasses.asdict(gains)})
     out = {"flops_ratio": flops_ratio}
     out.update({k: float(np.mean([p[k] for p in per_seed])) for k in ROUND_METRICS if k != "flops_ratio"})
     return out
 
 
 @functools.lru_cache(maxsize=4)
-def _classifiers(data_json: str):
-    """One scikit-learn classifier per target attribute, trained on real training images."""
+def _classifiers(data_json: str, cache_dir: str | None = None):
+    """One scikit-learn classifier per target attribute, trained on the real pixels of the
+    training images (patch tokens are judged after decoding, like any generated picture)."""
     from sklearn.linear_model import LogisticRegression
 
-    data = _load_data_cached(data_json)
+    data = _load_data_cached(data_json, cache_dir)
     split = data.split("train", "generation")
-    x = split.image_codes.astype(np.float32)
+    x = data.real_pixels(split).astype(np.float32)
     return [LogisticRegression(max_iter=2000).fit(x, split.targets[:, a]) for a in range(split.targets.shape[1])]
 
 
-def _fidelity(run: Run, data: UnifiedData, seed: int, data_json: str) -> float:
+def _fidelity(run: Run, data: UnifiedData, seed: int, config: TrialConfig) -> float:
     """Share of sampled test images a real-image classifier assigns to the prompted attributes."""
     split = data.split("test", "generation")
     split = split.batch(torch.arange(min(len(split), 200)))
     split = split if split.input_ids.device == run.device else split.to(run.device)
     codes = sample_images(run.model, split, data.vocab.image_offset, data.vocab.num_image, seed)
-    clfs = _classifiers(data_json)
-    accs = [float((clf.predict(codes.astype(np.float32)) == split.targets[:, a]).mean()) for a, clf in enumerate(clfs)]
+    clfs = _classifiers(config.data.model_dump_json(), config.cache_dir)
+    pixels = data.to_pixels(codes).astype(np.float32)
+    accs = [float((clf.predict(pixels) == split.targets[:, a]).mean()) for a, clf in enumerate(clfs)]
     return float(np.mean(accs))
 
 
@@ -236,8 +253,31 @@ def _scored(record: RunRecord, metric: str, at: str) -> Checkpoint:
     return checkpoint(metric, record.val[metric], record.test[metric], record.test_se[metric], at)
 
 
-def _gains(joint: RunRecord, base: dict[str, RunRecord], at: str, how: Aggregate) -> tuple[dict, SeedGains]:
-    """One seed's scored checkpoints (joint and isolated, per task) and its gains."""
+def _caption_row(joint: RunRecord, iso: RunRecord, at: str) -> dict:
+    """The caption metrics of a seed, joint and isolated, each at its own scored round
+    (absent when the data set has no swapped captions)."""
+    row = {}
+    for metric in ("gen_caption_acc", "gen_caption_nats"):
+        if metric in joint.val and metric in iso.val:
+            c, ci = _scored(joint, metric, at), _scored(iso, metric, at)
+            row.update({metric: c.value, f"{metric}_iso": ci.value, f"{metric}_step_joint": c.step,
+                        f"{metric}_step_iso": ci.step})  # fmt: skip
+    return row
+
+
+def _gen_values(row: dict, joint: RunRecord, iso: RunRecord, metric: str) -> tuple[float, float]:
+    """(joint, isolated) values of the metric g_G is computed on."""
+    if metric == "gen_fidelity":
+        return joint.fidelity, iso.fidelity
+    if metric not in row:
+        raise ValueError(f"synergy.gen_metric needs {metric}, which this data set does not score (no swapped captions)")
+    return row[metric], row[f"{metric}_iso"]
+
+
+def _gains(
+    joint: RunRecord, base: dict[str, RunRecord], at: str, how: Aggregate, metric: str = "gen_nll"
+) -> tuple[dict, SeedGains]:
+    """One seed's scored checkpoints (joint and isolated, per task) and its gains, g_G on `metric`."""
     u, g = _scored(joint, "und_acc", at), _scored(joint, "gen_nll", at)
     ui, gi = _scored(base["understanding"], "und_acc", at), _scored(base["generation"], "gen_nll", at)
     row = {
@@ -245,8 +285,10 @@ def _gains(joint: RunRecord, base: dict[str, RunRecord], at: str, how: Aggregate
         "und_acc_iso": ui.value, "und_acc_iso_test_se": ui.se, "und_step_iso": ui.step,
         "gen_nll": g.value, "gen_nll_test_se": g.se, "gen_step_joint": g.step,
         "gen_nll_iso": gi.value, "gen_nll_iso_test_se": gi.se, "gen_step_iso": gi.step,
+        **_caption_row(joint, base["generation"], at),
     }  # fmt: skip
-    return row, seed_gains(u.value, ui.value, g.value, gi.value, how)
+    gj, gi_value = _gen_values(row, joint, base["generation"], metric)
+    return row, seed_gains(u.value, ui.value, gj, gi_value, how, HIGHER_IS_BETTER[metric])
 
 
 def _final(
@@ -259,9 +301,10 @@ def _final(
     steps: int,
 ) -> TrialResult:
     per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
+    metric = GEN_METRICS[config.synergy.gen_metric]
     for record in records:
         base = refs[record.seed]
-        row, gains = _gains(record, base, at, how)
+        row, gains = _gains(record, base, at, how, metric)
         row.update({
             "seed": record.seed, "gen_fidelity": record.fidelity,
             "gen_fidelity_iso": base["generation"].fidelity,
@@ -269,7 +312,7 @@ def _final(
             "baseline_cached": {t: base[t].cached for t in TASKS},
         })  # fmt: skip
         if "dense" in base:
-            _, dense = _gains(base["dense"], base, at, how)
+            _, dense = _gains(base["dense"], base, at, how, metric)
             row.update({
                 "synergy_vs_dense": gains.synergy_gain - dense.synergy_gain,
                 "und_gain_vs_dense": gains.und_gain - dense.und_gain,

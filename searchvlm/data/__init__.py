@@ -17,8 +17,12 @@ tasks use the same held-out images, and the same training images unless
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from searchvlm.config import DataConfig
-from searchvlm.data._layout import Corpus, build
+
+from searchvlm.data._layout import Corpus, build, permute_answers
+from searchvlm.data._tokenizer import tokenize
 from searchvlm.data._types import (
     BOI,
     BOS,
@@ -59,7 +63,12 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     return load(cfg)
 
 
-def load_data(cfg: DataConfig | None = None) -> UnifiedData:
-    """Load, split and tokenise the data set `cfg` names (default: digits)."""
+def load_data(cfg: DataConfig | None = None, cache_dir: str | Path | None = None) -> UnifiedData:
+    """Load, split and tokenise the data set `cfg` names (default: digits); a patch
+    tokenizer's codebook is cached under `cache_dir` when given."""
     cfg = cfg or DataConfig()
-    return build(load_corpus(cfg), cfg.task_images)
+    corpus = tokenize(load_corpus(cfg), cfg.tokenizer, cache_dir)
+    if cfg.permute_answers:
+        corpus = permute_answers(corpus, cfg.seed)
+    sizes = None if isinstance(cfg.train_size, int) else cfg.train_size
+    return build(corpus, cfg.task_images, sizes)

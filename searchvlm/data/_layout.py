@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ class Corpus:
     class_names: dict[str, list[str]]
     splits: dict[str, np.ndarray]  # split -> row numbers (disjoint)
     words: list[str] | None = None  # fixed text vocabulary; None: sorted words of the text
+    palette: np.ndarray | None = None  # (num_image, F) feature vector of each pixel code (patch tokenizer)
+    swaps: list[list[str]] | None = None  # per row: the captions that differ from its own in one attribute
+    pixels: np.ndarray | None = None  # (N, H'*W') pixel codes when image_codes are patch codes
+    codebook: Any = None  # the patch tokenizer's `Codebook` (decodes codes to pixels); None: pixel codes
 
 
 def vocabulary(corpus: Corpus) -> list[str]:
@@ -105,31 +110,77 @@ def assemble(instr: np.ndarray, image_ids: np.ndarray, answer: np.ndarray | None
 
 
 def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus, task: str) -> TaskSplit:
-    """The rows of one split assembled for `task`, with their targets and image codes."""
+    """The rows of one split assembled for `task`, with their targets, image codes and (for
+    generation rows with swapped captions) the swapped instructions."""
     answer = parts["answers"][rows] if task == "understanding" else None
     instr = parts["questions" if task == "understanding" else "captions"][rows]
     out = assemble(instr, parts["image"][rows], answer)
     out.targets = corpus.targets[rows]
     out.image_codes = corpus.image_codes[rows]
     out.source_index = rows.copy()
+    if task == "generation" and "swaps" in parts:
+        out.swaps = torch.from_numpy(parts["swaps"][rows])  # (N, K, L)
     return out
 
 
-def task_rows(corpus: Corpus, split: str, task: str, task_images: str) -> np.ndarray:
-    """Rows of `split` that `task` trains on: all of them (`shared`), or, for the training
-    split with `disjoint`, a seeded half per task (understanding and generation images then
-    differ, as when the two tasks come from different data sets)."""
+def task_rows(corpus: Corpus, split: str, task: str, task_images: str, sizes: Any = None) -> np.ndarray:
+    """Rows of `split` that `task` trains on. Held-out splits: all of them. Training split:
+    all (`shared`, one size), a seeded half per task (`disjoint`, one size: understanding
+    and generation images then differ, as when the two tasks come from different data
+    sets), or with per-task `sizes` a seeded N and M of them: `shared` the first N and the
+    first M of one permutation (the smaller set a subset of the larger), `disjoint` N then
+    the next M."""
     rows = corpus.splits[split]
-    if split != "train" or task_images == "shared":
+    if split != "train" or (sizes is None and task_images == "shared"):
         return rows
-    half = np.random.default_rng(len(rows)).permutation(len(rows))
-    cut = len(rows) // 2
-    pick = half[:cut] if task == "understanding" else half[cut:]
+    order = np.random.default_rng(len(rows)).permutation(len(rows))
+    if sizes is None:
+        cut = len(rows) // 2
+        pick = order[:cut] if task == "understanding" else order[cut:]
+    else:
+        n_und, n_gen = sizes.understanding, sizes.generation
+        start = n_und if task_images == "disjoint" and task == "generation" else 0
+        pick = order[start : start + (n_und if task == "understanding" else n_gen)]
+        if len(pick) < (n_und if task == "understanding" else n_gen):
+            raise ConfigError(
+                "data config",
+                "data.train_size",
+                f"{{understanding: {n_und}, generation: {n_gen}}}",
+                f"needs {n_und + n_gen if task_images == 'disjoint' else max(n_und, n_gen)} training images "
+                f"({task_images}); the data set provides {len(rows)}",
+            )
     return np.sort(rows[pick])
 
 
-def build(corpus: Corpus, task_images: str = "shared") -> UnifiedData:
-    """Tokenise a corpus and cut it into the six (split, task) TaskSplits."""
+def permute_answers(corpus: Corpus, seed: int) -> Corpus:
+    """The control: (question, answer) pairs shuffled across the training images (seeded),
+    so an image no longer tells its answer; held-out rows and every caption are untouched."""
+    rows = corpus.splits["train"]
+    perm = rows[np.random.default_rng([seed, 7]).permutation(len(rows))]
+    questions, answers = list(corpus.questions), list(corpus.answers)
+    for dst, src in zip(rows.tolist(), perm.tolist()):
+        questions[dst], answers[dst] = corpus.questions[src], corpus.answers[src]
+    return Corpus(**{**corpus.__dict__, "questions": questions, "answers": answers})
+
+
+def _swap_ids(corpus: Corpus, index: dict[str, int], width: int) -> np.ndarray | None:
+    """(N, K, L) left-padded ids of each row's swapped captions (L: the captions' width)."""
+    if not corpus.swaps or not corpus.swaps[0]:
+        return None
+    k = len(corpus.swaps[0])
+    flat = [c for row in corpus.swaps for c in row]
+    if any(len(row) != k for row in corpus.swaps):
+        raise ValueError(f"{corpus.name}: every row needs the same number of swapped captions ({k})")
+    ids = encode_rows(flat, index, left=True, eos=False)  # (N*K, L')
+    if ids.shape[1] > width:
+        raise ValueError(f"{corpus.name}: a swapped caption is longer than the longest caption ({width} words)")
+    pad = np.full((len(flat), width - ids.shape[1]), PAD, dtype=np.int64)
+    return np.concatenate([pad, ids], axis=1).reshape(len(corpus.swaps), k, width)  # (N, K, L)
+
+
+def build(corpus: Corpus, task_images: str = "shared", sizes: Any = None) -> UnifiedData:
+    """Tokenise a corpus and cut it into the six (split, task) TaskSplits (`sizes`: the
+    per-task training sizes, `data.train_size` as `TaskSizes`, or None)."""
     words = vocabulary(corpus)
     vocab = VocabLayout(num_special=len(SPECIAL_TOKENS), num_text=max(1, len(words)), num_image=corpus.num_image)
     index = {w: i + vocab.num_special for i, w in enumerate(words)}
@@ -139,13 +190,31 @@ def build(corpus: Corpus, task_images: str = "shared") -> UnifiedData:
         "captions": encode_rows(corpus.captions, index, left=True, eos=False),
         "image": corpus.image_codes.astype(np.int64) + vocab.image_offset,
     }  # (N, H*W)
+    swaps = _swap_ids(corpus, index, parts["captions"].shape[1])
+    if swaps is not None:
+        parts["swaps"] = swaps
     splits = {
-        (s, t): _task_split(parts, task_rows(corpus, s, t, task_images), corpus, t) for s in SPLITS for t in TASKS
+        (s, t): _task_split(parts, task_rows(corpus, s, t, task_images, sizes), corpus, t)
+        for s in SPLITS
+        for t in TASKS
     }
     seq_len = {t: splits[("train", t)].seq_len for t in TASKS}
     info = {"seq_len": seq_len, "sizes": {s: int(len(corpus.splits[s])) for s in SPLITS}}
+    info["train_images"] = {t: len(splits[("train", t)]) for t in TASKS}
+    pixels = corpus.image_codes if corpus.pixels is None else corpus.pixels
+    pixel_shape = corpus.image_shape if corpus.codebook is None else corpus.codebook.pixel_shape
     return UnifiedData(
-        corpus.name, vocab, corpus.image_shape, words, list(corpus.attributes), dict(corpus.class_names), splits, info
+        corpus.name,
+        vocab,
+        corpus.image_shape,
+        words,
+        list(corpus.attributes),
+        dict(corpus.class_names),
+        splits,
+        info,
+        pixels=pixels,
+        pixel_shape=pixel_shape,
+        codebook=corpus.codebook,
     )
 
 
@@ -162,13 +231,13 @@ def seeded_splits(n: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndar
 
 def check_sizes(cfg: DataConfig, available: int, source: str | Path) -> dict[str, int]:
     """Split sizes from the config; ConfigError naming data.train_size if they do not fit."""
-    sizes = {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size}
+    sizes = {"train": cfg.train_pool, "val": cfg.val_size, "test": cfg.test_size}
     total = sum(sizes.values())
     if total > available:
         raise ConfigError(
             source,
             "data.train_size",
-            cfg.train_size,
+            cfg.train_size if isinstance(cfg.train_size, int) else cfg.train_size.model_dump(),
             f"train_size + val_size + test_size = {total} exceeds the {available} "
             f"images available; lower data.train_size, data.val_size or data.test_size",
         )

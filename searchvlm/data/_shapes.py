@@ -139,9 +139,28 @@ def _split_rows(cfg: DataConfig, split: str, n: int) -> tuple[np.ndarray, np.nda
     return attrs, draw(attrs, u[:, 4:6] * 2 - 1, cfg), kinds
 
 
+def swaps(attrs: np.ndarray, names: dict[str, list[str]]) -> list[list[str]]:
+    """Per row, its caption with one attribute changed, every other value of every attribute
+    (shape, colour, size, position order): the alternatives of generative classification."""
+    highs = [len(names[a]) for a in ATTRIBUTES]
+    out: list[list[str]] = [[] for _ in range(len(attrs))]
+    for a, high in enumerate(highs):
+        for shift in range(1, high):
+            alt = attrs.copy()
+            alt[:, a] = (alt[:, a] + shift) % high
+            for row, caption in zip(out, captions(alt, names)):
+                row.append(caption)
+    return out
+
+
+def palette(cfg: DataConfig) -> np.ndarray:
+    """(num_colors + 1, num_colors + 1) one-hot features of the pixel codes (0: background)."""
+    return np.eye(cfg.num_colors + 1)
+
+
 def load_shapes_corpus(cfg: DataConfig) -> Corpus:
     check(cfg)
-    sizes = {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size}
+    sizes = {"train": cfg.train_pool, "val": cfg.val_size, "test": cfg.test_size}
     parts = [_split_rows(cfg, s, sizes[s]) for s in SPLITS]
     attrs, codes, kinds = (np.concatenate(x) for x in zip(*parts))
     names = class_names(cfg)
@@ -161,4 +180,6 @@ def load_shapes_corpus(cfg: DataConfig) -> Corpus:
         class_names=names,
         splits=splits,
         words=vocabulary(names),
+        palette=palette(cfg),
+        swaps=swaps(attrs, names),
     )

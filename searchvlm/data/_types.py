@@ -44,6 +44,7 @@ class TaskSplit:
     targets: np.ndarray  # (N, A) int64 attribute / class ids of each example
     image_codes: np.ndarray  # (N, H*W) int64 image codes in [0, num_image)
     source_index: np.ndarray | None = field(default=None)  # (N,) row in the source data
+    swaps: torch.Tensor | None = field(default=None)  # (N, K, L) generation: one-attribute-swapped captions
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -62,6 +63,7 @@ class TaskSplit:
         rows = _rows(idx, len(self))
         t = torch.from_numpy(rows)
         src = None if self.source_index is None else self.source_index[rows]
+        swaps = None if self.swaps is None else self.swaps[t.to(self.swaps.device)]
         return TaskSplit(
             self.input_ids[t],
             self.segments[t],
@@ -69,6 +71,7 @@ class TaskSplit:
             self.targets[rows],
             self.image_codes[rows],
             src,
+            swaps,
         )
 
     def to(self, device: str | torch.device) -> TaskSplit:
@@ -80,7 +83,17 @@ class TaskSplit:
             self.targets,
             self.image_codes,
             self.source_index,
+            None if self.swaps is None else self.swaps.to(device),
         )
+
+    def with_caption(self, k: int) -> TaskSplit:
+        """The rows with each instruction replaced by its k-th swapped caption (generation)."""
+        if self.swaps is None:
+            raise ValueError("this split has no swapped captions")
+        ids = self.input_ids.clone()
+        instr = self.segments[0] == int(Segment.INSTRUCTION)  # (T,)
+        ids[:, instr] = self.swaps[:, k].to(ids.device)  # (N, L)
+        return TaskSplit(ids, self.segments, self.labels, self.targets, self.image_codes, self.source_index)
 
 
 @dataclass
@@ -95,6 +108,20 @@ class UnifiedData:
     class_names: dict[str, list[str]]  # attribute -> name of each target id
     splits: dict[tuple[str, str], TaskSplit]
     info: dict[str, Any] = field(default_factory=dict)
+    pixels: np.ndarray | None = None  # (N_source, H'*W') pixel codes of every source row
+    pixel_shape: tuple[int, int] | None = None  # (H', W') pixels of an image (image_shape for pixel tokens)
+    codebook: Any = None  # the patch tokenizer's Codebook; None: image codes are pixel codes
+
+    def to_pixels(self, codes: np.ndarray) -> np.ndarray:
+        """(N, M) image codes -> (N, H'*W') pixel codes (centroid images for patch codes)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        return codes if self.codebook is None else self.codebook.decode(codes)
+
+    def real_pixels(self, split: TaskSplit) -> np.ndarray:
+        """(N, H'*W') the real pixel codes of a split's images (not the decoded tokens)."""
+        if self.pixels is None or split.source_index is None:
+            return split.image_codes
+        return self.pixels[split.source_index]
 
     def split(self, split: str, task: str) -> TaskSplit:
         if split not in SPLITS:

@@ -20,7 +20,7 @@ from searchvlm.model._family import SUPPORTED, describe
 
 
 def llama_config(cfg: ModelConfig) -> LlamaConfig:
-    """The `LlamaConfig` equivalent of `cfg` (untied embeddings, default RoPE)."""
+    """The `LlamaConfig` equivalent of `cfg` (embeddings tied when `cfg.tie_embeddings`, default RoPE)."""
     if cfg.vocab is None:
         raise ValueError(
             "model.vocab is None: build_model needs the vocabulary layout "
@@ -35,7 +35,7 @@ def llama_config(cfg: ModelConfig) -> LlamaConfig:
         num_key_value_heads=cfg.num_kv_heads,
         max_position_embeddings=cfg.max_positions,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_embeddings,
         pad_token_id=None,
         bos_token_id=None,
         eos_token_id=None,
