@@ -48,5 +48,5 @@ def load_digits_corpus(cfg: DataConfig) -> Corpus:
         class_names={"digit": list(DIGIT_WORDS)},
         splits=seeded_splits(len(labels), sizes, cfg.seed),
         palette=np.arange(NUM_LEVELS, dtype=np.float64)[:, None] / (NUM_LEVELS - 1),  # (17, 1) grey level
-        swaps=[[f"draw the digit {w}" for w in DIGIT_WORDS if w != a] for a in answers],
+        swaps=[[f"draw the digit {w}" for w in DIGIT_WORDS if w != a] for a in answers],  # (N, 9)
     )

@@ -50,7 +50,7 @@ class Corpus:
     splits: dict[str, np.ndarray]  # split -> row numbers (disjoint)
     words: list[str] | None = None  # fixed text vocabulary; None: sorted words of the text
     palette: np.ndarray | None = None  # (num_image, F) feature vector of each pixel code (patch tokenizer)
-    swaps: list[list[str]] | None = None  # per row: the captions that differ from its own in one attribute
+    swaps: list[list[str] | None] | None = None  # per row: captions differing in one attribute (held-out rows)
     pixels: np.ndarray | None = None  # (N, H'*W') pixel codes when image_codes are patch codes
     codebook: Any = None  # the patch tokenizer's `Codebook` (decodes codes to pixels); None: pixel codes
 
@@ -109,7 +109,7 @@ def assemble(instr: np.ndarray, image_ids: np.ndarray, answer: np.ndarray | None
     )
 
 
-def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus, task: str) -> TaskSplit:
+def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus, task: str, split: str) -> TaskSplit:
     """The rows of one split assembled for `task`, with their targets, image codes and (for
     generation rows with swapped captions) the swapped instructions."""
     answer = parts["answers"][rows] if task == "understanding" else None
@@ -118,7 +118,7 @@ def _task_split(parts: dict[str, np.ndarray], rows: np.ndarray, corpus: Corpus, 
     out.targets = corpus.targets[rows]
     out.image_codes = corpus.image_codes[rows]
     out.source_index = rows.copy()
-    if task == "generation" and "swaps" in parts:
+    if task == "generation" and split != "train" and "swaps" in parts:
         out.swaps = torch.from_numpy(parts["swaps"][rows])  # (N, K, L)
     return out
 
@@ -164,18 +164,20 @@ def permute_answers(corpus: Corpus, seed: int) -> Corpus:
 
 
 def _swap_ids(corpus: Corpus, index: dict[str, int], width: int) -> np.ndarray | None:
-    """(N, K, L) left-padded ids of each row's swapped captions (L: the captions' width)."""
-    if not corpus.swaps or not corpus.swaps[0]:
+    """(N, K, L) left-padded ids of each row's swapped captions (L: the captions' width;
+    PAD rows where a row has none: training rows are never scored by caption)."""
+    given = [i for i, row in enumerate(corpus.swaps or []) if row]
+    if not given:
         return None
-    k = len(corpus.swaps[0])
-    flat = [c for row in corpus.swaps for c in row]
-    if any(len(row) != k for row in corpus.swaps):
+    k = len(corpus.swaps[given[0]])
+    if any(len(corpus.swaps[i]) != k for i in given):
         raise ValueError(f"{corpus.name}: every row needs the same number of swapped captions ({k})")
-    ids = encode_rows(flat, index, left=True, eos=False)  # (N*K, L')
+    ids = encode_rows([c for i in given for c in corpus.swaps[i]], index, left=True, eos=False)  # (n*K, L')
     if ids.shape[1] > width:
         raise ValueError(f"{corpus.name}: a swapped caption is longer than the longest caption ({width} words)")
-    pad = np.full((len(flat), width - ids.shape[1]), PAD, dtype=np.int64)
-    return np.concatenate([pad, ids], axis=1).reshape(len(corpus.swaps), k, width)  # (N, K, L)
+    out = np.full((len(corpus.swaps), k, width), PAD, dtype=np.int64)  # (N, K, L)
+    out[given, :, width - ids.shape[1] :] = ids.reshape(len(given), k, -1)
+    return out
 
 
 def build(corpus: Corpus, task_images: str = "shared", sizes: Any = None) -> UnifiedData:
@@ -194,7 +196,7 @@ def build(corpus: Corpus, task_images: str = "shared", sizes: Any = None) -> Uni
     if swaps is not None:
         parts["swaps"] = swaps
     splits = {
-        (s, t): _task_split(parts, task_rows(corpus, s, t, task_images, sizes), corpus, t)
+        (s, t): _task_split(parts, task_rows(corpus, s, t, task_images, sizes), corpus, t, s)
         for s in SPLITS
         for t in TASKS
     }

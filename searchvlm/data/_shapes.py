@@ -144,6 +144,8 @@ def swaps(attrs: np.ndarray, names: dict[str, list[str]]) -> list[list[str]]:
     (shape, colour, size, position order): the alternatives of generative classification."""
     highs = [len(names[a]) for a in ATTRIBUTES]
     out: list[list[str]] = [[] for _ in range(len(attrs))]
+    if not len(attrs):
+        return out
     for a, high in enumerate(highs):
         for shift in range(1, high):
             alt = attrs.copy()
@@ -181,5 +183,5 @@ def load_shapes_corpus(cfg: DataConfig) -> Corpus:
         splits=splits,
         words=vocabulary(names),
         palette=palette(cfg),
-        swaps=swaps(attrs, names),
+        swaps=[None] * sizes["train"] + swaps(attrs[sizes["train"] :], names),  # held-out rows only
     )
