@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,12 +68,24 @@ class ConfigError(ValueError):
         )
 
 
+class DamagedFile(UserWarning):
+    """A damaged file a reader worked around (it used what was intact): `str()` is one line
+    naming the file, where it is damaged and what was done. The CLI prints it as `warning:`."""
+
+
+def warn_damaged(source: str | Path, key: str, reason: str) -> None:
+    """Warn (DamagedFile) that `source` is damaged at `key` and what the reader did about it."""
+    warnings.warn(DamagedFile(_one_line(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")), stacklevel=2)
+
+
 def _one_line(text: str) -> str:
     """Escape what would break 'one line per problem' (newlines, \x1e, \u2028, ...)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _UNSET = object()
+#: a problem's value when there is none to show (`file: key: reason`)
+NO_VALUE = _UNSET
 _NAMED = re.compile(r"^([A-Za-z_][\w.\[\]]*) (?:=|has|must) ")
 
 
