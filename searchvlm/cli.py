@@ -125,6 +125,8 @@ def trial(
     try:
         config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
                                    overrides=sets)  # fmt: skip
+        if not print_config:
+            _check_data(config.data)
     except ConfigError as err:
         _fail(err)
     if print_config:
@@ -227,7 +229,7 @@ def validate(
     """Check search space and policy files; report every problem of each (exit 2 if any)."""
     from searchvlm.space import validate_files
 
-    checks = validate_files(files)
+    checks = [_with_data(c) for c in validate_files(files)]
     if as_json:
         _print_json([c.to_dict() for c in checks])
     for c in checks if not as_json else ():
@@ -237,6 +239,26 @@ def validate(
             print_error(str(c.error), console)
     if not all(c.ok for c in checks):
         raise typer.Exit(2)
+
+
+def _check_data(cfg) -> None:
+    """The data file a trial or sweep will read (`searchvlm.data.check_data`)."""
+    from searchvlm.data import check_data
+
+    check_data(cfg)
+
+
+def _with_data(check):
+    """A valid space file's check, with its data file checked too (`validate`)."""
+    from searchvlm.space import FileCheck, load_space
+
+    if not check.ok or Path(check.path).suffix.lower() == ".json":
+        return check
+    try:
+        _check_data(load_space(check.path).data)
+    except ConfigError as err:
+        return FileCheck(check.path, None, err)
+    return check
 
 
 @app.command()

@@ -133,12 +133,18 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name} is not allowed")
 
 
-def load_json(path: str | Path) -> Any:
-    path = Path(path)
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as err:
         raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror})") from None
+    except UnicodeDecodeError as err:  # garbage bytes, a binary file
+        raise ConfigError(path, "", str(path), f"not a text file (byte {err.start} is not UTF-8)") from None
+
+
+def load_json(path: str | Path) -> Any:
+    path = Path(path)
+    text = _read_text(path)
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as err:
@@ -150,10 +156,7 @@ def load_yaml(path: str | Path) -> Any:
     import yaml
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror})") from None
+    text = _read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -793,6 +793,11 @@ def _log_report(summary: dict[str, Any], paths: dict[str, Path]) -> None:
     uri = sweep_tracking_uri(meta, run_dir)
     if not (uri and meta.parent_run_id):
         return
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    problem = store_problem(store, "runs") if store is not None else None
+    if problem is not None:  # the report is written; only its MLflow copy is skipped
+        warn_damaged(store, "", f"{problem}; the report was not logged to MLflow")
+        return
     from searchvlm.tracking import log_report
 
     log_report(uri, run_dir.parent, meta.parent_run_id, list(paths.values()), summary_metrics(summary),

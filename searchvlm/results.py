@@ -222,9 +222,10 @@ def _report_damage(path: Path, damaged: list[tuple[int, str]], intact: int, stri
     line, problem = damaged[0]
     more = f" (and {len(damaged) - 1} more damaged rows)" if len(damaged) > 1 else ""
     hint = REPAIR_HINT.format(name=path.resolve().parent.name)
+    where = f"line {line} (row {line - 1})"  # the header is line 1
     if strict:
-        raise ConfigError(path, f"line {line}", NO_VALUE, f"{problem}{more}; {hint}")
-    warn_damaged(path, f"line {line}", f"{problem}{more}; skipped, {intact} intact rows used; {hint}")
+        raise ConfigError(path, where, NO_VALUE, f"{problem}{more}; {hint}")
+    warn_damaged(path, where, f"{problem}{more}; skipped, {intact} intact rows used; {hint}")
 
 
 def store_problem(path: str | Path, table: str) -> str | None:
@@ -337,8 +338,9 @@ def ranking_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return confirmed or [r for r in rows if not r.get("duplicate_of")]
 
 
-def load_ranked(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(every trial with confirmed numbers merged in, the confirmed.csv rows) of a sweep dir."""
+def load_ranked(run_dir: str | Path, strict: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every trial with confirmed numbers merged in, the confirmed.csv rows) of a sweep dir;
+    `strict`: a damaged row is an error (`read_trials`)."""
     run = Path(run_dir)
-    confirmed = read_confirmed(run / CONFIRMED_FILE)
-    return with_confirmed(read_trials(run / TRIALS_FILE), confirmed), confirmed
+    confirmed = read_confirmed(run / CONFIRMED_FILE, strict)
+    return with_confirmed(read_trials(run / TRIALS_FILE, strict), confirmed), confirmed

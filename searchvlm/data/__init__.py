@@ -43,6 +43,7 @@ __all__ = [
     "SPLITS",
     "TaskSplit",
     "UnifiedData",
+    "check_data",
     "load_corpus",
     "load_data",
 ]
@@ -63,3 +64,11 @@ def load_data(cfg: DataConfig | None = None) -> UnifiedData:
     """Load, split and tokenise the data set `cfg` names (default: digits)."""
     cfg = cfg or DataConfig()
     return build(load_corpus(cfg), cfg.task_images)
+
+
+def check_data(cfg: DataConfig) -> None:
+    """Read and check a user's data file (`tokens`: archive or parquet readable, keys,
+    dtypes, shapes, splits) before anything trains; ConfigError naming the file and key.
+    The built-in data sets need no check."""
+    if cfg.name == "tokens":
+        load_corpus(cfg)

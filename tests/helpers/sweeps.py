@@ -183,7 +183,7 @@ def recorded_sweep(root: Path, name: str = "rec") -> Path:
     write_meta(run / "sweep.json", read_meta(run / "sweep.json").model_copy(update={"parent_run_id": parent}))
     (run / "ray").mkdir()
     (run / "ray" / "tuner.pkl").write_bytes(__import__("pickle").dumps({"placeholder": "tuner"}))
-    write_confirmed(run / "confirmed.csv", [confirmed_row(rows[3], results[3].model_copy(), [5])])
+    write_confirmed(run / "confirmed.csv", [confirmed_row(rows[3], results[3], [1, 2, 3])])  # confirm's default
     (runs / "cache" / "baselines").mkdir(parents=True)
     _write(runs / "cache" / "baselines" / "k0.json", RunRecord(tasks=("understanding",), seed=0,
                                                                 val={"und_acc": {10: 0.5}}))  # fmt: skip
