@@ -9,7 +9,10 @@ printed as text, never interpreted).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -17,9 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from searchvlm.errors import COMMAND_LINE
+from searchvlm.errors import COMMAND_LINE, DamagedFile
 
-__all__ = ["PlainErrorsGroup", "print_error", "usage_line"]
+__all__ = ["PlainErrorsGroup", "print_error", "print_warning", "usage_line"]
 
 # the exception classes of the click typer runs on (vendored in typer >= 0.17, click before)
 _exceptions = importlib.import_module(typer.BadParameter.__module__)
@@ -30,6 +33,31 @@ def print_error(text: str, console: Console | None = None) -> None:
     """Print `error: <line>` for each line of `text` on stderr."""
     for line in text.splitlines() or [""]:
         (console or _stderr).print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def print_warning(text: str, console: Console | None = None) -> None:
+    """Print `warning: <text>` (one line) on stderr."""
+    (console or _stderr).print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def damaged_files_as_warnings() -> Iterator[None]:
+    """Inside the block, each `DamagedFile` warning (a file a reader worked around) is one
+    `warning:` line on stderr, printed once however often the file is read."""
+    seen: set[str] = set()
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if not issubclass(category, DamagedFile):
+            previous(message, category, *args, **kwargs)
+        elif str(message) not in seen:
+            seen.add(str(message))
+            print_warning(str(message))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DamagedFile)
+        warnings.showwarning = show
+        yield
 
 
 def _value(err: Exception) -> tuple[bool, Any]:
@@ -96,5 +124,5 @@ class PlainErrorsGroup(TyperGroup):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:
-        with _PlainErrors():
+        with _PlainErrors(), damaged_files_as_warnings():
             return super().invoke(ctx)

@@ -22,6 +22,7 @@ from typing import Callable
 from filelock import FileLock
 
 from searchvlm.config import DataConfig, ModelConfig, TrainingConfig
+from searchvlm.errors import warn_damaged
 from searchvlm.policy import ReductionPolicy
 from searchvlm.training import Score
 
@@ -119,7 +120,10 @@ def get_baseline(
     path = root / f"{key}.json"
     with FileLock(str(path) + ".lock"):
         if path.exists():
-            return _read(path)
+            try:
+                return _read(path)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # cut, edited, unreadable
+                warn_damaged(path, "", f"corrupt baseline cache entry ({type(err).__name__}: {err}); retrained")
         start = time.perf_counter()
         record = train()
         record.seconds = time.perf_counter() - start

@@ -125,6 +125,8 @@ def trial(
     try:
         config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
                                    overrides=sets)  # fmt: skip
+        if not print_config:
+            _check_data(config.data)
     except ConfigError as err:
         _fail(err)
     if print_config:
@@ -227,7 +229,7 @@ def validate(
     """Check search space and policy files; report every problem of each (exit 2 if any)."""
     from searchvlm.space import validate_files
 
-    checks = validate_files(files)
+    checks = [_with_data(c) for c in validate_files(files)]
     if as_json:
         _print_json([c.to_dict() for c in checks])
     for c in checks if not as_json else ():
@@ -237,6 +239,26 @@ def validate(
             print_error(str(c.error), console)
     if not all(c.ok for c in checks):
         raise typer.Exit(2)
+
+
+def _check_data(cfg) -> None:
+    """The data file a trial or sweep will read (`searchvlm.data.check_data`)."""
+    from searchvlm.data import check_data
+
+    check_data(cfg)
+
+
+def _with_data(check):
+    """A valid space file's check, with its data file checked too (`validate`)."""
+    from searchvlm.space import FileCheck, load_space
+
+    if not check.ok or Path(check.path).suffix.lower() == ".json":
+        return check
+    try:
+        _check_data(load_space(check.path).data)
+    except ConfigError as err:
+        return FileCheck(check.path, None, err)
+    return check
 
 
 @app.command()
@@ -426,10 +448,17 @@ def _runs_table(infos) -> Table:
 def runs_(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
+    check: Optional[str] = typer.Option(
+        None, "--check", help="compare this sweep's trials.csv with its Optuna study and MLflow runs instead"
+    ),
+    repair: bool = typer.Option(False, "--repair", help="with --check: rebuild the rows trials.csv lost from them"),
 ) -> None:
     """List every sweep under the runs folder: trials ok / failed / pruned, front size, created (alias: ls)."""
     from searchvlm.runs import list_runs
 
+    if check is not None or repair:
+        _check_records(check, repair, runs_dir, as_json)
+        return
     try:
         infos = list_runs(runs_dir)
     except ConfigError as err:
@@ -441,6 +470,24 @@ def runs_(
     for r in infos:
         if r.problem:
             console.print(f"[yellow]warning:[/yellow] {r.problem}", highlight=False, soft_wrap=True)
+
+
+def _check_records(name: Optional[str], repair: bool, runs_dir: Path, as_json: bool) -> None:
+    """`runs --check NAME [--repair]`: the findings, one line each; exit 1 while any remain."""
+    from searchvlm.recover import check_run, repair_run
+
+    try:
+        if not name:
+            raise ConfigError(COMMAND_LINE, "--check", name, "name the sweep to check (--repair needs it too)")
+        found = (repair_run if repair else check_run)(name, runs_dir)
+    except ConfigError as err:
+        _fail(err)
+    if as_json:
+        _print_json({"ok": found.ok, "lines": found.lines(), "missing": found.missing, "repaired": found.repaired})
+    else:
+        for line in found.lines():
+            out.print(line, highlight=False, markup=False)
+    raise typer.Exit(0 if found.ok else 1)
 
 
 app.command("ls", help="Alias of `runs`: list every sweep under the runs folder.")(runs_)

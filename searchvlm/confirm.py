@@ -160,10 +160,10 @@ def run_confirm(
     space = _space(run_dir, meta)
     seeds = list(seeds) if seeds else default_seeds(space)
     path = run_dir / CONFIRMED_FILE
-    existing = {r["trial_id"]: r for r in read_confirmed(path)}
+    existing = {r["trial_id"]: r for r in read_confirmed(path, strict=True)}  # rewritten below
     _check_seeds(seeds, space, list(existing.values()), path)
     trials = run_dir / TRIALS_FILE
-    candidates, noise = _candidates(read_trials(trials), top)
+    candidates, noise = _candidates(read_trials(trials, strict=True), top)  # a lost row may be the front
     summary = ConfirmSummary(run_dir, seeds, list(existing.values()), noise=noise)
     cache = run_dir.parent / "cache"
     for row in candidates:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,12 +68,24 @@ class ConfigError(ValueError):
         )
 
 
+class DamagedFile(UserWarning):
+    """A damaged file a reader worked around (it used what was intact): `str()` is one line
+    naming the file, where it is damaged and what was done. The CLI prints it as `warning:`."""
+
+
+def warn_damaged(source: str | Path, key: str, reason: str) -> None:
+    """Warn (DamagedFile) that `source` is damaged at `key` and what the reader did about it."""
+    warnings.warn(DamagedFile(_one_line(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")), stacklevel=2)
+
+
 def _one_line(text: str) -> str:
     """Escape what would break 'one line per problem' (newlines, \x1e, \u2028, ...)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 _UNSET = object()
+#: a problem's value when there is none to show (`file: key: reason`)
+NO_VALUE = _UNSET
 _NAMED = re.compile(r"^([A-Za-z_][\w.\[\]]*) (?:=|has|must) ")
 
 
@@ -120,12 +133,18 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name} is not allowed")
 
 
-def load_json(path: str | Path) -> Any:
-    path = Path(path)
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as err:
         raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror})") from None
+    except UnicodeDecodeError as err:  # garbage bytes, a binary file
+        raise ConfigError(path, "", str(path), f"not a text file (byte {err.start} is not UTF-8)") from None
+
+
+def load_json(path: str | Path) -> Any:
+    path = Path(path)
+    text = _read_text(path)
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as err:
@@ -137,10 +156,7 @@ def load_yaml(path: str | Path) -> Any:
     import yaml
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror})") from None
+    text = _read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

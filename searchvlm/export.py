@@ -148,7 +148,7 @@ def build_policy_file(
         raise ConfigError(COMMAND_LINE, "--rule", rule, f"must be one of {', '.join(RULES)}")
     run = resolve_run_dir(run_dir, runs_dir)
     trials, sweep_json = run / TRIALS_FILE, run / SWEEP_FILE
-    rows, confirmed = load_ranked(run)
+    rows, confirmed = load_ranked(run, strict=True)  # a file written from part of a table: no
     meta = read_meta(sweep_json)
     ranked = ranking_rows(rows)
     source = run / CONFIRMED_FILE if any(r.get("confirmed") for r in ranked) else trials

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.errors import COMMAND_LINE, ConfigError, warn_damaged
 from searchvlm.pareto import (
     Row,
     default_ref_source,
@@ -54,6 +54,7 @@ from searchvlm.results import (
     read_meta,
     read_trials,
     resolve_run_dir,
+    store_problem,
     sweep_tracking_uri,
     with_confirmed,
 )
@@ -568,9 +569,13 @@ def _slug(text: str) -> str:
 def _load_study(db: Path, study_name: str) -> tuple[Any, str | None]:
     import optuna
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     storage = f"sqlite:///{db}"
     try:
         return optuna.load_study(study_name=study_name, storage=storage), None
+    except SQLAlchemyError as err:  # damaged past its table list
+        return None, f"{db}: not a readable Optuna study ({str(err).splitlines()[0]}); parameter importance skipped"
     except KeyError:
         names = optuna.get_all_study_names(storage)
         return (
@@ -611,6 +616,10 @@ def importance_plots(run_dir: str | Path, out_dir: str | Path, study_name: str) 
     db = Path(run_dir) / STUDY_FILE
     if not db.exists():
         return {}, f"no Optuna study at {db}; parameter importance skipped"
+    problem = store_problem(db, "studies")
+    if problem is not None:  # the front needs only trials.csv: say so and go on
+        warn_damaged(db, "", f"{problem}; parameter importance skipped (the front is read from {TRIALS_FILE})")
+        return {}, None
     study, reason = _load_study(db, study_name)
     if study is None:
         return {}, reason
@@ -783,6 +792,11 @@ def _log_report(summary: dict[str, Any], paths: dict[str, Path]) -> None:
     meta = read_meta(run_dir / SWEEP_FILE)
     uri = sweep_tracking_uri(meta, run_dir)
     if not (uri and meta.parent_run_id):
+        return
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    problem = store_problem(store, "runs") if store is not None else None
+    if problem is not None:  # the report is written; only its MLflow copy is skipped
+        warn_damaged(store, "", f"{problem}; the report was not logged to MLflow")
         return
     from searchvlm.tracking import log_report
 

@@ -6,9 +6,12 @@ read them, so both sides share one definition of the columns.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +19,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from searchvlm.config import REACHED_METRICS, TrialResult
-from searchvlm.errors import ConfigError
+from searchvlm.errors import NO_VALUE, ConfigError, warn_damaged
 
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
@@ -137,31 +140,106 @@ def _parse(column: str, text: str) -> Any:
     return text
 
 
-def read_trials(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a trials table, metrics as floats (None when missing)."""
+def read_trials(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
+    """Rows of a trials table, metrics as floats (None when missing).
+
+    A damaged row (cut short, extra cells, a cell that does not parse) is never dropped in
+    silence: with `strict` it is a ConfigError naming the file and line (for the writers:
+    a table rewritten from what was read would lose it for good); otherwise the intact rows
+    are returned and one `DamagedFile` warning names the file and the damaged lines."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(path, "", str(path), "no trials table here (has the sweep run?)")
-    return _read_table(path, ("trial_id", "status", "flops_ratio", "synergy_gain"), TRIAL_COLUMNS, _parse)
+    return _read_table(path, ("trial_id", "status", "flops_ratio", "synergy_gain"), TRIAL_COLUMNS, _parse, strict)
 
 
-def _read_table(
-    path: Path, required: tuple[str, ...], columns: tuple[str, ...], parse: Callable[[str, str], Any]
-) -> list[dict[str, Any]]:
+#: what to do about a damaged table (`searchvlm.recover`), by the sweep's folder name
+REPAIR_HINT = (
+    "`searchvlm runs --check {name}` compares it with the Optuna study and MLflow, --repair rebuilds lost rows"
+)
+_Entry = tuple[int, "dict[str, Any] | None", "str | None"]  # (line, parsed row, problem)
+
+
+def _read_table(path: Path, required: tuple[str, ...], columns: tuple[str, ...], parse: Callable[[str, str], Any],
+                strict: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Rows of a CSV table with `required` header columns, every cell through `parse`;
-    ConfigError naming the file and the row on a bad header or cell."""
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(path, "header", reader.fieldnames, f"missing columns {missing}")
-        rows = []
-        for i, raw in enumerate(reader):
-            try:
-                rows.append({c: parse(c, raw.get(c) or "") for c in columns})
-            except ValueError as err:
-                raise ConfigError(path, f"row {i + 1}", raw.get("trial_id"), str(err)) from None
-        return rows
+    ConfigError naming the file on an unreadable file or a bad header; damaged rows as
+    `read_trials` says."""
+    text = _text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(path, "header", reader.fieldnames, f"missing columns {missing}")
+    entries = _entries(reader, columns, parse)
+    if entries and entries[-1][2] is None and not text.endswith("\n"):  # the writer ends every row
+        entries[-1] = (entries[-1][0], None, "the file ends inside this row (cut short?)")
+    damaged = [(line, problem) for line, _, problem in entries if problem is not None]
+    if damaged:
+        _report_damage(path, damaged, len(entries) - len(damaged), strict)
+    return [row for _, row, problem in entries if problem is None and row is not None]
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, "", str(path), f"not a text table (byte {err.start} is not UTF-8)") from None
+
+
+def _entries(reader: csv.DictReader, columns: tuple[str, ...], parse: Callable[[str, str], Any]) -> list[_Entry]:
+    """Every data row with the line it starts on: parsed, or the problem that damages it."""
+    out: list[_Entry] = []
+    line = reader.line_num + 1
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            return out
+        except csv.Error as err:
+            out.append((line, None, f"unreadable row ({err})"))
+        else:
+            out.append((line, *_parsed(raw, reader, columns, parse)))
+        line = reader.line_num + 1
+
+
+def _parsed(raw: dict[Any, Any], reader: csv.DictReader, columns: tuple[str, ...],
+            parse: Callable[[str, str], Any]) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
+    cells = len(reader.fieldnames or [])
+    if None in raw:
+        return None, f"{cells + len(raw[None])} cells for {cells} columns"
+    short = [k for k, v in raw.items() if v is None]
+    if short:
+        return None, f"row cut short: {cells - len(short)} of {cells} cells (ends before column {short[0]!r})"
+    try:
+        return {c: parse(c, raw.get(c) or "") for c in columns}, None
+    except ValueError as err:
+        return None, f"trial {raw.get('trial_id')!r}: {err}"
+
+
+def _report_damage(path: Path, damaged: list[tuple[int, str]], intact: int, strict: bool) -> None:
+    line, problem = damaged[0]
+    more = f" (and {len(damaged) - 1} more damaged rows)" if len(damaged) > 1 else ""
+    hint = REPAIR_HINT.format(name=path.resolve().parent.name)
+    where = f"line {line} (row {line - 1})"  # the header is line 1
+    if strict:
+        raise ConfigError(path, where, NO_VALUE, f"{problem}{more}; {hint}")
+    warn_damaged(path, where, f"{problem}{more}; skipped, {intact} intact rows used; {hint}")
+
+
+def store_problem(path: str | Path, table: str) -> str | None:
+    """Why the SQLite store `path` (optuna.db, mlflow.db) cannot be read, or None when it
+    holds `table`. Opened read-only: a damaged or empty store is never written to."""
+    path = Path(path)
+    if not path.is_file():
+        return "no such file"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.Error as err:
+        return f"not a readable SQLite database ({err})"
+    return None if table in tables else f"holds no {table!r} table (empty or not this kind of store)"
 
 
 def write_meta(path: str | Path, meta: SweepMeta) -> None:
@@ -216,13 +294,14 @@ def write_confirmed(path: str | Path, rows: list[dict[str, Any]]) -> None:
     _write_table(path, rows, CONFIRM_COLUMNS)
 
 
-def read_confirmed(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of `confirmed.csv` (numbers as floats, None when missing); [] when there is none."""
+def read_confirmed(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
+    """Rows of `confirmed.csv` (numbers as floats, None when missing); [] when there is none.
+    Damaged rows as `read_trials` says (`strict` for the writer)."""
     path = Path(path)
     if not path.exists():
         return []
     return _read_table(
-        path, ("trial_id", "number", "status", "seeds", "synergy_gain"), CONFIRM_COLUMNS, _parse_confirmed
+        path, ("trial_id", "number", "status", "seeds", "synergy_gain"), CONFIRM_COLUMNS, _parse_confirmed, strict
     )
 
 
@@ -259,8 +338,9 @@ def ranking_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return confirmed or [r for r in rows if not r.get("duplicate_of")]
 
 
-def load_ranked(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(every trial with confirmed numbers merged in, the confirmed.csv rows) of a sweep dir."""
+def load_ranked(run_dir: str | Path, strict: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every trial with confirmed numbers merged in, the confirmed.csv rows) of a sweep dir;
+    `strict`: a damaged row is an error (`read_trials`)."""
     run = Path(run_dir)
-    confirmed = read_confirmed(run / CONFIRMED_FILE)
-    return with_confirmed(read_trials(run / TRIALS_FILE), confirmed), confirmed
+    confirmed = read_confirmed(run / CONFIRMED_FILE, strict)
+    return with_confirmed(read_trials(run / TRIALS_FILE, strict), confirmed), confirmed

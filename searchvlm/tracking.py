@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterator, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -426,3 +426,46 @@ def log_analysis(uri: str, runs_dir: str | Path, name: str, alpha: dict[str, dic
     log_artifacts(uri, run.info.run_id, files)
     retry(client.set_terminated, run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def trial_records(uri: str, parent_run_id: str, policies: Collection[str] = ()) -> list[dict[str, Any]]:
+    """What MLflow holds of a sweep's trials, one plain record per child run of
+    `parent_run_id` (for `searchvlm runs --check`): `trial_id`, `status`, `error`, `preset`,
+    `number` (the Optuna number), `duplicate_of`, `start_time`, `end_time`, the final result
+    metrics by their trials.csv names, and for the trial ids in `policies` `policy_json`
+    (the logged policy.json, "" when there is none)."""
+    client = MlflowClient(tracking_uri=uri)
+    parent = retry(client.get_run, parent_run_id, tries=2)
+    flt = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'"
+    runs = retry(client.search_runs, [parent.info.experiment_id], filter_string=flt, max_results=50000, tries=2)
+    records = [_trial_record(run) for run in runs if run.data.tags.get("trial_id")]
+    for record, run in zip(records, [r for r in runs if r.data.tags.get("trial_id")]):
+        if record["trial_id"] in policies:
+            record["policy_json"] = _policy_text(client, run.info.run_id)
+    return records
+
+
+def _iso(ms: int | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000).isoformat(timespec="seconds") if ms else ""
+
+
+def _trial_record(run: Any) -> dict[str, Any]:
+    tags, metrics = run.data.tags, run.data.metrics
+    return {"trial_id": tags["trial_id"], "status": tags.get("status", ""), "error": tags.get("error"),
+            "preset": tags.get("preset") or None, "number": tags.get("optuna_number", ""),
+            "duplicate_of": tags.get("duplicate_of"), "start_time": _iso(run.info.start_time),
+            "end_time": _iso(run.info.end_time),
+            **{k: metrics[final_key(k)] for k in RESULT_METRICS if final_key(k) in metrics}}  # fmt: skip
+
+
+def _policy_text(client: MlflowClient, run_id: str) -> str:
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per file on stderr
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return Path(client.download_artifacts(run_id, "policy.json", tmp)).read_text()
+        except (MlflowException, OSError):
+            return ""

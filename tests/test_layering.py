@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.confirm": 4,
     "searchvlm.frames": 4,
     "searchvlm.report": 4,
+    "searchvlm.recover": 4,
     "searchvlm.reproduce": 4,
     "searchvlm.runs": 4,
     "searchvlm.sweep": 4,

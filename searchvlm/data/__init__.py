@@ -47,6 +47,7 @@ __all__ = [
     "SPLITS",
     "TaskSplit",
     "UnifiedData",
+    "check_data",
     "load_corpus",
     "load_data",
 ]
@@ -72,3 +73,11 @@ def load_data(cfg: DataConfig | None = None, cache_dir: str | Path | None = None
         corpus = permute_answers(corpus, cfg.seed)
     sizes = None if isinstance(cfg.train_size, int) else cfg.train_size
     return build(corpus, cfg.task_images, sizes)
+
+
+def check_data(cfg: DataConfig) -> None:
+    """Read and check a user's data file (`tokens`: archive or parquet readable, keys,
+    dtypes, shapes, splits) before anything trains; ConfigError naming the file and key.
+    The built-in data sets need no check."""
+    if cfg.name == "tokens":
+        load_corpus(cfg)

@@ -30,6 +30,14 @@ def read_arrays(cfg: DataConfig) -> tuple[Path, Arrays]:
 
 def read_npz(path: Path) -> Arrays:
     try:
+        head = path.open("rb").read(6)
+    except OSError as err:
+        raise ConfigError(path, "data.path", str(path), f"cannot read file ({err.strerror or err})") from None
+    if head != b"\x93NUMPY" and not zipfile.is_zipfile(path):  # np.load would try it as a pickle
+        raise ConfigError(
+            path, "data.path", str(path), "cannot read .npz file: not an .npz archive (write one with np.savez)"
+        )
+    try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ConfigError(path, "data.path", str(path), f"cannot read .npz file ({err})") from None

@@ -54,7 +54,7 @@ class SweepCallback(Callback):
 
     def setup(self, **info: Any) -> None:
         table = self.run_dir / TRIALS_FILE
-        self.rows = {r["trial_id"]: r for r in read_trials(table)} if table.exists() else {}
+        self.rows = {r["trial_id"]: r for r in read_trials(table, strict=True)} if table.exists() else {}  # rewritten
         meta = read_meta(self.run_dir / SWEEP_FILE)
         self.tracker = Tracker(self.uri, self.runs_dir)
         params = {"space_hash": meta.space_hash, "samples": self.space.search.samples,

@@ -23,8 +23,9 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from searchvlm.errors import ConfigError
-from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, write_meta
+from searchvlm.data import check_data
+from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, store_problem, write_meta
 from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
 
@@ -107,6 +108,7 @@ def run_sweep(
     terminal, one line per trial event elsewhere."""
     start = time.perf_counter()
     space = load_space(space_path, overrides)
+    check_data(space.data)  # a bad data file is one error here, not a failed trial each
     runs_dir = Path(runs_dir).resolve()
     name = _check_name(Path(space_path).stem if name is None else name)  # "" is refused, not defaulted
     run_dir = runs_dir / name
@@ -115,6 +117,7 @@ def run_sweep(
     extra = 0
     if resume:
         space = _resume_space(run_dir, Path(space_path), space, samples, concurrency)
+        _check_records(run_dir, uri)
         extra = _extra_trials(run_dir, space)
         if extra:
             _record_extension(run_dir, space)
@@ -231,7 +234,7 @@ def _resume_space(
 
 
 def _done(run_dir: Path) -> int:
-    return len(read_trials(run_dir / TRIALS_FILE)) if (run_dir / TRIALS_FILE).exists() else 0
+    return len(read_trials(run_dir / TRIALS_FILE, strict=True)) if (run_dir / TRIALS_FILE).exists() else 0
 
 
 def _extra_trials(run_dir: Path, space: SearchSpace) -> int:
@@ -268,6 +271,53 @@ def _record_extension(run_dir: Path, space: SearchSpace) -> None:
 _NAME = re.compile(r"^[\w][\w .+-]*$")
 
 
+def _check_records(run_dir: Path, uri: str) -> None:
+    """Before Ray starts, what a resumed sweep reads and then rewrites must be whole: the
+    table (rewritten from the rows read), Tune's saved state, the study it tells, the MLflow
+    store holding its runs. Each damage is a ConfigError naming the file (nothing is written)."""
+    if (run_dir / TRIALS_FILE).exists():
+        read_trials(run_dir / TRIALS_FILE, strict=True)
+    elif store_problem(run_dir / STUDY_FILE, "studies") is None and _finished_in_study(run_dir):
+        raise ConfigError(run_dir / TRIALS_FILE, "", str(run_dir / TRIALS_FILE),
+                          f"missing, while {STUDY_FILE} holds finished trials: resuming would record none of them; "
+                          f"`searchvlm runs --check {run_dir.name} --repair` rebuilds it")  # fmt: skip
+    _check_pickle(run_dir / RAY_DIR / "tuner.pkl")
+    stores = [(run_dir / STUDY_FILE, "studies", "the Optuna study the sweep tells")]
+    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).exists():  # (a new one is made)
+        stores.append((Path(uri.removeprefix("sqlite:///")), "runs", "the sweep's MLflow runs"))
+    for path, table, what in stores:
+        problem = store_problem(path, table)
+        if problem is not None:
+            raise ConfigError(path, "", str(path), f"{problem}: it holds {what}, so the sweep cannot resume; "
+                              "restore it from a copy, or start a new sweep")  # fmt: skip
+
+
+def _finished_in_study(run_dir: Path) -> int:
+    """Finished trials of the sweep's study (0 when it has none or another name)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(
+            study_name=read_meta(run_dir / SWEEP_FILE).name, storage=study_url(str(run_dir / STUDY_FILE))
+        )
+    except KeyError:
+        return 0
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+def _check_pickle(path: Path) -> None:
+    """Tune's `tuner.pkl` is a whole pickle stream (read as opcodes only: nothing is loaded)."""
+    import pickletools
+
+    try:
+        ops = list(pickletools.genops(path.read_bytes()))
+    except (OSError, ValueError) as err:
+        raise ConfigError(path, "", str(path), f"Tune's saved state is unreadable ({err}); the sweep "
+                          "cannot resume: restore the ray/ folder from a copy, or start a new sweep") from None  # fmt: skip
+    if not ops or ops[-1][0].name != "STOP":
+        raise ConfigError(path, "", str(path), "Tune's saved state is cut short; the sweep cannot resume")
+
+
 def _check_name(name: str) -> str:
     """A sweep name is one folder under the runs directory: no separators, no leading dot."""
     if not _NAME.match(name) or len(name) > 128:
@@ -279,7 +329,8 @@ def _check_name(name: str) -> str:
 def _check_state(run_dir: Path, name: str, resume: bool) -> None:
     exists = (run_dir / SWEEP_FILE).exists()
     if resume and not (run_dir / RAY_DIR / "tuner.pkl").exists():
-        raise ConfigError(None, "--resume", name, f"no sweep in {run_dir} to resume or extend")
+        raise ConfigError(COMMAND_LINE, "--resume", name, f"no sweep in {run_dir} to resume or extend "
+                          f"(no Tune state {RAY_DIR}/tuner.pkl there)")  # fmt: skip
     if not resume and exists:
         raise ConfigError(None, "--name", name,
                           f"sweep {run_dir} exists; pass --resume to continue it or choose another name")  # fmt: skip
@@ -350,7 +401,7 @@ def _recorded(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Trials the table holds: a hard kill can leave Tune's saved state older than the
     table, and a trial that finished must not be trained again on resume."""
     table = run_dir / TRIALS_FILE
-    return {r["trial_id"]: replay_record(r) for r in read_trials(table)} if table.exists() else {}
+    return {r["trial_id"]: replay_record(r) for r in read_trials(table, strict=True)} if table.exists() else {}
 
 
 def _scheduler(space: SearchSpace) -> tune.schedulers.TrialScheduler | None:

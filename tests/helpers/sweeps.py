@@ -144,3 +144,66 @@ def rows_of(table: Path) -> list[dict]:
         return read_trials(table) if table.exists() else []
     except Exception:  # noqa: BLE001 - polled while a writer replaces it
         return []
+
+
+# --------------------------------------------------------------------------- a finished sweep's whole folder
+
+
+def recorded_sweep(root: Path, name: str = "rec") -> Path:
+    """A finished sweep's folder as the driver leaves it, written without Ray or training
+    (seconds): the space copy and sweep.json, trials.csv (`TABLE` plus a failed and a pruned
+    trial), the Optuna study and the MLflow runs of every trial (same ids, numbers and
+    states), Tune's `ray/tuner.pkl` (a placeholder pickle), confirmed.csv for one policy and
+    one baseline cache entry. Returns `root/runs/name`."""
+    from searchvlm.baselines import RunRecord, _write
+    from searchvlm.confirm import confirmed_row
+    from searchvlm.space import load_space
+    from searchvlm.sweep._driver import _init_run_dir
+    from searchvlm.tracking import Tracker, default_uri
+
+    space = tiny_space(root / "tiny.yaml", samples=len(TABLE) + 2, calibrated=False)
+    runs, uri = root / "runs", default_uri(root / "runs")
+    run = runs / name
+    _init_run_dir(run, space, load_space(space), name, uri)
+    results = [_result(p, f, s, 4) for p, f, s in TABLE]
+    results += [TrialResult(status="failed", error="OOM"), TrialResult(status="pruned", flops_ratio=0.1)]
+    presets = [p for p, _, _ in TABLE] + [None, None]
+    rows = [trial_row(r, f"abc_{i:05d}", i, preset=p) for i, (r, p) in enumerate(zip(results, presets))]
+    write_trials(run / "trials.csv", rows)
+    _record_study(run, name, rows)
+    tracker = Tracker(uri, runs)
+    parent = tracker.start_sweep(name, run / space.name, {"samples": len(rows)})
+    for row, result in zip(rows, results):
+        run_id = tracker.child(row["trial_id"], f"t{row['number']:04d}", {}, {"optuna_number": str(row["number"]),
+                               "preset": row["preset"]})  # fmt: skip
+        tracker.finish_trial(run_id, result, row["policy_json"] or None)
+    tracker.end_sweep()
+    from searchvlm.results import read_meta, write_confirmed
+
+    write_meta(run / "sweep.json", read_meta(run / "sweep.json").model_copy(update={"parent_run_id": parent}))
+    (run / "ray").mkdir()
+    (run / "ray" / "tuner.pkl").write_bytes(__import__("pickle").dumps({"placeholder": "tuner"}))
+    write_confirmed(run / "confirmed.csv", [confirmed_row(rows[3], results[3], [1, 2, 3])])  # confirm's default
+    (runs / "cache" / "baselines").mkdir(parents=True)
+    _write(runs / "cache" / "baselines" / "k0.json", RunRecord(tasks=("understanding",), seed=0,
+                                                                val={"und_acc": {10: 0.5}}))  # fmt: skip
+    return run
+
+
+def _record_study(run: Path, name: str, rows: list[dict]) -> None:
+    """The sweep's Optuna study: one trial per row with its trial id, state and values."""
+    from optuna.trial import TrialState
+
+    from searchvlm.sweep._keys import PRESET_ATTR, TRIAL_ID_ATTR
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    st = optuna.create_study(study_name=name, storage=f"sqlite:///{run / 'optuna.db'}",
+                             directions=["minimize", "maximize"])  # fmt: skip
+    state = {"ok": TrialState.COMPLETE, "failed": TrialState.FAIL, "pruned": TrialState.PRUNED}
+    for row in rows:
+        trial = st.ask()
+        trial.set_user_attr(TRIAL_ID_ATTR, row["trial_id"])
+        if row["preset"]:
+            trial.set_user_attr(PRESET_ATTR, row["preset"])
+        values = [row["flops_ratio"], row["synergy_gain"]] if row["status"] == "ok" else None
+        st.tell(trial, values, state=state[row["status"]])
