@@ -51,6 +51,8 @@ LAYERS: dict[str, int] = {
     "searchvlm.analysis": 3,
     "searchvlm.baselines": 3,
     "searchvlm.checkpoint": 3,
+    "searchvlm.report._allocation": 3,  # the analysis figures, drawn by analysis (L3)
+    "searchvlm.report._heatmap": 3,
     "searchvlm.training": 3,
     "searchvlm.trial": 3,
     # L4: engines and outputs
