@@ -1,6 +1,8 @@
 """The `searchvlm` command line: thin typer commands over the public API (L5).
 
-Bad input exits with code 2 and one line per problem naming the file, key and value.
+Bad input exits with code 2 and one line per problem naming the file, key and value: the
+command group (`searchvlm._usage.PlainErrorsGroup`) prints every command's `ConfigError`,
+so no command catches one itself.
 Tables stay whole off a terminal (pipes, CI, nohup): see `searchvlm._console`.
 """
 
@@ -60,6 +62,8 @@ def _main(
 
 
 def _fail(err: Exception) -> NoReturn:
+    """An error that is not a `ConfigError` as one `error:` line, exit 2 (a `ConfigError` a
+    command raises gets the same from `PlainErrorsGroup`, the one handler of them)."""
     print_error(str(err) or repr(err), console)
     raise typer.Exit(2)
 
@@ -122,11 +126,8 @@ def trial(
 
     from searchvlm.space import load_trial_config
 
-    try:
-        config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
-                                   overrides=sets)  # fmt: skip
-    except ConfigError as err:
-        _fail(err)
+    config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
+                               overrides=sets)  # fmt: skip
     if print_config:
         _print_config(config)
     from searchvlm.trial import run_trial
@@ -164,10 +165,7 @@ def presets(
     """List the named literature policies with their per-layer keep ratios."""
     from searchvlm.presets import compile_presets
 
-    try:
-        compiled = compile_presets(layers)
-    except ConfigError as err:
-        _fail(err)
+    compiled = compile_presets(layers)
     if as_json:
         _print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
         return
@@ -202,20 +200,14 @@ def sweep(
     nohup) one plain line per trial event. `--resume --samples N` extends a finished sweep."""
     from searchvlm.space import load_space
 
-    try:
-        space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
-    except ConfigError as err:
-        _fail(err)
+    space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
     if print_config:
         _print_config(space.with_search(samples=samples, concurrency=concurrency))
     from searchvlm.sweep import run_sweep
 
-    try:
-        summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
-                            address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                            progress=not no_progress, overrides=sets)  # fmt: skip
-    except ConfigError as err:
-        _fail(err)
+    summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
+                        address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                        progress=not no_progress, overrides=sets)  # fmt: skip
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
 
 
@@ -279,10 +271,7 @@ def pareto(
     were written, or with --force."""
     from searchvlm.report import pareto_report
 
-    try:
-        report = pareto_report(run, _ref(ref), runs_dir, plots=plots, force=force)
-    except ConfigError as err:
-        _fail(err)
+    report = pareto_report(run, _ref(ref), runs_dir, plots=plots, force=force)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return
@@ -328,19 +317,14 @@ def export(
     Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png."""
     from searchvlm.report import export_report
 
+    if trial is not None and rule is not None:
+        raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
     try:
-        if trial is not None and rule is not None:
-            raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
         done = export_report(run, (rule or RuleName.knee).value, max_flops, min_synergy, output, runs_dir,
                              trial=trial, force=force)  # fmt: skip
-    except ConfigError as err:
-        _fail(err)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
-        _fail(
-            ConfigError(
-                "command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"
-            )
-        )
+        reason = f"cannot write the policy file ({err.strerror or err})"
+        raise ConfigError(COMMAND_LINE, "--output", str(output), reason) from None
     prov = done.provenance
     numbers = (f"confirmed numbers, seeds {prov['confirmed_seeds']}" if prov.get("numbers") == "confirmed"
                else "search numbers")  # fmt: skip
@@ -359,10 +343,9 @@ def show(
 
     try:
         path = policy_picture(policy_file, output)
-    except ConfigError as err:
-        _fail(err)
     except OSError as err:
-        _fail(ConfigError(COMMAND_LINE, "--output", str(output), f"cannot write the picture ({err.strerror or err})"))
+        reason = f"cannot write the picture ({err.strerror or err})"
+        raise ConfigError(COMMAND_LINE, "--output", str(output), reason) from None
     out.print(f"wrote {path}", highlight=False)
 
 
@@ -395,10 +378,7 @@ def confirm(
 
     done = lambda r: console.print(f"  confirmed trial {r['trial_id']} (#{r['number']}): {r['status']}",  # noqa: E731
                                    highlight=False)  # fmt: skip
-    try:
-        summary = run_confirm(run, _seeds(seeds), top, runs_dir, tracking_uri, on_row=done)
-    except ConfigError as err:
-        _fail(err)
+    summary = run_confirm(run, _seeds(seeds), top, runs_dir, tracking_uri, on_row=done)
     print_table(out, _confirm_table(summary))
     shrink = [r["shrinkage"] for r in summary.rows if r.get("shrinkage") is not None]
     if shrink:
@@ -430,10 +410,7 @@ def runs_(
     """List every sweep under the runs folder: trials ok / failed / pruned, front size, created (alias: ls)."""
     from searchvlm.runs import list_runs
 
-    try:
-        infos = list_runs(runs_dir)
-    except ConfigError as err:
-        _fail(err)
+    infos = list_runs(runs_dir)
     if as_json:
         _print_json([r.to_dict() for r in infos])
         return
@@ -457,10 +434,7 @@ def compare(
     """Two sweeps side by side: counts, hypervolume (one reference point), best synergy, fronts."""
     from searchvlm.runs import compare_runs
 
-    try:
-        cmp = compare_runs(a, b, runs_dir, _ref(ref))
-    except ConfigError as err:
-        _fail(err)
+    cmp = compare_runs(a, b, runs_dir, _ref(ref))
     if as_json:
         _print_json(cmp.to_dict())
         return
@@ -496,17 +470,11 @@ def rm(
     """Delete a sweep: runs/NAME and its MLflow runs (parent and every trial's child run)."""
     from searchvlm.runs import removable, remove_run
 
-    try:
-        target = removable(name, runs_dir)
-    except ConfigError as err:
-        _fail(err)
+    target = removable(name, runs_dir)
     if not yes and not _confirm(f"delete {target} and its MLflow runs?"):
         console.print(f"kept {target}", highlight=False)
         raise typer.Exit(1)
-    try:
-        removed = remove_run(name, runs_dir, tracking_uri)
-    except ConfigError as err:
-        _fail(err)
+    removed = remove_run(name, runs_dir, tracking_uri)
     out.print(f"deleted {removed.run_dir} and {removed.mlflow_runs} MLflow runs"
               f"{f' in {removed.tracking_uri}' if removed.tracking_uri else ''}", highlight=False)  # fmt: skip
 
@@ -536,14 +504,11 @@ def reproduce(
 
     wanted = presets_.split(",") if presets_ is not None else None  # "" is refused, not the default
     done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
-    try:
-        if print_config:
-            _print_config(reproduce_config(space_file, presets=wanted, seeds=_seeds(seeds), runs_dir=runs_dir,
-                                           overrides=sets))  # fmt: skip
-        table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=_seeds(seeds), runs_dir=runs_dir,
-                              tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
-    except ConfigError as err:
-        _fail(err)
+    if print_config:
+        _print_config(reproduce_config(space_file, presets=wanted, seeds=_seeds(seeds), runs_dir=runs_dir,
+                                       overrides=sets))  # fmt: skip
+    table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=_seeds(seeds), runs_dir=runs_dir,
+                          tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
     out.print(table.markdown())
     out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
@@ -573,7 +538,7 @@ def analyze(
         done = run_analysis(space_file, policy=policy, checkpoint=checkpoint, out_dir=out_dir, steps=steps,
                             max_examples=examples, heatmap_layer=layer, floor=floor, rows=rows, export=export,
                             threads=threads, runs_dir=runs_dir)  # fmt: skip
-    except (ConfigError, ValueError) as err:
+    except ValueError as err:  # a plain ValueError of the analysis, too, is one `error:` line
         _fail(err)
     rows_ = done.alpha_rows()
     table = Table(title=f"attention share α per layer ({done.report.source}, {done.report.steps} steps)")
