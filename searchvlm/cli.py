@@ -16,10 +16,18 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from searchvlm import __version__
-from searchvlm._console import print_table
+from searchvlm._console import (
+    alpha_table,
+    cells_table,
+    compare_table,
+    confirm_table,
+    presets_table,
+    print_table,
+    result_table,
+    runs_table,
+)
 from searchvlm._usage import PlainErrorsGroup, print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
 
@@ -93,23 +101,6 @@ def _seeds(text: str | None) -> list[int] | None:
         raise ConfigError(COMMAND_LINE, "--seeds", text, "expected comma-separated integers such as 0,1,2") from None
 
 
-def _result_table(result) -> Table:
-    table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
-    table.add_column("metric")
-    for col in ("joint", "isolated", "gain"):
-        table.add_column(col, justify="right", no_wrap=True)
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
-    table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), fmt(result.gen_gain))
-    if result.gen_fidelity is not None:
-        table.add_row("generation fidelity", fmt(result.gen_fidelity), fmt(result.gen_fidelity_iso), "")
-    se = "" if result.synergy_gain_stderr is None else f" ± {result.synergy_gain_stderr:.4f}"
-    table.add_row("synergy gain", "", "", f"{fmt(result.synergy_gain)}{se}")
-    table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")
-    table.caption = f"seeds {result.seeds} · {result.steps_done} steps · {result.train_seconds:.1f}s joint training"
-    return table
-
-
 @app.command()
 def trial(
     space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the trial)"),
@@ -151,7 +142,7 @@ def trial(
     if as_json:
         out.print_json(result.model_dump_json())
     else:
-        print_table(out, _result_table(result))
+        print_table(out, result_table(result))
         if result.error:
             console.print(f"[red]failed:[/red] {result.error}")
     raise typer.Exit(0 if result.status == "ok" else 1)
@@ -169,13 +160,7 @@ def presets(
     if as_json:
         _print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
         return
-    table = Table(title=f"presets ({layers} layers)")
-    for col in ("name", "understanding", "generation", "sharing"):
-        table.add_column(col)
-    for name, p in compiled.items():
-        keep = lambda tp: f"{tp.mode}/{tp.selector} " + " ".join(f"{k:.2g}" for k in tp.keep)  # noqa: E731
-        table.add_row(name, keep(p.understanding), keep(p.generation), f"qkv={p.sharing.qkv} mlp={p.sharing.mlp}")
-    print_table(out, table)
+    print_table(out, presets_table(compiled, layers))
 
 
 @app.command()
@@ -276,7 +261,8 @@ def pareto(
         out.print_json(json.dumps(report.to_dict()))
         return
     summary = report.summary
-    _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})", report.table)
+    title = f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})"
+    print_table(out, cells_table(title, report.table))
     if summary["numbers"] == "confirmed":
         out.print(f"numbers: confirmed on fresh seeds {summary['confirmed_seeds']} for {summary['confirmed_policies']} "
                   "policies (confirmed.csv); the front is computed on them", highlight=False)  # fmt: skip
@@ -349,20 +335,6 @@ def show(
     out.print(f"wrote {path}", highlight=False)
 
 
-def _confirm_table(summary) -> Table:
-    table = Table(title=f"confirmed on seeds {summary.seeds} ({summary.path})")
-    for col in ("trial", "#", "FLOPs", "search", "confirmed ± s.e.", "shrinkage", "vs dense ± s.e.", "status"):
-        table.add_column(col, justify="left" if col in ("trial", "status") else "right", no_wrap=True)
-    f = lambda v, spec="+.4f": "-" if v is None else format(v, spec)  # noqa: E731
-    for r in summary.rows:
-        table.add_row(str(r["trial_id"]), str(r["number"]), f(r.get("flops_ratio"), ".3f"),
-                      f(r.get("search_synergy_gain")),
-                      f"{f(r.get('synergy_gain'))} ± {f(r.get('synergy_gain_stderr'), '.4f')}", f(r.get("shrinkage")),
-                      f"{f(r.get('synergy_vs_dense'))} ± {f(r.get('synergy_vs_dense_stderr'), '.4f')}",
-                      r["status"] + (f": {r['error'][:60]}" if r.get("error") else ""))  # fmt: skip
-    return table
-
-
 @app.command()
 def confirm(
     run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
@@ -379,7 +351,7 @@ def confirm(
     done = lambda r: console.print(f"  confirmed trial {r['trial_id']} (#{r['number']}): {r['status']}",  # noqa: E731
                                    highlight=False)  # fmt: skip
     summary = run_confirm(run, _seeds(seeds), top, runs_dir, tracking_uri, on_row=done)
-    print_table(out, _confirm_table(summary))
+    print_table(out, confirm_table(summary))
     shrink = [r["shrinkage"] for r in summary.rows if r.get("shrinkage") is not None]
     if shrink:
         out.print(f"shrinkage from the search estimate to the confirmed one: mean {sum(shrink) / len(shrink):+.4f} "
@@ -389,17 +361,6 @@ def confirm(
     )
     out.print(f"next: searchvlm pareto {run} --runs-dir {runs_dir} (pareto and export now use the confirmed numbers)",
               highlight=False)  # fmt: skip
-
-
-def _runs_table(infos) -> Table:
-    table = Table(title=f"sweeps ({len(infos)})")
-    for col in ("name", "trials", "ok", "failed", "pruned", "front", "best synergy", "created"):
-        table.add_column(col, justify="left" if col in ("name", "created") else "right", no_wrap=True)
-    for r in infos:
-        best = "" if r.best_synergy is None else f"{r.best_synergy:+.4f}"
-        trials = f"{r.trials}/{r.samples}" if r.samples else str(r.trials)
-        table.add_row(r.name, trials, str(r.ok), str(r.failed), str(r.pruned), str(r.front), best, r.created or "")
-    return table
 
 
 @app.command("runs")
@@ -414,7 +375,7 @@ def runs_(
     if as_json:
         _print_json([r.to_dict() for r in infos])
         return
-    print_table(out, _runs_table(infos))
+    print_table(out, runs_table(infos))
     for r in infos:
         if r.problem:
             console.print(f"[yellow]warning:[/yellow] {r.problem}", highlight=False, soft_wrap=True)
@@ -438,26 +399,9 @@ def compare(
     if as_json:
         _print_json(cmp.to_dict())
         return
-    fa, fb = cmp.fronts
-    table = Table(title=f"{fa.sweep} vs {fb.sweep}")
-    for col in ("", fa.sweep, fb.sweep):
-        table.add_column(col, justify="left" if not col else "right", no_wrap=True)
-    cell = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    for metric, va, vb in cmp.table():
-        table.add_row(metric, cell(va), cell(vb))
-    table.caption = f"hypervolume reference: flops_ratio {cmp.ref[0]:g}, synergy_gain {cmp.ref[1]:.4f} (both sweeps)"
-    print_table(out, table)
+    print_table(out, compare_table(cmp))
     for f, cells in zip(cmp.fronts, cmp.tables):
-        _print_front(f"front of {f.sweep}", cells)
-
-
-def _print_front(title: str, cells: list[dict]) -> None:
-    table = Table(title=title)
-    for col in cells[0] if cells else {"trial": ""}:
-        table.add_column(col, no_wrap=col != "policy")  # on a narrow terminal the policy wraps
-    for row in cells:
-        table.add_row(*row.values())
-    print_table(out, table)
+        print_table(out, cells_table(f"front of {f.sweep}", cells))
 
 
 @app.command()
@@ -540,14 +484,7 @@ def analyze(
                             threads=threads, runs_dir=runs_dir)  # fmt: skip
     except ValueError as err:  # a plain ValueError of the analysis, too, is one `error:` line
         _fail(err)
-    rows_ = done.alpha_rows()
-    table = Table(title=f"attention share α per layer ({done.report.source}, {done.report.steps} steps)")
-    table.add_column("task / segment")
-    for i in range(len(rows_[0][1])):
-        table.add_column(f"L{i + 1}", justify="right", no_wrap=True)
-    for label, vals in rows_:
-        table.add_row(label, *(f"{v:.3f}" for v in vals))
-    print_table(out, table)
+    print_table(out, alpha_table(done))
     for task in ("understanding", "generation"):
         tp = done.derived.task(task)
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
