@@ -1,4 +1,5 @@
-"""Tables that stay whole wherever they are printed: a terminal, a pipe, CI, nohup, a file.
+"""The command line's tables: a renderer per command's table, and `print_table`, which keeps
+them whole wherever they are printed: a terminal, a pipe, CI, nohup, a file.
 
 rich lays a table out to the console's width, and a console that is not a terminal is 80
 columns wide (or `$COLUMNS`): a wide table then gets one-character columns and numbers
@@ -17,7 +18,16 @@ from rich.table import Table
 #: width a table is measured at off a terminal (wider than any table we print)
 _UNBOUNDED = 100_000
 
-__all__ = ["print_table"]
+__all__ = [
+    "alpha_table",
+    "cells_table",
+    "compare_table",
+    "confirm_table",
+    "presets_table",
+    "print_table",
+    "result_table",
+    "runs_table",
+]
 
 
 def natural_width(console: Console, table: Table) -> int:
@@ -33,3 +43,97 @@ def print_table(console: Console, table: Table) -> None:
         return
     width = max(natural_width(console, table), console.width)
     Console(file=console.file, width=width, color_system=None, highlight=False).print(table)
+
+
+# --------------------------------------------------------------------------- a table per command
+
+
+def result_table(result) -> Table:
+    """`trial`: one trial's joint, isolated and gain numbers per metric."""
+    table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
+    table.add_column("metric")
+    for col in ("joint", "isolated", "gain"):
+        table.add_column(col, justify="right", no_wrap=True)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
+    table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), fmt(result.gen_gain))
+    if result.gen_fidelity is not None:
+        table.add_row("generation fidelity", fmt(result.gen_fidelity), fmt(result.gen_fidelity_iso), "")
+    se = "" if result.synergy_gain_stderr is None else f" ± {result.synergy_gain_stderr:.4f}"
+    table.add_row("synergy gain", "", "", f"{fmt(result.synergy_gain)}{se}")
+    table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")
+    table.caption = f"seeds {result.seeds} · {result.steps_done} steps · {result.train_seconds:.1f}s joint training"
+    return table
+
+
+def presets_table(compiled: dict, layers: int) -> Table:
+    """`presets`: each named policy compiled for `layers` layers (mode/selector, keep ratios, sharing)."""
+    table = Table(title=f"presets ({layers} layers)")
+    for col in ("name", "understanding", "generation", "sharing"):
+        table.add_column(col)
+    for name, p in compiled.items():
+        keep = lambda tp: f"{tp.mode}/{tp.selector} " + " ".join(f"{k:.2g}" for k in tp.keep)  # noqa: E731
+        table.add_row(name, keep(p.understanding), keep(p.generation), f"qkv={p.sharing.qkv} mlp={p.sharing.mlp}")
+    return table
+
+
+def cells_table(title: str, cells: list[dict]) -> Table:
+    """`pareto`, `compare`: display cells (a dict per row, keys the headers; `searchvlm.report.front_table`)."""
+    table = Table(title=title)
+    for col in cells[0] if cells else {"trial": ""}:
+        table.add_column(col, no_wrap=col != "policy")  # on a narrow terminal the policy wraps
+    for row in cells:
+        table.add_row(*row.values())
+    return table
+
+
+def confirm_table(summary) -> Table:
+    """`confirm`: each confirmed policy, search and confirmed synergy, shrinkage, vs dense."""
+    table = Table(title=f"confirmed on seeds {summary.seeds} ({summary.path})")
+    for col in ("trial", "#", "FLOPs", "search", "confirmed ± s.e.", "shrinkage", "vs dense ± s.e.", "status"):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right", no_wrap=True)
+    f = lambda v, spec="+.4f": "-" if v is None else format(v, spec)  # noqa: E731
+    for r in summary.rows:
+        table.add_row(str(r["trial_id"]), str(r["number"]), f(r.get("flops_ratio"), ".3f"),
+                      f(r.get("search_synergy_gain")),
+                      f"{f(r.get('synergy_gain'))} ± {f(r.get('synergy_gain_stderr'), '.4f')}", f(r.get("shrinkage")),
+                      f"{f(r.get('synergy_vs_dense'))} ± {f(r.get('synergy_vs_dense_stderr'), '.4f')}",
+                      r["status"] + (f": {r['error'][:60]}" if r.get("error") else ""))  # fmt: skip
+    return table
+
+
+def runs_table(infos) -> Table:
+    """`runs`: every sweep under the runs folder, its counts, front size and creation time."""
+    table = Table(title=f"sweeps ({len(infos)})")
+    for col in ("name", "trials", "ok", "failed", "pruned", "front", "best synergy", "created"):
+        table.add_column(col, justify="left" if col in ("name", "created") else "right", no_wrap=True)
+    for r in infos:
+        best = "" if r.best_synergy is None else f"{r.best_synergy:+.4f}"
+        trials = f"{r.trials}/{r.samples}" if r.samples else str(r.trials)
+        table.add_row(r.name, trials, str(r.ok), str(r.failed), str(r.pruned), str(r.front), best, r.created or "")
+    return table
+
+
+def compare_table(cmp) -> Table:
+    """`compare`: two sweeps' numbers side by side, the shared reference point in the caption."""
+    fa, fb = cmp.fronts
+    table = Table(title=f"{fa.sweep} vs {fb.sweep}")
+    for col in ("", fa.sweep, fb.sweep):
+        table.add_column(col, justify="left" if not col else "right", no_wrap=True)
+    cell = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for metric, va, vb in cmp.table():
+        table.add_row(metric, cell(va), cell(vb))
+    table.caption = f"hypervolume reference: flops_ratio {cmp.ref[0]:g}, synergy_gain {cmp.ref[1]:.4f} (both sweeps)"
+    return table
+
+
+def alpha_table(done) -> Table:
+    """`analyze`: the attention share α per layer of each task and segment (`AnalysisOutcome.alpha_rows`)."""
+    rows = done.alpha_rows()
+    table = Table(title=f"attention share α per layer ({done.report.source}, {done.report.steps} steps)")
+    table.add_column("task / segment")
+    for i in range(len(rows[0][1])):
+        table.add_column(f"L{i + 1}", justify="right", no_wrap=True)
+    for label, vals in rows:
+        table.add_row(label, *(f"{v:.3f}" for v in vals))
+    return table

@@ -1,10 +1,12 @@
-"""Command-line usage errors in the project's one-line style (L5, beside `searchvlm.cli`).
+"""The command line's error handler (L5, beside `searchvlm.cli`): usage errors and every
+command's `ConfigError` as `error:` lines, exit code 2.
 
 typer reports a bad option value, an unknown option or a missing argument in a boxed rich
 panel after a usage block. Here each is one line, like every other error of the CLI:
-`error: command line: --layers = 'x': Input should be a valid integer (see 'searchvlm presets --help')`,
-exit code 2. `print_error` is the one printer of `error:` lines (markup in a message is
-printed as text, never interpreted).
+`error: command line: --layers = 'x': Input should be a valid integer (see 'searchvlm presets --help')`.
+A `ConfigError` a command raises (a bad file, key or value; it names them) is printed the
+same way, one line per problem, so no command catches it itself. `print_error` is the one
+printer of `error:` lines (markup in a message is printed as text, never interpreted).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from searchvlm.errors import COMMAND_LINE, DamagedFile
+from searchvlm.errors import COMMAND_LINE, ConfigError, DamagedFile
 
 __all__ = ["PlainErrorsGroup", "print_error", "print_warning", "usage_line"]
 
@@ -102,12 +104,16 @@ def usage_line(err: Exception) -> str:
 
 
 class _PlainErrors:
-    """Turn a usage error raised inside the block into one `error:` line and exit 2."""
+    """Turn a usage error or a `ConfigError` raised inside the block into `error:` lines and
+    exit 2 (a usage error: its own exit code, 2 for all of ours)."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type | None, err: BaseException | None, tb: Any) -> bool:
+        if isinstance(err, ConfigError):
+            print_error(str(err) or repr(err))
+            raise typer.Exit(2) from None
         if err is None or not isinstance(err, _exceptions.ClickException):
             return False
         if isinstance(err, getattr(_exceptions, "NoArgsIsHelpError", ())):
@@ -117,7 +123,8 @@ class _PlainErrors:
 
 
 class PlainErrorsGroup(TyperGroup):
-    """The CLI's command group: usage errors of the group and of every command print one line."""
+    """The CLI's command group: usage errors of the group and of every command, and every
+    command's `ConfigError`, print `error:` lines and exit 2."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         with _PlainErrors():

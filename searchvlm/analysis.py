@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -272,57 +272,18 @@ def policy_file(policy: ReductionPolicy, report: AnalysisReport, floor: float, r
 
 
 def plot_allocation(report: AnalysisReport, path: Path) -> Path:
-    """Figure 3: per task, α of each segment across depth."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(8, 3), sharey=True)
-    for ax, task in zip(axes, TASKS):
-        curves = report.alpha[task]
-        x = range(1, len(curves["image"]) + 1)
-        for i, seg in enumerate(SEGMENTS):
-            ax.plot(x, curves[seg], marker="o", ms=3, label=seg, color=f"C{i}")
-        if report.uniform.get(task):
-            ax.axhline(report.uniform[task]["image"], color="C2", ls=":", lw=1, label="image, uniform")
-        ax.set(title=task, xlabel="layer", xticks=list(x))
-    axes[0].set_ylabel("attention share α")
-    axes[-1].legend(fontsize=7)
-    return _save(fig, path)
+    """Figure 3: per task, α of each segment across depth (`searchvlm.report._allocation`)."""
+    from searchvlm.report._allocation import allocation_info, allocation_png
+
+    return allocation_png(allocation_info(report), path)
 
 
 def plot_heatmap(report: AnalysisReport, path: Path) -> Path:
-    """Figure 2: the chosen layer's attention, averaged over heads and examples (log colour)."""
-    import numpy as np
+    """Figure 2: the chosen layer's attention, averaged over heads and examples (log colour;
+    `searchvlm.report._heatmap`)."""
+    from searchvlm.report._heatmap import heatmap_info, heatmap_png
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(8, 3.6))
-    for ax, task in zip(axes, TASKS):
-        grid = np.asarray(report.heatmap[task])
-        ax.imshow(np.log10(grid + 1e-4), cmap="viridis", vmin=-4, vmax=0)
-        starts = _segment_starts(report.segment_layout[task])
-        ax.set_xticks([p for p, _ in starts], [s[:3] for _, s in starts], fontsize=6, rotation=90)
-        ax.set_yticks([p for p, _ in starts], [s[:3] for _, s in starts], fontsize=6)
-        ax.set_title(f"{task}, layer {report.heatmap_layer + 1}", fontsize=9)
-    fig.suptitle("attention (log10, mean over heads and examples)", fontsize=9)
-    return _save(fig, path)
-
-
-def _segment_starts(layout: list[int]) -> list[tuple[int, str]]:
-    return [(i, SEGMENTS[s]) for i, s in enumerate(layout) if i == 0 or layout[i - 1] != s]
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    _pyplot().close(fig)
-    return path
+    return heatmap_png(heatmap_info(report), path)
 
 
 def write_outputs(report: AnalysisReport, out_dir: Path) -> dict[str, Path]:

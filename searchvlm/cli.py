@@ -1,6 +1,8 @@
 """The `searchvlm` command line: thin typer commands over the public API (L5).
 
-Bad input exits with code 2 and one line per problem naming the file, key and value.
+Bad input exits with code 2 and one line per problem naming the file, key and value: the
+command group (`searchvlm._usage.PlainErrorsGroup`) prints every command's `ConfigError`,
+so no command catches one itself.
 Tables stay whole off a terminal (pipes, CI, nohup): see `searchvlm._console`.
 """
 
@@ -14,10 +16,18 @@ from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from searchvlm import __version__
-from searchvlm._console import print_table
+from searchvlm._console import (
+    alpha_table,
+    cells_table,
+    compare_table,
+    confirm_table,
+    presets_table,
+    print_table,
+    result_table,
+    runs_table,
+)
 from searchvlm._usage import PlainErrorsGroup, print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
 
@@ -60,6 +70,8 @@ def _main(
 
 
 def _fail(err: Exception) -> NoReturn:
+    """An error that is not a `ConfigError` as one `error:` line, exit 2 (a `ConfigError` a
+    command raises gets the same from `PlainErrorsGroup`, the one handler of them)."""
     print_error(str(err) or repr(err), console)
     raise typer.Exit(2)
 
@@ -89,23 +101,6 @@ def _seeds(text: str | None) -> list[int] | None:
         raise ConfigError(COMMAND_LINE, "--seeds", text, "expected comma-separated integers such as 0,1,2") from None
 
 
-def _result_table(result) -> Table:
-    table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
-    table.add_column("metric")
-    for col in ("joint", "isolated", "gain"):
-        table.add_column(col, justify="right", no_wrap=True)
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
-    table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), fmt(result.gen_gain))
-    if result.gen_fidelity is not None:
-        table.add_row("generation fidelity", fmt(result.gen_fidelity), fmt(result.gen_fidelity_iso), "")
-    se = "" if result.synergy_gain_stderr is None else f" ± {result.synergy_gain_stderr:.4f}"
-    table.add_row("synergy gain", "", "", f"{fmt(result.synergy_gain)}{se}")
-    table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")
-    table.caption = f"seeds {result.seeds} · {result.steps_done} steps · {result.train_seconds:.1f}s joint training"
-    return table
-
-
 @app.command()
 def trial(
     space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the trial)"),
@@ -122,13 +117,10 @@ def trial(
 
     from searchvlm.space import load_trial_config
 
-    try:
-        config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
-                                   overrides=sets)  # fmt: skip
-        if not print_config:
-            _check_data(config.data)
-    except ConfigError as err:
-        _fail(err)
+    config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
+                               overrides=sets)  # fmt: skip
+    if not print_config:
+        _check_data(config.data)
     if print_config:
         _print_config(config)
     from searchvlm.trial import run_trial
@@ -152,7 +144,7 @@ def trial(
     if as_json:
         out.print_json(result.model_dump_json())
     else:
-        print_table(out, _result_table(result))
+        print_table(out, result_table(result))
         if result.error:
             console.print(f"[red]failed:[/red] {result.error}")
     raise typer.Exit(0 if result.status == "ok" else 1)
@@ -166,20 +158,11 @@ def presets(
     """List the named literature policies with their per-layer keep ratios."""
     from searchvlm.presets import compile_presets
 
-    try:
-        compiled = compile_presets(layers)
-    except ConfigError as err:
-        _fail(err)
+    compiled = compile_presets(layers)
     if as_json:
         _print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
         return
-    table = Table(title=f"presets ({layers} layers)")
-    for col in ("name", "understanding", "generation", "sharing"):
-        table.add_column(col)
-    for name, p in compiled.items():
-        keep = lambda tp: f"{tp.mode}/{tp.selector} " + " ".join(f"{k:.2g}" for k in tp.keep)  # noqa: E731
-        table.add_row(name, keep(p.understanding), keep(p.generation), f"qkv={p.sharing.qkv} mlp={p.sharing.mlp}")
-    print_table(out, table)
+    print_table(out, presets_table(compiled, layers))
 
 
 @app.command()
@@ -204,20 +187,14 @@ def sweep(
     nohup) one plain line per trial event. `--resume --samples N` extends a finished sweep."""
     from searchvlm.space import load_space
 
-    try:
-        space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
-    except ConfigError as err:
-        _fail(err)
+    space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
     if print_config:
         _print_config(space.with_search(samples=samples, concurrency=concurrency))
     from searchvlm.sweep import run_sweep
 
-    try:
-        summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
-                            address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                            progress=not no_progress, overrides=sets)  # fmt: skip
-    except ConfigError as err:
-        _fail(err)
+    summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
+                        address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                        progress=not no_progress, overrides=sets)  # fmt: skip
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
 
 
@@ -301,15 +278,13 @@ def pareto(
     were written, or with --force."""
     from searchvlm.report import pareto_report
 
-    try:
-        report = pareto_report(run, _ref(ref), runs_dir, plots=plots, force=force)
-    except ConfigError as err:
-        _fail(err)
+    report = pareto_report(run, _ref(ref), runs_dir, plots=plots, force=force)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return
     summary = report.summary
-    _print_front(f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})", report.table)
+    title = f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})"
+    print_table(out, cells_table(title, report.table))
     if summary["numbers"] == "confirmed":
         out.print(f"numbers: confirmed on fresh seeds {summary['confirmed_seeds']} for {summary['confirmed_policies']} "
                   "policies (confirmed.csv); the front is computed on them", highlight=False)  # fmt: skip
@@ -350,19 +325,14 @@ def export(
     Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png."""
     from searchvlm.report import export_report
 
+    if trial is not None and rule is not None:
+        raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
     try:
-        if trial is not None and rule is not None:
-            raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
         done = export_report(run, (rule or RuleName.knee).value, max_flops, min_synergy, output, runs_dir,
                              trial=trial, force=force)  # fmt: skip
-    except ConfigError as err:
-        _fail(err)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
-        _fail(
-            ConfigError(
-                "command line", "--output", str(output), f"cannot write the policy file ({err.strerror or err})"
-            )
-        )
+        reason = f"cannot write the policy file ({err.strerror or err})"
+        raise ConfigError(COMMAND_LINE, "--output", str(output), reason) from None
     prov = done.provenance
     numbers = (f"confirmed numbers, seeds {prov['confirmed_seeds']}" if prov.get("numbers") == "confirmed"
                else "search numbers")  # fmt: skip
@@ -381,25 +351,10 @@ def show(
 
     try:
         path = policy_picture(policy_file, output)
-    except ConfigError as err:
-        _fail(err)
     except OSError as err:
-        _fail(ConfigError(COMMAND_LINE, "--output", str(output), f"cannot write the picture ({err.strerror or err})"))
+        reason = f"cannot write the picture ({err.strerror or err})"
+        raise ConfigError(COMMAND_LINE, "--output", str(output), reason) from None
     out.print(f"wrote {path}", highlight=False)
-
-
-def _confirm_table(summary) -> Table:
-    table = Table(title=f"confirmed on seeds {summary.seeds} ({summary.path})")
-    for col in ("trial", "#", "FLOPs", "search", "confirmed ± s.e.", "shrinkage", "vs dense ± s.e.", "status"):
-        table.add_column(col, justify="left" if col in ("trial", "status") else "right", no_wrap=True)
-    f = lambda v, spec="+.4f": "-" if v is None else format(v, spec)  # noqa: E731
-    for r in summary.rows:
-        table.add_row(str(r["trial_id"]), str(r["number"]), f(r.get("flops_ratio"), ".3f"),
-                      f(r.get("search_synergy_gain")),
-                      f"{f(r.get('synergy_gain'))} ± {f(r.get('synergy_gain_stderr'), '.4f')}", f(r.get("shrinkage")),
-                      f"{f(r.get('synergy_vs_dense'))} ± {f(r.get('synergy_vs_dense_stderr'), '.4f')}",
-                      r["status"] + (f": {r['error'][:60]}" if r.get("error") else ""))  # fmt: skip
-    return table
 
 
 @app.command()
@@ -417,11 +372,8 @@ def confirm(
 
     done = lambda r: console.print(f"  confirmed trial {r['trial_id']} (#{r['number']}): {r['status']}",  # noqa: E731
                                    highlight=False)  # fmt: skip
-    try:
-        summary = run_confirm(run, _seeds(seeds), top, runs_dir, tracking_uri, on_row=done)
-    except ConfigError as err:
-        _fail(err)
-    print_table(out, _confirm_table(summary))
+    summary = run_confirm(run, _seeds(seeds), top, runs_dir, tracking_uri, on_row=done)
+    print_table(out, confirm_table(summary))
     shrink = [r["shrinkage"] for r in summary.rows if r.get("shrinkage") is not None]
     if shrink:
         out.print(f"shrinkage from the search estimate to the confirmed one: mean {sum(shrink) / len(shrink):+.4f} "
@@ -431,17 +383,6 @@ def confirm(
     )
     out.print(f"next: searchvlm pareto {run} --runs-dir {runs_dir} (pareto and export now use the confirmed numbers)",
               highlight=False)  # fmt: skip
-
-
-def _runs_table(infos) -> Table:
-    table = Table(title=f"sweeps ({len(infos)})")
-    for col in ("name", "trials", "ok", "failed", "pruned", "front", "best synergy", "created"):
-        table.add_column(col, justify="left" if col in ("name", "created") else "right", no_wrap=True)
-    for r in infos:
-        best = "" if r.best_synergy is None else f"{r.best_synergy:+.4f}"
-        trials = f"{r.trials}/{r.samples}" if r.samples else str(r.trials)
-        table.add_row(r.name, trials, str(r.ok), str(r.failed), str(r.pruned), str(r.front), best, r.created or "")
-    return table
 
 
 @app.command("runs")
@@ -459,14 +400,11 @@ def runs_(
     if check is not None or repair:
         _check_records(check, repair, runs_dir, as_json)
         return
-    try:
-        infos = list_runs(runs_dir)
-    except ConfigError as err:
-        _fail(err)
+    infos = list_runs(runs_dir)
     if as_json:
         _print_json([r.to_dict() for r in infos])
         return
-    print_table(out, _runs_table(infos))
+    print_table(out, runs_table(infos))
     for r in infos:
         if r.problem:
             console.print(f"[yellow]warning:[/yellow] {r.problem}", highlight=False, soft_wrap=True)
@@ -476,12 +414,9 @@ def _check_records(name: Optional[str], repair: bool, runs_dir: Path, as_json: b
     """`runs --check NAME [--repair]`: the findings, one line each; exit 1 while any remain."""
     from searchvlm.recover import check_run, repair_run
 
-    try:
-        if not name:
-            raise ConfigError(COMMAND_LINE, "--check", name, "name the sweep to check (--repair needs it too)")
-        found = (repair_run if repair else check_run)(name, runs_dir)
-    except ConfigError as err:
-        _fail(err)
+    if not name:
+        raise ConfigError(COMMAND_LINE, "--check", name, "name the sweep to check (--repair needs it too)")
+    found = (repair_run if repair else check_run)(name, runs_dir)
     if as_json:
         _print_json({"ok": found.ok, "lines": found.lines(), "missing": found.missing, "repaired": found.repaired})
     else:
@@ -504,33 +439,13 @@ def compare(
     """Two sweeps side by side: counts, hypervolume (one reference point), best synergy, fronts."""
     from searchvlm.runs import compare_runs
 
-    try:
-        cmp = compare_runs(a, b, runs_dir, _ref(ref))
-    except ConfigError as err:
-        _fail(err)
+    cmp = compare_runs(a, b, runs_dir, _ref(ref))
     if as_json:
         _print_json(cmp.to_dict())
         return
-    fa, fb = cmp.fronts
-    table = Table(title=f"{fa.sweep} vs {fb.sweep}")
-    for col in ("", fa.sweep, fb.sweep):
-        table.add_column(col, justify="left" if not col else "right", no_wrap=True)
-    cell = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    for metric, va, vb in cmp.table():
-        table.add_row(metric, cell(va), cell(vb))
-    table.caption = f"hypervolume reference: flops_ratio {cmp.ref[0]:g}, synergy_gain {cmp.ref[1]:.4f} (both sweeps)"
-    print_table(out, table)
+    print_table(out, compare_table(cmp))
     for f, cells in zip(cmp.fronts, cmp.tables):
-        _print_front(f"front of {f.sweep}", cells)
-
-
-def _print_front(title: str, cells: list[dict]) -> None:
-    table = Table(title=title)
-    for col in cells[0] if cells else {"trial": ""}:
-        table.add_column(col, no_wrap=col != "policy")  # on a narrow terminal the policy wraps
-    for row in cells:
-        table.add_row(*row.values())
-    print_table(out, table)
+        print_table(out, cells_table(f"front of {f.sweep}", cells))
 
 
 @app.command()
@@ -543,17 +458,11 @@ def rm(
     """Delete a sweep: runs/NAME and its MLflow runs (parent and every trial's child run)."""
     from searchvlm.runs import removable, remove_run
 
-    try:
-        target = removable(name, runs_dir)
-    except ConfigError as err:
-        _fail(err)
+    target = removable(name, runs_dir)
     if not yes and not _confirm(f"delete {target} and its MLflow runs?"):
         console.print(f"kept {target}", highlight=False)
         raise typer.Exit(1)
-    try:
-        removed = remove_run(name, runs_dir, tracking_uri)
-    except ConfigError as err:
-        _fail(err)
+    removed = remove_run(name, runs_dir, tracking_uri)
     out.print(f"deleted {removed.run_dir} and {removed.mlflow_runs} MLflow runs"
               f"{f' in {removed.tracking_uri}' if removed.tracking_uri else ''}", highlight=False)  # fmt: skip
 
@@ -583,14 +492,11 @@ def reproduce(
 
     wanted = presets_.split(",") if presets_ is not None else None  # "" is refused, not the default
     done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
-    try:
-        if print_config:
-            _print_config(reproduce_config(space_file, presets=wanted, seeds=_seeds(seeds), runs_dir=runs_dir,
-                                           overrides=sets))  # fmt: skip
-        table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=_seeds(seeds), runs_dir=runs_dir,
-                              tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
-    except ConfigError as err:
-        _fail(err)
+    if print_config:
+        _print_config(reproduce_config(space_file, presets=wanted, seeds=_seeds(seeds), runs_dir=runs_dir,
+                                       overrides=sets))  # fmt: skip
+    table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=_seeds(seeds), runs_dir=runs_dir,
+                          tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
     out.print(table.markdown())
     out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
@@ -620,16 +526,9 @@ def analyze(
         done = run_analysis(space_file, policy=policy, checkpoint=checkpoint, out_dir=out_dir, steps=steps,
                             max_examples=examples, heatmap_layer=layer, floor=floor, rows=rows, export=export,
                             threads=threads, runs_dir=runs_dir)  # fmt: skip
-    except (ConfigError, ValueError) as err:
+    except ValueError as err:  # a plain ValueError of the analysis, too, is one `error:` line
         _fail(err)
-    rows_ = done.alpha_rows()
-    table = Table(title=f"attention share α per layer ({done.report.source}, {done.report.steps} steps)")
-    table.add_column("task / segment")
-    for i in range(len(rows_[0][1])):
-        table.add_column(f"L{i + 1}", justify="right", no_wrap=True)
-    for label, vals in rows_:
-        table.add_row(label, *(f"{v:.3f}" for v in vals))
-    print_table(out, table)
+    print_table(out, alpha_table(done))
     for task in ("understanding", "generation"):
         tp = done.derived.task(task)
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))

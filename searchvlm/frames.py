@@ -162,14 +162,14 @@ def front_of(rows: Sequence[dict[str, Any]], run_dir: Path, sweep: str,
     """The Front of already-read trials rows (see `load_front`): ranked as `pareto` ranks them
     (`results.ranking_rows`: the confirmed numbers when any exist, repeats not counted twice)."""
     from searchvlm.pareto import front, hypervolume, knee
-    from searchvlm.report import _counts
+    from searchvlm.report import status_counts
 
     ranked = ranking_rows(list(rows))
     fr = front(ranked)
     hv, ref_nat = hypervolume(ranked, ref)
     frame = _frame(fr, {r["trial_id"] for r in fr}, {"sweep": sweep, "run_dir": str(run_dir)})
     return Front(sweep=sweep, run_dir=run_dir, trials=frame, knee=knee(fr)["trial_id"] if fr else None,
-                 hypervolume=hv, ref=ref_nat, counts=_counts(rows))  # fmt: skip
+                 hypervolume=hv, ref=ref_nat, counts=status_counts(rows))  # fmt: skip
 
 
 def load_front(run: str | Path, ref: Sequence[float] | None = None, runs_dir: str | Path = "runs") -> Front:

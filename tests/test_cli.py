@@ -124,6 +124,21 @@ def test_unknown_sweep_names_the_runs_folder(command: str, run: Path, tmp_path: 
     assert "<input>" not in res.output
 
 
+def test_one_handler_prints_every_commands_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No command catches ConfigError itself: the command group prints it (exit 2, one
+    `error:` line per problem), also from a library call deep inside a command."""
+    import searchvlm.trial
+    from searchvlm.errors import ConfigError
+
+    def refuse(config: Any, progress: Any = None) -> None:
+        raise ConfigError.many("space.yaml", [("model.hf", "x", "not a folder"), ("data.tokens", 0, "too few")])
+
+    monkeypatch.setattr(searchvlm.trial, "run_trial", refuse)
+    res = cli("trial", str(ROOT / "search_spaces" / "quick.yaml"), "--preset", "dense")
+    assert_cli_error(res, "error: space.yaml: model.hf = 'x': not a folder", "data.tokens = 0: too few")
+    assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 2, res.output
+
+
 # --------------------------------------------------------------------------- export
 
 

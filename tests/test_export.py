@@ -226,11 +226,10 @@ def test_build_policy_file_keeps_preset_name(run: Path) -> None:
 
 def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
     """The README's three user lines on an exported policy and a tiny HF Llama."""
-    model_mod = pytest.importorskip("searchvlm.model")
-    if not hasattr(model_mod, "apply_policy"):
-        pytest.skip("searchvlm.model.apply_policy is not written yet")
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from searchvlm import apply_policy  # the public name the README's lines use
 
     run = make_sweep(tmp_path, num_layers=2, table=[("dense", 1.0, 0.2), ("himix", 0.4, 0.1)])
     torch.manual_seed(0)
@@ -248,7 +247,7 @@ def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
     for rule in ("max-synergy", "min-flops"):
         path = export_policy(run, rule, out_path=tmp_path / f"{rule}.json")
         policy = load_policy(path)
-        reduced = model_mod.apply_policy(hf_model, policy)
+        reduced = apply_policy(hf_model, policy)
         with torch.no_grad():
             out = reduced(input_ids, segments=segments, task="understanding")
         assert out.logits.shape[0] == 2 and out.logits.shape[-1] == 99

@@ -1,6 +1,7 @@
-"""The package's layering (docs/DESIGN: a module imports only from its own layer or lower;
-nothing imports cli), read from the source with `ast`, plus one real import that shows the
-light modules stay light at run time (an AST cannot see what a lazy import loads).
+"""The package's layering, read from the source with `ast`: every module has a layer (the
+`LAYERS` table below is where it is declared), imports only from its own layer or lower,
+and nothing imports cli; plus one real import that shows the light modules stay light at
+run time (an AST cannot see what a lazy import loads).
 
 Every import statement counts, lazy ones inside functions included; `importlib` strings
 (the façade's `_LAZY`, `sweep.__getattr__`) are not imports and are not checked here.
@@ -51,6 +52,8 @@ LAYERS: dict[str, int] = {
     "searchvlm.analysis": 3,
     "searchvlm.baselines": 3,
     "searchvlm.checkpoint": 3,
+    "searchvlm.report._allocation": 3,  # the analysis figures, drawn by analysis (L3)
+    "searchvlm.report._heatmap": 3,
     "searchvlm.training": 3,
     "searchvlm.trial": 3,
     # L4: engines and outputs

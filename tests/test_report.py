@@ -8,12 +8,15 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import searchvlm.pareto
+import searchvlm.results
 from helpers.sweeps import make_sweep
 from searchvlm.config import TrialResult
 from searchvlm.report import (
@@ -130,10 +133,10 @@ def test_pareto_skips_unchanged_plots_and_mlflow(run: Path, tmp_path: Path, monk
     from typer.testing import CliRunner
 
     import searchvlm.cli as cli
-    import searchvlm.report as report
+    import searchvlm.report._pareto as command
 
     logged: list[dict] = []
-    monkeypatch.setattr(report, "_log_report", lambda summary, paths: logged.append(dict(paths)))
+    monkeypatch.setattr(command, "_log_report", lambda summary, paths: logged.append(dict(paths)))
     runner = CliRunner()
     args = ["pareto", "s1", "--runs-dir", str(run.parent)]
     assert runner.invoke(cli.app, args).exit_code == 0 and len(logged) == 1
@@ -156,11 +159,12 @@ def test_pareto_report_reads_the_sweep_once(run: Path, monkeypatch: pytest.Monke
     """One read of trials.csv, one front and one hypervolume serve the summary, the table and
     the plots, and they agree with the separate functions."""
     import searchvlm.report as report
+    import searchvlm.report._pareto as command
 
     calls = {"read_trials": 0, "front": 0, "hypervolume": 0}
 
     def counted(name: str):
-        real = getattr(report, name)
+        real = getattr(searchvlm.pareto if name != "read_trials" else searchvlm.results, name)
 
         def wrapper(*args, **kwargs):
             calls[name] += 1
@@ -168,9 +172,12 @@ def test_pareto_report_reads_the_sweep_once(run: Path, monkeypatch: pytest.Monke
 
         return wrapper
 
-    for name in calls:
-        monkeypatch.setattr(report, name, counted(name))
-    monkeypatch.setattr(report, "_log_report", lambda summary, paths: None)
+    modules = [m for n, m in sys.modules.items() if n.startswith("searchvlm.report.")]
+    for name in calls:  # wherever a module of the report package calls it
+        for module in modules:
+            if getattr(module, name, None) is not None:
+                monkeypatch.setattr(module, name, counted(name))
+    monkeypatch.setattr(command, "_log_report", lambda summary, paths: None)
     got = report.pareto_report(run)
     assert calls == {"read_trials": 1, "front": 1, "hypervolume": 1}
     monkeypatch.undo()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from helpers import PY, checkout_env
 from helpers.sweeps import make_sweep
 from searchvlm.cli import app
 from searchvlm.errors import ConfigError
@@ -75,17 +77,18 @@ def test_facade_names_are_not_submodule_names() -> None:
 
 
 def test_run_confirm_stays_the_function_after_importing_its_module() -> None:
-    import importlib
-    import types
-
-    import searchvlm
-
-    first = searchvlm.run_confirm
-    importlib.import_module("searchvlm.confirm")
-    import searchvlm.confirm
-
-    assert searchvlm.run_confirm is first is searchvlm.confirm.run_confirm
-    assert isinstance(searchvlm.confirm, types.ModuleType)  # the module, as for every submodule
+    """In a fresh interpreter (this one may have imported searchvlm.confirm already): the
+    façade's `run_confirm`, resolved before its module is imported, is still that function
+    after `import searchvlm.confirm`, and the package attribute `confirm` is the module."""
+    code = (
+        "import sys, types\nimport searchvlm\n"
+        "assert 'searchvlm.confirm' not in sys.modules, 'imported too early'\n"
+        "first = searchvlm.run_confirm\nimport searchvlm.confirm\n"
+        "assert searchvlm.run_confirm is first is searchvlm.confirm.run_confirm, 'run_confirm replaced'\n"
+        "assert callable(first) and not isinstance(first, types.ModuleType), 'run_confirm is a module'\n"
+    )
+    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=checkout_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 # --------------------------------------------------------------------------- load_trials / load_front

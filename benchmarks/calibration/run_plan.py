@@ -68,9 +68,17 @@ def run_job(job: tuple[str, int, bool]) -> dict:
     config = trial_config(variant, seed, control)
     start = time.perf_counter()
     result = run_trial(config)
-    row = {"variant": variant, "seed": seed, "control": control, "status": result.status, "error": result.error,
-           "wall_seconds": round(time.perf_counter() - start, 1), "train_seconds": round(result.train_seconds, 1),
-           "last_step": config.training.steps, "overrides": VARIANTS[variant] + (CONTROL if control else [])}  # fmt: skip
+    row = {
+        "variant": variant,
+        "seed": seed,
+        "control": control,
+        "status": result.status,
+        "error": result.error,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "train_seconds": round(result.train_seconds, 1),
+        "last_step": config.training.steps,
+        "overrides": VARIANTS[variant] + (CONTROL if control else []),
+    }
     if result.per_seed:
         row.update({k: v for k, v in result.per_seed[0].items() if k != "baseline_cached"})
     return row

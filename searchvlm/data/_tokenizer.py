@@ -76,7 +76,9 @@ def nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_codebook(pixels: np.ndarray, palette: np.ndarray, pixel_shape: tuple[int, int], cfg: TokenizerConfig) -> Codebook:
+def fit_codebook(
+    pixels: np.ndarray, palette: np.ndarray, pixel_shape: tuple[int, int], cfg: TokenizerConfig
+) -> Codebook:
     """k-means over the distinct blocks of `pixels` (training images only), weighted by count."""
     from sklearn.cluster import KMeans
 

@@ -131,6 +131,8 @@ def test_permuted_answers_keep_pairs_and_held_out_rows() -> None:
     assert not np.array_equal(tr_c.input_ids.numpy(), tr_b.input_ids.numpy())
     assert np.array_equal(tr_c.image_codes, tr_b.image_codes)
     for split in ("val", "test"):
-        assert np.array_equal(control.split(split, "understanding").input_ids, base.split(split, "understanding").input_ids)
+        assert np.array_equal(
+            control.split(split, "understanding").input_ids, base.split(split, "understanding").input_ids
+        )
     assert np.array_equal(control.split("train", "generation").input_ids, base.split("train", "generation").input_ids)
     assert len(plain.answers) == 240
