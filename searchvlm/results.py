@@ -166,6 +166,9 @@ def _read_table(path: Path, required: tuple[str, ...], columns: tuple[str, ...],
     ConfigError naming the file on an unreadable file or a bad header; damaged rows as
     `read_trials` says."""
     text = _text(path)
+    if text and "\n" not in text:  # the writer ends the header line: the file was cut inside it
+        _report_damage(path, [(1, "the file ends inside its header (cut short?)")], 0, strict)
+        return []
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
@@ -222,7 +225,7 @@ def _report_damage(path: Path, damaged: list[tuple[int, str]], intact: int, stri
     line, problem = damaged[0]
     more = f" (and {len(damaged) - 1} more damaged rows)" if len(damaged) > 1 else ""
     hint = REPAIR_HINT.format(name=path.resolve().parent.name)
-    where = f"line {line} (row {line - 1})"  # the header is line 1
+    where = f"line {line} (row {line - 1})" if line > 1 else "line 1 (the header)"
     if strict:
         raise ConfigError(path, where, NO_VALUE, f"{problem}{more}; {hint}")
     warn_damaged(path, where, f"{problem}{more}; skipped, {intact} intact rows used; {hint}")
