@@ -72,7 +72,7 @@ def baseline_key(
     payload = {
         "format": _FORMAT,
         "model": model.model_dump(mode="json"),
-        "data": data.model_dump(mode="json"),
+        "data": data.model_dump(mode="json", exclude=_gen_only_irrelevant(tasks)),
         "training": training.model_dump(mode="json", exclude=exclude),
         "tasks": list(tasks),
         "seed": seed,
@@ -83,6 +83,12 @@ def baseline_key(
         payload["hf_files"] = _fingerprint(model.hf)
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _gen_only_irrelevant(tasks: tuple[str, ...]) -> set[str]:
+    """Data fields that do not change a generation-only run: the understanding answers'
+    permutation (a control that touches understanding data only)."""
+    return {"permute_answers"} if tuple(tasks) == ("generation",) else set()
 
 
 def _fingerprint(hf: str) -> list[tuple[str, int, int]]:

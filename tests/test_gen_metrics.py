@@ -107,3 +107,13 @@ def test_joint_and_isolated_runs_see_the_per_task_images(tmp_path: Path, task_im
         assert len(seen[(TASKS, task)]) == sizes[task]  # ten batches of 8 cover every row
     und, gen = seen[(TASKS, "understanding")], seen[(TASKS, "generation")]
     assert gen <= und if task_images == "shared" else not und & gen
+
+
+def test_the_answer_permutation_does_not_retrain_the_generation_baseline() -> None:
+    from searchvlm.baselines import baseline_key
+
+    data, policy = DataConfig(name="shapes"), ReductionPolicy.dense(2)
+    control = data.model_copy(update={"permute_answers": True})
+    keys = {t: [baseline_key(TINY_MODEL, d, TRAIN, (t,), 0, policy, False) for d in (data, control)] for t in TASKS}
+    assert keys["generation"][0] == keys["generation"][1]  # generation data are untouched by it
+    assert keys["understanding"][0] != keys["understanding"][1]
