@@ -89,6 +89,15 @@ def _seeds(text: str | None) -> list[int] | None:
         raise ConfigError(COMMAND_LINE, "--seeds", text, "expected comma-separated integers such as 0,1,2") from None
 
 
+def _concurrency(text: str | None) -> int | str | None:
+    """`--concurrency 4` or `--concurrency auto`; None when not given."""
+    if text is None or text == "auto":
+        return text
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(COMMAND_LINE, "--concurrency", text, "expected a whole number >= 1 or auto")
+    return int(text)
+
+
 def _result_table(result) -> Table:
     table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
     table.add_column("metric")
@@ -187,7 +196,9 @@ def sweep(
     samples: Optional[int] = typer.Option(
         None, "--samples", min=1, help="trials to run (default: the space's; fixed on --resume)"
     ),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="trials at once (fixed on --resume)"),
+    concurrency: Optional[str] = typer.Option(
+        None, "--concurrency", help="trials at once, or auto: as many as the Ray cluster fits (fixed on --resume)"
+    ),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name (same space file)"),
     address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
@@ -204,6 +215,7 @@ def sweep(
 
     try:
         space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
+        concurrency = _concurrency(concurrency)
     except ConfigError as err:
         _fail(err)
     if print_config:
