@@ -38,6 +38,7 @@ from searchvlm.flops import TaskLayout, count_flops, flops_ratio
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import ReductionPolicy, Segment, preset
 from searchvlm.space import load_space
+from searchvlm.training import precision
 
 ROOT = Path(__file__).resolve().parents[1]
 MM_SIZES = (256, 512, 1024)
@@ -102,10 +103,12 @@ def make_step(
     device: str = "cpu",
     compile: bool = False,
     fused_adamw: bool = False,
+    dtype: str = "fp32",
 ) -> Callable[[], None]:
     """A closure running one joint training step under `policy` on its own copy of `model`
     (`compile`: the reduced model's forward through `torch.compile`; `fused_adamw`:
-    `AdamW(fused=True)`, which training does not use)."""
+    `AdamW(fused=True)`, which training does not use; `dtype`: `training.dtype`, bf16
+    autocast forwards as training runs them)."""
     reduced = apply_policy(copy.deepcopy(model), policy).to(device)
     opt = torch.optim.AdamW(reduced.parameters(), lr=1e-3, fused=fused_adamw or None)
     forward = torch.compile(reduced) if compile else reduced
@@ -113,9 +116,11 @@ def make_step(
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = sum(
-            forward(ids, segments=seg, task=task, labels=labels).loss for task, (ids, seg, labels) in batches.items()
-        )
+        with precision(torch.device(device), dtype):
+            loss = sum(
+                forward(ids, segments=seg, task=task, labels=labels).loss
+                for task, (ids, seg, labels) in batches.items()
+            )
         loss.backward()
         opt.step()
         sync()
@@ -243,9 +248,11 @@ def run(args: argparse.Namespace) -> dict:
     batches = make_batches(args.batch_size, device=args.device, image_tokens=args.image_tokens)
     lay = layouts(batches)
     policies = _policies(args)
-    steps = {name: make_step(model, pol, batches, args.device, args.compile) for name, pol in policies.items()}
+    steps = {name: make_step(model, pol, batches, args.device, args.compile, dtype=args.dtype)
+             for name, pol in policies.items()}  # fmt: skip
     if args.compile and args.vs_eager:  # the same policies uncompiled, timed in the same interleaved run
-        steps.update({f"eager:{name}": make_step(model, pol, batches, args.device) for name, pol in policies.items()})
+        steps.update({f"eager:{name}": make_step(model, pol, batches, args.device, dtype=args.dtype)
+                      for name, pol in policies.items()})  # fmt: skip
     errors: dict[str, str] = {}
     warm_s = warm_up(steps, args.warmup, errors if args.compile else None)
     if "dense" in errors:
@@ -267,7 +274,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"model": cfg.model_dump(), "batch_size": args.batch_size, "threads": args.threads,
             "reps": args.reps, "layouts": {t: vars(v) for t, v in lay.items()},
             "torch": torch.__version__, "device": _device_name(args.device), "random": args.random,
-            "compile": args.compile, "warmup": args.warmup, "errors": errors,
+            "compile": args.compile, "dtype": args.dtype, "warmup": args.warmup, "errors": errors,
             "random_seed": args.seed, "random_space": str(args.space), "rows": rows,
             "target_met": met, "all_within_0.05": close, "image_tokens": args.image_tokens,
             "hardware": hw}  # fmt: skip
@@ -342,6 +349,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda (timed with synchronised wall clock)")
     parser.add_argument("--vs-eager", action="store_true", help="with --compile: also time each policy uncompiled")
     parser.add_argument("--image-tokens", type=int, default=64, help="image tokens per example (576: LLaVA's 24x24)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="training.dtype: bf16 autocast")
     run_main(parser, run, print_table, "benchmarks/results/step_time.json")
 
 

@@ -101,6 +101,15 @@ def _seeds(text: str | None) -> list[int] | None:
         raise ConfigError(COMMAND_LINE, "--seeds", text, "expected comma-separated integers such as 0,1,2") from None
 
 
+def _concurrency(text: str | None) -> int | str | None:
+    """`--concurrency 4` or `--concurrency auto`; None when not given."""
+    if text is None or text == "auto":
+        return text
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(COMMAND_LINE, "--concurrency", text, "expected a whole number >= 1 or auto")
+    return int(text)
+
+
 @app.command()
 def trial(
     space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the trial)"),
@@ -172,7 +181,9 @@ def sweep(
     samples: Optional[int] = typer.Option(
         None, "--samples", min=1, help="trials to run (default: the space's; fixed on --resume)"
     ),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="trials at once (fixed on --resume)"),
+    concurrency: Optional[str] = typer.Option(
+        None, "--concurrency", help="trials at once, or auto: as many as the Ray cluster fits (fixed on --resume)"
+    ),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name (same space file)"),
     address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
@@ -188,6 +199,7 @@ def sweep(
     from searchvlm.space import load_space
 
     space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
+    concurrency = _concurrency(concurrency)
     if print_config:
         _print_config(space.with_search(samples=samples, concurrency=concurrency))
     from searchvlm.sweep import run_sweep

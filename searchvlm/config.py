@@ -216,6 +216,19 @@ class TrainingConfig(_Strict):
         "sdpa", description="attention kernel of the reduced forward (eager: plain matmuls)"
     )
     threads: int | None = Field(None, ge=1, description="torch threads (None: leave as is)")
+    dtype: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="fp32 | bf16: forward passes under bf16 autocast, weights, gradients and optimizer "
+        "state in fp32 (mixed precision); on CUDA, fp32 matmuls use TF32 either way; FLOPs are unchanged",
+    )
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`dtype` is left out at fp32 (its default): cache keys and space hashes stay as before."""
+        out = handler(self)
+        if out.get("dtype", "fp32") == "fp32":
+            out.pop("dtype", None)
+        return out
 
 
 class SynergyConfig(_Strict):

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from searchvlm.results import METRIC_COLUMNS, TRIALS_FILE, load_ranked, ranking_rows, read_trials, resolve_run_dir
+from searchvlm.results import (
+    METRIC_COLUMNS,
+    PLACEMENT_COLUMNS,
+    TRIALS_FILE,
+    load_ranked,
+    ranking_rows,
+    read_trials,
+    resolve_run_dir,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,6 +63,7 @@ def _record(row: dict[str, Any], on_front: bool) -> dict[str, Any]:
         start_time=row.get("start_time") or None,
         end_time=row.get("end_time") or None,
     )
+    rec.update({c: row.get(c) or None for c in PLACEMENT_COLUMNS})  # where it ran
     return rec
 
 
@@ -89,7 +98,9 @@ def load_trials(run: str | Path, runs_dir: str | Path = "runs") -> "pd.DataFrame
     `gen_gain`, `und_acc`, `gen_nll`, their isolated counterparts, `train_seconds`, ...;
     NaN when missing), `on_front`, `seeds` (list), `params` (the sampled parameters, a
     dict), `policy` (the explicit policy, a dict: `ReductionPolicy.model_validate` takes
-    it), `policy_summary` (one line), `error`, `start_time`, `end_time`.
+    it), `policy_summary` (one line), `error`, `start_time`, `end_time`, and where it ran:
+    `node` (the Ray node's IP), `gpu_ids` (the GPUs Ray gave it, "0" or "0,1"; None for
+    none) and `device` (its torch device, "cuda:0" or "cpu").
     `df.attrs` holds `sweep` and `run_dir`. Raises `ConfigError` for an unknown sweep.
     """
     from searchvlm.pareto import front

@@ -26,6 +26,8 @@ SWEEP_FILE = "sweep.json"
 
 OBJECTIVE_COLUMNS = REACHED_METRICS  # what a trial reached (exported as a policy file's `objectives`)
 METRIC_COLUMNS = (*OBJECTIVE_COLUMNS, "train_seconds", "steps_done")
+#: where a trial ran: its Ray node's IP, the GPU ids Ray gave it ("0", "0,1"; "" for none), its torch device
+PLACEMENT_COLUMNS = ("node", "gpu_ids", "device")
 TRIAL_COLUMNS = (
     "trial_id",
     "number",
@@ -40,6 +42,7 @@ TRIAL_COLUMNS = (
     "params_json",
     "start_time",
     "end_time",
+    *PLACEMENT_COLUMNS,
 )
 
 
@@ -81,11 +84,13 @@ def trial_row(
     start_time: str = "",
     end_time: str = "",
     duplicate_of: str | None = None,
+    placement: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One trials-table row (every field of the result, the explicit policy as JSON).
 
     `duplicate_of`: the trial whose result this one reused (the same computation, see
-    `searchvlm.identity`); `synergy_per_seed` lists each seed's synergy gain in `seeds`
+    `searchvlm.identity`); `placement`: the `PLACEMENT_COLUMNS` (missing ones empty);
+    `synergy_per_seed` lists each seed's synergy gain in `seeds`
     order (for paired comparisons)."""
     row: dict[str, Any] = {c: getattr(result, c) for c in METRIC_COLUMNS}
     row.update(
@@ -102,6 +107,7 @@ def trial_row(
         start_time=start_time,
         end_time=end_time,
     )
+    row.update({c: (placement or {}).get(c) or "" for c in PLACEMENT_COLUMNS})
     return {c: row[c] for c in TRIAL_COLUMNS}
 
 

@@ -8,10 +8,11 @@ confirms its front (`confirm`). `searchvlm.space` composes these into the `Searc
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from searchvlm._strict import Strict as _Strict
 from searchvlm.config import SEARCHABLE_METRICS
@@ -94,7 +95,11 @@ class SearchSettings(_Strict):
         "replay benchmark, 1.17x random's hypervolume at 16 trials; see the README's Performance section)",
     )
     samples: int = Field(8, ge=1, description="trials in the sweep (presets included)")
-    concurrency: int = Field(2, ge=1, description="trials running at once")
+    concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        2,
+        description="trials running at once, or auto: as many as the Ray cluster's CPUs and GPUs "
+        "allow (cpus_per_trial and gpus_per_trial each, from ray.cluster_resources(); printed at start)",
+    )
     seed: int = Field(0, description="sampler seed")
     startup_trials: int | None = Field(
         None, ge=0, description="tpe/gp: random trials before the model kicks in (None: default)"
@@ -102,6 +107,13 @@ class SearchSettings(_Strict):
     population_size: int | None = Field(None, ge=2, description="nsga2: population size")
     scheduler: SchedulerSpace = SchedulerSpace()
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per trial (= torch threads)")
+    gpus_per_trial: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs Ray gives each trial (with its CPUs); the trial trains on them (training.device "
+        "auto or cuda). A fraction packs small trials onto one GPU (0.25: four per GPU); 0: none requested "
+        "(a trial then sees every GPU of its node, all trials use cuda:0)",
+    )
     warm_start: Literal["none", "analysis"] = Field(
         "none",
         description="analysis: before the first trial, train the dense model, measure its layerwise "
@@ -112,6 +124,32 @@ class SearchSettings(_Strict):
     confirm: ConfirmSettings | None = Field(
         None, description="run `searchvlm confirm` with these seeds (and top) when the sweep finishes"
     )
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _ray_gpus(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(f"gpus_per_trial = {v}: above 1 it must be a whole number of GPUs (Ray's rule)")
+        return v
+
+    def trials_at_once(self, cluster: dict[str, float]) -> int:
+        """The trials `cluster` (`ray.cluster_resources()`: {"CPU": n, "GPU": m, ...}) runs at
+        once: `concurrency`, or for `auto` the most its CPUs and GPUs fit (at least 1)."""
+        if self.concurrency != "auto":
+            return self.concurrency
+        fits = cluster.get("CPU", 0.0) / self.cpus_per_trial
+        if self.gpus_per_trial:
+            fits = min(fits, cluster.get("GPU", 0.0) / self.gpus_per_trial)
+        return max(1, math.floor(fits + 1e-9))  # 1 / 0.125 is 8, not 7.999...
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Fields added later are left out at their defaults: a space that does not use them
+        keeps its serialisation and `space_hash`."""
+        out = handler(self)
+        if out.get("gpus_per_trial", 0.0) == 0.0:
+            out.pop("gpus_per_trial", None)
+        return out
 
 
 __all__ = [

@@ -243,16 +243,18 @@ class Tracker:
         if batch:
             self._write(self._on_run, run_id, "log_batch", batch)
 
-    def finish_trial(self, run_id: str, result: TrialResult, policy_json: str | None) -> None:
-        """Final objectives (`test_<name>`), the explicit policy artifact, status tag, terminal state."""
+    def finish_trial(self, run_id: str, result: TrialResult, policy_json: str | None,
+                     tags: dict[str, str] | None = None) -> None:  # fmt: skip
+        """Final objectives (`test_<name>`), the explicit policy artifact, status tag, terminal
+        state; `tags`: more tags (where the trial ran: node, gpu_ids, device)."""
         now = int(time.time() * 1000)
         step = result.steps_done
         metrics = [Metric(final_key(k), float(getattr(result, k)), now, step)
                    for k in RESULT_METRICS if _number(getattr(result, k))]  # fmt: skip
-        tags = [RunTag("status", result.status)]
+        run_tags = [RunTag("status", result.status), *(RunTag(k, str(v)) for k, v in (tags or {}).items())]
         if result.error:
-            tags.append(RunTag("error", result.error[:4000]))
-        self._write(self._on_run, run_id, "log_batch", metrics, (), tags)
+            run_tags.append(RunTag("error", result.error[:4000]))
+        self._write(self._on_run, run_id, "log_batch", metrics, (), run_tags)
         if policy_json:
             self._write(self._on_run, run_id, "log_text", policy_json, "policy.json")
         self._write(self._on_run, run_id, "set_terminated", _MLFLOW_STATUS.get(result.status, "FINISHED"))

@@ -8,6 +8,7 @@ isolated baseline sees exactly the examples and steps the joint model sees for i
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -37,6 +38,20 @@ class RunSpec:
     training: TrainingConfig
     tasks: tuple[str, ...]
     seed: int
+
+
+def precision(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """The context a forward runs in: bf16 autocast (weights stay fp32: mixed precision) or
+    nothing for fp32. CUDA fp32 matmuls use TF32 (set here, process-wide)."""
+    if device.type == "cuda":
+        matmul = torch.backends.cuda.matmul
+        if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+            matmul.fp32_precision = "tf32"
+        else:
+            matmul.allow_tf32 = True
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -109,7 +124,8 @@ class Run:
         total = None
         for task in self.spec.tasks:
             batch = self.train[task].batch(self.samplers[task].next())
-            out = self.model(batch.input_ids, segments=batch.segments, task=task, labels=batch.labels)
+            with precision(self.device, cfg.dtype):
+                out = self.model(batch.input_ids, segments=batch.segments, task=task, labels=batch.labels)
             if not torch.isfinite(out.loss):
                 raise TrainingDiverged(f"non-finite {task} loss ({out.loss.item()}) at step {self.step}")
             term = cfg.loss_weights.get(task, 1.0) * out.loss
@@ -125,19 +141,20 @@ class Run:
         """Those of `metrics` this run trains (caption metrics where the data set has swapped
         captions) with their evaluation-set standard errors."""
         out: dict[str, Score] = {}
-        if "understanding" in self.spec.tasks and "und_acc" in metrics:
-            hits = understanding_hits(self.model, _to(data.split(split, "understanding"), self.device))
-            out["und_acc"] = Score.of(hits.float())
-        if "generation" not in self.spec.tasks or not set(metrics) & set(METRICS[1:]):
-            return out
-        gen = _to(data.split(split, "generation"), self.device)
-        nll = generation_example_nll(self.model, gen)
-        if "gen_nll" in metrics:
-            out["gen_nll"] = Score.of(nll)
-        if gen.swaps is not None and set(metrics) & {"gen_caption_acc", "gen_caption_nats"}:
-            acc, nats = caption_scores(self.model, gen, nll)
-            out.update({"gen_caption_acc": Score.of(acc.float()), "gen_caption_nats": Score.of(nats)})
-            out = {m: v for m, v in out.items() if m in metrics}
+        with precision(self.device, self.spec.training.dtype):
+            if "understanding" in self.spec.tasks and "und_acc" in metrics:
+                hits = understanding_hits(self.model, _to(data.split(split, "understanding"), self.device))
+                out["und_acc"] = Score.of(hits.float())
+            if "generation" not in self.spec.tasks or not set(metrics) & set(METRICS[1:]):
+                return out
+            gen = _to(data.split(split, "generation"), self.device)
+            nll = generation_example_nll(self.model, gen)
+            if "gen_nll" in metrics:
+                out["gen_nll"] = Score.of(nll)
+            if gen.swaps is not None and set(metrics) & {"gen_caption_acc", "gen_caption_nats"}:
+                acc, nats = caption_scores(self.model, gen, nll)
+                out.update({"gen_caption_acc": Score.of(acc.float()), "gen_caption_nats": Score.of(nats)})
+                out = {m: v for m, v in out.items() if m in metrics}
         return out
 
 

@@ -14,7 +14,7 @@ time with the model class, the layer and the feature in the message: exact or re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 
@@ -295,35 +295,46 @@ def _window(attn: nn.Module, cfg: PretrainedConfig) -> int | None:
     return getattr(cfg, "sliding_window", None)
 
 
-def check_unsharded(name: str, model: nn.Module) -> None:
-    """Refuses FSDP2-sharded modules inside the model: FSDP unshards a module's parameters in
-    hooks around that module's own forward, and the reduced loop calls the layers' parts,
-    never a layer's forward (its parameters would stay sharded)."""
+def check_sharding(name: str, model: nn.Module, layers: Sequence[nn.Module]) -> tuple[bool, ...]:
+    """Which decoder `layers` are FSDP2-sharded (`fully_shard(layer)`: the reduced loop runs
+    each through the layer's own FSDP hooks); refuses any other sharded module inside the
+    model: FSDP gathers a module's parameters in hooks around that module's forward, and the
+    loop calls the parts of a layer (and never the model's own forward), so their parameters
+    would stay sharded."""
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # a torch build without distributed
-        return
+        return (False,) * len(layers)
+    ok = {id(layer) for layer in layers}
     for where, module in model.named_modules():
-        if isinstance(module, FSDPModule):
+        if isinstance(module, FSDPModule) and id(module) not in ok:
             raise TypeError(
-                f"apply_policy: {name} module {where or '<root>'!r}: FSDP2 sharding (fully_shard) inside "
-                "the model is not implemented by the reduced loop, which never calls a sharded module's "
-                "forward (where FSDP gathers its parameters); shard the wrapper as one unit instead: "
-                "reduced = apply_policy(model, policy); fully_shard(reduced)"
+                f"apply_policy: {name} module {where or '<root>'!r}: FSDP2 sharding (fully_shard) of this "
+                "module is not implemented by the reduced loop, which never calls its forward (where FSDP "
+                "gathers its parameters); shard the decoder layers and the wrapper instead: "
+                "reduced = apply_policy(model, policy); for layer in reduced.decoder.layers: "
+                "fully_shard(layer); fully_shard(reduced)"
             )
+    return tuple(isinstance(layer, FSDPModule) for layer in layers)
+
+
+def _family_name(model: nn.Module) -> str:
+    """The supported class `model` is, through its MRO: `fully_shard(model)` swaps the class
+    for a subclass (FSDPLlamaForCausalLM), which check_sharding then names and refuses."""
+    return next((c.__name__ for c in type(model).__mro__ if c.__name__ in _FAMILIES), type(model).__name__)
 
 
 def describe(hf_model: nn.Module) -> Decoder:
     """The `Decoder` of a supported HF model; TypeError naming model, layer and feature otherwise."""
-    name = type(hf_model).__name__
+    name = _family_name(hf_model)
     fam = _FAMILIES.get(name)
     if fam is None:
         raise TypeError(
             f"apply_policy takes a Llama-family decoder or unified image-token VLM ({', '.join(SUPPORTED)}); "
             f"{name} is not one of them"
         )
-    check_unsharded(name, hf_model)
     inner = reduce(getattr, fam.decoder.split("."), hf_model)
+    check_sharding(name, hf_model, inner.layers)
     cfg = reduce(getattr, fam.text_config.split("."), hf_model.config) if fam.text_config else hf_model.config
     feats = _config_features(name, fam, cfg) | fam.extras(hf_model)
     layout = feats.pop("layout", fam.layout)

@@ -17,8 +17,10 @@ token), generation decides each image token from its own state (`_select`).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ from transformers.models.llama.modeling_llama import rotate_half
 
 from searchvlm.flops import LayerCounts, layer_counts
 from searchvlm.model._attention import anchor_attention, attend, position_mask
-from searchvlm.model._family import Decoder, check_unsharded, describe
+from searchvlm.model._family import Decoder, check_sharding, describe
 from searchvlm.model._select import causal_quota_ranks, random_ranks, recent_ranks, stride_ranks, top_ranks
 from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
@@ -133,8 +135,9 @@ class ReducedLM(nn.Module):
     Training semantics as HF's: dropout in train mode where the family applies it (attention
     probabilities, Emu3's / Phi3's residual dropout), gradient checkpointing per layer
     (`gradient_checkpointing_enable()` here or on the HF model), bf16, `torch.compile`.
-    FSDP2 `fully_shard` inside the HF model is refused (`_family.check_unsharded`); shard
-    the wrapper as one unit.
+    FSDP2 per layer: `fully_shard` each decoder layer and then the wrapper (the training
+    stacks' recipe, see `_sharded`); any other sharded module inside the HF model is refused
+    (`_family.check_sharding`).
     """
 
     def __init__(
@@ -157,6 +160,12 @@ class ReducedLM(nn.Module):
         self.attention = attention
         self._dec = dec  # a plain frozen description: its modules are registered under hf_model
         self.splits = make_splits(dec.layers, policy.sharing)
+        if len(self.splits) and any(check_sharding(dec.name, hf_model, dec.layers)):
+            raise TypeError(
+                f"apply_policy: {dec.name}: sharing (qkv {policy.sharing.qkv!r}, mlp {policy.sharing.mlp!r}) "
+                "copies layer weights, and these layers are already FSDP2-sharded; apply the policy first, "
+                "then fully_shard the layers and the wrapper"
+            )
         self.routers = self._make_routers(dec.config.hidden_size, len(dec.layers))
         # the caller's token ids -> the model's (V_in,); not in state_dict: it is the data's, not a weight
         self.register_buffer("token_map", _check_map(token_map, dec), persistent=False)
@@ -236,13 +245,15 @@ class ReducedLM(nn.Module):
         return out
 
     def _forward(self, batch: _Batch, task: str, output_hidden_states: bool) -> ReducedOutput:
-        plan, anchor = self._prepare(batch, task)
+        plan, anchor, sharded = self._prepare(batch, task)
         h = self._embed(batch, task)  # (B, T, d)
         tokens = self._initial_tokens(h, batch, plan, anchor)
         states = [(h, tokens.pos)] if output_hidden_states else None
         mass: Tensor | None = None
         for li, layer in enumerate(self._dec.layers):
             run = self._checkpointed if self._checkpoints(layer) else self._layer
+            if sharded[li]:
+                run = _sharded(layer, run)
             h, tokens, mass = run(li, layer, task, plan, h, tokens, mass)
             if states is not None:
                 states.append((h, tokens.pos))
@@ -272,10 +283,10 @@ class ReducedLM(nn.Module):
             h = dec.embed(batch.ids)  # (B, T, d)
         return h * dec.embed_scale if dec.embed_scale != 1.0 else h
 
-    def _prepare(self, batch: _Batch, task: str) -> tuple[_Plan, Tensor]:
+    def _prepare(self, batch: _Batch, task: str) -> tuple[_Plan, Tensor, tuple[bool, ...]]:
         if task not in TASKS:
             raise ValueError(f"task = {task!r} must be one of {TASKS}")
-        check_unsharded(self._dec.name, self.hf_model)  # fully_shard may come after apply_policy
+        sharded = check_sharding(self._dec.name, self.hf_model, self._dec.layers)  # fully_shard may come later
         counts = batch.is_img.sum(dim=1)  # (B,)
         num_image = int(counts[0])
         if bool((counts != num_image).any()):
@@ -291,7 +302,7 @@ class ReducedLM(nn.Module):
                     "the prompt, so every image token must come before the last prompt token (the one "
                     "before the first OUTPUT token); this batch has image tokens after it"
                 )
-        return plan, anchor
+        return plan, anchor, sharded
 
     def _plan(self, task: str, seq: int, num_image: int) -> _Plan:
         key = (task, seq, num_image)
@@ -628,6 +639,28 @@ class ReducedLM(nn.Module):
         loss = F.cross_entropy(logits.float(), targets[use])
         logits, positions = _per_row(logits, tokens.pos[use], use.sum(dim=1))
         return ReducedOutput(logits, positions, loss)
+
+
+_FSDP_CALL = "searchvlm_reduced_layer"  # the method of a sharded layer that runs the reduced layer
+
+
+def _call(run: Callable[..., Any], *args: Any) -> Any:
+    return run(*args)
+
+
+def _sharded(layer: nn.Module, run: Callable[..., Any]) -> Callable[..., Any]:
+    """`run` (one reduced layer: `_layer` or `_checkpointed`) inside the FSDP2 hooks of the
+    sharded decoder `layer`: FSDP all-gathers a module's parameters before its forward,
+    reshards them after it and hooks the backward on its inputs and outputs, but the loop
+    runs a layer through its parts, never its `forward`. `register_fsdp_forward_method`
+    (FSDP2's API for a module's other forward methods) wraps a method of the layer itself
+    that runs `run`, so the hooks see that module, as they see `layer(...)`."""
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    if _FSDP_CALL not in vars(layer):  # once per layer
+        setattr(layer, _FSDP_CALL, _call)
+        register_fsdp_forward_method(layer, _FSDP_CALL)
+    return functools.partial(getattr(layer, _FSDP_CALL), run)
 
 
 def _last_prompt(segments: Tensor, valid: Tensor | None) -> Tensor:

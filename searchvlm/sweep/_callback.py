@@ -18,7 +18,16 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from searchvlm.config import ROUND_METRICS, TrialResult
-from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, trial_row, write_meta, write_trials
+from searchvlm.results import (
+    PLACEMENT_COLUMNS,
+    SWEEP_FILE,
+    TRIALS_FILE,
+    read_meta,
+    read_trials,
+    trial_row,
+    write_meta,
+    write_trials,
+)
 from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
 
@@ -142,15 +151,17 @@ class SweepCallback(Callback):
         result = _trial_result(trial, self.space, error)
         run_id = self._child(trial)
         cfg = trial.config
+        where = {c: str(v) for c in PLACEMENT_COLUMNS if (v := (trial.last_result or {}).get(c))}
         row = trial_row(
             result, trial.trial_id, int(cfg.get(NUMBER_KEY, len(self.rows))), cfg.get(PRESET_ATTR),
             {k: v for k, v in _sampled(cfg).items() if k != PRESET_ATTR},
             start_time=_iso(getattr(trial, "start_time", None)), end_time=_iso(None),
-            duplicate_of=cfg.get(DUPLICATE_OF),
+            duplicate_of=cfg.get(DUPLICATE_OF), placement=where,
         )  # fmt: skip
         self.rows[trial.trial_id] = row
         write_trials(self.run_dir / TRIALS_FILE, list(self.rows.values()))
-        self.tracker.finish_trial(run_id, result, result.policy.model_dump_json(indent=2) if result.policy else None)
+        self.tracker.finish_trial(run_id, result, result.policy.model_dump_json(indent=2) if result.policy else None,
+                                  tags=where)  # fmt: skip
         if self.view is not None:
             running = len([t for t in _running(trials) if t != trial.trial_id]) if trials else 0
             self.view.trial_finished(list(self.rows.values()), _label(trial), row, running)
@@ -159,7 +170,8 @@ class SweepCallback(Callback):
         """Finish the MLflow child from the table row if the kill came before that write."""
         run_id, row = self._child(trial), self.rows[trial.trial_id]
         if self.tracker.is_open(run_id):
-            self.tracker.finish_trial(run_id, row_result(row), row.get("policy_json") or None)
+            where = {c: row[c] for c in PLACEMENT_COLUMNS if row.get(c)}
+            self.tracker.finish_trial(run_id, row_result(row), row.get("policy_json") or None, tags=where)
 
 
 def _sampled(config: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from ray import tune
@@ -26,6 +26,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from searchvlm.data import check_data
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, store_problem, write_meta
+from searchvlm.search import SearchSettings
 from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
 
@@ -90,7 +91,7 @@ def run_sweep(
     *,
     name: str | None = None,
     samples: int | None = None,
-    concurrency: int | None = None,
+    concurrency: int | Literal["auto"] | None = None,
     resume: bool = False,
     address: str | None = None,
     tracking_uri: str | None = None,
@@ -113,29 +114,34 @@ def run_sweep(
     name = _check_name(Path(space_path).stem if name is None else name)  # "" is refused, not defaulted
     run_dir = runs_dir / name
     _check_state(run_dir, name, resume)
-    uri = tracking_uri or default_uri(runs_dir)
-    extra = 0
     if resume:
         space = _resume_space(run_dir, Path(space_path), space, samples, concurrency)
-        _check_records(run_dir, uri)
-        extra = _extra_trials(run_dir, space)
-        if extra:
-            _record_extension(run_dir, space)
+        _check_records(run_dir, tracking_uri or default_uri(runs_dir))  # damaged records: before Ray starts
     else:
         space = space.with_search(samples=samples, concurrency=concurrency)
-        _init_run_dir(run_dir, Path(space_path), space, name, uri, overrides)
-    _warn_proxy(space, space_path)
     _quiet_ray()
-    cpus = space.search.cpus_per_trial
-    new_tuner = not resume or extra > 0
-    # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
-        pool.submit(_warm_tracking, uri, runs_dir)
-        searcher = pool.submit(_searcher, space, run_dir) if new_tuner else None
-        started = ensure_ray(address, min(os.cpu_count() or 1, math.ceil(cpus * space.search.concurrency)))
+    # a sweep that asks for GPUs, or sizes itself to the cluster, sees the cluster before it writes anything
+    early = _needs_cluster(space.search)
+    started = ensure_ray(address, _local_cpus(space.search)) if early else False
     try:
+        at_once = _fit_cluster(space, space_path) if early else int(space.search.concurrency)
+        uri = tracking_uri or default_uri(runs_dir)  # (creates runs_dir)
+        extra = _extra_trials(run_dir, space) if resume else 0
+        if extra:
+            _record_extension(run_dir, space)
+        elif not resume:
+            _init_run_dir(run_dir, Path(space_path), space, name, uri, overrides)
+        _warn_proxy(space, space_path)
+        new_tuner = not resume or extra > 0
+        # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
+            pool.submit(_warm_tracking, uri, runs_dir)
+            searcher = pool.submit(_searcher, space, run_dir) if new_tuner else None
+            if not early:
+                started = ensure_ray(address, _local_cpus(space.search))
+                _warn_unused_gpus(space, space_path)
         tuner = _tuner(space, run_dir, runs_dir, uri, progress, searcher.result() if searcher else None,
-                       num_samples=extra or space.search.samples)  # fmt: skip
+                       num_samples=extra or space.search.samples, at_once=at_once)  # fmt: skip
         with routed_logs(run_dir / LOG_FILE):  # Ray, Optuna, MLflow: whole lines above the live view
             grid = tuner.fit()
     finally:
@@ -147,6 +153,48 @@ def run_sweep(
         _print_summary(summary)
     _confirm_at_end(space, summary, runs_dir, uri, progress)
     return summary
+
+
+def _needs_cluster(search: SearchSettings) -> bool:
+    return search.gpus_per_trial > 0 or search.concurrency == "auto"
+
+
+def _local_cpus(search: SearchSettings) -> int:
+    """CPUs of a local Ray this sweep starts: what its trials use at once (auto: every core)."""
+    cores = os.cpu_count() or 1
+    return cores if search.concurrency == "auto" else min(cores, math.ceil(search.cpus_per_trial * search.concurrency))
+
+
+def _fit_cluster(space: SearchSpace, space_path: str | Path) -> int:
+    """The trials run at once on this Ray cluster (`search.concurrency`, `auto` resolved and
+    printed); ConfigError when one trial asks for more CPUs or GPUs than the cluster has."""
+    s, have = space.search, ray.cluster_resources()
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    reports = f"ray.cluster_resources() reports CPU {cpus:g}, GPU {gpus:g}"
+    for key, asked, there in (("gpus_per_trial", s.gpus_per_trial, gpus), ("cpus_per_trial", s.cpus_per_trial, cpus)):
+        if asked > there:
+            raise ConfigError(space_path, f"search.{key}", asked, f"each trial asks Ray for {asked:g} "
+                              f"{key[:3].upper()}s, but {reports}; lower it or use a larger cluster (--address)")  # fmt: skip
+    if s.gpus_per_trial > 1:
+        raise ConfigError(space_path, "search.gpus_per_trial", s.gpus_per_trial,
+                          "a trial trains on one GPU (data-parallel trials over several GPUs are not "
+                          "implemented yet); use at most 1")  # fmt: skip
+    at_once = s.trials_at_once(have)
+    if s.concurrency == "auto":
+        per = f"{s.cpus_per_trial:g} CPU" + (f", {s.gpus_per_trial:g} GPU" if s.gpus_per_trial else "")
+        print(f"concurrency auto: {at_once} trials at once ({reports}; each trial {per})", file=sys.stderr, flush=True)
+    return at_once
+
+
+def _warn_unused_gpus(space: SearchSpace, space_path: str | Path) -> None:
+    """Say so when the cluster has GPUs that this sweep's trials do not ask for (every trial
+    would then see all of its node's GPUs and train on cuda:0)."""
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    if gpus and not space.search.gpus_per_trial and space.training.device != "cpu":
+        msg = (f"{space_path}: the cluster has {gpus:g} GPUs but search.gpus_per_trial = 0: Ray places trials "
+               "by CPUs alone and every trial trains on its node's cuda:0; set search.gpus_per_trial")  # fmt: skip
+        log.warning(msg)
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 def _confirm_at_end(space: SearchSpace, summary: SweepSummary, runs_dir: Path, uri: str, progress: bool) -> None:
@@ -202,7 +250,7 @@ def shutdown_ray() -> None:
 
 
 def _resume_space(
-    run_dir: Path, space_path: Path, space: SearchSpace, samples: int | None, concurrency: int | None
+    run_dir: Path, space_path: Path, space: SearchSpace, samples: int | None, concurrency: int | str | None
 ) -> SearchSpace:
     """The space a resumed sweep continues with (see `_extra_trials` for an extension).
 
@@ -360,17 +408,18 @@ def _init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str
 
 def _trainable(space: SearchSpace, run_dir: Path, done: dict[str, dict[str, Any]] | None = None) -> Any:
     cache = str((run_dir.parent / "cache").resolve())
-    cpus = space.search.cpus_per_trial
+    cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
     fn = tune.with_parameters(train, space_json=space.model_dump_json(), cache_dir=cache,
                               threads=max(1, int(cpus)), done=done or {})  # fmt: skip
-    return tune.with_resources(fn, {"cpu": cpus})
+    # Ray sets a trial's CUDA_VISIBLE_DEVICES to the GPUs it gave it (cuda:0 is the first of them)
+    return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus} if gpus else {"cpu": cpus})
 
 
 def _tuner(space: SearchSpace, run_dir: Path, runs_dir: Path, uri: str, progress: bool,
-           searcher: Any | None, num_samples: int) -> tune.Tuner:  # fmt: skip
+           searcher: Any | None, num_samples: int, at_once: int) -> tune.Tuner:  # fmt: skip
     """A new Tuner around `searcher` running `num_samples` trials (a new sweep, or the extra
     trials of an extended one: same study, table and MLflow parent), or (searcher None) the
-    interrupted one restored."""
+    interrupted one restored. `at_once`: max concurrent trials (`auto` resolved)."""
     resume = searcher is None
     trainable = _trainable(space, run_dir, _recorded(run_dir) if resume else None)
     if resume:
@@ -378,7 +427,7 @@ def _tuner(space: SearchSpace, run_dir: Path, runs_dir: Path, uri: str, progress
                                   resume_errored=False, restart_errored=False)  # fmt: skip
     tune_config = tune.TuneConfig(
         search_alg=searcher, scheduler=_scheduler(space), num_samples=num_samples,
-        max_concurrent_trials=space.search.concurrency, reuse_actors=True,
+        max_concurrent_trials=at_once, reuse_actors=True,
         trial_dirname_creator=_trial_dirname,
     )  # fmt: skip
     callback = SweepCallback(run_dir, space, uri, runs_dir, progress)

@@ -2,11 +2,14 @@
 
 Intermediate rounds are reported as `{metrics..., step, final: False}` (what MO-ASHA
 ranks); the last report is `{objectives..., status, error, result_json, step, final:
-True, trial_wall_s}` where `result_json` is the whole `TrialResult`.
+True, trial_wall_s, started_at}` where `result_json` is the whole `TrialResult` and
+`started_at` the worker's clock (Unix seconds) when the trial began. Every report of a
+trial that trains also says where it runs (`results.PLACEMENT_COLUMNS`: node, gpu_ids, device).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -16,7 +19,7 @@ from ray import tune
 
 from searchvlm.config import TrialResult
 from searchvlm.policy import ReductionPolicy
-from searchvlm.results import METRIC_COLUMNS
+from searchvlm.results import METRIC_COLUMNS, PLACEMENT_COLUMNS
 from searchvlm.space import SearchSpace, preset_policy
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR
@@ -56,15 +59,32 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
     from searchvlm.trial import run_trial
 
     torch.set_num_threads(max(1, threads))
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
+    where = placement(space.training.device)
     try:
         policy = config_policy(space, config)
     except ValueError as err:
         result = TrialResult(status="failed", error=f"invalid policy: {err}")
     else:
         trial_cfg = space.trial_config(policy, trial_name(config), cache_dir)
-        result = run_trial(trial_cfg, report=_report)
-    tune.report(final_metrics(result, time.perf_counter() - start))
+        result = run_trial(trial_cfg, report=functools.partial(_report, where=where))
+    tune.report({**final_metrics(result, time.perf_counter() - start), **where, "started_at": started_at})
+
+
+def placement(device: str) -> dict[str, str]:
+    """Where this trial runs: its Ray node's IP, the GPU ids Ray gave it (its
+    CUDA_VISIBLE_DEVICES, so `cuda:0` is the first of them) and the torch device that
+    `training.device` resolves to here."""
+    import ray
+
+    from searchvlm.training import resolve_device
+
+    try:
+        dev = str(resolve_device(device))
+    except RuntimeError as err:  # device cuda without one: the trial fails with this, and says where
+        dev = f"none ({err})"
+    gpus = ",".join(str(i) for i in ray.get_gpu_ids())
+    return dict(zip(PLACEMENT_COLUMNS, (ray.util.get_node_ip_address(), gpus, dev), strict=True))
 
 
 REPLAYED = "replayed"
@@ -74,7 +94,8 @@ def replay_record(row: dict[str, Any]) -> dict[str, Any]:
     """What `train` reports for a trial the table already holds (its final numbers, and
     the result they make, so the searcher can answer later repeats of its policy)."""
     return {**_numbers(row), "status": row["status"], "error": row.get("error") or "",
-            "step": int(row.get("steps_done") or 0), "result_json": row_result(row).model_dump_json()}  # fmt: skip
+            "step": int(row.get("steps_done") or 0), "result_json": row_result(row).model_dump_json(),
+            **{c: row.get(c) or "" for c in PLACEMENT_COLUMNS}}  # fmt: skip
 
 
 def row_result(row: dict[str, Any]) -> TrialResult:
@@ -94,8 +115,8 @@ def reused_metrics(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]
     return {**final_metrics(result, 0.0), DUPLICATE_OF: str(config[DUPLICATE_OF])}
 
 
-def _report(step: int, metrics: dict[str, float]) -> None:
-    tune.report({**_numbers(metrics), "step": int(step), "final": False})
+def _report(step: int, metrics: dict[str, float], where: dict[str, str]) -> None:
+    tune.report({**_numbers(metrics), "step": int(step), "final": False, **where})
 
 
 def final_metrics(result: TrialResult, wall: float) -> dict[str, Any]:

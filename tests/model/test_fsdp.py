@@ -1,7 +1,12 @@
-"""FSDP2 on the CPU (gloo, world size 2, 127.0.0.1): `fully_shard` on each decoder layer is
-refused with a clear error (the reduced loop never calls a layer's forward, where FSDP
-gathers its parameters), whether it comes before or after `apply_policy`; sharding the
-wrapper as one unit works and gives the unsharded loss and gradients."""
+"""Data parallel over the reduced model on the CPU (gloo, world size 2, 127.0.0.1): FSDP2 per
+decoder layer (`fully_shard` on each layer, before or after `apply_policy`, then on the
+wrapper) and DDP give the one-process loss and gradients of a joint step under a policy
+that reduces in both tasks; other sharded modules inside the HF model are refused.
+
+Each rank takes half of the batch; every row has the same number of labelled targets, so
+the mean of the ranks' losses is the whole batch's loss and the ranks' averaged gradient
+(FSDP's reduce-scatter, DDP's all-reduce) is its gradient. Tolerance: 1e-6 on the loss and
+1e-5 absolute + 1e-4 relative on gradients (float32 sums in another order)."""
 
 from __future__ import annotations
 
@@ -19,12 +24,19 @@ from helpers.models import VOCAB
 from helpers.services import free_port
 from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import preset
+from searchvlm.policy import TASKS, preset
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
 
-WORLD = 2
-CFG = ModelConfig(num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab=VOCAB)
+WORLD, ROWS = 2, 4
+CFG = ModelConfig(num_layers=4, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab=VOCAB)
+# understanding: query_drop of every image token after layer 0; generation: layer 1 skips them;
+# image q/k/v projections split per task (root-owned copies used inside the sharded layers)
+POLICY = preset("himix_hmgen_partial", 4)
+LAYOUTS = {  # segment codes: system 0, instruction 1, image 2, output 3
+    "understanding": [0, 1, 2, 2, 2, 2, 2, 2, 1, 3, 3],
+    "generation": [0, 1, 1, 3, 2, 2, 2, 2, 2, 2, 2],
+}
 
 
 def _model() -> torch.nn.Module:
@@ -32,15 +44,38 @@ def _model() -> torch.nn.Module:
     return build_model(CFG)
 
 
-def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    seg = torch.tensor([[0, 1, 2, 2, 2, 2, 2, 2, 1, 3, 3]] * 2)  # (B, T)
-    ids = torch.randint(0, 40, seg.shape, generator=torch.Generator().manual_seed(1))
-    return ids, seg, ids.masked_fill(seg != 3, -100)
+def _batch(task: str, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+    seg = torch.tensor([LAYOUTS[task]] * ROWS)  # (B, T)
+    ids = torch.randint(0, VOCAB.size, seg.shape, generator=torch.Generator().manual_seed(len(task)))
+    target = 3 if task == "understanding" else 2  # OUTPUT tokens, or the image being generated
+    return {"input_ids": ids[rows], "segments": seg[rows], "labels": ids.masked_fill(seg != target, -100)[rows]}
+
+
+def _joint_loss(model: torch.nn.Module, rows: slice = slice(None)) -> torch.Tensor:
+    return sum(model(**_batch(t, rows), task=t).loss for t in TASKS)
+
+
+def _check(name: str, model: torch.nn.Module, ref: dict[str, torch.Tensor], ref_loss: torch.Tensor,
+           rank: int) -> None:  # fmt: skip
+    """Two steps' loss (mean over ranks) and gradients (full tensors) against one process's."""
+    rows = slice(rank * ROWS // WORLD, (rank + 1) * ROWS // WORLD)
+    for _ in range(2):  # the second step: parameters resharded and gathered again
+        model.zero_grad(set_to_none=True)
+        loss = _joint_loss(model, rows)
+        loss.backward()
+        mean = loss.detach().clone()
+        dist.all_reduce(mean)
+        torch.testing.assert_close(mean / WORLD, ref_loss, atol=1e-6, rtol=0, msg=f"{name} loss")
+        for key, p in model.named_parameters():
+            g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+            torch.testing.assert_close(g, ref[key.removeprefix("module.")], atol=1e-5, rtol=1e-4,
+                                       msg=f"{name} {key}")  # fmt: skip
 
 
 def _worker(rank: int, port: int) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -48,32 +83,43 @@ def _worker(rank: int, port: int) -> None:
     )
     try:
         mesh = init_device_mesh("cpu", (WORLD,))
-        policy = preset("fastv", 2)
-        ids, seg, labels = _batch()
+        plain = apply_policy(_model(), POLICY)
+        ref_loss = _joint_loss(plain)
+        ref_loss.backward()
+        ref_loss = ref_loss.detach()
+        ref = {k: p.grad for k, p in plain.named_parameters()}
 
-        layered = _model()
-        for layer in layered.model.layers:
+        after = apply_policy(_model(), POLICY)  # the training stacks' recipe: layers, then the root
+        for layer in after.decoder.layers:
             fully_shard(layer, mesh=mesh)
-        with pytest.raises(TypeError, match=r"module 'model.layers.0': FSDP2 sharding \(fully_shard\)"):
-            apply_policy(layered, policy)
+        fully_shard(after, mesh=mesh)
+        _check("fsdp", after, ref, ref_loss, rank)
+        local = sum(p.to_local().numel() for p in after.parameters())
+        assert local <= sum(p.numel() for p in plain.parameters()) // WORLD + 64, local  # one shard per rank
 
-        late = apply_policy(_model(), policy)
-        for layer in late.hf_model.model.layers:
+        hf = _model()
+        for layer in hf.model.layers:
             fully_shard(layer, mesh=mesh)
-        with pytest.raises(TypeError, match=r"fully_shard\(reduced\)"):
-            late(ids, segments=seg, task="understanding", labels=labels)
+        with pytest.raises(TypeError, match="copies layer weights.*apply the policy first"):
+            apply_policy(hf, POLICY)  # split copies of sharded weights
+        shared = POLICY.model_copy(update={"sharing": preset("himix_hmgen", 4).sharing})
+        before = fully_shard(apply_policy(hf, shared), mesh=mesh)
+        plain = apply_policy(_model(), shared)
+        shared_loss = _joint_loss(plain)
+        shared_loss.backward()
+        _check("fsdp layers before apply_policy", before, {k: p.grad for k, p in plain.named_parameters()},
+               shared_loss.detach(), rank)  # fmt: skip
 
-        plain = apply_policy(_model(), policy)
-        ref = plain(ids, segments=seg, task="understanding", labels=labels).loss
-        ref.backward()
-        whole = fully_shard(apply_policy(_model(), policy), mesh=mesh)
-        loss = whole(ids, segments=seg, task="understanding", labels=labels).loss
-        loss.backward()
-        torch.testing.assert_close(loss, ref, atol=1e-6, rtol=0)
-        grads = dict(whole.named_parameters())
-        for name, p in plain.named_parameters():
-            # each rank got the same batch: the reduce-scattered gradient is the plain one
-            torch.testing.assert_close(grads[name].grad.full_tensor(), p.grad, atol=1e-5, rtol=1e-4, msg=name)
+        _check("ddp", DistributedDataParallel(apply_policy(_model(), POLICY)), ref, ref_loss, rank)
+
+        attn = _model()
+        fully_shard(attn.model.layers[0].self_attn, mesh=mesh)
+        with pytest.raises(TypeError, match=r"module 'model.layers.0.self_attn': FSDP2 sharding"):
+            apply_policy(attn, POLICY)
+        late = apply_policy(_model(), POLICY)
+        fully_shard(late.hf_model, mesh=mesh)  # the HF model's own forward is never called
+        with pytest.raises(TypeError, match=r"module '<root>'.*for layer in reduced.decoder.layers"):
+            late(**_batch("understanding"), task="understanding")
     except BaseException:
         dist.destroy_process_group()
         raise  # spawn's wrapper writes the traceback to its error file; the parent raises it
@@ -86,7 +132,7 @@ def _worker(rank: int, port: int) -> None:
     os._exit(0)
 
 
-def test_fsdp2_per_layer_refused_whole_wrapper_works() -> None:
+def test_fsdp2_per_layer_and_ddp_match_one_process() -> None:
     ctx = mp.start_processes(_worker, args=(free_port(),), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 180
     try:
