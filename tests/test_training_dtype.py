@@ -34,7 +34,9 @@ def test_bf16_trains_close_to_fp32_with_fp32_master_weights() -> None:
     assert {s["exp_avg"].dtype for s in bf16.opt.state.values()} == {torch.float32}
     data, _ = prepare(TrialConfig(model=TINY_MODEL, data=TINY_DATA))
     scores = bf16.scores(data, "val")
-    assert set(scores) == {"und_acc", "gen_nll"} and all(torch.isfinite(torch.tensor(s.value)) for s in scores.values())
+    assert set(scores) == {"und_acc", "gen_nll", "gen_caption_acc", "gen_caption_nats"} and all(
+        torch.isfinite(torch.tensor(s.value)) for s in scores.values()
+    )
 
 
 def test_fp32_keeps_serialisation_and_cache_keys() -> None:
