@@ -48,17 +48,23 @@ def print_table(console: Console, table: Table) -> None:
 # --------------------------------------------------------------------------- a table per command
 
 
-def result_table(result) -> Table:
-    """`trial`: one trial's joint, isolated and gain numbers per metric."""
+def result_table(result, gen_metric: str = "nll") -> Table:
+    """`trial`: one trial's joint, isolated and gain numbers per metric; g_G stands on the
+    row of `gen_metric` (`synergy.gen_metric`), the other generation rows show none."""
     table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
     table.add_column("metric")
     for col in ("joint", "isolated", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
-    table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), fmt(result.gen_gain))
+    gain = lambda metric: fmt(result.gen_gain) if metric == gen_metric else ""  # noqa: E731
+    table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), gain("nll"))
+    if result.gen_caption_acc is not None:
+        table.add_row("generation caption accuracy", fmt(result.gen_caption_acc), fmt(result.gen_caption_acc_iso),
+                      gain("caption_acc"))  # fmt: skip
+        table.add_row("caption margin (nats/token)", fmt(result.gen_caption_nats), fmt(result.gen_caption_nats_iso), "")
     if result.gen_fidelity is not None:
-        table.add_row("generation fidelity", fmt(result.gen_fidelity), fmt(result.gen_fidelity_iso), "")
+        table.add_row("generation fidelity", fmt(result.gen_fidelity), fmt(result.gen_fidelity_iso), gain("fidelity"))
     se = "" if result.synergy_gain_stderr is None else f" ± {result.synergy_gain_stderr:.4f}"
     table.add_row("synergy gain", "", "", f"{fmt(result.synergy_gain)}{se}")
     table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")

@@ -153,7 +153,7 @@ def trial(
     if as_json:
         out.print_json(result.model_dump_json())
     else:
-        print_table(out, result_table(result))
+        print_table(out, result_table(result, config.synergy.gen_metric))
         if result.error:
             console.print(f"[red]failed:[/red] {result.error}")
     raise typer.Exit(0 if result.status == "ok" else 1)
@@ -303,6 +303,8 @@ def pareto(
     else:
         out.print("numbers: the search's (not confirmed; `searchvlm confirm` retrains the front on fresh seeds)",
                   highlight=False)  # fmt: skip
+    if summary["seed_noise_line"] and summary["numbers"] != "confirmed":
+        out.print(summary["seed_noise_line"], highlight=False)
     if summary["near_front"]:
         out.print(f"near the front (within 2 s.e.): {', '.join(summary['near_front'])}", highlight=False)
     r = summary["ref"]

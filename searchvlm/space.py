@@ -360,6 +360,12 @@ class ProxyCalibration(_Strict):
     at: Literal["best", "final"] = Field("best", description="checkpoint rule the gains were read at")
     und_gain: tuple[float, float] = Field(description="understanding gain: [mean, paired s.e.]")
     gen_gain: tuple[float, float] = Field(description="generation gain: [mean, paired s.e.]")
+    synergy_sd: float | None = Field(
+        None,
+        ge=0,
+        description="seed standard deviation of the dense policy's synergy_gain: one seed's noise, "
+        "shown beside one-seed fronts",
+    )
     command: str = Field("", description="the command that measured it")
 
     def shows_synergy(self) -> bool:

@@ -402,3 +402,42 @@ def test_summary_carries_noise_ties_and_confirmed_flag(run: Path, tmp_path: Path
     assert front["t2"]["synergy_gain"] == 0.01 and front["t2"]["search_synergy_gain"] == pytest.approx(0.04)
     assert front["t2"]["ties"] == ["t3"] and front["t3"]["ties"] == ["t2"]  # 0.001 apart, paired s.e. 0.004
     assert c["trials"] == 7 and len(c["history"]) == 7  # the search's history stays
+
+
+def _one_seed_sweep(tmp_path: Path, synergy_sd: float | None) -> Path:
+    """A recorded sweep whose ok trials have one seed each, its space copy calibrated with `synergy_sd`."""
+    import yaml
+
+    from helpers.sweeps import recorded_sweep
+    from searchvlm.results import SWEEP_FILE, read_meta
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    run = recorded_sweep(tmp_path)
+    copy = run / Path(read_meta(run / SWEEP_FILE).space_path).name
+    data = yaml.safe_load(copy.read_text())
+    data["calibration"] = {"seeds": 5, "und_gain": [0.1, 0.02], "gen_gain": [0.05, 0.01], "synergy_sd": synergy_sd}
+    copy.write_text(yaml.safe_dump(data))
+    rows = read_trials(run / "trials.csv")
+    for r in rows:
+        r.update(seeds=json.dumps([0]), synergy_gain_stderr=None)
+    write_trials(run / "trials.csv", rows)
+    (run / "confirmed.csv").unlink()
+    return run
+
+
+def test_one_seed_front_shows_the_calibrated_seed_noise(tmp_path: Path) -> None:
+    from searchvlm.report import pareto_report
+    from searchvlm.report._front import front_info
+    from searchvlm.report._summary import read_sweep
+
+    run = _one_seed_sweep(tmp_path, synergy_sd=0.17)
+    summary = pareto_report(run, plots=False).summary
+    assert summary["seed_noise"] == {"synergy_sd": 0.17, "source": "calibration"}
+    assert "SD 0.170" in summary["seed_noise_line"] and f"searchvlm confirm {summary['sweep']}" in summary["seed_noise_line"]
+    # differences within the noise tie: every front point is near another or the front itself
+    s = read_sweep(run)
+    info = front_info(s, searchvlm.pareto.hypervolume(s.rows, None))
+    assert set(info.front.stderr) == {0.17} and "one seed's noise" in info.title
+    # without a calibrated SD (and no trial with 2 seeds) nothing is claimed
+    quiet = pareto_report(_one_seed_sweep(tmp_path / "b", synergy_sd=None), plots=False).summary
+    assert quiet["seed_noise"] is None and quiet["seed_noise_line"] is None

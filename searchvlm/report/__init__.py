@@ -33,9 +33,12 @@ from searchvlm.report._pareto import ParetoReport, pareto_report
 from searchvlm.report._plots import STAMP_FILE, pareto_plots, plots_current
 from searchvlm.report._policy import policy_picture, policy_png
 from searchvlm.report._summary import (
+    SeedNoise,
     front_table,
+    one_seed,
     pareto_summary,
     policy_summary,
+    seed_noise,
     status_counts,
     summary_metrics,
 )
@@ -47,9 +50,11 @@ __all__ = [
     "STUDY_FILE",
     "ExportReport",
     "ParetoReport",
+    "SeedNoise",
     "export_report",
     "front_table",
     "importance_plots",
+    "one_seed",
     "pareto_plots",
     "pareto_report",
     "pareto_summary",
@@ -57,6 +62,7 @@ __all__ = [
     "policy_picture",
     "policy_png",
     "policy_summary",
+    "seed_noise",
     "status_counts",
     "summary_metrics",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 
 from searchvlm.pareto import Row, finite_number, is_valid, knee
 from searchvlm.report._canvas import new_axes, plotly_js, save, slug
-from searchvlm.report._summary import Sweep, Volume, confirmed_seeds, fmt, policy_summary
+from searchvlm.report._summary import Sweep, Volume, confirmed_seeds, fmt, one_seed, policy_summary
 
 __all__ = ["FrontInfo", "Points", "front_html", "front_info", "front_png"]
 
@@ -84,12 +84,13 @@ def _hover(r: Row, failed: bool) -> list[str]:
             fmt(r.get("gen_nll"), ".4f"), policy_summary(r.get("policy_json"))]  # fmt: skip
 
 
-def _points(rows: Sequence[Row], band: tuple[float, float], failed: bool = False) -> Points:
+def _points(rows: Sequence[Row], band: tuple[float, float], failed: bool = False, noise: float = 0.0) -> Points:
+    """Plot points; a one-seed point (no s.e.) carries the sweep's seed noise `noise` as its bar."""
     xs = [finite_number(r.get("flops_ratio")) for r in rows]
     return Points(
         x=[band[1] if x is None else x for x in xs],
         y=[float(r["synergy_gain"]) if is_valid(r) else band[0] for r in rows],
-        stderr=[finite_number(r.get("synergy_gain_stderr")) or 0.0 for r in rows],
+        stderr=[finite_number(r.get("synergy_gain_stderr")) or (0.0 if failed else noise) for r in rows],
         hover=[_hover(r, failed) for r in rows],
         presets=[str(r.get("preset") or "") for r in rows],
     )
@@ -102,10 +103,14 @@ def front_info(s: Sweep, hv: Volume) -> FrontInfo:
     seeds = confirmed_seeds(rows)
     what = "trials" if seeds is None else f"confirmed policies (seeds {','.join(map(str, seeds))})"
     k = knee(s.front) if s.front else None
+    noise = s.noise.sd if s.noise and one_seed(rows) else 0.0
+    title = f"{s.name}: {len(s.front)} on the front of {len(rows)} {what}, HV {volume:.4g}"
+    if noise:
+        title += f"\nbars: one seed's noise, SD {noise:.3f} ({s.noise.source}); confirm before reading differences"
     return FrontInfo(
-        title=f"{s.name}: {len(s.front)} on the front of {len(rows)} {what}, HV {volume:.4g}",
-        front=_points(s.front, band),
-        dominated=_points([r for r in rows if is_valid(r) and id(r) not in on], band),
+        title=title,
+        front=_points(s.front, band, noise=noise),
+        dominated=_points([r for r in rows if is_valid(r) and id(r) not in on], band, noise=noise),
         failed=_points([r for r in rows if not is_valid(r)], band, failed=True),
         presets=_points([r for r in rows if r.get("preset")], band),
         knee=_points([k] if k is not None else [], band),

@@ -48,7 +48,7 @@ def pareto_report(
     run = resolve_run_dir(run_dir, runs_dir)
     key = inputs_key(run, ref)  # before reading: a table changed meanwhile is redrawn next time
     s = read_sweep(run)
-    hv, tie = hypervolume(s.rows, ref), sweep_ties(s.rows)
+    hv, tie = hypervolume(s.rows, ref), sweep_ties(s.rows, s.noise and s.noise.sd)
     summary = summary_of(s, ref, hv, tie)
     paths = stamped(report_dir(run, None), key) if plots and not force else None
     unchanged = paths is not None

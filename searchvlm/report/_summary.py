@@ -45,6 +45,7 @@ from searchvlm.results import (
 Volume = tuple[float, tuple[float, float]]
 
 __all__ = [
+    "SeedNoise",
     "Sweep",
     "Volume",
     "confirmed_seeds",
@@ -53,7 +54,9 @@ __all__ = [
     "front_table",
     "pareto_summary",
     "policy_summary",
+    "one_seed",
     "read_sweep",
+    "seed_noise",
     "seeds_of",
     "status_counts",
     "summary_metrics",
@@ -98,9 +101,54 @@ def fmt(value: Any, spec: str = ".3f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def sweep_ties(rows: Sequence[Row]) -> dict[str, list[str]]:
-    """Per front trial id, the front points its synergy ties with (pooled seed s.d. as default s.e.)."""
-    return ties(rows, default_se=pooled_seed_sd(rows))
+@dataclass(frozen=True)
+class SeedNoise:
+    """How much one seed's synergy moves on a sweep's proxy: pooled over its trials with 2+
+    seeds (`pooled`), else its space's calibration (`calibration`, the dense policy's seed SD)."""
+
+    sd: float
+    source: str  # "pooled" | "calibration"
+
+    def line(self, sweep: str, one_seed: bool) -> str:
+        where = "pooled over its trials with 2+ seeds" if self.source == "pooled" else "the space's calibration"
+        text = f"seed noise: one seed's synergy_gain varies by SD {self.sd:.3f} on this proxy ({where})"
+        if one_seed:
+            text += (f"; these trials have one seed each, so front differences below ~{2 * self.sd:.2f} read as "
+                     f"noise: next, `searchvlm confirm {sweep}` retrains the front on fresh seeds")  # fmt: skip
+        return text
+
+
+def seed_noise(run: Path, rows: Sequence[Row]) -> SeedNoise | None:
+    """The sweep's one-seed noise (`SeedNoise`), or None when neither source says."""
+    pooled = pooled_seed_sd(rows)
+    if pooled is not None:
+        return SeedNoise(pooled, "pooled")
+    sd = _calibrated_sd(run)
+    return None if sd is None else SeedNoise(sd, "calibration")
+
+
+def _calibrated_sd(run: Path) -> float | None:
+    """`calibration.synergy_sd` of the space copy in the run folder (None if absent or unreadable)."""
+    from searchvlm.errors import ConfigError
+    from searchvlm.space import load_space
+
+    try:
+        meta = read_meta(run / SWEEP_FILE)
+        space = load_space(run / Path(meta.space_path).name)
+    except (ConfigError, OSError, ValueError):
+        return None
+    return space.calibration.synergy_sd if space.calibration else None
+
+
+def one_seed(rows: Sequence[Row]) -> bool:
+    """Every valid row's numbers come from a single seed."""
+    return all(len(seeds_of(r)) <= 1 for r in rows if r.get("status") == "ok")
+
+
+def sweep_ties(rows: Sequence[Row], sd: float | None = None) -> dict[str, list[str]]:
+    """Per front trial id, the front points its synergy ties with (seed s.d. as default s.e.:
+    `sd`, else pooled over the rows)."""
+    return ties(rows, default_se=pooled_seed_sd(rows) if sd is None else sd)
 
 
 def seeds_of(r: Row) -> list[int]:
@@ -200,6 +248,7 @@ class Sweep:
     search: list[Row]
     rows: list[Row]
     front: list[Row]
+    noise: SeedNoise | None = None
 
 
 def read_sweep(run: Path) -> Sweep:
@@ -208,7 +257,7 @@ def read_sweep(run: Path) -> Sweep:
     search = read_trials(run / TRIALS_FILE)
     rows = ranking_rows(with_confirmed(search, confirmed))
     name = read_meta(run / SWEEP_FILE).name if (run / SWEEP_FILE).exists() else run.name
-    return Sweep(run, name, search, rows, front(rows))
+    return Sweep(run, name, search, rows, front(rows), seed_noise(run, rows))
 
 
 def pareto_summary(
@@ -218,14 +267,14 @@ def pareto_summary(
     `confirmed` flag), near-front, knee, hypervolume, reference point, history. `numbers`
     says whether the front is read from confirmed (fresh-seed) or search numbers."""
     s = read_sweep(resolve_run_dir(run_dir, runs_dir))
-    return summary_of(s, ref, hypervolume(s.rows, ref), sweep_ties(s.rows))
+    return summary_of(s, ref, hypervolume(s.rows, ref), sweep_ties(s.rows, s.noise and s.noise.sd))
 
 
 def summary_of(s: Sweep, ref: Sequence[float] | None, hv: Volume, tie: dict[str, list[str]]) -> dict[str, Any]:
     """`pareto_summary` of a sweep read once; `hv`: `hypervolume(s.rows, ref)`, `tie`: `sweep_ties(s.rows)`."""
     (hv, ref_nat), rows, fr, search = hv, s.rows, s.front, s.search
     seeds = confirmed_seeds(rows)
-    sd = pooled_seed_sd(rows)
+    sd = s.noise.sd if s.noise else None
     return {
         "sweep": s.name,
         "run_dir": str(s.run),
@@ -242,6 +291,8 @@ def summary_of(s: Sweep, ref: Sequence[float] | None, hv: Volume, tie: dict[str,
         "front": [_summary_row(r, tie) for r in fr],
         "near_front": [str(r["trial_id"]) for r in near_front(rows, default_se=sd)],
         "history": [{"number": n, "hypervolume": h} for n, h in hypervolume_history(search, ref_nat)],
+        "seed_noise": None if s.noise is None else {"synergy_sd": s.noise.sd, "source": s.noise.source},
+        "seed_noise_line": None if s.noise is None else s.noise.line(s.name, one_seed(rows)),
     }
 
 

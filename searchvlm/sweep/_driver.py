@@ -490,6 +490,11 @@ def _print_summary(s: SweepSummary) -> None:
 
     con = Console(stderr=True, soft_wrap=True)  # lines stay whole in logs (commands to copy)
     print_table(con, front_table(s.rows, title=f"sweep {s.name}: Pareto front"))
+    from searchvlm.report import one_seed, seed_noise
+
+    noise = seed_noise(s.run_dir, s.rows)
+    if noise is not None:
+        con.print(noise.line(s.name, one_seed(s.rows)), highlight=False)
     c = s.counts
     con.print(f"{c['ok']} ok, {c['failed']} failed, {c['pruned']} pruned in {s.wall_seconds:.1f}s")
     con.print(f"outputs: {s.run_dir}/{{{TRIALS_FILE}, {SWEEP_FILE}, {STUDY_FILE}, {RAY_DIR}/}}")
