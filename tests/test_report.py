@@ -433,7 +433,10 @@ def test_one_seed_front_shows_the_calibrated_seed_noise(tmp_path: Path) -> None:
     run = _one_seed_sweep(tmp_path, synergy_sd=0.17)
     summary = pareto_report(run, plots=False).summary
     assert summary["seed_noise"] == {"synergy_sd": 0.17, "source": "calibration"}
-    assert "SD 0.170" in summary["seed_noise_line"] and f"searchvlm confirm {summary['sweep']}" in summary["seed_noise_line"]
+    assert (
+        "SD 0.170" in summary["seed_noise_line"]
+        and f"searchvlm confirm {summary['sweep']}" in summary["seed_noise_line"]
+    )
     # differences within the noise tie: every front point is near another or the front itself
     s = read_sweep(run)
     info = front_info(s, searchvlm.pareto.hypervolume(s.rows, None))
