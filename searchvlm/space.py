@@ -27,7 +27,7 @@ from functools import cache, partial
 from typing import Annotated, Any, Callable, ClassVar, Literal, Protocol
 
 from pydantic import AfterValidator, Field, GetJsonSchemaHandler, SerializeAsAny, create_model
-from pydantic import field_validator, model_validator
+from pydantic import SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 from pydantic_core import PydanticUndefined, core_schema
 
 from searchvlm._strict import Strict as _Strict
@@ -367,6 +367,14 @@ class ProxyCalibration(_Strict):
         "shown beside one-seed fronts",
     )
     command: str = Field("", description="the command that measured it")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`synergy_sd` serialises only when measured (space hashes as before it existed)."""
+        out = handler(self)
+        if self.synergy_sd is None:
+            out.pop("synergy_sd", None)
+        return out
 
     def shows_synergy(self) -> bool:
         """Both gains more than 2 paired standard errors above zero."""

@@ -154,6 +154,17 @@ def _test_picks(run: Run, record: RunRecord, states: dict, data: UnifiedData) ->
     run.model.load_state_dict(final)
 
 
+def _wanted(
+    config: TrialConfig, model_cfg: ModelConfig, policy: ReductionPolicy
+) -> list[tuple[str, tuple, ReductionPolicy]]:
+    """The runs a seed is compared with, as (label, tasks, policy): each task alone, and
+    (`synergy.vs_dense`) the dense joint model."""
+    wanted = [(t, (t,), isolated_policy(policy, config.synergy.baseline)) for t in TASKS]
+    if config.synergy.vs_dense:
+        wanted.append(("dense", TASKS, ReductionPolicy.dense(model_cfg.num_layers)))
+    return wanted
+
+
 def _references(
     config: TrialConfig,
     data: UnifiedData,
@@ -163,20 +174,41 @@ def _references(
     device: torch.device,
     progress: Progress | None,
 ) -> dict[str, RunRecord]:
-    """The cached runs one seed is compared with: each task alone, and (`synergy.vs_dense`)
-    the dense joint model."""
-    wanted = [((t,), isolated_policy(policy, config.synergy.baseline)) for t in TASKS]
-    if config.synergy.vs_dense:
-        wanted.append((TASKS, ReductionPolicy.dense(model_cfg.num_layers)))
+    """The cached runs one seed is compared with (`_wanted`), trained where not cached."""
     out = {}
-    for tasks, pol in wanted:
+    for label, tasks, pol in _wanted(config, model_cfg, policy):
         key = baseline_key(model_cfg, config.data, config.training, tasks, seed, pol, config.synergy.fidelity)
 
         def train(tasks: tuple[str, ...] = tasks, pol: ReductionPolicy = pol) -> RunRecord:
             return _train_reference(config, data, model_cfg, pol, tasks, seed, device, progress)
 
-        out[tasks[0] if len(tasks) == 1 else "dense"] = get_baseline(config.cache_dir, key, train)
+        out[label] = get_baseline(config.cache_dir, key, train)
     return out
+
+
+def reference_labels(config: TrialConfig) -> list[str]:
+    """What `warm_reference` can train ahead of the trials: `understanding`, `generation`
+    and (`synergy.vs_dense`) `dense`; none when the baselines depend on the trial's policy
+    (`synergy.baseline: matched`)."""
+    if config.synergy.baseline != "dense":
+        return []
+    return [label for label, _, _ in _wanted(config, config.model, config.resolved_policy())]
+
+
+def warm_reference(config: TrialConfig, seed: int, label: str) -> bool:
+    """Train (or find) one reference run of `seed` in the cache, as every trial of a
+    `synergy.baseline: dense` sweep will compare with it; True when it was already cached."""
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
+    data, model_cfg = prepare(config)
+    wanted = {lab: (tasks, pol) for lab, tasks, pol in _wanted(config, model_cfg, config.resolved_policy())}
+    tasks, pol = wanted[label]
+    key = baseline_key(model_cfg, config.data, config.training, tasks, seed, pol, config.synergy.fidelity)
+    device = resolve_device(config.training.device)
+    record = get_baseline(
+        config.cache_dir, key, lambda: _train_reference(config, data, model_cfg, pol, tasks, seed, device, None)
+    )
+    return record.cached
 
 
 def _train_reference(
@@ -355,4 +387,4 @@ def _aggregate(
     )
 
 
-__all__ = ["run_trial", "prepare", "task_layouts"]
+__all__ = ["run_trial", "prepare", "reference_labels", "task_layouts", "warm_reference"]

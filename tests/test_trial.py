@@ -160,3 +160,15 @@ def test_vs_dense_is_the_paired_difference_against_the_dense_joint_model(tmp_pat
     for p in himix.per_seed:  # binomial s.e. of an accuracy (sample std), a spread for the NLL
         assert p["und_acc_test_se"] == pytest.approx(math.sqrt(p["und_acc"] * (1 - p["und_acc"]) / (n - 1)))
         assert 0 < p["gen_nll_test_se"] < 1
+
+
+def test_references_are_warmed_once_and_then_reused(tmp_path: Path) -> None:
+    from searchvlm.trial import reference_labels, warm_reference
+
+    config = tiny(tmp_path, synergy=SynergyConfig(vs_dense=True))
+    assert reference_labels(config) == ["understanding", "generation", "dense"]
+    assert reference_labels(tiny(tmp_path, synergy=SynergyConfig(baseline="matched"))) == []
+    assert [warm_reference(config, 0, label) for label in reference_labels(config)] == [False, False, False]
+    assert warm_reference(config, 0, "generation") is True
+    result = run_trial(config.model_copy(update={"policy": preset("himix", 2)}))
+    assert result.per_seed[0]["baseline_cached"] == {t: True for t in TASKS}

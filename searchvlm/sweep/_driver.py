@@ -26,6 +26,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from searchvlm.data import check_data
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, store_problem, write_meta
+from searchvlm.policy import ReductionPolicy
 from searchvlm.search import SearchSettings
 from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
@@ -35,7 +36,7 @@ from ._logs import LOG_FILE, routed_logs
 from ._moasha import MOASHA
 from ._progress import counts, front_table
 from ._searcher import make_searcher, study_url
-from ._trainable import replay_record, train
+from ._trainable import replay_record, train, warm_reference
 
 __all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray"]
 
@@ -140,6 +141,7 @@ def run_sweep(
             if not early:
                 started = ensure_ray(address, _local_cpus(space.search))
                 _warn_unused_gpus(space, space_path)
+        _warm_baselines(space, run_dir, progress)
         tuner = _tuner(space, run_dir, runs_dir, uri, progress, searcher.result() if searcher else None,
                        num_samples=extra or space.search.samples, at_once=at_once)  # fmt: skip
         with routed_logs(run_dir / LOG_FILE):  # Ray, Optuna, MLflow: whole lines above the live view
@@ -404,6 +406,40 @@ def _init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str
         search=space.search.model_dump(mode="json"), overrides=list(overrides or []),
     )  # fmt: skip
     write_meta(run_dir / SWEEP_FILE, meta)
+
+
+def _warm_baselines(space: SearchSpace, run_dir: Path, progress: bool) -> None:
+    """Train the reference runs every trial of the sweep compares with (`synergy.baseline:
+    dense`: each task alone, and the dense joint model with `vs_dense`, per seed) once, up
+    front and in parallel, so the first trials do not each wait for them; one progress line
+    per reference. A failure is a warning: the trial that needs the run trains it itself."""
+    from searchvlm.trial import reference_labels
+
+    cache = str((run_dir.parent / "cache").resolve())
+    config = space.trial_config(ReductionPolicy.dense(space.model.num_layers), "baselines", cache)
+    jobs = [(seed, label) for seed in config.seeds for label in reference_labels(config)]
+    if not jobs:
+        return
+    cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
+    task = (
+        ray.remote(num_cpus=cpus, num_gpus=gpus)(warm_reference) if gpus else ray.remote(num_cpus=cpus)(warm_reference)
+    )
+    pending = [task.remote(space.model_dump_json(), cache, max(1, int(cpus)), seed, label) for seed, label in jobs]
+    ready_count = 0
+    while pending:
+        (ready,), pending = ray.wait(pending, num_returns=1)
+        try:
+            seed, label, cached, seconds = ray.get(ready)
+        except Exception as err:  # noqa: BLE001 - the trials train it; the sweep goes on
+            print(
+                f"warning: a baseline failed up front ({str(err).splitlines()[-1]}); trials train it", file=sys.stderr
+            )
+            continue
+        ready_count += 1
+        if progress:
+            how = "found in the cache" if cached else f"trained in {seconds:.0f} s"
+            what = "dense joint" if label == "dense" else f"{label} alone"
+            print(f"baselines: {ready_count} of {len(jobs)} cached ({what}, seed {seed}: {how})", file=sys.stderr)
 
 
 def _trainable(space: SearchSpace, run_dir: Path, done: dict[str, dict[str, Any]] | None = None) -> Any:

@@ -71,6 +71,23 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
     tune.report({**final_metrics(result, time.perf_counter() - start), **where, "started_at": started_at})
 
 
+def warm_reference(
+    space_json: str, cache_dir: str, threads: int, seed: int, label: str
+) -> tuple[int, str, bool, float]:
+    """A Ray task: one reference run of the sweep's baselines into the cache
+    (`searchvlm.trial.warm_reference`); returns (seed, label, was cached, seconds)."""
+    import torch
+
+    from searchvlm.trial import warm_reference as warm
+
+    torch.set_num_threads(max(1, threads))
+    space = SearchSpace.model_validate_json(space_json)
+    config = space.trial_config(ReductionPolicy.dense(space.model.num_layers), "baselines", cache_dir)
+    start = time.perf_counter()
+    cached = warm(config, seed, label)
+    return seed, label, cached, time.perf_counter() - start
+
+
 def placement(device: str) -> dict[str, str]:
     """Where this trial runs: its Ray node's IP, the GPU ids Ray gave it (its
     CUDA_VISIBLE_DEVICES, so `cuda:0` is the first of them) and the torch device that

@@ -126,6 +126,12 @@ def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     assert s.tracking_uri == f"sqlite:///{runs / 'mlflow.db'}"
     assert len(rows) == 4 and rows[0]["preset"] == "himix"
     assert {r["status"] for r in rows} == {"ok"}
+    # the baselines of seed 0 (each task alone) were trained up front, before any trial began
+    import datetime as dt
+
+    cached = sorted((runs / "cache" / "baselines").glob("*.json"))
+    first = min(dt.datetime.fromisoformat(r["start_time"]).timestamp() for r in rows)
+    assert len(cached) == 2 and all(f.stat().st_mtime <= first + 1 for f in cached)  # start_time: whole seconds
     assert (s.run_dir / "tiny.yaml").exists() and (s.run_dir / "ray").is_dir()
     child = child_runs(s.tracking_uri, runs, s.run_dir)[0]
     tracker = Tracker(s.tracking_uri, runs)
