@@ -31,6 +31,7 @@ from searchvlm.results import (
     SWEEP_FILE,
     TRIALS_FILE,
     SweepMeta,
+    TrialRow,
     read_confirmed,
     read_meta,
     read_trials,
@@ -74,7 +75,7 @@ def _space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
     return load_space(copy if copy.exists() else meta.space_path)
 
 
-def _check_seeds(seeds: list[int], space: SearchSpace, done: list[dict[str, Any]], path: Path) -> None:
+def _check_seeds(seeds: list[int], space: SearchSpace, done: list[TrialRow], path: Path) -> None:
     reused = sorted(set(seeds) & set(space.seeds))
     if reused:
         raise ConfigError(COMMAND_LINE, "--seeds", ",".join(map(str, seeds)),
@@ -83,9 +84,9 @@ def _check_seeds(seeds: list[int], space: SearchSpace, done: list[dict[str, Any]
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ConfigError(COMMAND_LINE, "--seeds", seeds, "give distinct seeds, at least one")
     for row in done:
-        if json.loads(row["seeds"] or "[]") != seeds:
-            theirs = ",".join(map(str, json.loads(row["seeds"] or "[]")))
-            raise ConfigError(path, f"trial {row['trial_id']}.seeds", row["seeds"],
+        if row.seeds != seeds:
+            theirs = ",".join(map(str, row.seeds))
+            raise ConfigError(path, f"trial {row.trial_id}.seeds", row["seeds"],
                               f"confirmed on other seeds than {seeds}; rerun with --seeds {theirs} "
                               "or move the file away")  # fmt: skip
 
