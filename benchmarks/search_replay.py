@@ -37,8 +37,8 @@ import optuna
 
 from _tabular import load_table, policy_key, rows_by_key
 from searchvlm.pareto import hypervolume
-from searchvlm.synergy import mean_stderr
 from searchvlm.space import SearchSpace, load_space
+from searchvlm.synergy import mean_stderr
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
@@ -283,7 +283,8 @@ def main() -> None:
     result = {
         "table": str(args.table.relative_to(ROOT)) if args.table.is_relative_to(ROOT) else str(args.table),
         "command": "python benchmarks/search_replay.py " + " ".join(
-            f"--{k} {v}" for k, v in (("seeds", args.seeds), ("first-seed", args.first_seed), ("configs", args.configs), ("eta", args.eta))),
+            f"--{k} {v}" for k, v in (("seeds", args.seeds), ("first-seed", args.first_seed),
+                                      ("configs", args.configs), ("eta", args.eta))),
         "policies": len(ok), "seeds_per_policy": len(ok[0]["seeds"]),
         "dense_synergy": [table["reference"]["synergy_gain"], table["reference"]["synergy_gain_stderr"]],
         "policies_above_dense_synergy": sum(1 for r in ok if r["synergy_gain"] > refs["dense"][1]),
@@ -326,7 +327,8 @@ def print_tables(result: dict) -> None:
             fmt = lambda d: f"{d['ratio']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"  # noqa: E731
             print(f"MO-ASHA grace {m['grace']} η {m['eta']:g}, ref {r}: {m['steps_ratio']['mean']:.2f} of the steps; "
                   f"HV vs full {fmt(x['moasha_vs_full'])}, vs random at equal steps "
-                  f"{fmt(x['moasha_vs_random_equal_steps'])}, vs FLOPs-only {fmt(x['moasha_vs_flops_only_equal_steps'])}"
+                  f"{fmt(x['moasha_vs_random_equal_steps'])}, "
+                  f"vs FLOPs-only {fmt(x['moasha_vs_flops_only_equal_steps'])}"
                   f" (target {'met' if x['target_met'] else 'MISSED'})")  # fmt: skip
 
 

@@ -34,8 +34,15 @@ from searchvlm.flops import flops_ratio
 from searchvlm.model import build_model
 from searchvlm.policy import PRESETS, ReductionPolicy, Sharing, preset
 from step_time import (
-    VOCAB, add_common_args, layouts, make_batches, make_step, random_policies, run_main, time_interleaved,
-)  # fmt: skip
+    VOCAB,
+    add_common_args,
+    layouts,
+    make_batches,
+    make_step,
+    random_policies,
+    run_main,
+    time_interleaved,
+)
 
 
 class _OpCounter(TorchDispatchMode):

@@ -83,8 +83,8 @@ def breakdown(t0: float, t_ray: float, t_end: float, conc: int, trial_s: float) 
     tail = sum(ends[-1] - e for e in ends[-conc:]) + conc * (t_end - ends[-1]) if ends else 0.0
     busy = sum(done[t][0] - starts[t] for t in done if t in starts)
     rest = total - ray - setup - busy - tail
-    parts = {"ray_start": ray, "driver_setup_before_first_trial": setup,
-             "in_slot_outside_run_trial": in_slot, "tail_last_trials_alone": tail, "gaps_between_trials": rest}  # fmt: skip
+    parts = {"ray_start": ray, "driver_setup_before_first_trial": setup, "in_slot_outside_run_trial": in_slot,
+             "tail_last_trials_alone": tail, "gaps_between_trials": rest}  # fmt: skip
     out = {f"{k}_core_s": round(v, 1) for k, v in parts.items()}
     out.update({f"{k}_share": round(v / total, 4) for k, v in parts.items()})
     out["mlflow_setup_s"] = round(EVENTS["setup"][0][1] - EVENTS["setup"][0][0], 2) if EVENTS["setup"] else 0.0

@@ -29,15 +29,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.checkpoint import load_checkpoint
+from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.data import TaskSplit, UnifiedData
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.model import ReducedLM
 from searchvlm.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy, load_policy
 from searchvlm.space import SearchSpace, load_space
-from searchvlm.trial import prepare
 from searchvlm.training import Run, RunSpec, resolve_device
+from searchvlm.trial import prepare
 
 SEGMENTS: tuple[str, ...] = tuple(s.name.lower() for s in Segment)  # system, instruction, image, output
 ANALYSIS_SCHEMA = "searchvlm.analysis/v1"

@@ -14,7 +14,6 @@ from pydantic import Field, SerializerFunctionWrapHandler, field_validator, mode
 
 from searchvlm._hf import read_dims
 from searchvlm._strict import Strict as _Strict
-
 from searchvlm.policy import ReductionPolicy
 
 

@@ -26,9 +26,18 @@ from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import confirm_candidates, pooled_seed_sd
 from searchvlm.policy import ReductionPolicy
 from searchvlm.results import (
-    CONFIRMED_FILE, OBJECTIVE_COLUMNS, SWEEP_FILE, TRIALS_FILE, SweepMeta, read_confirmed, read_meta, read_trials,
-    resolve_run_dir, write_confirmed,
-)  # fmt: skip
+    CONFIRMED_FILE,
+    OBJECTIVE_COLUMNS,
+    SWEEP_FILE,
+    TRIALS_FILE,
+    SweepMeta,
+    TrialRow,
+    read_confirmed,
+    read_meta,
+    read_trials,
+    resolve_run_dir,
+    write_confirmed,
+)
 from searchvlm.space import SearchSpace, load_space
 
 __all__ = ["ConfirmSummary", "confirm", "default_seeds", "run_confirm"]
@@ -66,7 +75,7 @@ def _space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
     return load_space(copy if copy.exists() else meta.space_path)
 
 
-def _check_seeds(seeds: list[int], space: SearchSpace, done: list[dict[str, Any]], path: Path) -> None:
+def _check_seeds(seeds: list[int], space: SearchSpace, done: list[TrialRow], path: Path) -> None:
     reused = sorted(set(seeds) & set(space.seeds))
     if reused:
         raise ConfigError(COMMAND_LINE, "--seeds", ",".join(map(str, seeds)),
@@ -75,10 +84,11 @@ def _check_seeds(seeds: list[int], space: SearchSpace, done: list[dict[str, Any]
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ConfigError(COMMAND_LINE, "--seeds", seeds, "give distinct seeds, at least one")
     for row in done:
-        if json.loads(row["seeds"] or "[]") != seeds:
-            raise ConfigError(path, f"trial {row['trial_id']}.seeds", row["seeds"],
-                              f"confirmed on other seeds than {seeds}; rerun with --seeds "
-                              f"{','.join(map(str, json.loads(row['seeds'] or '[]')))} or move the file away")  # fmt: skip
+        if row.seeds != seeds:
+            theirs = ",".join(map(str, row.seeds))
+            raise ConfigError(path, f"trial {row.trial_id}.seeds", row["seeds"],
+                              f"confirmed on other seeds than {seeds}; rerun with --seeds {theirs} "
+                              "or move the file away")  # fmt: skip
 
 
 def _candidates(rows: list[dict[str, Any]], top: int | None) -> tuple[list[dict[str, Any]], str]:

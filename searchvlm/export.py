@@ -28,6 +28,7 @@ from searchvlm.results import (
     SWEEP_FILE,
     TRIALS_FILE,
     SweepMeta,
+    TrialRow,
     load_ranked,
     ranking_rows,
     read_meta,
@@ -115,7 +116,7 @@ def _provenance(
         "min_synergy": min_synergy,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "numbers": "confirmed" if confirmed else "search",
-        "confirmed_seeds": ",".join(map(str, json.loads(row["seeds"]))) if confirmed else None,
+        "confirmed_seeds": ",".join(map(str, TrialRow.of(row).seeds)) if confirmed else None,
         "confirmed_file": str(confirmed_file) if confirmed and confirmed_file else None,
         "search_synergy_gain": row.get("search_synergy_gain") if confirmed else None,
     }

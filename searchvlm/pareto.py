@@ -1,7 +1,8 @@
 """Pareto logic over a sweep's trials: front, ranks, hypervolume, knee and selection rules.
 
-L1 module: numpy + moocore only. Rows are the dicts of `results.read_trials` (any mapping
-with `trial_id`, `number`, `status`, `flops_ratio`, `synergy_gain` works).
+L1 module: numpy + moocore only. Rows are the `results.TrialRow`s of `results.read_trials`
+(any mapping with `trial_id`, `number`, `status`, `flops_ratio`, `synergy_gain` works; its
+per-seed cells are decoded by `TrialRow.of`).
 
 Objectives are normalised to "minimise": `flops_ratio` as is, `synergy_gain` negated.
 A trial counts only when `status == "ok"` and both objectives are finite; failed, pruned
@@ -24,19 +25,20 @@ point at most as costly beats it by more than that.
 
 from __future__ import annotations
 
-import json
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import moocore
 import numpy as np
 
 from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.results import TrialRow, finite_number
 
 Row = Mapping[str, Any]
+#: a row type a function hands back as it was given (a `TrialRow`, a dict)
+R = TypeVar("R", bound=Row)
 Rule = Literal["knee", "max-synergy", "min-flops"]
 RULES: tuple[str, ...] = ("knee", "max-synergy", "min-flops")
 #: hypervolume reference FLOPs ratio (the dense model); the synergy side defaults to the
@@ -71,16 +73,6 @@ TIE_SE = 2.0
 
 
 # --------------------------------------------------------------------------- objectives
-
-
-def _real(value: Any) -> bool:
-    """A real number of any type (int, float, numpy scalars); not a bool (np.bool_ is none)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def finite_number(value: Any) -> float | None:
-    """`value` as a Python float when it is a finite real number (numpy scalars too), else None."""
-    return float(value) if _real(value) and math.isfinite(value) else None
 
 
 def is_valid(row: Row) -> bool:
@@ -138,7 +130,7 @@ def _number(row: Row, default: int) -> int:
     return default if num is None else int(num)
 
 
-def front(rows: Sequence[Row]) -> list[Row]:
+def front(rows: Sequence[R]) -> list[R]:
     """The non-dominated valid trials, sorted by FLOPs ratio (ascending)."""
     mask = nondominated(objectives(rows))
     return [rows[i] for i in _order(rows) if mask[i]]
@@ -147,24 +139,12 @@ def front(rows: Sequence[Row]) -> list[Row]:
 # --------------------------------------------------------------------------- noise
 
 
-def _json_list(value: Any) -> list:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str) and value.strip():
-        try:
-            out = json.loads(value)
-        except json.JSONDecodeError:
-            return []
-        return out if isinstance(out, list) else []
-    return []
-
-
 def per_seed(row: Row) -> dict[int, float]:
     """`{seed: synergy gain}` of a row (columns `seeds` and `synergy_per_seed`, JSON lists)."""
-    seeds, values = _json_list(row.get("seeds")), _json_list(row.get("synergy_per_seed"))
-    if len(seeds) != len(values):
+    r = TrialRow.of(row)
+    if len(r.seeds) != len(r.synergy_per_seed):
         return {}
-    return {int(s): float(v) for s, v in zip(seeds, values) if finite_number(v) is not None}
+    return {s: v for s, v in zip(r.seeds, r.synergy_per_seed) if v is not None}
 
 
 def paired_se(a: Row, b: Row, default: float | None = None) -> float | None:
@@ -188,7 +168,7 @@ def pooled_seed_sd(rows: Sequence[Row]) -> float | None:
     (`stderr * sqrt(n)`), for points measured on one seed; None when no row has two."""
     var, dof = 0.0, 0
     for r in rows:
-        n, se = len(_json_list(r.get("seeds"))), finite_number(r.get("synergy_gain_stderr"))
+        n, se = len(TrialRow.of(r).seeds), finite_number(r.get("synergy_gain_stderr"))
         if is_valid(r) and n >= 2 and se is not None:
             var += se * se * n * (n - 1)
             dof += n - 1
@@ -222,7 +202,7 @@ def _shortfall(row: Row, fr: Sequence[Row], default_se: float | None) -> float:
     return worst
 
 
-def near_front(rows: Sequence[Row], k: float = TIE_SE, default_se: float | None = None) -> list[Row]:
+def near_front(rows: Sequence[R], k: float = TIE_SE, default_se: float | None = None) -> list[R]:
     """Valid dominated points within `k` paired standard errors of the front, closest first."""
     fr = front(rows)
     on = {id(r) for r in fr}
@@ -231,8 +211,8 @@ def near_front(rows: Sequence[Row], k: float = TIE_SE, default_se: float | None 
     return [r for _, _, r in sorted(near, key=lambda t: (t[0], float(t[2]["flops_ratio"]), t[1]))]
 
 
-def confirm_candidates(rows: Sequence[Row], top: int | None = None, k: float = TIE_SE,
-                       default_se: float | None = None) -> list[Row]:  # fmt: skip
+def confirm_candidates(rows: Sequence[R], top: int | None = None, k: float = TIE_SE,
+                       default_se: float | None = None) -> list[R]:  # fmt: skip
     """The front (by FLOPs) then the near-front (closest first), at most `top` of them."""
     out = [*front(rows), *near_front(rows, k, default_se)]
     return out if top is None else out[:top]
@@ -329,7 +309,7 @@ def _knee_index(pts: np.ndarray) -> int:
     return int(best[0])
 
 
-def knee(rows: Sequence[Row]) -> Row:
+def knee(rows: Sequence[R]) -> R:
     """The front's knee: max distance to the line joining its two extremes.
 
     Rule (Das 1999 / "Kneedle"-style): normalise both minimised objectives to [0, 1] over
@@ -356,7 +336,7 @@ def _no_valid_reason(rows: Sequence[Row]) -> str:
     return f"no trial finished with both objectives ({detail}); nothing to select"
 
 
-def _feasible(rows: Sequence[Row], max_flops: float | None, min_synergy: float | None) -> list[Row]:
+def _feasible(rows: Sequence[R], max_flops: float | None, min_synergy: float | None) -> list[R]:
     return [
         r
         for r in rows
@@ -412,12 +392,12 @@ def _infeasible(rows: Sequence[Row], max_flops: float | None, min_synergy: float
 
 
 def select(
-    rows: Sequence[Row],
+    rows: Sequence[R],
     rule: str = "knee",
     max_flops: float | None = None,
     min_synergy: float | None = None,
     source: str | Path | None = None,
-) -> Row:
+) -> R:
     """Pick one trial: `knee` | `max-synergy` | `min-flops` among the feasible trials.
 
     Feasible: valid, `flops_ratio <= max_flops` and `synergy_gain >= min_synergy` (when

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
+import math
+import numbers
 import os
 import sqlite3
 import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,6 +65,113 @@ class SweepMeta(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI of the sweep")
     parent_run_id: str | None = Field(None, description="MLflow parent run of the sweep")
     created: str | None = Field(None, description="start time, ISO 8601 (local time, seconds)")
+
+
+def finite_number(value: Any) -> float | None:
+    """`value` as a Python float when it is a finite real number (numpy scalars too), else None."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)  # np.bool_ is no Real
+    return float(value) if real and math.isfinite(value) else None
+
+
+def _json_list(text: Any) -> list[Any]:
+    """A list cell (JSON text, or a list already): [] when empty, unreadable or not a list."""
+    if isinstance(text, (list, tuple)):
+        return list(text)
+    if not isinstance(text, str) or not text.strip():
+        return []
+    try:
+        out = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return out if isinstance(out, list) else []
+
+
+def _json_object(text: Any) -> dict[str, Any] | None:
+    """An object cell (JSON text, or a dict already); None when empty or not a JSON object."""
+    if isinstance(text, Mapping):
+        return dict(text)
+    try:
+        out = json.loads(text) if isinstance(text, str) and text else None
+    except json.JSONDecodeError:
+        return None
+    return out if isinstance(out, dict) else None
+
+
+@dataclass(frozen=True, eq=False)
+class TrialRow(Mapping[str, Any]):
+    """One row of `trials.csv` or `confirmed.csv`, its JSON cells decoded once (`of`).
+
+    The typed attributes are what readers use; as a mapping it is still the row's columns
+    as read (numbers as floats or None, `number` an int, JSON cells as their text), which
+    is what a table rewritten from it writes back, and it equals a dict of those columns.
+    Cells that do not decode read as empty (`seeds` [], `policy` None), as they always have."""
+
+    cells: Mapping[str, Any]
+    #: the seeds the row's numbers average, and each one's synergy gain in that order
+    #: (None where a seed's is missing or not finite)
+    seeds: list[int]
+    synergy_per_seed: list[float | None]
+    #: `policy_json` decoded (the explicit policy's JSON object); None when there is none or
+    #: it is unreadable (`policy_text` tells the two apart)
+    policy: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> TrialRow:
+        """`row` decoded (a TrialRow as it is): the one place a row's JSON cells are read."""
+        if isinstance(row, TrialRow):
+            return row
+        try:
+            seeds = [int(s) for s in _json_list(row.get("seeds"))]
+        except (TypeError, ValueError):
+            seeds = []
+        per_seed = [finite_number(v) for v in _json_list(row.get("synergy_per_seed"))]
+        return cls(dict(row), seeds, per_seed, _json_object(row.get("policy_json")))
+
+    def __getitem__(self, column: str) -> Any:
+        return self.cells[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cells)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def __repr__(self) -> str:
+        return f"TrialRow({dict(self.cells)!r})"
+
+    @property
+    def trial_id(self) -> str:
+        return str(self.cells.get("trial_id", ""))
+
+    @property
+    def number(self) -> int | None:
+        n = self.cells.get("number")
+        return n if isinstance(n, int) else None
+
+    @property
+    def status(self) -> str:
+        return self.cells.get("status") or ""
+
+    @property
+    def preset(self) -> str:
+        return self.cells.get("preset") or ""
+
+    @property
+    def duplicate_of(self) -> str:
+        return self.cells.get("duplicate_of") or ""
+
+    @property
+    def confirmed(self) -> bool:
+        """Numbers from `confirmed.csv` (fresh seeds) in place of the search's (`with_confirmed`)."""
+        return bool(self.cells.get("confirmed"))
+
+    @property
+    def policy_text(self) -> str:
+        return self.cells.get("policy_json") or ""
+
+    def value(self, column: str) -> float | None:
+        """A number column (`METRIC_COLUMNS`, `CONFIRM_NUMBERS`) as a finite float, else None."""
+        return finite_number(self.cells.get(column))
 
 
 def sweep_tracking_uri(meta: SweepMeta, run_dir: str | Path) -> str | None:
@@ -146,8 +258,8 @@ def _parse(column: str, text: str) -> Any:
     return text
 
 
-def read_trials(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
-    """Rows of a trials table, metrics as floats (None when missing).
+def read_trials(path: str | Path, strict: bool = False) -> list[TrialRow]:
+    """Rows of a trials table, metrics as floats (None when missing), JSON cells decoded.
 
     A damaged row (cut short, extra cells, a cell that does not parse) is never dropped in
     silence: with `strict` it is a ConfigError naming the file and line (for the writers:
@@ -167,7 +279,7 @@ _Entry = tuple[int, "dict[str, Any] | None", "str | None"]  # (line, parsed row,
 
 
 def _read_table(path: Path, required: tuple[str, ...], columns: tuple[str, ...], parse: Callable[[str, str], Any],
-                strict: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+                strict: bool = False) -> list[TrialRow]:  # fmt: skip
     """Rows of a CSV table with `required` header columns, every cell through `parse`;
     ConfigError naming the file on an unreadable file or a bad header; damaged rows as
     `read_trials` says."""
@@ -185,7 +297,7 @@ def _read_table(path: Path, required: tuple[str, ...], columns: tuple[str, ...],
     damaged = [(line, problem) for line, _, problem in entries if problem is not None]
     if damaged:
         _report_damage(path, damaged, len(entries) - len(damaged), strict)
-    return [row for _, row, problem in entries if problem is None and row is not None]
+    return [TrialRow.of(row) for _, row, problem in entries if problem is None and row is not None]
 
 
 def _text(path: Path) -> str:
@@ -303,8 +415,9 @@ def write_confirmed(path: str | Path, rows: list[dict[str, Any]]) -> None:
     _write_table(path, rows, CONFIRM_COLUMNS)
 
 
-def read_confirmed(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
-    """Rows of `confirmed.csv` (numbers as floats, None when missing); [] when there is none.
+def read_confirmed(path: str | Path, strict: bool = False) -> list[TrialRow]:
+    """Rows of `confirmed.csv` (numbers as floats, None when missing, JSON cells decoded); []
+    when there is none.
     Damaged rows as `read_trials` says (`strict` for the writer)."""
     path = Path(path)
     if not path.exists():
@@ -320,34 +433,35 @@ def _parse_confirmed(column: str, text: str) -> Any:
     return int(text) if column == "number" else text
 
 
-def with_confirmed(rows: list[dict[str, Any]], confirmed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_confirmed(rows: list[TrialRow], confirmed: list[TrialRow]) -> list[TrialRow]:
     """The trials table with each confirmed (status ok) policy's numbers in place of the
     search's: `confirmed` True on those rows (search numbers kept as `search_*`), False on
     the others."""
-    by_id = {c["trial_id"]: c for c in confirmed if c.get("status") == "ok"}
+    by_id = {c.trial_id: c for c in confirmed if c.status == "ok"}
     out = []
     for row in rows:
-        c = by_id.get(row["trial_id"])
+        c = by_id.get(row.trial_id)
         if c is None:
-            out.append({**row, "confirmed": False})
+            out.append(dataclasses.replace(row, cells={**row.cells, "confirmed": False}))
             continue
-        numbers = {k: c.get(k) for k in OBJECTIVE_COLUMNS}
-        out.append({**row, **numbers, "seeds": c["seeds"], "synergy_per_seed": c["synergy_per_seed"],
-                    "search_synergy_gain": row.get("synergy_gain"),
-                    "search_synergy_gain_stderr": row.get("synergy_gain_stderr"), "confirmed": True})  # fmt: skip
+        cells = {**row.cells, **{k: c.get(k) for k in OBJECTIVE_COLUMNS}, "seeds": c["seeds"],
+                 "synergy_per_seed": c["synergy_per_seed"], "search_synergy_gain": row.get("synergy_gain"),
+                 "search_synergy_gain_stderr": row.get("synergy_gain_stderr"), "confirmed": True}  # fmt: skip
+        out.append(dataclasses.replace(row, cells=cells, seeds=c.seeds, synergy_per_seed=c.synergy_per_seed))
     return out
 
 
-def ranking_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ranking_rows(rows: list[Mapping[str, Any]]) -> list[TrialRow]:
     """The rows a front is read from: the confirmed ones when any exist (rows of
     `with_confirmed`), else every trial but the repeats (a `duplicate_of` row is its twin's
     policy and result again: one point, not two). Unconfirmed rows keep their search
     numbers, which carry the winner's curse, so they are not ranked against confirmed ones."""
-    confirmed = [r for r in rows if r.get("confirmed")]
-    return confirmed or [r for r in rows if not r.get("duplicate_of")]
+    decoded = [TrialRow.of(r) for r in rows]
+    confirmed = [r for r in decoded if r.confirmed]
+    return confirmed or [r for r in decoded if not r.duplicate_of]
 
 
-def load_ranked(run_dir: str | Path, strict: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def load_ranked(run_dir: str | Path, strict: bool = False) -> tuple[list[TrialRow], list[TrialRow]]:
     """(every trial with confirmed numbers merged in, the confirmed.csv rows) of a sweep dir;
     `strict`: a damaged row is an error (`read_trials`)."""
     run = Path(run_dir)

@@ -25,7 +25,8 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[Any]], caption: str
     cell = lambda v: html.escape("" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr></thead><tbody>{body}</tbody></table>"
+    thead = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f"<table>{cap}<thead><tr>{thead}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # --------------------------------------------------------------------------- list

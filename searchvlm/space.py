@@ -3,16 +3,16 @@
 L0 module: pydantic + stdlib only (no torch / ray / mlflow / optuna import). A space file
 has fixed sections (`model`, `data`, `training`, `synergy`, `seeds`: the `TrialConfig`
 types), the `policy` dimensions, `objectives`, `constraints`, `search` settings (their
-schemas live in `searchvlm.search`) and `presets` (warm-start points). `SearchSpace.suggest(trial)` samples one point through any
-object with Optuna's `suggest_float/int/categorical` (define-by-run, conditional on the
-schedule kind); `SearchSpace.policy_from_params(params)` turns a point into an explicit
-`ReductionPolicy`.
+schemas live in `searchvlm.search`) and `presets` (warm-start points).
+`SearchSpace.suggest(trial)` samples one point through any object with Optuna's
+`suggest_float/int/categorical` (define-by-run, conditional on the schedule kind);
+`SearchSpace.policy_from_params(params)` turns a point into an explicit `ReductionPolicy`.
 
 A schedule's searched dimensions derive from its class in `searchvlm.schedules`
 (`space_of`). Invalid combinations are repaired, not rejected: with mode `drop` the
 compiled keep list is clamped to be non-increasing (running minimum, "dropped tokens never
-come back", done by `compile_policy`), so every sampled point is a valid policy. The explicit policy a trial trained under is what
-the trials table and MLflow record.
+come back", done by `compile_policy`), so every sampled point is a valid policy. The
+explicit policy a trial trained under is what the trials table and MLflow record.
 """
 
 from __future__ import annotations
@@ -20,14 +20,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache, partial
+from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Literal, Protocol
 
-from pydantic import AfterValidator, Field, GetJsonSchemaHandler, SerializeAsAny, create_model
-from pydantic import SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    GetJsonSchemaHandler,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticUndefined, core_schema
 
 from searchvlm._strict import Strict as _Strict
@@ -45,15 +54,6 @@ from searchvlm.policy import (
     load_policy,
 )
 from searchvlm.presets import PRESETS, preset
-from searchvlm.search import (  # noqa: F401 - re-exported: the search settings were defined here
-    METRICS,
-    ConfirmSettings,
-    Constraint,
-    ConstraintText,
-    Objective,
-    SchedulerSpace,
-    SearchSettings,
-)
 from searchvlm.schedules import (
     SCHEDULES,
     CosineSchedule,
@@ -63,6 +63,15 @@ from searchvlm.schedules import (
     Tied,
     by_kind,
     compile_policy,
+)
+from searchvlm.search import (  # noqa: F401 - re-exported: the search settings were defined here
+    METRICS,
+    ConfirmSettings,
+    Constraint,
+    ConstraintText,
+    Objective,
+    SchedulerSpace,
+    SearchSettings,
 )
 
 Scalar = float | int | str | bool
@@ -225,8 +234,8 @@ class ScheduleSpace(_Strict):
         for p in self.schedule.params():
             value, (low, high) = getattr(self, p.name), p.limits(num_layers)
             if isinstance(value, Dist) and (value.bounds()[0] < low or value.bounds()[1] > high):
-                out.append((f"{key}.{p.name}", value.model_dump(exclude_none=True),
-                            f"{p.what} values must lie in [{low:g}, {high:g}] (num_layers = {num_layers})"))  # fmt: skip
+                why = f"{p.what} values must lie in [{low:g}, {high:g}] (num_layers = {num_layers})"
+                out.append((f"{key}.{p.name}", value.model_dump(exclude_none=True), why))
             elif p.layer and isinstance(value, list):
                 out += [(f"{key}.{p.name}[{j}]", v, f"must be in [{low}, {high}]")
                         for j, v in enumerate(value) if not low <= v <= high]  # fmt: skip

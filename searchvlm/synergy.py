@@ -17,8 +17,8 @@ overfits is compared at its best, so regularisation by the other task is not rea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 _EPS = 1e-12

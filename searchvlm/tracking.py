@@ -303,8 +303,9 @@ def relocate_artifacts(uri: str, runs_dir: str | Path, experiment_id: str, locat
         return False
     with contextlib.closing(sqlite3.connect(db)) as con, con:
         con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, int(experiment_id)))
-        con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? "
-                    "AND substr(artifact_uri, 1, ?) = ?", (new, len(old) + 1, int(experiment_id), len(old), old))  # fmt: skip
+        con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                    "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                    (new, len(old) + 1, int(experiment_id), len(old), old))  # fmt: skip
     log.warning("runs folder moved: MLflow artifact locations rewritten from %s to %s", old, new)
     return True
 
@@ -422,8 +423,8 @@ def log_analysis(uri: str, runs_dir: str | Path, name: str, alpha: dict[str, dic
     run = retry(client.create_run, tracker.experiment_id, tags={MLFLOW_RUN_NAME: name, "kind": "analysis"},
                 run_name=name)  # fmt: skip
     now = int(time.time() * 1000)
-    metrics = [Metric(f"alpha.{task}.{seg}", float(v), now, layer)
-               for task, curves in alpha.items() for seg, vals in curves.items() for layer, v in enumerate(vals)]  # fmt: skip
+    metrics = [Metric(f"alpha.{task}.{seg}", float(v), now, layer) for task, curves in alpha.items()
+               for seg, vals in curves.items() for layer, v in enumerate(vals)]  # fmt: skip
     retry(client.log_batch, run.info.run_id, metrics=metrics)
     log_artifacts(uri, run.info.run_id, files)
     retry(client.set_terminated, run.info.run_id, "FINISHED")

@@ -13,7 +13,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _tabular import enumerate_space, policy_key  # noqa: E402
 from search_replay import draw_seeds, hv_curve, moasha_once, ratio_ci, replay, seen_run  # noqa: E402
-
 from searchvlm.pareto import hypervolume  # noqa: E402
 from searchvlm.space import load_space  # noqa: E402
 

@@ -366,7 +366,7 @@ def test_front_html_in_browser(run: Path, tmp_path: Path) -> None:
 
 def _seeded(run: Path) -> None:
     """Give every ok row of the table 3 seeds: per-seed synergy around its mean, s.e. 0.02."""
-    rows = read_trials(run / "trials.csv")
+    rows = [dict(r) for r in read_trials(run / "trials.csv")]  # rows as read are frozen
     for r in rows:
         if r["status"] == "ok" and r["synergy_gain"] is not None:
             m = r["synergy_gain"]
@@ -417,7 +417,7 @@ def _one_seed_sweep(tmp_path: Path, synergy_sd: float | None) -> Path:
     data = yaml.safe_load(copy.read_text())
     data["calibration"] = {"seeds": 5, "und_gain": [0.1, 0.02], "gen_gain": [0.05, 0.01], "synergy_sd": synergy_sd}
     copy.write_text(yaml.safe_dump(data))
-    rows = read_trials(run / "trials.csv")
+    rows = [dict(r) for r in read_trials(run / "trials.csv")]  # rows as read are frozen
     for r in rows:
         r.update(seeds=json.dumps([0]), synergy_gain_stderr=None)
     write_trials(run / "trials.csv", rows)

@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchvlm.config import DataConfig
-
 from searchvlm.data._layout import Corpus, build, permute_answers
 from searchvlm.data._tokenizer import tokenize
 from searchvlm.data._types import (

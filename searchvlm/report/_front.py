@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchvlm.pareto import Row, finite_number, is_valid, knee
+from searchvlm.pareto import is_valid, knee
 from searchvlm.report._canvas import new_axes, plotly_js, save, slug
 from searchvlm.report._summary import Sweep, Volume, confirmed_seeds, fmt, one_seed, policy_summary
+from searchvlm.results import TrialRow
 
 __all__ = ["FrontInfo", "Points", "front_html", "front_info", "front_png"]
 
@@ -66,33 +67,34 @@ class FrontInfo:
         return list(dict.fromkeys(self.presets.presets))
 
 
-def _failed_band(rows: Sequence[Row]) -> tuple[float, float]:
+def _failed_band(rows: Sequence[TrialRow]) -> tuple[float, float]:
     """(y of the failed band, x for failed trials with unknown FLOPs)."""
     ys = [float(r["synergy_gain"]) for r in rows if is_valid(r)]
-    xs = [float(r["flops_ratio"]) for r in rows if finite_number(r.get("flops_ratio")) is not None]
+    xs = [x for r in rows if (x := r.value("flops_ratio")) is not None]
     lo, hi = (min(ys), max(ys)) if ys else (0.0, 0.0)
     span = max(hi - lo, 0.05)
     return lo - 0.15 * span, max(xs + [1.0])
 
 
-def _hover(r: Row, failed: bool) -> list[str]:
+def _hover(r: TrialRow, failed: bool) -> list[str]:
     """Hover fields: id, number, preset, s.e. (or status: error), und/gen gain, und acc, gen NLL, policy."""
-    error = f"{r.get('status')}: {str(r.get('error') or '')[:120]}"
+    error = f"{r.status}: {str(r.get('error') or '')[:120]}"
     third = error if failed else fmt(r.get("synergy_gain_stderr"), ".4f")
-    return [str(r["trial_id"]), str(r.get("number", "?")), r.get("preset") or "no preset", third,
+    return [r.trial_id, str(r.get("number", "?")), r.preset or "no preset", third,
             fmt(r.get("und_gain"), "+.4f"), fmt(r.get("gen_gain"), "+.4f"), fmt(r.get("und_acc"), ".4f"),
-            fmt(r.get("gen_nll"), ".4f"), policy_summary(r.get("policy_json"))]  # fmt: skip
+            fmt(r.get("gen_nll"), ".4f"), policy_summary(r)]  # fmt: skip
 
 
-def _points(rows: Sequence[Row], band: tuple[float, float], failed: bool = False, noise: float = 0.0) -> Points:
+def _points(rows: Sequence[TrialRow], band: tuple[float, float], failed: bool = False,
+            noise: float = 0.0) -> Points:  # fmt: skip
     """Plot points; a one-seed point (no s.e.) carries the sweep's seed noise `noise` as its bar."""
-    xs = [finite_number(r.get("flops_ratio")) for r in rows]
+    xs = [r.value("flops_ratio") for r in rows]
     return Points(
         x=[band[1] if x is None else x for x in xs],
         y=[float(r["synergy_gain"]) if is_valid(r) else band[0] for r in rows],
-        stderr=[finite_number(r.get("synergy_gain_stderr")) or (0.0 if failed else noise) for r in rows],
+        stderr=[r.value("synergy_gain_stderr") or (0.0 if failed else noise) for r in rows],
         hover=[_hover(r, failed) for r in rows],
-        presets=[str(r.get("preset") or "") for r in rows],
+        presets=[r.preset for r in rows],
     )
 
 
@@ -112,7 +114,7 @@ def front_info(s: Sweep, hv: Volume) -> FrontInfo:
         front=_points(s.front, band, noise=noise),
         dominated=_points([r for r in rows if is_valid(r) and id(r) not in on], band, noise=noise),
         failed=_points([r for r in rows if not is_valid(r)], band, failed=True),
-        presets=_points([r for r in rows if r.get("preset")], band),
+        presets=_points([r for r in rows if r.preset], band),
         knee=_points([k] if k is not None else [], band),
         knee_label="" if k is None else f"knee, export default (#{k.get('number', '?')})",
         band=band[0],

@@ -8,7 +8,6 @@ sweep's MLflow parent run carries.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from searchvlm.results import (
     OBJECTIVE_COLUMNS,
     SWEEP_FILE,
     TRIALS_FILE,
+    TrialRow,
     ranking_rows,
     read_confirmed,
     read_meta,
@@ -78,19 +78,23 @@ def _runs(values: Sequence[float]) -> str:
     return " ".join(out)
 
 
-def policy_summary(policy_json: str | None) -> str:
-    """One line: per task mode, selector and keep ratios (run-length); sharing; tied."""
-    if not policy_json:
+def policy_summary(policy: TrialRow | str | None) -> str:
+    """One line: per task mode, selector and keep ratios (run-length); sharing; tied. Of a
+    row's decoded policy, or of `policy_json` text."""
+    r = policy if isinstance(policy, TrialRow) else TrialRow.of({"policy_json": policy or ""})
+    if not r.policy_text:
         return "(no policy recorded)"
+    p = r.policy
     try:
-        p = json.loads(policy_json)
+        if p is None:
+            raise TypeError("not a JSON object")
         parts = [
             f"{t[:3]} {p[t]['mode']}/{p[t]['selector']} keep {_runs(p[t]['keep'])}"
             for t in ("understanding", "generation")
         ]
         sh = p.get("sharing", {})
         parts.append(f"qkv {sh.get('qkv', 'shared')}, mlp {sh.get('mlp', 'shared')}")
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return "(unreadable policy)"
     return " · ".join(parts) + (" · tied" if p.get("tie_schedules") else "")
 
@@ -142,7 +146,7 @@ def _calibrated_sd(run: Path) -> float | None:
 
 def one_seed(rows: Sequence[Row]) -> bool:
     """Every valid row's numbers come from a single seed."""
-    return all(len(seeds_of(r)) <= 1 for r in rows if r.get("status") == "ok")
+    return all(len(r.seeds) <= 1 for r in map(TrialRow.of, rows) if r.status == "ok")
 
 
 def sweep_ties(rows: Sequence[Row], sd: float | None = None) -> dict[str, list[str]]:
@@ -152,25 +156,21 @@ def sweep_ties(rows: Sequence[Row], sd: float | None = None) -> dict[str, list[s
 
 
 def seeds_of(r: Row) -> list[int]:
-    """The seeds a row's numbers average (its `seeds` cell, JSON text or a list)."""
-    try:
-        seeds = json.loads(r.get("seeds") or "[]") if isinstance(r.get("seeds"), str) else r.get("seeds")
-    except json.JSONDecodeError:
-        return []
-    return [int(s) for s in seeds or []]
+    """The seeds a row's numbers average (`TrialRow.seeds`)."""
+    return TrialRow.of(r).seeds
 
 
 def confirmed_seeds(rows: Sequence[Row]) -> list[int] | None:
     """The fresh seeds of confirmed rows; None when the rows are the search's."""
-    confirmed = [r for r in rows if r.get("confirmed")]
-    return seeds_of(confirmed[0]) if confirmed else None
+    confirmed = [r for r in map(TrialRow.of, rows) if r.confirmed]
+    return confirmed[0].seeds if confirmed else None
 
 
 # --------------------------------------------------------------------------- the front as a table
 
 
-def _numbers_of(ids: list[str], rows: Sequence[Row]) -> str:
-    num = {str(r["trial_id"]): r.get("number") for r in rows}
+def _numbers_of(ids: list[str], rows: Sequence[TrialRow]) -> str:
+    num = {r.trial_id: r.get("number") for r in rows}
     return " ".join(f"#{num.get(i, i)}" for i in ids)
 
 
@@ -183,24 +183,25 @@ def front_table(rows: Sequence[Row]) -> list[dict[str, str]]:
 
 def front_cells(fr: Sequence[Row], tie: dict[str, list[str]]) -> list[dict[str, str]]:
     """`front_table` of a front already computed, with its ties."""
-    knee_id = knee(fr)["trial_id"] if fr else None
+    knee_id = TrialRow.of(knee(fr)).trial_id if fr else None
+    rows = [TrialRow.of(r) for r in fr]
     return [
         {
-            "trial": str(r["trial_id"]),
+            "trial": r.trial_id,
             "#": str(r.get("number", "")),
-            "preset": r.get("preset") or "",
+            "preset": r.preset,
             "FLOPs ratio": fmt(r["flops_ratio"]),
             "synergy gain": fmt(r["synergy_gain"], "+.4f"),
             "± s.e.": fmt(r.get("synergy_gain_stderr"), ".4f"),
             "vs dense": fmt(r.get("synergy_vs_dense"), "+.4f"),
-            "seeds": f"{len(seeds_of(r))}{' confirmed' if r.get('confirmed') else ''}",
-            "ties": _numbers_of(tie.get(str(r["trial_id"]), []), fr),
+            "seeds": f"{len(r.seeds)}{' confirmed' if r.confirmed else ''}",
+            "ties": _numbers_of(tie.get(r.trial_id, []), rows),
             "und gain": fmt(r.get("und_gain"), "+.4f"),
             "gen gain": fmt(r.get("gen_gain"), "+.4f"),
-            "knee": "*" if r["trial_id"] == knee_id else "",
-            "policy": policy_summary(r.get("policy_json")),
+            "knee": "*" if r.trial_id == knee_id else "",
+            "policy": policy_summary(r),
         }
-        for r in fr
+        for r in rows
     ]
 
 
@@ -216,24 +217,24 @@ def status_counts(rows: Sequence[Row]) -> dict[str, int]:
     return out
 
 
-def _summary_row(r: Row, tie: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    num = finite_number
+def _summary_row(row: Row, tie: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    r = TrialRow.of(row)
     keys = [c for c in OBJECTIVE_COLUMNS if not c.endswith(("_iso", "fidelity"))]
     out: dict[str, Any] = {
         "trial_id": r["trial_id"],
-        "number": None if num(r.get("number")) is None else int(r["number"]),
-        "preset": r.get("preset") or None,
+        "number": None if finite_number(r.get("number")) is None else int(r["number"]),
+        "preset": r.preset or None,
     }
-    out.update({k: num(r.get(k)) for k in keys})
+    out.update({k: r.value(k) for k in keys})
     by_seed = per_seed(r)
     out.update(
-        confirmed=bool(r.get("confirmed")),
-        seeds=seeds_of(r),
-        synergy_per_seed=[by_seed[s] for s in seeds_of(r) if s in by_seed],
-        search_synergy_gain=num(r.get("search_synergy_gain")) if r.get("confirmed") else num(r.get("synergy_gain")),
-        ties=list((tie or {}).get(str(r["trial_id"]), [])),
-    )  # fmt: skip
-    out["policy"] = policy_summary(r.get("policy_json"))
+        confirmed=r.confirmed,
+        seeds=list(r.seeds),
+        synergy_per_seed=[by_seed[s] for s in r.seeds if s in by_seed],
+        search_synergy_gain=r.value("search_synergy_gain" if r.confirmed else "synergy_gain"),
+        ties=list((tie or {}).get(r.trial_id, [])),
+    )
+    out["policy"] = policy_summary(r)
     return out
 
 
@@ -245,9 +246,9 @@ class Sweep:
 
     run: Path
     name: str
-    search: list[Row]
-    rows: list[Row]
-    front: list[Row]
+    search: list[TrialRow]
+    rows: list[TrialRow]
+    front: list[TrialRow]
     noise: SeedNoise | None = None
 
 

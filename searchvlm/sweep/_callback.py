@@ -31,8 +31,8 @@ from searchvlm.results import (
 from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
 
-from ._progress import LiveView
 from ._keys import DUPLICATE_OF, NUMBER_KEY, PRESET_ATTR, REUSE_ATTR
+from ._progress import LiveView
 from ._trainable import REPLAYED, config_policy, row_result, trial_name
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import ray
@@ -25,8 +25,8 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from searchvlm.data import check_data
 from searchvlm.errors import COMMAND_LINE, ConfigError
-from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, store_problem, write_meta
 from searchvlm.policy import ReductionPolicy
+from searchvlm.results import SWEEP_FILE, TRIALS_FILE, SweepMeta, read_meta, read_trials, store_problem, write_meta
 from searchvlm.search import SearchSettings
 from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
@@ -175,8 +175,9 @@ def _fit_cluster(space: SearchSpace, space_path: str | Path) -> int:
     reports = f"ray.cluster_resources() reports CPU {cpus:g}, GPU {gpus:g}"
     for key, asked, there in (("gpus_per_trial", s.gpus_per_trial, gpus), ("cpus_per_trial", s.cpus_per_trial, cpus)):
         if asked > there:
-            raise ConfigError(space_path, f"search.{key}", asked, f"each trial asks Ray for {asked:g} "
-                              f"{key[:3].upper()}s, but {reports}; lower it or use a larger cluster (--address)")  # fmt: skip
+            raise ConfigError(space_path, f"search.{key}", asked,
+                              f"each trial asks Ray for {asked:g} {key[:3].upper()}s, but {reports}; "
+                              "lower it or use a larger cluster (--address)")  # fmt: skip
     if s.gpus_per_trial > 1:
         raise ConfigError(space_path, "search.gpus_per_trial", s.gpus_per_trial,
                           "a trial trains on one GPU (data-parallel trials over several GPUs are not "
@@ -278,8 +279,9 @@ def _resume_space(
                           "a sweep can be extended, never shrunk")  # fmt: skip
     if done < base.search.samples:
         raise ConfigError(None, "--samples", samples,
-                          f"sweep {run_dir.name!r} started with samples = {base.search.samples} and is unfinished "
-                          f"({done} trials recorded): finish it with --resume (without --samples), then extend it")  # fmt: skip
+                          f"sweep {run_dir.name!r} started with samples = {base.search.samples} and is "
+                          f"unfinished ({done} trials recorded): finish it with --resume (without --samples), "
+                          "then extend it")  # fmt: skip
     return base.with_search(samples=samples, concurrency=concurrency)
 
 
@@ -362,8 +364,8 @@ def _check_pickle(path: Path) -> None:
     try:
         ops = list(pickletools.genops(path.read_bytes()))
     except (OSError, ValueError) as err:
-        raise ConfigError(path, "", str(path), f"Tune's saved state is unreadable ({err}); the sweep "
-                          "cannot resume: restore the ray/ folder from a copy, or start a new sweep") from None  # fmt: skip
+        raise ConfigError(path, "", str(path), f"Tune's saved state is unreadable ({err}); the sweep cannot "
+                          "resume: restore the ray/ folder from a copy, or start a new sweep") from None  # fmt: skip
     if not ops or ops[-1][0].name != "STOP":
         raise ConfigError(path, "", str(path), "Tune's saved state is cut short; the sweep cannot resume")
 

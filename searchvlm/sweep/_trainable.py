@@ -10,7 +10,6 @@ trial that trains also says where it runs (`results.PLACEMENT_COLUMNS`: node, gp
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from ray import tune
 
 from searchvlm.config import TrialResult
 from searchvlm.policy import ReductionPolicy
-from searchvlm.results import METRIC_COLUMNS, PLACEMENT_COLUMNS
+from searchvlm.results import METRIC_COLUMNS, PLACEMENT_COLUMNS, TrialRow
 from searchvlm.space import SearchSpace, preset_policy
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR
@@ -120,7 +119,7 @@ def row_result(row: dict[str, Any]) -> TrialResult:
     fields = {c: row[c] for c in METRIC_COLUMNS if row.get(c) is not None}
     fields["steps_done"] = int(fields.get("steps_done", 0))
     policy = ReductionPolicy.model_validate_json(row["policy_json"]) if row.get("policy_json") else None
-    seeds = json.loads(row["seeds"]) if row.get("seeds") else []
+    seeds = TrialRow.of(row).seeds
     return TrialResult(status=row["status"], error=row.get("error") or None, seeds=seeds, policy=policy, **fields)
 
 
