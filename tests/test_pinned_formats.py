@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: space -> (space_hash, digest of 40 seeded points: params and compiled policy)
 SPACES = {
     "default": ("9661235789bd41c9", "a4498b69e9b04ecf"),
-    "gpu": ("5ca4ee78a71da792", "7aef69e31dcd52f3"),
+    "gpu": ("c2c122b23150862c", "7aef69e31dcd52f3"),  # concurrency auto, one GPU per trial
     "paper": ("ccdbc2ad27e416e0", "501dd656a24475cf"),
     "quick": ("e69aefaece6710be", "21235942ed8fc87d"),
 }
