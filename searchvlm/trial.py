@@ -175,15 +175,24 @@ def _references(
     progress: Progress | None,
 ) -> dict[str, RunRecord]:
     """The cached runs one seed is compared with (`_wanted`), trained where not cached."""
-    out = {}
-    for label, tasks, pol in _wanted(config, model_cfg, policy):
-        key = baseline_key(model_cfg, config.data, config.training, tasks, seed, pol, config.synergy.fidelity)
+    return {label: _reference(config, data, model_cfg, tasks, pol, seed, device, progress)
+            for label, tasks, pol in _wanted(config, model_cfg, policy)}  # fmt: skip
 
-        def train(tasks: tuple[str, ...] = tasks, pol: ReductionPolicy = pol) -> RunRecord:
-            return _train_reference(config, data, model_cfg, pol, tasks, seed, device, progress)
 
-        out[label] = get_baseline(config.cache_dir, key, train)
-    return out
+def _reference(
+    config: TrialConfig,
+    data: UnifiedData,
+    model_cfg: ModelConfig,
+    tasks: tuple[str, ...],
+    policy: ReductionPolicy,
+    seed: int,
+    device: torch.device,
+    progress: Progress | None,
+) -> RunRecord:
+    """One reference run from the cache, trained (once, under the cache's lock) if absent."""
+    key = baseline_key(model_cfg, config.data, config.training, tasks, seed, policy, config.synergy.fidelity)
+    train = functools.partial(_train_reference, config, data, model_cfg, policy, tasks, seed, device, progress)
+    return get_baseline(config.cache_dir, key, train)
 
 
 def reference_labels(config: TrialConfig) -> list[str]:
@@ -203,12 +212,8 @@ def warm_reference(config: TrialConfig, seed: int, label: str) -> bool:
     data, model_cfg = prepare(config)
     wanted = {lab: (tasks, pol) for lab, tasks, pol in _wanted(config, model_cfg, config.resolved_policy())}
     tasks, pol = wanted[label]
-    key = baseline_key(model_cfg, config.data, config.training, tasks, seed, pol, config.synergy.fidelity)
     device = resolve_device(config.training.device)
-    record = get_baseline(
-        config.cache_dir, key, lambda: _train_reference(config, data, model_cfg, pol, tasks, seed, device, None)
-    )
-    return record.cached
+    return _reference(config, data, model_cfg, tasks, pol, seed, device, None).cached
 
 
 def _train_reference(
