@@ -40,6 +40,18 @@ Refs = dict[int, dict[str, RunRecord]]  # seed -> the runs it is compared with (
 Aggregate = Literal["min", "mean"]  # `synergy.aggregate`
 
 
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What every run of one trial shares: its config, data, model config (vocabulary
+    filled in), device and progress callback."""
+
+    config: TrialConfig
+    data: UnifiedData
+    model_cfg: ModelConfig
+    device: torch.device
+    progress: Progress | None = None
+
+
 class _Tracker:
     """What a failed trial can still tell: last step and FLOPs ratio."""
 
@@ -107,7 +119,8 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     flops = count_flops(model_cfg, policy, task_layouts(data), batch_size=config.training.batch_size)
     tracker.flops_ratio = flops.ratio
     device = resolve_device(config.training.device)
-    refs = {s: _references(config, data, model_cfg, policy, s, device, progress) for s in config.seeds}
+    ctx = _Context(config, data, model_cfg, device, progress)
+    refs = {s: _references(ctx, policy, s) for s in config.seeds}
     runs = [Run(RunSpec(model_cfg, policy, config.training, TASKS, s), data, device) for s in config.seeds]
     records = [RunRecord(TASKS, s) for s in config.seeds]
     kept: list[dict[str, tuple[int, dict]]] = [{} for _ in runs]  # per run: metric -> (step, state)
@@ -131,7 +144,8 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     if config.synergy.fidelity:
         for run, record in zip(runs, records):
             record.fidelity = _fidelity(run, data, run.spec.seed, config)
-    return _final(config, records, refs, policy, flops.ratio, train_seconds, runs[0].step)
+    done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy)
+    return _final(config, records, refs, done)
 
 
 def _keep_picks(run: Run, record: RunRecord, states: dict, step: int, at: str) -> None:
@@ -165,34 +179,18 @@ def _wanted(
     return wanted
 
 
-def _references(
-    config: TrialConfig,
-    data: UnifiedData,
-    model_cfg: ModelConfig,
-    policy: ReductionPolicy,
-    seed: int,
-    device: torch.device,
-    progress: Progress | None,
-) -> dict[str, RunRecord]:
+def _references(ctx: _Context, policy: ReductionPolicy, seed: int) -> dict[str, RunRecord]:
     """The cached runs one seed is compared with (`_wanted`), trained where not cached."""
-    return {label: _reference(config, data, model_cfg, tasks, pol, seed, device, progress)
-            for label, tasks, pol in _wanted(config, model_cfg, policy)}  # fmt: skip
+    return {
+        label: _reference(ctx, tasks, pol, seed) for label, tasks, pol in _wanted(ctx.config, ctx.model_cfg, policy)
+    }
 
 
-def _reference(
-    config: TrialConfig,
-    data: UnifiedData,
-    model_cfg: ModelConfig,
-    tasks: tuple[str, ...],
-    policy: ReductionPolicy,
-    seed: int,
-    device: torch.device,
-    progress: Progress | None,
-) -> RunRecord:
+def _reference(ctx: _Context, tasks: tuple[str, ...], policy: ReductionPolicy, seed: int) -> RunRecord:
     """One reference run from the cache, trained (once, under the cache's lock) if absent."""
-    key = baseline_key(model_cfg, config.data, config.training, tasks, seed, policy, config.synergy.fidelity)
-    train = functools.partial(_train_reference, config, data, model_cfg, policy, tasks, seed, device, progress)
-    return get_baseline(config.cache_dir, key, train)
+    c = ctx.config
+    key = baseline_key(ctx.model_cfg, c.data, c.training, tasks, seed, policy, c.synergy.fidelity)
+    return get_baseline(c.cache_dir, key, functools.partial(_train_reference, ctx, policy, tasks, seed))
 
 
 def reference_labels(config: TrialConfig) -> list[str]:
@@ -210,23 +208,14 @@ def warm_reference(config: TrialConfig, seed: int, label: str) -> bool:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
     data, model_cfg = prepare(config)
+    ctx = _Context(config, data, model_cfg, resolve_device(config.training.device))
     wanted = {lab: (tasks, pol) for lab, tasks, pol in _wanted(config, model_cfg, config.resolved_policy())}
-    tasks, pol = wanted[label]
-    device = resolve_device(config.training.device)
-    return _reference(config, data, model_cfg, tasks, pol, seed, device, None).cached
+    return _reference(ctx, *wanted[label], seed).cached
 
 
-def _train_reference(
-    config: TrialConfig,
-    data: UnifiedData,
-    model_cfg: ModelConfig,
-    policy: ReductionPolicy,
-    tasks: tuple[str, ...],
-    seed: int,
-    device: torch.device,
-    progress: Progress | None,
-) -> RunRecord:
-    run = Run(RunSpec(model_cfg, policy, config.training, tasks, seed), data, device)
+def _train_reference(ctx: _Context, policy: ReductionPolicy, tasks: tuple[str, ...], seed: int) -> RunRecord:
+    config, data, progress = ctx.config, ctx.data, ctx.progress
+    run = Run(RunSpec(ctx.model_cfg, policy, config.training, tasks, seed), data, ctx.device)
     record = RunRecord(tasks, seed)
     label = f"{tasks[0]} alone" if len(tasks) == 1 else "dense joint"
     for step in eval_steps(config.training.steps, config.training.eval_every):
@@ -328,15 +317,9 @@ def _gains(
     return row, seed_gains(u.value, ui.value, gj, gi_value, how, HIGHER_IS_BETTER[metric])
 
 
-def _final(
-    config: TrialConfig,
-    records: list[RunRecord],
-    refs: Refs,
-    policy: ReductionPolicy,
-    flops_ratio: float,
-    seconds: float,
-    steps: int,
-) -> TrialResult:
+def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: TrialResult) -> TrialResult:
+    """The trial's result: per-seed gains of `records` against `refs`, aggregated into
+    `done` (which carries the FLOPs ratio, seconds, steps and policy)."""
     per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
     metric = GEN_METRICS[config.synergy.gen_metric]
     for record in records:
@@ -356,7 +339,7 @@ def _final(
                 "gen_gain_vs_dense": gains.gen_gain - dense.gen_gain,
             })  # fmt: skip
         per_seed.append(row)
-    return _aggregate(per_seed, config, policy, flops_ratio, seconds, steps)
+    return _aggregate(per_seed, config, done)
 
 
 def _mean_of(per_seed: list[dict], key: str) -> float | None:
@@ -369,27 +352,14 @@ def _stderr_of(per_seed: list[dict], key: str) -> float | None:
     return mean_stderr(vals)[1] if vals else None
 
 
-def _aggregate(
-    per_seed: list[dict],
-    config: TrialConfig,
-    policy: ReductionPolicy,
-    flops_ratio: float,
-    seconds: float,
-    steps: int,
-) -> TrialResult:
-    """The trial's result: `SEED_MEANS` averaged over the per-seed records, the standard
-    error over seeds of `SEED_STDERRS`."""
-    return TrialResult(
-        status="ok",
-        flops_ratio=flops_ratio,
-        seeds=list(config.seeds),
-        per_seed=per_seed,
-        train_seconds=seconds,
-        steps_done=steps,
-        policy=policy,
+def _aggregate(per_seed: list[dict], config: TrialConfig, done: TrialResult) -> TrialResult:
+    """`done` with `SEED_MEANS` averaged over the per-seed records and the standard error
+    over seeds of `SEED_STDERRS`."""
+    return done.model_copy(update={
+        "status": "ok", "seeds": list(config.seeds), "per_seed": per_seed,
         **{f: _mean_of(per_seed, f) for f in SEED_MEANS},
         **{f"{f}_stderr": _stderr_of(per_seed, f) for f in SEED_STDERRS},
-    )
+    })  # fmt: skip
 
 
 __all__ = ["run_trial", "prepare", "reference_labels", "task_layouts", "warm_reference"]
