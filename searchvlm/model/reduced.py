@@ -35,6 +35,7 @@ from searchvlm.model._select import causal_quota_ranks, random_ranks, recent_ran
 from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
+from searchvlm.selectors import selector_info
 
 Kernel = Literal["sdpa", "eager"]
 # Plain ints: dynamo evaluates `tensor == IntEnum member` to a Python bool (torch.compile then
@@ -74,7 +75,7 @@ class _Plan:
     counts: list[LayerCounts]
     need_mass: list[bool]  # the next layer selects by attention mass from this one
     windows: list[int | None]  # sliding windows shorter than the sequence (else None)
-    content: bool  # some layer selects by content (attention, pdrop, router)
+    content: bool  # some layer selects by content (`SelectorInfo.content`: attention, pdrop, router)
     n_text: int  # tokens per sequence that are not image tokens (padding included)
 
 
@@ -193,7 +194,7 @@ class ReducedLM(nn.Module):
         ref = self._dec.embed.weight
         routers = nn.ModuleDict()
         for task in TASKS:
-            if self.policy.task(task).selector == "router":
+            if selector_info(self.policy.task(task).selector).weights:
                 routers[task] = nn.ModuleList(
                     nn.Linear(hidden, 1, dtype=ref.dtype, device=ref.device) for _ in range(num_layers)
                 )
@@ -310,9 +311,10 @@ class ReducedLM(nn.Module):
             tp = self.policy.task(task)
             counts = layer_counts(tp, seq, num_image)
             nxt = counts[1:] + [None]
-            need = [tp.selector == "attention" and c is not None and c.reduces and c.kept > 0 for c in nxt]
+            sel = selector_info(tp.selector)
+            need = [sel.previous_mass and c is not None and c.reduces and c.kept > 0 for c in nxt]
             windows = [w if w is not None and w < seq else None for w in self._dec.windows]
-            content = tp.selector in ("attention", "pdrop", "router") and any(c.reduces and c.kept > 0 for c in counts)
+            content = sel.content and any(c.reduces and c.kept > 0 for c in counts)
             self._plans[key] = _Plan(counts, need, windows, content, seq - num_image)
         return self._plans[key]
 
