@@ -31,7 +31,7 @@ from transformers.models.llama.modeling_llama import rotate_half
 from searchvlm.flops import LayerCounts, layer_counts
 from searchvlm.model._attention import anchor_attention, attend, position_mask
 from searchvlm.model._family import Decoder, check_sharding, describe
-from searchvlm.model._select import causal_quota_ranks, random_ranks, recent_ranks, stride_ranks, top_ranks
+from searchvlm.model._select import RANKERS, Pick
 from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
@@ -427,50 +427,34 @@ class ReducedLM(nn.Module):
         return h, tokens, mass
 
     def _select(self, step: _Step, h: Tensor, tokens: Tokens, mass: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None.
-
-        - attention (FastV): the attention the last prompt token gave each image token in the
-          previous layer (`mass`), heads averaged; top k. Understanding only.
-        - pdrop (PyramidDrop): the last prompt token's attention computed with THIS layer's
-          own norm, q/k projections and rotary on its input, heads averaged; top k.
-          Understanding only. (PyramidDrop's code names the last instruction token; in its
-          LLaVA layout that is the last prompt token, which is what sees the image here.)
-        - router (Mixture-of-Depths / p-MoD): a linear score per image token; understanding
-          takes the top k (the whole image precedes every labelled position), generation the
-          causal per-token rule of `causal_quota_ranks`. The kept tokens' update is scaled
-          by sigmoid(score), which trains the router.
-        - stride / recent / random: content-free. `random` draws from a running seeded
-          generator in training and from a fresh one seeded by (policy seed, layer) in
-          evaluation, so evaluating a model twice keeps the same tokens.
-        """
-        task, li = step.task, step.li
-        selector, k, p = self.policy.task(task).selector, step.counts.kept, step.counts.present
-        b, dev, img = h.shape[0], h.device, tokens.img_idx  # img: (B, P)
-        gate = None
+        """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None, by
+        the policy's selector (`model._select.RANKERS`), given what its declaration
+        (`searchvlm.selectors`) says it reads."""
+        img, k = tokens.img_idx, step.counts.kept  # img: (B, P)
         if k == 0:
-            ranks = img[:, :0]  # (B, 0)
-        elif selector == "router":
-            logits = self.routers[task][li](gather_rows(h, img)).squeeze(-1)  # (B, P)
-            pick = top_ranks if task == "understanding" else causal_quota_ranks
-            ranks = pick(logits.detach(), k)  # (B, k)
-            gate = torch.sigmoid(logits.gather(1, ranks))  # (B, k)
-        elif selector == "attention" and mass is not None:
-            ranks = top_ranks(mass.gather(1, img), k)  # (B, k)
-        elif selector == "pdrop":
-            ranks = top_ranks(self._pdrop_scores(step, h, tokens).gather(1, img), k)  # (B, k)
-        elif selector == "random":
-            gen = self._generator if self.training else torch.Generator().manual_seed(self.policy.seed * 1_000_003 + li)
-            ranks = random_ranks(k, p, b, gen).to(dev)  # (B, k)
-        elif selector == "recent":
-            ranks = recent_ranks(k, p, b, dev)  # (B, k)
-        else:  # stride, or attention without a previous layer's mass
-            ranks = stride_ranks(k, p, b, dev)  # (B, k)
+            return img[:, :0], None  # (B, 0)
+        name = self.policy.task(step.task).selector
+        sel = selector_info(name)
+        pick = Pick(
+            task=step.task,
+            layer=step.li,
+            k=k,
+            img=img,
+            h=h,
+            mass=mass if sel.previous_mass else None,
+            router=self.routers[step.task][step.li] if sel.weights else None,
+            scores=functools.partial(self._anchor_scores, step, h, tokens) if sel.scores else None,
+            seed=self.policy.seed,
+            training=self.training,
+            generator=self._generator,
+        )
+        ranks, gate = RANKERS[name](pick)  # (B, k), (B, k) | None
         return img.gather(1, ranks), gate  # (B, k)
 
     @torch.no_grad()
-    def _pdrop_scores(self, step: _Step, h: Tensor, tokens: Tokens) -> Tensor:
-        """PyramidDrop: the last prompt token's head-averaged attention over the present tokens,
-        with this layer's norm, projections and rotary on its input h (B, N, d): (B, N)."""
+    def _anchor_scores(self, step: _Step, h: Tensor, tokens: Tokens) -> Tensor:
+        """The last prompt token's head-averaged attention over the present tokens, with this
+        layer's norm, projections and rotary on its input h (B, N, d): (B, N) (PyramidDrop's score)."""
         layer = step.layer
         attn, row = layer.self_attn, tokens.anchor_row  # row: (B, 1)
         x = self._dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
