@@ -11,8 +11,10 @@ d_kv = num_kv_heads * head_dim and SwiGLU width m (three matrices), one forward 
   + 4·n_q·n_kv·d     (scores and weighted sum; the causal mask is counted in full)
   + 2·n_q·d·d        (O projection)
   + 6·n_q·d·m        (MLP)
-  + 2·P·d            (router, only when the `router` selector picks 0 < k < P tokens)
-  + 2·d·d + 2·N·d·d_kv + 2·N·d   (`pdrop` scoring when it picks 0 < k < P tokens: the last
+  + 2·P·d            (router, only when a selector with `weights` (`router`) picks 0 < k < P
+                     tokens)
+  + 2·d·d + 2·N·d·d_kv + 2·N·d   (scoring of a selector with `scores` (`pdrop`) when it
+                     picks 0 < k < P tokens: the last
                      prompt token's query, keys of the N = n_t + P present tokens, its scores;
                      no gradient, so counted once, not 3 times)
 
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 
 from searchvlm.config import ModelConfig
 from searchvlm.policy import TASKS, ReductionPolicy, TaskPolicy, kept_count
+from searchvlm.selectors import selector_info
 
 __all__ = [
     "FlopsReport",
@@ -81,21 +84,21 @@ class LayerCounts:
     n_q: int
     n_kv: int
     reduces: bool  # 0 <= k < present: a selection happens in this layer
-    router: bool  # the router selector is active (0 < k < present)
-    scored: bool = False  # the pdrop selector scores the present tokens (0 < k < present)
+    router: bool  # a selector with router weights (`router`) is active (0 < k < present)
+    scored: bool = False  # a scoring selector (`pdrop`) scores the present tokens (0 < k < present)
 
 
 def layer_counts(task: TaskPolicy, num_tokens: int, num_image: int) -> list[LayerCounts]:
     """Per-layer token counts of one task under its policy (see the module docs)."""
     n_text = num_tokens - num_image
-    present, out = num_image, []
+    present, out, sel = num_image, [], selector_info(task.selector)
     for keep in task.keep:
         k = kept_count(keep, num_image, present)
         reduces = k < present
         n_q = n_text + k
         n_kv = n_text + (present if task.mode == "query_drop" else k)
-        router = reduces and k > 0 and task.selector == "router"
-        scored = reduces and k > 0 and task.selector == "pdrop"
+        router = reduces and k > 0 and sel.weights
+        scored = reduces and k > 0 and sel.scores
         out.append(LayerCounts(present, k, n_q, n_kv, reduces, router, scored))
         if task.mode == "drop":
             present = k

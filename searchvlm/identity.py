@@ -15,8 +15,9 @@ sides of each rule (`tests/test_identity.py`):
    the forward reads it: set to False.
 3. A task whose keep ratios are all 0 or 1 never selects: a layer computes all of its image
    tokens (keep 1, `k == present`, no reduction) or none (keep 0, `k == 0`, the selector is
-   not called). Its selector is irrelevant and becomes `stride`, except `router`, which
-   also creates (randomly initialised) router weights: not merged.
+   not called). Its selector is irrelevant and becomes `stride`, except one with `weights`
+   (`router`, `searchvlm.selectors`), which also creates (randomly initialised) router
+   weights: not merged.
 4. A task whose keep ratios are all 1 never reduces: its mode is irrelevant too (`skip`).
 5. Understanding `skip` = `drop` when the keep list is non-increasing and all 0 or 1
    (`1 … 1 0 … 0`): from the first 0 layer on, both compute exactly the text rows of every
@@ -25,8 +26,8 @@ sides of each rule (`tests/test_identity.py`):
    the same. The image rows `skip` keeps reach only the head, where no labelled token is
    predicted by an image token: the data layout closes every image with EOI
    (`searchvlm.data._layout`). Canonical mode: `drop`.
-6. `seed` only seeds the `random` selector: set to 0 unless some task uses `random` in a
-   layer with 0 < keep < 1.
+6. `seed` only seeds a `seeded` selector (`random`): set to 0 unless some task uses one in
+   a layer with 0 < keep < 1.
 7. `sharing.scope` is read only when q/k/v or MLP is split: None when both are shared;
    otherwise sorted without repeats, and None when it lists every layer.
 
@@ -43,6 +44,7 @@ from typing import Any
 
 from searchvlm.config import TrialConfig
 from searchvlm.policy import TASKS, ReductionPolicy, Sharing, TaskPolicy
+from searchvlm.selectors import selector_info
 
 #: TrialConfig fields that do not change what is trained (names and output locations)
 NOT_TRAINING: frozenset[str] = frozenset({"policy", "name", "cache_dir", "save_model"})
@@ -57,7 +59,7 @@ def _binary(keep: list[float]) -> bool:
 def _canonical_task(tp: TaskPolicy, task: str) -> TaskPolicy:
     """Rules 3-5 for one task."""
     keep, mode, selector = list(tp.keep), tp.mode, tp.selector
-    if _binary(keep) and selector != "router":
+    if _binary(keep) and not selector_info(selector).weights:
         selector = "stride"  # rule 3: never consulted
     if all(k == 1.0 for k in keep):
         mode = "skip"  # rule 4: nothing is reduced
@@ -67,8 +69,9 @@ def _canonical_task(tp: TaskPolicy, task: str) -> TaskPolicy:
 
 
 def _uses_seed(policy: ReductionPolicy) -> bool:
-    """Rule 6: the seed matters only to a `random` selector that really selects."""
-    return any(policy.task(t).selector == "random" and any(0.0 < k < 1.0 for k in policy.task(t).keep) for t in TASKS)
+    """Rule 6: the seed matters only to a seeded selector that really selects."""
+    tasks = [policy.task(t) for t in TASKS]
+    return any(selector_info(tp.selector).seeded and any(0.0 < k < 1.0 for k in tp.keep) for tp in tasks)
 
 
 def _canonical_sharing(sharing: Sharing, num_layers: int) -> Sharing:

@@ -18,14 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from searchvlm._strict import Frozen
+from searchvlm.selectors import Selector, selector_info
 
 TASKS: tuple[str, str] = ("understanding", "generation")
 Mode = Literal["query_drop", "skip", "drop"]
-Selector = Literal["attention", "pdrop", "stride", "random", "recent", "router"]
-# Selectors that rank the whole image by what the prompt's last token sees: causal only when
-# every position whose loss depends on the choice comes after the image (understanding). In
-# generation every image token is a target, so they would read later targets: refused.
-PROMPT_SELECTORS: tuple[str, ...] = ("attention", "pdrop")
 Ratio = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
@@ -48,6 +44,20 @@ def kept_count(ratio: float, num_image: int, available: int | None = None) -> in
     k = int(math.floor(ratio * num_image + 0.5))
     cap = num_image if available is None else available
     return max(0, min(k, cap))
+
+
+def task_selector_error(task: str, selector: str) -> str | None:
+    """Why `selector` cannot serve `task` (its declaration in `searchvlm.selectors`), or None.
+
+    A selector that ranks the whole image by what the prompt's last token sees is causal only
+    when every position whose loss depends on the choice comes after the image
+    (understanding); in generation every image token is a target, so it would read later
+    targets: refused."""
+    if selector_info(selector).serves(task):
+        return None
+    if task == "generation":
+        return generation_selector_error(selector)
+    return f"{task}.selector = {selector!r} is invalid: it cannot serve {task}"
 
 
 def generation_selector_error(selector: str) -> str:
@@ -109,8 +119,11 @@ class ReductionPolicy(Frozen):
             tp: TaskPolicy = getattr(self, task)
             if len(tp.keep) != self.num_layers:
                 raise ValueError(f"{task}.keep has {len(tp.keep)} entries but num_layers = {self.num_layers}")
-        if self.generation.selector in PROMPT_SELECTORS and not self.generation.is_dense:
-            raise ValueError(generation_selector_error(self.generation.selector))
+        for task in TASKS:
+            tp = getattr(self, task)
+            problem = None if tp.is_dense else task_selector_error(task, tp.selector)
+            if problem:
+                raise ValueError(problem)
         if self.generation.mode == "drop" and not self.generation.is_dense:
             raise ValueError(
                 "generation.mode = 'drop' is invalid: dropping deletes the image tokens that "

@@ -110,7 +110,9 @@ def _shape(tp: Any, metadata: list[Any] | None = None) -> _Shape:
     bounds = _constraints(metadata)
     if origin in (typing.Union, types.UnionType):
         return _union(args, bounds)
-    if origin is Literal:
+    choices = next((m.choices() for m in metadata if hasattr(m, "choices")), None)  # a registry's names
+    if origin is Literal or choices is not None:
+        args = args if choices is None else choices
         kinds = sorted({type(a).__name__ for a in args})
         return _Shape(" or ".join(kinds), ("one of " + ", ".join(f"`{_json(a)}`" for a in args),) + bounds)
     if origin is list:

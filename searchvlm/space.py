@@ -44,13 +44,12 @@ from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingCon
 from searchvlm.errors import COMMAND_LINE, ConfigError, load_yaml, validate
 from searchvlm.overrides import Override, apply_overrides, attribute, parse_overrides
 from searchvlm.policy import (
-    PROMPT_SELECTORS,
     TASKS,
     Mode,
     ReductionPolicy,
     Selector,
     Sharing,
-    generation_selector_error,
+    task_selector_error,
     load_policy,
 )
 from searchvlm.presets import PRESETS, preset
@@ -335,9 +334,9 @@ class PolicySpace(_Strict):
     @field_validator("generation")
     @classmethod
     def _no_drop(cls, v: TaskSpace) -> TaskSpace:
-        bad = [s for s in v.selector if s in PROMPT_SELECTORS]
+        bad = [p for p in map(partial(task_selector_error, "generation"), v.selector) if p]
         if bad:
-            raise ValueError(generation_selector_error(bad[0]).replace("generation.selector", "selector"))
+            raise ValueError(bad[0].replace("generation.selector", "selector"))
         if "drop" in v.mode:
             raise ValueError(
                 f"mode = {v.mode}: 'drop' is invalid for generation (it deletes the image "

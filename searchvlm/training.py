@@ -21,6 +21,7 @@ from searchvlm.flops import layer_counts
 from searchvlm.model import ReducedLM, apply_policy, build_model
 from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
+from searchvlm.selectors import selector_info
 
 _TASK_SALT = {"understanding": 1009, "generation": 2003}
 #: what a run is scored on at every evaluation round (caption metrics where the data have swaps)
@@ -259,17 +260,14 @@ def _sample_chunk(model: ReducedLM, b: TaskSplit, offset: int, num_image: int, g
     return (ids.gather(1, img_pos) - offset).cpu().numpy()
 
 
-_CONTENT = ("attention", "pdrop", "router")
-
-
 def check_layout(policy: ReductionPolicy, data: UnifiedData) -> None:
     """Refuses, once and before any training, a data layout the policy cannot serve (the
     forward keeps the same checks as a guard, but there they depend on the batch):
 
     - mode `drop` deletes image tokens, and the logits predicting token t+1 come from token
       t: no labelled token may directly follow an image token (its predictor may be gone);
-    - an understanding selector that ranks by content (attention, pdrop, router) reads the
-      last prompt token, so every image token must precede it.
+    - an understanding selector that ranks by content (`SelectorInfo.content`: attention,
+      pdrop, router) reads the last prompt token, so every image token must precede it.
     """
     for task in TASKS:
         tp = policy.task(task)
@@ -289,7 +287,8 @@ def check_layout(policy: ReductionPolicy, data: UnifiedData) -> None:
                         f"image token {col}, whose logits would predict it; put a non-image token (an "
                         "end-of-image token) between the image and the labels, or use mode 'query_drop' or 'skip'"
                     )
-            if task == "understanding" and tp.selector in _CONTENT and any(c.reduces and c.kept for c in counts):
+            content = selector_info(tp.selector).content
+            if task == "understanding" and content and any(c.reduces and c.kept for c in counts):
                 _check_prompt_after_image(policy, s, img, split)
 
 

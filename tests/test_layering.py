@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.schedules": 0,
     "searchvlm.schema_doc": 0,
     "searchvlm.search": 0,
+    "searchvlm.selectors": 0,
     "searchvlm.space": 0,
     # L1: arithmetic on numbers and schemas (numpy ok)
     "searchvlm.export": 1,

@@ -31,10 +31,11 @@ from transformers.models.llama.modeling_llama import rotate_half
 from searchvlm.flops import LayerCounts, layer_counts
 from searchvlm.model._attention import anchor_attention, attend, position_mask
 from searchvlm.model._family import Decoder, check_sharding, describe
-from searchvlm.model._select import causal_quota_ranks, random_ranks, recent_ranks, stride_ranks, top_ranks
+from searchvlm.model._select import RANKERS, Pick
 from searchvlm.model._sharing import fused_linear, make_splits, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, image_span, scatter_rows
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
+from searchvlm.selectors import selector_info
 
 Kernel = Literal["sdpa", "eager"]
 # Plain ints: dynamo evaluates `tensor == IntEnum member` to a Python bool (torch.compile then
@@ -74,8 +75,49 @@ class _Plan:
     counts: list[LayerCounts]
     need_mass: list[bool]  # the next layer selects by attention mass from this one
     windows: list[int | None]  # sliding windows shorter than the sequence (else None)
-    content: bool  # some layer selects by content (attention, pdrop, router)
+    content: bool  # some layer selects by content (`SelectorInfo.content`: attention, pdrop, router)
     n_text: int  # tokens per sequence that are not image tokens (padding included)
+
+
+_Log = list[
+    tuple[Tensor, Tensor, Tensor]
+]  # per layer: probs (B, H, n_q, n_kv), query (B, n_q) and key (B, n_kv) positions
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One forward call: its task, plan and kernel, and where `output_attentions` collects
+    every layer's probabilities (None: not asked; then the eager kernel runs)."""
+
+    task: str
+    plan: _Plan
+    kernel: Kernel
+    log: _Log | None
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One layer of one call: what every part of the layer's computation reads."""
+
+    li: int
+    layer: nn.Module
+    call: _Call
+
+    @property
+    def task(self) -> str:
+        return self.call.task
+
+    @property
+    def counts(self) -> LayerCounts:
+        return self.call.plan.counts[self.li]
+
+    @property
+    def need_mass(self) -> bool:
+        return self.call.plan.need_mass[self.li]
+
+    @property
+    def window(self) -> int | None:
+        return self.call.plan.windows[self.li]
 
 
 @dataclass(frozen=True)
@@ -171,7 +213,6 @@ class ReducedLM(nn.Module):
         self.register_buffer("token_map", _check_map(token_map, dec), persistent=False)
         self._generator = torch.Generator().manual_seed(policy.seed)
         self._plans: dict[tuple[str, int, int], _Plan] = {}
-        self._attn_log: list[tuple[Tensor, Tensor, Tensor]] | None = None  # output_attentions
         self.gradient_checkpointing = False  # checkpoint every layer (see `_checkpoints`)
 
     def gradient_checkpointing_enable(self) -> None:
@@ -193,7 +234,7 @@ class ReducedLM(nn.Module):
         ref = self._dec.embed.weight
         routers = nn.ModuleDict()
         for task in TASKS:
-            if self.policy.task(task).selector == "router":
+            if selector_info(self.policy.task(task).selector).weights:
                 routers[task] = nn.ModuleList(
                     nn.Linear(hidden, 1, dtype=ref.dtype, device=ref.device) for _ in range(num_layers)
                 )
@@ -229,14 +270,11 @@ class ReducedLM(nn.Module):
         `output_attentions=True` runs this call with the eager kernel (same logits) and
         returns every layer's attention probabilities (see `ReducedOutput`).
         """
-        self._attn_log = [] if output_attentions else None
+        log: _Log | None = [] if output_attentions else None
         if self.token_map is not None:
             input_ids, labels = self._mapped(input_ids), self._mapped(labels)
-        try:
-            batch = _Batch.of(input_ids, inputs_embeds, segments, attention_mask, labels)
-            out = self._forward(batch, task, output_hidden_states)
-        finally:
-            log, self._attn_log = self._attn_log, None
+        batch = _Batch.of(input_ids, inputs_embeds, segments, attention_mask, labels)
+        out = self._forward(batch, task, log, output_hidden_states)
         if self.token_map is not None:
             out.logits = out.logits.index_select(-1, self.token_map)  # (B, T_out, V_in): the caller's ids
         if log is not None:
@@ -244,17 +282,18 @@ class ReducedLM(nn.Module):
             out.attention_positions = tuple((q, k) for _, q, k in log)
         return out
 
-    def _forward(self, batch: _Batch, task: str, output_hidden_states: bool) -> ReducedOutput:
+    def _forward(self, batch: _Batch, task: str, log: _Log | None, output_hidden_states: bool) -> ReducedOutput:
         plan, anchor, sharded = self._prepare(batch, task)
+        call = _Call(task, plan, "eager" if log is not None else self.attention, log)
         h = self._embed(batch, task)  # (B, T, d)
         tokens = self._initial_tokens(h, batch, plan, anchor)
         states = [(h, tokens.pos)] if output_hidden_states else None
         mass: Tensor | None = None
         for li, layer in enumerate(self._dec.layers):
-            run = self._checkpointed if self._checkpoints(layer) else self._layer
+            run = self._checkpointed if self._checkpoints(layer, call) else self._layer
             if sharded[li]:
                 run = _sharded(layer, run)
-            h, tokens, mass = run(li, layer, task, plan, h, tokens, mass)
+            h, tokens, mass = run(_Step(li, layer, call), h, tokens, mass)
             if states is not None:
                 states.append((h, tokens.pos))
         out = self._head(h, tokens, batch.labels, task)
@@ -310,9 +349,10 @@ class ReducedLM(nn.Module):
             tp = self.policy.task(task)
             counts = layer_counts(tp, seq, num_image)
             nxt = counts[1:] + [None]
-            need = [tp.selector == "attention" and c is not None and c.reduces and c.kept > 0 for c in nxt]
+            sel = selector_info(tp.selector)
+            need = [sel.previous_mass and c is not None and c.reduces and c.kept > 0 for c in nxt]
             windows = [w if w is not None and w < seq else None for w in self._dec.windows]
-            content = tp.selector in ("attention", "pdrop", "router") and any(c.reduces and c.kept > 0 for c in counts)
+            content = sel.content and any(c.reduces and c.kept > 0 for c in counts)
             self._plans[key] = _Plan(counts, need, windows, content, seq - num_image)
         return self._plans[key]
 
@@ -336,15 +376,15 @@ class ReducedLM(nn.Module):
 
     # ------------------------------------------------------------------ one layer
 
-    def _checkpoints(self, layer: nn.Module) -> bool:
+    def _checkpoints(self, layer: nn.Module, call: _Call) -> bool:
         """Checkpoint this layer: training with gradients and either this wrapper's flag or the
         layer's own (HF's `gradient_checkpointing_enable()` sets `layer.gradient_checkpointing`);
         never while logging attentions (the log and its eager kernel run once)."""
         wanted = self.gradient_checkpointing or bool(getattr(layer, "gradient_checkpointing", False))
-        return wanted and self.training and torch.is_grad_enabled() and self._attn_log is None
+        return wanted and self.training and torch.is_grad_enabled() and call.log is None
 
     def _checkpointed(
-        self, li: int, layer: nn.Module, task: str, plan: _Plan, h: Tensor, tokens: Tokens, mass: Tensor | None
+        self, step: _Step, h: Tensor, tokens: Tokens, mass: Tensor | None
     ) -> tuple[Tensor, Tokens, Tensor | None]:
         """`_layer` under `torch.utils.checkpoint` (non-reentrant): the layer's activations are
         recomputed in the backward instead of kept. Checkpoint restores the global RNG (dropout
@@ -357,101 +397,70 @@ class ReducedLM(nn.Module):
             if calls:  # recomputation in the backward
                 self._generator.set_state(start)
             try:
-                return self._layer(li, layer, task, plan, h, tokens, mass)
+                return self._layer(step, h, tokens, mass)
             finally:
                 if calls:
                     self._generator.set_state(now)
-                calls.append(li)
+                calls.append(step.li)
 
         return checkpoint(run, h, mass, use_reentrant=False)
 
     def _layer(
-        self,
-        li: int,
-        layer: nn.Module,
-        task: str,
-        plan: _Plan,
-        h: Tensor,
-        tokens: Tokens,
-        mass: Tensor | None,
+        self, step: _Step, h: Tensor, tokens: Tokens, mass: Tensor | None
     ) -> tuple[Tensor, Tokens, Tensor | None]:
-        c, need_mass = plan.counts[li], plan.need_mass[li]
-        if not c.reduces:  # fast path: every present token is computed
-            h, mass = self._block(li, layer, task, h, tokens, plan, None, need_mass)
+        if not step.counts.reduces:  # fast path: every present token is computed
+            h, mass = self._block(step, h, tokens, None)
             return h, tokens, mass
-        sel, gate = self._select(li, layer, task, c, h, tokens, mass)  # (B, k), (B, k) | None
+        sel, gate = self._select(step, h, tokens, mass)  # (B, k), (B, k) | None
         q_idx = torch.cat([tokens.text_idx, sel], dim=1).sort(dim=1).values  # (B, n_q)
         sub = tokens.subset(q_idx)
         gate = None if gate is None else _gate_rows(gate, sub)  # (B, n_q, 1)
-        mode = self.policy.task(task).mode
+        mode = self.policy.task(step.task).mode
         if mode == "drop":
-            h, mass = self._block(li, layer, task, gather_rows(h, q_idx), sub, plan, gate, need_mass)
+            h, mass = self._block(step, gather_rows(h, q_idx), sub, gate)
             return h, sub, mass
         if mode == "skip":
-            hs, m = self._block(li, layer, task, gather_rows(h, q_idx), sub, plan, gate, need_mass)
+            hs, m = self._block(step, gather_rows(h, q_idx), sub, gate)
             mass = None if m is None else m.new_zeros(h.shape[:2]).scatter(1, q_idx, m)  # (B, N)
             return scatter_rows(h, q_idx, hs), tokens, mass
-        h, mass = self._query_block(li, layer, task, h, tokens, q_idx, sub, plan, gate, need_mass)
+        h, mass = self._query_block(step, h, tokens, q_idx, sub, gate)
         return h, tokens, mass
 
-    def _select(
-        self,
-        li: int,
-        layer: nn.Module,
-        task: str,
-        c: LayerCounts,
-        h: Tensor,
-        tokens: Tokens,
-        mass: Tensor | None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None.
-
-        - attention (FastV): the attention the last prompt token gave each image token in the
-          previous layer (`mass`), heads averaged; top k. Understanding only.
-        - pdrop (PyramidDrop): the last prompt token's attention computed with THIS layer's
-          own norm, q/k projections and rotary on its input, heads averaged; top k.
-          Understanding only. (PyramidDrop's code names the last instruction token; in its
-          LLaVA layout that is the last prompt token, which is what sees the image here.)
-        - router (Mixture-of-Depths / p-MoD): a linear score per image token; understanding
-          takes the top k (the whole image precedes every labelled position), generation the
-          causal per-token rule of `causal_quota_ranks`. The kept tokens' update is scaled
-          by sigmoid(score), which trains the router.
-        - stride / recent / random: content-free. `random` draws from a running seeded
-          generator in training and from a fresh one seeded by (policy seed, layer) in
-          evaluation, so evaluating a model twice keeps the same tokens.
-        """
-        selector, k, p = self.policy.task(task).selector, c.kept, c.present
-        b, dev, img = h.shape[0], h.device, tokens.img_idx  # img: (B, P)
-        gate = None
+    def _select(self, step: _Step, h: Tensor, tokens: Tokens, mass: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None, by
+        the policy's selector (`model._select.RANKERS`), given what its declaration
+        (`searchvlm.selectors`) says it reads."""
+        img, k = tokens.img_idx, step.counts.kept  # img: (B, P)
         if k == 0:
-            ranks = img[:, :0]  # (B, 0)
-        elif selector == "router":
-            logits = self.routers[task][li](gather_rows(h, img)).squeeze(-1)  # (B, P)
-            pick = top_ranks if task == "understanding" else causal_quota_ranks
-            ranks = pick(logits.detach(), k)  # (B, k)
-            gate = torch.sigmoid(logits.gather(1, ranks))  # (B, k)
-        elif selector == "attention" and mass is not None:
-            ranks = top_ranks(mass.gather(1, img), k)  # (B, k)
-        elif selector == "pdrop":
-            ranks = top_ranks(self._pdrop_scores(li, layer, task, h, tokens).gather(1, img), k)  # (B, k)
-        elif selector == "random":
-            gen = self._generator if self.training else torch.Generator().manual_seed(self.policy.seed * 1_000_003 + li)
-            ranks = random_ranks(k, p, b, gen).to(dev)  # (B, k)
-        elif selector == "recent":
-            ranks = recent_ranks(k, p, b, dev)  # (B, k)
-        else:  # stride, or attention without a previous layer's mass
-            ranks = stride_ranks(k, p, b, dev)  # (B, k)
+            return img[:, :0], None  # (B, 0)
+        name = self.policy.task(step.task).selector
+        sel = selector_info(name)
+        pick = Pick(
+            task=step.task,
+            layer=step.li,
+            k=k,
+            img=img,
+            h=h,
+            mass=mass if sel.previous_mass else None,
+            router=self.routers[step.task][step.li] if sel.weights else None,
+            scores=functools.partial(self._anchor_scores, step, h, tokens) if sel.scores else None,
+            seed=self.policy.seed,
+            training=self.training,
+            generator=self._generator,
+        )
+        ranks, gate = RANKERS[name](pick)  # (B, k), (B, k) | None
         return img.gather(1, ranks), gate  # (B, k)
 
     @torch.no_grad()
-    def _pdrop_scores(self, li: int, layer: nn.Module, task: str, h: Tensor, tokens: Tokens) -> Tensor:
-        """PyramidDrop: the last prompt token's head-averaged attention over the present tokens,
-        with this layer's norm, projections and rotary on its input h (B, N, d): (B, N)."""
+    def _anchor_scores(self, step: _Step, h: Tensor, tokens: Tokens) -> Tensor:
+        """The last prompt token's head-averaged attention over the present tokens, with this
+        layer's norm, projections and rotary on its input h (B, N, d): (B, N) (PyramidDrop's score)."""
+        layer = step.layer
         attn, row = layer.self_attn, tokens.anchor_row  # row: (B, 1)
         x = self._dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
         q = self._dec.projection(attn, "q")(gather_rows(x, row))  # (B, 1, H*hd): a text row, shared projection
-        (k,) = self._project(li, attn, task, x, tokens, "k")  # (B, N, H_kv*hd)
-        cos, sin = (t.expand(h.shape[0], -1, -1) for t in tokens.rope(self._dec.rope_keys[li]))  # (B, N, rd)
+        (k,) = self._project(step, x, tokens, "k")  # (B, N, H_kv*hd)
+        cos, sin = (t.expand(h.shape[0], -1, -1) for t in tokens.rope(self._dec.rope_keys[step.li]))  # (B, N, rd)
         q = self._rotated(attn, "q", q, gather_rows(cos, row), gather_rows(sin, row))  # (B, H, 1, hd)
         k = self._rotated(attn, "k", k, cos, sin)  # (B, H_kv, N, hd)
         allowed = tokens.pos <= tokens.anchor[:, None]  # (B, N)
@@ -461,55 +470,33 @@ class ReducedLM(nn.Module):
 
     # ------------------------------------------------------------------ blocks
 
-    def _block(
-        self,
-        li: int,
-        layer: nn.Module,
-        task: str,
-        h: Tensor,
-        tokens: Tokens,
-        plan: _Plan,
-        gate: Tensor | None,
-        need_mass: bool,
-    ) -> tuple[Tensor, Tensor | None]:
+    def _block(self, step: _Step, h: Tensor, tokens: Tokens, gate: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Decoder layer over one token set (queries = keys), causal by position: (B, n, d)."""
+        layer = step.layer
         attn = layer.self_attn
         x = self._dec.norm_at(layer, "pre_attn", h)  # (B, n, d)
-        q, k, v = self._project(li, attn, task, x, tokens, "qkv")
-        cos, sin = tokens.rope(self._dec.rope_keys[li])  # (B or 1, n, rd)
+        q, k, v = self._project(step, x, tokens, "qkv")
+        cos, sin = tokens.rope(self._dec.rope_keys[step.li])  # (B or 1, n, rd)
         q, k = self._rotated(attn, "q", q, cos, sin), self._rotated(attn, "k", k, cos, sin)  # (B, H(_kv), n, hd)
-        window = plan.windows[li]
-        plain = window is None and tokens.valid is None
-        mask = None if plain else position_mask(tokens.pos, tokens.pos, window, tokens.valid)  # (B, 1, n, n)
-        a, mass = self._attend(attn, q, k, v, mask, tokens, tokens, need_mass)  # (B, n, H*hd)
-        return self._finish(li, layer, task, h, attn.o_proj(a), tokens, gate), mass
+        a, mass = self._attend(step, q, k, v, tokens, tokens)  # (B, n, H*hd)
+        return self._finish(step, h, attn.o_proj(a), tokens, gate), mass
 
     def _query_block(
-        self,
-        li: int,
-        layer: nn.Module,
-        task: str,
-        h: Tensor,
-        tokens: Tokens,
-        q_idx: Tensor,
-        sub: Tokens,
-        plan: _Plan,
-        gate: Tensor | None,
-        need_mass: bool,
+        self, step: _Step, h: Tensor, tokens: Tokens, q_idx: Tensor, sub: Tokens, gate: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
         """query_drop layer: rows q_idx (B, n_q) are queries, every present token a key/value."""
-        attn, key = layer.self_attn, self._dec.rope_keys[li]
+        layer = step.layer
+        attn, key = layer.self_attn, self._dec.rope_keys[step.li]
         hq = gather_rows(h, q_idx)  # (B, n_q, d)
         # the norm is per row: norming the query rows again beats a second gather (and its backward)
         xq = self._dec.norm_at(layer, "pre_attn", hq)  # (B, n_q, d)
-        (q,) = self._project(li, attn, task, xq, sub, "q")  # (B, n_q, H*hd)
+        (q,) = self._project(step, xq, sub, "q")  # (B, n_q, H*hd)
         x = self._dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
-        k, v = self._project(li, attn, task, x, tokens, "kv")  # (B, N, H_kv*hd)
+        k, v = self._project(step, x, tokens, "kv")  # (B, N, H_kv*hd)
         q = self._rotated(attn, "q", q, *sub.rope(key))  # (B, H, n_q, hd)
         k = self._rotated(attn, "k", k, *tokens.rope(key))  # (B, H_kv, N, hd)
-        mask = position_mask(sub.pos, tokens.pos, plan.windows[li], tokens.valid)  # (B, 1, n_q, N)
-        a, mass = self._attend(attn, q, k, v, mask, sub, tokens, need_mass)  # (B, n_q, H*hd)
-        out = self._finish(li, layer, task, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
+        a, mass = self._attend(step, q, k, v, sub, tokens)  # (B, n_q, H*hd)
+        out = self._finish(step, hq, attn.o_proj(a), sub, gate)  # (B, n_q, d)
         return scatter_rows(h, q_idx, out), mass  # (B, N, d)
 
     def _rotated(self, attn: nn.Module, which: str, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -526,56 +513,40 @@ class ReducedLM(nn.Module):
         return _rope(x.transpose(1, 2), cos, sin)  # (B, heads, n, hd)
 
     def _attend(
-        self,
-        attn: nn.Module,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        mask: Tensor | None,
-        queries: Tokens,
-        keys: Tokens,
-        need_mass: bool,
+        self, step: _Step, q: Tensor, k: Tensor, v: Tensor, queries: Tokens, keys: Tokens
     ) -> tuple[Tensor, Tensor | None]:
-        """Attention of `queries` over `keys` (q, k already rotated; v flat): (B, n_q, H*hd),
-        plus the last prompt token's attention per key when `need_mass`; logs the probabilities
-        when `output_attentions` asked for them."""
-        probs = self._probs_out()
+        """Attention of `queries` over `keys` (q, k already rotated; v flat), causal by position
+        (no mask when queries are keys over a plain sequence): (B, n_q, H*hd), plus the last
+        prompt token's attention per key when the next layer selects by it; logs the
+        probabilities when `output_attentions` asked for them."""
+        attn, window, log = step.layer.self_attn, step.window, step.call.log
+        plain = queries is keys and window is None and keys.valid is None
+        mask = None if plain else position_mask(queries.pos, keys.pos, window, keys.valid)  # (B, 1, n_q, N)
+        probs: list[Tensor] | None = [] if log is not None else None
         a, mass = attend(
             q,
             k,
             _heads(v, attn.head_dim),
             scaling=attn.scaling,
             mask=mask,
-            kernel=self._kernel(),
-            mass_rows=queries.anchor_row if need_mass else None,
+            kernel=step.call.kernel,
+            mass_rows=queries.anchor_row if step.need_mass else None,
             probs_out=probs,
             softcap=self._dec.attn_softcap,
             dropout=getattr(attn, "attention_dropout", 0.0) if self.training else 0.0,
         )  # (B, n_q, H*hd), (B, N) | None
-        self._log_attention(probs, queries.pos, keys.pos)
+        if log is not None and probs:  # output_attentions: probs (B, H, n_q, n_kv), positions (B, n_q), (B, n_kv)
+            b = probs[0].shape[0]
+            log.append((probs[0], queries.pos.expand(b, -1), keys.pos.expand(b, -1)))
         return a, mass
 
-    def _kernel(self) -> Kernel:
-        return "eager" if self._attn_log is not None else self.attention
-
-    def _probs_out(self) -> list[Tensor] | None:
-        return [] if self._attn_log is not None else None
-
-    def _log_attention(self, probs: list[Tensor] | None, pos_q: Tensor, pos_k: Tensor) -> None:
-        """output_attentions: keep probs (B, H, n_q, n_kv) with positions (B, n_q), (B, n_kv)."""
-        if self._attn_log is not None and probs:
-            b = probs[0].shape[0]
-            self._attn_log.append((probs[0], pos_q.expand(b, -1), pos_k.expand(b, -1)))
-
-    def _finish(
-        self, li: int, layer: nn.Module, task: str, h: Tensor, a: Tensor, tokens: Tokens, gate: Tensor | None
-    ) -> Tensor:
+    def _finish(self, step: _Step, h: Tensor, a: Tensor, tokens: Tokens, gate: Tensor | None) -> Tensor:
         """Residual attention update, then the MLP, with the family's norms, residual dropout
         (as HF: on each update before its residual add) and residual multiplier; the router
         gate scales the block update."""
-        dec = self._dec
+        dec, layer = self._dec, step.layer
         mid = h + self._residual(dec.resid_drop(layer, 0, dec.norm_at(layer, "post_attn", a)))  # (B, n, d)
-        m = self._mlp(li, layer, task, dec.norm_at(layer, "pre_mlp", mid), tokens)  # (B, n, d)
+        m = self._mlp(step, dec.norm_at(layer, "pre_mlp", mid), tokens)  # (B, n, d)
         out = mid + self._residual(dec.resid_drop(layer, 1, dec.norm_at(layer, "post_mlp", m)))
         return out if gate is None else h + gate * (out - h)
 
@@ -588,12 +559,12 @@ class ReducedLM(nn.Module):
         key = str(li)
         return self.splits[key] if key in self.splits else None
 
-    def _project(self, li: int, attn: nn.Module, task: str, x: Tensor, tokens: Tokens, names: str) -> list[Tensor]:
+    def _project(self, step: _Step, x: Tensor, tokens: Tokens, names: str) -> list[Tensor]:
         """q/k/v projections named in `names` of x (B, n, d), image rows through split copies
         (then text and image rows each take one matmul for all the projections)."""
-        text = [self._dec.projection(attn, n) for n in names]
-        split = self._split(li)
-        image = None if split is None else [split.image_proj(task, n) for n in names]
+        text = [self._dec.projection(step.layer.self_attn, n) for n in names]
+        split = self._split(step.li)
+        image = None if split is None else [split.image_proj(step.task, n) for n in names]
         if image is None or image[0] is None:
             out = [lin(x) for lin in text]  # [(B, n, w_j)]
         else:
@@ -602,12 +573,12 @@ class ReducedLM(nn.Module):
         clip = self._dec.clip_qkv  # OLMo: q, k and v clamped to [-clip, clip]
         return out if clip is None else [y.clamp(-clip, clip) for y in out]
 
-    def _mlp(self, li: int, layer: nn.Module, task: str, x: Tensor, tokens: Tokens) -> Tensor:
-        split = self._split(li)
-        image = None if split is None else split.image_mlp(task)
+    def _mlp(self, step: _Step, x: Tensor, tokens: Tokens) -> Tensor:
+        split = self._split(step.li)
+        image = None if split is None else split.image_mlp(step.task)
         if image is None:
-            return layer.mlp(x)  # (B, n, d)
-        return _split(x, tokens, [(layer.mlp, image)])[0]
+            return step.layer.mlp(x)  # (B, n, d)
+        return _split(x, tokens, [(step.layer.mlp, image)])[0]
 
     # ------------------------------------------------------------------ head
 

@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from helpers.models import LAYERS, VOCAB, Batch, make_batch
+from searchvlm.model import _select as select_module
 from searchvlm.model import apply_policy
-from searchvlm.model import reduced as reduced_module
 from searchvlm.model._select import top_ranks
 from searchvlm.policy import PRESETS, ReductionPolicy, Segment, TaskPolicy, preset
+from searchvlm.selectors import SELECTORS as DECLARED
 
 S, I, IMG, O = Segment.SYSTEM, Segment.INSTRUCTION, Segment.IMAGE, Segment.OUTPUT  # noqa: E741 - layouts read as S I IMG O
 LAYOUTS = {  # name -> (task, segment runs)
@@ -25,7 +26,7 @@ LAYOUTS = {  # name -> (task, segment runs)
     "gen_text_after": ("generation", [(S, 1), (I, 3), (S, 1), (IMG, 12), (S, 1), (I, 3)]),
 }
 MODES = ["query_drop", "skip", "drop"]
-SELECTORS = ["attention", "pdrop", "stride", "random", "recent", "router"]
+SELECTORS = list(DECLARED)  # every declared selector (validation refuses the non-causal combinations)
 KEEP = [1.0, 0.5, 0.5, 0.25]
 TOL = 1e-5
 
@@ -110,7 +111,7 @@ def test_presets_are_causal(model, name: str, layout: str) -> None:
 
 def test_the_perturbation_test_catches_a_top_k_router_in_generation(model, monkeypatch) -> None:
     """The old rule (top-k over the whole image) leaks in generation: the check must see it."""
-    monkeypatch.setattr(reduced_module, "causal_quota_ranks", top_ranks)
+    monkeypatch.setattr(select_module, "causal_quota_ranks", top_ranks)
     task, batch = _batch("gen_caption_first")
     reduced = apply_policy(model, _policy(task, "skip", "router"))
     _sharp_routers(reduced)

@@ -10,12 +10,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from helpers.models import LAYERS, Batch
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.model import apply_policy
-from searchvlm.policy import ReductionPolicy, Sharing, TaskPolicy
+from searchvlm.policy import TASKS, ReductionPolicy, Sharing, TaskPolicy
+from searchvlm.selectors import SELECTORS as DECLARED
 
-SELECTORS = {
-    "understanding": ("attention", "pdrop", "stride", "random", "recent", "router"),
-    "generation": ("stride", "random", "recent", "router"),  # the causal ones
-}
+SELECTORS = {task: tuple(n for n, s in DECLARED.items() if s.serves(task)) for task in TASKS}  # the causal ones
 KEEPS = (0.0, 0.1, 0.25, 0.4, 0.5, 0.75, 0.9, 1.0)
 
 
@@ -61,6 +59,11 @@ def test_analytic_flops_match_flop_counter(model, cfg, und_batch, gen_batch, see
     report = count_flops(cfg, policy, layouts, batch_size=3)
     measured = _measured(model, policy, batches)
     assert abs(measured / report.train - 1) < 0.03, (policy.flat_params(), measured, report.train)
+
+
+def test_the_random_policies_draw_from_the_declared_selectors() -> None:
+    assert SELECTORS["understanding"] == ("attention", "pdrop", "stride", "random", "recent", "router")
+    assert SELECTORS["generation"] == ("stride", "random", "recent", "router")  # the same random policies
 
 
 def test_dense_analytic_equals_counter_exactly(model, cfg, und_batch, gen_batch) -> None:

@@ -7,8 +7,10 @@ import torch
 
 from helpers.models import Batch, PolicyFactory
 from searchvlm.model import apply_policy
+from searchvlm.model._select import RANKERS
+from searchvlm.selectors import SELECTORS as DECLARED
 
-SELECTORS = ["attention", "pdrop", "stride", "random", "recent", "router"]
+SELECTORS = list(DECLARED)  # attention, pdrop, stride, random, recent, router
 IMAGE = range(3, 19)  # image rows of the understanding batch
 
 
@@ -28,6 +30,10 @@ def test_selector_keeps_exactly_k(model, und_batch, make_policy: PolicyFactory, 
     for rows in _image_rows(_positions(model, policy, und_batch)):
         assert len(rows) == k
         assert rows == sorted(set(rows))
+
+
+def test_every_declared_selector_has_one_implementation() -> None:
+    assert sorted(RANKERS) == sorted(SELECTORS) == ["attention", "pdrop", "random", "recent", "router", "stride"]
 
 
 def test_stride_and_recent_pick_known_tokens(model, und_batch, make_policy: PolicyFactory) -> None:
