@@ -49,8 +49,8 @@ from searchvlm.policy import (
     ReductionPolicy,
     Selector,
     Sharing,
-    task_selector_error,
     load_policy,
+    task_selector_error,
 )
 from searchvlm.presets import PRESETS, preset
 from searchvlm.schedules import (
