@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 #: seconds a `slow` test may take, fixtures included (its session fixture may run a real
-#: sweep of up to 600 s first), before pytest-timeout fails it; others get pyproject's 300
+#: sweep of up to 600 s first), before pytest-timeout fails it; others get pyproject's 600
 SLOW_TIMEOUT = 1200
 
 

@@ -156,7 +156,7 @@ def test_drop_layout_is_refused_before_training(tmp_path: Path, monkeypatch: pyt
     from searchvlm.data import load_data
 
     data = _eoi_labelled(load_data(DataConfig(train_size=32, val_size=16, test_size=16)))
-    monkeypatch.setattr(trial_mod, "_load_data_cached", lambda _json: data)
+    monkeypatch.setattr(trial_mod, "_load_data_cached", lambda *_args: data)
     model = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
     config = TrialConfig(
         model=model,
