@@ -116,6 +116,11 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     data, model_cfg = prepare(config)
     policy = config.resolved_policy()
     check_layout(policy, data)  # once, before any training: a layout the policy cannot serve fails here
+    if config.synergy.gen_metric == "caption_acc" and data.split("val", "generation").swaps is None:
+        raise ValueError(
+            f"synergy.gen_metric = 'caption_acc' needs captions that differ in one attribute; data.name = "
+            f"{config.data.name!r} has none (use gen_metric: nll or fidelity)"
+        )
     flops = count_flops(model_cfg, policy, task_layouts(data), batch_size=config.training.batch_size)
     tracker.flops_ratio = flops.ratio
     device = resolve_device(config.training.device)

@@ -117,3 +117,17 @@ def test_the_answer_permutation_does_not_retrain_the_generation_baseline() -> No
     keys = {t: [baseline_key(TINY_MODEL, d, TRAIN, (t,), 0, policy, False) for d in (data, control)] for t in TASKS}
     assert keys["generation"][0] == keys["generation"][1]  # generation data are untouched by it
     assert keys["understanding"][0] != keys["understanding"][1]
+
+
+def test_caption_accuracy_without_swaps_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import searchvlm.trial as trial_mod
+
+    import copy
+
+    data = copy.deepcopy(prepare(_config(tmp_path))[0])  # prepare's data are cached: never mutate them
+    for split in ("val", "test"):
+        data.split(split, "generation").swaps = None  # like a user's `tokens` data
+    monkeypatch.setattr(trial_mod, "_load_data_cached", lambda *_args: data)
+    result = run_trial(_config(tmp_path, synergy=SynergyConfig(gen_metric="caption_acc")))
+    assert result.status == "failed" and result.steps_done == 0 and "one attribute" in result.error
+    assert not (tmp_path / "cache" / "baselines").exists()
