@@ -120,9 +120,9 @@ def test_the_answer_permutation_does_not_retrain_the_generation_baseline() -> No
 
 
 def test_caption_accuracy_without_swaps_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import searchvlm.trial as trial_mod
-
     import copy
+
+    import searchvlm.trial as trial_mod
 
     data = copy.deepcopy(prepare(_config(tmp_path))[0])  # prepare's data are cached: never mutate them
     for split in ("val", "test"):
