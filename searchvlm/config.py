@@ -270,6 +270,16 @@ class SynergyConfig(_Strict):
         return out
 
 
+def check_gen_metric(data: DataConfig, synergy: SynergyConfig) -> None:
+    """`synergy.gen_metric: caption_acc` needs captions that differ in one attribute, which
+    digits and shapes have and a user's `tokens` data do not."""
+    if synergy.gen_metric == "caption_acc" and data.name == "tokens":
+        raise ValueError(
+            "synergy.gen_metric = 'caption_acc' needs captions that differ in one attribute (digits, shapes); "
+            "data.name = 'tokens' has none: use gen_metric: nll or fidelity"
+        )
+
+
 class TrialConfig(_Strict):
     """Everything one trial needs; `policy` is the explicit policy to train under."""
 
@@ -286,6 +296,11 @@ class TrialConfig(_Strict):
         description="path template ({name}, {seed}) where the first seed's trained joint model is "
         "saved for `searchvlm analyze --checkpoint` (configs as JSON + state dict); None: not saved",
     )
+
+    @model_validator(mode="after")
+    def _gen_metric(self) -> "TrialConfig":
+        check_gen_metric(self.data, self.synergy)
+        return self
 
     @model_validator(mode="after")
     def _layers(self) -> "TrialConfig":

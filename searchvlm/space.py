@@ -40,7 +40,7 @@ from pydantic import (
 from pydantic_core import PydanticUndefined, core_schema
 
 from searchvlm._strict import Strict as _Strict
-from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
+from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig, check_gen_metric
 from searchvlm.errors import COMMAND_LINE, ConfigError, load_yaml, validate
 from searchvlm.overrides import Override, apply_overrides, attribute, parse_overrides
 from searchvlm.policy import (
@@ -418,6 +418,11 @@ class SearchSpace(_Strict):
         None,
         description="the dense policy's measured synergy on this proxy (warns a sweep when absent or not positive)",
     )
+
+    @model_validator(mode="after")
+    def _gen_metric(self) -> "SearchSpace":
+        check_gen_metric(self.data, self.synergy)
+        return self
 
     def synergy_warning(self) -> str | None:
         """Why this proxy's synergy numbers should not be read as synergy, or None."""

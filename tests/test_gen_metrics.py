@@ -74,6 +74,8 @@ def test_trained_model_scores_caption_accuracy_every_round(tmp_path: Path) -> No
 def test_fidelity_as_gen_metric_needs_fidelity_scoring() -> None:
     with pytest.raises(ValueError, match="synergy.fidelity"):
         SynergyConfig(gen_metric="fidelity")
+    with pytest.raises(ValueError, match="data.name = 'tokens' has none"):
+        TrialConfig(data=DataConfig(name="tokens", path="x.npz"), synergy=SynergyConfig(gen_metric="caption_acc"))
     assert "gen_metric" not in SynergyConfig().model_dump()  # old configs hash as before
 
 

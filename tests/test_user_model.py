@@ -206,6 +206,7 @@ def test_two_trial_sweep_on_a_users_model(tmp_path: Path) -> None:
         "test_size": 12,
     }
     space["training"].update(steps=4, eval_every=2, batch_size=8)
+    space["synergy"] = {"gen_metric": "nll"}  # a user's tokens have no swapped captions
     space["policy"]["understanding"]["schedules"] = [{"kind": "fastv", "start": 1, "ratio": 0.5}]
     space["policy"]["generation"]["schedules"] = [{"kind": "shallow", "k": 1, "ratio": 0.0}]
     space["search"].update(samples=2, concurrency=1, scheduler={"kind": "none"})

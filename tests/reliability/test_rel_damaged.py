@@ -355,6 +355,7 @@ def bad_npz_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     space = tiny_space(tmp_path / "tok.yaml", calibrated=False)
     data = yaml.safe_load(space.read_text())
     data["data"] = {"name": "tokens", "path": "bad.npz"}
+    data["synergy"] = {"gen_metric": "nll"}  # a user's tokens have no swapped captions
     space.write_text(yaml.safe_dump(data))
     return space
 
