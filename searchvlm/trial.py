@@ -165,11 +165,15 @@ def _keep_picks(run: Run, record: RunRecord, states: dict, step: int, at: str) -
 
 
 def _test_picks(run: Run, record: RunRecord, states: dict, data: UnifiedData) -> None:
-    """Test scores at the kept states; the model ends in its final state."""
+    """Test scores at the kept states, each state scored once for every metric that picked
+    it (the caption metrics share their forwards with the NLL); the model ends in its final state."""
     final = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    by_state: dict[int, tuple[int, dict, list[str]]] = {}
     for metric, (step, state) in states.items():
+        by_state.setdefault(id(state), (step, state, []))[2].append(metric)
+    for step, state, metrics in by_state.values():
         run.model.load_state_dict(state)
-        record.add(step, {}, run.scores(data, "test", (metric,)))
+        record.add(step, {}, run.scores(data, "test", tuple(metrics)))
     run.model.load_state_dict(final)
 
 
