@@ -423,9 +423,7 @@ def _warm_baselines(space: SearchSpace, run_dir: Path, progress: bool) -> None:
     if not jobs:
         return
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
-    task = (
-        ray.remote(num_cpus=cpus, num_gpus=gpus)(warm_reference) if gpus else ray.remote(num_cpus=cpus)(warm_reference)
-    )
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus)(warm_reference)  # num_gpus 0: a CPU task
     pending = [task.remote(space.model_dump_json(), cache, max(1, int(cpus)), seed, label) for seed, label in jobs]
     ready_count = 0
     while pending:
