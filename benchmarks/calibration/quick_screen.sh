@@ -3,7 +3,8 @@
 # calibrate_proxy.py call per variant, sequential (the speed gate compares their times), rows
 # appended to benchmarks/results/quick_calibration.json (each row names its variant in `overrides`).
 #   bash benchmarks/calibration/quick_screen.sh            # the screen
-#   bash benchmarks/calibration/quick_screen.sh confirm Q48-150
+#   bash benchmarks/calibration/quick_screen.sh time             # the speed gate's timings
+#   bash benchmarks/calibration/quick_screen.sh confirm Q32-100
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -11,20 +12,32 @@ OUT=benchmarks/results/quick_calibration.json
 declare -A VARIANTS=(
   [Q-300]=""
   [Q32-150]="training.steps=150 training.eval_every=50 training.lr=0.004"
-  [Q48-150]="model.hidden_size=48 model.num_heads=4 model.num_kv_heads=2 model.intermediate_size=96 training.steps=150 training.eval_every=50 training.lr=0.004"
-  [Q64-150]="model.hidden_size=64 model.num_heads=4 model.num_kv_heads=2 model.intermediate_size=128 training.steps=150 training.eval_every=50 training.lr=0.004"
-  [Q48-150-u1]="model.hidden_size=48 model.num_heads=4 model.num_kv_heads=2 model.intermediate_size=96 training.steps=150 training.eval_every=50 training.lr=0.004 training.loss_weights={understanding: 1.0, generation: 1.0}"
+  [Q32-100]="training.steps=100 training.eval_every=50 training.lr=0.004"
+  [Q48-100]="model.hidden_size=48 model.num_heads=4 model.num_kv_heads=2 model.intermediate_size=96 training.steps=100 training.eval_every=50 training.lr=0.004"
+  [Q32-100-u1]="training.steps=100 training.eval_every=50 training.lr=0.004 training.loss_weights={understanding: 1.0, generation: 1.0}"
 )
-run() {  # run ID SEEDS
-  local sets=(--set "cache_dir=runs/cache-quickscreen" --set "name=$1")
-  local kv
+IDS=(Q-300 Q32-150 Q32-100 Q48-100 Q32-100-u1)
+sets_of() {  # sets_of ID -> SETS (the variant's --set arguments)
+  SETS=(--set "cache_dir=runs/cache-quickscreen" --set "name=$1")
+  local kv kvs
   IFS=$'\n' read -r -d '' -a kvs < <(echo "${VARIANTS[$1]}" | sed 's/ \([a-z_]*\.[a-z_.]*=\)/\n\1/g' && printf '\0') || true
-  for kv in "${kvs[@]}"; do [ -n "$kv" ] && sets+=(--set "$kv"); done
-  echo "== $1 seeds $2: ${sets[*]}"
-  "$PY" benchmarks/calibrate_proxy.py search_spaces/quick.yaml "${sets[@]}" --seeds "$2" --out "$OUT" > /dev/null
+  for kv in "${kvs[@]}"; do [ -n "$kv" ] && SETS+=(--set "$kv"); done
 }
-if [ "${1:-}" = confirm ]; then
-  run "$2" 10,11,12
-else
-  for id in Q-300 Q32-150 Q48-150 Q64-150 Q48-150-u1; do run "$id" 0,1,2; done
-fi
+run() {  # run ID SEEDS
+  sets_of "$1"
+  echo "== $1 seeds $2: ${SETS[*]}"
+  "$PY" benchmarks/calibrate_proxy.py search_spaces/quick.yaml "${SETS[@]}" --seeds "$2" --out "$OUT" > /dev/null
+}
+timed() {  # timed ID: the joint run's seconds of the dense trial, seed 0 (baselines cached by the screen)
+  sets_of "$1"
+  local args=() i
+  for ((i = 4; i < ${#SETS[@]}; i += 2)); do args+=(--set "${SETS[i+1]}"); done  # not cache_dir, name
+  "$(dirname "$PY")/searchvlm" trial search_spaces/quick.yaml --preset dense --seeds 0 --json \
+    --cache-dir runs/cache-quickscreen "${args[@]}" \
+    | "$PY" -c "import json,sys; print('$1', round(json.load(sys.stdin)['train_seconds'], 2))"
+}
+case "${1:-screen}" in
+  confirm) run "$2" 10,11,12 ;;
+  time) for pass in 1 2; do for id in "${IDS[@]}"; do timed "$id"; done; done | tee -a benchmarks/results/quick_screen_times.txt ;;
+  screen) for id in "${IDS[@]}"; do run "$id" 0,1,2; done ;;
+esac
