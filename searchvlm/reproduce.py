@@ -34,6 +34,7 @@ COLUMNS = (
     "und_acc",
     "gen_nll",
     "gen_fidelity",
+    "gen_caption_acc",
     "flops_ratio",
     "und_gain",
     "und_gain_stderr",
@@ -59,13 +60,14 @@ class Table3:
 
     def markdown(self) -> str:
         head = (
-            "| model | U: accuracy | G: NLL ↓ | G: fidelity | FLOPs | g_U | g_G | synergy | "
+            "| model | U: accuracy | G: NLL ↓ | G: fidelity | G: caption acc. | FLOPs | g_U | g_G | synergy | "
             "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) |"
         )
-        lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(
                 f"| {r['model']} | {_f(r['und_acc'])} | {_f(r['gen_nll'])} | {_f(r['gen_fidelity'])} | "
+                f"{_f(r.get('gen_caption_acc'))} | "
                 f"{_f(r['flops_ratio'], '.2f')}× | {_pmf(r, 'und_gain')} | {_pmf(r, 'gen_gain')} | "
                 f"{_pmf(r, 'synergy_gain')} | {_pmf(r, 'und_gain_vs_dense')} | {_pmf(r, 'gen_gain_vs_dense')} | "
                 f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.get('p_holm'))} |"
@@ -159,6 +161,7 @@ def _isolated_rows(first: TrialResult) -> list[dict]:
         "status": first.status,
         "gen_nll": first.gen_nll_iso,
         "gen_fidelity": first.gen_fidelity_iso,
+        "gen_caption_acc": first.gen_caption_acc_iso,
         "flops_ratio": 1.0,
     }
     return [{c: r.get(c) for c in COLUMNS} for r in (u, g)]

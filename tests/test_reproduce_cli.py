@@ -53,10 +53,17 @@ def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
         assert by[name]["synergy_vs_dense"] == pytest.approx(sum(diffs) / 2)
         assert by[name]["synergy_vs_dense_stderr"] == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
     assert by["dense"]["synergy_vs_dense"] is None
+    # generation's caption accuracy (what caption_acc spaces compute g_G on): each row's mean
+    # over its seeds, the G-only row the isolated model's
+    for name in ("dense", "himix"):
+        seeds = [p["gen_caption_acc"] for p in runs[name]["per_seed"]]
+        assert by[name]["gen_caption_acc"] == pytest.approx(sum(seeds) / 2)
+    assert table.rows[1]["gen_caption_acc"] == pytest.approx(runs["dense"]["gen_caption_acc_iso"])
     tested = [r["p_holm"] for r in table.rows[2:] if r["p_holm"] is not None]
     assert tested and all(0 <= p <= 1 for p in tested)
     md = (tmp_path / "out" / "table3.md").read_text()
     assert "HiMix + HMGen, share partial" in md and md.count("\n") == len(table.rows) + 2
+    assert "| G: caption acc. |" in md
     with (tmp_path / "out" / "table3.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == len(table.rows)
 

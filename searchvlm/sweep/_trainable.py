@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from typing import Any
 
@@ -45,6 +46,8 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
     """Tune function trainable (module level, so workers import it by reference).
     `done`: trials already in the table (resume after a hard kill, when Tune's saved state
     predates them): their recorded result is reported again, nothing is trained."""
+    if os.environ.get(PROFILE_ENV):  # benchmarks/trial_profile.py: this trial under cProfile
+        return _profiled(train, config, space_json, cache_dir, threads, done)
     recorded = (done or {}).get(tune.get_context().get_trial_id())
     if recorded is not None:
         tune.report({**recorded, "final": True, REPLAYED: True})
@@ -68,6 +71,23 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
         trial_cfg = space.trial_config(policy, trial_name(config), cache_dir)
         result = run_trial(trial_cfg, report=functools.partial(_report, where=where))
     tune.report({**final_metrics(result, time.perf_counter() - start), **where, "started_at": started_at})
+
+
+PROFILE_ENV = "SEARCHVLM_PROFILE"  # a folder: each trial's cProfile stats go to <folder>/<trial>.prof
+
+
+def _profiled(fn, config: dict[str, Any], *args: Any) -> None:
+    """`fn(config, *args)` under cProfile, the environment variable cleared inside (so the
+    call runs the plain path); stats written to $SEARCHVLM_PROFILE/<trial name>.prof."""
+    import cProfile
+
+    folder = os.environ.pop(PROFILE_ENV)
+    prof = cProfile.Profile()
+    try:
+        prof.runcall(fn, config, *args)
+    finally:
+        os.environ[PROFILE_ENV] = folder
+        prof.dump_stats(os.path.join(folder, f"{trial_name(config)}.prof"))
 
 
 def warm_reference(
