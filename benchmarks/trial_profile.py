@@ -20,6 +20,7 @@ import pstats
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,9 +81,11 @@ def main() -> None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(work / "driver.prof"), CLI, "sweep", args.space,
                "--name", "profile", "--samples", str(args.samples), "--concurrency", "2",
                "--runs-dir", str(work / "runs"), "--no-progress"]  # fmt: skip
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _CpuByProcess()
+        cpu.start()
         subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         sweep_wall = time.perf_counter() - start
+        cpu.stop()
         trials = sorted((work / "prof").glob("*.prof"))
         rows = _trial_rows(work / "runs" / "profile" / "trials.csv")
         cache = work / "runs" / "cache"
@@ -102,6 +105,7 @@ def main() -> None:
         "phases_in_sweep_mean": in_sweep,
         "phases_alone": alone,
         "driver": driver,
+        "cpu_seconds_by_process": cpu.totals(),
         "note": "cProfile adds per-call overhead (about 1.4x on the training loop): compare its columns "
         "with each other, not with unprofiled times",
     }
@@ -110,9 +114,42 @@ def main() -> None:
         print(f"{name:48s} {in_sweep[name]:9.2f} {alone[name]:9.2f}")
     for name, v in driver.items():
         print(f"{name:48s} {v:9.2f}")
+    print(f"CPU seconds during the sweep by process: {cpu.totals()}")
     print(f"sweep wall {sweep_wall:.1f} s; lone command wall {alone_wall:.1f} s; trials: {rows}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+class _CpuByProcess(threading.Thread):
+    """Samples every process's CPU time (`ps`) every second while the sweep runs; `totals`:
+    the last seen CPU seconds per process kind (trial workers, the driver, Ray's daemons)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(1.0):
+            ps = subprocess.run(["ps", "-eo", "pid=,times=,args="], capture_output=True, text=True).stdout
+            for line in ps.splitlines():
+                pid, secs, args = line.strip().split(None, 2)
+                self._seen[int(pid)] = (args, float(secs))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def totals(self) -> dict[str, float]:
+        kinds = {"trial workers (ray::ImplicitFunc / IDLE)": ("ray::",), "sweep driver": ("searchvlm sweep",),
+                 "raylet": ("raylet",), "gcs_server": ("gcs_server",),
+                 "other Ray processes": ("ray/", "ray_", "/ray")}  # fmt: skip
+        out = dict.fromkeys(kinds, 0.0)
+        for args, secs in self._seen.values():
+            kind = next((k for k, marks in kinds.items() if any(m in args for m in marks)), None)
+            if kind:
+                out[kind] += secs
+        return {k: round(v, 1) for k, v in out.items()}
 
 
 def _trial_rows(path: Path) -> list[dict]:

@@ -23,7 +23,7 @@ SPACES = {
     "default": ("37a0749344168725", "a4498b69e9b04ecf"),  # the patch-token shapes proxy (issue 20)
     "gpu": ("c2c122b23150862c", "7aef69e31dcd52f3"),  # concurrency auto, one GPU per trial
     "paper": ("ccdbc2ad27e416e0", "501dd656a24475cf"),
-    "quick": ("6ed6e6b6bef6a3e5", "21235942ed8fc87d"),  # default.yaml scaled down (issue 20)
+    "quick": ("a9e89e454023e106", "21235942ed8fc87d"),  # QUICK_PLAN.md's faster proxy (issue 23): 150 steps, 16 trials
 }
 #: digest of the preset's compiled policies at 4, 8 and 16 layers
 PRESET_DIGESTS = {
