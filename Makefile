@@ -11,10 +11,12 @@ TORCH ?= torch==2.13.0
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# --no-compile: pip would byte-compile every installed module (torch, ray, mlflow, ...), about
+# half the install time on 2 cores; Python compiles what is imported, once, on first use
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)          # CPU build first: an unpinned torch pulls CUDA wheels
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-compile --upgrade pip
+	$(BIN)/pip install -q --no-compile $(TORCH)          # CPU build first: an unpinned torch pulls CUDA wheels
+	$(BIN)/pip install -q --no-compile -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
