@@ -81,22 +81,28 @@ def test_two_processes_train_and_score_as_one(shard: str, one_process: tuple, tm
         torch.testing.assert_close(got[key], value, atol=1e-5, rtol=1e-4, msg=key)
 
 
-def _losses(config: TrialConfig, shards: tuple[str, ...]) -> dict[str, list[float]]:
-    """In each rank (or one process): the joint run's training losses, per `shard`."""
+def _losses(config: TrialConfig, shards: tuple[str, ...]) -> dict[str, list[float] | bool]:
+    """In each rank (or one process): the joint run's training losses, per `shard`; and
+    whether the sweep's up-front generation baseline (`warm_reference`) was cached."""
     data, model_cfg = trial.prepare(config)
-    out = {}
+    out: dict[str, list[float] | bool] = {}
     for shard in shards:
         training = config.training.model_copy(update={"shard": shard})
         run = Run(RunSpec(model_cfg, POLICY, training, TASKS, seed=0), data, torch.device("cpu"))
         out[shard] = [run.train_until(step) for step in range(1, 5)]
+    out["warm_cached"] = trial.warm_reference(config, 0, "generation")
     return out
 
 
 def test_training_losses_are_the_global_batch_loss(tmp_path: Path, one_thread: None) -> None:
-    want = _losses(_config(tmp_path), ("none",))["none"]
+    want = _losses(_config(tmp_path / "one"), ("none",))
     got = run_ranks(2, torch.device("cpu"), _losses, (_config(tmp_path, 2, "ddp"), ("ddp", "fsdp")))
     for shard in ("ddp", "fsdp"):
-        assert got[shard] == pytest.approx(want, abs=TOL), shard
+        assert got[shard] == pytest.approx(want["none"], abs=TOL), shard
+    # the up-front baseline was trained over the ranks and written by rank 0, under the key
+    # one process uses: found there
+    assert (got["warm_cached"], want["warm_cached"]) == (False, False)
+    assert trial.warm_reference(_config(tmp_path), 0, "generation") is True
 
 
 def _breaks_on_rank1(config: TrialConfig, report=None, progress=None) -> trial.TrialResult:
