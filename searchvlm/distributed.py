@@ -17,7 +17,9 @@ a policy with per-task weights does). `fsdp`: FSDP2 `fully_shard` per decoder la
 the wrapper (reduce-scatter in the backward). Evaluation runs on every rank over the whole
 split (same model, same data: one process's numbers). Rank 0 alone reports, and alone reads
 and writes caches and files (`on_rank0`, `is_writer`). Not exact across ranks: the `random`
-selector and dropout draw their own numbers per rank.
+selector and dropout draw their own numbers per rank. The ranks are spawned: a script that
+calls `run_trial` with processes > 1 keeps its own work under `if __name__ == "__main__":`
+(the `searchvlm` command and `python -m searchvlm` do).
 """
 
 from __future__ import annotations

