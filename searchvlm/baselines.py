@@ -27,8 +27,11 @@ from searchvlm.policy import ReductionPolicy
 from searchvlm.training import Score
 
 _FORMAT = "baseline/v3"  # v2: test score (and its s.e.) at every evaluation round; v3: caption metrics
+# training fields that say how a run is computed, not what it computes (processes and
+# shard: the data-parallel run gives the one-process numbers within float tolerance)
+_HOW = {"threads", "processes", "shard"}
 # training fields that do not change a single-task run
-_IRRELEVANT = {"loss_weights", "threads"}
+_IRRELEVANT = {"loss_weights", *_HOW}
 
 
 @dataclass
@@ -68,7 +71,7 @@ def baseline_key(
     fidelity: bool,
 ) -> str:
     """Cache key of a reference run on `tasks` (one task: isolated; both: joint)."""
-    exclude = _IRRELEVANT if len(tasks) == 1 else {"threads"}
+    exclude = _IRRELEVANT if len(tasks) == 1 else _HOW
     payload = {
         "format": _FORMAT,
         "model": model.model_dump(mode="json"),

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from searchvlm.config import ModelConfig, TrialConfig
+from searchvlm.distributed import full_state, is_writer
 from searchvlm.errors import ConfigError
 from searchvlm.model import ReducedLM, apply_policy, build_model
 from searchvlm.model.build import data_token_map
@@ -26,13 +27,17 @@ CHECKPOINT_FORMAT = "searchvlm.checkpoint/v1"
 
 def save_model(run: Run, model_cfg: ModelConfig, config: TrialConfig) -> str:
     """Save a trained joint model for `searchvlm analyze --checkpoint` (loadable with
-    `torch.load(weights_only=True)`: configs as JSON strings, tensors in `state_dict`)."""
+    `torch.load(weights_only=True)`: configs as JSON strings, tensors in `state_dict`).
+    Data parallel: every rank calls it (FSDP's shards are gathered), rank 0 writes."""
     path = Path(config.save_model.format(name=config.name, seed=run.spec.seed))  # type: ignore[union-attr]
+    state = full_state(run.model)
+    if not is_writer():
+        return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({
         "format": CHECKPOINT_FORMAT, "model_config": model_cfg.model_dump_json(),
         "policy": run.spec.policy.model_dump_json(), "data_config": config.data.model_dump_json(),
-        "steps": run.step, "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "steps": run.step, "state_dict": {k: v.detach().cpu() for k, v in state.items()},
     }, path)  # fmt: skip
     return str(path)
 

@@ -220,13 +220,59 @@ class TrainingConfig(_Strict):
         description="fp32 | bf16: forward passes under bf16 autocast, weights, gradients and optimizer "
         "state in fp32 (mixed precision); on CUDA, fp32 matmuls use TF32 either way; FLOPs are unchanged",
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="processes a trial (and each of its baselines) trains on, data parallel under "
+        "torch.distributed: on CUDA one per GPU (cuda:0, cuda:1, ...; search.gpus_per_trial above 1 sets it), "
+        "on the CPU gloo processes sharing cpus_per_trial. Each draws its share of every batch (the global "
+        "batch stays batch_size per task), evaluation gives one process's numbers, rank 0 reports and writes; "
+        "a failing rank fails the trial. 1: the trial's own process",
+    )
+    shard: Literal["none", "ddp", "fsdp"] = Field(
+        "none",
+        description="how processes above 1 hold the model: ddp (every rank holds it whole; gradients "
+        "averaged over the ranks after each backward, one all-reduce) | fsdp (FSDP2 fully_shard per decoder "
+        "layer and on the wrapper: parameters, gradients and optimizer state sharded over the ranks); none: "
+        "one process only (with processes 1, ddp and fsdp train as none: there is nothing to share)",
+    )
+
+    @model_validator(mode="after")
+    def _data_parallel(self) -> "TrainingConfig":
+        self._check_split(self.processes, f"training.processes = {self.processes}")
+        return self
+
+    def on_gpus(self, gpus_per_trial: float) -> "TrainingConfig":
+        """The training of a trial that Ray gives `gpus_per_trial` GPUs: above 1, one process
+        per GPU (`processes` at 1 is set to the count; another count is refused)."""
+        if gpus_per_trial <= 1:
+            return self
+        gpus = int(gpus_per_trial)
+        if self.processes not in (1, gpus):
+            raise ValueError(
+                f"training.processes = {self.processes} but search.gpus_per_trial = {gpus_per_trial:g}: a trial "
+                f"trains one process per GPU (leave processes at 1, or set it to {gpus})"
+            )
+        self._check_split(gpus, f"search.gpus_per_trial = {gpus_per_trial:g} (one process per GPU)")
+        return self.model_copy(update={"processes": gpus})
+
+    def _check_split(self, processes: int, why: str) -> None:
+        """More than one process trains data parallel: it needs a `shard` and one example per process."""
+        if processes > 1 and self.shard == "none":
+            raise ValueError(f"{why} trains data parallel over {processes} processes: set training.shard to "
+                             "ddp or fsdp")  # fmt: skip
+        if self.batch_size < processes:
+            raise ValueError(f"training.batch_size = {self.batch_size} is split over {processes} processes "
+                             f"({why}): each needs at least one example per task")  # fmt: skip
 
     @model_serializer(mode="wrap")
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """`dtype` is left out at fp32 (its default): cache keys and space hashes stay as before."""
+        """`dtype`, `processes` and `shard` are left out at their defaults (fp32, 1, none):
+        cache keys and space hashes stay as before they existed."""
         out = handler(self)
-        if out.get("dtype", "fp32") == "fp32":
-            out.pop("dtype", None)
+        for key, default in (("dtype", "fp32"), ("processes", 1), ("shard", "none")):
+            if out.get(key, default) == default:
+                out.pop(key, None)
         return out
 
 

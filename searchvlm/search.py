@@ -111,8 +111,9 @@ class SearchSettings(_Strict):
         0.0,
         ge=0,
         description="GPUs Ray gives each trial (with its CPUs); the trial trains on them (training.device "
-        "auto or cuda). A fraction packs small trials onto one GPU (0.25: four per GPU); 0: none requested "
-        "(a trial then sees every GPU of its node, all trials use cuda:0)",
+        "auto or cuda). A fraction packs small trials onto one GPU (0.25: four per GPU); above 1 a trial trains "
+        "data parallel, one process per GPU (training.processes; needs training.shard ddp or fsdp); 0: none "
+        "requested (a trial then sees every GPU of its node, all trials use cuda:0)",
     )
     warm_start: Literal["none", "analysis"] = Field(
         "none",

@@ -424,6 +424,11 @@ class SearchSpace(_Strict):
         check_gen_metric(self.data, self.synergy)
         return self
 
+    @model_validator(mode="after")
+    def _gpus(self) -> "SearchSpace":
+        self.training.on_gpus(self.search.gpus_per_trial)  # above 1 GPU: one process per GPU
+        return self
+
     def synergy_warning(self) -> str | None:
         """Why this proxy's synergy numbers should not be read as synergy, or None."""
         c = self.calibration
@@ -444,11 +449,12 @@ class SearchSpace(_Strict):
     def trial_config(
         self, policy: ReductionPolicy | None, name: str = "trial", cache_dir: str | Path | None = None
     ) -> TrialConfig:
-        """The TrialConfig of one trial: the fixed sections plus `policy` (None: dense)."""
+        """The TrialConfig of one trial: the fixed sections plus `policy` (None: dense); above
+        one GPU per trial, its training runs one process per GPU (`TrainingConfig.on_gpus`)."""
         extra = {} if cache_dir is None else {"cache_dir": str(Path(cache_dir).resolve())}
         return TrialConfig(
-            model=self.model, data=self.data, training=self.training, synergy=self.synergy,
-            seeds=list(self.seeds), policy=policy, name=name, **extra,
+            model=self.model, data=self.data, training=self.training.on_gpus(self.search.gpus_per_trial),
+            synergy=self.synergy, seeds=list(self.seeds), policy=policy, name=name, **extra,
         )  # fmt: skip
 
     def with_search(self, **update: Any) -> "SearchSpace":

@@ -17,6 +17,7 @@ import torch
 
 from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.data import SPLITS, TaskSplit, UnifiedData
+from searchvlm.distributed import data_parallel
 from searchvlm.flops import layer_counts
 from searchvlm.model import ReducedLM, apply_policy, build_model
 from searchvlm.model.build import data_token_map
@@ -93,7 +94,9 @@ def _lr_lambda(cfg: TrainingConfig):
 
 
 class Run:
-    """A model being trained under a policy on one or both tasks."""
+    """A model being trained under a policy on one or both tasks (inside the ranks of a
+    data-parallel trial, `training.processes` > 1: this rank's share of every batch, see
+    `searchvlm.distributed`)."""
 
     def __init__(self, spec: RunSpec, data: UnifiedData, device: torch.device):
         self.spec, self.device, self.step = spec, device, 0
@@ -104,6 +107,10 @@ class Run:
         self.model = apply_policy(hf, spec.policy, attention=spec.training.attention, token_map=ids)
         self.model = self.model.to(device)
         cfg = spec.training
+        # inside the ranks of a data-parallel trial (training.processes > 1); None in one process
+        self.ranks = data_parallel(cfg.processes, cfg.shard, device)
+        if self.ranks is not None:
+            self.model = self.ranks.wrap(self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
         self.train = {t: _to(data.split("train", t), device) for t in spec.tasks}
@@ -124,19 +131,25 @@ class Run:
         cfg = self.spec.training
         total = None
         for task in self.spec.tasks:
-            batch = self.train[task].batch(self.samplers[task].next())
+            idx = self.samplers[task].next()  # (B,): the global batch
+            batch = self.train[task].batch(idx if self.ranks is None else self.ranks.share(idx))
             with precision(self.device, cfg.dtype):
                 out = self.model(batch.input_ids, segments=batch.segments, task=task, labels=batch.labels)
             if not torch.isfinite(out.loss):
                 raise TrainingDiverged(f"non-finite {task} loss ({out.loss.item()}) at step {self.step}")
             term = cfg.loss_weights.get(task, 1.0) * out.loss
+            if self.ranks is not None:  # this rank's share of the global batch's mean loss
+                term = term * self.ranks.loss_scale(self.train[task].labels[idx])
             total = term if total is None else total + term
         self.opt.zero_grad(set_to_none=True)
         total.backward()
+        if self.ranks is not None:
+            self.ranks.average_grads(self.model)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
         self.sched.step()
-        return float(total.detach())
+        loss = total.detach()
+        return float(loss if self.ranks is None else self.ranks.mean(loss))  # the global batch's loss
 
     def scores(self, data: UnifiedData, split: str, metrics: tuple[str, ...] = METRICS) -> dict[str, Score]:
         """Those of `metrics` this run trains (caption metrics where the data set has swapped

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_
 from searchvlm.checkpoint import save_model
 from searchvlm.config import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, ModelConfig, TrialConfig, TrialResult
 from searchvlm.data import UnifiedData, load_data
+from searchvlm.distributed import on_rank0, rank_label, run_ranks, spawns
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 from searchvlm.synergy import (
@@ -61,20 +62,33 @@ class _Tracker:
 
 
 def run_trial(config: TrialConfig, report: Report | None = None, progress: Progress | None = None) -> TrialResult:
-    """Train, evaluate and score one policy; never raises (failures come back as results)."""
+    """Train, evaluate and score one policy; never raises (failures come back as results).
+    With `training.processes` > 1 it starts the ranks and each of them runs it (`_on_ranks`)."""
     tracker = _Tracker()
     try:
+        if spawns(config.training.processes):
+            return _on_ranks(run_trial, config, report=report, progress=progress)
         return _run(config, report, progress, tracker)
     except Exception as err:  # noqa: BLE001 - a trial records its failure, the sweep goes on
         return TrialResult(
             status="failed",
-            error=f"{type(err).__name__}: {err}",
+            error=f"{rank_label()}{type(err).__name__}: {err}",
             flops_ratio=tracker.flops_ratio,
             steps_done=tracker.step,
             train_seconds=tracker.seconds,
             seeds=list(config.seeds),
             policy=config.resolved_policy(),
         )
+
+
+def _on_ranks(fn: Callable[..., Any], config: TrialConfig, *args: Any, **callbacks: Callable | None) -> Any:
+    """`fn(config, *args)` in each rank of a data-parallel trial (`searchvlm.distributed`),
+    rank 0 given the `callbacks`; rank 0's answer, or the first failed `TrialResult` of any
+    rank. The data (and its cached codebook) are prepared here first, once for all ranks."""
+    prepare(config)
+    device = resolve_device(config.training.device)
+    return run_ranks(config.training.processes, device, fn, (config, *args), callbacks,
+                     failed=lambda answer: isinstance(answer, TrialResult) and answer.status == "failed")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)
@@ -199,7 +213,8 @@ def _reference(ctx: _Context, tasks: tuple[str, ...], policy: ReductionPolicy, s
     """One reference run from the cache, trained (once, under the cache's lock) if absent."""
     c = ctx.config
     key = baseline_key(ctx.model_cfg, c.data, c.training, tasks, seed, policy, c.synergy.fidelity)
-    return get_baseline(c.cache_dir, key, functools.partial(_train_reference, ctx, policy, tasks, seed))
+    train = functools.partial(_train_reference, ctx, policy, tasks, seed)
+    return on_rank0(functools.partial(get_baseline, c.cache_dir, key), train)  # data parallel: trained by all ranks
 
 
 def reference_labels(config: TrialConfig) -> list[str]:
@@ -213,7 +228,10 @@ def reference_labels(config: TrialConfig) -> list[str]:
 
 def warm_reference(config: TrialConfig, seed: int, label: str) -> bool:
     """Train (or find) one reference run of `seed` in the cache, as every trial of a
-    `synergy.baseline: dense` sweep will compare with it; True when it was already cached."""
+    `synergy.baseline: dense` sweep will compare with it; True when it was already cached
+    (`training.processes` > 1: trained over that many ranks, as the trials train)."""
+    if spawns(config.training.processes):
+        return _on_ranks(warm_reference, config, seed, label)
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
     data, model_cfg = prepare(config)

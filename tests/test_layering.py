@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.analysis": 3,
     "searchvlm.baselines": 3,
     "searchvlm.checkpoint": 3,
+    "searchvlm.distributed": 3,  # data-parallel trials: the ranks, their batch shares and gradients
     "searchvlm.report._allocation": 3,  # the analysis figures, drawn by analysis (L3)
     "searchvlm.report._heatmap": 3,
     "searchvlm.training": 3,

@@ -178,10 +178,6 @@ def _fit_cluster(space: SearchSpace, space_path: str | Path) -> int:
             raise ConfigError(space_path, f"search.{key}", asked,
                               f"each trial asks Ray for {asked:g} {key[:3].upper()}s, but {reports}; "
                               "lower it or use a larger cluster (--address)")  # fmt: skip
-    if s.gpus_per_trial > 1:
-        raise ConfigError(space_path, "search.gpus_per_trial", s.gpus_per_trial,
-                          "a trial trains on one GPU (data-parallel trials over several GPUs are not "
-                          "implemented yet); use at most 1")  # fmt: skip
     at_once = s.trials_at_once(have)
     if s.concurrency == "auto":
         per = f"{s.cpus_per_trial:g} CPU" + (f", {s.gpus_per_trial:g} GPU" if s.gpus_per_trial else "")

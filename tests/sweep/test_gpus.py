@@ -1,8 +1,9 @@
 """Sweeps on GPUs without a GPU: a local Ray with two logical GPUs (`ray.init(num_gpus=2)`).
 
 Trials ask Ray for `search.gpus_per_trial` with their CPUs, `concurrency: auto` follows the
-cluster, each trial records where it ran (trials.csv, MLflow, load_trials), and a sweep that
-asks for more GPUs per trial than the cluster has fails before it writes anything.
+cluster, each trial records where it ran (trials.csv, MLflow, load_trials), a trial given two
+GPUs trains over two processes, and a sweep that asks for more GPUs per trial than the
+cluster has fails before it writes anything.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def _space(tmp_path: Path, gpus: float, samples: int = 4) -> Path:
     path = tiny_space(tmp_path / f"g{gpus}.yaml", samples=samples, steps=20, calibrated=False)
     data = yaml.safe_load(path.read_text())
     data["search"].update(concurrency="auto", gpus_per_trial=gpus, cpus_per_trial=1)
+    if gpus > 1:  # one process per GPU: data parallel
+        data["training"]["shard"] = "ddp"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -97,6 +100,23 @@ def test_half_gpu_packs_four_two_per_gpu(tmp_path: Path, runs: Path, capsys: pyt
     assert _most_at_once(runs / "g05", rows) == 4
     for gpu in ("0", "1"):
         assert _most_at_once(runs / "g05", [r for r in rows if r["gpu_ids"] == gpu]) == 2
+
+
+def test_two_gpus_per_trial_train_over_two_processes(tmp_path: Path, runs: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """Above one GPU a trial trains data parallel, one process per GPU (here gloo processes on
+    the CPU behind the logical GPUs; tests/test_distributed.py checks their numbers)."""
+    path = _space(tmp_path, 2.0, samples=1)
+    data = yaml.safe_load(path.read_text())
+    data["data"].update(train_size={"understanding": 64, "generation": 32}, val_size=32, test_size=32)
+    data["training"].update(steps=10, eval_every=5)
+    data["synergy"]["baseline"] = "matched"  # no up-front baselines: the trial's ranks train its own
+    path.write_text(yaml.safe_dump(data))
+    summary = run_sweep(path, name="g2", runs_dir=runs, progress=False)
+    assert summary.counts["ok"] == 1, [r["error"] for r in summary.rows]
+    assert "concurrency auto: 1 trials at once" in capsys.readouterr().err
+    (row,) = read_trials(summary.run_dir / "trials.csv")
+    assert (row["gpu_ids"], row["device"]) == ("0,1", "cpu")
 
 
 def test_more_gpus_than_the_cluster_has_fails_first(tmp_path: Path) -> None:
