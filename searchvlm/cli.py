@@ -216,7 +216,7 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="print every file's result and problems as JSON"),
 ) -> None:
     """Check search space and policy files; report every problem of each (exit 2 if any)."""
-    from searchvlm.space import validate_files
+    from searchvlm.file_checks import validate_files
 
     checks = [_with_data(c) for c in validate_files(files)]
     if as_json:
@@ -239,7 +239,8 @@ def _check_data(cfg) -> None:
 
 def _with_data(check):
     """A valid space file's check, with its data file checked too (`validate`)."""
-    from searchvlm.space import FileCheck, load_space
+    from searchvlm.file_checks import FileCheck
+    from searchvlm.space import load_space
 
     if not check.ok or Path(check.path).suffix.lower() == ".json":
         return check
