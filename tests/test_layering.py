@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
     "searchvlm._hf": 0,
     "searchvlm._strict": 0,
+    "searchvlm._tables": 0,
     "searchvlm.config": 0,
     "searchvlm.errors": 0,
     "searchvlm.file_checks": 0,
