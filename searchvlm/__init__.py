@@ -38,7 +38,7 @@ _LAZY = {
     "policy_picture": "searchvlm.report",
     "run_confirm": "searchvlm.confirm",
     "analyze": "searchvlm.analysis",
-    "run_analysis": "searchvlm.analysis",
+    "run_analysis": "searchvlm.analysis_run",
     "run_reproduce": "searchvlm.reproduce",
     # results as data (pandas loads on the first call) and managing sweeps
     "Front": "searchvlm.frames",

@@ -535,12 +535,13 @@ def analyze(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
 ) -> None:
     """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
-    from searchvlm.analysis import run_analysis
+    from searchvlm.analysis_run import AnalysisRequest, run_analysis
 
+    request = AnalysisRequest(policy=policy, checkpoint=checkpoint, steps=steps, max_examples=examples,
+                              heatmap_layer=layer, floor=floor, rows=rows, threads=threads)  # fmt: skip
     try:
-        done = run_analysis(space_file, policy=policy, checkpoint=checkpoint, out_dir=out_dir, steps=steps,
-                            max_examples=examples, heatmap_layer=layer, floor=floor, rows=rows, export=export,
-                            threads=threads, runs_dir=runs_dir)  # fmt: skip
+        done = run_analysis(space_file, request, out_dir=out_dir, export=export, runs_dir=runs_dir,
+                            tracking_uri=tracking_uri)  # fmt: skip
     except ValueError as err:  # a plain ValueError of the analysis, too, is one `error:` line
         _fail(err)
     print_table(out, alpha_table(done))
@@ -548,12 +549,8 @@ def analyze(
         tp = done.derived.task(task)
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
     out.print(f"wrote {', '.join(str(p) for p in done.files.values())}")
-    if tracking_uri:
-        from searchvlm.tracking import log_analysis
-
-        run_id = log_analysis(tracking_uri, runs_dir, f"analysis-{space_file.stem}", done.report.alpha,
-                              list(done.files.values()))  # fmt: skip
-        out.print(f"mlflow: {tracking_uri} (run {run_id})")
+    if done.run_id:
+        out.print(f"mlflow: {tracking_uri} (run {done.run_id})")
 
 
 def main() -> None:  # pragma: no cover - console entry

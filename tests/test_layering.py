@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.trial": 3,
     # L4: engines and outputs
     "searchvlm._console": 4,
+    "searchvlm.analysis_run": 4,
     "searchvlm.confirm": 4,
     "searchvlm.frames": 4,
     "searchvlm.report": 4,
