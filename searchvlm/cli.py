@@ -30,6 +30,7 @@ from searchvlm._console import (
 )
 from searchvlm._usage import PlainErrorsGroup, print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.search import RULES
 
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
@@ -41,13 +42,8 @@ console = Console(stderr=True)
 out = Console(soft_wrap=True)  # plain lines are never broken: a terminal wraps them, logs keep them whole
 
 
-class RuleName(str, Enum):
-    """`export --rule` choices: `searchvlm.pareto.RULES` (spelled out here so the CLI starts
-    without numpy; a test keeps the two equal)."""
-
-    knee = "knee"
-    max_synergy = "max-synergy"
-    min_flops = "min-flops"
+#: `export --rule` choices, from `searchvlm.search.RULES` (the L0 home of `pareto.RULES`: no numpy at start)
+RuleName = Enum("RuleName", {rule.replace("-", "_"): rule for rule in RULES}, type=str)
 
 
 #: what `pareto` says after the hypervolume's reference synergy (`pareto.default_ref_source`, or --ref)
