@@ -73,6 +73,8 @@ LAYERS: dict[str, int] = {
     "searchvlm.tracking": 4,
     # L5: the command line
     "searchvlm.cli": 5,
+    "searchvlm._cli_base": 5,  # what every command shares (consoles, option parsers)
+    "searchvlm._cli_runs": 5,  # the run-management commands, registered by cli
     "searchvlm._usage": 5,  # usage errors as `error:` lines
     "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli
 }
