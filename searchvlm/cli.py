@@ -159,11 +159,12 @@ def sweep(
     concurrency = concurrency_option(concurrency)
     if print_config:
         exit_with_config(space.with_search(samples=samples, concurrency=concurrency))
-    from searchvlm.sweep import run_sweep
+    from searchvlm.sweep import SweepOptions, run_sweep
 
-    summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
-                        address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                        progress=not no_progress, overrides=sets)  # fmt: skip
+    options = SweepOptions(samples=samples, concurrency=concurrency, overrides=sets, address=address,
+                           tracking_uri=tracking_uri)  # fmt: skip
+    summary = run_sweep(space_file, name=name, runs_dir=runs_dir, resume=resume, progress=not no_progress,
+                        options=options)  # fmt: skip
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
 
 

@@ -21,6 +21,7 @@ from searchvlm.errors import DamagedFile
 from searchvlm.policy import ReductionPolicy
 from searchvlm.results import (
     METRIC_COLUMNS,
+    STUDY_FILE,
     SWEEP_FILE,
     TRIALS_FILE,
     TrialRun,
@@ -35,7 +36,6 @@ from searchvlm.results import (
 
 __all__ = ["RecordCheck", "check_run", "repair_run"]
 
-STUDY_FILE = "optuna.db"
 _STATE = {"COMPLETE": "ok", "FAIL": "failed", "PRUNED": "pruned"}
 
 

@@ -25,6 +25,7 @@ from searchvlm.errors import ConfigError
 
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
+STUDY_FILE = "optuna.db"  # the sweep's Optuna study (SQLite)
 
 OBJECTIVE_COLUMNS = REACHED_METRICS  # what a trial reached (exported as a policy file's `objectives`)
 METRIC_COLUMNS = (*OBJECTIVE_COLUMNS, "train_seconds", "steps_done")
