@@ -264,13 +264,14 @@ def export(
     """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial.
 
     Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png."""
+    from searchvlm.export import TrialChoice
     from searchvlm.report import export_report
 
     if trial is not None and rule is not None:
         raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
     try:
-        done = export_report(run, (rule or RuleName.knee).value, max_flops, min_synergy, output, runs_dir,
-                             trial=trial, force=force)  # fmt: skip
+        choice = TrialChoice((rule or RuleName.knee).value, max_flops, min_synergy, trial)
+        done = export_report(run, choice, output, runs_dir, force=force)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
         reason = f"cannot write the policy file ({err.strerror or err})"
         raise ConfigError(COMMAND_LINE, "--output", str(output), reason) from None
@@ -344,15 +345,15 @@ def reproduce(
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
 ) -> None:
     """The literature presets side by side: the study's Table 3 on our proxy."""
-    from searchvlm.reproduce import reproduce_config, run_reproduce
+    from searchvlm.reproduce import ReproduceRequest, reproduce_config, run_reproduce
 
     wanted = presets_.split(",") if presets_ is not None else None  # "" is refused, not the default
     done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
+    request = ReproduceRequest(presets=wanted, seeds=seeds_option(seeds), overrides=sets)
     if print_config:
-        exit_with_config(reproduce_config(space_file, presets=wanted, seeds=seeds_option(seeds), runs_dir=runs_dir,
-                                       overrides=sets))  # fmt: skip
-    table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=seeds_option(seeds), runs_dir=runs_dir,
-                          tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
+        exit_with_config(reproduce_config(space_file, request, runs_dir))
+    table = run_reproduce(space_file, request, out_dir=out_dir, runs_dir=runs_dir, tracking_uri=tracking_uri,
+                          on_result=done)  # fmt: skip
     out.print(table.markdown())
     out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
