@@ -22,6 +22,8 @@ _IMAGE, _OUTPUT = int(Segment.IMAGE), int(Segment.OUTPUT)
 
 @dataclass(frozen=True)
 class Plan:
+    """What every layer of a (task, sequence length, image count) does, computed once."""
+
     counts: list[LayerCounts]
     need_mass: list[bool]  # the next layer selects by attention mass from this one
     windows: list[int | None]  # sliding windows shorter than the sequence (else None)

@@ -50,7 +50,7 @@ def resume_space(
     if samples is None or samples == base.search.samples:
         _same(run_dir, "concurrency", concurrency, base.search.concurrency)
         return base
-    done = recorded_count(run_dir)
+    done = _recorded_count(run_dir)
     if samples < base.search.samples:
         raise ConfigError(None, "--samples", samples, f"sweep {run_dir.name!r} has {base.search.samples} samples; "
                           "a sweep can be extended, never shrunk")  # fmt: skip
@@ -62,14 +62,14 @@ def resume_space(
     return base.with_search(samples=samples, concurrency=concurrency)
 
 
-def recorded_count(run_dir: Path) -> int:
+def _recorded_count(run_dir: Path) -> int:
     return len(read_trials(run_dir / TRIALS_FILE, strict=True)) if (run_dir / TRIALS_FILE).exists() else 0
 
 
 def extra_trials(run_dir: Path, space: SearchSpace) -> int:
     """Trials an extended sweep runs (0 for a plain resume): the new samples minus the table's."""
     recorded = (getattr(read_meta(run_dir / SWEEP_FILE), "search", None) or {}).get("samples")
-    return 0 if space.search.samples == recorded else space.search.samples - recorded_count(run_dir)
+    return 0 if space.search.samples == recorded else space.search.samples - _recorded_count(run_dir)
 
 
 def _same(run_dir: Path, key: str, value: int | None, recorded: int) -> None:
