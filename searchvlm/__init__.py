@@ -26,8 +26,8 @@ _LAZY = {
     "count_flops": "searchvlm.flops",
     # the commands (DESIGN's user surface), each a function
     "load_space": "searchvlm.space",
-    "validate_file": "searchvlm.space",
-    "validate_files": "searchvlm.space",
+    "validate_file": "searchvlm.file_checks",
+    "validate_files": "searchvlm.file_checks",
     "compile_presets": "searchvlm.presets",
     "load_trial_config": "searchvlm.space",
     "run_trial": "searchvlm.trial",
@@ -38,7 +38,7 @@ _LAZY = {
     "policy_picture": "searchvlm.report",
     "run_confirm": "searchvlm.confirm",
     "analyze": "searchvlm.analysis",
-    "run_analysis": "searchvlm.analysis",
+    "run_analysis": "searchvlm.analysis_run",
     "run_reproduce": "searchvlm.reproduce",
     # results as data (pandas loads on the first call) and managing sweeps
     "Front": "searchvlm.frames",

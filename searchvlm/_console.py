@@ -24,6 +24,7 @@ __all__ = [
     "compare_table",
     "confirm_table",
     "presets_table",
+    "print_pareto",
     "print_table",
     "result_table",
     "runs_table",
@@ -143,3 +144,36 @@ def alpha_table(done) -> Table:
     for label, vals in rows:
         table.add_row(label, *(f"{v:.3f}" for v in vals))
     return table
+
+
+#: what `pareto` says after the hypervolume's reference synergy (`pareto.default_ref_source`, or --ref)
+REF_SOURCE = {"dense": " = the dense trial's", "worst": " = worst seen", "user": ""}
+
+
+def print_pareto(console: Console, report) -> None:
+    """`pareto`: the front table of a `ParetoReport`, which numbers it is computed on, the
+    near-front policies, the hypervolume with its reference point, the knee and the plots."""
+    summary = report.summary
+    title = f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})"
+    print_table(console, cells_table(title, report.table))
+    if summary["numbers"] == "confirmed":
+        console.print(f"numbers: confirmed on fresh seeds {summary['confirmed_seeds']} for "
+                      f"{summary['confirmed_policies']} policies (confirmed.csv); the front is computed on them",
+                      highlight=False)  # fmt: skip
+    else:
+        console.print("numbers: the search's (not confirmed; `searchvlm confirm` retrains the front on fresh seeds)",
+                      highlight=False)  # fmt: skip
+    if summary["seed_noise_line"] and summary["numbers"] != "confirmed":
+        console.print(summary["seed_noise_line"], highlight=False)
+    if summary["near_front"]:
+        console.print(f"near the front (within 2 s.e.): {', '.join(summary['near_front'])}", highlight=False)
+    r = summary["ref"]
+    console.print(
+        f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
+        f"synergy_gain {r['synergy_gain']:.4f}{REF_SOURCE[summary['ref_source']]}); "
+        f"knee: {summary['knee']}"
+    )
+    if report.plots_unchanged:
+        console.print("plots unchanged since trials.csv was last drawn (--force redraws them):", highlight=False)
+    for name, path in report.plots.items():
+        console.print(f"  {name}: {path}")

@@ -32,10 +32,10 @@ from torch import Tensor
 from searchvlm.checkpoint import load_checkpoint
 from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.data import TaskSplit, UnifiedData
-from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.errors import ConfigError
 from searchvlm.model import ReducedLM
-from searchvlm.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy, load_policy
-from searchvlm.space import SearchSpace, load_space
+from searchvlm.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy
+from searchvlm.space import SearchSpace
 from searchvlm.training import Run, RunSpec, resolve_device
 from searchvlm.trial import prepare
 
@@ -156,6 +156,17 @@ def _heatmap_layer(layer: int | None, layers: int) -> int:
     return layers // 2 if layer is None else layer
 
 
+@dataclass(frozen=True)
+class ModelOrigin:
+    """What an analysed model is, as its report records it: `source` (dense | policy |
+    checkpoint:<path>), the steps it trained, the hash of its search space and its model config."""
+
+    source: str = "dense"
+    steps: int = 0
+    space_hash: str | None = None
+    model_config: ModelConfig | None = None
+
+
 def analyze_model(
     model: ReducedLM,
     data: UnifiedData,
@@ -163,10 +174,7 @@ def analyze_model(
     split: str = "test",
     max_examples: int = 256,
     heatmap_layer: int | None = None,
-    source: str = "dense",
-    steps: int = 0,
-    space_hash: str | None = None,
-    model_config: ModelConfig | None = None,
+    origin: ModelOrigin = ModelOrigin(),
 ) -> AnalysisReport:
     """Attention allocation of a trained model on the first `max_examples` rows of `split`."""
     layers = model.policy.num_layers
@@ -180,9 +188,9 @@ def analyze_model(
         alpha[task], by_query[task] = _curves(shares(sums, counts)), _by_query(sums, counts)
         heat[task] = [[round(float(x), 6) for x in r] for r in heatmap]
         layout[task], examples[task] = [int(s) for s in rows.segments[0].cpu()], len(rows)
-    cfg = model_config.model_dump(mode="json") if model_config else {"num_layers": layers}
+    cfg = origin.model_config.model_dump(mode="json") if origin.model_config else {"num_layers": layers}
     return AnalysisReport(
-        source=source, space_hash=space_hash, model=cfg, policy=model.policy, steps=steps,
+        source=origin.source, space_hash=origin.space_hash, model=cfg, policy=model.policy, steps=origin.steps,
         split=split, examples=examples, alpha=alpha, by_query=by_query, heatmap_layer=layer,
         heatmap=heat, segment_layout=layout, uniform={t: uniform_shares(v) for t, v in layout.items()},
     )  # fmt: skip
@@ -332,67 +340,8 @@ def analyze(
     else:
         model, data, model_cfg, trained = train_model(space, policy, steps)
         source = "dense" if policy is None or policy.is_dense else "policy"
-    return analyze_model(model, data, max_examples=max_examples, heatmap_layer=heatmap_layer, source=source,
-                         steps=trained, space_hash=space.space_hash(), model_config=model_cfg)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class AnalysisOutcome:
-    """What `run_analysis` measured, derived and wrote (`files`: name -> path, the derived
-    policy file last)."""
-
-    report: AnalysisReport
-    derived: ReductionPolicy
-    files: dict[str, Path]
-
-    def alpha_rows(self) -> list[tuple[str, list[float]]]:
-        """The α table: one row per task and segment, then the task's uniform image share."""
-        out = []
-        for task, curves in self.report.alpha.items():
-            out += [(f"{task} / {seg}", vals) for seg, vals in curves.items()]
-            out.append((f"{task} / image if uniform", [self.report.uniform[task]["image"]] * len(curves["image"])))
-        return out
-
-
-def run_analysis(
-    space_file: str | Path,
-    *,
-    policy: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    steps: int | None = None,
-    max_examples: int = 256,
-    heatmap_layer: int | None = None,
-    floor: float = DEFAULT_FLOOR,
-    rows: str = "all",
-    export: str | Path | None = None,
-    threads: int | None = None,
-    runs_dir: str | Path = "runs",
-) -> AnalysisOutcome:
-    """The `analyze` command: analyse the space's model (`analyze`; dense, under the policy
-    file `policy`, or a trial's `checkpoint`), derive a policy from it
-    (`derive_policy`) and write analysis.json, the plots and the derived policy file to
-    `out_dir` (default `<runs_dir>/analysis-<space>`; the policy file to `export` if given)."""
-    space = load_space(space_file)
-    if threads:
-        space = space.model_copy(update={"training": space.training.model_copy(update={"threads": threads})})
-    pol = load_policy(policy, num_layers=space.model.num_layers) if policy else None
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise ConfigError(COMMAND_LINE, "--checkpoint", str(checkpoint), "no such file or folder")
-    if pol is not None and checkpoint is not None:
-        raise ConfigError("command line", "--policy/--checkpoint", None, "give at most one of --policy or --checkpoint")
-    if rows not in ("all", "targets"):
-        raise ConfigError("command line", "--rows", rows, "must be 'all' (Eq. 2) or 'targets'")
-    if not 0.0 <= floor <= 1.0:
-        raise ConfigError("command line", "--floor", floor, "must be a keep ratio in [0, 1]")
-    report = analyze(space, policy=pol, checkpoint=checkpoint, steps=steps, max_examples=max_examples,
-                     heatmap_layer=heatmap_layer)  # fmt: skip
-    derived = derive_policy(report, floor, *space_modes(space), rows=rows)  # type: ignore[arg-type]
-    target = Path(out_dir) if out_dir else Path(runs_dir) / f"analysis-{Path(space_file).stem}"
-    files = write_outputs(report, target)
-    files["policy"] = Path(export) if export else target / "policy.json"
-    files["policy"].write_text(policy_file(derived, report, floor, rows).dump())
-    return AnalysisOutcome(report, derived, files)
+    origin = ModelOrigin(source, trained, space.space_hash(), model_cfg)
+    return analyze_model(model, data, max_examples=max_examples, heatmap_layer=heatmap_layer, origin=origin)
 
 
 def warm_start_policy(space: SearchSpace, run_dir: str | Path, floor: float = DEFAULT_FLOOR) -> ReductionPolicy:
@@ -410,7 +359,7 @@ def warm_start_policy(space: SearchSpace, run_dir: str | Path, floor: float = DE
 
 
 __all__ = [
-    "ANALYSIS_FILE", "SEGMENTS", "AnalysisOutcome", "AnalysisReport", "analyze", "analyze_model", "derive_policy",
-    "derived_keep", "load_checkpoint", "load_report", "measure", "policy_file", "run_analysis", "shares",
+    "ANALYSIS_FILE", "SEGMENTS", "AnalysisReport", "ModelOrigin", "analyze", "analyze_model", "derive_policy",
+    "derived_keep", "load_checkpoint", "load_report", "measure", "policy_file", "shares",
     "space_modes", "train_model", "uniform_shares", "warm_start_policy", "write_outputs",
 ]  # fmt: skip

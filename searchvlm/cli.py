@@ -12,24 +12,35 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 
 from searchvlm import __version__
+from searchvlm._cli_base import (
+    PRINT_CONFIG_HELP,
+    SET_HELP,
+    concurrency_option,
+    console,
+    exit_with_config,
+    fail,
+    out,
+    print_json,
+    ref_option,
+    seeds_option,
+)
+from searchvlm._cli_runs import compare, rm, runs_
 from searchvlm._console import (
     alpha_table,
-    cells_table,
-    compare_table,
     confirm_table,
     presets_table,
+    print_pareto,
     print_table,
     result_table,
-    runs_table,
 )
 from searchvlm._usage import PlainErrorsGroup, print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.search import RULES
 
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
@@ -37,21 +48,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=PlainErrorsGroup,  # usage errors as one `error:` line too
 )
-console = Console(stderr=True)
-out = Console(soft_wrap=True)  # plain lines are never broken: a terminal wraps them, logs keep them whole
-
-
-class RuleName(str, Enum):
-    """`export --rule` choices: `searchvlm.pareto.RULES` (spelled out here so the CLI starts
-    without numpy; a test keeps the two equal)."""
-
-    knee = "knee"
-    max_synergy = "max-synergy"
-    min_flops = "min-flops"
-
-
-#: what `pareto` says after the hypervolume's reference synergy (`pareto.default_ref_source`, or --ref)
-REF_SOURCE = {"dense": " = the dense trial's", "worst": " = worst seen", "user": ""}
+#: `export --rule` choices, from `searchvlm.search.RULES` (the L0 home of `pareto.RULES`: no numpy at start)
+RuleName = Enum("RuleName", {rule.replace("-", "_"): rule for rule in RULES}, type=str)
 
 
 def _version(value: bool) -> None:
@@ -67,47 +65,6 @@ def _main(
     ),  # fmt: skip
 ) -> None:
     """Search synergy-aware image-token reduction policies for unified VLMs."""
-
-
-def _fail(err: Exception) -> NoReturn:
-    """An error that is not a `ConfigError` as one `error:` line, exit 2 (a `ConfigError` a
-    command raises gets the same from `PlainErrorsGroup`, the one handler of them)."""
-    print_error(str(err) or repr(err), console)
-    raise typer.Exit(2)
-
-
-SET_HELP = "override a key of the space file: key.path=value (YAML value; repeatable), e.g. training.steps=200"
-PRINT_CONFIG_HELP = "print the resolved config (YAML, after --set) and exit"
-
-
-def _print_json(data: object) -> None:
-    out.print_json(json.dumps(data, default=str))
-
-
-def _print_config(config) -> NoReturn:
-    from searchvlm.overrides import dump_yaml
-
-    out.print(dump_yaml(config), end="", highlight=False, markup=False)
-    raise typer.Exit(0)
-
-
-def _seeds(text: str | None) -> list[int] | None:
-    """`--seeds 0,1,2` as a list; None when not given (an empty value is refused)."""
-    if text is None:
-        return None
-    try:
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        raise ConfigError(COMMAND_LINE, "--seeds", text, "expected comma-separated integers such as 0,1,2") from None
-
-
-def _concurrency(text: str | None) -> int | str | None:
-    """`--concurrency 4` or `--concurrency auto`; None when not given."""
-    if text is None or text == "auto":
-        return text
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ConfigError(COMMAND_LINE, "--concurrency", text, "expected a whole number >= 1 or auto")
-    return int(text)
 
 
 @app.command()
@@ -126,12 +83,12 @@ def trial(
 
     from searchvlm.space import load_trial_config
 
-    config = load_trial_config(space_file, preset=preset, policy=policy, seeds=_seeds(seeds), cache_dir=cache_dir,
+    config = load_trial_config(space_file, preset=preset, policy=policy, seeds=seeds_option(seeds), cache_dir=cache_dir,
                                overrides=sets)  # fmt: skip
     if not print_config:
         _check_data(config.data)
     if print_config:
-        _print_config(config)
+        exit_with_config(config)
     from searchvlm.trial import run_trial
 
     with Progress(
@@ -169,7 +126,7 @@ def presets(
 
     compiled = compile_presets(layers)
     if as_json:
-        _print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
+        print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
         return
     print_table(out, presets_table(compiled, layers))
 
@@ -199,14 +156,15 @@ def sweep(
     from searchvlm.space import load_space
 
     space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
-    concurrency = _concurrency(concurrency)
+    concurrency = concurrency_option(concurrency)
     if print_config:
-        _print_config(space.with_search(samples=samples, concurrency=concurrency))
-    from searchvlm.sweep import run_sweep
+        exit_with_config(space.with_search(samples=samples, concurrency=concurrency))
+    from searchvlm.sweep import SweepOptions, run_sweep
 
-    summary = run_sweep(space_file, name=name, samples=samples, concurrency=concurrency, resume=resume,
-                        address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                        progress=not no_progress, overrides=sets)  # fmt: skip
+    options = SweepOptions(samples=samples, concurrency=concurrency, overrides=sets, address=address,
+                           tracking_uri=tracking_uri)  # fmt: skip
+    summary = run_sweep(space_file, name=name, runs_dir=runs_dir, resume=resume, progress=not no_progress,
+                        options=options)  # fmt: skip
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
 
 
@@ -216,11 +174,11 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="print every file's result and problems as JSON"),
 ) -> None:
     """Check search space and policy files; report every problem of each (exit 2 if any)."""
-    from searchvlm.space import validate_files
+    from searchvlm.file_checks import validate_files
 
     checks = [_with_data(c) for c in validate_files(files)]
     if as_json:
-        _print_json([c.to_dict() for c in checks])
+        print_json([c.to_dict() for c in checks])
     for c in checks if not as_json else ():
         if c.ok:
             out.print(c.summary, highlight=False, soft_wrap=True)
@@ -239,7 +197,8 @@ def _check_data(cfg) -> None:
 
 def _with_data(check):
     """A valid space file's check, with its data file checked too (`validate`)."""
-    from searchvlm.space import FileCheck, load_space
+    from searchvlm.file_checks import FileCheck
+    from searchvlm.space import load_space
 
     if not check.ok or Path(check.path).suffix.lower() == ".json":
         return check
@@ -259,19 +218,9 @@ def schema(
     from searchvlm.schema_doc import space_json_schema, space_reference
 
     if as_json:
-        _print_json(space_json_schema())
+        print_json(space_json_schema())
         return
     out.print(space_reference(), end="", highlight=False, markup=False)
-
-
-def _ref(ref: Optional[str]) -> Optional[tuple[float, float]]:
-    if ref is None:
-        return None
-    try:
-        flops, synergy = (float(x) for x in ref.split(","))
-    except ValueError:
-        raise ConfigError("command line", "--ref", ref, "expected FLOPS,SYNERGY such as 1.0,-0.2") from None
-    return flops, synergy
 
 
 @app.command()
@@ -290,33 +239,11 @@ def pareto(
     were written, or with --force."""
     from searchvlm.report import pareto_report
 
-    report = pareto_report(run, _ref(ref), runs_dir, plots=plots, force=force)
+    report = pareto_report(run, ref_option(ref), runs_dir, plots=plots, force=force)
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return
-    summary = report.summary
-    title = f"Pareto front of {summary['sweep']} ({summary['trials']} trials: {summary['counts']})"
-    print_table(out, cells_table(title, report.table))
-    if summary["numbers"] == "confirmed":
-        out.print(f"numbers: confirmed on fresh seeds {summary['confirmed_seeds']} for {summary['confirmed_policies']} "
-                  "policies (confirmed.csv); the front is computed on them", highlight=False)  # fmt: skip
-    else:
-        out.print("numbers: the search's (not confirmed; `searchvlm confirm` retrains the front on fresh seeds)",
-                  highlight=False)  # fmt: skip
-    if summary["seed_noise_line"] and summary["numbers"] != "confirmed":
-        out.print(summary["seed_noise_line"], highlight=False)
-    if summary["near_front"]:
-        out.print(f"near the front (within 2 s.e.): {', '.join(summary['near_front'])}", highlight=False)
-    r = summary["ref"]
-    out.print(
-        f"hypervolume {summary['hypervolume']:.4f} (reference: flops_ratio {r['flops_ratio']:.3f}, "
-        f"synergy_gain {r['synergy_gain']:.4f}{REF_SOURCE[summary['ref_source']]}); "
-        f"knee: {summary['knee']}"
-    )
-    if report.plots_unchanged:
-        out.print("plots unchanged since trials.csv was last drawn (--force redraws them):", highlight=False)
-    for name, path in report.plots.items():
-        out.print(f"  {name}: {path}")
+    print_pareto(out, report)
 
 
 @app.command()
@@ -337,13 +264,14 @@ def export(
     """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial.
 
     Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png."""
+    from searchvlm.export import TrialChoice
     from searchvlm.report import export_report
 
     if trial is not None and rule is not None:
         raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
     try:
-        done = export_report(run, (rule or RuleName.knee).value, max_flops, min_synergy, output, runs_dir,
-                             trial=trial, force=force)  # fmt: skip
+        choice = TrialChoice((rule or RuleName.knee).value, max_flops, min_synergy, trial)
+        done = export_report(run, choice, output, runs_dir, force=force)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
         reason = f"cannot write the policy file ({err.strerror or err})"
         raise ConfigError(COMMAND_LINE, "--output", str(output), reason) from None
@@ -386,7 +314,7 @@ def confirm(
 
     done = lambda r: console.print(f"  confirmed trial {r['trial_id']} (#{r['number']}): {r['status']}",  # noqa: E731
                                    highlight=False)  # fmt: skip
-    summary = run_confirm(run, _seeds(seeds), top, runs_dir, tracking_uri, on_row=done)
+    summary = run_confirm(run, seeds_option(seeds), top, runs_dir, tracking_uri, on_row=done)
     print_table(out, confirm_table(summary))
     shrink = [r["shrinkage"] for r in summary.rows if r.get("shrinkage") is not None]
     if shrink:
@@ -399,95 +327,10 @@ def confirm(
               highlight=False)  # fmt: skip
 
 
-@app.command("runs")
-def runs_(
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
-    as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
-    check: Optional[str] = typer.Option(
-        None, "--check", help="compare this sweep's trials.csv with its Optuna study and MLflow runs instead"
-    ),
-    repair: bool = typer.Option(False, "--repair", help="with --check: rebuild the rows trials.csv lost from them"),
-) -> None:
-    """List every sweep under the runs folder: trials ok / failed / pruned, front size, created (alias: ls)."""
-    from searchvlm.runs import list_runs
-
-    if check is not None or repair:
-        _check_records(check, repair, runs_dir, as_json)
-        return
-    infos = list_runs(runs_dir)
-    if as_json:
-        _print_json([r.to_dict() for r in infos])
-        return
-    print_table(out, runs_table(infos))
-    for r in infos:
-        if r.problem:
-            console.print(f"[yellow]warning:[/yellow] {r.problem}", highlight=False, soft_wrap=True)
-
-
-def _check_records(name: Optional[str], repair: bool, runs_dir: Path, as_json: bool) -> None:
-    """`runs --check NAME [--repair]`: the findings, one line each; exit 1 while any remain."""
-    from searchvlm.recover import check_run, repair_run
-
-    if not name:
-        raise ConfigError(COMMAND_LINE, "--check", name, "name the sweep to check (--repair needs it too)")
-    found = (repair_run if repair else check_run)(name, runs_dir)
-    if as_json:
-        _print_json({"ok": found.ok, "lines": found.lines(), "missing": found.missing, "repaired": found.repaired})
-    else:
-        for line in found.lines():
-            out.print(line, highlight=False, markup=False)
-    raise typer.Exit(0 if found.ok else 1)
-
-
+app.command("runs")(runs_)
 app.command("ls", help="Alias of `runs`: list every sweep under the runs folder.")(runs_)
-
-
-@app.command()
-def compare(
-    a: str = typer.Argument(..., help="first sweep (name under --runs-dir, or folder)"),
-    b: str = typer.Argument(..., help="second sweep"),
-    ref: Optional[str] = typer.Option(None, "--ref", help="hypervolume reference FLOPS,SYNERGY for both"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
-    as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
-) -> None:
-    """Two sweeps side by side: counts, hypervolume (one reference point), best synergy, fronts."""
-    from searchvlm.runs import compare_runs
-
-    cmp = compare_runs(a, b, runs_dir, _ref(ref))
-    if as_json:
-        _print_json(cmp.to_dict())
-        return
-    print_table(out, compare_table(cmp))
-    for f, cells in zip(cmp.fronts, cmp.tables):
-        print_table(out, cells_table(f"front of {f.sweep}", cells))
-
-
-@app.command()
-def rm(
-    name: str = typer.Argument(..., help="sweep name under --runs-dir"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
-) -> None:
-    """Delete a sweep: runs/NAME and its MLflow runs (parent and every trial's child run)."""
-    from searchvlm.runs import removable, remove_run
-
-    target = removable(name, runs_dir)
-    if not yes and not _confirm(f"delete {target} and its MLflow runs?"):
-        console.print(f"kept {target}", highlight=False)
-        raise typer.Exit(1)
-    removed = remove_run(name, runs_dir, tracking_uri)
-    out.print(f"deleted {removed.run_dir} and {removed.mlflow_runs} MLflow runs"
-              f"{f' in {removed.tracking_uri}' if removed.tracking_uri else ''}", highlight=False)  # fmt: skip
-
-
-def _confirm(question: str) -> bool:
-    """Ask on the terminal; no answer (end of input, no terminal) is no."""
-    try:
-        return typer.confirm(question, default=False, err=True)
-    except typer.Abort:
-        console.print()
-        return False
+app.command()(compare)
+app.command()(rm)
 
 
 @app.command()
@@ -502,15 +345,15 @@ def reproduce(
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
 ) -> None:
     """The literature presets side by side: the study's Table 3 on our proxy."""
-    from searchvlm.reproduce import reproduce_config, run_reproduce
+    from searchvlm.reproduce import ReproduceRequest, reproduce_config, run_reproduce
 
     wanted = presets_.split(",") if presets_ is not None else None  # "" is refused, not the default
     done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
+    request = ReproduceRequest(presets=wanted, seeds=seeds_option(seeds), overrides=sets)
     if print_config:
-        _print_config(reproduce_config(space_file, presets=wanted, seeds=_seeds(seeds), runs_dir=runs_dir,
-                                       overrides=sets))  # fmt: skip
-    table = run_reproduce(space_file, presets=wanted, out_dir=out_dir, seeds=_seeds(seeds), runs_dir=runs_dir,
-                          tracking_uri=tracking_uri, overrides=sets, on_result=done)  # fmt: skip
+        exit_with_config(reproduce_config(space_file, request, runs_dir))
+    table = run_reproduce(space_file, request, out_dir=out_dir, runs_dir=runs_dir, tracking_uri=tracking_uri,
+                          on_result=done)  # fmt: skip
     out.print(table.markdown())
     out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
@@ -534,25 +377,22 @@ def analyze(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
 ) -> None:
     """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
-    from searchvlm.analysis import run_analysis
+    from searchvlm.analysis_run import AnalysisRequest, run_analysis
 
+    request = AnalysisRequest(policy=policy, checkpoint=checkpoint, steps=steps, max_examples=examples,
+                              heatmap_layer=layer, floor=floor, rows=rows, threads=threads)  # fmt: skip
     try:
-        done = run_analysis(space_file, policy=policy, checkpoint=checkpoint, out_dir=out_dir, steps=steps,
-                            max_examples=examples, heatmap_layer=layer, floor=floor, rows=rows, export=export,
-                            threads=threads, runs_dir=runs_dir)  # fmt: skip
+        done = run_analysis(space_file, request, out_dir=out_dir, export=export, runs_dir=runs_dir,
+                            tracking_uri=tracking_uri)  # fmt: skip
     except ValueError as err:  # a plain ValueError of the analysis, too, is one `error:` line
-        _fail(err)
+        fail(err)
     print_table(out, alpha_table(done))
     for task in ("understanding", "generation"):
         tp = done.derived.task(task)
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
     out.print(f"wrote {', '.join(str(p) for p in done.files.values())}")
-    if tracking_uri:
-        from searchvlm.tracking import log_analysis
-
-        run_id = log_analysis(tracking_uri, runs_dir, f"analysis-{space_file.stem}", done.report.alpha,
-                              list(done.files.values()))  # fmt: skip
-        out.print(f"mlflow: {tracking_uri} (run {run_id})")
+    if done.run_id:
+        out.print(f"mlflow: {tracking_uri} (run {done.run_id})")
 
 
 def main() -> None:  # pragma: no cover - console entry

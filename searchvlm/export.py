@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -222,22 +223,31 @@ def write_policy_file(policy_file: PolicyFile, out_path: str | Path, force: bool
     return out
 
 
+@dataclass(frozen=True)
+class TrialChoice:
+    """Which trial of a sweep to export: the one `rule` selects (`knee` | `max-synergy` |
+    `min-flops`, see `searchvlm.pareto.select`) among the trials within `max_flops` and
+    `min_synergy`, or `trial` itself (a trial id or number, see `find_trial`)."""
+
+    rule: str = "knee"
+    max_flops: float | None = None
+    min_synergy: float | None = None
+    trial: str | int | None = None
+
+
 def export_policy(
     run_dir: str | Path,
-    rule: str = "knee",
-    max_flops: float | None = None,
-    min_synergy: float | None = None,
+    choice: TrialChoice = TrialChoice(),
     out_path: str | Path = "policy.json",
     runs_dir: str | Path = "runs",
-    trial: str | int | None = None,
     force: bool = False,
 ) -> Path:
-    """Select a trial of sweep `run_dir` by `rule` (+ constraints), or take `trial` (its id
-    or number), and write its policy file to `out_path` (never over an existing file
-    unless `force`).
+    """Take the trial `choice` names in sweep `run_dir` and write its policy file to
+    `out_path` (never over an existing file unless `force`).
 
-    `rule`: `knee` | `max-synergy` | `min-flops` (see `searchvlm.pareto.select`). The file
-    loads back with `searchvlm.load_policy`. Errors are `ConfigError`s naming the file.
+    The file loads back with `searchvlm.load_policy`. Errors are `ConfigError`s naming the file.
     """
     _check_target(Path(out_path), force)  # before any work: the file you have is kept
-    return write_policy_file(build_policy_file(run_dir, rule, max_flops, min_synergy, runs_dir, trial), out_path, force)
+    c = choice
+    return write_policy_file(build_policy_file(run_dir, c.rule, c.max_flops, c.min_synergy, runs_dir, c.trial),
+                             out_path, force)  # fmt: skip

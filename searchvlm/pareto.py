@@ -28,19 +28,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import moocore
 import numpy as np
 
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.results import TrialRow, finite_number
+from searchvlm.search import RULES
 
 Row = Mapping[str, Any]
 #: a row type a function hands back as it was given (a `TrialRow`, a dict)
 R = TypeVar("R", bound=Row)
-Rule = Literal["knee", "max-synergy", "min-flops"]
-RULES: tuple[str, ...] = ("knee", "max-synergy", "min-flops")
 #: hypervolume reference FLOPs ratio (the dense model); the synergy side defaults to the
 #: dense preset trial's synergy gain, else the worst among the valid trials (`default_ref`).
 REF_FLOPS = 1.0

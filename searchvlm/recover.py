@@ -21,8 +21,10 @@ from searchvlm.errors import DamagedFile
 from searchvlm.policy import ReductionPolicy
 from searchvlm.results import (
     METRIC_COLUMNS,
+    STUDY_FILE,
     SWEEP_FILE,
     TRIALS_FILE,
+    TrialRun,
     read_meta,
     read_trials,
     resolve_run_dir,
@@ -34,7 +36,6 @@ from searchvlm.results import (
 
 __all__ = ["RecordCheck", "check_run", "repair_run"]
 
-STUDY_FILE = "optuna.db"
 _STATE = {"COMPLETE": "ok", "FAIL": "failed", "PRUNED": "pruned"}
 
 
@@ -232,7 +233,7 @@ def _row(tid: str, study: dict[str, Any], mlflow: dict[str, Any], seeds: list[in
                          policy=ReductionPolicy.model_validate_json(policy) if policy else None,
                          **{k: v for k, v in metrics.items() if v is not None})  # fmt: skip
     preset = study.get("preset") or mlflow.get("preset")
-    return trial_row(result, tid, _number(study, mlflow) or 0, preset, study.get("params"),
-                     start_time=mlflow.get("start_time") or study.get("start_time", ""),
-                     end_time=mlflow.get("end_time") or study.get("end_time", ""),
-                     duplicate_of=mlflow.get("duplicate_of") or study.get("duplicate_of"))  # fmt: skip
+    run = TrialRun(start_time=mlflow.get("start_time") or study.get("start_time", ""),
+                   end_time=mlflow.get("end_time") or study.get("end_time", ""),
+                   duplicate_of=mlflow.get("duplicate_of") or study.get("duplicate_of"))  # fmt: skip
+    return trial_row(result, tid, _number(study, mlflow) or 0, preset, study.get("params"), run)

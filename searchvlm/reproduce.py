@@ -205,20 +205,27 @@ def reproduce(
     return table
 
 
+@dataclass(frozen=True)
+class ReproduceRequest:
+    """What `run_reproduce` puts side by side: `presets` (default every literature preset),
+    on `seeds` (default the space's), with `overrides` (`key.path=value`, `--set`) applied
+    to the space file."""
+
+    presets: Sequence[str] | None = None
+    seeds: list[int] | None = None
+    overrides: Sequence[str] | None = None
+
+
 def reproduce_config(
-    space_file: str | Path,
-    *,
-    presets: Sequence[str] | None = None,
-    seeds: list[int] | None = None,
-    runs_dir: str | Path = "runs",
-    overrides: Sequence[str] | None = None,
+    space_file: str | Path, request: ReproduceRequest = ReproduceRequest(), runs_dir: str | Path = "runs"
 ) -> TrialConfig:
-    """The base trial config `run_reproduce` runs every preset on: the space's (after
-    `overrides`), baselines cached under `<runs_dir>/cache`, `seeds` if given; unknown
-    `presets` are a ConfigError."""
+    """The base trial config `run_reproduce` runs every preset on: the space's (after the
+    request's `overrides`), baselines cached under `<runs_dir>/cache`, its `seeds` if given;
+    unknown `presets` are a ConfigError."""
     from searchvlm.space import load_space
 
-    space = load_space(space_file, overrides)
+    presets, seeds = request.presets, request.seeds
+    space = load_space(space_file, request.overrides)
     unknown = [p for p in presets or [] if p not in PRESETS]
     if unknown:
         raise ConfigError(COMMAND_LINE, "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
@@ -229,21 +236,20 @@ def reproduce_config(
 
 def run_reproduce(
     space_file: str | Path,
+    request: ReproduceRequest = ReproduceRequest(),
     *,
-    presets: Sequence[str] | None = None,
     out_dir: str | Path | None = None,
-    seeds: list[int] | None = None,
     runs_dir: str | Path = "runs",
     tracking_uri: str | None = None,
-    overrides: Sequence[str] | None = None,
     on_result: Callable[[str, TrialResult], None] | None = None,
 ) -> Table3:
-    """The `reproduce` command: `reproduce` on the space's `reproduce_config`, written to
-    `out_dir` (default `<runs_dir>/reproduce-<space>`) and logged to MLflow (`tracking_uri`,
-    default the sqlite store under `runs_dir`)."""
+    """The `reproduce` command: `reproduce` on the space's `reproduce_config` for `request`,
+    written to `out_dir` (default `<runs_dir>/reproduce-<space>`) and logged to MLflow
+    (`tracking_uri`, default the sqlite store under `runs_dir`)."""
     from searchvlm.tracking import default_uri, log_table
 
-    base = reproduce_config(space_file, presets=presets, seeds=seeds, runs_dir=runs_dir, overrides=overrides)
+    base = reproduce_config(space_file, request, runs_dir)
+    presets = request.presets
     name = f"reproduce-{Path(space_file).stem}"
     table = reproduce(base, Path(out_dir) if out_dir else Path(runs_dir) / name,
                       list(presets) if presets else None, on_result)  # fmt: skip

@@ -7,27 +7,25 @@ read them, so both sides share one definition of the columns.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import math
 import numbers
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from searchvlm._tables import atomic_write, read_table, write_table
 from searchvlm.config import REACHED_METRICS, TrialResult
-from searchvlm.errors import NO_VALUE, ConfigError, warn_damaged
+from searchvlm.errors import ConfigError
 
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
+STUDY_FILE = "optuna.db"  # the sweep's Optuna study (SQLite)
 
 OBJECTIVE_COLUMNS = REACHED_METRICS  # what a trial reached (exported as a policy file's `objectives`)
 METRIC_COLUMNS = (*OBJECTIVE_COLUMNS, "train_seconds", "steps_done")
@@ -187,23 +185,30 @@ def sweep_tracking_uri(meta: SweepMeta, run_dir: str | Path) -> str | None:
     return uri
 
 
+@dataclass(frozen=True)
+class TrialRun:
+    """How a trial ran, as its trials-table row records it: start and end (ISO 8601 text),
+    the trial whose result it reused (`duplicate_of`: the same computation, see
+    `searchvlm.identity`) and where it ran (`placement`: the `PLACEMENT_COLUMNS`, missing
+    ones empty)."""
+
+    start_time: str = ""
+    end_time: str = ""
+    duplicate_of: str | None = None
+    placement: dict[str, str] | None = None
+
+
 def trial_row(
     result: TrialResult,
     trial_id: str,
     number: int,
     preset: str | None = None,
     params: dict[str, Any] | None = None,
-    start_time: str = "",
-    end_time: str = "",
-    duplicate_of: str | None = None,
-    placement: dict[str, str] | None = None,
+    run: TrialRun = TrialRun(),
 ) -> dict[str, Any]:
-    """One trials-table row (every field of the result, the explicit policy as JSON).
-
-    `duplicate_of`: the trial whose result this one reused (the same computation, see
-    `searchvlm.identity`); `placement`: the `PLACEMENT_COLUMNS` (missing ones empty);
-    `synergy_per_seed` lists each seed's synergy gain in `seeds`
-    order (for paired comparisons)."""
+    """One trials-table row (every field of the result, the explicit policy as JSON, `run`'s
+    cells); `synergy_per_seed` lists each seed's synergy gain in `seeds` order (for paired
+    comparisons)."""
     row: dict[str, Any] = {c: getattr(result, c) for c in METRIC_COLUMNS}
     row.update(
         trial_id=trial_id,
@@ -211,41 +216,21 @@ def trial_row(
         status=result.status,
         error=result.error or "",
         preset=preset or "",
-        duplicate_of=duplicate_of or "",
+        duplicate_of=run.duplicate_of or "",
         seeds=json.dumps(result.seeds),
         synergy_per_seed=json.dumps([p.get("synergy_gain") for p in result.per_seed]) if result.per_seed else "",
         policy_json=result.policy.model_dump_json() if result.policy else "",
         params_json=json.dumps(params or {}, sort_keys=True, default=str),
-        start_time=start_time,
-        end_time=end_time,
+        start_time=run.start_time,
+        end_time=run.end_time,
     )
-    row.update({c: (placement or {}).get(c) or "" for c in PLACEMENT_COLUMNS})
+    row.update({c: (run.placement or {}).get(c) or "" for c in PLACEMENT_COLUMNS})
     return {c: row[c] for c in TRIAL_COLUMNS}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _write_table(path: str | Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    """Rows sorted by trial number, None as empty cells, written atomically."""
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    for row in sorted(rows, key=lambda r: int(r["number"])):
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-    _atomic_write(Path(path), buf.getvalue())
 
 
 def write_trials(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write the whole table atomically (a crash never leaves a half-written file)."""
-    _write_table(path, rows, TRIAL_COLUMNS)
+    write_table(path, rows, TRIAL_COLUMNS)
 
 
 def _parse(column: str, text: str) -> Any:
@@ -268,85 +253,8 @@ def read_trials(path: str | Path, strict: bool = False) -> list[TrialRow]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(path, "", str(path), "no trials table here (has the sweep run?)")
-    return _read_table(path, ("trial_id", "status", "flops_ratio", "synergy_gain"), TRIAL_COLUMNS, _parse, strict)
-
-
-#: what to do about a damaged table (`searchvlm.recover`), by the sweep's folder name
-REPAIR_HINT = (
-    "`searchvlm runs --check {name}` compares it with the Optuna study and MLflow, --repair rebuilds lost rows"
-)
-_Entry = tuple[int, "dict[str, Any] | None", "str | None"]  # (line, parsed row, problem)
-
-
-def _read_table(path: Path, required: tuple[str, ...], columns: tuple[str, ...], parse: Callable[[str, str], Any],
-                strict: bool = False) -> list[TrialRow]:  # fmt: skip
-    """Rows of a CSV table with `required` header columns, every cell through `parse`;
-    ConfigError naming the file on an unreadable file or a bad header; damaged rows as
-    `read_trials` says."""
-    text = _text(path)
-    if text and "\n" not in text:  # the writer ends the header line: the file was cut inside it
-        _report_damage(path, [(1, "the file ends inside its header (cut short?)")], 0, strict)
-        return []
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ConfigError(path, "header", reader.fieldnames, f"missing columns {missing}")
-    entries = _entries(reader, columns, parse)
-    if entries and entries[-1][2] is None and not text.endswith("\n"):  # the writer ends every row
-        entries[-1] = (entries[-1][0], None, "the file ends inside this row (cut short?)")
-    damaged = [(line, problem) for line, _, problem in entries if problem is not None]
-    if damaged:
-        _report_damage(path, damaged, len(entries) - len(damaged), strict)
-    return [TrialRow.of(row) for _, row, problem in entries if problem is None and row is not None]
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise ConfigError(path, "", str(path), f"cannot read file ({err.strerror or err})") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(path, "", str(path), f"not a text table (byte {err.start} is not UTF-8)") from None
-
-
-def _entries(reader: csv.DictReader, columns: tuple[str, ...], parse: Callable[[str, str], Any]) -> list[_Entry]:
-    """Every data row with the line it starts on: parsed, or the problem that damages it."""
-    out: list[_Entry] = []
-    line = reader.line_num + 1
-    while True:
-        try:
-            raw = next(reader)
-        except StopIteration:
-            return out
-        except csv.Error as err:
-            out.append((line, None, f"unreadable row ({err})"))
-        else:
-            out.append((line, *_parsed(raw, reader, columns, parse)))
-        line = reader.line_num + 1
-
-
-def _parsed(raw: dict[Any, Any], reader: csv.DictReader, columns: tuple[str, ...],
-            parse: Callable[[str, str], Any]) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
-    cells = len(reader.fieldnames or [])
-    if None in raw:
-        return None, f"{cells + len(raw[None])} cells for {cells} columns"
-    short = [k for k, v in raw.items() if v is None]
-    if short:
-        return None, f"row cut short: {cells - len(short)} of {cells} cells (ends before column {short[0]!r})"
-    try:
-        return {c: parse(c, raw.get(c) or "") for c in columns}, None
-    except ValueError as err:
-        return None, f"trial {raw.get('trial_id')!r}: {err}"
-
-
-def _report_damage(path: Path, damaged: list[tuple[int, str]], intact: int, strict: bool) -> None:
-    line, problem = damaged[0]
-    more = f" (and {len(damaged) - 1} more damaged rows)" if len(damaged) > 1 else ""
-    hint = REPAIR_HINT.format(name=path.resolve().parent.name)
-    where = f"line {line} (row {line - 1})" if line > 1 else "line 1 (the header)"
-    if strict:
-        raise ConfigError(path, where, NO_VALUE, f"{problem}{more}; {hint}")
-    warn_damaged(path, where, f"{problem}{more}; skipped, {intact} intact rows used; {hint}")
+    rows = read_table(path, ("trial_id", "status", "flops_ratio", "synergy_gain"), TRIAL_COLUMNS, _parse, strict)
+    return [TrialRow.of(row) for row in rows]
 
 
 def store_problem(path: str | Path, table: str) -> str | None:
@@ -364,7 +272,7 @@ def store_problem(path: str | Path, table: str) -> str | None:
 
 
 def write_meta(path: str | Path, meta: SweepMeta) -> None:
-    _atomic_write(Path(path), meta.model_dump_json(indent=2))
+    atomic_write(Path(path), meta.model_dump_json(indent=2))
 
 
 def read_meta(path: str | Path) -> SweepMeta:
@@ -412,7 +320,7 @@ CONFIRM_COLUMNS = ("trial_id", "number", "preset", "status", "error", "seeds", *
 
 def write_confirmed(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write `confirmed.csv` atomically, one row per confirmed policy (by trial number)."""
-    _write_table(path, rows, CONFIRM_COLUMNS)
+    write_table(path, rows, CONFIRM_COLUMNS)
 
 
 def read_confirmed(path: str | Path, strict: bool = False) -> list[TrialRow]:
@@ -422,9 +330,8 @@ def read_confirmed(path: str | Path, strict: bool = False) -> list[TrialRow]:
     path = Path(path)
     if not path.exists():
         return []
-    return _read_table(
-        path, ("trial_id", "number", "status", "seeds", "synergy_gain"), CONFIRM_COLUMNS, _parse_confirmed, strict
-    )
+    required = ("trial_id", "number", "status", "seeds", "synergy_gain")
+    return [TrialRow.of(row) for row in read_table(path, required, CONFIRM_COLUMNS, _parse_confirmed, strict)]
 
 
 def _parse_confirmed(column: str, text: str) -> Any:

@@ -30,8 +30,9 @@ from pydantic.fields import FieldInfo
 
 from searchvlm.config import TrialResult
 from searchvlm.policy import PolicyFile, ReductionPolicy
+from searchvlm.policy_space import Dist
 from searchvlm.results import SweepMeta
-from searchvlm.space import Dist, SearchSpace
+from searchvlm.space import SearchSpace
 
 __all__ = ["BLOCKS", "missing_descriptions", "render_block", "space_json_schema", "space_reference", "sync_blocks"]
 

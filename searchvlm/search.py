@@ -18,6 +18,8 @@ from searchvlm._strict import Strict as _Strict
 from searchvlm.config import SEARCHABLE_METRICS
 
 METRICS: tuple[str, ...] = SEARCHABLE_METRICS  # what objectives and constraints may name
+#: how `export` picks a trial off a sweep's front (`searchvlm.pareto.select`; `--rule`)
+RULES: tuple[str, ...] = ("knee", "max-synergy", "min-flops")
 
 
 class Objective(_Strict):

@@ -8,8 +8,10 @@ schemas live in `searchvlm.search`) and `presets` (warm-start points).
 `suggest_float/int/categorical` (define-by-run, conditional on the schedule kind);
 `SearchSpace.policy_from_params(params)` turns a point into an explicit `ReductionPolicy`.
 
-A schedule's searched dimensions derive from its class in `searchvlm.schedules`
-(`space_of`). Invalid combinations are repaired, not rejected: with mode `drop` the
+The `policy` dimensions (dists, schedule spaces, task and sharing choices) are defined in
+`searchvlm.policy_space`; a schedule's searched dimensions derive from its class in
+`searchvlm.schedules` (`space_of`). The `validate` command's file checks are in
+`searchvlm.file_checks`. Invalid combinations are repaired, not rejected: with mode `drop` the
 compiled keep list is clamped to be non-increasing (running minimum, "dropped tokens never
 come back", done by `compile_policy`), so every sampled point is a valid policy. The
 explicit policy a trial trained under is what the trials table and MLflow record.
@@ -21,48 +23,25 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import cache, partial
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     Field,
-    GetJsonSchemaHandler,
-    SerializeAsAny,
     SerializerFunctionWrapHandler,
-    create_model,
-    field_validator,
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticUndefined, core_schema
 
 from searchvlm._strict import Strict as _Strict
 from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig, check_gen_metric
 from searchvlm.errors import COMMAND_LINE, ConfigError, load_yaml, validate
 from searchvlm.overrides import Override, apply_overrides, attribute, parse_overrides
-from searchvlm.policy import (
-    TASKS,
-    Mode,
-    ReductionPolicy,
-    Selector,
-    Sharing,
-    load_policy,
-    task_selector_error,
-)
+from searchvlm.policy import TASKS, ReductionPolicy, Sharing, load_policy
+from searchvlm.policy_space import Dist, PolicySpace, Scalar, ScheduleSpace, SupportsSuggest, TaskSpace
 from searchvlm.presets import PRESETS, preset
-from searchvlm.schedules import (
-    SCHEDULES,
-    CosineSchedule,
-    Param,
-    Schedule,
-    TaskSpec,
-    Tied,
-    by_kind,
-    compile_policy,
-)
+from searchvlm.schedules import TaskSpec, Tied, compile_policy
 from searchvlm.search import (  # noqa: F401 - re-exported: the search settings were defined here
     METRICS,
     ConfirmSettings,
@@ -72,8 +51,6 @@ from searchvlm.search import (  # noqa: F401 - re-exported: the search settings 
     SchedulerSpace,
     SearchSettings,
 )
-
-Scalar = float | int | str | bool
 
 # The parameter codec: the flat names of a sampled point (Optuna params, MLflow params), built
 # only by `param_name` and these constants: `tie_schedules`; `tied.mode` (a tied point's one
@@ -87,262 +64,6 @@ SHORT = {"understanding": "und", "generation": "gen"}
 def param_name(task: str, *parts: str) -> str:
     """`und.fastv.start` = param_name("understanding", "fastv", "start")."""
     return ".".join((SHORT[task], *parts))
-
-
-class SupportsSuggest(Protocol):
-    """What `SearchSpace.suggest` needs: the `suggest_*` methods of an `optuna.Trial`."""
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float: ...  # fmt: skip
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1,
-                    log: bool = False) -> int: ...  # fmt: skip
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
-
-
-# --------------------------------------------------------------------------- dimensions
-
-
-class Dist(_Strict):
-    """One searchable number. YAML shorthand: a scalar is a constant, a list is categorical."""
-
-    type: Literal["float", "int", "categorical", "const"] = Field(description="float | int | categorical | const")
-    low: float | None = Field(None, description="float/int: lower bound (inclusive)")
-    high: float | None = Field(None, description="float/int: upper bound (inclusive)")
-    step: float | None = Field(None, gt=0, description="float/int: grid step (None: continuous)")
-    log: bool = Field(False, description="float/int: sample on a log scale")
-    choices: list[Scalar] | None = Field(None, description="categorical: the values")
-    value: Scalar | None = Field(None, description="const: the value")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, list):
-            return {"type": "categorical", "choices": data}
-        if isinstance(data, (int, float, str, bool)):
-            return {"type": "const", "value": data}
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> "Dist":
-        if self.type in ("float", "int"):
-            if self.low is None or self.high is None:
-                raise ValueError(f"type = {self.type!r} needs both low and high")
-            if self.low > self.high:
-                raise ValueError(f"low = {self.low} must be <= high = {self.high}")
-            if self.log and (self.low <= 0 or self.step is not None):
-                raise ValueError("log = true needs low > 0 and no step")
-        if self.type == "int" and any(v is not None and float(v) != int(v) for v in (self.low, self.high, self.step)):
-            raise ValueError("type = 'int' needs integer low, high and step")
-        if self.type == "categorical" and not self.choices:
-            raise ValueError("type = 'categorical' needs a non-empty choices list")
-        if self.type == "const" and self.value is None:
-            raise ValueError("type = 'const' needs a value")
-        return self
-
-    def bounds(self) -> tuple[float, float]:
-        """Smallest and largest value the dimension can produce (numeric dims)."""
-        if self.type in ("float", "int"):
-            return float(self.low), float(self.high)  # type: ignore[arg-type]
-        vals = [self.value] if self.type == "const" else list(self.choices or [])
-        nums = [float(v) for v in vals if isinstance(v, (int, float))]
-        return (min(nums), max(nums)) if nums else (0.0, 0.0)
-
-    def grid(self) -> list[Scalar] | None:
-        """Finite list of values (None when continuous)."""
-        if self.type == "const":
-            return [self.value]  # type: ignore[list-item]
-        if self.type == "categorical":
-            return list(self.choices or [])
-        if self.type == "int" and self.step is None:
-            return list(range(int(self.low), int(self.high) + 1))  # type: ignore[arg-type]
-        if self.step is None:
-            return None
-        n = int(round((self.high - self.low) / self.step))  # type: ignore[operator]
-        vals = [self.low + i * self.step for i in range(n + 1)]  # type: ignore[operator]
-        return [int(v) for v in vals] if self.type == "int" else [round(v, 10) for v in vals]
-
-    def sample(self, trial: SupportsSuggest, name: str) -> Any:
-        if self.type == "const":
-            return self.value
-        if self.type == "categorical":
-            return trial.suggest_categorical(name, list(self.choices or []))
-        if self.type == "int":
-            step = int(self.step or 1)
-            return trial.suggest_int(name, int(self.low), int(self.high), step=step, log=self.log)  # type: ignore[arg-type]
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)  # type: ignore[arg-type]
-
-
-def _const(value: Scalar) -> Dist:
-    return Dist(type="const", value=value)
-
-
-# --------------------------------------------------------------------------- schedule spaces
-
-
-class ScheduleSpace(_Strict):
-    """The searched dimensions of one schedule kind. One subclass per registered kind,
-    generated from its `searchvlm.schedules` class (`space_of`): a dist per number, one
-    dist for every layer of a per-layer list, fixed fields as they are."""
-
-    kind: str
-    schedule: ClassVar[type[Schedule]]
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _by_kind(cls, data: Any, handler: Callable[[Any], Any]) -> Any:
-        return by_kind(cls, ScheduleSpace, data, handler, _spaces())
-
-    @classmethod
-    def variants(cls) -> tuple[type["ScheduleSpace"], ...]:
-        """The space of every registered kind (what a schedule list item may be)."""
-        return tuple(_spaces().values())
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
-        if cls is not ScheduleSpace:
-            return handler(schema)
-        choices = {kind: space.__pydantic_core_schema__ for kind, space in _spaces().items()}
-        return handler(core_schema.tagged_union_schema(choices, discriminator="kind"))  # as pydantic's unions
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # the generated classes are not module attributes: pickle (the sweep's searcher) by kind
-        return _blank, (self.kind,), self.__getstate__()
-
-    def dims(self, num_layers: int) -> dict[str, Dist]:
-        """The searched dists by their name in the schedule (`ratio`, `keep.3`)."""
-        return {name: getattr(self, p.name) for p in self.schedule.params() for name in _dim_names(p, num_layers)}
-
-    def build(self, values: dict[str, Any], num_layers: int) -> Schedule:
-        """The schedule at one point (`values` named as in `dims`)."""
-        args = {}
-        for p in self.schedule.params():
-            names = _dim_names(p, num_layers)
-            if p.role == "number":
-                args[p.name] = p.type(values[names[0]])
-            elif p.role == "per_layer":
-                args[p.name] = [p.type(values[n]) for n in names]
-            else:
-                args[p.name] = getattr(self, p.name)
-        return self.schedule(**args)
-
-    def problems(self, num_layers: int, key: str) -> list[tuple[str, Any, str]]:
-        """Values outside a parameter's valid range at this depth (a dist's whole range)."""
-        out: list[tuple[str, Any, str]] = []
-        for p in self.schedule.params():
-            value, (low, high) = getattr(self, p.name), p.limits(num_layers)
-            if isinstance(value, Dist) and (value.bounds()[0] < low or value.bounds()[1] > high):
-                why = f"{p.what} values must lie in [{low:g}, {high:g}] (num_layers = {num_layers})"
-                out.append((f"{key}.{p.name}", value.model_dump(exclude_none=True), why))
-            elif p.layer and isinstance(value, list):
-                out += [(f"{key}.{p.name}[{j}]", v, f"must be in [{low}, {high}]")
-                        for j, v in enumerate(value) if not low <= v <= high]  # fmt: skip
-        return out
-
-
-def _dim_names(p: Param, num_layers: int) -> list[str]:
-    """A parameter's dims: itself (a number), `<name>.<i>` (per layer), none (fixed)."""
-    if p.role == "per_layer":
-        return [f"{p.name}.{i}" for i in range(num_layers)]
-    return [p.name] if p.role == "number" else []
-
-
-def _blank(kind: str) -> ScheduleSpace:
-    """An empty instance of a kind's space class (unpickling fills it)."""
-    space = _spaces()[kind]
-    return space.__new__(space)
-
-
-def _spaces() -> dict[str, type[ScheduleSpace]]:
-    """The space class of every registered schedule kind, by kind (registration order)."""
-    return {kind: space_of(schedule) for kind, schedule in SCHEDULES.items()}
-
-
-@cache
-def space_of(schedule: type[Schedule]) -> type[ScheduleSpace]:
-    """The space class of a schedule kind: its fields as dists (defaults: the schedule's own
-    defaults as constants; a per-layer list: its items' range in its grid step)."""
-    kind = schedule.model_fields["kind"].default
-    fields: dict[str, Any] = {"kind": (Literal[kind], Field(kind, description="schedule kind"))}
-    for p in schedule.params():
-        doc = p.description if p.role == "fixed" else f"{p.description} ({p.valid()})"
-        if p.role == "per_layer":
-            dist = partial(Dist, type="int" if p.type is int else "float", low=p.ge, high=p.le, step=p.step)
-            fields[p.name] = (Dist, Field(default_factory=dist, description=f"{doc}; one dist for every layer"))
-        elif p.role == "number" and p.default is not PydanticUndefined:
-            fields[p.name] = (Dist, Field(default_factory=partial(_const, p.default), description=doc))
-        else:
-            fields[p.name] = (Dist if p.role == "number" else p.type, Field(p.default, description=doc))
-    name = schedule.__name__.removesuffix("Schedule") + "Space"
-    space = create_model(name, __base__=ScheduleSpace, __doc__=schedule.__doc__, __module__=__name__, **fields)
-    space.schedule = schedule
-    return space
-
-
-class TaskSpace(_Strict):
-    """A task's policy dimensions: mode and selector choices, candidate schedules."""
-
-    mode: list[Mode] = Field(default_factory=lambda: ["skip"], description="mode choices")
-    selector: list[Selector] = Field(default_factory=lambda: ["stride"], description="selector choices")
-    schedules: list[SerializeAsAny[ScheduleSpace]] = Field(
-        default_factory=lambda: [space_of(CosineSchedule)(floor=_const(1.0))],
-        min_length=1,
-        description="candidate schedules (a list of {kind: ..., <param>: <dist>}); "
-        "the kind is a categorical dimension when there are several",
-    )
-
-    @field_validator("mode", "selector", mode="before")
-    @classmethod
-    def _one(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-
-class SharingSpace(_Strict):
-    """Parameter-sharing choices (see `searchvlm.policy.Sharing`)."""
-
-    qkv: list[Literal["shared", "modality", "task_image"]] = Field(
-        default_factory=lambda: ["shared"], description="q/k/v sharing choices"
-    )
-    mlp: list[Literal["shared", "modality", "task"]] = Field(
-        default_factory=lambda: ["shared"], description="MLP sharing choices"
-    )
-    scope: list[int] | None = Field(None, description="layers a split applies to (None: all)")
-
-    @field_validator("qkv", "mlp", mode="before")
-    @classmethod
-    def _one(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-
-class PolicySpace(_Strict):
-    """The searched part of a trial: per-task reduction and the sharing pathways."""
-
-    understanding: TaskSpace = TaskSpace()
-    generation: TaskSpace = TaskSpace()
-    tie_schedules: list[bool] = Field(
-        default_factory=lambda: [False],
-        description="choices of tying both tasks to one schedule (generation's mode choices)",
-    )
-    sharing: SharingSpace = SharingSpace()
-
-    @field_validator("tie_schedules", mode="before")
-    @classmethod
-    def _one(cls, v: Any) -> Any:
-        return [v] if isinstance(v, bool) else v
-
-    @field_validator("generation")
-    @classmethod
-    def _no_drop(cls, v: TaskSpace) -> TaskSpace:
-        bad = [p for p in map(partial(task_selector_error, "generation"), v.selector) if p]
-        if bad:
-            raise ValueError(bad[0].replace("generation.selector", "selector"))
-        if "drop" in v.mode:
-            raise ValueError(
-                f"mode = {v.mode}: 'drop' is invalid for generation (it deletes the image "
-                "tokens generation predicts); use 'skip' or 'query_drop'"
-            )
-        return v
 
 
 # --------------------------------------------------------------------------- presets
@@ -647,50 +368,6 @@ def _partial_checks(data: dict[str, Any], err: ConfigError) -> list[tuple[str, A
     except ConfigError:
         return []
     return [p for p in _space_problems(rest) if _section(p[0]) not in failed]
-
-
-def validate_file(path: str | Path) -> str:
-    """Check a search-space YAML or a policy JSON; returns a one-line summary or raises
-    ConfigError listing every problem with its key path."""
-    from searchvlm.policy import load_policy
-
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        pol = load_policy(path)
-        return f"{path}: valid policy ({pol.num_layers} layers, name {pol.name!r})"
-    space = load_space(path)
-    return (
-        f"{path}: valid search space ({space.model.num_layers} layers, sampler "
-        f"{space.search.sampler}, {space.search.samples} samples, hash {space.space_hash()})"
-    )
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    """What `validate` found in one file: a summary when valid, else every problem."""
-
-    path: str
-    summary: str | None
-    error: ConfigError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        problems = self.error.records() if self.error else []
-        return {"file": self.path, "valid": self.ok, "summary": self.summary, "problems": problems}
-
-
-def validate_files(paths: Iterable[str | Path]) -> list[FileCheck]:
-    """`validate_file` on every path; a bad file never stops the others (`searchvlm validate`)."""
-    out = []
-    for path in paths:
-        try:
-            out.append(FileCheck(str(path), validate_file(path)))
-        except ConfigError as err:
-            out.append(FileCheck(str(path), None, err))
-    return out
 
 
 def preset_policy(space: SearchSpace, name: str) -> ReductionPolicy:

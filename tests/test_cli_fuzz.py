@@ -44,7 +44,11 @@ NEEDED = {"trial": ["--preset", "dense"]}
 #: where the work starts (training, a sweep), stubbed in every case: the sweep package whole; for the
 #: commands that call one public function which checks its inputs first, the training function it reaches
 WORK_MODULES = ("searchvlm.sweep",)
-WORK_FUNCTIONS = {"searchvlm.trial": "run_trial", "searchvlm.reproduce": "reproduce", "searchvlm.analysis": "analyze"}
+WORK_FUNCTIONS = {
+    "searchvlm.trial": "run_trial",
+    "searchvlm.reproduce": "reproduce",
+    "searchvlm.analysis_run": "analyze",
+}
 
 
 @dataclass(frozen=True)

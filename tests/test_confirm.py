@@ -19,7 +19,7 @@ from searchvlm.errors import ConfigError
 from searchvlm.export import build_policy_file
 from searchvlm.policy import preset
 from searchvlm.report import pareto_summary
-from searchvlm.results import CONFIRMED_FILE, SweepMeta, read_confirmed, trial_row, write_meta, write_trials
+from searchvlm.results import CONFIRMED_FILE, SweepMeta, TrialRun, read_confirmed, trial_row, write_meta, write_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]
@@ -44,7 +44,7 @@ def make_sweep(root: Path, name: str = "hand") -> Path:
         rows.append(trial_row(res, f"t{i}", i, preset=p))
     twin = TrialResult(status="ok", flops_ratio=0.6, synergy_gain=-0.05, synergy_gain_stderr=0.01, seeds=[0, 3],
                        policy=preset("himix", 4))  # fmt: skip
-    rows.append(trial_row(twin, "t4", 4, duplicate_of="t1"))
+    rows.append(trial_row(twin, "t4", 4, run=TrialRun(duplicate_of="t1")))
     write_trials(run / "trials.csv", rows)
     return run
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers.sweeps import make_sweep
 from searchvlm.errors import ConfigError
-from searchvlm.export import build_policy_file, export_policy
+from searchvlm.export import TrialChoice, build_policy_file, export_policy
 from searchvlm.policy import POLICY_SCHEMA, load_policy, preset
 from searchvlm.results import write_trials
 
@@ -35,7 +35,7 @@ def run(tmp_path: Path) -> Path:
     ],
 )
 def test_export_rules(run: Path, tmp_path: Path, rule: str, kwargs: dict, trial: str, name: str) -> None:
-    out = export_policy(run, rule, out_path=tmp_path / "out" / "policy.json", **kwargs)
+    out = export_policy(run, TrialChoice(rule, **kwargs), out_path=tmp_path / "out" / "policy.json")
     data = json.loads(out.read_text())
     assert set(data) == {"schema", "policy", "model", "objectives", "provenance"}
     assert data["schema"] == POLICY_SCHEMA
@@ -53,13 +53,13 @@ def test_export_rules(run: Path, tmp_path: Path, rule: str, kwargs: dict, trial:
 
 
 def test_export_by_sweep_name(run: Path, tmp_path: Path) -> None:
-    out = export_policy("s1", "knee", out_path=tmp_path / "p.json", runs_dir=run.parent)
+    out = export_policy("s1", TrialChoice("knee"), out_path=tmp_path / "p.json", runs_dir=run.parent)
     assert json.loads(out.read_text())["provenance"]["trial_id"] == "t2"
 
 
 def test_export_infeasible_names_closest(run: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        export_policy(run, "knee", max_flops=0.1, out_path=tmp_path / "p.json")
+        export_policy(run, TrialChoice("knee", max_flops=0.1), out_path=tmp_path / "p.json")
     text = str(err.value)
     assert str(run / "trials.csv") in text and "--max-flops = 0.1" in text
     assert "closest is trial t1" in text  # pruned t6 (0.1, 0.9) is never a candidate
@@ -72,13 +72,13 @@ def test_export_refuses_missing_policy_and_layers(tmp_path: Path) -> None:
     policy_json = preset("dense", 4).model_dump_json()
     (run / "trials.csv").write_text(text.replace(policy_json.replace('"', '""'), ""))
     with pytest.raises(ConfigError, match=r"trial t0\.policy_json.*no policy recorded"):
-        export_policy(run, "knee", out_path=tmp_path / "p.json")
+        export_policy(run, TrialChoice("knee"), out_path=tmp_path / "p.json")
     run2 = make_sweep(tmp_path, name="s2")
     meta = json.loads((run2 / "sweep.json").read_text())
     meta["model"].pop("num_layers")
     (run2 / "sweep.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match=r"sweep\.json: model\.num_layers = None"):
-        export_policy(run2, "knee", out_path=tmp_path / "p.json")
+        export_policy(run2, TrialChoice("knee"), out_path=tmp_path / "p.json")
 
 
 def test_export_is_atomic(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +90,7 @@ def test_export_is_atomic(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):  # force: replacing is asked for, and fails
-        export_policy(run, "knee", out_path=out, force=True)
+        export_policy(run, TrialChoice("knee"), out_path=out, force=True)
     assert out.read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "runs"]  # no temp left
 
@@ -142,7 +142,7 @@ def _set_gen_drop(d: dict[str, Any]) -> None:
     ],
 )
 def test_edited_export_is_refused(run: Path, tmp_path: Path, edit: Callable, named: str) -> None:
-    out = export_policy(run, "knee", out_path=tmp_path / "p.json")
+    out = export_policy(run, TrialChoice("knee"), out_path=tmp_path / "p.json")
     path = _edited(tmp_path, json.loads(out.read_text()), edit)
     with pytest.raises(ConfigError, match=named) as err:
         load_policy(path)
@@ -159,7 +159,7 @@ def test_export_chosen_trial(run: Path, tmp_path: Path, trial: str | int, trial_
     """`--trial`: a trial id first, else a number (`4`, `#4`, `t0004`, `t0004-preset`, or the
     MLflow run name `t0004-preset (<trial id>)`); even
     a dominated trial (t4, fastv) that no rule would pick."""
-    out = export_policy(run, "knee", out_path=tmp_path / "p.json", trial=trial)
+    out = export_policy(run, TrialChoice("knee", trial=trial), out_path=tmp_path / "p.json")
     data = json.loads(out.read_text())
     assert data["provenance"]["trial_id"] == trial_id and data["provenance"]["rule"] is None
     assert load_policy(out) == preset(name, 4)
@@ -169,11 +169,11 @@ def test_export_chosen_trial_refusals(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     no_trial = r"trials\.csv: --trial = 'x9': no trial with this id or number \(numbers 0\.\.6\)"
     with pytest.raises(ConfigError, match=no_trial):
-        export_policy(run, out_path=out, trial="x9")
+        export_policy(run, TrialChoice(trial="x9"), out_path=out)
     with pytest.raises(ConfigError, match=r"--trial = 5: trial t5 \(number 5\) has status 'failed' \(OOM\)"):
-        export_policy(run, out_path=out, trial=5)
+        export_policy(run, TrialChoice(trial=5), out_path=out)
     with pytest.raises(ConfigError, match=r"^command line: --trial = 't2': names the trial itself"):
-        export_policy(run, out_path=out, trial="t2", max_flops=0.5)
+        export_policy(run, TrialChoice(trial="t2", max_flops=0.5), out_path=out)
     assert not out.exists()
 
 
@@ -181,12 +181,12 @@ def test_export_never_overwrites_without_force(run: Path, tmp_path: Path) -> Non
     out = tmp_path / "p.json"
     out.write_text("mine")
     with pytest.raises(ConfigError) as err:
-        export_policy(run, "knee", out_path=out)
+        export_policy(run, TrialChoice("knee"), out_path=out)
     assert str(err.value) == (
         f"command line: --output = {str(out)!r}: exists; pass --force to overwrite it, or choose another file"
     )
     assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["p.json", "runs"]
-    export_policy(run, "knee", out_path=out, force=True)
+    export_policy(run, TrialChoice("knee"), out_path=out, force=True)
     assert json.loads(out.read_text())["provenance"]["trial_id"] == "t2"
 
 
@@ -215,7 +215,7 @@ def test_write_never_replaces_a_file_that_appears_meanwhile(
 
 def test_unknown_rule_is_an_argument_error(run: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        export_policy(run, "kne", out_path=tmp_path / "p.json")
+        export_policy(run, TrialChoice("kne"), out_path=tmp_path / "p.json")
     assert str(err.value).startswith("command line: --rule = 'kne': must be one of knee, max-synergy, min-flops")
 
 
@@ -245,7 +245,7 @@ def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
     input_ids = torch.randint(0, 99, (2, 12))  # (B, T)
     segments = torch.tensor([[0, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3]] * 2)  # (B, T)
     for rule in ("max-synergy", "min-flops"):
-        path = export_policy(run, rule, out_path=tmp_path / f"{rule}.json")
+        path = export_policy(run, TrialChoice(rule), out_path=tmp_path / f"{rule}.json")
         policy = load_policy(path)
         reduced = apply_policy(hf_model, policy)
         with torch.no_grad():

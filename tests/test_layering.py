@@ -29,11 +29,14 @@ LAYERS: dict[str, int] = {
     "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
     "searchvlm._hf": 0,
     "searchvlm._strict": 0,
+    "searchvlm._tables": 0,
     "searchvlm.config": 0,
     "searchvlm.errors": 0,
+    "searchvlm.file_checks": 0,
     "searchvlm.identity": 0,
     "searchvlm.overrides": 0,
     "searchvlm.policy": 0,
+    "searchvlm.policy_space": 0,
     "searchvlm.presets": 0,
     "searchvlm.results": 0,
     "searchvlm.schedules": 0,
@@ -60,6 +63,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.trial": 3,
     # L4: engines and outputs
     "searchvlm._console": 4,
+    "searchvlm.analysis_run": 4,
     "searchvlm.confirm": 4,
     "searchvlm.frames": 4,
     "searchvlm.report": 4,
@@ -70,6 +74,8 @@ LAYERS: dict[str, int] = {
     "searchvlm.tracking": 4,
     # L5: the command line
     "searchvlm.cli": 5,
+    "searchvlm._cli_base": 5,  # what every command shares (consoles, option parsers)
+    "searchvlm._cli_runs": 5,  # the run-management commands, registered by cli
     "searchvlm._usage": 5,  # usage errors as `error:` lines
     "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli
 }

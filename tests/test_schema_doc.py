@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from searchvlm import schema_doc
 from searchvlm.cli import app
-from searchvlm.space import Dist, SearchSpace
+from searchvlm.policy_space import Dist
+from searchvlm.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 REGENERATE = "stale: run `python -m searchvlm.schema_doc` and commit the result"

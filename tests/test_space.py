@@ -8,8 +8,9 @@ import optuna
 import pytest
 
 from searchvlm.errors import ConfigError
+from searchvlm.file_checks import validate_file
 from searchvlm.policy import PRESETS
-from searchvlm.space import Constraint, load_space, validate_file
+from searchvlm.space import Constraint, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))

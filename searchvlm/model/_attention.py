@@ -10,6 +10,7 @@ head average does).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -38,42 +39,50 @@ def _tril(n: int, device: torch.device) -> Tensor:
     return torch.ones(n, n, dtype=torch.bool, device=device).tril()  # (n, n)
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How one attention call scores and weighs its keys: the scale of q·k, the "may attend"
+    mask (None: plain causal), the kernel, Gemma2's score softcap and the dropout on the
+    probabilities (train mode)."""
+
+    scaling: float
+    mask: Tensor | None
+    kernel: str
+    softcap: float | None = None
+    dropout: float = 0.0
+
+
 def attend(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    *,
-    scaling: float,
-    mask: Tensor | None,
-    kernel: str,
+    how: Scoring,
     mass_rows: Tensor | None = None,
     probs_out: list[Tensor] | None = None,
-    softcap: float | None = None,
-    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Multi-head attention; returns (output (B, n_q, H*hd), attention mass (B, n_kv) or None).
 
     `probs_out` (eager kernel only): the detached probabilities (B, H, n_q, n_kv) are appended.
-    `softcap` (Gemma2): scores become cap * tanh(scores / cap) before the mask; SDPA cannot
+    `how.softcap` (Gemma2): scores become cap * tanh(scores / cap) before the mask; SDPA cannot
     express it, so such a layer always runs the eager kernel.
-    `dropout` (train mode): dropout on the probabilities, as HF's eager and SDPA attention
+    `how.dropout` (train mode): dropout on the probabilities, as HF's eager and SDPA attention
     apply `attention_dropout` (the eager kernel draws the same mask as HF's eager one under
     the same RNG state). The attention mass and `probs_out` are taken before dropout.
     """
-    if softcap is not None:
-        kernel = "eager"
+    kernel = "eager" if how.softcap is not None else how.kernel
     groups = q.shape[1] // k.shape[1]
     k, v = repeat_kv(k, groups), repeat_kv(v, groups)  # (B, H, n_kv, hd)
     if probs_out is not None and kernel != "eager":
         raise ValueError(f"attention probabilities need kernel 'eager', not {kernel!r}")
     if kernel == "eager":
-        out, probs = _eager(q, k, v, scaling, mask, softcap, dropout)
+        out, probs = _eager(q, k, v, how)
         mass = _mass(probs.detach(), mass_rows) if mass_rows is not None else None
         if probs_out is not None:
             probs_out.append(probs.detach())
     else:
+        mask, scaling = how.mask, how.scaling
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling, dropout_p=dropout
+            q, k, v, attn_mask=mask, is_causal=mask is None, scale=scaling, dropout_p=how.dropout
         )  # (B, H, n_q, hd)
         mass = _sdpa_mass(q, k, scaling, mask, mass_rows) if mass_rows is not None else None
     b, h, n_q, hd = out.shape
@@ -84,21 +93,13 @@ def _softcap(scores: Tensor, cap: float | None) -> Tensor:
     return scores if cap is None else torch.tanh(scores / cap) * cap
 
 
-def _eager(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    scaling: float,
-    mask: Tensor | None,
-    softcap: float | None = None,
-    dropout: float = 0.0,
-) -> tuple[Tensor, Tensor]:
+def _eager(q: Tensor, k: Tensor, v: Tensor, how: Scoring) -> tuple[Tensor, Tensor]:
     """Output (B, H, n_q, hd) and the probabilities before dropout (B, H, n_q, n_kv)."""
-    scores = _softcap(torch.matmul(q, k.transpose(2, 3)) * scaling, softcap)  # (B, H, n_q, n_kv)
-    allowed = _tril(q.shape[2], q.device) if mask is None else mask
+    scores = _softcap(torch.matmul(q, k.transpose(2, 3)) * how.scaling, how.softcap)  # (B, H, n_q, n_kv)
+    allowed = _tril(q.shape[2], q.device) if how.mask is None else how.mask
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, H, n_q, n_kv)
-    kept = F.dropout(probs, p=dropout, training=True) if dropout > 0 else probs
+    kept = F.dropout(probs, p=how.dropout, training=True) if how.dropout > 0 else probs
     return torch.matmul(kept, v), probs  # (B, H, n_q, hd)
 
 

@@ -10,6 +10,7 @@ not gathers).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 
 import torch
@@ -46,28 +47,39 @@ def image_span(is_img: Tensor) -> tuple[int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1
 
 
+@dataclass(frozen=True)
+class Frame:
+    """What every token set of one forward shares: the rotary cos/sin of every column per
+    rotary key (None, or a layer type for Gemma3), each (B or 1, T, rd) at the rotary
+    positions (which skip left padding); the non-image tokens per sequence; and the original
+    position of the last prompt token (B,) (a text token; None when nothing ranks by it)."""
+
+    tables: dict[str | None, tuple[Tensor, Tensor]]
+    n_text: int
+    anchor: Tensor | None = None
+
+
 class Tokens:
     """n tokens per sequence: positions (B, n), image flags (B, n), rotary cos/sin per layer kind.
 
-    `pos` are the tokens' original indices in the input (columns). `tables` map a rotary key
-    (None, or a layer type for Gemma3) to the cos/sin of every column (B or 1, T, rd): the
-    rotary positions, which skip left padding. `valid` (B, n) is False on padding (None:
-    no padding). A full, undropped set passes `full=True` and reads the tables without a copy.
+    `pos` are the tokens' original indices in the input (columns); `frame` what every set of
+    the forward shares (rotary tables, text count, last prompt token). `valid` (B, n) is
+    False on padding (None: no padding). A full, undropped set passes `full=True` and reads
+    the tables without a copy.
     """
 
     def __init__(
         self,
         pos: Tensor,
         is_img: Tensor,
-        tables: dict[str | None, tuple[Tensor, Tensor]],
-        n_text: int,
+        frame: Frame,
         full: bool = False,
         span: tuple[int, int] | None = None,
-        anchor: Tensor | None = None,
         valid: Tensor | None = None,
     ) -> None:
-        self.pos, self.is_img, self.tables, self.n_text, self.span = pos, is_img, tables, n_text, span
-        self.anchor = anchor  # (B,) original position of the last prompt token (a text token)
+        self.pos, self.is_img, self.frame, self.span = pos, is_img, frame, span
+        self.tables, self.n_text = frame.tables, frame.n_text
+        self.anchor = frame.anchor  # (B,) original position of the last prompt token (a text token)
         self.valid, self.full = valid, full
         self._rope: dict[str | None, tuple[Tensor, Tensor]] = {}
 
@@ -84,15 +96,7 @@ class Tokens:
         """The tokens at rows idx (B, n) (sorted), keeping every text token."""
         span = None if self.span is None else (self.span[0], self.span[0] + idx.shape[1] - self.n_text)
         valid = None if self.valid is None else self.valid.gather(1, idx)  # (B, n)
-        return Tokens(
-            self.pos.gather(1, idx),
-            self.is_img.gather(1, idx),
-            self.tables,
-            self.n_text,
-            span=span,
-            anchor=self.anchor,
-            valid=valid,
-        )
+        return Tokens(self.pos.gather(1, idx), self.is_img.gather(1, idx), self.frame, span=span, valid=valid)
 
     @cached_property
     def order(self) -> Tensor:

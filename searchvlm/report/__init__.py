@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from searchvlm.report._canvas import PLOTLY_JS
 from searchvlm.report._export import ExportReport, export_report
-from searchvlm.report._importance import MIN_IMPORTANCE_TRIALS, STUDY_FILE, importance_plots
+from searchvlm.report._importance import MIN_IMPORTANCE_TRIALS, importance_plots
 from searchvlm.report._pareto import ParetoReport, pareto_report
 from searchvlm.report._plots import STAMP_FILE, pareto_plots, plots_current
 from searchvlm.report._policy import policy_picture, policy_png
@@ -47,7 +47,6 @@ __all__ = [
     "MIN_IMPORTANCE_TRIALS",
     "PLOTLY_JS",
     "STAMP_FILE",
-    "STUDY_FILE",
     "ExportReport",
     "ParetoReport",
     "SeedNoise",

@@ -11,13 +11,12 @@ from typing import Any
 
 from searchvlm.errors import warn_damaged
 from searchvlm.report._canvas import new_axes, save, slug
-from searchvlm.results import SWEEP_FILE, TRIALS_FILE, read_meta, store_problem
+from searchvlm.results import STUDY_FILE, SWEEP_FILE, TRIALS_FILE, read_meta, store_problem
 
 #: fewest COMPLETE Optuna trials for a PED-ANOVA importance chart
 MIN_IMPORTANCE_TRIALS = 10
-STUDY_FILE = "optuna.db"
 
-__all__ = ["MIN_IMPORTANCE_TRIALS", "STUDY_FILE", "ImportanceInfo", "importance_infos", "importance_plots",
+__all__ = ["MIN_IMPORTANCE_TRIALS", "ImportanceInfo", "importance_infos", "importance_plots",
            "importance_png"]  # fmt: skip
 
 

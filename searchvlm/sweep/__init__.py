@@ -20,14 +20,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray"]
+__all__ = ["SweepOptions", "SweepSummary", "ensure_ray", "run_sweep", "shutdown_ray"]
+_HOME = {"ensure_ray": "._cluster", "shutdown_ray": "._cluster"}  # every other name: the driver's
 
 
 def __getattr__(name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(name)
-    driver = importlib.import_module("._driver", __name__)
+    module = importlib.import_module(_HOME.get(name, "._driver"), __name__)
     try:
-        return getattr(driver, name)
+        return getattr(module, name)
     except AttributeError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -22,6 +22,7 @@ from searchvlm.results import (
     PLACEMENT_COLUMNS,
     SWEEP_FILE,
     TRIALS_FILE,
+    TrialRun,
     read_meta,
     read_trials,
     trial_row,
@@ -155,8 +156,8 @@ class SweepCallback(Callback):
         row = trial_row(
             result, trial.trial_id, int(cfg.get(NUMBER_KEY, len(self.rows))), cfg.get(PRESET_ATTR),
             {k: v for k, v in _sampled(cfg).items() if k != PRESET_ATTR},
-            start_time=_iso(getattr(trial, "start_time", None)), end_time=_iso(None),
-            duplicate_of=cfg.get(DUPLICATE_OF), placement=where,
+            TrialRun(start_time=_iso(getattr(trial, "start_time", None)), end_time=_iso(None),
+                     duplicate_of=cfg.get(DUPLICATE_OF), placement=where),
         )  # fmt: skip
         self.rows[trial.trial_id] = row
         write_trials(self.run_dir / TRIALS_FILE, list(self.rows.values()))

@@ -20,13 +20,17 @@ def counts(rows: list[Row], running: int = 0) -> dict[str, int]:
     return {"ok": c["ok"], "failed": c["failed"], "pruned": c["pruned"], "running": running}
 
 
+#: the numbers the sweep's front table shows, after its number, trial and preset columns
+FRONT_METRICS = ("flops_ratio", "synergy_gain", "und_acc", "gen_nll")
+
+
 def front_table(rows: list[Row], title: str = "Pareto front (ok trials)") -> Table:
     table = Table(title=title)
-    for col in ("number", "trial", "preset", "flops_ratio", "synergy_gain", "und_acc", "gen_nll"):
+    for col in ("number", "trial", "preset", *FRONT_METRICS):
         table.add_column(col, justify="right" if col not in ("trial", "preset") else "left", no_wrap=True)
     for r in front([r for r in rows if not r.get("duplicate_of")]):  # a repeat is its twin's point
         table.add_row(str(r["number"]), str(r["trial_id"]), str(r.get("preset") or ""),
-                      *(_fmt(r.get(k)) for k in ("flops_ratio", "synergy_gain", "und_acc", "gen_nll")))  # fmt: skip
+                      *(_fmt(r.get(k)) for k in FRONT_METRICS))  # fmt: skip
     return table
 
 

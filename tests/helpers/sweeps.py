@@ -158,13 +158,13 @@ def recorded_sweep(root: Path, name: str = "rec") -> Path:
     from searchvlm.baselines import RunRecord, _write
     from searchvlm.confirm import confirmed_row
     from searchvlm.space import load_space
-    from searchvlm.sweep._driver import _init_run_dir
+    from searchvlm.sweep._rundir import init_run_dir
     from searchvlm.tracking import Tracker, default_uri
 
     space = tiny_space(root / "tiny.yaml", samples=len(TABLE) + 2, calibrated=False)
     runs, uri = root / "runs", default_uri(root / "runs")
     run = runs / name
-    _init_run_dir(run, space, load_space(space), name, uri)
+    init_run_dir(run, space, load_space(space), name, uri)
     results = [_result(p, f, s, 4) for p, f, s in TABLE]
     results += [TrialResult(status="failed", error="OOM"), TrialResult(status="pruned", flops_ratio=0.1)]
     presets = [p for p, _, _ in TABLE] + [None, None]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 from searchvlm.model._sharing import fused_linear, split_apply, split_span
-from searchvlm.model._tokens import Tokens, image_span
+from searchvlm.model._tokens import Frame, Tokens, image_span
 
 
 def _tokens(is_img: torch.Tensor) -> Tokens:
     b, t = is_img.shape
     tables = {None: (torch.zeros(1, t, 4), torch.zeros(1, t, 4))}
     n_text = int((~is_img[0]).sum())
-    return Tokens(torch.arange(t).expand(b, t), is_img, tables, n_text, full=True, span=image_span(is_img))
+    return Tokens(torch.arange(t).expand(b, t), is_img, Frame(tables, n_text), full=True, span=image_span(is_img))
 
 
 def test_image_span_needs_one_identical_block():

@@ -22,13 +22,14 @@ from helpers import PY
 from helpers.services import stop_group, wait_for
 from helpers.sweeps import check_consistent, child_runs, rows_of, study, tiny_space
 from searchvlm.pareto import front, pareto_ranks
-from searchvlm.sweep import _loopback_only, run_sweep
+from searchvlm.sweep import run_sweep
+from searchvlm.sweep._cluster import loopback_only
 from searchvlm.tracking import Tracker
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent  # where `_faults` lives (on the Ray workers' PYTHONPATH)
-DRIVER = ("import sys; from searchvlm.sweep import run_sweep; "
-          "run_sweep(sys.argv[1], name=sys.argv[2], runs_dir=sys.argv[3], address=sys.argv[4], "
+DRIVER = ("import sys; from searchvlm.sweep import SweepOptions, run_sweep; "
+          "run_sweep(sys.argv[1], name=sys.argv[2], runs_dir=sys.argv[3], options=SweepOptions(address=sys.argv[4]), "
           "progress=False)")  # fmt: skip
 
 
@@ -46,7 +47,7 @@ def plan(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def address(plan: Path) -> Iterator[str]:
     path = [str(HERE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # the caller's too
     env = {"PYTHONPATH": os.pathsep.join(path), "SEARCHVLM_FAULT_PLAN": str(plan)}
-    _loopback_only()  # as ensure_ray does: 127.0.0.1 only (drivers inherit the setting)
+    loopback_only()  # as ensure_ray does: 127.0.0.1 only (drivers inherit the setting)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              runtime_env={"env_vars": env, "worker_process_setup_hook": "_faults.install"})  # fmt: skip
     yield ray.get_runtime_context().gcs_address

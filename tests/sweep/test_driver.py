@@ -22,7 +22,7 @@ from helpers.sweeps import check_consistent, child_runs, repeat_space, study, ti
 from searchvlm.errors import ConfigError
 from searchvlm.pareto import front
 from searchvlm.results import read_meta, read_trials
-from searchvlm.sweep import ensure_ray, run_sweep, shutdown_ray
+from searchvlm.sweep import SweepOptions, ensure_ray, run_sweep, shutdown_ray
 from searchvlm.tracking import Tracker
 
 
@@ -66,19 +66,26 @@ def test_bad_name_fails_before_ray(tmp_path: Path, name: str):
 
 def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
     from searchvlm.space import load_space
-    from searchvlm.sweep._driver import RAY_DIR, _init_run_dir, _resume_space
+    from searchvlm.sweep._rundir import RAY_DIR, init_run_dir, resume_space
 
     space_path = tiny_space(tmp_path / "r.yaml", samples=5, presets=["himix"], calibrated=False)
     run_dir = tmp_path / "runs" / "r"
-    _init_run_dir(run_dir, space_path, load_space(space_path), "r", "sqlite:///unused.db")
+    init_run_dir(run_dir, space_path, load_space(space_path), "r", "sqlite:///unused.db")
     (run_dir / RAY_DIR).mkdir()
     (run_dir / RAY_DIR / "tuner.pkl").write_bytes(b"")  # an interrupted sweep's state (the checks come first)
     recorded = (run_dir / "sweep.json").read_bytes()
     for same in (None, 5):  # the recorded values, given or not
-        space = _resume_space(run_dir, space_path, load_space(space_path), same, None)
+        space = resume_space(run_dir, space_path, load_space(space_path), same, None)
         assert (space.search.samples, space.search.concurrency) == (5, 2)
     with pytest.raises(ConfigError) as err:
-        run_sweep(space_path, name="r", runs_dir=tmp_path / "runs", samples=9, resume=True, progress=False)
+        run_sweep(
+            space_path,
+            name="r",
+            runs_dir=tmp_path / "runs",
+            resume=True,
+            progress=False,
+            options=SweepOptions(samples=9),
+        )
     assert "--samples = 9" in str(err.value) and "started with samples = 5" in str(err.value)
     data = yaml.safe_load(space_path.read_text())
     data["training"]["steps"] = 21
@@ -93,25 +100,25 @@ def test_resume_extends_only_a_finished_sweep(tmp_path: Path):
     from searchvlm.config import TrialResult
     from searchvlm.results import trial_row, write_trials
     from searchvlm.space import load_space
-    from searchvlm.sweep._driver import _extra_trials, _init_run_dir, _resume_space
+    from searchvlm.sweep._rundir import extra_trials, init_run_dir, resume_space
 
     space_path = tiny_space(tmp_path / "r.yaml", samples=2, presets=["himix"], calibrated=False)
     run_dir = tmp_path / "runs" / "r"
-    _init_run_dir(run_dir, space_path, load_space(space_path), "r", "sqlite:///unused.db")
+    init_run_dir(run_dir, space_path, load_space(space_path), "r", "sqlite:///unused.db")
     rows = [trial_row(TrialResult(status="ok", flops_ratio=0.5, synergy_gain=0.0), f"t{i}", i) for i in range(2)]
     write_trials(run_dir / "trials.csv", rows[:1])
     unfinished = r"--samples = 3: sweep 'r' started with samples = 2 and is unfinished \(1 trials"
     with pytest.raises(ConfigError, match=unfinished):
-        _resume_space(run_dir, space_path, load_space(space_path), 3, None)
+        resume_space(run_dir, space_path, load_space(space_path), 3, None)
     write_trials(run_dir / "trials.csv", rows)
-    space = _resume_space(run_dir, space_path, load_space(space_path), 3, 1)
-    assert (space.search.samples, space.search.concurrency, _extra_trials(run_dir, space)) == (3, 1, 1)
-    same = _resume_space(run_dir, space_path, load_space(space_path), None, None)
-    assert same.search.samples == 2 and _extra_trials(run_dir, same) == 0
+    space = resume_space(run_dir, space_path, load_space(space_path), 3, 1)
+    assert (space.search.samples, space.search.concurrency, extra_trials(run_dir, space)) == (3, 1, 1)
+    same = resume_space(run_dir, space_path, load_space(space_path), None, None)
+    assert same.search.samples == 2 and extra_trials(run_dir, same) == 0
     with pytest.raises(ConfigError, match="a sweep can be extended, never shrunk"):
-        _resume_space(run_dir, space_path, load_space(space_path), 1, None)
+        resume_space(run_dir, space_path, load_space(space_path), 1, None)
     with pytest.raises(ConfigError, match="differs from the space sweep 'r' started with"):
-        _resume_space(run_dir, space_path, load_space(space_path, ["training.steps=30"]), 3, None)
+        resume_space(run_dir, space_path, load_space(space_path, ["training.steps=30"]), 3, None)
 
 
 @pytest.mark.slow
@@ -170,7 +177,7 @@ def test_moasha_against_mlflow_server(runs: Path, ray_session, mlflow_server, tm
     url = mlflow_server.url
     space = tiny_space(tmp_path / "asha.yaml", samples=5, steps=30, presets=[], calibrated=False,
                        scheduler={"kind": "mo_asha", "reduction_factor": 4, "grace_steps": 10})  # fmt: skip
-    s = run_sweep(space, name="asha", runs_dir=runs, tracking_uri=url, progress=False)
+    s = run_sweep(space, name="asha", runs_dir=runs, progress=False, options=SweepOptions(tracking_uri=url))
     rows = check_consistent(s.run_dir, "asha", url, runs)
     pruned = [r for r in rows if r["status"] == "pruned"]
     assert pruned, "eta=4 with 5 trials must stop someone at the first rung"

@@ -32,9 +32,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def logical_gpus() -> Iterator[None]:
-    from searchvlm.sweep._driver import _loopback_only
+    from searchvlm.sweep._cluster import loopback_only
 
-    _loopback_only()
+    loopback_only()
     ray.init(num_cpus=CPUS, num_gpus=GPUS, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)  # fmt: skip
     yield
