@@ -18,8 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-from searchvlm.config import TrialResult
 from searchvlm.reproduce import ROWS, Table3, _against_dense, _isolated_rows, _row
+from searchvlm.trial_result import TrialResult
 
 
 def _scores(result: TrialResult) -> list[dict]:

@@ -13,10 +13,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from searchvlm.config import ModelConfig, TrialConfig, TrialResult
+from searchvlm.config import ModelConfig, TrialConfig
 from searchvlm.errors import ConfigError
 from searchvlm.policy import ReductionPolicy, Segment, load_policy
 from searchvlm.presets import PRESETS, preset
+from searchvlm.trial_result import TrialResult
 
 __version__ = "0.1.0"
 

@@ -21,10 +21,10 @@ from typing import Callable
 
 from filelock import FileLock
 
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig
+from searchvlm.config import DataConfig
 from searchvlm.errors import warn_damaged
 from searchvlm.policy import ReductionPolicy
-from searchvlm.training import Score
+from searchvlm.training import RunSpec, Score
 
 _FORMAT = "baseline/v3"  # v2: test score (and its s.e.) at every evaluation round; v3: caption metrics
 # training fields that say how a run is computed, not what it computes (processes and
@@ -61,16 +61,9 @@ class RunRecord:
             self.test_se.setdefault(metric, {})[step] = score.se
 
 
-def baseline_key(
-    model: ModelConfig,
-    data: DataConfig,
-    training: TrainingConfig,
-    tasks: tuple[str, ...],
-    seed: int,
-    policy: ReductionPolicy,
-    fidelity: bool,
-) -> str:
-    """Cache key of a reference run on `tasks` (one task: isolated; both: joint)."""
+def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
+    """Cache key of the reference run `spec` (one task: isolated; both: joint) on `data`."""
+    model, training, tasks, seed, policy = spec.model, spec.training, spec.tasks, spec.seed, spec.policy
     exclude = _IRRELEVANT if len(tasks) == 1 else _HOW
     payload = {
         "format": _FORMAT,

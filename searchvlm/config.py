@@ -1,4 +1,4 @@
-"""Typed configuration of a trial (model, data, training, synergy) and its result record.
+"""Typed configuration of a trial (model, data, training, synergy); its result record is `trial_result`.
 
 L0 module: pydantic + stdlib only (`model.hf` is read as JSON by `searchvlm._hf`). Every
 field is documented; the docs become CLI help and YAML comments.
@@ -6,9 +6,8 @@ field is documented; the docs become CLI help and YAML comments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
@@ -358,134 +357,3 @@ class TrialConfig(_Strict):
 
     def resolved_policy(self) -> ReductionPolicy:
         return self.policy or ReductionPolicy.dense(self.model.num_layers)
-
-
-TrialStatus = Literal["ok", "failed", "pruned"]
-
-
-@dataclass(frozen=True)
-class Reached:
-    """Marks a `TrialResult` number the trial reached: a trials.csv column and an exported
-    policy's `objectives` (in field order). `seed_mean`: the mean over seeds of the per-seed
-    records' value (its standard error over seeds, where kept, is the field `<name>_stderr`);
-    `searchable`: a search space may name it as an objective or constraint; `per_round`:
-    also reported after every evaluation round, on validation data (for MO-ASHA and MLflow)."""
-
-    seed_mean: bool = True
-    searchable: bool = False
-    per_round: bool = False
-
-
-# the kinds of `TrialResult` numbers (a field's kind is its one declaration: see `Reached`)
-SeedMean = Annotated[float | None, Reached()]
-Searchable = Annotated[float | None, Reached(searchable=True)]
-PerRound = Annotated[float | None, Reached(searchable=True, per_round=True)]
-SeedStderr = Annotated[float | None, Reached(seed_mean=False)]
-
-
-class TrialResult(_Strict):
-    """What a trial returns (and what the trials table holds, one row per trial).
-
-    Gains are defined in docs/definitions.md (synergy gain). Numbers are means over the
-    paired seeds, each run scored at its `synergy.at` checkpoint; `*_stderr` is the standard
-    error over seeds (None with one seed), `*_test_se` the test set's own standard error."""
-
-    status: TrialStatus = Field(
-        "ok",
-        description="ok: trained and scored | failed: an exception or a non-finite loss ended it "
-        "(see error; ranks last, never on the front) | pruned: stopped early by the scheduler "
-        "(mo_asha); its metrics are the last evaluation round's validation values",
-    )
-    error: str | None = Field(None, description="why the trial failed (exception type and message); None when ok")
-    flops_ratio: Annotated[float | None, Reached(seed_mean=False, searchable=True, per_round=True)] = Field(
-        None, description="analytic training FLOPs of one joint step under the policy / the dense model's"
-    )
-    synergy_gain: PerRound = Field(
-        None, description="min(und_gain, gen_gain) per seed (mean with synergy.aggregate: mean), averaged over seeds"
-    )
-    synergy_gain_stderr: Annotated[float | None, Reached(seed_mean=False, searchable=True)] = Field(
-        None, description="standard error of synergy_gain over the paired seeds"
-    )
-    und_gain: PerRound = Field(
-        None, description="g_U = (und_acc - und_acc_iso) / |und_acc_iso| per seed, averaged over seeds"
-    )
-    und_gain_stderr: SeedStderr = Field(None, description="standard error of und_gain over the paired seeds")
-    gen_gain: PerRound = Field(
-        None,
-        description="g_G per seed on synergy.gen_metric, averaged: (gen_nll_iso - gen_nll) / |gen_nll_iso| "
-        "for nll (lower is better), (G - G_iso) / |G_iso| for caption_acc and fidelity",
-    )
-    gen_gain_stderr: SeedStderr = Field(None, description="standard error of gen_gain over the paired seeds")
-    synergy_vs_dense: Searchable = Field(
-        None,
-        description="synergy_gain minus the dense joint model's on the same seeds, mean of the per-seed "
-        "differences (synergy.vs_dense: true; else None)",
-    )
-    synergy_vs_dense_stderr: SeedStderr = Field(
-        None, description="paired standard error of synergy_vs_dense over the seeds"
-    )
-    und_gain_vs_dense: Searchable = Field(
-        None, description="und_gain minus the dense joint model's, paired by seed (synergy.vs_dense: true)"
-    )
-    gen_gain_vs_dense: Searchable = Field(
-        None, description="gen_gain minus the dense joint model's, paired by seed (synergy.vs_dense: true)"
-    )
-    und_acc: PerRound = Field(
-        None, description="joint model's understanding test accuracy (exact answer match) at its scored checkpoint"
-    )
-    und_acc_test_se: SeedMean = Field(None, description="test-set standard error of und_acc (std / sqrt(N))")
-    gen_nll: PerRound = Field(
-        None, description="joint model's generation test NLL, nats per image token, at its scored checkpoint"
-    )
-    gen_nll_test_se: SeedMean = Field(None, description="test-set standard error of gen_nll (std / sqrt(N))")
-    gen_fidelity: Searchable = Field(
-        None,
-        description="share of sampled test images (final joint model) that classifiers trained on real "
-        "images assign to the prompted attributes (synergy.fidelity: true; else None)",
-    )
-    gen_caption_acc: Searchable = Field(
-        None,
-        description="joint model's generative caption accuracy on test: share of images to which their true "
-        "caption gives a lower NLL than every caption that differs in one attribute (None: no swaps)",
-    )
-    gen_caption_nats: Searchable = Field(
-        None,
-        description="joint model's mean image-token NLL under a one-attribute-swapped caption minus under the "
-        "true one, nats per image token, on test (how much the caption tells the image)",
-    )
-    und_acc_iso: SeedMean = Field(None, description="the isolated understanding baseline's und_acc")
-    gen_nll_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_nll")
-    gen_fidelity_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_fidelity")
-    gen_caption_acc_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_acc")
-    gen_caption_nats_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_nats")
-    seeds: list[int] = Field(default_factory=list, description="the paired seeds trained")
-    per_seed: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="one record per seed: the numbers above for that seed, the scored steps "
-        "(und_step_joint, und_step_iso, gen_step_joint, gen_step_iso), the isolated runs' "
-        "und_acc_iso_test_se and gen_nll_iso_test_se, and baseline_cached (not in trials.csv)",
-    )
-    train_seconds: float = Field(
-        0.0, description="wall seconds of joint training and evaluation, all seeds (baselines excluded)"
-    )
-    steps_done: int = Field(0, description="optimizer steps the joint model completed (where a failed trial stopped)")
-    policy: ReductionPolicy | None = Field(None, description="the explicit policy trained under")
-
-
-def _reached(flag: str | None = None) -> tuple[str, ...]:
-    """The `TrialResult` fields marked `Reached` (with `flag` set), in field order."""
-    marks = {name: next((m for m in f.metadata if isinstance(m, Reached)), None)
-             for name, f in TrialResult.model_fields.items()}  # fmt: skip
-    return tuple(name for name, m in marks.items() if m is not None and (flag is None or getattr(m, flag)))
-
-
-#: every number a trial reached: trials.csv's metric columns, an exported policy's `objectives`
-REACHED_METRICS: tuple[str, ...] = _reached()
-#: what a search space may name as an objective or constraint
-SEARCHABLE_METRICS: tuple[str, ...] = _reached("searchable")
-#: what a trial reports after every evaluation round (validation values)
-ROUND_METRICS: tuple[str, ...] = _reached("per_round")
-#: the means over seeds of the per-seed records' values
-SEED_MEANS: tuple[str, ...] = _reached("seed_mean")
-#: the per-seed values whose standard error over seeds is kept (as `<name>_stderr`)
-SEED_STDERRS: tuple[str, ...] = tuple(n.removesuffix("_stderr") for n in REACHED_METRICS if n.endswith("_stderr"))

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchvlm.config import TrialResult
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import confirm_candidates, pooled_seed_sd
 from searchvlm.policy import ReductionPolicy
@@ -39,6 +38,7 @@ from searchvlm.results import (
     write_confirmed,
 )
 from searchvlm.space import SearchSpace, load_space
+from searchvlm.trial_result import TrialResult
 
 __all__ = ["ConfirmSummary", "confirm", "default_seeds", "run_confirm"]
 

@@ -203,9 +203,9 @@ def run_ranks(
     init = f"file://{rendezvous}/store"  # a file store: no port to pick, nothing but this node joins
     pipes = [ctx.Pipe() for _ in range(processes)]  # (parent's end, rank's end)
     procs = []
+    job = _Job(processes, str(device), init, threads, fn, args, tuple(callbacks))
     for r, (_, child) in enumerate(pipes):
-        rank_args = (r, processes, str(device), init, child, threads, fn, args, tuple(callbacks))
-        procs.append(ctx.Process(target=_rank_main, args=rank_args, daemon=True, name=f"searchvlm-rank{r}"))
+        procs.append(ctx.Process(target=_rank_main, args=(r, child, job), daemon=True, name=f"searchvlm-rank{r}"))
     conns = [parent for parent, _ in pipes]
     finished = False
     try:
@@ -282,20 +282,33 @@ def _stop(procs: list, conns: list, release: bool) -> None:
             p.join(timeout=_STOP_GRACE_S)
 
 
-def _rank_main(rank: int, size: int, device: str, init: str, conn: Any, threads: int, fn: Callable[..., Any],
-               args: tuple, callbacks: tuple[str, ...]) -> None:  # fmt: skip
-    """One rank: join the process group, run `fn`, send its answer, wait to be released."""
+@dataclass(frozen=True)
+class _Job:
+    """What every rank of one `run_ranks` call is given: the group's size, device and
+    rendezvous (`init`), torch threads per rank, and `fn(*args, **callbacks)` to run."""
+
+    size: int
+    device: str
+    init: str
+    threads: int
+    fn: Callable[..., Any]
+    args: tuple
+    callbacks: tuple[str, ...]
+
+
+def _rank_main(rank: int, conn: Any, job: _Job) -> None:
+    """One rank: join the process group, run the job's function, send its answer, wait to be released."""
     _exit_with_parent(os.getppid())
-    torch.set_num_threads(threads)
+    torch.set_num_threads(job.threads)
     code = 0
     try:
-        dev = torch.device(device)
+        dev = torch.device(job.device)
         if dev.type == "cuda":
             torch.cuda.set_device(rank)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method=init, rank=rank,
-                                world_size=size, timeout=_TIMEOUT)  # fmt: skip
-        hooks = {name: (_Forward(conn, name) if rank == 0 else None) for name in callbacks}
-        conn.send(("answer", fn(*args, **hooks)))
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method=job.init, rank=rank,
+                                world_size=job.size, timeout=_TIMEOUT)  # fmt: skip
+        hooks = {name: (_Forward(conn, name) if rank == 0 else None) for name in job.callbacks}
+        conn.send(("answer", job.fn(*job.args, **hooks)))
     except BaseException as err:  # noqa: BLE001 - the parent records it; this rank is done
         conn.send(("error", f"{type(err).__name__}: {err}"))
         code = 1

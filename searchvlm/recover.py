@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchvlm.config import TrialResult
 from searchvlm.errors import DamagedFile
 from searchvlm.policy import ReductionPolicy
 from searchvlm.results import (
@@ -33,6 +32,7 @@ from searchvlm.results import (
     trial_row,
     write_trials,
 )
+from searchvlm.trial_result import TrialResult
 
 __all__ = ["RecordCheck", "check_run", "repair_run"]
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from searchvlm.config import TrialConfig, TrialResult
+from searchvlm.config import TrialConfig
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.presets import PRESETS, REGISTRY, preset
+from searchvlm.trial_result import TrialResult
 
 # (row label, preset name) in the order of the study's Table 3: the preset registry's order
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())

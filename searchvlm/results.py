@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from searchvlm._tables import atomic_write, read_table, write_table
-from searchvlm.config import REACHED_METRICS, TrialResult
 from searchvlm.errors import ConfigError
+from searchvlm.trial_result import REACHED_METRICS, TrialResult
 
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"

@@ -28,11 +28,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from searchvlm.config import TrialResult
 from searchvlm.policy import PolicyFile, ReductionPolicy
 from searchvlm.policy_space import Dist
 from searchvlm.results import SweepMeta
 from searchvlm.space import SearchSpace
+from searchvlm.trial_result import TrialResult
 
 __all__ = ["BLOCKS", "missing_descriptions", "render_block", "space_json_schema", "space_reference", "sync_blocks"]
 

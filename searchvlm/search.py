@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from searchvlm._strict import Strict as _Strict
-from searchvlm.config import SEARCHABLE_METRICS
+from searchvlm.trial_result import SEARCHABLE_METRICS
 
 METRICS: tuple[str, ...] = SEARCHABLE_METRICS  # what objectives and constraints may name
 #: how `export` picks a trial off a sweep's front (`searchvlm.pareto.select`; `--rule`)

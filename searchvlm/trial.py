@@ -18,7 +18,7 @@ import torch
 
 from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_policy
 from searchvlm.checkpoint import save_model
-from searchvlm.config import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, ModelConfig, TrialConfig, TrialResult
+from searchvlm.config import ModelConfig, TrialConfig
 from searchvlm.data import UnifiedData, load_data
 from searchvlm.distributed import on_rank0, rank_label, run_ranks, spawns
 from searchvlm.flops import TaskLayout, count_flops
@@ -34,6 +34,7 @@ from searchvlm.synergy import (
     seed_gains,
 )
 from searchvlm.training import Run, RunSpec, check_layout, resolve_device, sample_images
+from searchvlm.trial_result import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, TrialResult
 
 Report = Callable[[int, dict[str, float]], None]
 Progress = Callable[[str, int, int], None]
@@ -212,7 +213,7 @@ def _references(ctx: _Context, policy: ReductionPolicy, seed: int) -> dict[str, 
 def _reference(ctx: _Context, tasks: tuple[str, ...], policy: ReductionPolicy, seed: int) -> RunRecord:
     """One reference run from the cache, trained (once, under the cache's lock) if absent."""
     c = ctx.config
-    key = baseline_key(ctx.model_cfg, c.data, c.training, tasks, seed, policy, c.synergy.fidelity)
+    key = baseline_key(RunSpec(ctx.model_cfg, policy, c.training, tasks, seed), c.data, c.synergy.fidelity)
     train = functools.partial(_train_reference, ctx, policy, tasks, seed)
     return on_rank0(functools.partial(get_baseline, c.cache_dir, key), train)  # data parallel: trained by all ranks
 

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from searchvlm.config import TrialResult
 from searchvlm.confirm import run_confirm
 from searchvlm.errors import ConfigError
 from searchvlm.export import build_policy_file
 from searchvlm.policy import preset
 from searchvlm.report import pareto_summary
 from searchvlm.results import CONFIRMED_FILE, SweepMeta, TrialRun, read_confirmed, trial_row, write_meta, write_trials
+from searchvlm.trial_result import TrialResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]

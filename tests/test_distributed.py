@@ -152,7 +152,7 @@ def test_processes_and_shard_rules() -> None:
     # defaults are left out of the serialisation; how a run is computed is not in its baseline key
     assert {"processes", "shard"}.isdisjoint(TrainingConfig().model_dump())
     for tasks in (TASKS, ("generation",)):
-        one, two = (baseline_key(MODEL, DATA, TrainingConfig(**TRAIN, **extra), tasks, 0, POLICY, False)
+        one, two = (baseline_key(RunSpec(MODEL, POLICY, TrainingConfig(**TRAIN, **extra), tasks, 0), DATA, False)
                     for extra in ({}, {"processes": 2, "shard": "ddp"}))  # fmt: skip
         assert one == two, tasks
 

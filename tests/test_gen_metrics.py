@@ -116,7 +116,8 @@ def test_the_answer_permutation_does_not_retrain_the_generation_baseline() -> No
 
     data, policy = DataConfig(name="shapes"), ReductionPolicy.dense(2)
     control = data.model_copy(update={"permute_answers": True})
-    keys = {t: [baseline_key(TINY_MODEL, d, TRAIN, (t,), 0, policy, False) for d in (data, control)] for t in TASKS}
+    spec = {t: RunSpec(TINY_MODEL, policy, TRAIN, (t,), 0) for t in TASKS}
+    keys = {t: [baseline_key(spec[t], d, False) for d in (data, control)] for t in TASKS}
     assert keys["generation"][0] == keys["generation"][1]  # generation data are untouched by it
     assert keys["understanding"][0] != keys["understanding"][1]
 

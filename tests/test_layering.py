@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "searchvlm._strict": 0,
     "searchvlm._tables": 0,
     "searchvlm.config": 0,
+    "searchvlm.trial_result": 0,
     "searchvlm.errors": 0,
     "searchvlm.file_checks": 0,
     "searchvlm.identity": 0,

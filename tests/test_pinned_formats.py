@@ -121,8 +121,8 @@ def test_presets_compile_as_pinned() -> None:
 
 def test_result_columns_as_pinned() -> None:
     """trials.csv's header and the metric groups derived from TrialResult's `Reached` marks."""
-    from searchvlm.config import ROUND_METRICS, SEARCHABLE_METRICS, SEED_MEANS, SEED_STDERRS
     from searchvlm.results import TRIAL_COLUMNS
+    from searchvlm.trial_result import ROUND_METRICS, SEARCHABLE_METRICS, SEED_MEANS, SEED_STDERRS
 
     assert TRIAL_COLUMNS == (
         "trial_id", "number", "status", "error", "preset", "duplicate_of", "flops_ratio", "synergy_gain",

@@ -18,7 +18,6 @@ import pytest
 import searchvlm.pareto
 import searchvlm.results
 from helpers.sweeps import make_sweep
-from searchvlm.config import TrialResult
 from searchvlm.report import (
     front_table,
     importance_plots,
@@ -29,6 +28,7 @@ from searchvlm.report import (
     policy_summary,
 )
 from searchvlm.results import read_trials, trial_row, write_trials
+from searchvlm.trial_result import TrialResult
 
 
 def _not_blank(path: Path, min_std: float = 0.02) -> float:

@@ -9,10 +9,10 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from searchvlm.config import TrialResult
 from searchvlm.policy import preset
 from searchvlm.results import SweepMeta, sweep_tracking_uri
 from searchvlm.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, default_uri, log_report, retry
+from searchvlm.trial_result import TrialResult
 
 
 def test_retry_transient_then_success(monkeypatch: pytest.MonkeyPatch):

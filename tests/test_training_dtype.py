@@ -42,7 +42,7 @@ def test_bf16_trains_close_to_fp32_with_fp32_master_weights() -> None:
 def test_fp32_keeps_serialisation_and_cache_keys() -> None:
     assert "dtype" not in TrainingConfig().model_dump()
     assert TrainingConfig(dtype="bf16").model_dump()["dtype"] == "bf16"
-    key = lambda t: baseline_key(TINY_MODEL, TINY_DATA, t, ("understanding",), 0, preset("dense", 2), False)  # noqa: E731
+    key = lambda t: baseline_key(RunSpec(TINY_MODEL, preset("dense", 2), t, ("understanding",), 0), TINY_DATA, False)  # noqa: E731
     assert key(TrainingConfig(dtype="fp32")) == key(TrainingConfig())
     assert key(TrainingConfig(dtype="bf16")) != key(TrainingConfig())
     assert TrainingConfig.model_validate(TrainingConfig(dtype="bf16").model_dump()).dtype == "bf16"

@@ -17,7 +17,6 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from searchvlm.config import ROUND_METRICS, TrialResult
 from searchvlm.results import (
     PLACEMENT_COLUMNS,
     SWEEP_FILE,
@@ -31,6 +30,7 @@ from searchvlm.results import (
 )
 from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
+from searchvlm.trial_result import ROUND_METRICS, TrialResult
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, PRESET_ATTR, REUSE_ATTR
 from ._progress import LiveView

@@ -17,10 +17,10 @@ from typing import Any
 
 from ray import tune
 
-from searchvlm.config import TrialResult
 from searchvlm.policy import ReductionPolicy
 from searchvlm.results import METRIC_COLUMNS, PLACEMENT_COLUMNS, TrialRow
 from searchvlm.space import SearchSpace, preset_policy
+from searchvlm.trial_result import TrialResult
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR
 

@@ -14,7 +14,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from searchvlm.config import TrialResult
 from searchvlm.tracking._store import (
     ARTIFACTS_DIR,
     EXPERIMENT,
@@ -34,6 +33,7 @@ from searchvlm.tracking._store import (
     store_lock,
     summary_batch,
 )
+from searchvlm.trial_result import TrialResult
 
 
 class Tracker:

@@ -10,9 +10,9 @@ import optuna
 import yaml
 
 from helpers import ROOT
-from searchvlm.config import TrialResult
 from searchvlm.policy import preset
 from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
+from searchvlm.trial_result import TrialResult
 
 # --------------------------------------------------------------------------- tiny spaces
 

@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 
 from helpers import ROOT
 from searchvlm.cli import app
-from searchvlm.config import TrialResult
 from searchvlm.errors import ConfigError
 from searchvlm.policy import ReductionPolicy, load_policy, preset
 from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
 from searchvlm.space import load_space, preset_policy
+from searchvlm.trial_result import TrialResult
 
 BASE_SPACE: dict = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
 BASE_POLICY: dict = json.loads(preset("himix_hmgen", 4).model_dump_json())

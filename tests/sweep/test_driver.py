@@ -97,10 +97,10 @@ def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
 
 
 def test_resume_extends_only_a_finished_sweep(tmp_path: Path):
-    from searchvlm.config import TrialResult
     from searchvlm.results import trial_row, write_trials
     from searchvlm.space import load_space
     from searchvlm.sweep._rundir import extra_trials, init_run_dir, resume_space
+    from searchvlm.trial_result import TrialResult
 
     space_path = tiny_space(tmp_path / "r.yaml", samples=2, presets=["himix"], calibrated=False)
     run_dir = tmp_path / "runs" / "r"
