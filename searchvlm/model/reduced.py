@@ -337,7 +337,8 @@ def _check_map(token_map: Tensor | None, dec: Decoder) -> Tensor | None:
     vocab = dec.head.out_features if isinstance(dec.head, nn.Linear) else dec.config.vocab_size
     if token_map.dim() != 1 or token_map.dtype != torch.long:
         raise ValueError(
-            f"token_map must be a 1-D LongTensor (caller ids -> model ids); got {tuple(token_map.shape)} {token_map.dtype}"
+            "token_map must be a 1-D LongTensor (caller ids -> model ids); "
+            f"got {tuple(token_map.shape)} {token_map.dtype}"
         )
     if token_map.numel() and not (0 <= int(token_map.min()) and int(token_map.max()) < vocab):
         raise ValueError(f"token_map maps onto ids outside {dec.name}'s vocabulary [0, {vocab})")
