@@ -352,8 +352,9 @@ def reproduce(
     request = ReproduceRequest(presets=wanted, seeds=seeds_option(seeds), overrides=sets)
     if print_config:
         exit_with_config(reproduce_config(space_file, request, runs_dir))
+    step = lambda phase, k, n: console.print(f"  {phase}: {k}/{n} steps", highlight=False)  # noqa: E731
     table = run_reproduce(space_file, request, out_dir=out_dir, runs_dir=runs_dir, tracking_uri=tracking_uri,
-                          on_result=done)  # fmt: skip
+                          on_result=done, progress=step)  # fmt: skip
     out.print(table.markdown())
     out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 

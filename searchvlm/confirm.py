@@ -70,9 +70,20 @@ def default_seeds(space: SearchSpace, n: int = DEFAULT_NEW_SEEDS) -> list[int]:
 
 
 def _space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
-    """The space the sweep ran (its copy in the run folder, else the recorded path)."""
+    """The space the sweep ran (its copy in the run folder, else the recorded path), checked
+    against the hash sweep.json recorded (at its current samples and concurrency, which an
+    extension changes): a file changed or damaged since is refused, naming it, as `--resume`
+    refuses it, rather than confirming under another configuration."""
     copy = run_dir / Path(meta.space_path).name
-    return load_space(copy if copy.exists() else meta.space_path)
+    path = copy if copy.exists() else Path(meta.space_path)
+    space = load_space(path)
+    recorded = getattr(meta, "search", None) or {}
+    as_run = space.with_search(samples=recorded.get("samples"), concurrency=recorded.get("concurrency"))
+    if as_run.space_hash() != meta.space_hash:
+        raise ConfigError(path, "", f"hash {as_run.space_hash()}",
+                          f"differs from the space sweep {run_dir.name!r} ran (hash {meta.space_hash}): the file "
+                          "was changed or damaged since the sweep; restore it, or start a new sweep")  # fmt: skip
+    return space
 
 
 def _check_seeds(seeds: list[int], space: SearchSpace, done: list[TrialRow], path: Path) -> None:

@@ -12,6 +12,7 @@ MLflow logging goes through `searchvlm.tracking`.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Sequence
@@ -178,16 +179,20 @@ def reproduce(
     out_dir: str | Path,
     presets: list[str] | None = None,
     on_result: Callable[[str, TrialResult], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Table3:
     """Run the literature presets on `base` (its model, data, training, seeds) and write
-    `table3.md` and `table3.csv` into `out_dir`."""
+    `table3.md` and `table3.csv` into `out_dir`. `progress(phase, step, steps)` hears every
+    evaluation round of every run, the phase named `<preset> (<k> of <n>): <run>`."""
     from searchvlm.trial import run_trial
 
     wanted = [(label, name) for label, name in ROWS if presets is None or name in presets]
     rows, results = [], {}
-    for label, name in wanted:
+    for k, (label, name) in enumerate(wanted, 1):
         config = base.model_copy(update={"policy": preset(name, base.model.num_layers), "name": name})
-        result = run_trial(config)
+        tag = f"{name} ({k} of {len(wanted)})"
+        step = None if progress is None else functools.partial(_tagged, progress, tag)
+        result = run_trial(config, progress=step)
         results[name] = result
         rows.append(_row(label, name, result))
         if on_result:
@@ -217,6 +222,10 @@ class ReproduceRequest:
     overrides: Sequence[str] | None = None
 
 
+def _tagged(progress: Callable[[str, int, int], None], tag: str, phase: str, step: int, steps: int) -> None:
+    progress(f"{tag}: {phase}", step, steps)
+
+
 def reproduce_config(
     space_file: str | Path, request: ReproduceRequest = ReproduceRequest(), runs_dir: str | Path = "runs"
 ) -> TrialConfig:
@@ -243,6 +252,7 @@ def run_reproduce(
     runs_dir: str | Path = "runs",
     tracking_uri: str | None = None,
     on_result: Callable[[str, TrialResult], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Table3:
     """The `reproduce` command: `reproduce` on the space's `reproduce_config` for `request`,
     written to `out_dir` (default `<runs_dir>/reproduce-<space>`) and logged to MLflow
@@ -253,7 +263,7 @@ def run_reproduce(
     presets = request.presets
     name = f"reproduce-{Path(space_file).stem}"
     table = reproduce(base, Path(out_dir) if out_dir else Path(runs_dir) / name,
-                      list(presets) if presets else None, on_result)  # fmt: skip
+                      list(presets) if presets else None, on_result, progress)  # fmt: skip
     log_table(tracking_uri or default_uri(runs_dir), runs_dir, name, [table.files["md"], table.files["csv"]],
               table.rows)  # fmt: skip
     return table

@@ -19,6 +19,7 @@ from searchvlm.export import build_policy_file
 from searchvlm.policy import preset
 from searchvlm.report import pareto_summary
 from searchvlm.results import CONFIRMED_FILE, SweepMeta, TrialRun, read_confirmed, trial_row, write_meta, write_trials
+from searchvlm.space import load_space
 from searchvlm.trial_result import TrialResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,8 @@ def make_sweep(root: Path, name: str = "hand") -> Path:
     run = root / name
     run.mkdir(parents=True)
     (run / "space.yaml").write_text(yaml.safe_dump(data))
-    write_meta(run / "sweep.json", SweepMeta(name=name, space_path=str(run / "space.yaml"), space_hash="x",
+    digest = load_space(run / "space.yaml").space_hash()  # what a sweep records (confirm checks it)
+    write_meta(run / "sweep.json", SweepMeta(name=name, space_path=str(run / "space.yaml"), space_hash=digest,
                                              package_version="0", model=data["model"]))  # fmt: skip
     rows = []
     for i, (p, f, s) in enumerate(TABLE):

@@ -33,10 +33,15 @@ def space_file(tmp_path: Path) -> Path:
 
 def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
     base = load_space(space_file).trial_config(None, cache_dir=tmp_path / "cache")
-    table = reproduce(base, tmp_path / "out")
+    heard: list[tuple[str, int, int]] = []
+    table = reproduce(base, tmp_path / "out", progress=lambda *a: heard.append(a))
     names = [r["preset"] for r in table.rows]
     assert names == ["isolated", "isolated"] + [p for _, p in ROWS]
     assert all(r["status"] == "ok" for r in table.rows)
+    # progress names each preset, its place and the run; the joint run reaches its last step
+    n = len(ROWS)
+    assert (f"dense (1 of {n}): joint", 4, 4) in heard and (f"tied ({n} of {n}): joint", 4, 4) in heard
+    assert (f"dense (1 of {n}): understanding alone (seed 0)", 2, 4) in heard
     by = {r["preset"]: r for r in table.rows[2:]}
     assert by["dense"]["flops_ratio"] == pytest.approx(1.0)
     assert by["himix_hmgen"]["flops_ratio"] < by["himix"]["flops_ratio"] < 1.0
