@@ -77,8 +77,7 @@ def _space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
     copy = run_dir / Path(meta.space_path).name
     path = copy if copy.exists() else Path(meta.space_path)
     space = load_space(path)
-    recorded = getattr(meta, "search", None) or {}
-    as_run = space.with_search(samples=recorded.get("samples"), concurrency=recorded.get("concurrency"))
+    as_run = meta.as_run(space)
     if as_run.space_hash() != meta.space_hash:
         raise ConfigError(path, "", f"hash {as_run.space_hash()}",
                           f"differs from the space sweep {run_dir.name!r} ran (hash {meta.space_hash}): the file "

@@ -15,13 +15,16 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from searchvlm._tables import atomic_write, read_table, write_table
 from searchvlm.errors import ConfigError
 from searchvlm.trial_result import REACHED_METRICS, TrialResult
+
+if TYPE_CHECKING:
+    from searchvlm.space import SearchSpace
 
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
@@ -63,6 +66,13 @@ class SweepMeta(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI of the sweep")
     parent_run_id: str | None = Field(None, description="MLflow parent run of the sweep")
     created: str | None = Field(None, description="start time, ISO 8601 (local time, seconds)")
+
+    def as_run(self, space: SearchSpace) -> SearchSpace:
+        """`space` at the samples and concurrency this sweep records (an extension or
+        `--samples` / `--concurrency` changes them after its file was written): the space
+        whose hash `space_hash` is, when the file is the one the sweep ran."""
+        recorded = getattr(self, "search", None) or {}
+        return space.with_search(samples=recorded.get("samples"), concurrency=recorded.get("concurrency"))
 
 
 def finite_number(value: Any) -> float | None:

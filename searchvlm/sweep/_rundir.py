@@ -40,8 +40,7 @@ def resume_space(
     ignored). A finished sweep (every recorded sample in the table) given more `samples`
     is extended: the answer has the new `samples` and `concurrency` may change."""
     meta = read_meta(run_dir / SWEEP_FILE)
-    recorded = getattr(meta, "search", None) or {}
-    base = space.with_search(samples=recorded.get("samples"), concurrency=recorded.get("concurrency"))
+    base = meta.as_run(space)
     if base.space_hash() != meta.space_hash:
         raise ConfigError(space_path, "", f"hash {base.space_hash()}",
                           f"differs from the space sweep {run_dir.name!r} started with (hash {meta.space_hash}; "
