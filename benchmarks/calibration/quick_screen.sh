@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# QUICK_PLAN.md's screen (seeds 0-2) or confirmation (`confirm ID`, seeds 10-12): one
-# calibrate_proxy.py call per variant, sequential (the speed gate compares their times), rows
-# appended to benchmarks/results/quick_calibration.json (each row names its variant in `overrides`).
-#   bash benchmarks/calibration/quick_screen.sh            # the screen
-#   bash benchmarks/calibration/quick_screen.sh time             # the speed gate's timings
-#   bash benchmarks/calibration/quick_screen.sh confirm Q32-100
+# QUICK_PLAN.md's screen (seeds 0-2) or confirmation (`confirm ID`, seeds 10-12), run before
+# 44997c5, when quick.yaml was Q-300 (its variants are relative to that file), and
+# QUICK_PLAN2.md's (`screen2`, `time2`, `confirm2 ID`: seeds 10-14), relative to quick.yaml =
+# Q32-150. One calibrate_proxy.py call per variant, sequential, rows appended to
+# benchmarks/results/quick_calibration[2].json (each row names its variant in `overrides`).
+#   bash benchmarks/calibration/quick_screen.sh screen2          # the second screen
+#   bash benchmarks/calibration/quick_screen.sh time2            # its speed gate's timings
+#   bash benchmarks/calibration/quick_screen.sh confirm2 Q32-100
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
+CACHE=runs/cache-quickscreen
 OUT=benchmarks/results/quick_calibration.json
+TIMES=benchmarks/results/quick_screen_times.txt
 declare -A VARIANTS=(
   [Q-300]=""
   [Q32-150]="training.steps=150 training.eval_every=50 training.lr=0.004"
@@ -17,8 +21,20 @@ declare -A VARIANTS=(
   [Q32-100-u1]="training.steps=100 training.eval_every=50 training.lr=0.004 training.loss_weights={understanding: 1.0, generation: 1.0}"
 )
 IDS=(Q-300 Q32-150 Q32-100 Q48-100 Q32-100-u1)
+U1="training.loss_weights={understanding: 1.0, generation: 1.0}"
+declare -A VARIANTS2=(  # QUICK_PLAN2.md, relative to quick.yaml = Q32-150
+  [Q32-150]=""
+  [Q32-100]="training.steps=100"
+  [Q32-100-u1]="training.steps=100 $U1"
+  [Q32-120-u1]="training.steps=120 training.eval_every=40 $U1"
+)
+IDS2=(Q32-150 Q32-100 Q32-100-u1 Q32-120-u1)
+if [[ "${1:-}" == *2 ]]; then  # the second screen: its variants, its files
+  unset VARIANTS; declare -A VARIANTS; for k in "${!VARIANTS2[@]}"; do VARIANTS[$k]=${VARIANTS2[$k]}; done
+  IDS=("${IDS2[@]}"); OUT=benchmarks/results/quick_calibration2.json; TIMES=benchmarks/results/quick_screen2_times.txt
+fi
 sets_of() {  # sets_of ID -> SETS (the variant's --set arguments)
-  SETS=(--set "cache_dir=runs/cache-quickscreen" --set "name=$1")
+  SETS=(--set "cache_dir=$CACHE" --set "name=$1")
   local kv kvs
   IFS=$'\n' read -r -d '' -a kvs < <(echo "${VARIANTS[$1]}" | sed 's/ \([a-z_]*\.[a-z_.]*=\)/\n\1/g' && printf '\0') || true
   for kv in "${kvs[@]}"; do [ -n "$kv" ] && SETS+=(--set "$kv"); done
@@ -33,11 +49,20 @@ timed() {  # timed ID: the joint run's seconds of the dense trial, seed 0 (basel
   local args=() i
   for ((i = 4; i < ${#SETS[@]}; i += 2)); do args+=(--set "${SETS[i+1]}"); done  # not cache_dir, name
   "$(dirname "$PY")/searchvlm" trial search_spaces/quick.yaml --preset dense --seeds 0 --json \
-    --cache-dir runs/cache-quickscreen "${args[@]}" \
+    --cache-dir "$CACHE" "${args[@]}" \
     | "$PY" -c "import json,sys; print('$1', round(json.load(sys.stdin)['train_seconds'], 2))"
+}
+passes() {  # passes N: every variant N times, interleaved, the load average logged before each pass
+  local pass id
+  for ((pass = 1; pass <= $1; pass++)); do
+    echo "# pass $pass, $(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    for id in "${IDS[@]}"; do timed "$id"; done
+  done | tee -a "$TIMES"
 }
 case "${1:-screen}" in
   confirm) run "$2" 10,11,12 ;;
-  time) for pass in 1 2; do for id in "${IDS[@]}"; do timed "$id"; done; done | tee -a benchmarks/results/quick_screen_times.txt ;;
-  screen) for id in "${IDS[@]}"; do run "$id" 0,1,2; done ;;
+  confirm2) run "$2" 10,11,12,13,14 ;;
+  time) passes 2 ;;
+  time2) passes 3 ;;
+  screen | screen2) for id in "${IDS[@]}"; do run "$id" 0,1,2; done ;;
 esac
