@@ -269,16 +269,31 @@ def read_trials(path: str | Path, strict: bool = False) -> list[TrialRow]:
 
 def store_problem(path: str | Path, table: str) -> str | None:
     """Why the SQLite store `path` (optuna.db, mlflow.db) cannot be read, or None when it
-    holds `table`. Opened read-only: a damaged or empty store is never written to."""
+    holds `table`. Opened read-only: a damaged or empty store is never written to. One
+    exception: a writer killed inside a transaction (a SIGKILLed driver) leaves a hot
+    `-journal` beside the store, which read-only SQLite cannot roll back ("attempt to write a
+    readonly database"); then the store is opened read-write once, so that SQLite restores
+    its last committed state, as the next writer's open would."""
     path = Path(path)
     if not path.is_file():
         return "no such file"
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
-            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+        tables = _tables(path, "ro")
+    except sqlite3.OperationalError as err:
+        if "readonly" not in str(err) or not Path(f"{path}-journal").is_file():
+            return f"not a readable SQLite database ({err})"
+        try:
+            tables = _tables(path, "rw")  # rolls the interrupted transaction back
+        except sqlite3.Error as again:
+            return f"not a readable SQLite database ({again})"
     except sqlite3.Error as err:
         return f"not a readable SQLite database ({err})"
     return None if table in tables else f"holds no {table!r} table (empty or not this kind of store)"
+
+
+def _tables(path: Path, mode: str) -> set[str]:
+    with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)) as con:
+        return {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
 
 
 def write_meta(path: str | Path, meta: SweepMeta) -> None:

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import PY, ROOT, checkout_env
-from helpers.sweeps import make_sweep
+from helpers.sweeps import make_sweep, tiny_space
 from searchvlm import __version__
 from searchvlm.cli import app
 from searchvlm.results import read_trials
@@ -227,16 +227,9 @@ def test_other_tables_whole_off_a_terminal() -> None:
 @pytest.fixture(scope="module")
 def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 3-trial sweep (one preset, two sampled policies) through the CLI: quick.yaml
-    shrunk to seconds per trial (20 steps, evaluation every 10)."""
-    import yaml
-
+    shrunk to seconds per trial (`tiny_space`: 20 steps, evaluation every 10, small sets)."""
     root = tmp_path_factory.mktemp("cli_sweep")
-    data = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
-    data["training"].update(steps=20, eval_every=10)
-    data["search"].update(samples=3, concurrency=2, scheduler={"kind": "none"})
-    data["presets"] = ["himix"]
-    space = root / "tiny.yaml"
-    space.write_text(yaml.safe_dump(data))
+    space = tiny_space(root / "tiny.yaml", samples=3, presets=["himix"])
     cmd = [PY, "-m", "searchvlm", "sweep", str(space), "--runs-dir", str(root / "runs")]
     done = subprocess.run(cmd, cwd=root, env=checkout_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -11,6 +11,7 @@ start are stubs, and reaching them counts as "worked" (the damage was not in its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -406,3 +407,35 @@ def test_corrupt_baseline_entry_is_retrained(tmp_path: Path, damage: str) -> Non
         got = get_baseline(tmp_path, "k", lambda: fresh)
     assert got.val == fresh.val
     assert get_baseline(tmp_path, "k", lambda: pytest.fail("retrained twice")).val == fresh.val
+
+
+def test_store_left_mid_transaction_by_a_killed_writer_is_not_damaged(tmp_path: Path) -> None:
+    """A driver SIGKILLed while MLflow or Optuna wrote leaves a hot `-journal` beside the store:
+    read-only SQLite cannot roll it back ("attempt to write a readonly database"), which made
+    `sweep --resume` call the store damaged (found when the tiny test sweeps got faster). The
+    check lets SQLite roll back, and the store holds its last committed rows; an unrelated
+    read-only failure still reads as damage."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from searchvlm.results import store_problem
+
+    db = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("create table runs (x)")
+        con.executemany("insert into runs values (?)", [(i,) for i in range(2000)])
+        con.commit()
+    killed = (f"import os, signal, sqlite3\ncon = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+              "con.execute('pragma cache_size = 1'); con.execute('begin'); con.execute('update runs set x = x + 1')\n"
+              "os.kill(os.getpid(), signal.SIGKILL)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", killed]).returncode == -signal.SIGKILL
+    assert Path(f"{db}-journal").stat().st_size > 0  # the hot journal of the unfinished update
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            con.execute("select count(*) from runs").fetchall()
+    assert store_problem(db, "runs") is None
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute("select count(*), sum(x) from runs").fetchone() == (2000, sum(range(2000)))
+    assert store_problem(db, "studies") == "holds no 'studies' table (empty or not this kind of store)"
