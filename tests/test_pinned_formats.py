@@ -23,7 +23,7 @@ SPACES = {
     "default": ("37a0749344168725", "a4498b69e9b04ecf"),  # the patch-token shapes proxy (issue 20)
     "gpu": ("c2c122b23150862c", "7aef69e31dcd52f3"),  # concurrency auto, one GPU per trial
     "paper": ("ccdbc2ad27e416e0", "501dd656a24475cf"),
-    "quick": ("9ebdd399234d1295", "21235942ed8fc87d"),  # QUICK_PLAN2.md (issue 23): 100 steps, loss weights 1, 16 trials
+    "quick": ("9ebdd399234d1295", "21235942ed8fc87d"),  # QUICK_PLAN2.md (issue 23): 100 steps, 16 trials
 }
 #: digest of the preset's compiled policies at 4, 8 and 16 layers
 PRESET_DIGESTS = {
