@@ -278,14 +278,12 @@ def store_problem(path: str | Path, table: str) -> str | None:
     if not path.is_file():
         return "no such file"
     try:
-        tables = _tables(path, "ro")
-    except sqlite3.OperationalError as err:
-        if "readonly" not in str(err) or not Path(f"{path}-journal").is_file():
-            return f"not a readable SQLite database ({err})"
         try:
+            tables = _tables(path, "ro")
+        except sqlite3.OperationalError as err:
+            if "readonly" not in str(err) or not Path(f"{path}-journal").is_file():
+                raise
             tables = _tables(path, "rw")  # rolls the interrupted transaction back
-        except sqlite3.Error as again:
-            return f"not a readable SQLite database ({again})"
     except sqlite3.Error as err:
         return f"not a readable SQLite database ({err})"
     return None if table in tables else f"holds no {table!r} table (empty or not this kind of store)"

@@ -413,8 +413,8 @@ def test_store_left_mid_transaction_by_a_killed_writer_is_not_damaged(tmp_path: 
     """A driver SIGKILLed while MLflow or Optuna wrote leaves a hot `-journal` beside the store:
     read-only SQLite cannot roll it back ("attempt to write a readonly database"), which made
     `sweep --resume` call the store damaged (found when the tiny test sweeps got faster). The
-    check lets SQLite roll back, and the store holds its last committed rows; an unrelated
-    read-only failure still reads as damage."""
+    check lets SQLite roll back, and the store holds its last committed rows; a journal beside
+    a file that is no database does not make it one."""
     import signal
     import sqlite3
     import subprocess
@@ -439,3 +439,8 @@ def test_store_left_mid_transaction_by_a_killed_writer_is_not_damaged(tmp_path: 
     with contextlib.closing(sqlite3.connect(db)) as con:
         assert con.execute("select count(*), sum(x) from runs").fetchone() == (2000, sum(range(2000)))
     assert store_problem(db, "studies") == "holds no 'studies' table (empty or not this kind of store)"
+    garbage = tmp_path / "garbage.db"  # a journal beside a file that is no database: still damage
+    garbage.write_bytes(b"not sqlite" * 100)
+    Path(f"{garbage}-journal").write_bytes(b"\0" * 512)
+    assert store_problem(garbage, "runs").startswith("not a readable SQLite database (file is not a database)")
+    assert garbage.read_bytes() == b"not sqlite" * 100
