@@ -2,15 +2,18 @@
 # QUICK_PLAN.md's screen (seeds 0-2) or confirmation (`confirm ID`, seeds 10-12), run before
 # 44997c5, when quick.yaml was Q-300 (its variants are relative to that file), and
 # QUICK_PLAN2.md's (`screen2`, `time2`, `confirm2 ID`: seeds 10-14), relative to quick.yaml =
-# Q32-150. One calibrate_proxy.py call per variant, sequential, rows appended to
+# Q32-150, and DEFAULT_PLAN.md's (`screen3`, `time3`, `qualify3 ID`: seeds 3-4, `confirm3 ID`,
+# `control3 ID`: seeds 10-14), relative to default.yaml = D-600. One calibrate_proxy.py call per variant, sequential, rows appended to
 # benchmarks/results/quick_calibration[2].json (each row names its variant in `overrides`).
 #   bash benchmarks/calibration/quick_screen.sh screen2          # the second screen
 #   bash benchmarks/calibration/quick_screen.sh time2            # its speed gate's timings
 #   bash benchmarks/calibration/quick_screen.sh confirm2 Q32-100
+#   bash benchmarks/calibration/quick_screen.sh screen3 D-300 D-300-u1   # a subset of the third screen
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 CACHE=runs/cache-quickscreen
+SPACE=search_spaces/quick.yaml
 OUT=benchmarks/results/quick_calibration.json
 TIMES=benchmarks/results/quick_screen_times.txt
 declare -A VARIANTS=(
@@ -29,9 +32,21 @@ declare -A VARIANTS2=(  # QUICK_PLAN2.md, relative to quick.yaml = Q32-150
   [Q32-120-u1]="training.steps=120 training.eval_every=40 $U1"
 )
 IDS2=(Q32-150 Q32-100 Q32-100-u1 Q32-120-u1)
+D3="data.val_size=100 training.lr=0.004"
+declare -A VARIANTS3=(  # DEFAULT_PLAN.md, relative to default.yaml = D-600
+  [D-600]=""
+  [D-300]="training.steps=300 training.eval_every=100 $D3"
+  [D-300-u1]="training.steps=300 training.eval_every=100 $D3 $U1"
+  [D-240-u1]="training.steps=240 training.eval_every=80 $D3 $U1"
+)
+IDS3=(D-600 D-300 D-300-u1 D-240-u1)
 if [[ "${1:-}" == *2 ]]; then  # the second screen: its variants, its files
   unset VARIANTS; declare -A VARIANTS; for k in "${!VARIANTS2[@]}"; do VARIANTS[$k]=${VARIANTS2[$k]}; done
   IDS=("${IDS2[@]}"); OUT=benchmarks/results/quick_calibration2.json; TIMES=benchmarks/results/quick_screen2_times.txt
+elif [[ "${1:-}" == *3 ]]; then  # the default's screen
+  unset VARIANTS; declare -A VARIANTS; for k in "${!VARIANTS3[@]}"; do VARIANTS[$k]=${VARIANTS3[$k]}; done
+  IDS=("${IDS3[@]}"); OUT=benchmarks/results/default_calibration3.json; TIMES=benchmarks/results/default_screen3_times.txt
+  SPACE=search_spaces/default.yaml; CACHE=runs/cache-defaultscreen
 fi
 sets_of() {  # sets_of ID -> SETS (the variant's --set arguments)
   SETS=(--set "cache_dir=$CACHE" --set "name=$1")
@@ -39,16 +54,16 @@ sets_of() {  # sets_of ID -> SETS (the variant's --set arguments)
   IFS=$'\n' read -r -d '' -a kvs < <(echo "${VARIANTS[$1]}" | sed 's/ \([a-z_]*\.[a-z_.]*=\)/\n\1/g' && printf '\0') || true
   for kv in "${kvs[@]}"; do [ -n "$kv" ] && SETS+=(--set "$kv"); done
 }
-run() {  # run ID SEEDS
+run() {  # run ID SEEDS [EXTRA calibrate_proxy ARGS]
   sets_of "$1"
   echo "== $1 seeds $2: ${SETS[*]}"
-  "$PY" benchmarks/calibrate_proxy.py search_spaces/quick.yaml "${SETS[@]}" --seeds "$2" --out "$OUT" > /dev/null
+  "$PY" benchmarks/calibrate_proxy.py "$SPACE" "${SETS[@]}" "${@:3}" --seeds "$2" --out "$OUT" > /dev/null
 }
 timed() {  # timed ID: the joint run's seconds of the dense trial, seed 0 (baselines cached by the screen)
   sets_of "$1"
   local args=() i
   for ((i = 4; i < ${#SETS[@]}; i += 2)); do args+=(--set "${SETS[i+1]}"); done  # not cache_dir, name
-  "$(dirname "$PY")/searchvlm" trial search_spaces/quick.yaml --preset dense --seeds 0 --json \
+  "$(dirname "$PY")/searchvlm" trial "$SPACE" --preset dense --seeds 0 --json \
     --cache-dir "$CACHE" "${args[@]}" \
     | "$PY" -c "import json,sys; print('$1', round(json.load(sys.stdin)['train_seconds'], 2))"
 }
@@ -65,4 +80,9 @@ case "${1:-screen}" in
   time) passes 2 ;;
   time2) passes 3 ;;
   screen | screen2) for id in "${IDS[@]}"; do run "$id" 0,1,2; done ;;
+  screen3) shift; ids=("$@"); [ ${#ids[@]} -gt 0 ] || ids=(D-300 D-300-u1 D-240-u1); for id in "${ids[@]}"; do run "$id" 0,1,2; done ;;
+  time3) passes 3 ;;
+  qualify3) run "$2" 3,4 ;;
+  confirm3) run "$2" 10,11,12,13,14 ;;
+  control3) run "$2" 10,11,12,13,14 --set data.permute_answers=true ;;
 esac
