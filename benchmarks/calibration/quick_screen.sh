@@ -82,7 +82,8 @@ case "${1:-screen}" in
   screen | screen2) for id in "${IDS[@]}"; do run "$id" 0,1,2; done ;;
   screen3) shift; ids=("$@"); [ ${#ids[@]} -gt 0 ] || ids=(D-300 D-300-u1 D-240-u1); for id in "${ids[@]}"; do run "$id" 0,1,2; done ;;
   time3) passes 3 ;;
-  qualify3) run "$2" 3,4 ;;
-  confirm3) run "$2" 10,11,12,13,14 ;;
-  control3) run "$2" 10,11,12,13,14 --set data.permute_answers=true ;;
+  # without default.yaml's vs_dense reference (a second dense joint run no gain reads; screen3 ran it)
+  qualify3) run "$2" 3,4 --set synergy.vs_dense=false ;;
+  confirm3) run "$2" 10,11,12,13,14 --set synergy.vs_dense=false ;;
+  control3) run "$2" 10,11,12,13,14 --set synergy.vs_dense=false --set data.permute_answers=true ;;
 esac
