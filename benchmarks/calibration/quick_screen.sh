@@ -3,8 +3,9 @@
 # 44997c5, when quick.yaml was Q-300 (its variants are relative to that file), and
 # QUICK_PLAN2.md's (`screen2`, `time2`, `confirm2 ID`: seeds 10-14), relative to quick.yaml =
 # Q32-150, and DEFAULT_PLAN.md's (`screen3`, `time3`, `qualify3 ID`: seeds 3-4, `confirm3 ID`,
-# `control3 ID`: seeds 10-14), relative to default.yaml = D-600. One calibrate_proxy.py call per variant, sequential, rows appended to
-# benchmarks/results/quick_calibration[2].json (each row names its variant in `overrides`).
+# `control3 ID`: seeds 10-14), relative to default.yaml = D-600. One calibrate_proxy.py call
+# per variant, sequential, rows appended to benchmarks/results/quick_calibration[2].json or
+# default_calibration3.json (each row names its variant in `overrides`).
 #   bash benchmarks/calibration/quick_screen.sh screen2          # the second screen
 #   bash benchmarks/calibration/quick_screen.sh time2            # its speed gate's timings
 #   bash benchmarks/calibration/quick_screen.sh confirm2 Q32-100
@@ -40,12 +41,16 @@ declare -A VARIANTS3=(  # DEFAULT_PLAN.md, relative to default.yaml = D-600
   [D-240-u1]="training.steps=240 training.eval_every=80 $D3 $U1"
 )
 IDS3=(D-600 D-300 D-300-u1 D-240-u1)
+use_screen() {  # use_screen N: the Nth screen's variants and ids become VARIANTS and IDS
+  local -n table=VARIANTS$1 ids=IDS$1
+  local k
+  unset VARIANTS; declare -gA VARIANTS; for k in "${!table[@]}"; do VARIANTS[$k]=${table[$k]}; done
+  IDS=("${ids[@]}")
+}
 if [[ "${1:-}" == *2 ]]; then  # the second screen: its variants, its files
-  unset VARIANTS; declare -A VARIANTS; for k in "${!VARIANTS2[@]}"; do VARIANTS[$k]=${VARIANTS2[$k]}; done
-  IDS=("${IDS2[@]}"); OUT=benchmarks/results/quick_calibration2.json; TIMES=benchmarks/results/quick_screen2_times.txt
+  use_screen 2; OUT=benchmarks/results/quick_calibration2.json; TIMES=benchmarks/results/quick_screen2_times.txt
 elif [[ "${1:-}" == *3 ]]; then  # the default's screen
-  unset VARIANTS; declare -A VARIANTS; for k in "${!VARIANTS3[@]}"; do VARIANTS[$k]=${VARIANTS3[$k]}; done
-  IDS=("${IDS3[@]}"); OUT=benchmarks/results/default_calibration3.json; TIMES=benchmarks/results/default_screen3_times.txt
+  use_screen 3; OUT=benchmarks/results/default_calibration3.json; TIMES=benchmarks/results/default_screen3_times.txt
   SPACE=search_spaces/default.yaml; CACHE=runs/cache-defaultscreen
 fi
 sets_of() {  # sets_of ID -> SETS (the variant's --set arguments)
