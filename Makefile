@@ -11,12 +11,18 @@ TORCH ?= torch==2.13.0
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# --no-compile: pip would byte-compile every installed module (torch, ray, mlflow, ...), about
-# half the install time on 2 cores; Python compiles what is imported, once, on first use
+# --no-compile: pip byte-compiles every installed module one by one (about half the install time
+# on 2 cores); compileall below does it on every core at once
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-compile --upgrade pip
 	$(BIN)/pip install -q --no-compile $(TORCH)          # CPU build first: an unpinned torch pulls CUDA wheels
 	$(BIN)/pip install -q --no-compile -e ".[dev]"
+	@# then byte-compile once, on every core: where PYTHONDONTWRITEBYTECODE is set (this machine and CI)
+	@# Python never caches what it compiles, so each process (every test, CLI run, Ray worker, MLflow
+	@# server) compiled torch and transformers again, ~10 s each (benchmarks/bytecode_imports.sh).
+	@# `|| true`: a few files written for newer Pythons (torch's py312_intrinsics.py) do not compile
+	@# on 3.11; they are never imported
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,8 +38,10 @@ lint: setup  # ruff: lint rules and the formatter (pyproject [tool.ruff]); `ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# -n 2 --dist loadfile: two workers, each test file on one (its module and session fixtures,
+# a real sweep among them, run once); Ray-starting tests may then run two local Rays at once
 test: setup browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/step_time.py

@@ -257,7 +257,7 @@ def test_empty_text_options_are_refused_before_any_work(param: Param, tmp_path: 
 
 @pytest.mark.parametrize("param", [p for p in _options("path") if p.name in INPUT_PATHS], ids=str)
 def test_input_files_that_do_not_exist(param: Param, tmp_path: Path) -> None:
-    missing = tmp_path / "missing.json"
+    missing = tmp_path / ("deep" * 40) / "missing.json"  # a long path is named whole, not cut at 80 characters
     res = invoke(param.command, *_good_args(param.command, tmp_path), param.name, str(missing))
     assert_refused(res, str(missing))
 

@@ -68,8 +68,10 @@ class MlflowServer:
         cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.root / 'm.db'}",
                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                "--artifacts-destination", str(self.root / "art")]  # fmt: skip
+        # no job runner: mlflow's huey consumers (GenAI jobs we never use) poll at ~10% of a core each
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     cwd=self.root, start_new_session=True)  # fmt: skip
+                                     cwd=self.root, start_new_session=True, env=env)  # fmt: skip
 
     def wait(self, timeout: float = 150) -> None:
         wait_for(self.healthy, timeout, f"mlflow server {self.url}", every=0.5)
