@@ -22,7 +22,8 @@ secs() {  # secs WITH|WITHOUT CMD...: wall seconds of CMD
   echo "$e - $s" | bc
 }
 out=$ROOT/benchmarks/results/bytecode_imports.txt
-echo "# $(date -u +%F) $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg): import searchvlm.trial; a tiny 4-trial sweep" >>"$out"
+load=$(cut -d' ' -f1 /proc/loadavg)
+echo "# $(date -u +%F) $(nproc) cores, load $load: import searchvlm.trial; a tiny 4-trial sweep" >>"$out"
 for i in $(seq "$PAIRS"); do
   for mode in without with; do
     imp=$(secs $mode "$PY" -c "import searchvlm.trial")

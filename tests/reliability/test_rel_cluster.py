@@ -122,15 +122,18 @@ def test_local_ray_is_loopback_only_without_dashboard(tmp_path: Path):
 
 @pytest.mark.slow
 def test_local_ray_never_joins_the_cluster_ray_start_left(tmp_path: Path):
-    """`ray start` records its address in /tmp/ray/ray_current_cluster, where a bare ray.init()
+    """`ray start` records its address in $RAY_TMPDIR/ray/ray_current_cluster, where a bare ray.init()
     joins that cluster (and refuses num_cpus there); without an address, a sweep's Ray is its own."""
-    port = free_port()
+    port, tmp = free_port(), tempfile.mkdtemp(prefix="rr", dir="/tmp")  # AF_UNIX paths: <= 107 bytes
+    # RAY_TMPDIR: the address file goes to tmp/ray/, not the machine's /tmp/ray (where it would outlive the
+    # head and send other tests' bare ray.init() to a dead cluster); a token guards the head meanwhile
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env.update(RAY_TMPDIR=tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     cmd = [str(BIN / "ray"), "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus",
            "1", "--include-dashboard=false", "--disable-usage-stats", "--block"]  # fmt: skip
     with (tmp_path / "head.log").open("w") as log:
         head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    current = Path("/tmp/ray/ray_current_cluster")
+    current = Path(tmp) / "ray" / "ray_current_cluster"
     code = ("import ray, sys; sys.path.insert(0, %r); from searchvlm.sweep import ensure_ray; "
             "ensure_ray(num_cpus=1); print(ray.get_runtime_context().gcs_address); ray.shutdown()"
             ) % str(Path(__file__).parents[1])  # fmt: skip
@@ -140,6 +143,7 @@ def test_local_ray_never_joins_the_cluster_ray_start_left(tmp_path: Path):
         out = subprocess.run([PY, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     finally:
         stop_group(head, grace=5)
+        shutil.rmtree(tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-2000:]
     gcs = out.stdout.strip().splitlines()[-1]
     assert gcs.startswith("127.0.0.1:") and not gcs.endswith(f":{port}"), gcs

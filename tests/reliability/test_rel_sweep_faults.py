@@ -48,7 +48,7 @@ def address(plan: Path) -> Iterator[str]:
     path = [str(HERE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # the caller's too
     env = {"PYTHONPATH": os.pathsep.join(path), "SEARCHVLM_FAULT_PLAN": str(plan)}
     loopback_only()  # as ensure_ray does: 127.0.0.1 only (drivers inherit the setting)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              runtime_env={"env_vars": env, "worker_process_setup_hook": "_faults.install"})  # fmt: skip
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

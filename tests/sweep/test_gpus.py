@@ -35,7 +35,7 @@ def logical_gpus() -> Iterator[None]:
     from searchvlm.sweep._cluster import loopback_only
 
     loopback_only()
-    ray.init(num_cpus=CPUS, num_gpus=GPUS, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=CPUS, num_gpus=GPUS, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)  # fmt: skip
     yield
     shutdown_ray()
