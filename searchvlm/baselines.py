@@ -82,9 +82,9 @@ def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
 
 
 def _gen_only_irrelevant(tasks: tuple[str, ...]) -> set[str]:
-    """Data fields that do not change a generation-only run: the understanding answers'
-    permutation (a control that touches understanding data only)."""
-    return {"permute_answers"} if tuple(tasks) == ("generation",) else set()
+    """Data fields that do not change a generation-only run: the controls that touch
+    understanding data only (its answers' permutation, its blanked images)."""
+    return {"permute_answers", "blank_understanding_images"} if tuple(tasks) == ("generation",) else set()
 
 
 def _fingerprint(hf: str) -> list[tuple[str, int, int]]:

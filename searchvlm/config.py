@@ -160,6 +160,12 @@ class DataConfig(_Strict):
         "understanding data carry no information about images; a generation gain that survives it "
         "is regularisation, not transfer",
     )
+    blank_understanding_images: bool = Field(
+        False,
+        description="control: every understanding training row's image tokens become one constant "
+        "code (the training images' most frequent), so understanding trains on text only; held-out "
+        "rows and generation's images are untouched",
+    )
 
     @field_validator("train_size")
     @classmethod
@@ -190,8 +196,9 @@ class DataConfig(_Strict):
         out = handler(self)
         if self.tokenizer == TokenizerConfig():
             out.pop("tokenizer", None)
-        if not self.permute_answers:
-            out.pop("permute_answers", None)
+        for control in ("permute_answers", "blank_understanding_images"):
+            if not getattr(self, control):
+                out.pop(control, None)
         return out
 
 

@@ -111,11 +111,12 @@ def test_joint_and_isolated_runs_see_the_per_task_images(tmp_path: Path, task_im
     assert gen <= und if task_images == "shared" else not und & gen
 
 
-def test_the_answer_permutation_does_not_retrain_the_generation_baseline() -> None:
+@pytest.mark.parametrize("control", ["permute_answers", "blank_understanding_images"])
+def test_an_understanding_control_does_not_retrain_the_generation_baseline(control: str) -> None:
     from searchvlm.baselines import baseline_key
 
     data, policy = DataConfig(name="shapes"), ReductionPolicy.dense(2)
-    control = data.model_copy(update={"permute_answers": True})
+    control = data.model_copy(update={control: True})
     spec = {t: RunSpec(TINY_MODEL, policy, TRAIN, (t,), 0) for t in TASKS}
     keys = {t: [baseline_key(spec[t], d, False) for d in (data, control)] for t in TASKS}
     assert keys["generation"][0] == keys["generation"][1]  # generation data are untouched by it

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchvlm.config import DataConfig
-from searchvlm.data._layout import Corpus, build, permute_answers
+from searchvlm.data._layout import Corpus, blank_understanding_images, build, permute_answers
 from searchvlm.data._tokenizer import tokenize
 from searchvlm.data._types import (
     BOI,
@@ -71,7 +71,8 @@ def load_data(cfg: DataConfig | None = None, cache_dir: str | Path | None = None
     if cfg.permute_answers:
         corpus = permute_answers(corpus, cfg.seed)
     sizes = None if isinstance(cfg.train_size, int) else cfg.train_size
-    return build(corpus, cfg.task_images, sizes)
+    data = build(corpus, cfg.task_images, sizes)
+    return blank_understanding_images(data) if cfg.blank_understanding_images else data
 
 
 def check_data(cfg: DataConfig) -> None:

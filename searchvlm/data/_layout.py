@@ -9,6 +9,7 @@ shares one length T and one segment layout. PAD is never labelled.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,19 @@ def permute_answers(corpus: Corpus, seed: int) -> Corpus:
     for dst, src in zip(rows.tolist(), perm.tolist()):
         questions[dst], answers[dst] = corpus.questions[src], corpus.answers[src]
     return Corpus(**{**corpus.__dict__, "questions": questions, "answers": answers})
+
+
+def blank_understanding_images(data: UnifiedData) -> UnifiedData:
+    """The text-only control: every understanding training row's image tokens become one
+    constant code, the most frequent code of those rows (the background), so understanding
+    trains on its questions and answers alone. Only the model's input changes (`image_codes`,
+    the rows' record of their images, stay); held-out rows and generation's rows are untouched."""
+    split = data.splits[("train", "understanding")]
+    image = split.segments == int(Segment.IMAGE)  # (N, T)
+    ids = split.input_ids.clone()
+    ids[image] = int(torch.mode(ids[image]).values)
+    data.splits[("train", "understanding")] = dataclasses.replace(split, input_ids=ids)
+    return data
 
 
 def _swap_ids(corpus: Corpus, index: dict[str, int], width: int) -> np.ndarray | None:

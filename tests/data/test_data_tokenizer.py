@@ -120,6 +120,23 @@ def test_one_size_serialises_as_before() -> None:
     assert DataConfig.model_validate(dumped) == SHAPES
 
 
+def test_blanked_understanding_images_leave_only_the_text() -> None:
+    cfg = DataConfig(name="shapes", train_size={"understanding": 200, "generation": 40}, val_size=20, test_size=20,
+                     tokenizer=PATCH)  # fmt: skip
+    base, control = load_data(cfg), load_data(cfg.model_copy(update={"blank_understanding_images": True}))
+    tr_b, tr_c = base.split("train", "understanding"), control.split("train", "understanding")
+    image = tr_b.segments[0] == int(Segment.IMAGE)
+    codes = tr_b.input_ids[:, image]
+    background = int(np.bincount(codes.flatten().numpy()).argmax())
+    assert len(set(codes.flatten().tolist())) > 1 and (tr_c.input_ids[:, image] == background).all()
+    assert np.array_equal(tr_c.input_ids[:, ~image], tr_b.input_ids[:, ~image])  # questions, answers kept
+    assert np.array_equal(tr_c.labels, tr_b.labels) and np.array_equal(tr_c.image_codes, tr_b.image_codes)
+    for split, task in [("val", "understanding"), ("test", "understanding"), ("train", "generation"),
+                        ("val", "generation"), ("test", "generation")]:  # fmt: skip
+        assert np.array_equal(control.split(split, task).input_ids, base.split(split, task).input_ids)
+    assert "blank_understanding_images" not in cfg.model_dump()  # unset: cache keys as before it existed
+
+
 def test_permuted_answers_keep_pairs_and_held_out_rows() -> None:
     cfg = DataConfig(name="shapes", train_size=200, val_size=20, test_size=20)
     plain, control = load_corpus(cfg), load_data(cfg.model_copy(update={"permute_answers": True}))
