@@ -13,12 +13,13 @@ WORK=$(mktemp -d)
 export PYTHONDONTWRITEBYTECODE=1
 PYTHONPATH=$ROOT/tests "$PY" -c "from pathlib import Path; from helpers.sweeps import tiny_space; \
 tiny_space(Path('$WORK/tiny.yaml'), samples=4, steps=20)"
-secs() {  # secs WITH|WITHOUT CMD...: wall seconds of CMD
-  local s e
+secs() {  # secs WITH|WITHOUT CMD...: wall seconds of CMD; a failing CMD stops the benchmark (no time for it)
+  local s e rc=0
   s=$(date +%s.%N)
-  if [ "$1" = without ]; then shift; PYTHONPYCACHEPREFIX=$(mktemp -d -p "$WORK") "$@" >/dev/null 2>&1
-  else shift; "$@" >/dev/null 2>&1; fi
+  if [ "$1" = without ]; then shift; PYTHONPYCACHEPREFIX=$(mktemp -d -p "$WORK") "$@" >"$WORK/last.log" 2>&1 || rc=$?
+  else shift; "$@" >"$WORK/last.log" 2>&1 || rc=$?; fi
   e=$(date +%s.%N)
+  if [ "$rc" -ne 0 ]; then echo "bytecode_imports.sh: '$*' exited $rc:" >&2; tail -5 "$WORK/last.log" >&2; return "$rc"; fi
   echo "$e - $s" | bc
 }
 out=$ROOT/benchmarks/results/bytecode_imports.txt
@@ -26,9 +27,9 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 echo "# $(date -u +%F) $(nproc) cores, load $load: import searchvlm.trial; a tiny 4-trial sweep" >>"$out"
 for i in $(seq "$PAIRS"); do
   for mode in without with; do
-    imp=$(secs $mode "$PY" -c "import searchvlm.trial")
+    imp=$(secs $mode "$PY" -c "import searchvlm.trial") || exit 1
     rm -rf "$WORK/runs"
-    swp=$(secs $mode "$ROOT/.venv/bin/searchvlm" sweep "$WORK/tiny.yaml" --name b --runs-dir "$WORK/runs" --no-progress)
+    swp=$(secs $mode "$ROOT/.venv/bin/searchvlm" sweep "$WORK/tiny.yaml" --name b --runs-dir "$WORK/runs" --no-progress) || exit 1
     printf 'pair %d %-7s import %.1f s  sweep %.1f s\n' "$i" "$mode" "$imp" "$swp" | tee -a "$out"
   done
 done

@@ -91,9 +91,10 @@ _NAMED = re.compile(r"^([A-Za-z_][\w.\[\]]*) (?:=|has|must) ")
 
 def _short(value: Any, limit: int = 80) -> str:
     """repr(value), cut at `limit` characters; a text or a path (a file the user named, deep in a
-    temp folder) is kept whole up to 1000, so that the error still names it."""
+    temp folder), or a list of them, is kept whole up to 1000, so that the error still names it."""
     text = repr(value)
-    limit = 1000 if isinstance(value, (str, Path)) else limit
+    names = value if isinstance(value, (list, tuple)) else [value]
+    limit = 1000 if names and all(isinstance(v, (str, Path)) for v in names) else limit
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -137,8 +137,9 @@ def test_a_failing_rank_fails_the_trial_at_once(how: str, error: str, tmp_path: 
     monkeypatch.setattr(trial, "run_trial", _breaks_on_rank1)
     result = run(_config(tmp_path, 2, "ddp", name=how))
     assert result.status == "failed" and result.error == error, result.error
-    # within seconds of the failure: rank 0, waiting in a collective, was stopped, not waited for
-    assert time.time() - float((tmp_path / "cache" / "broke").read_text()) < 15
+    # soon after the failure (the collective's own timeout is 4 h; the margin absorbs a loaded machine):
+    # rank 0, waiting in a collective, was stopped, not waited for
+    assert time.time() - float((tmp_path / "cache" / "broke").read_text()) < 60
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("searchvlm-rank")]
 
 

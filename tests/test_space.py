@@ -140,3 +140,11 @@ def test_a_sweep_is_warned_when_the_proxy_shows_no_dense_synergy(tmp_path) -> No
     assert weak.shows_synergy() is False
     good = ProxyCalibration(seeds=5, und_gain=(0.10, 0.02), gen_gain=(0.05, 0.02))
     assert space.model_copy(update={"calibration": good}).synergy_warning() is None
+
+
+def test_an_error_on_a_list_of_files_names_each_of_them(tmp_path: Path) -> None:
+    files = [str(tmp_path / "a" / "deep" / "folder" / f"run-{i}" / "trials.jsonl") for i in range(3)]
+    assert len(repr(files)) > 80
+    text = str(ConfigError("command line", "--runs", files, "damaged"))
+    assert all(f in text for f in files)
+    assert "..." in str(ConfigError("command line", "--seeds", list(range(100)), "too many"))  # other values cut

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -82,11 +80,10 @@ def test_answers_match_the_asked_attribute(data: UnifiedData) -> None:
         assert answer.split() == _names(data, t)[asked].split() + ["<eos>"]
 
 
-def test_ten_thousand_images_are_fast() -> None:
-    start = time.perf_counter()
+def test_ten_thousand_images_load() -> None:  # their speed is a benchmark's (no timed tests)
     data = load_data(DataConfig(name="shapes", train_size=10_000, val_size=10, test_size=10))
     assert len(data.split("train", "generation")) == 10_000
-    assert time.perf_counter() - start < 5.0
+    assert len({tuple(r) for r in data.split("train", "generation").image_codes[:2000].tolist()}) > 1000
 
 
 def test_grid_three_needs_room() -> None:
