@@ -1,15 +1,23 @@
 """Combine `reproduce` runs that split the presets between processes into one Table 3.
 
 Each run's `table3.json` holds every row's TrialResult (per-seed records). The runs must
-share their seeds and each include the dense row (identical across runs: training is
-deterministic, so this is checked); the paired differences against dense and the Holm
-correction are recomputed over ALL rows together.
+share their seeds, and one of them must include the dense row. A row found in two runs must
+be identical in both (training is deterministic, so this is checked), and a row trained
+with `synergy.vs_dense` must have been compared with that same dense model: its per-seed
+synergy minus its `synergy_vs_dense` must equal the dense row's synergy (checked too: a run
+on another CPU type or proxy fails here). The paired differences against dense and the Holm
+correction are recomputed over ALL rows together. The run without the dense row can list
+its seeds in reverse, so that two processes train the cached baselines of different seeds first:
 
     searchvlm reproduce search_spaces/default.yaml --seeds 0,1,2,3,4 \
-        --presets dense,fastv,pyramiddrop,himix,hmgen --out runs/t3-a &
+        --presets dense,fastv,pyramiddrop --out runs/t3-a1 &
     searchvlm reproduce search_spaces/default.yaml --seeds 0,1,2,3,4 \
-        --presets dense,himix_hmgen,himix_hmgen_partial,pmod,tied --out runs/t3-b; wait
-    python benchmarks/table3_seeds.py runs/t3-a runs/t3-b --out benchmarks/results/table3_default.md
+        --presets dense,himix,hmgen --out runs/t3-a2; wait
+    searchvlm reproduce search_spaces/default.yaml --seeds 0,1,2,3,4 \
+        --presets himix_hmgen,himix_hmgen_partial --out runs/t3-b1 &
+    searchvlm reproduce search_spaces/default.yaml --seeds 4,3,2,1,0 \
+        --presets pmod,tied --out runs/t3-b2; wait
+    python benchmarks/table3_seeds.py runs/t3-a1 runs/t3-a2 runs/t3-b1 runs/t3-b2 --out benchmarks/results/table3_p10.md
 """
 
 from __future__ import annotations
@@ -34,6 +42,16 @@ def load(folders: list[Path]) -> dict[str, TrialResult]:
             if name in results and _scores(results[name]) != _scores(result):
                 raise SystemExit(f"{folder}: row {name!r} differs from an earlier run's (not the same proxy?)")
             results[name] = result
+    if "dense" not in results:
+        raise SystemExit(f"no run in {', '.join(map(str, folders))} has the dense row")
+    dense = {p["seed"]: p["synergy_gain"] for p in results["dense"].per_seed}
+    for name, result in results.items():
+        for p in result.per_seed:
+            if (
+                p.get("synergy_vs_dense") is not None
+                and abs(p["synergy_gain"] - p["synergy_vs_dense"] - dense[p["seed"]]) > 1e-9
+            ):
+                raise SystemExit(f"row {name!r}, seed {p['seed']}: its dense reference is not the dense row's model")
     return results
 
 
