@@ -10,6 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=$ROOT/.venv/bin/python
 PAIRS=${1:-3}
 WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 export PYTHONDONTWRITEBYTECODE=1
 PYTHONPATH=$ROOT/tests "$PY" -c "from pathlib import Path; from helpers.sweeps import tiny_space; \
 tiny_space(Path('$WORK/tiny.yaml'), samples=4, steps=20)"

@@ -31,7 +31,9 @@ from searchvlm.trial_result import TrialResult
 
 
 def _scores(result: TrialResult) -> list[dict]:
-    return [{k: v for k, v in p.items() if k != "baseline_cached"} for p in result.per_seed]
+    """The per-seed records in seed order (a run may list its seeds in reverse)."""
+    by_seed = sorted(result.per_seed, key=lambda p: p["seed"])
+    return [{k: v for k, v in p.items() if k != "baseline_cached"} for p in by_seed]
 
 
 def load(folders: list[Path]) -> dict[str, TrialResult]:
@@ -46,6 +48,8 @@ def load(folders: list[Path]) -> dict[str, TrialResult]:
         raise SystemExit(f"no run in {', '.join(map(str, folders))} has the dense row")
     dense = {p["seed"]: p["synergy_gain"] for p in results["dense"].per_seed}
     for name, result in results.items():
+        if sorted(p["seed"] for p in result.per_seed) != sorted(dense):
+            raise SystemExit(f"row {name!r} ran seeds {sorted(result.seeds)}, the dense row {sorted(dense)}")
         for p in result.per_seed:
             if (
                 p.get("synergy_vs_dense") is not None

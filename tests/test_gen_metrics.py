@@ -116,9 +116,9 @@ def test_an_understanding_control_does_not_retrain_the_generation_baseline(contr
     from searchvlm.baselines import baseline_key
 
     data, policy = DataConfig(name="shapes"), ReductionPolicy.dense(2)
-    control = data.model_copy(update={control: True})
+    controlled = data.model_copy(update={control: True})
     spec = {t: RunSpec(TINY_MODEL, policy, TRAIN, (t,), 0) for t in TASKS}
-    keys = {t: [baseline_key(spec[t], d, False) for d in (data, control)] for t in TASKS}
+    keys = {t: [baseline_key(spec[t], d, False) for d in (data, controlled)] for t in TASKS}
     assert keys["generation"][0] == keys["generation"][1]  # generation data are untouched by it
     assert keys["understanding"][0] != keys["understanding"][1]
 

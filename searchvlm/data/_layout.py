@@ -166,13 +166,14 @@ def permute_answers(corpus: Corpus, seed: int) -> Corpus:
 
 def blank_understanding_images(data: UnifiedData) -> UnifiedData:
     """The text-only control: every understanding training row's image tokens become one
-    constant code, the most frequent code of those rows (the background), so understanding
+    constant code, the most frequent code of those rows (the background; with `shared` training
+    images, of every training image), so understanding
     trains on its questions and answers alone. Only the model's input changes (`image_codes`,
     the rows' record of their images, stay); held-out rows and generation's rows are untouched."""
     split = data.splits[("train", "understanding")]
     image = split.segments == int(Segment.IMAGE)  # (N, T)
     ids = split.input_ids.clone()
-    ids[image] = int(torch.mode(ids[image]).values)
+    ids[image] = int(torch.bincount(ids[image]).argmax())  # the smallest code on a tie
     data.splits[("train", "understanding")] = dataclasses.replace(split, input_ids=ids)
     return data
 
