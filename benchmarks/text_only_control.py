@@ -8,6 +8,7 @@ it. The P-10 re-run is also compared with the committed calibration row for the 
 (`calibration.jsonl`: another machine, another session).
 
     python benchmarks/text_only_control.py [--out benchmarks/results/text_only_control.md]
+    python benchmarks/text_only_control.py --stage2 [--out ...]   # TEXT_ONLY_PLAN.md's addendum: seeds 10-24
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from searchvlm.synergy import HIGHER_IS_BETTER, mean_stderr, relative_gain
 
 RESULTS = Path(__file__).parent / "results"
 CONTROL = "data.blank_understanding_images=true"
+STAGE2 = (RESULTS / "text_only_control_stage2_p10.json", RESULTS / "text_only_control_stage2_control.json")
 #: gain column -> (joint key, isolated key, metric)
 GAINS = {
     "g_U (accuracy)": ("und_acc", "und_acc_iso", "und_acc"),
@@ -45,6 +47,17 @@ def per_seed(row: dict) -> dict[int, dict[str, float]]:
     return out
 
 
+def _merged(rows: list[dict]) -> dict[int, dict]:
+    """seed -> gains over several rows of one run (a seed in two rows is an error)."""
+    out: dict[int, dict] = {}
+    for row in rows:
+        for seed, gains in per_seed(row).items():
+            if seed in out:
+                raise SystemExit(f"seed {seed} appears in two rows of the same run")
+            out[seed] = gains
+    return out
+
+
 def _pm(values: list[float]) -> tuple[float, float]:
     mean, se = mean_stderr(values)
     return mean, float("nan") if se is None else se
@@ -54,14 +67,14 @@ def _fmt(mean: float, se: float) -> str:
     return f"{mean:+.3f} ± {se:.3f}"
 
 
-def verdict(c: tuple[float, float], d: tuple[float, float]) -> str:
+def verdict(c: tuple[float, float], d: tuple[float, float], n: int = 5) -> str:
     """TEXT_ONLY_PLAN.md's outcomes, in its words."""
     (cm, cs), (dm, ds) = c, d
     if abs(cm) <= 2 * cs and dm < -2 * ds:
         return "A: the generation gain needs understanding's images"
     if cm > 2 * cs and abs(dm) <= 2 * ds:
         return "B: the generation gain does not need understanding's images"
-    return "inconclusive at 5 seeds"
+    return f"inconclusive at {n} seeds"
 
 
 def committed_p10() -> dict[int, dict]:
@@ -72,18 +85,22 @@ def committed_p10() -> dict[int, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=RESULTS / "text_only_control.json")
+    ap.add_argument("--results", type=Path, nargs="+", default=[RESULTS / "text_only_control.json"])
+    ap.add_argument("--stage2", action="store_true", help="the addendum's stage 2: seeds 10-24 (adds its two files)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    rows = json.loads(args.results.read_text())
+    paths = list(args.results) + (list(STAGE2) if args.stage2 else [])
+    rows = [row for path in paths for row in json.loads(path.read_text())]
     control = [r for r in rows if CONTROL in r["overrides"]]
     plain = [r for r in rows if CONTROL not in r["overrides"]]
-    if len(control) != 1 or len(plain) != 1:
-        raise SystemExit(f"{args.results}: needs one P-10 row and one control row, has {len(plain)} and {len(control)}")
-    p10, ctl = per_seed(plain[0]), per_seed(control[0])
+    if not control or not plain:
+        raise SystemExit(
+            f"{', '.join(map(str, paths))}: needs P-10 rows and control rows, has {len(plain)} and {len(control)}"
+        )
+    p10, ctl = _merged(plain), _merged(control)
     seeds = sorted(p10)
     if sorted(ctl) != seeds:
-        raise SystemExit(f"{args.results}: the rows' seeds differ ({seeds} vs {sorted(ctl)})")
+        raise SystemExit(f"{', '.join(map(str, paths))}: the runs' seeds differ ({seeds} vs {sorted(ctl)})")
     lines = [
         f"Seeds {','.join(map(str, seeds))}; every run at its own best validation round; mean ± s.e. over seeds.",
         "",
@@ -102,9 +119,9 @@ def main() -> None:
     col = "g_G (caption acc.)"
     c = _pm([ctl[s][col] for s in seeds])
     d = _pm([ctl[s][col] - p10[s][col] for s in seeds])
-    lines += ["", f"C = {_fmt(*c)}, D = {_fmt(*d)}: outcome **{verdict(c, d)}** (TEXT_ONLY_PLAN.md)."]
+    lines += ["", f"C = {_fmt(*c)}, D = {_fmt(*d)}: outcome **{verdict(c, d, len(seeds))}** (TEXT_ONLY_PLAN.md)."]
     old = committed_p10()
-    if sorted(old) == seeds:
+    if sorted(old) == seeds[:5] == [10, 11, 12, 13, 14] and len(seeds) == 5:
         gain = lambda r: relative_gain(r["gen_caption_acc"], r["gen_caption_acc_iso"], True)  # noqa: E731
         same = sum(abs(gain(old[s]) - p10[s][col]) < 1e-4 for s in seeds)
         was = _pm([gain(old[s]) for s in seeds])
