@@ -21,7 +21,7 @@ from typing import Callable
 
 from filelock import FileLock
 
-from searchvlm.config import DataConfig
+from searchvlm.config import UNDERSTANDING_CONTROLS, DataConfig
 from searchvlm.errors import warn_damaged
 from searchvlm.policy import ReductionPolicy
 from searchvlm.training import RunSpec, Score
@@ -84,7 +84,7 @@ def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
 def _gen_only_irrelevant(tasks: tuple[str, ...]) -> set[str]:
     """Data fields that do not change a generation-only run: the controls that touch
     understanding data only (its answers' permutation, its blanked images)."""
-    return {"permute_answers", "blank_understanding_images"} if tuple(tasks) == ("generation",) else set()
+    return set(UNDERSTANDING_CONTROLS) if tuple(tasks) == ("generation",) else set()
 
 
 def _fingerprint(hf: str) -> list[tuple[str, int, int]]:

@@ -127,6 +127,11 @@ class TokenizerConfig(_Strict):
     seed: int = Field(0, description="patch: seed of the k-means fit")
 
 
+#: DataConfig's controls that change understanding's training data only (a generation-only
+#: run is the same with or without them); each serialises only when set
+UNDERSTANDING_CONTROLS = ("permute_answers", "blank_understanding_images")
+
+
 class DataConfig(_Strict):
     """Where the two tasks' examples come from. Nothing is downloaded."""
 
@@ -196,7 +201,7 @@ class DataConfig(_Strict):
         out = handler(self)
         if self.tokenizer == TokenizerConfig():
             out.pop("tokenizer", None)
-        for control in ("permute_answers", "blank_understanding_images"):
+        for control in UNDERSTANDING_CONTROLS:
             if not getattr(self, control):
                 out.pop(control, None)
         return out

@@ -166,10 +166,10 @@ def permute_answers(corpus: Corpus, seed: int) -> Corpus:
 
 def blank_understanding_images(data: UnifiedData) -> UnifiedData:
     """The text-only control: every understanding training row's image tokens become one
-    constant code, the most frequent code of those rows (the background; with `shared` training
-    images, of every training image), so understanding
-    trains on its questions and answers alone. Only the model's input changes (`image_codes`,
-    the rows' record of their images, stay); held-out rows and generation's rows are untouched."""
+    constant code, the most frequent code of those rows (the background; with `shared`
+    training images, of every training image), so understanding trains on its questions and
+    answers alone. Only the model's input changes (`image_codes`, the rows' record of their
+    images, stay); held-out rows and generation's rows are untouched."""
     split = data.splits[("train", "understanding")]
     image = split.segments == int(Segment.IMAGE)  # (N, T)
     ids = split.input_ids.clone()
