@@ -26,7 +26,8 @@ import argparse
 import json
 from pathlib import Path
 
-from searchvlm.reproduce import ROWS, Table3, _against_dense, _isolated_rows, _row
+from searchvlm.reproduce import ROWS, Table3, _against_dense, _isolated_rows, _paired, _row
+from searchvlm.synergy import mean_stderr
 from searchvlm.trial_result import TrialResult
 
 
@@ -59,10 +60,34 @@ def load(folders: list[Path]) -> dict[str, TrialResult]:
     return results
 
 
+#: --details: per-seed keys whose paired difference (row - dense) is shown, and which get a raw t-test
+DETAILS = {"und_acc": False, "gen_nll": False, "gen_caption_acc": False, "gen_gain": True, "synergy_gain": True}
+
+
+def details(results: dict[str, TrialResult]) -> str:
+    """Each row's paired differences from dense (mean +- s.e., seeds below / above dense) in the raw
+    metrics and gains, with an uncorrected one-sample t-test p where DETAILS asks for one."""
+    from scipy import stats
+
+    lines = ["| row | " + " | ".join(f"Δ{k}" for k in DETAILS) + " |", "|---|" + "---|" * len(DETAILS)]
+    for label, name in ROWS:
+        if name not in results or name == "dense":
+            continue
+        cells = []
+        for key, tested in DETAILS.items():
+            diffs = [a - b for a, b in zip(*_paired(results[name], results["dense"], key))]
+            mean, se = mean_stderr(diffs)
+            cell = f"{mean:+.3f} ± {se:.3f} ({sum(d < 0 for d in diffs)}↓ {sum(d > 0 for d in diffs)}↑"
+            cells.append(cell + (f", raw p {stats.ttest_1samp(diffs, 0.0).pvalue:.3f})" if tested else ")"))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--details", action="store_true", help="also print each row's paired differences per metric")
     args = ap.parse_args()
     results = load(args.folders)
     rows = [_row(label, name, results[name]) for label, name in ROWS if name in results]
@@ -73,6 +98,8 @@ def main() -> None:
     if args.out:
         args.out.write_text(text)
         args.out.with_suffix(".csv").write_text(table.csv())
+    if args.details:
+        print("\n" + details(results))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from search_replay import ratio_ci
 from searchvlm.synergy import HIGHER_IS_BETTER, mean_stderr, relative_gain
 
 RESULTS = Path(__file__).parent / "results"
@@ -120,8 +121,13 @@ def main() -> None:
     c = _pm([ctl[s][col] for s in seeds])
     d = _pm([ctl[s][col] - p10[s][col] for s in seeds])
     lines += ["", f"C = {_fmt(*c)}, D = {_fmt(*d)}: outcome **{verdict(c, d, len(seeds))}** (TEXT_ONLY_PLAN.md)."]
+    lost = ratio_ci([p10[s][col] - ctl[s][col] for s in seeds], [p10[s][col] for s in seeds], paired=True)
+    lines.append(
+        f"Share of P-10's g_G lost without understanding's images (-D / P-10's g_G, not a planned reading): "
+        f"{lost['ratio']:.2f}, 95% paired bootstrap interval [{lost['ci95'][0]:.2f}, {lost['ci95'][1]:.2f}]."
+    )
     old = committed_p10()
-    if sorted(old) == seeds[:5] == [10, 11, 12, 13, 14] and len(seeds) == 5:
+    if len(seeds) == 5 and sorted(old) == seeds:
         gain = lambda r: relative_gain(r["gen_caption_acc"], r["gen_caption_acc_iso"], True)  # noqa: E731
         same = sum(abs(gain(old[s]) - p10[s][col]) < 1e-4 for s in seeds)
         was = _pm([gain(old[s]) for s in seeds])
