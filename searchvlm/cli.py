@@ -40,7 +40,7 @@ from searchvlm._console import (
 )
 from searchvlm._usage import PlainErrorsGroup, print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
-from searchvlm.search import RULES
+from searchvlm.search import EXPORT_RULES
 
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
@@ -48,8 +48,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=PlainErrorsGroup,  # usage errors as one `error:` line too
 )
-#: `export --rule` choices, from `searchvlm.search.RULES` (the L0 home of `pareto.RULES`: no numpy at start)
-RuleName = Enum("RuleName", {rule.replace("-", "_"): rule for rule in RULES}, type=str)
+#: `export --rule` choices, from `searchvlm.search.EXPORT_RULES` (L0: no numpy at start)
+RuleName = Enum("RuleName", {rule.replace("-", "_"): rule for rule in EXPORT_RULES}, type=str)
 
 
 def _version(value: bool) -> None:
@@ -250,7 +250,11 @@ def pareto(
 def export(
     run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
     rule: Optional[RuleName] = typer.Option(
-        None, "--rule", help="how to pick the trial on the front (default: knee)", show_default=False
+        None,
+        "--rule",
+        help="how to pick the trial: knee, max-synergy, min-flops on the front, or decision (the "
+        "policy `decide` accepted); default knee",
+        show_default=False,
     ),
     trial: Optional[str] = typer.Option(
         None, "--trial", help="export this trial instead: its id (trials.csv), number, #N or tNNNN"
@@ -325,6 +329,50 @@ def confirm(
     )
     out.print(f"next: searchvlm pareto {run} --runs-dir {runs_dir} (pareto and export now use the confirmed numbers)",
               highlight=False)  # fmt: skip
+
+
+@app.command()
+def decide(
+    run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
+    delta: Optional[float] = typer.Option(
+        None,
+        "--delta",
+        help="non-inferiority margin on synergy (default: the space's decision.delta)",
+        show_default=False,
+    ),
+    alpha: Optional[float] = typer.Option(
+        None, "--alpha", help="family-wise error rate (default 0.05)", show_default=False
+    ),
+    max_seeds: Optional[int] = typer.Option(
+        None, "--max-seeds", help="most fresh seeds per candidate (default 10)", show_default=False
+    ),
+    first_seeds: Optional[int] = typer.Option(
+        None, "--first-seeds", help="seeds of a candidate's first look (default 5)", show_default=False
+    ),
+    shortlist: Optional[int] = typer.Option(
+        None,
+        "--shortlist",
+        help="candidates raced, the cheapest of the front and near-front (default 3)",
+        show_default=False,
+    ),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="the race's fresh seeds (default: after the sweep's)"),
+    jobs: int = typer.Option(1, "--jobs", help="seeds trained at once (processes)"),
+    as_json: bool = typer.Option(False, "--json", help="print decision.json instead of the verdict line"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
+) -> None:
+    """The cheapest policy whose synergy is non-inferior to dense's: a race on fresh seeds (rerun to resume)."""
+    from searchvlm.decide import DecideOptions
+    from searchvlm.decide import decide as run_decide
+
+    options = DecideOptions(delta, alpha, max_seeds, first_seeds, shortlist, seeds_option(seeds), jobs)
+    note = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
+    done = run_decide(run, options, runs_dir, tracking_uri, on_event=note)
+    if as_json:
+        print_json(done.as_dict())
+        return
+    out.print(f"{done.trained} runs trained, {done.reused} reused; wrote {done.path}", highlight=False)
+    out.print(done.line(), highlight=False)
 
 
 app.command("runs")(runs_)

@@ -40,7 +40,7 @@ from searchvlm.results import (
 from searchvlm.space import SearchSpace, load_space
 from searchvlm.trial_result import TrialResult
 
-__all__ = ["ConfirmSummary", "confirm", "default_seeds", "run_confirm"]
+__all__ = ["ConfirmSummary", "confirm", "default_seeds", "run_confirm", "run_space", "train_paired"]
 
 #: fresh seeds used when none are given
 DEFAULT_NEW_SEEDS = 3
@@ -69,7 +69,7 @@ def default_seeds(space: SearchSpace, n: int = DEFAULT_NEW_SEEDS) -> list[int]:
     return list(range(top + 1, top + 1 + n))
 
 
-def _space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
+def run_space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
     """The space the sweep ran (its copy in the run folder, else the recorded path), checked
     against the hash sweep.json recorded (at its current samples and concurrency, which an
     extension changes): a file changed or damaged since is refused, naming it, as `--resume`
@@ -140,7 +140,8 @@ def confirmed_row(row: dict[str, Any], result: TrialResult, seeds: list[int]) ->
     return out
 
 
-def _train(space: SearchSpace, policy: ReductionPolicy, name: str, seeds: list[int], cache: Path) -> TrialResult:
+def train_paired(space: SearchSpace, policy: ReductionPolicy, name: str, seeds: list[int], cache: Path) -> TrialResult:
+    """`policy` trained on `seeds` with the space's fixed sections, paired with dense (`synergy.vs_dense`)."""
     from searchvlm.trial import run_trial
 
     config = space.trial_config(policy, name=name, cache_dir=cache)
@@ -177,7 +178,7 @@ def run_confirm(
         raise ConfigError(COMMAND_LINE, "--top", top, "must be at least 1")
     run_dir = resolve_run_dir(run, runs_dir)
     meta = read_meta(run_dir / SWEEP_FILE)
-    space = _space(run_dir, meta)
+    space = run_space(run_dir, meta)
     seeds = list(seeds) if seeds else default_seeds(space)
     path = run_dir / CONFIRMED_FILE
     existing = {r["trial_id"]: r for r in read_confirmed(path, strict=True)}  # rewritten below
@@ -191,7 +192,7 @@ def run_confirm(
         if existing.get(tid, {}).get("status") == "ok":
             summary.skipped.append(tid)
             continue
-        result = _train(space, _policy(row, trials), f"confirm-{tid}", seeds, cache)
+        result = train_paired(space, _policy(row, trials), f"confirm-{tid}", seeds, cache)
         existing[tid] = confirmed_row(row, result, seeds)
         write_confirmed(path, list(existing.values()))  # each row as it finishes
         summary.trained.append(tid)

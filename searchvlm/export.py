@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from searchvlm.errors import COMMAND_LINE, ConfigError, validate
-from searchvlm.pareto import RULES, select
+from searchvlm.pareto import select
 from searchvlm.policy import POLICY_SCHEMA, PolicyFile, ReductionPolicy
 from searchvlm.results import (
     CONFIRMED_FILE,
+    DECISION_FILE,
     OBJECTIVE_COLUMNS,
     SWEEP_FILE,
     TRIALS_FILE,
@@ -32,9 +33,11 @@ from searchvlm.results import (
     TrialRow,
     load_ranked,
     ranking_rows,
+    read_decision,
     read_meta,
     resolve_run_dir,
 )
+from searchvlm.search import EXPORT_RULES
 
 #: trial columns copied into the file's `objectives` (what the trial reached)
 OBJECTIVE_KEYS: tuple[str, ...] = OBJECTIVE_COLUMNS
@@ -123,8 +126,30 @@ def _provenance(
     }
 
 
+def _decided(run: Path, rows: list[dict[str, Any]], max_flops: float | None,
+             min_synergy: float | None) -> dict[str, Any]:  # fmt: skip
+    """The trial `searchvlm decide` accepted (decision.json), with the decision's numbers."""
+    if max_flops is not None or min_synergy is not None:
+        raise ConfigError(COMMAND_LINE, "--rule", "decision", "takes the decided policy: give it without "
+                          "--max-flops/--min-synergy")  # fmt: skip
+    decision = read_decision(run)
+    accepted = decision.get("accepted")
+    if decision.get("verdict") != "accepted" or not isinstance(accepted, dict):
+        raise ConfigError(run / DECISION_FILE, "verdict", decision.get("verdict"),
+                          f"no policy was accepted ({decision.get('line', '')}); nothing to export")  # fmt: skip
+    row = find_trial(rows, str(accepted.get("trial_id")), run / TRIALS_FILE)
+    test = (decision.get("race") or {}).get("accepted") or {}
+    return {**row, "_decision": {"decision_lower_bound": test.get("lower"), "decision_seeds": test.get("seeds"),
+                                 "decision_mean_vs_dense": test.get("mean"), "decision_p": test.get("p"),
+                                 "decision_delta": (decision.get("race") or {}).get("delta"),
+                                 "decision_alpha": (decision.get("race") or {}).get("alpha"),
+                                 "decision_seed_list": ",".join(map(str, decision.get("seeds") or []))}}  # fmt: skip
+
+
 def _pick(rows: list[dict[str, Any]], rule: str, max_flops: float | None, min_synergy: float | None,
           trial: str | int | None, trials: Path) -> dict[str, Any]:  # fmt: skip
+    if trial is None and rule == "decision":
+        return _decided(trials.parent, rows, max_flops, min_synergy)
     if trial is None:
         return select(rows, rule, max_flops=max_flops, min_synergy=min_synergy, source=trials)
     if max_flops is not None or min_synergy is not None:
@@ -146,15 +171,23 @@ def build_policy_file(
     selects, or for `trial` (a trial id or number, see `find_trial`) when given. With a
     `confirmed.csv`, the rule picks among the confirmed policies, and the file's
     objectives are the confirmed numbers (provenance `numbers: confirmed`)."""
-    if trial is None and rule not in RULES:  # an argument error, before any file is read
-        raise ConfigError(COMMAND_LINE, "--rule", rule, f"must be one of {', '.join(RULES)}")
+    if trial is None and rule not in EXPORT_RULES:  # an argument error, before any file is read
+        raise ConfigError(COMMAND_LINE, "--rule", rule, f"must be one of {', '.join(EXPORT_RULES)}")
     run = resolve_run_dir(run_dir, runs_dir)
     trials, sweep_json = run / TRIALS_FILE, run / SWEEP_FILE
     rows, confirmed = load_ranked(run, strict=True)  # a file written from part of a table: no
     meta = read_meta(sweep_json)
     ranked = ranking_rows(rows)
     source = run / CONFIRMED_FILE if any(r.get("confirmed") for r in ranked) else trials
-    row = _pick(ranked if trial is None else rows, rule, max_flops, min_synergy, trial, source)
+    decided = trial is None and rule == "decision"
+    row = _pick(
+        rows if trial is not None or decided else ranked,
+        rule,
+        max_flops,
+        min_synergy,
+        trial,
+        trials if decided else source,
+    )
     policy = _row_policy(row, trials)
     data = {
         "schema": POLICY_SCHEMA,
@@ -168,7 +201,8 @@ def build_policy_file(
             max_flops,
             min_synergy,
             run / CONFIRMED_FILE if confirmed else None,
-        ),
+        )
+        | row.get("_decision", {}),
     }
     return validate(PolicyFile, data, f"{trials} (trial {row.get('trial_id')})")
 

@@ -397,3 +397,23 @@ def load_ranked(run_dir: str | Path, strict: bool = False) -> tuple[list[TrialRo
     run = Path(run_dir)
     confirmed = read_confirmed(run / CONFIRMED_FILE, strict)
     return with_confirmed(read_trials(run / TRIALS_FILE, strict), confirmed), confirmed
+
+
+DECISION_FILE = "decision.json"
+DECISION_SCHEMA = "searchvlm.decision/v1"
+
+
+def read_decision(run_dir: str | Path) -> dict[str, Any]:
+    """`decision.json` of a sweep folder (`searchvlm decide`); ConfigError naming it when
+    missing or not a decision file."""
+    path = Path(run_dir) / DECISION_FILE
+    if not path.exists():
+        raise ConfigError(path, "", "missing", f"no decision yet: run `searchvlm decide {Path(run_dir).name}` first")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as err:
+        raise ConfigError(path, "", "unreadable", f"not JSON ({err})") from None
+    if not isinstance(data, dict) or data.get("schema") != DECISION_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(path, "schema", found, f"expected {DECISION_SCHEMA!r}")
+    return data

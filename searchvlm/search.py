@@ -12,7 +12,15 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from searchvlm._strict import Strict as _Strict
 from searchvlm.trial_result import SEARCHABLE_METRICS
@@ -20,6 +28,8 @@ from searchvlm.trial_result import SEARCHABLE_METRICS
 METRICS: tuple[str, ...] = SEARCHABLE_METRICS  # what objectives and constraints may name
 #: how `export` picks a trial off a sweep's front (`searchvlm.pareto.select`; `--rule`)
 RULES: tuple[str, ...] = ("knee", "max-synergy", "min-flops")
+#: `export --rule`: the front rules, and `decision` (the policy `searchvlm decide` accepted)
+EXPORT_RULES: tuple[str, ...] = (*RULES, "decision")
 
 
 class Objective(_Strict):
@@ -86,6 +96,30 @@ class ConfirmSettings(_Strict):
 
     seeds: list[int] = Field(min_length=1, description="fresh seeds (none of the space's `seeds`)")
     top: int | None = Field(None, ge=1, description="confirm at most this many policies (None: all)")
+
+
+class DecisionSettings(_Strict):
+    """`decision:` how `searchvlm decide` answers "the cheapest policy that keeps dense's
+    synergy" (docs/definitions.md): a race on fresh seeds, each paired with dense, one-sided
+    non-inferiority tests in a fixed FLOPs order (`searchvlm.noninferiority`)."""
+
+    delta: float = Field(
+        gt=0,
+        description="non-inferiority margin on synergy_gain: a policy qualifies when its synergy is shown "
+        "to be at most this far below dense's (lower confidence bound of the paired difference > -delta); "
+        "say why the value is right for your proxy in a comment beside it",
+    )
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="family-wise error rate of accepting a policy that is "
+                         "in truth worse than dense by delta or more")  # fmt: skip
+    first_seeds: int = Field(5, ge=2, description="fresh seeds of a candidate's first look")
+    max_seeds: int = Field(10, ge=2, description="most fresh seeds per candidate (looks double up to it)")
+    shortlist: int = Field(3, ge=1, description="candidates raced: the cheapest of the sweep's front and near-front")
+
+    @model_validator(mode="after")
+    def _looks(self) -> "DecisionSettings":
+        if self.max_seeds < self.first_seeds:
+            raise ValueError(f"max_seeds ({self.max_seeds}) must be >= first_seeds ({self.first_seeds})")
+        return self
 
 
 class SearchSettings(_Strict):

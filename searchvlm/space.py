@@ -47,6 +47,7 @@ from searchvlm.search import (  # noqa: F401 - re-exported: the search settings 
     ConfirmSettings,
     Constraint,
     ConstraintText,
+    DecisionSettings,
     Objective,
     SchedulerSpace,
     SearchSettings,
@@ -135,6 +136,9 @@ class SearchSpace(_Strict):
     presets: list[PresetName] = Field(
         default_factory=list, description=f"presets enqueued first (warm-start points): {', '.join(PRESETS)}"
     )
+    decision: DecisionSettings | None = Field(
+        None, description="margin and error rate of `searchvlm decide` (None: give --delta on the command line)"
+    )
     calibration: ProxyCalibration | None = Field(
         None,
         description="the dense policy's measured synergy on this proxy (warns a sweep when absent or not positive)",
@@ -188,6 +192,8 @@ class SearchSpace(_Strict):
         data = self.model_dump(mode="json")
         if data["search"]["confirm"] is None:  # added later: spaces without it keep their hash
             del data["search"]["confirm"]
+        if data["decision"] is None:  # likewise
+            del data["decision"]
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

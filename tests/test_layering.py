@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     # L1: arithmetic on numbers and schemas (numpy ok)
     "searchvlm.export": 1,
     "searchvlm.flops": 1,
+    "searchvlm.noninferiority": 1,
     "searchvlm.pareto": 1,
     "searchvlm.synergy": 1,
     # L2: data and the model
@@ -66,6 +67,7 @@ LAYERS: dict[str, int] = {
     "searchvlm._console": 4,
     "searchvlm.analysis_run": 4,
     "searchvlm.confirm": 4,
+    "searchvlm.decide": 4,
     "searchvlm.frames": 4,
     "searchvlm.report": 4,
     "searchvlm.recover": 4,

@@ -82,6 +82,23 @@ def log_confirmed(uri: str, run_id: str, row: dict[str, Any]) -> None:
     retry(client.log_batch, run_id, metrics=metrics, tags=tags)
 
 
+def log_decision(uri: str, run_id: str, decision: dict[str, Any], path: Path) -> None:
+    """`searchvlm decide`'s verdict on the sweep's parent run: tags `decision.verdict`,
+    `decision.line` and `decision.trial_id`; metrics `decision.flops_ratio`,
+    `decision.lower_bound`, `decision.seeds`, `decision.delta`; decision.json as an artifact."""
+    client = MlflowClient(tracking_uri=uri)
+    now, race = int(time.time() * 1000), decision.get("race") or {}
+    acc = race.get("accepted") or {}
+    values = {"flops_ratio": acc.get("flops_ratio"), "lower_bound": acc.get("lower"), "seeds": acc.get("seeds"),
+              "delta": race.get("delta"), "alpha": race.get("alpha")}  # fmt: skip
+    metrics = [Metric(f"decision.{k}", float(v), now, 0) for k, v in values.items() if is_number(v)]
+    tags = [RunTag("decision.verdict", str(decision.get("verdict"))),
+            RunTag("decision.line", str(decision["line"])[:5000]),
+            RunTag("decision.trial_id", str(acc.get("name") or ""))]  # fmt: skip
+    retry(client.log_batch, run_id, metrics=metrics, tags=tags)
+    retry(client.log_artifact, run_id, str(path), "decide")
+
+
 def log_table(uri: str, runs_dir: str | Path, name: str, files: list[Path], rows: list[dict]) -> str:
     """One run holding a side-by-side table (`reproduce`): files as artifacts, one metric
     per row and column (`<preset>.<column>`). Returns the run id."""

@@ -1,0 +1,153 @@
+"""Tests of searchvlm.decide on a hand-made sweep folder, raced for real on a tiny proxy.
+
+The folder holds what a sweep leaves (sweep.json, the space copy, trials.csv with preset
+policies and made-up search numbers), so the shortlist is known by hand: himix (FLOPs 0.6,
+on the front) and pmod (0.9, within 2 standard errors of it); dense (1.0) is never raced
+and fastv (0.8) is far behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from helpers import ROOT
+from helpers.sweeps import TINY_DATA
+from searchvlm.cli import app
+from searchvlm.decide import RACE_FILE, DecideOptions, decide, shortlist
+from searchvlm.errors import ConfigError
+from searchvlm.export import build_policy_file
+from searchvlm.policy import preset
+from searchvlm.results import DECISION_FILE, SweepMeta, read_trials, trial_row, write_meta, write_trials
+from searchvlm.space import load_space
+from searchvlm.trial_result import TrialResult
+
+TABLE = [("dense", 1.0, 0.00), ("himix", 0.6, -0.05), ("pmod", 0.9, -0.06), ("fastv", 0.8, -0.30)]
+#: a margin no tiny model misses: the race must accept both (the mechanics are under test here;
+#: the statistics are tests/test_noninferiority.py's)
+WIDE = DecideOptions(delta=1000.0, first_seeds=2, max_seeds=2, seeds=[1, 2])
+
+
+def make_sweep(root: Path, name: str = "hand", status: str = "ok") -> Path:
+    data = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
+    data["training"].update(steps=20, eval_every=10)
+    data["data"].update(TINY_DATA)
+    data["synergy"]["gen_metric"] = "nll"
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "space.yaml").write_text(yaml.safe_dump(data))
+    digest = load_space(run / "space.yaml").space_hash()
+    write_meta(run / "sweep.json", SweepMeta(name=name, space_path=str(run / "space.yaml"), space_hash=digest,
+                                             package_version="0", model=data["model"]))  # fmt: skip
+    rows = []
+    for i, (p, f, s) in enumerate(TABLE):
+        res = TrialResult(status=status, flops_ratio=f, synergy_gain=s, synergy_gain_stderr=0.01, seeds=[0, 3],
+                          policy=preset(p, 4))  # fmt: skip
+        rows.append(trial_row(res, f"t{i}", i, preset=p))
+    write_trials(run / "trials.csv", rows)
+    return run
+
+
+def test_shortlist_is_the_cheapest_front_and_near_front_most_expensive_first(tmp_path: Path) -> None:
+    rows = read_trials(make_sweep(tmp_path) / "trials.csv")
+    assert [r.trial_id for r in shortlist(rows, 3, None)] == ["t2", "t1"]  # pmod 0.9, himix 0.6
+    assert [r.trial_id for r in shortlist(rows, 1, None)] == ["t1"]  # the cheapest
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (DecideOptions(delta=0.0), r"--delta.*> 0"),
+        (DecideOptions(delta=-0.1), r"--delta"),
+        (DecideOptions(delta=0.04, alpha=0.5), r"--alpha.*\(0, 0.5\)"),
+        (DecideOptions(delta=0.04, max_seeds=1), r"--max-seeds.*at least 2"),
+        (DecideOptions(delta=0.04, first_seeds=6, max_seeds=4), r"--max-seeds.*first_seeds"),
+        (DecideOptions(), r"--delta.*no margin.*decision:"),
+        (DecideOptions(delta=0.04, seeds=[0, 1]), r"--seeds.*trained the sweep itself"),
+        (DecideOptions(delta=0.04, shortlist=0), r"--shortlist"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_training(tmp_path: Path, options: DecideOptions, match: str) -> None:
+    run = make_sweep(tmp_path)
+    with pytest.raises(ConfigError, match=match):
+        decide(run, options)
+    assert not (run / RACE_FILE).exists() and not (run / DECISION_FILE).exists()
+
+
+def test_unknown_run_no_ok_trial_and_changed_space(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope"):
+        decide("nope", WIDE, runs_dir=tmp_path)
+    failed = make_sweep(tmp_path, "failed", status="failed")
+    with pytest.raises(ConfigError, match="no trial finished ok"):
+        decide(failed, WIDE)
+    run = make_sweep(tmp_path)
+    space = run / "space.yaml"
+    space.write_text(space.read_text().replace("steps: 20", "steps: 21"))
+    with pytest.raises(ConfigError, match="changed or damaged since the sweep"):
+        decide(run, WIDE)
+
+
+def test_cli_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    make_sweep(tmp_path / "runs")
+    res = CliRunner().invoke(app, ["decide", "hand", "--runs-dir", str(tmp_path / "runs"), "--alpha", "0.7",
+                                   "--delta", "0.04"])  # fmt: skip
+    assert res.exit_code == 2
+    assert "--alpha" in res.output and "Traceback" not in res.output
+
+
+def test_export_by_decision_needs_an_accepted_decision(tmp_path: Path) -> None:
+    run = make_sweep(tmp_path)
+    with pytest.raises(ConfigError, match="no decision yet"):
+        build_policy_file(run, rule="decision")
+    (run / DECISION_FILE).write_text(json.dumps({"schema": "searchvlm.decision/v1", "verdict": "undetermined",
+                                                 "line": "undetermined: ...", "accepted": None}))  # fmt: skip
+    with pytest.raises(ConfigError, match="no policy was accepted"):
+        build_policy_file(run, rule="decision")
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
+    run = make_sweep(tmp_path)
+    events: list[str] = []
+
+    def stop_after_first(text: str) -> None:
+        events.append(text)
+        raise Interrupt  # as if killed right after the first seed's record was written
+
+    with pytest.raises(Interrupt):
+        decide(run, WIDE, on_event=stop_after_first)
+    first = json.loads((run / RACE_FILE).read_text())["records"]
+    assert [(r["trial_id"], r["seed"], r["status"]) for r in first] == [("t2", 1, "ok")]  # pmod first
+
+    done = decide(run, WIDE)
+    assert done.trained == 3 and done.reused == 1  # the interrupted seed is not trained again
+    assert done.result.verdict == "accepted" and done.accepted["trial_id"] == "t1"  # himix, the cheaper
+    assert [t.name for t in done.result.tested] == ["t2", "t1"]
+    assert all(t.seeds == 2 and t.state == "non_inferior" for t in done.result.tested)
+    written = json.loads((run / DECISION_FILE).read_text())
+    assert written["verdict"] == "accepted" and written["accepted"]["trial_id"] == "t1"
+    records = json.loads((run / RACE_FILE).read_text())["records"]
+    diffs = [r["synergy_vs_dense"] for r in records if r["trial_id"] == "t1"]
+    assert written["race"]["accepted"]["diffs"] == pytest.approx(diffs)
+
+    again = decide(run, WIDE)  # the same command: nothing retrained, the same verdict
+    assert again.trained == 0 and again.reused == 4
+    assert again.line() == done.line()
+
+    policy_file = build_policy_file(run, rule="decision")
+    assert policy_file.provenance["trial_id"] == "t1" and policy_file.provenance["rule"] == "decision"
+    assert policy_file.provenance["decision_seeds"] == 2
+    assert policy_file.policy == preset("himix", 4).model_copy(update={"name": policy_file.policy.name})
+
+    res = CliRunner().invoke(app, ["decide", str(run), "--delta", "1000", "--first-seeds", "2", "--max-seeds", "2",
+                                   "--seeds", "1,2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "0 runs trained, 4 reused" in res.output and "accepted: trial t1" in res.output
