@@ -125,10 +125,12 @@ class DecisionSettings(_Strict):
 class SearchSettings(_Strict):
     """How the sweep searches."""
 
-    sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = Field(
+    sampler: Literal["tpe", "nsga2", "gp", "random", "grid", "known_cost"] = Field(
         "gp",
-        description="Optuna sampler: gp | tpe | nsga2 | random | grid (gp: the best of them on the tabular "
-        "replay benchmark, 1.17x random's hypervolume at 16 trials; see the README's Performance section)",
+        description="Optuna sampler: gp | tpe | nsga2 | random | grid | known_cost (known_cost: prices every "
+        "candidate's FLOPs before training and models synergy only, choosing by expected hypervolume improvement "
+        "with the FLOPs exact; needs objectives flops_ratio (min) and one other). gp was the best of the Optuna "
+        "samplers on the former proxy's tabular replay (docs/performance.md)",
     )
     samples: int = Field(8, ge=1, description="trials in the sweep (presets included)")
     concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(

@@ -325,6 +325,11 @@ def _search_problems(space: SearchSpace) -> list[tuple]:
     if confirm is not None and set(confirm.seeds) & set(space.seeds):
         out.append(("search.confirm.seeds", confirm.seeds,
                     f"must be fresh seeds, none of the sweep's seeds {space.seeds}"))  # fmt: skip
+    names = space.metric_names
+    cost_ok = len(names) == 2 and "flops_ratio" in names and space.directions[names.index("flops_ratio")] == "min"
+    if space.search.sampler == "known_cost" and not cost_ok:
+        why = f"needs two objectives, flops_ratio (min) and one other; the objectives are {names}"
+        out.append(("search.sampler", "known_cost", why))
     if space.search.sampler == "grid":
         try:
             space.grid_space()

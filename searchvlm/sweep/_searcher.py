@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -44,6 +45,7 @@ from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR, TRIAL_ID_ATTR
+from ._known_cost import KnownCostSampler, SpaceCost
 from ._trainable import config_policy, trial_name
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,12 @@ class DefineByRun:
         return {**head, **self.space.suggest(trial)}
 
 
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named by `search.sampler`, seeded."""
+def make_sampler(space: SearchSpace, cache_dir: str | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by `search.sampler`, seeded (`known_cost` prices policies on
+    the data prepared through `cache_dir`)."""
     s = space.search
+    if s.sampler == "known_cost":
+        return KnownCostSampler(space, SpaceCost(space, cache_dir), seed=s.seed)
     if s.sampler == "tpe":
         extra = {} if s.startup_trials is None else {"n_startup_trials": s.startup_trials}
         return optuna.samplers.TPESampler(seed=s.seed, **extra)
@@ -101,7 +106,7 @@ def make_searcher(
         space=DefineByRun(space),
         metric=space.metric_names,
         mode=space.directions,
-        sampler=make_sampler(space),
+        sampler=make_sampler(space, str(Path(db_path).resolve().parent.parent / "cache")),
         study_name=study_name,
         storage=storage,
     )
