@@ -3,19 +3,24 @@
 The table (`tabular_build.py`, format v2) holds real trials of every policy of a finite
 space on 3 seeds, with per-seed learning curves, and the dense policy on the same seeds.
 
-- **What a search sees.** Each replay draws, per policy, one of its seeds (fixed for that
-  replay, so a repeated proposal gets the same answer, as the sweep's duplicate rule gives):
-  a sampler is told that seed's objectives, MO-ASHA is fed that seed's per-round validation
-  curve. A real sweep trains one seed and sees the same noise.
-- **What a search is scored on.** The hypervolume of the policies it found, at their
-  3-seed means (what a confirmation would report): a lucky draw does not score.
+- **What a search sees.** Each replay draws one seed of the table, shared by every policy
+  (a sweep trains every policy on the same seeds; `--draws independent`, the former rule,
+  draws one per policy): a sampler is told that seed's objectives, MO-ASHA is fed that
+  seed's per-round validation curve. A repeated proposal gets the same answer.
+- **What a search is scored on.** The hypervolume of the policies it trained (*visited*), at
+  their seed means (a synthetic table's true synergy), and of the front it *claims* (the
+  non-dominated set of what it observed on its one seed), scored at the same means: a lucky
+  draw does not score, and a claim that noise made is paid for.
 - **Reference point.** FLOPs 1.0 and the dense policy's mean synergy on the same seeds: the
   volume counts only policies that are cheaper than dense AND keep at least its synergy.
   The earlier reference (the worst synergy seen) put nearly all the volume on the single
   cheapest point, so any FLOPs ranking looked like a good search; it is reported beside.
-- **Samplers** (Optuna random, TPE, NSGA-II, GP through the sweep's `make_sampler`),
-  `--seeds` replays each: hypervolume after 8, 16, 32 trials (proposals, repeats included),
-  mean ± s.e., and the ratio of means to random with a 95% bootstrap interval.
+- **Strategies**: Optuna random, TPE, NSGA-II, GP (through the sweep's `make_sampler`),
+  `known_cost` (the sweep's `KnownCostSampler`, told the table's exact FLOPs) and
+  `cheapest` (the k cheapest policies by exact FLOPs, no training signal); `--seeds`
+  replays each: hypervolume after 8, 16, 32 trials (proposals, repeats included) as a
+  share of the table's, mean ± s.e., the ratio of means to random and known_cost's paired
+  difference from cheapest, with 95% bootstrap intervals (DECIDE_PLAN.md's targets).
 - **MO-ASHA** (the sweep's `MOASHA.decide`) on `--seeds` random orders of `--configs`
   policies, against (a) full fidelity on all of them, (b) random search at equal steps (the
   first k of the same order trained fully, k = MO-ASHA's steps / max steps) and (c) FLOPs-only
@@ -41,7 +46,7 @@ from searchvlm.space import SearchSpace, load_space
 from searchvlm.synergy import mean_stderr
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = ("random", "tpe", "nsga2", "gp")
+SAMPLERS = ("random", "tpe", "nsga2", "gp", "known_cost", "cheapest")
 CHECKPOINTS = (8, 16, 32)
 STARTUP = 5  # TPE / GP random start-up trials (Optuna's default 10 is a third of a 32-trial run)
 POPULATION = 8  # NSGA-II population (the default 50 never leaves its random first generation)
@@ -69,9 +74,16 @@ def ratio_ci(a: list[float], b: list[float], seed: int = 0, paired: bool = False
 # --------------------------------------------------------------------------- draws
 
 
+DRAWS = {"mode": "shared"}  # set by --draws
+
+
 def draw_seeds(rows: dict[str, Row], seed: int) -> dict[str, int]:
-    """Per policy key, the index of the seed this replay sees (a one-seed sweep's luck)."""
+    """Per policy key, the index of the seed this replay sees (a one-seed sweep's luck): one
+    seed for every policy (`shared`, as a sweep trains them), or one each (`independent`)."""
     rng = np.random.default_rng(seed)
+    if DRAWS["mode"] == "shared":
+        i = int(rng.integers(0, min(len(row["seeds"]) for row in rows.values())))
+        return {k: i for k in sorted(rows)}
     return {k: int(rng.integers(0, len(row["seeds"]))) for k, row in sorted(rows.items())}
 
 
@@ -106,21 +118,42 @@ def replay(space: SearchSpace, rows: dict[str, Row], sampler: optuna.samplers.Ba
     return seen
 
 
+def cheapest(rows: dict[str, Row], n: int) -> list[Row]:
+    """The `n` cheapest policies by exact FLOPs (ties by key): no training signal at all."""
+    return sorted(rows.values(), key=lambda r: (r["flops_ratio"], r["key"]))[:n]
+
+
 def hv_curve(seen: list[Row], ref: tuple[float, float]) -> list[float]:
     """Hypervolume (of the visited policies at their seed means) after each trial."""
     return [hypervolume(seen[:k], ref)[0] for k in range(1, len(seen) + 1)]
 
 
+def claimed_curve(seen: list[Row], draws: dict[str, int], ref: tuple[float, float]) -> list[float]:
+    """Hypervolume, at their seed means, of the front a search claims after each trial: the
+    non-dominated set of what it observed (the drawn seed's values)."""
+    from searchvlm.pareto import front
+
+    observed = [{**seen_run(r, draws), "trial_id": i, "number": i, "row": r} for i, r in enumerate(seen)]
+    return [hypervolume([o["row"] for o in front(observed[:k])], ref)[0] for k in range(1, len(seen) + 1)]
+
+
 _WORK: dict[str, Any] = {}  # the space and rows, inherited by forked workers
 
 
-def _one_replay(job: tuple[str, int]) -> list[Row]:
+def _one_replay(job: tuple[str, int]) -> tuple[list[Row], dict[str, int]]:
+    from searchvlm.sweep._known_cost import KnownCostSampler
     from searchvlm.sweep._searcher import make_sampler
 
     name, seed = job
     space, rows = _WORK["space"], _WORK["rows"]
-    return replay(space, rows, make_sampler(sampler_space(space, name, seed)), max(CHECKPOINTS),
-                  draw_seeds(rows, 10_000 + seed))  # fmt: skip
+    draws = draw_seeds(rows, 10_000 + seed)
+    if name == "cheapest":
+        return cheapest(rows, max(CHECKPOINTS)), draws
+    if name == "known_cost":
+        sampler = KnownCostSampler(space, lambda p: rows[policy_key(p)]["flops_ratio"], seed=seed)
+    else:
+        sampler = make_sampler(sampler_space(space, name, seed))
+    return replay(space, rows, sampler, max(CHECKPOINTS), draws), draws
 
 
 def sampler_runs(space: SearchSpace, rows: dict[str, Row], seeds: range, refs: dict[str, tuple], jobs: int) -> dict:
@@ -131,12 +164,13 @@ def sampler_runs(space: SearchSpace, rows: dict[str, Row], seeds: range, refs: d
 
     torch.set_num_threads(1)  # GP's fits; one replay per process
     _WORK.update(space=space, rows=rows)
-    out: dict[str, dict[str, list[list[float]]]] = {r: {} for r in refs}
+    out: dict[str, dict[str, list[list[float]]]] = {f"{r}{how}": {} for r in refs for how in ("", ":claimed")}
     with mp.get_context("fork").Pool(jobs) as pool:
         for name in SAMPLERS:
             seen_runs = pool.map(_one_replay, [(name, seed) for seed in seeds])
             for r, ref in refs.items():
-                out[r][name] = [hv_curve(seen, ref) for seen in seen_runs]
+                out[r][name] = [hv_curve(seen, ref) for seen, _ in seen_runs]
+                out[f"{r}:claimed"][name] = [claimed_curve(seen, draws, ref) for seen, draws in seen_runs]
             print(f"  {name}: {len(seeds)} replays", flush=True)
     return out
 
@@ -151,7 +185,17 @@ def summarise(curves: dict[str, list[list[float]]], table_hv: float) -> dict[str
             out[name][f"hv@{k}"] = {"mean": m, "stderr": se, "share_of_table": m / table_hv if table_hv else None}
             if name != "random":
                 out[name][f"hv@{k}"]["vs_random"] = ratio_ci(vals, [r[k - 1] for r in curves["random"]], seed=k)
+            if name == "known_cost" and table_hv:
+                base = [r[k - 1] / table_hv for r in curves["cheapest"]]
+                out[name][f"hv@{k}"]["minus_cheapest"] = diff_ci([v / table_hv for v in vals], base, seed=k)
     return out
+
+
+def diff_ci(a: list[float], b: list[float], seed: int = 0) -> dict[str, Any]:
+    """mean(a - b) over paired replays with a 95% percentile bootstrap interval."""
+    d = np.asarray(a) - np.asarray(b)
+    boot = d[np.random.default_rng(seed).integers(0, len(d), (BOOT, len(d)))].mean(1)
+    return {"diff": float(d.mean()), "ci95": [float(v) for v in np.percentile(boot, [2.5, 97.5])]}
 
 
 # --------------------------------------------------------------------------- MO-ASHA
@@ -260,9 +304,16 @@ def main() -> None:
     ap.add_argument("--eta", type=float, default=3.0)
     ap.add_argument("--jobs", type=int, default=2, help="replay processes")
     ap.add_argument("--first-seed", type=int, default=0, help="first sampler seed (fresh seeds confirm a 'best')")
+    ap.add_argument(
+        "--draws",
+        choices=("shared", "independent"),
+        default="shared",
+        help="one seed per replay for every policy (as a sweep), or one per policy (the former rule)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/search_replay.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "benchmarks/results/search_replay.png")
     args = ap.parse_args()
+    DRAWS["mode"] = args.draws
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     table = load_table(args.table)
@@ -274,17 +325,24 @@ def main() -> None:
     table_hv = {r: hypervolume(ok, ref)[0] for r, ref in refs.items()}
     print(f"{len(ok)} policies; references {refs}; table hypervolume {table_hv}", flush=True)
     curves = sampler_runs(space, rows, range(args.first_seed, args.first_seed + args.seeds), refs, args.jobs)
-    summary = {r: summarise(curves[r], table_hv[r]) for r in refs}
+    summary = {key: summarise(curves[key], table_hv[key.split(":")[0]]) for key in curves}
     graces = args.grace or [table["max_steps"] // 4, table["max_steps"] // 2]
-    moasha = [moasha_runs(ok, args.configs, args.seeds, g, args.eta, table["max_steps"], refs) for g in graces]
+    has_curves = all(run.get("curve") for r in ok for run in r["seeds"])
+    moasha = [moasha_runs(ok, args.configs, args.seeds, g, args.eta, table["max_steps"], refs) for g in graces
+              if has_curves]  # fmt: skip
     dense = summary["dense"]
-    best = max((n for n in SAMPLERS if n != "random"), key=lambda n: dense[n]["hv@16"]["mean"])
+    best = max((n for n in SAMPLERS if n not in ("random", "cheapest")), key=lambda n: dense[n]["hv@16"]["mean"])
     vs = dense[best]["hv@16"]["vs_random"]
+    kc = dense["known_cost"]["hv@16"]
+    targets = {"T1 known_cost HV@16 >= 1.2 x random": {**kc["vs_random"], "met": kc["vs_random"]["ratio"] >= 1.2},
+               "T2 known_cost HV@16 >= cheapest + 0.2": {**kc["minus_cheapest"],
+                                                         "met": kc["minus_cheapest"]["diff"] >= 0.2}}  # fmt: skip
     result = {
+        "draws": args.draws, "targets": targets, "synthetic": table.get("synthetic"),
         "table": str(args.table.relative_to(ROOT)) if args.table.is_relative_to(ROOT) else str(args.table),
         "command": "python benchmarks/search_replay.py " + " ".join(
-            f"--{k} {v}" for k, v in (("seeds", args.seeds), ("first-seed", args.first_seed),
-                                      ("configs", args.configs), ("eta", args.eta))),
+            f"--{k} {v}" for k, v in (("table", args.table), ("seeds", args.seeds), ("first-seed", args.first_seed),
+                                      ("configs", args.configs), ("eta", args.eta), ("draws", args.draws))),
         "policies": len(ok), "seeds_per_policy": len(ok[0]["seeds"]),
         "dense_synergy": [table["reference"]["synergy_gain"], table["reference"]["synergy_gain_stderr"]],
         "policies_above_dense_synergy": sum(1 for r in ok if r["synergy_gain"] > refs["dense"][1]),
@@ -306,8 +364,9 @@ def print_tables(result: dict) -> None:
           f"{result['dense_synergy'][0]:+.4f} ± {result['dense_synergy'][1]:.4f}; "
           f"{result['policies_above_dense_synergy']} policies above it")  # fmt: skip
     for r, summary in result["samplers"].items():
-        print(f"\nreference {r} {tuple(round(v, 4) for v in result['refs'][r])}: "
-              f"table hypervolume {result['table_hv'][r]:.5f}")  # fmt: skip
+        base = r.split(":")[0]
+        print(f"\nreference {r} {tuple(round(v, 4) for v in result['refs'][base])}: "
+              f"table hypervolume {result['table_hv'][base]:.5f}")  # fmt: skip
         print(f"{'sampler':<8}" + "".join(f"{'HV@' + str(k) + ' / random [95% CI]':>34}" for k in (16, 32)))
         for name, s in summary.items():
             cells = ""
@@ -315,12 +374,15 @@ def print_tables(result: dict) -> None:
                 h = s[f"hv@{k}"]
                 vr = h.get("vs_random")
                 tail = f" {vr['ratio']:.3f} [{vr['ci95'][0]:.3f}, {vr['ci95'][1]:.3f}]" if vr else " 1"
-                cells += f"{h['share_of_table']:>10.3f} ±{h['stderr'] / result['table_hv'][r]:.3f}{tail:>22}"
+                cells += f"{h['share_of_table']:>10.3f} ±{h['stderr'] / result['table_hv'][base]:.3f}{tail:>22}"
             print(f"{name:<8}{cells}")
     vs = result["best_vs_random_hv@16"]
     print(f"\nbest sampler (reference dense) {result['best_sampler']}: HV@16 {vs['ratio']:.3f} x random "
           f"[{vs['ci95'][0]:.3f}, {vs['ci95'][1]:.3f}] (target >= 1.15, CI above 1.05: "
           f"{'met' if result['sampler_target_met'] else 'MISSED'})")  # fmt: skip
+    for name, t in result["targets"].items():
+        point = t.get("ratio", t.get("diff"))
+        print(f"{name}: {point:.3f} [{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}] {'met' if t['met'] else 'MISSED'}")
     for m in result["moasha"]:
         for r in result["refs"]:
             x = m[r]

@@ -39,6 +39,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from searchvlm.ehvi import ehvi_known_cost
+from searchvlm.identity import canonical_policy
 from searchvlm.policy import Mode, ReductionPolicy, Sharing
 from searchvlm.selectors import SELECTORS
 from searchvlm.space import SearchSpace, preset_policy
@@ -92,7 +93,8 @@ class _Replay:
 
 
 def _key(policy: ReductionPolicy) -> str:
-    return policy.model_copy(update={"name": None}).model_dump_json()
+    """Equal for two policies that compute the same thing (`identity.canonical_policy`)."""
+    return canonical_policy(policy).model_copy(update={"name": None}).model_dump_json()
 
 
 class SpaceCost:
