@@ -12,7 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _tabular import enumerate_space, policy_key  # noqa: E402
-from search_replay import draw_seeds, hv_curve, moasha_once, ratio_ci, replay, seen_run  # noqa: E402
+from search_replay import (  # noqa: E402
+    cheapest,
+    claimed_curve,
+    diff_ci,
+    draw_seeds,
+    hv_curve,
+    moasha_once,
+    ratio_ci,
+    replay,
+    seen_run,
+)
 from searchvlm.pareto import hypervolume  # noqa: E402
 from searchvlm.space import load_space  # noqa: E402
 
@@ -52,7 +62,8 @@ def test_policy_key_ignores_name_and_a_dense_tasks_mode(table):
 def test_replay_tells_the_drawn_seed_and_scores_on_means(table, monkeypatch):
     space, rows = table
     draws = draw_seeds(rows, 3)
-    assert draws == draw_seeds(rows, 3) and draws != draw_seeds(rows, 4)
+    assert draws == draw_seeds(rows, 3) and len(set(draws.values())) == 1  # one seed for every policy, as a sweep
+    assert len({next(iter(draw_seeds(rows, s).values())) for s in range(10)}) > 1
     study_values = []
     sampler = optuna.samplers.RandomSampler(seed=0)
     orig_tell = optuna.Study.tell
@@ -85,3 +96,16 @@ def test_ratio_ci_brackets_the_ratio_of_means():
     out = ratio_ci(a, b)
     assert out["ratio"] == pytest.approx(sum(a) / sum(b))
     assert out["ci95"][0] < out["ratio"] < out["ci95"][1] and out["ci95"][0] > 1.0
+
+
+def test_cheapest_and_the_claimed_front(table):
+    """cheapest-k is the k lowest FLOPs; a claimed front (observed on one seed) is part of what
+    was visited, so its volume at the means is at most the visited volume."""
+    space, rows = table
+    first = cheapest(rows, 8)
+    assert [r["flops_ratio"] for r in first] == sorted(r["flops_ratio"] for r in rows.values())[:8]
+    draws = draw_seeds(rows, 1)
+    seen = replay(space, rows, optuna.samplers.RandomSampler(seed=1), 16, draws)
+    claimed, visited = claimed_curve(seen, draws, REF), hv_curve(seen, REF)
+    assert all(c <= v + 1e-12 for c, v in zip(claimed, visited)) and claimed[-1] > 0
+    assert diff_ci([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])["diff"] == pytest.approx(0.5)
