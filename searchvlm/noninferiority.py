@@ -11,7 +11,7 @@ seeds (paired: the dense joint run of the same seed), mean m, standard error se:
 
 The candidate is *non-inferior* when LB > -delta (equivalently p < a), *inferior* when
 the upper bound m + t(1 - a, n - 1) * se < -delta, else *undecided*. Not TOST: a policy
-much better than dense passes (Hsu & Berger, JASA 1999; REFERENCE.md).
+much better than dense passes (Hsu & Berger, JASA 1999).
 
 The race (`race`): candidates are tested in a fixed order fixed before any race seed is
 trained: most expensive first (the one most likely to keep synergy), then cheaper ones

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.selectors": 0,
     "searchvlm.space": 0,
     # L1: arithmetic on numbers and schemas (numpy ok)
+    "searchvlm.ehvi": 1,
     "searchvlm.export": 1,
     "searchvlm.flops": 1,
     "searchvlm.noninferiority": 1,

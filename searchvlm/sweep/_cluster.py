@@ -30,6 +30,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(address=address, log_to_driver=False)
         return True
     loopback_only()
+    # Ray's notice that token authentication is on (its default) says nothing to act on for
+    # the loopback-only Ray a sweep starts for itself: kept out of the sweep's output
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # address="local": a new Ray of its own. With None, Ray joins the last cluster `ray start`
     # left on this machine (/tmp/ray/ray_current_cluster), and refuses num_cpus there
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",

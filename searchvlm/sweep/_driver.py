@@ -133,18 +133,20 @@ def run_sweep(
             init_run_dir(run_dir, Path(space_path), space, name, uri, opt.overrides)
         _warn_proxy(space, space_path)
         new_tuner = not resume or extra > 0
-        # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
-            pool.submit(_warm_tracking, uri, runs_dir)
-            searcher = pool.submit(_searcher, space, run_dir) if new_tuner else None
-            if not early:
-                started = ensure_ray(opt.address, local_cpus(space.search))
-                warn_unused_gpus(space, space_path)
-        sweep = _Sweep(space, run_dir, runs_dir, uri, progress)
-        _warm_baselines(sweep)
-        tuner = _tuner(sweep, searcher.result() if searcher else None, num_samples=extra or space.search.samples,
-                       at_once=at_once)  # fmt: skip
-        with routed_logs(run_dir / LOG_FILE):  # Ray, Optuna, MLflow: whole lines above the live view
+        # Ray, Optuna, MLflow from here on: INFO chatter (Ray's token line, MLflow's schema set-up)
+        # in sweep.log, warnings as whole lines above the live view
+        with routed_logs(run_dir / LOG_FILE):
+            # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
+                pool.submit(_warm_tracking, uri, runs_dir)
+                searcher = pool.submit(_searcher, space, run_dir) if new_tuner else None
+                if not early:
+                    started = ensure_ray(opt.address, local_cpus(space.search))
+                    warn_unused_gpus(space, space_path)
+            sweep = _Sweep(space, run_dir, runs_dir, uri, progress)
+            _warm_baselines(sweep)
+            tuner = _tuner(sweep, searcher.result() if searcher else None,
+                           num_samples=extra or space.search.samples, at_once=at_once)  # fmt: skip
             grid = tuner.fit()
     finally:
         if started:
@@ -299,8 +301,7 @@ def _summary(run_dir: Path, uri: str, wall: float, trial_s: float) -> SweepSumma
 def _warn_proxy(space: SearchSpace, space_path: str | Path) -> None:
     """Say once, as the sweep starts, when its proxy's dense synergy is unmeasured or not positive."""
     warning = space.synergy_warning()
-    if warning:
-        log.warning("%s: %s", space_path, warning)
+    if warning:  # one line on stderr (a log record too would print it twice through logging's last resort)
         print(f"warning: {space_path}: {warning}", file=sys.stderr, flush=True)
 
 
