@@ -97,7 +97,10 @@ def cells_table(title: str, cells: list[dict]) -> Table:
 def confirm_table(summary) -> Table:
     """`confirm`: each confirmed policy, search and confirmed synergy, shrinkage, vs dense."""
     table = Table(title=f"confirmed on seeds {summary.seeds} ({summary.path})")
-    for col in ("trial", "#", "FLOPs", "search", "confirmed ± s.e.", "shrinkage", "vs dense ± s.e.", "status"):
+    if summary.margin:
+        table.caption = (f"vs -δ: each row against dense at δ {summary.margin[0]:g} (the space's decision:), "
+                         f"one-sided at α {summary.margin[1]:g} / {len(summary.verdicts)} rows")  # fmt: skip
+    for col in ("trial", "#", "FLOPs", "search", "confirmed ± s.e.", "shrinkage", "vs dense ± s.e.", "vs -δ", "status"):
         table.add_column(col, justify="left" if col in ("trial", "status") else "right", no_wrap=True)
     f = lambda v, spec="+.4f": "-" if v is None else format(v, spec)  # noqa: E731
     for r in summary.rows:
@@ -105,8 +108,14 @@ def confirm_table(summary) -> Table:
                       f(r.get("search_synergy_gain")),
                       f"{f(r.get('synergy_gain'))} ± {f(r.get('synergy_gain_stderr'), '.4f')}", f(r.get("shrinkage")),
                       f"{f(r.get('synergy_vs_dense'))} ± {f(r.get('synergy_vs_dense_stderr'), '.4f')}",
+                      _verdict(summary.verdicts.get(str(r["trial_id"]))),
                       r["status"] + (f": {r['error'][:60]}" if r.get("error") else ""))  # fmt: skip
     return table
+
+
+def _verdict(test) -> str:
+    """A confirmed row's verdict cell: its state and lower bound."""
+    return "-" if test is None else f"{test.state.replace('_', '-')} (LB {test.lower:+.4f})"
 
 
 def runs_table(infos) -> Table:

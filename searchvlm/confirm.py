@@ -57,6 +57,8 @@ class ConfirmSummary:
     trained: list[str] = field(default_factory=list)  # trial ids confirmed by this call
     skipped: list[str] = field(default_factory=list)  # already in confirmed.csv
     noise: str = ""  # how the near-front's standard errors were obtained
+    margin: tuple[float, float] | None = None  # the space's decision (delta, alpha) the verdicts use
+    verdicts: dict[str, Any] = field(default_factory=dict)  # trial id -> noninferiority.CandidateTest
 
     @property
     def path(self) -> Path:
@@ -200,9 +202,24 @@ def run_confirm(
         if on_row:
             on_row(existing[tid])
     summary.rows = sorted(existing.values(), key=lambda r: int(r["number"]))
+    _verdicts(summary, space)
     if summary.trained:
         _log(meta, tracking_uri, None, path)
     return summary
+
+
+def _verdicts(summary: ConfirmSummary, space: SearchSpace) -> None:
+    """Each confirmed row's verdict against dense at the space's `decision:` margin, as
+    `reproduce` labels Table 3 (`noninferiority.row_verdicts`)."""
+    if space.decision is None:
+        return
+    from searchvlm.noninferiority import row_verdicts
+
+    rows = [TrialRow.of(r) for r in summary.rows if r.get("status") == "ok"]
+    diffs = {r.trial_id: [v for v in r.per_seed_values("vs_dense_per_seed") if v is not None] for r in rows}
+    flops = {r.trial_id: float(r.get("flops_ratio") or "nan") for r in rows}
+    summary.margin = (space.decision.delta, space.decision.alpha)
+    summary.verdicts = row_verdicts(diffs, flops, *summary.margin)
 
 
 #: the earlier name; the façade exports only `run_confirm` (`searchvlm.confirm` is this module)

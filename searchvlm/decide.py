@@ -222,9 +222,8 @@ class Records:
         for row in read_confirmed(path):
             if row.get("status") != "ok":
                 continue
-            vs = row.get("vs_dense_per_seed") or []
-            syn = row.get("synergy_per_seed") or []
-            for i, seed in enumerate(TrialRow.of(row).seeds):
+            vs, syn = row.per_seed_values("vs_dense_per_seed"), row.synergy_per_seed
+            for i, seed in enumerate(row.seeds):
                 if i < len(vs) and vs[i] is not None and (row.trial_id, seed) not in self.data:
                     self.data[(row.trial_id, seed)] = {
                         "trial_id": row.trial_id, "seed": seed, "status": "ok", "source": "confirmed.csv",

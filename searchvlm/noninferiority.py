@@ -45,6 +45,7 @@ __all__ = [
     "look_schedule",
     "power",
     "race",
+    "row_verdicts",
     "seeds_needed",
     "check_candidate",
 ]
@@ -211,3 +212,16 @@ def _stop(test: CandidateTest, accepted: CandidateTest | None, tested: list[Cand
         need = seeds_needed(test.sd, delta, alpha / len(looks))  # planning at a true difference of 0
     verdict: Verdict = "accepted" if accepted else "none_qualifies" if test.state == "inferior" else "undetermined"
     return RaceResult(verdict, accepted, tested, delta, alpha, looks, need, test.name)
+
+
+def row_verdicts(diffs: dict[str, Sequence[float]], flops: dict[str, float], delta: float,
+                 alpha: float) -> dict[str, CandidateTest]:  # fmt: skip
+    """Each row's own verdict against dense at margin `delta` (a table of policies, not a
+    race: `confirm`, `reproduce`): every row with 2+ paired seeds tested at alpha / m, m the
+    number of such rows (Bonferroni), so the chance that any verdict is wrong stays at alpha.
+    States read: `non_inferior` (a loss of delta or more is excluded), `inferior` (shown),
+    `undecided` (neither: not detected)."""
+    tested = {k: v for k, v in diffs.items() if len(v) >= 2}
+    level = alpha / max(len(tested), 1)
+    return {k: check_candidate(CandidateTest(k, float(flops.get(k, float("nan")))), v, level, delta)
+            for k, v in tested.items()}  # fmt: skip

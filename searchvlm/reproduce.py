@@ -51,6 +51,8 @@ COLUMNS = (
     "synergy_vs_dense",
     "synergy_vs_dense_stderr",
     "p_holm",
+    "synergy_vs_dense_lower",
+    "verdict",
 )
 ALPHA = 0.05
 
@@ -63,16 +65,17 @@ class Table3:
     def markdown(self) -> str:
         head = (
             "| model | U: accuracy | G: NLL ↓ | G: fidelity | G: caption acc. | FLOPs | g_U | g_G | synergy | "
-            "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) |"
+            "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) | lower bound | vs −δ |"
         )
-        lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(
                 f"| {r['model']} | {_f(r['und_acc'])} | {_f(r['gen_nll'])} | {_f(r['gen_fidelity'])} | "
                 f"{_f(r.get('gen_caption_acc'))} | "
                 f"{_f(r['flops_ratio'], '.2f')}× | {_pmf(r, 'und_gain')} | {_pmf(r, 'gen_gain')} | "
                 f"{_pmf(r, 'synergy_gain')} | {_pmf(r, 'und_gain_vs_dense')} | {_pmf(r, 'gen_gain_vs_dense')} | "
-                f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.get('p_holm'))} |"
+                f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.get('p_holm'))} | "
+                f"{_f(r.get('synergy_vs_dense_lower'), '+.3f')} | {r.get('verdict') or '–'} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -124,8 +127,9 @@ def _paired(result: TrialResult, dense: TrialResult, key: str) -> tuple[list[flo
 _VS_DENSE = {"und_gain": "und_gain_vs_dense", "gen_gain": "gen_gain_vs_dense", "synergy_gain": "synergy_vs_dense"}
 
 
-def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
-    """Fill each row's paired differences against the dense row, and Holm-corrected p."""
+def _against_dense(rows: list[dict], results: dict[str, TrialResult], margin: Margin | None = None) -> None:
+    """Fill each row's paired differences against the dense row, Holm-corrected p, and with
+    a `margin` each row's non-inferiority verdict (`noninferiority.row_verdicts`, as `confirm`'s)."""
     from scipy import stats
 
     from searchvlm.synergy import paired_difference
@@ -133,7 +137,7 @@ def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
     dense = results.get("dense")
     if dense is None:
         return
-    tested = []
+    tested, synergy_diffs = [], {}
     for row in rows:
         if row["preset"] not in results or row["preset"] == "dense":
             continue
@@ -144,8 +148,30 @@ def _against_dense(rows: list[dict], results: dict[str, TrialResult]) -> None:
         diffs = [a - b for a, b in zip(*paired["synergy_gain"])] if paired["synergy_gain"] else []
         if len(diffs) > 1 and any(d != diffs[0] for d in diffs):
             tested.append((row, float(stats.ttest_1samp(diffs, 0.0).pvalue)))
+        synergy_diffs[row["preset"]] = diffs
     for (row, _), p in zip(tested, holm([p for _, p in tested])):
         row["p_holm"] = p
+    if margin is not None:
+        _verdicts(rows, synergy_diffs, margin)
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The non-inferiority margin the rows are judged at (the space's `decision:`)."""
+
+    delta: float
+    alpha: float = ALPHA
+
+
+def _verdicts(rows: list[dict], diffs: dict[str, list[float]], margin: Margin) -> None:
+    from searchvlm.noninferiority import row_verdicts
+
+    flops = {r["preset"]: r.get("flops_ratio") or float("nan") for r in rows}
+    tests = row_verdicts(diffs, flops, margin.delta, margin.alpha)
+    for row in rows:
+        t = tests.get(row["preset"])
+        if t is not None:
+            row["synergy_vs_dense_lower"], row["verdict"] = t.lower, t.state.replace("_", "-")
 
 
 def _isolated_rows(first: TrialResult) -> list[dict]:
@@ -180,9 +206,11 @@ def reproduce(
     presets: list[str] | None = None,
     on_result: Callable[[str, TrialResult], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    margin: Margin | None = None,
 ) -> Table3:
     """Run the literature presets on `base` (its model, data, training, seeds) and write
-    `table3.md` and `table3.csv` into `out_dir`. `progress(phase, step, steps)` hears every
+    `table3.md` and `table3.csv` into `out_dir` (with `margin`, each row's verdict against
+    dense). `progress(phase, step, steps)` hears every
     evaluation round of every run, the phase named `<preset> (<k> of <n>): <run>`."""
     from searchvlm.trial import run_trial
 
@@ -197,7 +225,7 @@ def reproduce(
         rows.append(_row(label, name, result))
         if on_result:
             on_result(name, result)
-    _against_dense(rows, results)
+    _against_dense(rows, results, margin)
     first = next(iter(results.values()), None)
     table = Table3((_isolated_rows(first) if first else []) + rows)
     out = Path(out_dir)
@@ -257,13 +285,16 @@ def run_reproduce(
     """The `reproduce` command: `reproduce` on the space's `reproduce_config` for `request`,
     written to `out_dir` (default `<runs_dir>/reproduce-<space>`) and logged to MLflow
     (`tracking_uri`, default the sqlite store under `runs_dir`)."""
+    from searchvlm.space import load_space
     from searchvlm.tracking import default_uri, log_table
 
     base = reproduce_config(space_file, request, runs_dir)
+    decision = load_space(space_file, request.overrides).decision
+    margin = Margin(decision.delta, decision.alpha) if decision else None
     presets = request.presets
     name = f"reproduce-{Path(space_file).stem}"
     table = reproduce(base, Path(out_dir) if out_dir else Path(runs_dir) / name,
-                      list(presets) if presets else None, on_result, progress)  # fmt: skip
+                      list(presets) if presets else None, on_result, progress, margin)  # fmt: skip
     log_table(tracking_uri or default_uri(runs_dir), runs_dir, name, [table.files["md"], table.files["csv"]],
               table.rows)  # fmt: skip
     return table

@@ -181,6 +181,11 @@ class TrialRow(Mapping[str, Any]):
         """A number column (`METRIC_COLUMNS`, `CONFIRM_NUMBERS`) as a finite float, else None."""
         return finite_number(self.cells.get(column))
 
+    def per_seed_values(self, column: str) -> list[float | None]:
+        """A per-seed JSON list column (`PER_SEED_COLUMNS`), in `seeds` order; None where a
+        seed's value is missing or not finite."""
+        return [finite_number(v) for v in _json_list(self.cells.get(column))]
+
 
 def sweep_tracking_uri(meta: SweepMeta, run_dir: str | Path) -> str | None:
     """The MLflow store of a sweep: the URI `sweep.json` recorded, except that a default

@@ -151,3 +151,32 @@ def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
                                    "--seeds", "1,2"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "0 runs trained, 4 reused" in res.output and "accepted: trial t1" in res.output
+
+
+@pytest.mark.slow
+def test_decide_counts_confirms_records_on_its_seeds(tmp_path: Path) -> None:
+    """A policy `confirm` already trained on the race's seeds is not trained again."""
+    from searchvlm.results import CONFIRMED_FILE, write_confirmed
+
+    run = make_sweep(tmp_path)
+    row = {"trial_id": "t2", "number": 2, "status": "ok", "seeds": "[1, 2]", "vs_dense_per_seed": "[0.01, -0.02]",
+           "synergy_per_seed": "[0.1, 0.2]"}  # fmt: skip
+    write_confirmed(run / CONFIRMED_FILE, [row])
+    done = decide(run, WIDE)
+    assert done.reused == 2 and done.trained == 2  # only himix (t1) was trained, on seeds 1 and 2
+    assert done.result.tested[0].diffs == [0.01, -0.02]
+
+
+def test_confirm_labels_rows_with_the_decision_verdict() -> None:
+    from searchvlm.confirm import ConfirmSummary, _verdicts
+    from searchvlm.space import SearchSpace
+
+    space = SearchSpace.model_validate({"decision": {"delta": 0.035}})
+    rows = [{"trial_id": "a", "number": 1, "status": "ok", "flops_ratio": 0.5,
+             "vs_dense_per_seed": "[0.01, 0.02, 0.0, 0.015, 0.005]"},
+            {"trial_id": "b", "number": 2, "status": "ok", "flops_ratio": 0.4,
+             "vs_dense_per_seed": "[-0.2, -0.21, -0.19, -0.2, -0.22]"}]  # fmt: skip
+    summary = ConfirmSummary(Path("."), [1, 2, 3, 4, 5], rows)
+    _verdicts(summary, space)
+    assert summary.margin == (0.035, 0.05)
+    assert {k: t.state for k, t in summary.verdicts.items()} == {"a": "non_inferior", "b": "inferior"}

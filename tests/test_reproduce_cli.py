@@ -102,3 +102,29 @@ def test_holm_adjusts_step_down_and_keeps_order() -> None:
     # sorted p: 0.005 (x4), 0.01 (x3), 0.03 (x2), 0.04 (x1, but never below the previous)
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.9]) == [0.9] and holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def test_rows_get_the_decision_verdict_at_the_margin() -> None:
+    """Table 3's verdict column: each row's paired synergy difference tested against -delta at
+    alpha / m (m tested rows), the same rule `confirm` labels its rows with."""
+    from scipy import stats
+
+    from searchvlm.reproduce import Margin, _against_dense
+    from searchvlm.trial_result import TrialResult
+
+    def result(synergies: list[float]) -> TrialResult:
+        per_seed = [{"seed": s, "synergy_gain": v, "und_gain": v, "gen_gain": v} for s, v in enumerate(synergies)]
+        return TrialResult(status="ok", flops_ratio=0.5, per_seed=per_seed)
+
+    dense = [0.10, 0.05, 0.08, 0.12, 0.07]
+    gain = [0.01, 0.02, 0.0, 0.015, 0.005]
+    results = {"dense": result(dense), "fastv": result([d + g for d, g in zip(dense, gain)]),
+               "tied": result([d - 0.2 + 0.01 * i for i, d in enumerate(dense)]),
+               "hmgen": result([d + e for d, e in zip(dense, [0.05, -0.09, 0.04, -0.08, 0.03])])}  # fmt: skip
+    rows = [{"preset": name, "flops_ratio": 0.5} for name in results]
+    _against_dense(rows, results, Margin(delta=0.035, alpha=0.05))
+    got = {r["preset"]: r.get("verdict") for r in rows}
+    assert got == {"dense": None, "fastv": "non-inferior", "tied": "inferior", "hmgen": "undecided"}
+    fastv = next(r for r in rows if r["preset"] == "fastv")
+    half = stats.t.ppf(1 - 0.05 / 3, 4) * stats.sem(gain)  # 3 rows tested: alpha / 3 each
+    assert fastv["synergy_vs_dense_lower"] == pytest.approx(0.01 - half)
