@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: space -> (space_hash, digest of 40 seeded points: params and compiled policy)
 SPACES = {
-    "default": ("ab4004d9bf74bdb8", "a4498b69e9b04ecf"),  # patch-token shapes (issue 20), decision: (33)
-    "gpu": ("c2c122b23150862c", "7aef69e31dcd52f3"),  # concurrency auto, one GPU per trial
-    "paper": ("ccdbc2ad27e416e0", "501dd656a24475cf"),
+    "default": ("40954cb59585ac67", "a4498b69e9b04ecf"),  # patch-token shapes (issue 20), decision: (33)
+    "gpu": ("f4b31f1331364066", "7aef69e31dcd52f3"),  # concurrency auto, one GPU per trial
+    "paper": ("9324c732c709dcea", "501dd656a24475cf"),
     "quick": ("9ebdd399234d1295", "21235942ed8fc87d"),  # QUICK_PLAN2.md (issue 23): 100 steps, 16 trials
 }
 #: digest of the preset's compiled policies at 4, 8 and 16 layers

@@ -20,6 +20,8 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
+from ._keys import PRESET_ATTR
+
 
 def rung_levels(grace: int, eta: float, max_steps: int) -> list[int]:
     """Geometric rung step counts below `max_steps`: grace, grace·η, grace·η², ..."""
@@ -92,8 +94,10 @@ class MOASHA(FIFOScheduler):
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return True  # metrics/modes are ours; the Tuner's single metric is not used
 
-    def decide(self, trial_id: str, step: int, result: dict[str, Any]) -> str:
-        """CONTINUE or STOP for one intermediate result (pure; unit-tested directly)."""
+    def decide(self, trial_id: str, step: int, result: dict[str, Any], protected: bool = False) -> str:
+        """CONTINUE or STOP for one intermediate result (pure; unit-tested directly). A
+        `protected` trial (a literature preset: the reference points a front is read
+        against) joins the rungs, so others are compared with it, and is never stopped."""
         vec = normalise([result.get(m) for m in self.metrics], self.modes)
         for level in self.levels:
             rung = self.rungs[level]
@@ -101,7 +105,7 @@ class MOASHA(FIFOScheduler):
                 continue
             rung[trial_id] = vec
             ids = list(rung)
-            if not keeps(np.stack([rung[i] for i in ids]), ids.index(trial_id), self.eta):
+            if not protected and not keeps(np.stack([rung[i] for i in ids]), ids.index(trial_id), self.eta):
                 self.stopped.add(trial_id)
                 return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
@@ -109,7 +113,8 @@ class MOASHA(FIFOScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         if result.get("final") or self.time_attr not in result:
             return TrialScheduler.CONTINUE
-        return self.decide(trial.trial_id, int(result[self.time_attr]), result)
+        protected = bool((trial.config or {}).get(PRESET_ATTR))
+        return self.decide(trial.trial_id, int(result[self.time_attr]), result, protected)
 
     def debug_string(self) -> str:
         sizes = ", ".join(f"{lv}:{len(r)}" for lv, r in self.rungs.items())

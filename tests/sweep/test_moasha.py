@@ -30,3 +30,27 @@ def test_moasha_rung_decisions():
     assert s.decide("a", 20, good) == "CONTINUE"  # between rungs: no decision
     assert s.decide("d", 10, {"flops_ratio": None, "synergy_gain": 1.0}) == "STOP"  # missing = worst
     assert s.stopped == {"b", "d"}
+
+
+def test_presets_are_never_stopped_but_compared_with():
+    """A literature preset (a protected trial) is a reference point: it joins the rung and is
+    never stopped; a later trial it dominates is stopped against it."""
+    s = MOASHA(["flops_ratio", "synergy_gain"], ["min", "max"], grace_steps=10, max_steps=100,
+               reduction_factor=3)  # fmt: skip
+    assert s.decide("a", 10, {"flops_ratio": 0.5, "synergy_gain": 0.2}) == "CONTINUE"
+    assert s.decide("preset", 10, {"flops_ratio": 0.9, "synergy_gain": -0.1}, protected=True) == "CONTINUE"
+    assert s.decide("b", 10, {"flops_ratio": 0.95, "synergy_gain": -0.2}) == "STOP"
+    assert s.stopped == {"b"} and "preset" in s.rungs[10]
+
+
+def test_on_trial_result_protects_preset_trials():
+    from types import SimpleNamespace
+
+    s = MOASHA(["flops_ratio", "synergy_gain"], ["min", "max"], grace_steps=10, max_steps=100,
+               reduction_factor=3)  # fmt: skip
+    s.decide("a", 10, {"flops_ratio": 0.5, "synergy_gain": 0.2})
+    hmgen = SimpleNamespace(trial_id="h", config={"preset": "hmgen"})
+    other = SimpleNamespace(trial_id="o", config={"und.mode": "skip"})
+    worse = {"step": 10, "flops_ratio": 0.9, "synergy_gain": -0.195}
+    assert s.on_trial_result(None, hmgen, worse) == "CONTINUE"
+    assert s.on_trial_result(None, other, worse) == "STOP"
