@@ -22,6 +22,7 @@ from searchvlm.config import ModelConfig, TrialConfig
 from searchvlm.data import UnifiedData, load_data
 from searchvlm.distributed import on_rank0, rank_label, run_ranks, spawns
 from searchvlm.flops import TaskLayout, count_flops
+from searchvlm.identity import canonical_policy
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 from searchvlm.synergy import (
     GEN_METRICS,
@@ -141,6 +142,8 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     device = resolve_device(config.training.device)
     ctx = _Context(config, data, model_cfg, device, progress)
     refs = {s: _references(ctx, policy, s) for s in config.seeds}
+    if _is_dense_reference(config, model_cfg, policy):
+        return _from_dense_reference(config, refs, flops.ratio, policy, report, tracker)
     runs = [Run(RunSpec(model_cfg, policy, config.training, TASKS, s), data, device) for s in config.seeds]
     records = [RunRecord(TASKS, s) for s in config.seeds]
     kept: list[dict[str, tuple[int, dict]]] = [{} for _ in runs]  # per run: metric -> (step, state)
@@ -165,6 +168,31 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         for run, record in zip(runs, records):
             record.fidelity = _fidelity(run, data, run.spec.seed, config)
     done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy)
+    return _final(config, records, refs, done)
+
+
+def _is_dense_reference(config: TrialConfig, model_cfg: ModelConfig, policy: ReductionPolicy) -> bool:
+    """The trial IS the dense joint reference run it is compared with (`synergy.vs_dense`,
+    a policy that computes what dense computes), which is cached per seed: nothing to train.
+    Not when the trial must hold a model (`save_model`, sample-based fidelity)."""
+    if not config.synergy.vs_dense or config.save_model or config.synergy.fidelity:
+        return False
+    same = [canonical_policy(p).model_copy(update={"name": None, "seed": 0})
+            for p in (policy, ReductionPolicy.dense(model_cfg.num_layers))]  # fmt: skip
+    return same[0] == same[1]
+
+
+def _from_dense_reference(config: TrialConfig, refs: Refs, flops_ratio: float, policy: ReductionPolicy,
+                          report: Report | None, tracker: _Tracker) -> TrialResult:  # fmt: skip
+    """A dense trial's result from its cached dense joint runs (scored at every round on
+    validation and test): the same numbers a training would give, its rounds reported as a
+    trained trial reports them, `train_seconds` 0."""
+    records = [refs[s]["dense"] for s in config.seeds]
+    for step in eval_steps(config.training.steps, config.training.eval_every):
+        tracker.step = step
+        if report:
+            report(step, _intermediate(records, refs, step, flops_ratio, config))
+    done = TrialResult(flops_ratio=flops_ratio, train_seconds=0.0, steps_done=config.training.steps, policy=policy)
     return _final(config, records, refs, done)
 
 

@@ -172,3 +172,38 @@ def test_references_are_warmed_once_and_then_reused(tmp_path: Path) -> None:
     assert warm_reference(config, 0, "generation") is True
     result = run_trial(config.model_copy(update={"policy": preset("himix", 2)}))
     assert result.per_seed[0]["baseline_cached"] == {t: True for t in TASKS}
+
+
+def test_a_dense_trial_reuses_its_cached_dense_reference(tmp_path: Path, monkeypatch) -> None:
+    """With `synergy.vs_dense` the dense joint model of each seed is a cached reference; a
+    dense trial is that run: it trains nothing more (the joint model is trained once per
+    seed) and reports the numbers and rounds a training would give."""
+    import searchvlm.trial as trial_mod
+    from searchvlm.training import Run as RunClass
+
+    cfg = tiny(tmp_path, seeds=[0, 1], synergy=SynergyConfig(vs_dense=True), policy=preset("dense", 2))
+    trained: list[tuple[tuple[str, ...], int]] = []
+    real = RunClass.__init__
+
+    def counting(self, spec, *args, **kwargs):
+        trained.append((spec.tasks, spec.seed))
+        return real(self, spec, *args, **kwargs)
+
+    monkeypatch.setattr(RunClass, "__init__", counting)
+    reports: list[tuple[int, dict]] = []
+    reused = run_trial(cfg, report=lambda s, m: reports.append((s, m)))
+    joint = [t for t in trained if len(t[0]) == 2]
+    assert joint == [(TASKS, 0), (TASKS, 1)]  # the references only: once per seed
+    assert [s for s, _ in reports] == [3, 6] and reused.train_seconds == 0.0
+
+    monkeypatch.setattr(trial_mod, "_is_dense_reference", lambda *a: False)  # the same trial, trained
+    trained.clear()
+    fresh = run_trial(cfg)
+    assert [t for t in trained if len(t[0]) == 2] == [(TASKS, 0), (TASKS, 1)]
+    keep = lambda r: r.model_dump(exclude={"train_seconds", "per_seed"})  # noqa: E731
+    assert keep(reused) == keep(fresh)
+    for a, b in zip(reused.per_seed, fresh.per_seed):
+        assert {k: v for k, v in a.items() if k != "baseline_cached"} == {
+            k: v for k, v in b.items() if k != "baseline_cached"
+        }
+    assert reused.synergy_vs_dense == 0.0
