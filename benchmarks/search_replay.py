@@ -270,7 +270,8 @@ def plot(curves: dict, table_hv: float, moasha: list[dict], ref_name: str, path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2 if moasha else 1, figsize=(11 if moasha else 6, 4), squeeze=False)
+    a, b = axes[0][0], (axes[0][1] if moasha else None)
     x = np.arange(1, max(CHECKPOINTS) + 1)
     for name, runs in curves.items():
         arr = np.asarray(runs) / table_hv
@@ -280,6 +281,10 @@ def plot(curves: dict, table_hv: float, moasha: list[dict], ref_name: str, path:
     a.set(xlabel="trials", ylabel="hypervolume / whole table's",
           title=f"samplers (mean ± 2 s.e., {len(next(iter(curves.values())))} replays)")  # fmt: skip
     a.legend()
+    if b is None:  # a table without learning curves (synthetic): no MO-ASHA panel
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return
     labels = ("MO-ASHA", "random,\nequal steps", "FLOPs-only,\nequal steps")
     keys = ("moasha_vs_full", "random_vs_full", "flops_only_vs_full")
     for j, m in enumerate(moasha):
