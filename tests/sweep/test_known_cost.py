@@ -111,3 +111,9 @@ def test_a_real_sweep_with_known_cost_then_decide(tmp_path: Path) -> None:
         assert t.values[0] == pytest.approx(cost(policy), abs=1e-12)  # the price the sampler knew
     done = decide(summary.run_dir, DecideOptions(delta=1000.0, first_seeds=2, max_seeds=2, shortlist=1))
     assert done.result.verdict == "accepted" and done.trained == 2
+    from mlflow.tracking import MlflowClient
+
+    parent = MlflowClient(tracking_uri=summary.tracking_uri).get_run(summary.parent_run_id)  # decide logged there
+    assert parent.data.tags["decision.verdict"] == "accepted"
+    assert parent.data.tags["decision.trial_id"] == done.result.accepted.name
+    assert parent.data.metrics["decision.seeds"] == 2.0
