@@ -130,14 +130,15 @@ class Decision:
 # --------------------------------------------------------------------------- settings
 
 
+def _given(o: DecideOptions) -> dict[str, Any]:
+    return {"delta": o.delta, "alpha": o.alpha, "max_seeds": o.max_seeds, "first_seeds": o.first_seeds,
+            "shortlist": o.shortlist}  # fmt: skip
+
+
 def _settings(space: SearchSpace, o: DecideOptions, source: Path) -> DecisionSettings:
-    """The space's `decision:` section with the command line's values over it, checked."""
+    """The space's `decision:` section with the command line's values over it (checked first)."""
     base = space.decision.model_dump() if space.decision else {}
-    given = {"delta": o.delta, "alpha": o.alpha, "max_seeds": o.max_seeds, "first_seeds": o.first_seeds,
-             "shortlist": o.shortlist}  # fmt: skip
-    flags = {"delta": "--delta", "alpha": "--alpha", "max_seeds": "--max-seeds", "first_seeds": "--first-seeds",
-             "shortlist": "--shortlist"}  # fmt: skip
-    _check_given(given, flags)
+    given = _given(o)
     merged = {**base, **{k: v for k, v in given.items() if v is not None}}
     if "delta" not in merged:
         raise ConfigError(COMMAND_LINE, "--delta", None, f"no margin: give --delta (e.g. 0.04) or a `decision:` "
@@ -151,7 +152,9 @@ def _settings(space: SearchSpace, o: DecideOptions, source: Path) -> DecisionSet
         raise ConfigError(COMMAND_LINE, "--max-seeds", merged.get("max_seeds"), reason) from None
 
 
-def _check_given(given: dict[str, Any], flags: dict[str, str]) -> None:
+def _check_given(given: dict[str, Any]) -> None:
+    """The command line's values alone, before any file is read."""
+    flags = {"max_seeds": "--max-seeds", "first_seeds": "--first-seeds"}
     d, a = given["delta"], given["alpha"]
     if d is not None and not (math.isfinite(d) and d > 0):
         raise ConfigError(COMMAND_LINE, "--delta", d, "the margin must be a number > 0 (a synergy difference)")
@@ -308,6 +311,7 @@ def decide(run: str | Path, options: DecideOptions = DecideOptions(), runs_dir: 
     """Decide sweep `run` (see the module docstring); writes `decision.json` and logs it."""
     if options.jobs < 1:
         raise ConfigError(COMMAND_LINE, "--jobs", options.jobs, "must be at least 1")
+    _check_given(_given(options))
     run_dir = resolve_run_dir(run, runs_dir)
     meta = read_meta(run_dir / SWEEP_FILE)
     space = run_space(run_dir, meta)

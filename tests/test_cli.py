@@ -80,12 +80,12 @@ def test_shell_completion_is_enabled() -> None:
                             text=True, env=checkout_env(), cwd=ROOT, timeout=120).stdout  # fmt: skip
     assert "complete -o default -F _searchvlm_completion searchvlm" in script
     assert _complete("searchvlm ex") == ["export"]
-    assert _complete("searchvlm export x --rule ") == ["knee", "max-synergy", "min-flops"]
+    assert _complete("searchvlm export x --rule ") == ["knee", "max-synergy", "min-flops", "decision"]
 
 
 def test_export_offers_the_pareto_rules() -> None:
     res = cli("export", "--help", COLUMNS="200")
-    assert res.exit_code == 0 and "knee|max-synergy|min-flops" in res.output
+    assert res.exit_code == 0 and "knee|max-synergy|min-flops|decision" in res.output
 
 
 def test_rule_typo_is_blamed_on_the_command_line(run: Path, tmp_path: Path) -> None:

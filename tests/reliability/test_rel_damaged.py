@@ -61,7 +61,7 @@ def copy(recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     import searchvlm.confirm
     import searchvlm.sweep._driver as driver
 
-    monkeypatch.setattr(searchvlm.confirm, "_train", stub)
+    monkeypatch.setattr(searchvlm.confirm, "train_paired", stub)
     monkeypatch.setattr(driver, "ensure_ray", stub)
     monkeypatch.setattr(driver, "_warm_tracking", lambda *a: None)
     return root
