@@ -109,3 +109,20 @@ def test_cheapest_and_the_claimed_front(table):
     claimed, visited = claimed_curve(seen, draws, REF), hv_curve(seen, REF)
     assert all(c <= v + 1e-12 for c, v in zip(claimed, visited)) and claimed[-1] > 0
     assert diff_ci([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])["diff"] == pytest.approx(0.5)
+
+
+def test_decision_replay_scores_both_rules_on_one_world():
+    """benchmarks/decision_replay.py: where no policy qualifies the mean rule picks one most of
+    the time and decide almost never (seeded, so the counts are exact for this seed)."""
+    import numpy as np
+
+    from decision_replay import World, mean_rule, simulate
+
+    flops = np.linspace(0.55, 0.95, 24)
+    w = World(flops, "none", np.random.default_rng(0))
+    assert (w.true < 0.1 - 0.035).all()
+    pick = mean_rule(w, list(range(16)))
+    assert w.trainings == 16 * 3 + 3 and (pick is None or w.true[pick] < 0.065)
+    out = simulate(flops, "none", 40, 0)
+    assert out["mean"]["wrong_choice"] > 0.5 and out["decide"]["wrong_choice"] <= 0.1
+    assert sum(out["decide_verdicts"].values()) == 40
