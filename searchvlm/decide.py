@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -105,11 +105,12 @@ class Decision:
                     f"on {a.seeds} fresh seeds (p {a.p:.3g}; {margin})")  # fmt: skip
         last = r.tested[-1] if r.tested else None
         if r.verdict == "none_qualifies" and last is not None:
-            return (f"none qualifies: the most expensive candidate, trial {last.name} (FLOPs ratio "
-                    f"{last.flops_ratio:.3f}), is worse than dense by more than the margin (upper bound "
-                    f"{last.upper:+.4f} < -{r.delta:g}, {last.seeds} seeds; {margin})")  # fmt: skip
-        need = "no number of seeds (its observed difference is below -delta)" if r.seeds_needed is None else \
-            f"about {r.seeds_needed} paired seeds for 80% power at its paired SD {last.sd:.4f}"  # fmt: skip
+            return (f"none qualifies among the {len(self.order)} shortlisted: the most expensive, trial {last.name} "
+                    f"(FLOPs ratio {last.flops_ratio:.3f}), is worse than dense by more than the margin (upper "
+                    f"bound {last.upper:+.4f} < -{r.delta:g}, {last.seeds} seeds; {margin})")  # fmt: skip
+        need = "more seeds than searchvlm plans for (over 100,000)" if r.seeds_needed is None else (
+            f"about {r.seeds_needed} paired seeds for 80% power at its paired SD {last.sd:.4f} if it is as good "
+            f"as dense: a new race on that many fresh seeds (--seeds, --first-seeds, --max-seeds)")  # fmt: skip
         return (f"undetermined: trial {r.stopped_at} (FLOPs ratio {last.flops_ratio:.3f}) has lower bound "
                 f"{last.lower:+.4f} and upper bound {last.upper:+.4f} around -{r.delta:g} after {last.seeds} "
                 f"seeds; a decision needs {need} ({margin})")  # fmt: skip
@@ -143,13 +144,16 @@ def _settings(space: SearchSpace, o: DecideOptions, source: Path) -> DecisionSet
     if "delta" not in merged:
         raise ConfigError(COMMAND_LINE, "--delta", None, f"no margin: give --delta (e.g. 0.04) or a `decision:` "
                           f"section with delta in {source}")  # fmt: skip
-    if merged.get("first_seeds") is None and merged.get("max_seeds") is not None:
-        merged["first_seeds"] = min(DecisionSettings.model_fields["first_seeds"].default, merged["max_seeds"])
+    if given["max_seeds"] is not None and given["first_seeds"] is None:  # --max-seeds alone: the first look fits
+        first = merged.get("first_seeds", DecisionSettings.model_fields["first_seeds"].default)
+        merged["first_seeds"] = min(first, merged["max_seeds"])
     try:
         return DecisionSettings(**merged)
     except ValidationError as err:  # first_seeds above max_seeds
         reason = err.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ConfigError(COMMAND_LINE, "--max-seeds", merged.get("max_seeds"), reason) from None
+        flag, value = ("--first-seeds", merged.get("first_seeds")) if given["first_seeds"] is not None else (
+            "--max-seeds", merged.get("max_seeds"))  # fmt: skip
+        raise ConfigError(COMMAND_LINE, flag, value, reason) from None
 
 
 def _check_given(given: dict[str, Any]) -> None:
@@ -207,6 +211,7 @@ class Records:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / RACE_FILE
         self.data: dict[tuple[str, int], dict[str, Any]] = {}
+        self.plan: dict[str, Any] | None = None  # the race these records belong to (see `settle`)
         self._load_race()
         self._load_confirmed(run_dir / CONFIRMED_FILE)
 
@@ -214,8 +219,9 @@ class Records:
         if not self.path.exists():
             return
         try:
-            records = json.loads(self.path.read_text())["records"]
-            for r in records:
+            data = json.loads(self.path.read_text())
+            self.plan = data.get("plan")
+            for r in data["records"]:
                 self.data[(str(r["trial_id"]), int(r["seed"]))] = r
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(self.path, "records", type(err).__name__, f"not a race file searchvlm wrote ({err}); "
@@ -236,10 +242,29 @@ class Records:
         r = self.data.get((tid, seed))
         return r if r is not None and r.get("status") == "ok" and r.get("synergy_vs_dense") is not None else None
 
+    def settle(self, plan: dict[str, Any]) -> None:
+        """Bind the records to `plan` (margin, error rate, looks, seeds, test order), fixed
+        before its first seed was trained. A rerun must race the same plan: changing it after
+        its seeds were seen (more looks, another margin or order) would break the error rate.
+        A plan on seeds none of the earlier plan's uses is a new race and replaces it."""
+        old = self.plan
+        if old is not None and old != plan and set(old.get("seeds", [])) & set(plan["seeds"]):
+            changed = sorted(k for k in plan if old.get(k) != plan[k])
+            raise ConfigError(self.path, "plan", ", ".join(changed),
+                              f"this race was planned with {', '.join(f'{k} {old.get(k)}' for k in changed)}; "
+                              "changing that after its seeds were seen would break its error rate: rerun with the "
+                              "same settings, or race anew on fresh seeds (--seeds none of "
+                              f"{old.get('seeds')})")  # fmt: skip
+        self.plan = plan
+        self._write()
+
     def put(self, record: dict[str, Any]) -> None:
         self.data[(str(record["trial_id"]), int(record["seed"]))] = record
+        self._write()
+
+    def _write(self) -> None:
         own = [r for r in self.data.values() if r.get("source") != "confirmed.csv"]
-        atomic_write(self.path, json.dumps({"records": own}, indent=1) + "\n")
+        atomic_write(self.path, json.dumps({"plan": self.plan, "records": own}, indent=1) + "\n")
 
 
 def _train_one(space_json: str, policy_json: str, name: str, seed: int, cache: str) -> dict[str, Any]:
@@ -250,6 +275,14 @@ def _train_one(space_json: str, policy_json: str, name: str, seed: int, cache: s
     out = {k: seed_rec.get(k, getattr(result, k, None)) for k in RECORD_KEYS}
     return {**out, "seed": seed, "status": result.status, "error": result.error or "",
             "train_seconds": result.train_seconds}  # fmt: skip
+
+
+def _outcome(future: Future, seed: int) -> dict[str, Any]:
+    """A worker's record, or a failed one when the worker itself died (killed, out of memory)."""
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - recorded as a failed seed; the others are kept
+        return {"seed": seed, "status": "failed", "error": f"{type(err).__name__}: {err}"}
 
 
 # --------------------------------------------------------------------------- the command
@@ -277,12 +310,14 @@ class _Sampler:
         args = [(self.space.model_dump_json(), self.policies[tid], f"decide-{tid}", s, str(self.cache)) for s in seeds]
         if self.jobs > 1 and len(seeds) > 1:
             with ProcessPoolExecutor(min(self.jobs, len(seeds)), mp_context=get_context("spawn")) as pool:
-                for rec in pool.map(_train_one, *zip(*args)):
-                    self._record(tid, rec)
+                futures = {pool.submit(_train_one, *a): a[3] for a in args}
+                for done in as_completed(futures):  # each seed recorded as it finishes
+                    self._record(tid, _outcome(done, futures[done]))
         else:
             for a in args:
                 self._record(tid, _train_one(*a))
-        failed = [(s, self.records.data[(tid, s)]["error"]) for s in seeds if self.records.ok(tid, s) is None]
+        failed = [(s, self.records.data[(tid, s)].get("error") or "no synergy_vs_dense recorded")
+                  for s in seeds if self.records.ok(tid, s) is None]  # fmt: skip
         if failed:
             seed, err = failed[0]
             raise ConfigError(self.records.path, f"trial {tid}.seed {seed}", "failed",
@@ -322,8 +357,11 @@ def decide(run: str | Path, options: DecideOptions = DecideOptions(), runs_dir: 
     if not order:
         raise ConfigError(run_dir / TRIALS_FILE, "trials", "front", "no policy on the front or near-front is "
                           "cheaper than dense: nothing to decide (dense is the answer)")  # fmt: skip
-    sampler = _Sampler(space, order, seeds, Records(run_dir), run_dir.parent / "cache", options.jobs, on_event)
+    records = Records(run_dir)
     looks = look_schedule(settings.first_seeds, settings.max_seeds)
+    records.settle({"delta": settings.delta, "alpha": settings.alpha, "looks": looks, "seeds": seeds,
+                    "order": [o["trial_id"] for o in order]})  # fmt: skip
+    sampler = _Sampler(space, order, seeds, records, run_dir.parent / "cache", options.jobs, on_event)
     result = race([(o["trial_id"], o["flops_ratio"]) for o in order], sampler, settings.delta, settings.alpha, looks)
     done = Decision(run_dir, settings, seeds, order, result, sampler.trained, sampler.reused, run_dir / DECISION_FILE)
     atomic_write(done.path, json.dumps(done.as_dict(), indent=1) + "\n")

@@ -100,9 +100,9 @@ def seeds_needed(sd: float, delta: float, alpha: float, target: float = TARGET_P
         return None
     lo, hi = 2, 2
     while power(hi, sd, delta, alpha, diff) < target:
-        lo, hi = hi, hi * 2
-        if hi > limit:
+        if hi >= limit:
             return None
+        lo, hi = hi, min(hi * 2, limit)
     while lo < hi:  # power rises with n: the first n that reaches the target
         mid = (lo + hi) // 2
         lo, hi = (mid + 1, hi) if power(mid, sd, delta, alpha, diff) < target else (lo, mid)

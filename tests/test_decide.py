@@ -8,6 +8,7 @@ and fastv (0.8) is far behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def test_shortlist_is_the_cheapest_front_and_near_front_most_expensive_first(tmp
         (DecideOptions(delta=-0.1), r"--delta"),
         (DecideOptions(delta=0.04, alpha=0.5), r"--alpha.*\(0, 0.5\)"),
         (DecideOptions(delta=0.04, max_seeds=1), r"--max-seeds.*at least 2"),
-        (DecideOptions(delta=0.04, first_seeds=6, max_seeds=4), r"--max-seeds.*first_seeds"),
+        (DecideOptions(delta=0.04, first_seeds=6, max_seeds=4), r"--first-seeds = 6.*first_seeds"),
         (DecideOptions(), r"--delta.*no margin.*decision:"),
         (DecideOptions(delta=0.04, seeds=[0, 1]), r"--seeds.*trained the sweep itself"),
         (DecideOptions(delta=0.04, shortlist=0), r"--shortlist"),
@@ -122,12 +123,13 @@ def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
         events.append(text)
         raise Interrupt  # as if killed right after the first seed's record was written
 
+    parallel = dataclasses.replace(WIDE, jobs=2)  # the two seeds of a look in two processes
     with pytest.raises(Interrupt):
-        decide(run, WIDE, on_event=stop_after_first)
+        decide(run, parallel, on_event=stop_after_first)
     first = json.loads((run / RACE_FILE).read_text())["records"]
-    assert [(r["trial_id"], r["seed"], r["status"]) for r in first] == [("t2", 1, "ok")]  # pmod first
+    assert [(r["trial_id"], r["status"]) for r in first] == [("t2", "ok")]  # pmod first, one seed kept
 
-    done = decide(run, WIDE)
+    done = decide(run, parallel)
     assert done.trained == 3 and done.reused == 1  # the interrupted seed is not trained again
     assert done.result.verdict == "accepted" and done.accepted["trial_id"] == "t1"  # himix, the cheaper
     assert [t.name for t in done.result.tested] == ["t2", "t1"]
@@ -135,7 +137,7 @@ def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
     written = json.loads((run / DECISION_FILE).read_text())
     assert written["verdict"] == "accepted" and written["accepted"]["trial_id"] == "t1"
     records = json.loads((run / RACE_FILE).read_text())["records"]
-    diffs = [r["synergy_vs_dense"] for r in records if r["trial_id"] == "t1"]
+    diffs = [r["synergy_vs_dense"] for r in sorted(records, key=lambda r: r["seed"]) if r["trial_id"] == "t1"]
     assert written["race"]["accepted"]["diffs"] == pytest.approx(diffs)
 
     again = decide(run, WIDE)  # the same command: nothing retrained, the same verdict
@@ -180,3 +182,43 @@ def test_confirm_labels_rows_with_the_decision_verdict() -> None:
     _verdicts(summary, space)
     assert summary.margin == (0.035, 0.05)
     assert {k: t.state for k, t in summary.verdicts.items()} == {"a": "non_inferior", "b": "inferior"}
+
+
+def _recorded(run: Path, plan: dict, seeds: list[int]) -> None:
+    """A race.json as decide writes it, every shortlisted candidate done on `seeds`."""
+    recs = [{"trial_id": t, "seed": s, "status": "ok", "synergy_vs_dense": 0.001 * s + 0.01 * i}
+            for i, t in enumerate(("t2", "t1")) for s in seeds]  # fmt: skip
+    (run / RACE_FILE).write_text(json.dumps({"plan": plan, "records": recs}))
+
+
+def test_a_race_is_rerun_only_as_planned(tmp_path: Path) -> None:
+    """The plan (margin, alpha, looks, seeds, order) is fixed by the first run; a rerun with
+    another plan on the same seeds is refused (its data were seen), on fresh seeds it is a
+    new race; nothing is trained when every record is there."""
+    run = make_sweep(tmp_path)
+    plan = {"delta": 1000.0, "alpha": 0.05, "looks": [2], "seeds": [1, 2], "order": ["t2", "t1"]}
+    _recorded(run, plan, [1, 2])
+    done = decide(run, WIDE)
+    assert done.trained == 0 and done.reused == 4 and done.result.verdict == "accepted"
+    before = (run / RACE_FILE).read_text()
+    with pytest.raises(ConfigError, match=r"race.json: plan = 'delta'.*planned with delta 1000.0.*fresh seeds"):
+        decide(run, dataclasses.replace(WIDE, delta=500.0))
+    with pytest.raises(ConfigError, match=r"plan = 'looks, seeds'"):
+        decide(run, dataclasses.replace(WIDE, max_seeds=3, seeds=[1, 2, 3]))
+    assert (run / RACE_FILE).read_text() == before  # nothing recorded is lost or rewritten
+    fresh = {**plan, "delta": 500.0, "seeds": [7, 8]}
+    recs = json.loads(before)["records"] + [{"trial_id": t, "seed": s, "status": "ok", "synergy_vs_dense": 0.0}
+                                            for t in ("t2", "t1") for s in (7, 8)]  # fmt: skip
+    (run / RACE_FILE).write_text(json.dumps({"plan": plan, "records": recs}))
+    again = decide(run, dataclasses.replace(WIDE, delta=500.0, seeds=[7, 8]))  # a new race on fresh seeds
+    assert again.trained == 0 and json.loads((run / RACE_FILE).read_text())["plan"] == fresh
+
+
+def test_max_seeds_alone_fits_the_first_look_and_blames_the_flag_given(tmp_path: Path) -> None:
+    from searchvlm.decide import _settings
+
+    space = load_space(ROOT / "search_spaces" / "default.yaml")  # decision: first_seeds 5, max_seeds 10
+    got = _settings(space, DecideOptions(max_seeds=3), Path("default.yaml"))
+    assert (got.first_seeds, got.max_seeds, got.delta) == (3, 3, 0.035)
+    with pytest.raises(ConfigError, match=r"--first-seeds = 12.*max_seeds \(10\) must be >= first_seeds \(12\)"):
+        _settings(space, DecideOptions(first_seeds=12), Path("default.yaml"))

@@ -139,18 +139,12 @@ def policy_features(policy: ReductionPolicy, cost: float) -> np.ndarray:
 # --------------------------------------------------------------------------- the posterior
 
 
-def _posterior(x: np.ndarray, y: np.ndarray, xq: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """GP mean and SD at `xq` (m, d) from observations (n, d) -> (n,); flat below MIN_FIT."""
-    if len(y) < MIN_FIT:
-        mean = float(np.mean(y)) if len(y) else 0.0
-        return np.full(len(xq), mean), np.full(len(xq), PRIOR_SD)
+def _gp(kernel: Any, x: np.ndarray, y: np.ndarray, xq: np.ndarray, seed: int,
+        normalize: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-    d = x.shape[1]
-    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.ones(d), (1e-2, 1e2), nu=2.5) + WhiteKernel(0.1, (1e-6, 1e1))
-    gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2, random_state=seed)
+    gp = GaussianProcessRegressor(kernel, normalize_y=normalize, n_restarts_optimizer=2, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gp.fit(x, y)
@@ -158,17 +152,50 @@ def _posterior(x: np.ndarray, y: np.ndarray, xq: np.ndarray, seed: int) -> tuple
     return mu, np.maximum(sd, 1e-9)
 
 
+def _posterior(x: np.ndarray, y: np.ndarray, xq: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """GP mean and SD of the loss at `xq` (m, d) from observations (n, d) -> (n,) (anisotropic
+    Matern 5/2 and a noise term, fitted); flat below MIN_FIT."""
+    if len(y) < MIN_FIT:
+        mean = float(np.mean(y)) if len(y) else 0.0
+        return np.full(len(xq), mean), np.full(len(xq), PRIOR_SD)
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    d = x.shape[1]
+    kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(np.ones(d), (1e-2, 1e2), nu=2.5) + WhiteKernel(0.1, (1e-6, 1e1))
+    return _gp(kernel, x, y, xq, seed, normalize=True)
+
+
 def _feasible_probability(x: np.ndarray, violations: np.ndarray, xq: np.ndarray, seed: int) -> np.ndarray:
-    """P(every constraint holds) at `xq`: a posterior per constraint on its violation (<= 0 holds)."""
+    """P(every constraint holds) at `xq`: per constraint a GP on its violation (<= 0 holds),
+    fitted like the loss's once the observed values differ; while they are all alike, one
+    with prior mean 0 and a fixed unit length scale, so a policy far from every observed one
+    is as likely to hold as not and one near them is not (a kernel fitted to identical values
+    would call every policy alike)."""
     out = np.ones(len(xq))
-    if violations.size == 0 or len(violations) < MIN_FIT:
+    if violations.shape[1] == 0 or len(violations) < MIN_FIT:
         return out
     from scipy.stats import norm
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
     for j in range(violations.shape[1]):
-        mu, sd = _posterior(x, violations[:, j], xq, seed)
+        v = violations[:, j]
+        if np.ptp(v) > 0:  # some hold, some do not: fit the kernel, as for the loss
+            mu, sd = _posterior(x, v, xq, seed)
+        else:
+            scale = max(float(np.abs(v).max()), 1e-6) ** 2
+            kernel = ConstantKernel(scale, "fixed") * Matern(1.0, "fixed", nu=2.5) + WhiteKernel(1e-4 * scale, "fixed")
+            mu, sd = _gp(kernel, x, v, xq, seed, normalize=False)
         out *= norm.cdf(-mu / sd)
     return out
+
+
+def _violations(trials: Sequence[FrozenTrial]) -> np.ndarray:
+    """(n, c) constraint values of finished trials (`Trial.set_constraint`, <= 0 holds), one
+    column per constraint name; a value a trial lacks counts as holding (0)."""
+    names = sorted({k for t in trials for k in t.constraints})
+    if not names:
+        return np.empty((len(trials), 0))
+    return np.array([[float(t.constraints.get(k, 0.0)) for k in names] for t in trials])  # (n, c)
 
 
 # --------------------------------------------------------------------------- the sampler
@@ -221,8 +248,9 @@ class KnownCostSampler(BaseSampler):
             return None
         costs = np.array([c for _, _, c in pool])  # (m,)
         xq = np.stack([policy_features(p, c) for _, p, c in pool])  # (m, d)
-        score = self._scores(trials, costs, xq, number)
-        best = min(range(len(pool)), key=lambda i: (-score[i], costs[i], i))
+        score, feasible = self._scores(trials, costs, xq, number)
+        # ties (e.g. every EHVI 0 while no feasible trial is known): the likelier feasible, then the cheaper
+        best = min(range(len(pool)), key=lambda i: (-score[i], -feasible[i], costs[i], i))
         return pool[best][0]
 
     def _draw(self, number: int, seen: set[str]) -> list[tuple[dict[str, Any], ReductionPolicy, float]]:
@@ -240,18 +268,23 @@ class KnownCostSampler(BaseSampler):
                 pool.append((params, policy, float(self.cost(policy))))
         return pool
 
-    def _scores(self, trials: Sequence[FrozenTrial], costs: np.ndarray, xq: np.ndarray, number: int) -> np.ndarray:
+    def _scores(self, trials: Sequence[FrozenTrial], costs: np.ndarray, xq: np.ndarray,
+                number: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Each candidate's EHVI times its feasibility probability, and that probability."""
         done = [(t, p) for t in trials if t.state == TrialState.COMPLETE and t.values
                 for p in [self._policy(t)] if p is not None]  # fmt: skip
         obs_cost = np.array([t.values[self.cost_index] for t, _ in done])  # (n,)
         loss = np.array([self.sign * t.values[1 - self.cost_index] for t, _ in done])  # (n,)
         x = np.stack([policy_features(p, c) for (_, p), c in zip(done, obs_cost)]) if done else np.empty((0, 0))
-        viol = np.array([t.system_attrs.get("constraints") or [] for t, _ in done], dtype=float)
+        viol = _violations([t for t, _ in done])  # (n, c)
         feasible = (viol <= 0).all(axis=1) if viol.size else np.ones(len(done), dtype=bool)
         mu, sd = _posterior(x, loss, xq, self.seed + number)
         front = np.c_[obs_cost, loss][feasible] if done else np.empty((0, 2))
         ref = (1.0, self._ref_loss(done, loss, mu, sd))
-        return ehvi_known_cost(costs, mu, sd, front, ref) * _feasible_probability(x, viol, xq, self.seed + number)
+        feasible_p = _feasible_probability(x, viol, xq, self.seed + number)
+        if viol.size and len(done) >= MIN_FIT and not feasible.any():
+            return feasible_p, feasible_p  # no feasible policy seen yet: find one first
+        return ehvi_known_cost(costs, mu, sd, front, ref) * feasible_p, feasible_p
 
     def _ref_loss(self, done: list, loss: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> float:
         """The dense trial's loss when one finished; else the worst seen; else the prior's tail."""

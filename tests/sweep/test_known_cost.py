@@ -13,7 +13,7 @@ import yaml
 
 from helpers import ROOT
 from searchvlm.space import load_space
-from searchvlm.sweep._known_cost import PARAMS_ATTR, KnownCostSampler, SpaceCost, policy_features
+from searchvlm.sweep._known_cost import PARAMS_ATTR, KnownCostSampler, SpaceCost, _key, policy_features
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -24,8 +24,9 @@ def default_cost(tmp_path_factory: pytest.TempPathFactory):
     return space, SpaceCost(space, tmp_path_factory.mktemp("cache"))
 
 
-def _rounds(space, cost, n: int, seed: int = 0) -> list[dict]:
-    """n ask/tell rounds with a made-up synergy that falls with the FLOPs saved."""
+def _rounds(space, cost, n: int, seed: int = 0, violation=None) -> list[dict]:
+    """n ask/tell rounds with a made-up synergy that falls with the FLOPs saved (and, with
+    `violation(flops)`, one constraint set as the sweep sets it: `Trial.set_constraint`)."""
     sampler = KnownCostSampler(space, cost, seed=seed, candidates=128)
     study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
     rng = np.random.default_rng(seed)
@@ -35,6 +36,8 @@ def _rounds(space, cost, n: int, seed: int = 0) -> list[dict]:
         params = space.suggest(trial)
         policy = space.policy_from_params(params)
         flops = cost(policy)
+        if violation is not None:
+            trial.set_constraint("c0: und_acc >= 0.3", violation(flops))
         study.tell(trial, [flops, 0.1 - 0.3 * (1 - flops) + rng.normal(0, 0.02)])
         out.append({"params": params, "policy": policy, "flops": flops,
                     "chosen": json.loads(study.trials[-1].system_attrs[PARAMS_ATTR])})  # fmt: skip
@@ -44,13 +47,33 @@ def _rounds(space, cost, n: int, seed: int = 0) -> list[dict]:
 def test_twenty_rounds_on_the_default_space_give_valid_distinct_policies(default_cost) -> None:
     space, cost = default_cost
     rounds = _rounds(space, cost, 20)
-    keys = {r["policy"].model_copy(update={"name": None}).model_dump_json() for r in rounds}
-    assert len(keys) == 20  # no duplicates
+    keys = {_key(r["policy"]) for r in rounds}
+    assert len(keys) == 20  # no duplicates, even after canonicalising (a dense task's mode does not count)
     assert all(r["params"] == r["chosen"] for r in rounds)  # every parameter came from the whole dict chosen
     assert all(0 < r["flops"] < 1 for r in rounds)
     # before any fit the posterior is flat: the first proposal is the cheapest of its draw
     first = KnownCostSampler(space, cost, seed=0, candidates=128)._draw(0, set())
     assert rounds[0]["flops"] == pytest.approx(min(c for _, _, c in first))
+
+
+def test_infeasible_trials_steer_proposals_away(default_cost) -> None:
+    """Cheap policies break the constraint (violation > 0): once the sampler has seen that,
+    it proposes feasible ones, and infeasible trials are not on the front it improves."""
+    from searchvlm.sweep._known_cost import _violations
+
+    space, cost = default_cost
+    rounds = _rounds(space, cost, 14, seed=5, violation=lambda f: 0.5 if f < 0.8 else -0.1)
+    free = _rounds(space, cost, 14, seed=5)  # the same sampler without the constraint
+    held = [sum(r["flops"] >= 0.8 for r in rs[3:]) for rs in (rounds, free)]
+    # the first 3 are the cheapest draws (flat posterior, all breaking it); then it looks for
+    # feasible policies (seen here: 5 of 11 vs 0 of 11 without the constraint)
+    assert held[0] >= 4 and held[0] > held[1], [round(r["flops"], 3) for r in rounds]
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    trial = study.ask()
+    trial.set_constraint("b", -1.0)
+    trial.set_constraint("a", 2.0)
+    study.tell(trial, [0.5, 0.1])
+    assert _violations(study.trials).tolist() == [[2.0, -1.0]]  # one column per constraint, by name
 
 
 def test_deterministic_for_a_seed(default_cost) -> None:
