@@ -8,6 +8,7 @@ Driver side only; trial workers import `_trainable` alone (see the package docst
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -282,7 +283,18 @@ def _scheduler(space: SearchSpace) -> tune.schedulers.TrialScheduler | None:
         return None
     return MOASHA(space.metric_names, space.directions,
                   grace_steps=sch.grace_steps or space.training.eval_every,
-                  max_steps=space.max_steps(), reduction_factor=sch.reduction_factor)  # fmt: skip
+                  max_steps=space.max_steps(), reduction_factor=sch.reduction_factor,
+                  noise=_rung_noise(space))  # fmt: skip
+
+
+def _rung_noise(space: SearchSpace) -> dict[str, float]:
+    """What a rung cannot tell apart: 2 standard errors of the difference of two one-seed
+    synergies (2 * sqrt(2) * the space's `calibration.synergy_sd`, the seed SD at the scored
+    checkpoint; early rounds are noisier still, so this is a lower bound). Empty without it."""
+    c = space.calibration
+    if c is None or c.synergy_sd is None:
+        return {}
+    return {"synergy_gain": 2.0 * math.sqrt(2.0) * c.synergy_sd}
 
 
 def _summary(run_dir: Path, uri: str, wall: float, trial_s: float) -> SweepSummary:

@@ -84,9 +84,14 @@ class MOASHA(FIFOScheduler):
         max_steps: int,
         reduction_factor: float = 3.0,
         time_attr: str = "step",
+        noise: dict[str, float] | None = None,
     ) -> None:
+        """`noise`: per metric, a difference the rung cannot tell from noise (e.g. 2 standard
+        errors of a one-seed difference): a trial is stopped only if it would still rank out
+        with that much added in its favour."""
         super().__init__()
         self.metrics, self.modes, self.eta, self.time_attr = metrics, modes, reduction_factor, time_attr
+        self.benefit = np.array([(noise or {}).get(m, 0.0) for m in metrics])  # (m,) subtracted: minimise
         self.levels = rung_levels(grace_steps, reduction_factor, max_steps)
         self.rungs: dict[int, dict[str, np.ndarray]] = {lv: {} for lv in self.levels}
         self.stopped: set[str] = set()
@@ -105,10 +110,24 @@ class MOASHA(FIFOScheduler):
                 continue
             rung[trial_id] = vec
             ids = list(rung)
-            if not protected and not keeps(np.stack([rung[i] for i in ids]), ids.index(trial_id), self.eta):
+            if not protected and not self._keeps(trial_id, rung, ids):
                 self.stopped.add(trial_id)
                 return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+    def _keeps(self, trial_id: str, rung: dict[str, np.ndarray], ids: list[str]) -> bool:
+        """In the rung's top 1/η, or (with `noise`) on its front once the noise is given to it:
+        a trial that might be non-dominated is not stopped on a difference the rung cannot see."""
+        points = np.stack([rung[i] for i in ids])  # (n, m)
+        index = ids.index(trial_id)
+        if keeps(points, index, self.eta):
+            return True
+        if not self.benefit.any() or not np.isfinite(points[index]).all():
+            return False
+        doubt = points.copy()
+        doubt[index] = points[index] - self.benefit
+        finite = np.where(np.isfinite(doubt), doubt, np.finfo(float).max)
+        return int(moocore.pareto_rank(finite)[index]) == int(moocore.pareto_rank(finite).min())
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         if result.get("final") or self.time_attr not in result:

@@ -54,3 +54,19 @@ def test_on_trial_result_protects_preset_trials():
     worse = {"step": 10, "flops_ratio": 0.9, "synergy_gain": -0.195}
     assert s.on_trial_result(None, hmgen, worse) == "CONTINUE"
     assert s.on_trial_result(None, other, worse) == "STOP"
+
+
+def test_a_rung_does_not_stop_a_trial_on_a_difference_within_the_noise():
+    """With `noise` (what a rung cannot tell apart) a trial out of the top 1/eta is stopped only
+    if it would still be dominated with that much synergy added: HMGen-like at -0.195 against
+    +0.05 survives a noise of 0.28 (2 s.e. of a one-seed difference at SD 0.1), not one of 0.1."""
+
+    def rung(noise):
+        s = MOASHA(["flops_ratio", "synergy_gain"], ["min", "max"], grace_steps=10, max_steps=100,
+                   reduction_factor=3, noise=noise)  # fmt: skip
+        s.decide("a", 10, {"flops_ratio": 0.5, "synergy_gain": 0.05})
+        return s.decide("h", 10, {"flops_ratio": 0.9, "synergy_gain": -0.195})
+
+    assert rung(None) == "STOP"
+    assert rung({"synergy_gain": 0.1}) == "STOP"  # -0.095 is still dominated by (0.5, 0.05)
+    assert rung({"synergy_gain": 0.28}) == "CONTINUE"  # +0.085 would not be: not told apart
