@@ -126,3 +126,32 @@ def test_decision_replay_scores_both_rules_on_one_world():
     out = simulate(flops, "none", 40, 0)
     assert out["mean"]["wrong_choice"] > 0.5 and out["decide"]["wrong_choice"] <= 0.1
     assert sum(out["decide_verdicts"].values()) == 40
+
+
+def test_lean_step_yardstick_trains_and_compares_the_presets():
+    """benchmarks/lean_step.py: the lean decoder's loss starts near ln(V) and falls with its
+    steps; a run times the four presets against it with their exact FLOPs."""
+    import argparse
+    import math
+
+    import torch
+
+    from lean_step import LeanLM, run
+    from searchvlm.config import ModelConfig
+    from step_time import VOCAB, make_batches
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    model, batches = LeanLM(cfg, VOCAB.size), make_batches(4)
+    ids, _, labels = batches["generation"]
+    first = model(ids, labels).item()
+    assert first == pytest.approx(math.log(VOCAB.size), rel=0.15)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        opt.zero_grad()
+        model(ids, labels).backward()
+        opt.step()
+    assert model(ids, labels).item() < first - 0.5
+    out = run(argparse.Namespace(space=ROOT / "search_spaces" / "quick.yaml", image_tokens=16, reps=1, warmup=0))
+    assert [r["policy"] for r in out["rows"]] == ["dense", "fastv", "himix", "himix_hmgen"]
+    assert out["rows"][0]["flops_ratio"] == 1.0 and all(r["flops_ratio"] < 1 for r in out["rows"][1:])
