@@ -307,7 +307,8 @@ class _Sampler:
         return [float(self.records.ok(tid, s)["synergy_vs_dense"]) for s in want]  # type: ignore[index]
 
     def _train(self, tid: str, seeds: list[int]) -> None:
-        args = [(self.space.model_dump_json(), self.policies[tid], f"decide-{tid}", s, str(self.cache)) for s in seeds]
+        space_json = self.space.model_dump_json()
+        args = [(space_json, self.policies[tid], f"decide-{tid}", s, str(self.cache)) for s in seeds]
         if self.jobs > 1 and len(seeds) > 1:
             with ProcessPoolExecutor(min(self.jobs, len(seeds)), mp_context=get_context("spawn")) as pool:
                 futures = {pool.submit(_train_one, *a): a[3] for a in args}
@@ -335,7 +336,7 @@ class _Sampler:
 
 def _rows(run_dir: Path) -> list[TrialRow]:
     rows = read_trials(run_dir / TRIALS_FILE, strict=True)
-    if not any(r.get("status") == "ok" and is_valid(r) for r in rows):
+    if not any(is_valid(r) for r in rows):
         raise ConfigError(run_dir / TRIALS_FILE, "trials", len(rows),
                           "no trial finished ok with both objectives: nothing to decide between")  # fmt: skip
     return rows

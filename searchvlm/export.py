@@ -127,8 +127,9 @@ def _provenance(
 
 
 def _decided(run: Path, rows: list[dict[str, Any]], max_flops: float | None,
-             min_synergy: float | None) -> dict[str, Any]:  # fmt: skip
-    """The trial `searchvlm decide` accepted (decision.json), with the decision's numbers."""
+             min_synergy: float | None) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The trial `searchvlm decide` accepted (decision.json), and the decision's numbers for
+    the file's provenance."""
     if max_flops is not None or min_synergy is not None:
         raise ConfigError(COMMAND_LINE, "--rule", "decision", "takes the decided policy: give it without "
                           "--max-flops/--min-synergy")  # fmt: skip
@@ -138,18 +139,16 @@ def _decided(run: Path, rows: list[dict[str, Any]], max_flops: float | None,
         raise ConfigError(run / DECISION_FILE, "verdict", decision.get("verdict"),
                           f"no policy was accepted ({decision.get('line', '')}); nothing to export")  # fmt: skip
     row = find_trial(rows, str(accepted.get("trial_id")), run / TRIALS_FILE)
-    test = (decision.get("race") or {}).get("accepted") or {}
-    return {**row, "_decision": {"decision_lower_bound": test.get("lower"), "decision_seeds": test.get("seeds"),
-                                 "decision_mean_vs_dense": test.get("mean"), "decision_p": test.get("p"),
-                                 "decision_delta": (decision.get("race") or {}).get("delta"),
-                                 "decision_alpha": (decision.get("race") or {}).get("alpha"),
-                                 "decision_seed_list": ",".join(map(str, decision.get("seeds") or []))}}  # fmt: skip
+    race = decision.get("race") or {}
+    test = race.get("accepted") or {}
+    return row, {"decision_lower_bound": test.get("lower"), "decision_seeds": test.get("seeds"),
+                 "decision_mean_vs_dense": test.get("mean"), "decision_p": test.get("p"),
+                 "decision_delta": race.get("delta"), "decision_alpha": race.get("alpha"),
+                 "decision_seed_list": ",".join(map(str, decision.get("seeds") or []))}  # fmt: skip
 
 
 def _pick(rows: list[dict[str, Any]], rule: str, max_flops: float | None, min_synergy: float | None,
           trial: str | int | None, trials: Path) -> dict[str, Any]:  # fmt: skip
-    if trial is None and rule == "decision":
-        return _decided(trials.parent, rows, max_flops, min_synergy)
     if trial is None:
         return select(rows, rule, max_flops=max_flops, min_synergy=min_synergy, source=trials)
     if max_flops is not None or min_synergy is not None:
@@ -179,15 +178,10 @@ def build_policy_file(
     meta = read_meta(sweep_json)
     ranked = ranking_rows(rows)
     source = run / CONFIRMED_FILE if any(r.get("confirmed") for r in ranked) else trials
-    decided = trial is None and rule == "decision"
-    row = _pick(
-        rows if trial is not None or decided else ranked,
-        rule,
-        max_flops,
-        min_synergy,
-        trial,
-        trials if decided else source,
-    )
+    if trial is None and rule == "decision":  # the accepted trial, its own (search) numbers
+        row, decision = _decided(run, rows, max_flops, min_synergy)
+    else:
+        row, decision = _pick(ranked if trial is None else rows, rule, max_flops, min_synergy, trial, source), {}
     policy = _row_policy(row, trials)
     data = {
         "schema": POLICY_SCHEMA,
@@ -202,7 +196,7 @@ def build_policy_file(
             min_synergy,
             run / CONFIRMED_FILE if confirmed else None,
         )
-        | row.get("_decision", {}),
+        | decision,
     }
     return validate(PolicyFile, data, f"{trials} (trial {row.get('trial_id')})")
 

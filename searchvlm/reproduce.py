@@ -18,12 +18,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from searchvlm.config import TrialConfig
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.presets import PRESETS, REGISTRY, preset
+from searchvlm.search import DecisionSettings
 from searchvlm.trial_result import TrialResult
+
+if TYPE_CHECKING:
+    from searchvlm.space import SearchSpace
 
 # (row label, preset name) in the order of the study's Table 3: the preset registry's order
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
@@ -127,7 +131,7 @@ def _paired(result: TrialResult, dense: TrialResult, key: str) -> tuple[list[flo
 _VS_DENSE = {"und_gain": "und_gain_vs_dense", "gen_gain": "gen_gain_vs_dense", "synergy_gain": "synergy_vs_dense"}
 
 
-def _against_dense(rows: list[dict], results: dict[str, TrialResult], margin: Margin | None = None) -> None:
+def _against_dense(rows: list[dict], results: dict[str, TrialResult], margin: DecisionSettings | None = None) -> None:
     """Fill each row's paired differences against the dense row, Holm-corrected p, and with
     a `margin` each row's non-inferiority verdict (`noninferiority.row_verdicts`, as `confirm`'s)."""
     from scipy import stats
@@ -155,15 +159,8 @@ def _against_dense(rows: list[dict], results: dict[str, TrialResult], margin: Ma
         _verdicts(rows, synergy_diffs, margin)
 
 
-@dataclass(frozen=True)
-class Margin:
-    """The non-inferiority margin the rows are judged at (the space's `decision:`)."""
-
-    delta: float
-    alpha: float = ALPHA
-
-
-def _verdicts(rows: list[dict], diffs: dict[str, list[float]], margin: Margin) -> None:
+def _verdicts(rows: list[dict], diffs: dict[str, list[float]], margin: DecisionSettings) -> None:
+    """Each row's verdict at the space's `decision:` margin (delta, alpha)."""
     from searchvlm.noninferiority import row_verdicts
 
     flops = {r["preset"]: r.get("flops_ratio") or float("nan") for r in rows}
@@ -206,7 +203,7 @@ def reproduce(
     presets: list[str] | None = None,
     on_result: Callable[[str, TrialResult], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-    margin: Margin | None = None,
+    margin: DecisionSettings | None = None,
 ) -> Table3:
     """Run the literature presets on `base` (its model, data, training, seeds) and write
     `table3.md` and `table3.csv` into `out_dir` (with `margin`, each row's verdict against
@@ -262,8 +259,11 @@ def reproduce_config(
     unknown `presets` are a ConfigError."""
     from searchvlm.space import load_space
 
+    return _base_config(load_space(space_file, request.overrides), request, runs_dir)
+
+
+def _base_config(space: SearchSpace, request: ReproduceRequest, runs_dir: str | Path) -> TrialConfig:
     presets, seeds = request.presets, request.seeds
-    space = load_space(space_file, request.overrides)
     unknown = [p for p in presets or [] if p not in PRESETS]
     if unknown:
         raise ConfigError(COMMAND_LINE, "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
@@ -288,13 +288,12 @@ def run_reproduce(
     from searchvlm.space import load_space
     from searchvlm.tracking import default_uri, log_table
 
-    base = reproduce_config(space_file, request, runs_dir)
-    decision = load_space(space_file, request.overrides).decision
-    margin = Margin(decision.delta, decision.alpha) if decision else None
+    space = load_space(space_file, request.overrides)  # once: the base config and the margin
+    base = _base_config(space, request, runs_dir)
     presets = request.presets
     name = f"reproduce-{Path(space_file).stem}"
     table = reproduce(base, Path(out_dir) if out_dir else Path(runs_dir) / name,
-                      list(presets) if presets else None, on_result, progress, margin)  # fmt: skip
+                      list(presets) if presets else None, on_result, progress, space.decision)  # fmt: skip
     log_table(tracking_uri or default_uri(runs_dir), runs_dir, name, [table.files["md"], table.files["csv"]],
               table.rows)  # fmt: skip
     return table

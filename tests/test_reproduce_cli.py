@@ -109,7 +109,8 @@ def test_rows_get_the_decision_verdict_at_the_margin() -> None:
     alpha / m (m tested rows), the same rule `confirm` labels its rows with."""
     from scipy import stats
 
-    from searchvlm.reproduce import Margin, _against_dense
+    from searchvlm.reproduce import _against_dense
+    from searchvlm.search import DecisionSettings
     from searchvlm.trial_result import TrialResult
 
     def result(synergies: list[float]) -> TrialResult:
@@ -122,7 +123,7 @@ def test_rows_get_the_decision_verdict_at_the_margin() -> None:
                "tied": result([d - 0.2 + 0.01 * i for i, d in enumerate(dense)]),
                "hmgen": result([d + e for d, e in zip(dense, [0.05, -0.09, 0.04, -0.08, 0.03])])}  # fmt: skip
     rows = [{"preset": name, "flops_ratio": 0.5} for name in results]
-    _against_dense(rows, results, Margin(delta=0.035, alpha=0.05))
+    _against_dense(rows, results, DecisionSettings(delta=0.035, alpha=0.05))
     got = {r["preset"]: r.get("verdict") for r in rows}
     assert got == {"dense": None, "fastv": "non-inferior", "tied": "inferior", "hmgen": "undecided"}
     fastv = next(r for r in rows if r["preset"] == "fastv")

@@ -242,13 +242,14 @@ class KnownCostSampler(BaseSampler):
 
     def propose(self, trials: Sequence[FrozenTrial], number: int) -> dict[str, Any] | None:
         """The next whole parameter dict (None when every draw repeats a trial)."""
-        seen = {_key(p) for p in (self._policy(t) for t in trials) if p is not None}
-        pool = self._draw(number, seen)
+        decoded = [(t, p) for t in trials for p in [self._policy(t)] if p is not None]  # each trial decoded once
+        pool = self._draw(number, {_key(p) for _, p in decoded})
         if not pool:
             return None
         costs = np.array([c for _, _, c in pool])  # (m,)
         xq = np.stack([policy_features(p, c) for _, p, c in pool])  # (m, d)
-        score, feasible = self._scores(trials, costs, xq, number)
+        done = [(t, p) for t, p in decoded if t.state == TrialState.COMPLETE and t.values]
+        score, feasible = self._scores(done, costs, xq, number)
         # ties (e.g. every EHVI 0 while no feasible trial is known): the likelier feasible, then the cheaper
         best = min(range(len(pool)), key=lambda i: (-score[i], -feasible[i], costs[i], i))
         return pool[best][0]
@@ -268,22 +269,21 @@ class KnownCostSampler(BaseSampler):
                 pool.append((params, policy, float(self.cost(policy))))
         return pool
 
-    def _scores(self, trials: Sequence[FrozenTrial], costs: np.ndarray, xq: np.ndarray,
+    def _scores(self, done: list[tuple[FrozenTrial, ReductionPolicy]], costs: np.ndarray, xq: np.ndarray,
                 number: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """Each candidate's EHVI times its feasibility probability, and that probability."""
-        done = [(t, p) for t in trials if t.state == TrialState.COMPLETE and t.values
-                for p in [self._policy(t)] if p is not None]  # fmt: skip
+        """Each candidate's EHVI times its feasibility probability, and that probability
+        (`done`: the completed trials and their policies)."""
         obs_cost = np.array([t.values[self.cost_index] for t, _ in done])  # (n,)
         loss = np.array([self.sign * t.values[1 - self.cost_index] for t, _ in done])  # (n,)
         x = np.stack([policy_features(p, c) for (_, p), c in zip(done, obs_cost)]) if done else np.empty((0, 0))
         viol = _violations([t for t, _ in done])  # (n, c)
         feasible = (viol <= 0).all(axis=1) if viol.size else np.ones(len(done), dtype=bool)
-        mu, sd = _posterior(x, loss, xq, self.seed + number)
-        front = np.c_[obs_cost, loss][feasible] if done else np.empty((0, 2))
-        ref = (1.0, self._ref_loss(done, loss, mu, sd))
         feasible_p = _feasible_probability(x, viol, xq, self.seed + number)
         if viol.size and len(done) >= MIN_FIT and not feasible.any():
             return feasible_p, feasible_p  # no feasible policy seen yet: find one first
+        mu, sd = _posterior(x, loss, xq, self.seed + number)
+        front = np.c_[obs_cost, loss][feasible] if done else np.empty((0, 2))
+        ref = (1.0, self._ref_loss(done, loss, mu, sd))
         return ehvi_known_cost(costs, mu, sd, front, ref) * feasible_p, feasible_p
 
     def _ref_loss(self, done: list, loss: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> float:

@@ -126,8 +126,8 @@ class MOASHA(FIFOScheduler):
             return False
         doubt = points.copy()
         doubt[index] = points[index] - self.benefit
-        finite = np.where(np.isfinite(doubt), doubt, np.finfo(float).max)
-        return int(moocore.pareto_rank(finite)[index]) == int(moocore.pareto_rank(finite).min())
+        ranks = moocore.pareto_rank(np.where(np.isfinite(doubt), doubt, np.finfo(float).max))  # (n,)
+        return int(ranks[index]) == int(ranks.min())
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         if result.get("final") or self.time_attr not in result:
