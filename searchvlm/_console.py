@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from searchvlm.trial_result import gen_gain_text
+
 #: width a table is measured at off a terminal (wider than any table we print)
 _UNBOUNDED = 100_000
 
@@ -58,7 +60,7 @@ def result_table(result, gen_metric: str = "nll") -> Table:
         table.add_column(col, justify="right", no_wrap=True)
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
-    gain = lambda metric: fmt(result.gen_gain) if metric == gen_metric else ""  # noqa: E731
+    gain = lambda metric: gen_gain_text(result, ".4f") if metric == gen_metric else ""  # noqa: E731
     table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), gain("nll"))
     if result.gen_caption_acc is not None:
         table.add_row("generation caption accuracy", fmt(result.gen_caption_acc), fmt(result.gen_caption_acc_iso),

@@ -143,7 +143,7 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     ctx = _Context(config, data, model_cfg, device, progress)
     refs = {s: _references(ctx, policy, s) for s in config.seeds}
     if _is_dense_reference(config, model_cfg, policy):
-        return _from_dense_reference(config, refs, flops.ratio, policy, report, tracker)
+        return _from_dense_reference(config, refs, flops.ratio, policy, report, tracker, caption_chance(data))
     runs = [Run(RunSpec(model_cfg, policy, config.training, TASKS, s), data, device) for s in config.seeds]
     records = [RunRecord(TASKS, s) for s in config.seeds]
     kept: list[dict[str, tuple[int, dict]]] = [{} for _ in runs]  # per run: metric -> (step, state)
@@ -168,7 +168,13 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         for run, record in zip(runs, records):
             record.fidelity = _fidelity(run, data, run.spec.seed, config)
     done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy)
-    return _final(config, records, refs, done)
+    return _final(config, records, refs, done, caption_chance(data))
+
+
+def caption_chance(data: UnifiedData) -> float | None:
+    """Caption accuracy at chance: 1 / (1 + swapped captions per image); None without swaps."""
+    swaps = data.split("val", "generation").swaps
+    return None if swaps is None else 1.0 / (1 + int(swaps.shape[1]))
 
 
 def _is_dense_reference(config: TrialConfig, model_cfg: ModelConfig, policy: ReductionPolicy) -> bool:
@@ -183,7 +189,7 @@ def _is_dense_reference(config: TrialConfig, model_cfg: ModelConfig, policy: Red
 
 
 def _from_dense_reference(config: TrialConfig, refs: Refs, flops_ratio: float, policy: ReductionPolicy,
-                          report: Report | None, tracker: _Tracker) -> TrialResult:  # fmt: skip
+                          report: Report | None, tracker: _Tracker, chance: float | None) -> TrialResult:  # fmt: skip
     """A dense trial's result from its cached dense joint runs (scored at every round on
     validation and test): the same numbers a training would give, its rounds reported as a
     trained trial reports them, `train_seconds` 0."""
@@ -193,7 +199,7 @@ def _from_dense_reference(config: TrialConfig, refs: Refs, flops_ratio: float, p
         if report:
             report(step, _intermediate(records, refs, step, flops_ratio, config))
     done = TrialResult(flops_ratio=flops_ratio, train_seconds=0.0, steps_done=config.training.steps, policy=policy)
-    return _final(config, records, refs, done)
+    return _final(config, records, refs, done, chance)
 
 
 def _keep_picks(run: Run, record: RunRecord, states: dict, step: int, at: str) -> None:
@@ -373,9 +379,11 @@ def _gains(
     return row, seed_gains(u.value, ui.value, gj, gi_value, how, HIGHER_IS_BETTER[metric])
 
 
-def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: TrialResult) -> TrialResult:
+def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: TrialResult,
+           chance: float | None = None) -> TrialResult:  # fmt: skip
     """The trial's result: per-seed gains of `records` against `refs`, aggregated into
-    `done` (which carries the FLOPs ratio, seconds, steps and policy)."""
+    `done` (which carries the FLOPs ratio, seconds, steps and policy). `chance`: caption
+    accuracy at chance, which flags a g_G on caption accuracy over a below-chance baseline."""
     per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
     metric = GEN_METRICS[config.synergy.gen_metric]
     for record in records:
@@ -387,6 +395,8 @@ def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: Tria
             "und_gain": gains.und_gain, "gen_gain": gains.gen_gain, "synergy_gain": gains.synergy_gain,
             "baseline_cached": {t: base[t].cached for t in TASKS},
         })  # fmt: skip
+        if metric == "gen_caption_acc" and chance is not None:
+            row["gen_gain_below_chance"] = float(row["gen_caption_acc_iso"] < chance)
         if "dense" in base:
             _, dense = _gains(base["dense"], base, at, how, metric)
             row.update({

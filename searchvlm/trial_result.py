@@ -7,6 +7,8 @@ trials.csv column, an exported policy's objective, a searchable metric or a per-
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -113,6 +115,12 @@ class TrialResult(_Strict):
     gen_fidelity_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_fidelity")
     gen_caption_acc_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_acc")
     gen_caption_nats_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_nats")
+    gen_gain_below_chance: SeedMean = Field(
+        None,
+        description="share of seeds whose g_G is a relative gain over an isolated score below chance "
+        "(synergy.gen_metric caption_acc: the isolated caption accuracy under 1 / (1 + swapped captions per "
+        "image)); such a ratio means nothing and is printed as 'below chance'. None for the other gen metrics",
+    )
     seeds: list[int] = Field(default_factory=list, description="the paired seeds trained")
     per_seed: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -144,3 +152,14 @@ ROUND_METRICS: tuple[str, ...] = _reached("per_round")
 SEED_MEANS: tuple[str, ...] = _reached("seed_mean")
 #: the per-seed values whose standard error over seeds is kept (as `<name>_stderr`)
 SEED_STDERRS: tuple[str, ...] = tuple(n.removesuffix("_stderr") for n in REACHED_METRICS if n.endswith("_stderr"))
+
+
+def gen_gain_text(row: Any, spec: str = "+.4f", missing: str = "-") -> str:
+    """g_G as display text: 'below chance' when a seed's isolated score is below chance
+    (`gen_gain_below_chance` > 0), else the number in `spec`; `row` is a TrialResult or a
+    trials-table row."""
+    get = row.get if isinstance(row, Mapping) else lambda k: getattr(row, k, None)
+    if (get("gen_gain_below_chance") or 0) > 0:
+        return "below chance"
+    value = get("gen_gain")
+    return missing if value is None or not math.isfinite(float(value)) else format(float(value), spec)

@@ -65,10 +65,27 @@ def test_trained_model_scores_caption_accuracy_every_round(tmp_path: Path) -> No
     expected = relative_gain(seed["gen_caption_acc"], seed["gen_caption_acc_iso"], higher_is_better=True)
     assert seed["gen_gain"] == pytest.approx(expected)
     assert result.synergy_gain == pytest.approx(min(result.und_gain, result.gen_gain))
+    # 10 swapped captions per image: chance is 1/11; a ratio over a below-chance baseline is flagged
+    assert seed["gen_gain_below_chance"] == float(seed["gen_caption_acc_iso"] < 1 / 11)
+    assert result.gen_gain_below_chance == seed["gen_gain_below_chance"]
     # the NLL is still reported beside it, and the default reads the NLL
     nll = run_trial(_config(tmp_path)).per_seed[0]
     assert nll["gen_nll"] == pytest.approx(seed["gen_nll"])
     assert nll["gen_gain"] == pytest.approx(relative_gain(nll["gen_nll"], nll["gen_nll_iso"], higher_is_better=False))
+    assert "gen_gain_below_chance" not in nll  # an NLL ratio has no chance level
+
+
+@pytest.mark.parametrize("share, text", [(0.0, "+1.9000"), (0.2, "below chance"), (None, "+1.9000")])
+def test_a_gain_over_a_below_chance_baseline_prints_as_below_chance(share: float | None, text: str) -> None:
+    from searchvlm.sweep._progress import _objectives
+    from searchvlm.trial_result import TrialResult, gen_gain_text
+
+    row = {"status": "ok", "flops_ratio": 0.5, "synergy_gain": 0.1, "und_gain": 0.1, "gen_gain": 1.9,
+           "gen_gain_below_chance": share}  # fmt: skip
+    assert gen_gain_text(row) == text
+    assert _objectives(row).endswith(f"gen_gain {text}")
+    assert gen_gain_text(TrialResult(gen_gain=1.9, gen_gain_below_chance=share)) == text
+    assert gen_gain_text({"gen_gain": None}) == "-"
 
 
 def test_fidelity_as_gen_metric_needs_fidelity_scoring() -> None:

@@ -129,7 +129,8 @@ def test_result_columns_as_pinned() -> None:
         "synergy_gain_stderr", "und_gain", "und_gain_stderr", "gen_gain", "gen_gain_stderr", "synergy_vs_dense",
         "synergy_vs_dense_stderr", "und_gain_vs_dense", "gen_gain_vs_dense", "und_acc", "und_acc_test_se",
         "gen_nll", "gen_nll_test_se", "gen_fidelity", "gen_caption_acc", "gen_caption_nats", "und_acc_iso",
-        "gen_nll_iso", "gen_fidelity_iso", "gen_caption_acc_iso", "gen_caption_nats_iso", "train_seconds",
+        "gen_nll_iso", "gen_fidelity_iso", "gen_caption_acc_iso", "gen_caption_nats_iso", "gen_gain_below_chance",
+        "train_seconds",
         "steps_done", "seeds", "synergy_per_seed", "policy_json", "params_json", "start_time", "end_time",
         "node", "gpu_ids", "device",
     )  # fmt: skip
@@ -141,5 +142,6 @@ def test_result_columns_as_pinned() -> None:
     assert set(SEED_MEANS) == {"synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense", "und_gain_vs_dense",
                                "gen_gain_vs_dense", "und_acc", "und_acc_test_se", "gen_nll", "gen_nll_test_se",
                                "und_acc_iso", "gen_nll_iso", "gen_fidelity", "gen_fidelity_iso", "gen_caption_acc",
-                               "gen_caption_nats", "gen_caption_acc_iso", "gen_caption_nats_iso"}  # fmt: skip
+                               "gen_caption_nats", "gen_caption_acc_iso", "gen_caption_nats_iso",
+                               "gen_gain_below_chance"}  # fmt: skip
     assert SEED_STDERRS == ("synergy_gain", "und_gain", "gen_gain", "synergy_vs_dense")

@@ -20,6 +20,7 @@ from searchvlm.pareto import is_valid, knee
 from searchvlm.report._canvas import new_axes, plotly_js, save, slug
 from searchvlm.report._summary import Sweep, Volume, confirmed_seeds, fmt, one_seed, policy_summary
 from searchvlm.results import TrialRow
+from searchvlm.trial_result import gen_gain_text
 
 __all__ = ["FrontInfo", "Points", "front_html", "front_info", "front_png"]
 
@@ -81,7 +82,7 @@ def _hover(r: TrialRow, failed: bool) -> list[str]:
     error = f"{r.status}: {str(r.get('error') or '')[:120]}"
     third = error if failed else fmt(r.get("synergy_gain_stderr"), ".4f")
     return [r.trial_id, str(r.get("number", "?")), r.preset or "no preset", third,
-            fmt(r.get("und_gain"), "+.4f"), fmt(r.get("gen_gain"), "+.4f"), fmt(r.get("und_acc"), ".4f"),
+            fmt(r.get("und_gain"), "+.4f"), gen_gain_text(r, missing="–"), fmt(r.get("und_acc"), ".4f"),
             fmt(r.get("gen_nll"), ".4f"), policy_summary(r)]  # fmt: skip
 
 

@@ -40,6 +40,7 @@ from searchvlm.results import (
     resolve_run_dir,
     with_confirmed,
 )
+from searchvlm.trial_result import gen_gain_text
 
 #: `hypervolume(rows, ref)`: the volume and the reference point it was computed against
 Volume = tuple[float, tuple[float, float]]
@@ -197,7 +198,7 @@ def front_cells(fr: Sequence[Row], tie: dict[str, list[str]]) -> list[dict[str, 
             "seeds": f"{len(r.seeds)}{' confirmed' if r.confirmed else ''}",
             "ties": _numbers_of(tie.get(r.trial_id, []), rows),
             "und gain": fmt(r.get("und_gain"), "+.4f"),
-            "gen gain": fmt(r.get("gen_gain"), "+.4f"),
+            "gen gain": gen_gain_text(r, missing="–"),
             "knee": "*" if r.trial_id == knee_id else "",
             "policy": policy_summary(r),
         }

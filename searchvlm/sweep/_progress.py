@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from searchvlm.pareto import front
+from searchvlm.trial_result import gen_gain_text
 
 Row = dict[str, Any]
 
@@ -53,9 +54,14 @@ def clock(seconds: float | None) -> str:
 def _objectives(row: Row) -> str:
     if row.get("status") != "ok":
         return f"{row.get('status')}: {str(row.get('error') or '')[:200]}".rstrip(": ")
+
+    def text(k: str) -> str:
+        if k == "gen_gain":
+            return gen_gain_text(row)  # 'below chance' over a below-chance isolated score
+        return format(float(row[k]), ".4f" if k == "flops_ratio" else "+.4f")
+
     keys = ("flops_ratio", "synergy_gain", "und_gain", "gen_gain")
-    return "ok: " + ", ".join(f"{k} {float(row[k]):+.4f}" if k != "flops_ratio" else f"{k} {float(row[k]):.4f}"
-                              for k in keys if row.get(k) is not None)  # fmt: skip
+    return "ok: " + ", ".join(f"{k} {text(k)}" for k in keys if row.get(k) is not None)
 
 
 class LiveView:
