@@ -1,5 +1,5 @@
 # One command sets up and runs the main job, one sets up and runs the tests.
-#   make sweep   -> venv + install + a small real sweep (search_spaces/quick.yaml)
+#   make sweep   -> venv + install + a small real sweep of default.yaml and its decision
 #   make test    -> venv + install + lint (ruff check) + the test suite
 PY ?= python3.11
 VENV ?= .venv
@@ -30,8 +30,14 @@ browser:  # Debian's chromium for the HTML-front browser test (root only; skippe
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; } || true
 
+# the main job: a small sweep of the two-sided proxy (default.yaml; seed 0; two presets and one
+# sampled policy besides dense), then `decide` races the cheapest of its front against dense on
+# three fresh seeds. It ends with the verdict line (accepted / none qualifies / undetermined with
+# the seeds a decision needs) and where decision.json is. Run again, it resumes both (nothing retrained).
+MAIN_SWEEP := --name main --samples 4 --set 'seeds=[0]' --set 'presets=[dense, himix_hmgen_partial, himix]'
 sweep: setup
-	$(BIN)/searchvlm sweep search_spaces/quick.yaml --name quick
+	$(BIN)/searchvlm sweep search_spaces/default.yaml $(MAIN_SWEEP) $$(test -d runs/main && echo --resume)
+	$(BIN)/searchvlm decide main --shortlist 1 --first-seeds 3 --max-seeds 3 --jobs 2
 
 lint: setup  # ruff: lint rules and the formatter (pyproject [tool.ruff]); `ruff format .` fixes the latter
 	$(BIN)/ruff check .
