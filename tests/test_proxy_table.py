@@ -40,9 +40,9 @@ def test_anova_equals_a_least_squares_model_comparison(effect: float) -> None:
 
 def test_partial_table_counts_complete_rows_only() -> None:
     def row(seeds: list[int], y: float) -> dict:
-        return {"seeds": [{"seed": s, "status": "ok", "synergy_gain": y + 0.01 * s,
-                           "synergy_vs_dense": y * (1 + s) ** 2, "curve": [[75, y, 0, 0, 0, 0], [150, y + s, 0, 0, 0, 0]], "machine": "cpu"}
-                          for s in seeds]}  # fmt: skip
+        curve = lambda s: [[75, y, 0, 0, 0, 0], [150, y + s, 0, 0, 0, 0]]  # noqa: E731
+        return {"seeds": [{"seed": s, "status": "ok", "synergy_gain": y + 0.01 * s, "machine": "cpu",
+                           "synergy_vs_dense": y * (1 + s) ** 2, "curve": curve(s)} for s in seeds]}  # fmt: skip
 
     table = {"seeds": [0, 1, 2], "curve_columns": ["step", "synergy_gain", "a", "b", "c", "d"],
              "rows": [row([0, 1, 2], 0.1), row([0, 1], 0.2), row([0, 1, 2], 0.3), row([0, 1, 2], 0.0)]}  # fmt: skip
