@@ -94,9 +94,13 @@ def _fastv_clip(num_layers: int) -> str | None:
     return None if k == 2 else f"K=2 clipped to K={k} (K must be below the depth)"
 
 
+def _pyramid_boundaries(num_layers: int) -> int:
+    return len(set(PyramidSchedule(ratio=0.5).ratios(num_layers))) - 1  # one new ratio per boundary
+
+
 def _pyramid_clip(num_layers: int) -> str | None:
-    n = len(set(PyramidSchedule(ratio=0.5).ratios(num_layers))) - 1  # one new ratio per boundary
-    return None if n == 3 else f"{n} stage boundaries, not 3 (L/4, L/2 and 3L/4 coincide or reach L)"
+    n = _pyramid_boundaries(num_layers)
+    return None if n == 3 else f"{n} of 3 stage boundaries (L/4, L/2 and 3L/4 coincide or reach L)"
 
 
 def _hmgen(num_layers: int, k: int) -> tuple[TaskSpec, list[int]]:
@@ -145,6 +149,8 @@ def _pyramiddrop(num_layers: int) -> Specs:
     λ=0.5 of the remaining image tokens, ranked by the last prompt token's attention
     computed with the boundary layer's own norm/q/k/rotary ("pdrop" selector). The
     reference renumbers positions after a drop; we keep the original ones, as FastV does."""
+    if not _pyramid_boundaries(num_layers):
+        raise ValueError("PyramidDrop needs at least 2 layers (a stage boundary below the last layer)")
     und = TaskSpec(schedule=PyramidSchedule(ratio=0.5), mode="drop", selector="pdrop")
     return und, _FULL, Sharing()
 

@@ -119,7 +119,7 @@ def test_clipping_is_said_for_every_preset_that_clips() -> None:
         "himix_hmgen_partial": "K=3 clipped to K=1 (3 shallow layers alternating with full ones need 7 layers)",
     }
     assert clipping("fastv", 2) == "K=2 clipped to K=1 (K must be below the depth)"
-    assert clipping("pyramiddrop", 3) == "2 stage boundaries, not 3 (L/4, L/2 and 3L/4 coincide or reach L)"
+    assert clipping("pyramiddrop", 3) == "2 of 3 stage boundaries (L/4, L/2 and 3L/4 coincide or reach L)"
     assert not any(clipping(n, 12) for n in PRESETS)
 
 
@@ -128,6 +128,9 @@ def test_a_depth_without_room_for_a_shallow_layer_is_refused() -> None:
         with pytest.raises(ValueError, match="HMGen needs at least 3 layers .*; the model has 2"):
             preset(name, 2)
     assert preset("hmgen", 3).generation.keep == [1, 0, 1]
+    with pytest.raises(ValueError, match="PyramidDrop needs at least 2 layers"):
+        preset("pyramiddrop", 1)
+    assert preset("pyramiddrop", 2).understanding.keep == [1, 0.5]
     with pytest.raises(ConfigError, match="--layers = 2: preset 'hmgen' does not fit this depth: HMGen needs"):
         compile_presets(2)
 
