@@ -76,14 +76,24 @@ def result_table(result, gen_metric: str = "nll") -> Table:
 
 
 def presets_table(compiled: dict, layers: int) -> Table:
-    """`presets`: each named policy compiled for `layers` layers (mode/selector, keep ratios, sharing)."""
+    """`presets`: each named policy compiled for `layers` layers (mode/selector, keep ratios,
+    sharing and the layers it splits)."""
     table = Table(title=f"presets ({layers} layers)")
     for col in ("name", "understanding", "generation", "sharing"):
         table.add_column(col)
     for name, p in compiled.items():
         keep = lambda tp: f"{tp.mode}/{tp.selector} " + " ".join(f"{k:.2g}" for k in tp.keep)  # noqa: E731
-        table.add_row(name, keep(p.understanding), keep(p.generation), f"qkv={p.sharing.qkv} mlp={p.sharing.mlp}")
+        table.add_row(name, keep(p.understanding), keep(p.generation), _sharing_cell(p.sharing))
     return table
+
+
+def _sharing_cell(sharing) -> str:
+    """`qkv=modality mlp=shared`, then the layers a split applies to where it is not all of them."""
+    cell = f"qkv={sharing.qkv} mlp={sharing.mlp}"
+    split = sharing.qkv != "shared" or sharing.mlp != "shared"
+    if split and sharing.scope is not None:
+        cell += " in layers " + ",".join(map(str, sharing.scope))
+    return cell
 
 
 def cells_table(title: str, cells: list[dict]) -> Table:

@@ -121,14 +121,18 @@ def presets(
     layers: int = typer.Option(8, help="model depth the presets are compiled for"),
     as_json: bool = typer.Option(False, "--json", help="print the compiled presets as JSON"),
 ) -> None:
-    """List the named literature policies with their per-layer keep ratios."""
-    from searchvlm.presets import compile_presets
+    """List the named literature policies with their per-layer keep ratios and sharing, and
+    the presets whose paper depth parameters are clipped at this depth."""
+    from searchvlm.presets import clipping, compile_presets
 
     compiled = compile_presets(layers)
     if as_json:
         print_json({name: p.model_dump(mode="json") for name, p in compiled.items()})
         return
     print_table(out, presets_table(compiled, layers))
+    for name in compiled:
+        if note := clipping(name, layers):
+            out.print(f"{name} on {layers} layers: {note}", highlight=False)
 
 
 @app.command()

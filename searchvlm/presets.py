@@ -31,11 +31,13 @@ Specs = tuple[TaskSpec, TaskSpec | Tied, Sharing]
 
 @dataclass(frozen=True)
 class Preset:
-    """A named policy: its row label in `reproduce`'s table and its builder."""
+    """A named policy: its row label in `reproduce`'s table, its builder, and `clip`, which says
+    how the paper's depth parameters are clipped at a depth (None where they fit as published)."""
 
     name: str
     label: str
     build: Callable[[int], Specs]
+    clip: Callable[[int], str | None]
 
     @property
     def rule(self) -> str:
@@ -49,9 +51,15 @@ class Preset:
 REGISTRY: dict[str, Preset] = {}
 
 
-def _preset(name: str, label: str) -> Callable[[Callable[[int], Specs]], Callable[[int], Specs]]:
+def _as_published(num_layers: int) -> str | None:
+    return None
+
+
+def _preset(
+    name: str, label: str, clip: Callable[[int], str | None] = _as_published
+) -> Callable[[Callable[[int], Specs]], Callable[[int], Specs]]:
     def register(build: Callable[[int], Specs]) -> Callable[[int], Specs]:
-        REGISTRY[name] = Preset(name, label, build)
+        REGISTRY[name] = Preset(name, label, build, clip)
         return build
 
     return register
@@ -62,6 +70,12 @@ def preset(name: str, num_layers: int) -> ReductionPolicy:
     if name not in REGISTRY:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(REGISTRY)}")
     return REGISTRY[name].policy(num_layers)
+
+
+def clipping(name: str, num_layers: int) -> str | None:
+    """How preset `name` departs from the paper's depth parameters on `num_layers` layers
+    (e.g. HMGen's K clipped), or None where it is built as published."""
+    return REGISTRY[name].clip(num_layers)
 
 
 # --------------------------------------------------------------------------- the presets
@@ -75,11 +89,42 @@ def _fastv_start(num_layers: int) -> int:
     return max(1, min(num_layers - 1, 2))
 
 
-def _hmgen(num_layers: int, k: int) -> tuple[TaskSpec, Sharing]:
-    shallow = set(shallow_layers(num_layers, k))
-    full_layers = [i for i in range(num_layers) if i not in shallow]
+def _fastv_clip(num_layers: int) -> str | None:
+    k = _fastv_start(num_layers)
+    return None if k == 2 else f"K=2 clipped to K={k} (K must be below the depth)"
+
+
+def _pyramid_boundaries(num_layers: int) -> int:
+    return len(set(PyramidSchedule(ratio=0.5).ratios(num_layers))) - 1  # one new ratio per boundary
+
+
+def _pyramid_clip(num_layers: int) -> str | None:
+    n = _pyramid_boundaries(num_layers)
+    return None if n == 3 else f"{n} of 3 stage boundaries (L/4, L/2 and 3L/4 coincide or reach L)"
+
+
+def _hmgen(num_layers: int, k: int) -> tuple[TaskSpec, list[int]]:
+    """HMGen's generation spec and its full layers (where image and text tokens get their own
+    q/k/v projections). K shallow layers alternating with full layers, the first and last layer
+    full, need 2K+1 layers: K is clipped to (L-1)//2 (`_hmgen_clip` says so); a depth with no
+    room for one shallow layer (L < 3) is refused, as nothing of HMGen would be left."""
+    shallow = shallow_layers(num_layers, k)
+    if not shallow:
+        raise ValueError(
+            f"HMGen needs at least 3 layers (a shallow layer between full first and last layers); "
+            f"the model has {num_layers}"
+        )
     spec = TaskSpec(schedule=ShallowSchedule(k=k), mode="skip", selector="stride")
-    return spec, Sharing(qkv="modality", scope=full_layers)
+    return spec, [i for i in range(num_layers) if i not in shallow]
+
+
+def _hmgen_clip(k: int) -> Callable[[int], str | None]:
+    def clip(num_layers: int) -> str | None:
+        got = len(shallow_layers(num_layers, k))
+        why = f"{k} shallow layers alternating with full ones need {2 * k + 1} layers"
+        return None if got == k else f"K={k} clipped to K={got} ({why})"
+
+    return clip
 
 
 @_preset("dense", "Unified (dense)")
@@ -88,7 +133,7 @@ def _dense(num_layers: int) -> Specs:
     return _FULL, _FULL, Sharing()
 
 
-@_preset("fastv", "FastV (understanding)")
+@_preset("fastv", "FastV (understanding)", _fastv_clip)
 def _fastv(num_layers: int) -> Specs:
     """FastV (Chen et al., 2024): full layers before K=2, then drop R=50% of the image tokens
     for the rest of the stack, ranked by the attention the last prompt token gave them in
@@ -98,52 +143,66 @@ def _fastv(num_layers: int) -> Specs:
     return und, _FULL, Sharing()
 
 
-@_preset("pyramiddrop", "PyramidDrop (understanding)")
+@_preset("pyramiddrop", "PyramidDrop (understanding)", _pyramid_clip)
 def _pyramiddrop(num_layers: int) -> Specs:
     """PyramidDrop (Xing et al., 2024): stages end at L/4, L/2, 3L/4; at each boundary keep
     λ=0.5 of the remaining image tokens, ranked by the last prompt token's attention
     computed with the boundary layer's own norm/q/k/rotary ("pdrop" selector). The
     reference renumbers positions after a drop; we keep the original ones, as FastV does."""
+    if not _pyramid_boundaries(num_layers):
+        raise ValueError("PyramidDrop needs at least 2 layers (a stage boundary below the last layer)")
     und = TaskSpec(schedule=PyramidSchedule(ratio=0.5), mode="drop", selector="pdrop")
     return und, _FULL, Sharing()
 
 
 @_preset("himix", "HiMix (understanding)")
 def _himix(num_layers: int) -> Specs:
-    """HiMix: from layer 1 on, image tokens are keys/values only (no query, no MLP)."""
+    """HiMix, the study's understanding accelerator (arXiv 2606.01503; docs/background.md,
+    "The study"): "image tokens leave the query stream but stay keys/values". From layer 1 on
+    (0-based) image tokens are keys/values only: no query, no MLP."""
     return _HIMIX, _FULL, Sharing()
 
 
-@_preset("hmgen", "HMGen K=3 (generation)")
+@_preset("hmgen", "HMGen K=3 (generation)", _hmgen_clip(3))
 def _hmgen3(num_layers: int) -> Specs:
-    """HMGen: in generation K=3 shallow layers, placed in the middle and alternating with
-    full layers, let the image tokens skip the block; image and text tokens get their own
-    q/k/v projections in the full layers."""
-    gen, sharing = _hmgen(num_layers, 3)
-    return _FULL, gen, sharing
+    """HMGen, the study's generation accelerator (arXiv 2606.01503; docs/background.md, "The
+    study"; K=3: 0.85x FLOPs): "K shallow layers in the middle, alternating with full layers;
+    in a shallow layer image hidden states pass through (no attention, no MLP), only text is
+    computed; full layers get separate image/text projections." Generation only; the
+    image/text split is of q/k/v (`qkv: modality`), in the full layers."""
+    gen, full = _hmgen(num_layers, 3)
+    return _FULL, gen, Sharing(qkv="modality", scope=full)
 
 
-@_preset("hmgen5", "HMGen K=5 (generation)")
+@_preset("hmgen5", "HMGen K=5 (generation)", _hmgen_clip(5))
 def _hmgen5(num_layers: int) -> Specs:
-    """HMGen with K=5 shallow layers."""
-    gen, sharing = _hmgen(num_layers, 5)
-    return _FULL, gen, sharing
+    """HMGen with K=5 (arXiv 2606.01503; docs/background.md; 0.75x FLOPs): "K shallow layers
+    in the middle, alternating with full layers; [...] full layers get separate image/text
+    projections." As `hmgen` with five shallow layers: as published from 11 layers on; below,
+    K is clipped (from 9 layers on it still differs from K=3)."""
+    gen, full = _hmgen(num_layers, 5)
+    return _FULL, gen, Sharing(qkv="modality", scope=full)
 
 
-@_preset("himix_hmgen", "HiMix + HMGen, share all")
+@_preset("himix_hmgen", "HiMix + HMGen, share all", _hmgen_clip(3))
 def _himix_hmgen(num_layers: int) -> Specs:
-    """HiMix for understanding and HMGen (K=3) for generation, every weight shared (the
-    study's "share all")."""
-    gen, _ = _hmgen(num_layers, 3)
-    return _HIMIX, gen, Sharing()
+    """The study's "share all" (arXiv 2606.01503, Table 3, "HiMix + HMGen, share all"):
+    HiMix for understanding, HMGen (K=3) for generation, and HMGen's architecture (image/text
+    q/k/v split in the full layers) shared by both tasks: one image q/k/v set that
+    understanding's image keys/values use too. Everything else shared."""
+    gen, full = _hmgen(num_layers, 3)
+    return _HIMIX, gen, Sharing(qkv="modality", scope=full)
 
 
-@_preset("himix_hmgen_partial", "HiMix + HMGen, share partial")
+@_preset("himix_hmgen_partial", "HiMix + HMGen, share partial", _hmgen_clip(3))
 def _himix_hmgen_partial(num_layers: int) -> Specs:
-    """HiMix + HMGen (K=3) with the image tokens' q/k/v projections split per task (the
-    study's "share partial")."""
-    gen, _ = _hmgen(num_layers, 3)
-    return _HIMIX, gen, Sharing(qkv="task_image")
+    """The study's "share partial" (arXiv 2606.01503, Table 3, "share partial (image QKV per
+    task)"): "share all" plus the image q/k/v projections split per task, in the same full
+    layers (`qkv: task_image`): each task's image tokens get their own copy, text stays
+    shared. In HMGen's shallow layers generation has no image projection to split, so both
+    presets leave those layers shared and differ in this one thing."""
+    gen, full = _hmgen(num_layers, 3)
+    return _HIMIX, gen, Sharing(qkv="task_image", scope=full)
 
 
 @_preset("pmod", "p-MoD cosine (both)")

@@ -267,6 +267,12 @@ def _base_config(space: SearchSpace, request: ReproduceRequest, runs_dir: str | 
     unknown = [p for p in presets or [] if p not in PRESETS]
     if unknown:
         raise ConfigError(COMMAND_LINE, "--presets", unknown, f"valid presets: {', '.join(PRESETS)}")
+    for name in presets or PRESETS:  # before any training: a preset the depth refuses stops nothing half way
+        try:
+            preset(name, space.model.num_layers)
+        except ValueError as err:
+            raise ConfigError(COMMAND_LINE, "--presets", name,
+                              f"does not fit model.num_layers = {space.model.num_layers}: {err}") from None  # fmt: skip
     base = space.trial_config(None, name="reproduce")
     base = base.model_copy(update={"cache_dir": str(Path(runs_dir) / "cache")})
     return base.model_copy(update={"seeds": seeds}) if seeds else base

@@ -30,6 +30,8 @@ from pydantic import (
     AfterValidator,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -148,6 +150,18 @@ class SearchSpace(_Strict):
     def _gen_metric(self) -> "SearchSpace":
         check_gen_metric(self.data, self.synergy)
         return self
+
+    @field_validator("presets")
+    @classmethod
+    def _presets_fit(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        """Each warm-start preset compiles at the model's depth (HMGen needs 3 layers)."""
+        model = info.data.get("model")
+        for name in names if model is not None else []:
+            try:
+                preset(name, model.num_layers)
+            except ValueError as err:
+                raise ValueError(f"preset {name!r} does not fit model.num_layers = {model.num_layers}: {err}") from None
+        return names
 
     @model_validator(mode="after")
     def _gpus(self) -> "SearchSpace":

@@ -397,6 +397,23 @@ def test_validate_json(tmp_path: Path) -> None:
     assert all(p["source"] == str(bad) for p in data[1]["problems"])
 
 
+def test_presets_at_12_layers_show_the_study_rows() -> None:
+    """HMGen K=3 and K=5 are distinct rows; share all keeps HMGen's image/text q/k/v split in
+    the full layers; share partial splits it per task; nothing is clipped at this depth."""
+    res = cli("presets", "--layers", "12")
+    assert res.exit_code == 0, res.output
+    rows = {ln.split("│")[1].strip(): ln for ln in res.stdout.splitlines() if ln.count("│") == 5}
+    assert "skip/stride 1 1 1 0 1 0 1 0 1 1 1 1" in rows["hmgen"]
+    assert "skip/stride 1 0 1 0 1 0 1 0 1 0 1 1" in rows["hmgen5"]
+    assert "qkv=modality mlp=shared in layers 0,1,2,4,6,8,9,10,11" in rows["himix_hmgen"]
+    assert "qkv=task_image mlp=shared in layers 0,1,2,4,6,8,9,10,11" in rows["himix_hmgen_partial"]
+    assert "clipped" not in res.stdout
+    res = cli("presets", "--layers", "8")
+    assert "hmgen5 on 8 layers: K=5 clipped to K=3 (5 shallow layers alternating with full ones need 11 layers)" in (
+        res.stdout
+    )
+
+
 def test_presets_json() -> None:
     from searchvlm.policy import PRESETS, ReductionPolicy, preset
 

@@ -33,8 +33,8 @@ PRESET_DIGESTS = {
     "himix": "a87d8d7156477b3e",
     "hmgen": "2589f94e95a51ecb",
     "hmgen5": "5a9fa6a68e21a585",
-    "himix_hmgen": "8068bc09b5a2ac1c",
-    "himix_hmgen_partial": "7e3be53a50616be0",
+    "himix_hmgen": "6dbffc9b5f038cf2",  # issue 35: share all keeps HMGen's image/text q/k/v split
+    "himix_hmgen_partial": "734c06267f69ff88",  # issue 35: image q/k/v per task in HMGen's full layers
     "pmod": "8d404c987b464982",
     "tied": "10eece14a9112628",
 }

@@ -19,7 +19,7 @@ TINY_TRAIN = TrainingConfig(steps=6, eval_every=3, batch_size=8, threads=1)
 def _run(dtype: str) -> Run:
     training = TINY_TRAIN.model_copy(update={"dtype": dtype})
     data, model_cfg = prepare(TrialConfig(model=TINY_MODEL, data=TINY_DATA, training=training))
-    return Run(RunSpec(model_cfg, preset("himix_hmgen", 2), training, TASKS, seed=0), data, torch.device("cpu"))
+    return Run(RunSpec(model_cfg, preset("himix", 2), training, TASKS, seed=0), data, torch.device("cpu"))
 
 
 def test_bf16_trains_close_to_fp32_with_fp32_master_weights() -> None:

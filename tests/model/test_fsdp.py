@@ -24,14 +24,15 @@ from helpers.models import VOCAB
 from helpers.services import free_port
 from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import TASKS, preset
+from searchvlm.policy import TASKS, Sharing, preset
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
 
 WORLD, ROWS = 2, 4
 CFG = ModelConfig(num_layers=4, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab=VOCAB)
 # understanding: query_drop of every image token after layer 0; generation: layer 1 skips them;
-# image q/k/v projections split per task (root-owned copies used inside the sharded layers)
+# image q/k/v projections split per task in the full layers 0, 2, 3 (root-owned copies used inside
+# the sharded layers)
 POLICY = preset("himix_hmgen_partial", 4)
 LAYOUTS = {  # segment codes: system 0, instruction 1, image 2, output 3
     "understanding": [0, 1, 2, 2, 2, 2, 2, 2, 1, 3, 3],
@@ -102,7 +103,7 @@ def _worker(rank: int, port: int) -> None:
             fully_shard(layer, mesh=mesh)
         with pytest.raises(TypeError, match="copies layer weights.*apply the policy first"):
             apply_policy(hf, POLICY)  # split copies of sharded weights
-        shared = POLICY.model_copy(update={"sharing": preset("himix_hmgen", 4).sharing})
+        shared = POLICY.model_copy(update={"sharing": Sharing()})  # no split copies: layers may be sharded first
         before = fully_shard(apply_policy(hf, shared), mesh=mesh)
         plain = apply_policy(_model(), shared)
         shared_loss = _joint_loss(plain)

@@ -75,3 +75,21 @@ def test_scope_limits_split_layers(model, make_policy: PolicyFactory) -> None:
     assert sum(p.numel() for p in reduced.parameters()) == n_split + sum(p.numel() for p in model.parameters())
     assert reduced.hf_model is model
     assert len(model.model.layers) == LAYERS
+
+
+def test_study_presets_share_all_and_share_partial(model, batches) -> None:
+    """The study's "share all" keeps HMGen's image q/k/v (full layers 0, 2, 3 of 4) and both
+    tasks' losses train it; "share partial" gives each task its own copy in the same layers.
+    HMGen's shallow layer 1 has no split (understanding's image keys/values use the shared weights)."""
+    from searchvlm.presets import preset
+
+    share_all = apply_policy(model, preset("himix_hmgen", LAYERS))
+    assert sorted(share_all.splits) == ["0", "2", "3"] and set(share_all.splits["2"].qkv) == {"image"}
+    for task in ("understanding", "generation"):
+        _backward(share_all, batches[task], task)
+        assert _grad_norm(share_all.splits["2"].qkv["image"].parameters()) > 0
+    partial = apply_policy(model, preset("himix_hmgen_partial", LAYERS))
+    assert sorted(partial.splits) == ["0", "2", "3"]
+    _backward(partial, batches["understanding"], "understanding")
+    split = partial.splits["2"].qkv
+    assert _grad_norm(split["understanding"].parameters()) > 0 and _grad_norm(split["generation"].parameters()) == 0.0
