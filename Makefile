@@ -1,12 +1,12 @@
 # One command sets up and runs the main job, one sets up and runs the tests.
 #   make sweep   -> venv + install + a small real sweep of default.yaml and its decision
-#   make test    -> venv + install + lint (ruff check) + the test suite
+#   make test    -> venv + install + lint (ruff check) + the docs site (strict) + the test suite
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup sweep lint test bench browser
+.PHONY: setup sweep lint docs test bench browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,9 +43,14 @@ lint: setup  # ruff: lint rules and the formatter (pyproject [tool.ruff]); `ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# the manual as a site (mkdocs.yml): strict, so a broken link or anchor, or a nav entry without
+# its page, fails; nothing is fetched (no remote fonts, no social cards). Output: build/site (ignored)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
 # -n 2 --dist loadfile: two workers, each test file on one (its module and session fixtures,
 # a real sweep among them, run once); Ray-starting tests may then run two local Rays at once
-test: setup browser lint
+test: setup browser lint docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup

@@ -1,4 +1,4 @@
-"""Render benchmarks/results/calibrate_proxy.json as the README's Markdown table."""
+"""Render benchmarks/results/calibrate_proxy.json as a Markdown table (the former proxies' rows: docs/archive.md)."""
 
 from __future__ import annotations
 

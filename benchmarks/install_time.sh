@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's install with and without pip's byte-compilation, side by side (issue 23):
+# The install (docs/guide.md, install by hand) with and without pip's byte-compilation, side by side (issue 23):
 # two fresh venvs installed at the same time (same machine load), each step timed, then the
 # first import of what a sweep needs (where --no-compile pays its deferred compilation).
 #   bash benchmarks/install_time.sh [WORKDIR]   -> one line per venv, appended to benchmarks/results/install_time.txt

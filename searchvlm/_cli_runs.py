@@ -22,7 +22,9 @@ def runs_(
     ),
     repair: bool = typer.Option(False, "--repair", help="with --check: rebuild the rows trials.csv lost from them"),
 ) -> None:
-    """List every sweep under the runs folder: trials ok / failed / pruned, front size, created (alias: ls)."""
+    """List every sweep under the runs folder: trials ok / failed / pruned, front size, created (alias: ls).
+
+    Example: searchvlm runs --check quick"""
     from searchvlm.runs import list_runs
 
     if check is not None or repair:
@@ -60,7 +62,9 @@ def compare(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     as_json: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
 ) -> None:
-    """Two sweeps side by side: counts, hypervolume (one reference point), best synergy, fronts."""
+    """Two sweeps side by side: counts, hypervolume (one reference point), best synergy, fronts.
+
+    Example: searchvlm compare quick quick5 --ref 1.0,-0.2"""
     from searchvlm.runs import compare_runs
 
     cmp = compare_runs(a, b, runs_dir, ref_option(ref))
@@ -78,7 +82,9 @@ def rm(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
 ) -> None:
-    """Delete a sweep: runs/NAME and its MLflow runs (parent and every trial's child run)."""
+    """Delete a sweep: runs/NAME and its MLflow runs (parent and every trial's child run).
+
+    Example: searchvlm rm quick5 --yes"""
     from searchvlm.runs import removable, remove_run
 
     target = removable(name, runs_dir)

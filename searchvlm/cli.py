@@ -1,7 +1,7 @@
 """The `searchvlm` command line: thin typer commands over the public API (L5).
 
 Bad input exits with code 2 and one line per problem naming the file, key and value: the
-command group (`searchvlm._usage.PlainErrorsGroup`) prints every command's `ConfigError`,
+command group (`searchvlm._help.HelpGroup`, a `searchvlm._usage.PlainErrorsGroup`) prints every command's `ConfigError`,
 so no command catches one itself.
 Tables stay whole off a terminal (pipes, CI, nohup): see `searchvlm._console`.
 """
@@ -38,7 +38,8 @@ from searchvlm._console import (
     print_table,
     result_table,
 )
-from searchvlm._usage import PlainErrorsGroup, print_error
+from searchvlm._help import HelpGroup
+from searchvlm._usage import print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.search import EXPORT_RULES
 
@@ -46,7 +47,7 @@ app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    cls=PlainErrorsGroup,  # usage errors as one `error:` line too
+    cls=HelpGroup,  # usage errors as one `error:` line too; value shapes as metavars
 )
 #: `export --rule` choices, from `searchvlm.search.EXPORT_RULES` (L0: no numpy at start)
 RuleName = Enum("RuleName", {rule.replace("-", "_"): rule for rule in EXPORT_RULES}, type=str)
@@ -78,7 +79,9 @@ def trial(
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
 ) -> None:
-    """Train one policy jointly and against its isolated baselines; print the result."""
+    """Train one policy jointly and against its isolated baselines; print the result.
+
+    Example: searchvlm trial search_spaces/quick.yaml --preset himix_hmgen --seeds 0,1"""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from searchvlm.space import load_trial_config
@@ -122,7 +125,9 @@ def presets(
     as_json: bool = typer.Option(False, "--json", help="print the compiled presets as JSON"),
 ) -> None:
     """List the named literature policies with their per-layer keep ratios and sharing, and
-    the presets whose paper depth parameters are clipped at this depth."""
+    the presets whose paper depth parameters are clipped at this depth.
+
+    Example: searchvlm presets --layers 12"""
     from searchvlm.presets import clipping, compile_presets
 
     compiled = compile_presets(layers)
@@ -156,7 +161,9 @@ def sweep(
     """Run a policy sweep: Ray Tune trials, an Optuna study, MLflow tracking.
 
     On a terminal a live view shows the front, elapsed time and ETA; elsewhere (a pipe, CI,
-    nohup) one plain line per trial event. `--resume --samples N` extends a finished sweep."""
+    nohup) one plain line per trial event. `--resume --samples N` extends a finished sweep.
+
+    Example: searchvlm sweep search_spaces/quick.yaml --name quick"""
     from searchvlm.space import load_space
 
     space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
@@ -177,7 +184,9 @@ def validate(
     files: list[Path] = typer.Argument(..., help="search space YAML and/or policy JSON files"),
     as_json: bool = typer.Option(False, "--json", help="print every file's result and problems as JSON"),
 ) -> None:
-    """Check search space and policy files; report every problem of each (exit 2 if any)."""
+    """Check search space and policy files; report every problem of each (exit 2 if any).
+
+    Example: searchvlm validate search_spaces/quick.yaml policy.json"""
     from searchvlm.file_checks import validate_files
 
     checks = [_with_data(c) for c in validate_files(files)]
@@ -218,7 +227,9 @@ def schema(
     as_json: bool = typer.Option(False, "--json", help="print the JSON schema of a search-space file instead"),
 ) -> None:
     """Print the search-space YAML reference: every key, its type, default, allowed values
-    and description (the text of docs/space.md)."""
+    and description (the text of docs/space.md).
+
+    Example: searchvlm schema --json"""
     from searchvlm.schema_doc import space_json_schema, space_reference
 
     if as_json:
@@ -240,7 +251,9 @@ def pareto(
 
     Plots are redrawn, and logged with the summary metrics to the sweep's MLflow parent
     run, only when trials.csv (or confirmed.csv, sweep.json, --ref) changed since they
-    were written, or with --force."""
+    were written, or with --force.
+
+    Example: searchvlm pareto quick --ref 1.0,-0.2"""
     from searchvlm.report import pareto_report
 
     report = pareto_report(run, ref_option(ref), runs_dir, plots=plots, force=force)
@@ -271,7 +284,9 @@ def export(
 ) -> None:
     """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial.
 
-    Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png."""
+    Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png.
+
+    Example: searchvlm export quick --rule knee -o policy.json"""
     from searchvlm.export import TrialChoice
     from searchvlm.report import export_report
 
@@ -296,7 +311,9 @@ def show(
     policy_file: Path = typer.Argument(..., help="an exported policy file or a bare explicit policy JSON"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG to write (default: beside the file, .png)"),
 ) -> None:
-    """Draw a policy: keep ratio per layer and task (heatmap), with mode, selector and sharing."""
+    """Draw a policy: keep ratio per layer and task (heatmap), with mode, selector and sharing.
+
+    Example: searchvlm show policy.json -o policy.png"""
     from searchvlm.report import policy_picture
 
     try:
@@ -317,7 +334,9 @@ def confirm(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
 ) -> None:
-    """Retrain the front and near-front on fresh seeds, paired with dense: confirmed.csv (rerun to resume)."""
+    """Retrain the front and near-front on fresh seeds, paired with dense: confirmed.csv (rerun to resume).
+
+    Example: searchvlm confirm quick --seeds 5,6,7 --top 8"""
     from searchvlm.confirm import run_confirm
 
     done = lambda r: console.print(f"  confirmed trial {r['trial_id']} (#{r['number']}): {r['status']}",  # noqa: E731
@@ -365,7 +384,9 @@ def decide(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
 ) -> None:
-    """The cheapest policy whose synergy is non-inferior to dense's: a race on fresh seeds (rerun to resume)."""
+    """The cheapest policy whose synergy is non-inferior to dense's: a race on fresh seeds (rerun to resume).
+
+    Example: searchvlm decide default --delta 0.035"""
     from searchvlm.decide import DecideOptions
     from searchvlm.decide import decide as run_decide
 
@@ -380,7 +401,8 @@ def decide(
 
 
 app.command("runs")(runs_)
-app.command("ls", help="Alias of `runs`: list every sweep under the runs folder.")(runs_)
+LS_HELP = "Alias of `runs`: list every sweep under the runs folder.\n\nExample: searchvlm ls --json"
+app.command("ls", help=LS_HELP)(runs_)
 app.command()(compare)
 app.command()(rm)
 
@@ -396,7 +418,9 @@ def reproduce(
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
 ) -> None:
-    """The literature presets side by side: the study's Table 3 on our proxy."""
+    """The literature presets side by side: the study's Table 3 on our proxy.
+
+    Example: searchvlm reproduce search_spaces/default.yaml --seeds 0,1,2 --presets dense,himix"""
     from searchvlm.reproduce import ReproduceRequest, reproduce_config, run_reproduce
 
     wanted = presets_.split(",") if presets_ is not None else None  # "" is refused, not the default
@@ -429,7 +453,9 @@ def analyze(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads (default: training.threads)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
 ) -> None:
-    """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy."""
+    """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy.
+
+    Example: searchvlm analyze search_spaces/default.yaml --threads 1 --export derived.json"""
     from searchvlm.analysis_run import AnalysisRequest, run_analysis
 
     request = AnalysisRequest(policy=policy, checkpoint=checkpoint, steps=steps, max_examples=examples,

@@ -81,6 +81,7 @@ LAYERS: dict[str, int] = {
     "searchvlm._cli_base": 5,  # what every command shares (consoles, option parsers)
     "searchvlm._cli_runs": 5,  # the run-management commands, registered by cli
     "searchvlm._usage": 5,  # usage errors as `error:` lines
+    "searchvlm._help": 5,  # help texts: value shapes as metavars
     "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli
 }
 HEAVY = ("torch", "ray", "mlflow")  # L0 and L1 import none of them, not even lazily

@@ -24,7 +24,7 @@ def test_the_committed_runs_combine_into_nine_rows() -> None:
     assert len(results) == 9 and all(r.status == "ok" for r in results.values())
     assert {tuple(sorted(r.seeds)) for r in results.values()} == {(0, 1, 2, 3, 4)}
     tied = next(line for line in details(results).splitlines() if line.startswith("| Tied schedule"))
-    # the README's reading: caption accuracy below dense in every seed, g_G's paired t-test uncorrected
+    # docs/results.md's reading: caption accuracy below dense in every seed, g_G's paired t-test uncorrected
     assert "-0.052 ± 0.011 (5↓ 0↑)" in tied and "-0.083 ± 0.016 (5↓ 0↑, raw p 0.006)" in tied
 
 

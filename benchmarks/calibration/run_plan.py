@@ -9,7 +9,7 @@ stopped (finished jobs are skipped).
     python benchmarks/calibration/run_plan.py --stage extend --variants P-10,PT-10
     python benchmarks/calibration/run_plan.py --stage confirm --variants P-10
     python benchmarks/calibration/run_plan.py --stage auto     # every remaining stage, PLAN.md's rules
-    python benchmarks/calibration/run_plan.py --table          # the README's calibration table
+    python benchmarks/calibration/run_plan.py --table          # the table of benchmarks/calibration/README.md
 """
 
 from __future__ import annotations
