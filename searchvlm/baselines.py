@@ -62,8 +62,11 @@ class RunRecord:
 
 
 def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
-    """Cache key of the reference run `spec` (one task: isolated; both: joint) on `data`."""
+    """Cache key of the reference run `spec` (one task: isolated; both: joint) on `data`,
+    the data as `spec.seed` draws them (`data.seed: run` keyed as the number it means, so a
+    run on data seed s shares its cache with the same run under `data.seed: s`)."""
     model, training, tasks, seed, policy = spec.model, spec.training, spec.tasks, spec.seed, spec.policy
+    data = data.for_seed(seed)
     exclude = _IRRELEVANT if len(tasks) == 1 else _HOW
     payload = {
         "format": _FORMAT,
