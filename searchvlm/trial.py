@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from searchvlm._host import cpu_model, joined
 from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_policy
 from searchvlm.checkpoint import save_model
 from searchvlm.config import ModelConfig, TrialConfig
@@ -80,6 +81,7 @@ def run_trial(config: TrialConfig, report: Report | None = None, progress: Progr
             train_seconds=tracker.seconds,
             seeds=list(config.seeds),
             policy=config.resolved_policy(),
+            cpu=cpu_model(),
         )
 
 
@@ -170,8 +172,8 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     by_seed, model_cfg = prepare_seeds(config)
     data = priced_data(config)[0]  # the layout every seed shares (FLOPs, checks)
     policy = config.resolved_policy()
-    for each in (data, *by_seed.values()):  # before any training: a layout the policy cannot serve fails here
-        check_layout(policy, each)
+    for each in {id(d): d for d in (data, *by_seed.values())}.values():  # each draw once, before any training:
+        check_layout(policy, each)  # a layout the policy cannot serve fails here
     if config.synergy.gen_metric == "caption_acc" and data.split("val", "generation").swaps is None:
         raise ValueError(
             f"synergy.gen_metric = 'caption_acc' needs captions that differ in one attribute; data.name = "
@@ -207,7 +209,8 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     if config.synergy.fidelity:
         for run, record in zip(runs, records):
             record.fidelity = _fidelity(run, by_seed[record.seed], run.spec.seed, config)
-    done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy)
+    done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy,
+                       cpu=cpu_model())  # fmt: skip
     return _final(config, records, refs, done)
 
 
@@ -415,7 +418,8 @@ def _gains(
 
 def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: TrialResult) -> TrialResult:
     """The trial's result: per-seed gains of `records` against `refs`, aggregated into
-    `done` (which carries the FLOPs ratio, seconds, steps and policy)."""
+    `done` (which carries the FLOPs ratio, seconds, steps, policy and its runs' CPU model),
+    with the CPU models of the reference runs added (cached ones may have trained elsewhere)."""
     per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
     metric = GEN_METRICS[config.synergy.gen_metric]
     for record in records:
@@ -435,7 +439,8 @@ def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: Tria
                 "gen_gain_vs_dense": gains.gen_gain - dense.gen_gain,
             })  # fmt: skip
         per_seed.append(row)
-    return _aggregate(per_seed, config, done)
+    cpu = joined([done.cpu, *(ref.cpu for base in refs.values() for ref in base.values())])
+    return _aggregate(per_seed, config, done.model_copy(update={"cpu": cpu}))
 
 
 def _mean_of(per_seed: list[dict], key: str) -> float | None:
