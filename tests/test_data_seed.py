@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
+from helpers.data import valid_arrays
 from searchvlm.baselines import baseline_key
 from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
-from searchvlm.data import SPLITS, load_data
+from searchvlm.data import SPLITS, check_data, load_data
 from searchvlm.policy import TASKS, ReductionPolicy, preset
 from searchvlm.space import load_space
 from searchvlm.training import RunSpec
@@ -154,3 +156,21 @@ def test_run_is_the_only_word_a_data_seed_takes() -> None:
     with pytest.raises(ValueError, match="for_seed"):
         load_data(SHAPES)
     assert DataConfig(seed=3).for_seed(7).seed == 3 and SHAPES.for_seed(7).seed == 7
+
+
+def test_tokens_data_vary_their_split_unless_the_file_fixes_it(tmp_path: Path) -> None:
+    """A user's file is read whole; `data.seed: run` changes which rows each split takes,
+    and nothing when the file's own `split` array fixes the split. A sweep's data check
+    (`check_data`, before any seed is known) reads the file under `run` too."""
+    arrays = valid_arrays()
+    np.savez(tmp_path / "split.npz", **arrays)
+    np.savez(tmp_path / "seeded.npz", **{k: v for k, v in arrays.items() if k != "split"})
+    sizes = {"train_size": 5, "val_size": 3, "test_size": 2, "seed": "run"}
+    seeded = DataConfig(name="tokens", path=str(tmp_path / "seeded.npz"), **sizes)
+    fixed = DataConfig(name="tokens", path=str(tmp_path / "split.npz"), seed="run")
+    for cfg in (seeded, fixed):
+        check_data(cfg)
+    rows = {s: load_data(seeded.for_seed(s)).split("test", "understanding").source_index.tolist() for s in (0, 1)}
+    assert rows[0] != rows[1]
+    same = [load_data(fixed.for_seed(s)).split("test", "understanding").source_index.tolist() for s in (0, 1)]
+    assert same[0] == same[1]

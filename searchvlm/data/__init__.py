@@ -83,4 +83,4 @@ def check_data(cfg: DataConfig) -> None:
     dtypes, shapes, splits) before anything trains; ConfigError naming the file and key.
     The built-in data sets need no check."""
     if cfg.name == "tokens":
-        load_corpus(cfg)
+        load_corpus(cfg.for_seed(0))  # any seed: the file is read whole, the split is only its row numbers
