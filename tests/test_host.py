@@ -150,3 +150,13 @@ def test_confirm_refuses_to_add_rows_from_another_cpu_type(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["confirm", str(run), "--seeds", "1,2"])
     assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
     assert "Traceback" not in result.output
+
+
+def test_the_trial_table_says_which_cpu_measured_it() -> None:
+    from rich.console import Console
+
+    from searchvlm._console import result_table
+
+    console = Console(width=200, record=True)
+    console.print(result_table(TrialResult(synergy_gain=0.1, flops_ratio=0.5, seeds=[0], cpu=OTHER)))
+    assert f"measured on {OTHER}" in " ".join(console.export_text().split())  # the caption wraps
