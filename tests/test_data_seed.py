@@ -16,7 +16,7 @@ from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfi
 from searchvlm.data import SPLITS, check_data, load_data
 from searchvlm.policy import TASKS, ReductionPolicy, preset
 from searchvlm.space import load_space
-from searchvlm.training import RunSpec
+from searchvlm.training import Run, RunSpec
 from searchvlm.trial import prepare_seeds, priced_data, run_trial, task_layouts
 
 TINY_MODEL = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
@@ -24,6 +24,7 @@ TINY_TRAIN = TrainingConfig(steps=6, eval_every=3, batch_size=8, threads=1)
 
 SHAPES = DataConfig(name="shapes", train_size=64, val_size=32, test_size=32, seed="run")
 DIGITS = DataConfig(train_size=64, val_size=32, test_size=32, seed="run")
+CPU = torch.device("cpu")
 
 
 def _config(tmp_path: Path, data: DataConfig, seeds: list[int], **update) -> TrialConfig:
@@ -48,6 +49,25 @@ def test_each_run_seed_draws_the_data_its_number_names(tmp_path: Path, data_cfg:
         for split in SPLITS:
             for task in TASKS:
                 assert all(map(torch.equal, _tensors(by_seed[seed], split, task), _tensors(fixed, split, task)))
+
+
+def test_every_policy_trains_on_its_seeds_data(tmp_path: Path) -> None:
+    """The tensors two policies' runs of one seed train and are scored on are equal, and
+    another seed's differ."""
+    cfg = _config(tmp_path, SHAPES, [0, 1])
+    trained = {}
+    for name in ("dense", "himix", "hmgen"):
+        config = cfg.model_copy(update={"policy": preset(name, 2)})
+        by_seed, model_cfg = prepare_seeds(config)
+        for seed in (0, 1):
+            run = Run(RunSpec(model_cfg, config.resolved_policy(), TINY_TRAIN, TASKS, seed), by_seed[seed], CPU)
+            held_out = [t for s in ("val", "test") for task in TASKS for t in _tensors(by_seed[seed], s, task)]
+            trained[name, seed] = [run.train[t].input_ids for t in TASKS] + [run.train[t].labels for t in TASKS]
+            trained[name, seed] += held_out
+    for seed in (0, 1):
+        for name in ("himix", "hmgen"):
+            assert all(map(torch.equal, trained["dense", seed], trained[name, seed])), (name, seed)
+    assert not torch.equal(trained["dense", 0][0], trained["dense", 1][0])
 
 
 def test_every_policy_on_a_seed_gets_the_same_data(tmp_path: Path) -> None:
