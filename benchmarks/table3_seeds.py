@@ -6,7 +6,12 @@ be identical in both (training is deterministic, so this is checked), and a row 
 with `synergy.vs_dense` must have been compared with that same dense model: its per-seed
 synergy minus its `synergy_vs_dense` must equal the dense row's synergy (checked too: a run
 on another CPU type or proxy fails here). The paired differences against dense and the Holm
-correction are recomputed over ALL rows together. The run without the dense row can list
+correction are recomputed over ALL rows together. Rows measured on different CPU types
+(`TrialResult.cpu`) are refused, not flagged: the same configuration and seeds differed more
+between two CPU types than between seeds (issue 35), so a paired, Holm-corrected table over
+them would print numbers that mean nothing, and a committed table is read without the
+console output a flag would live in. Rows made before the CPU was recorded are combined
+with a note saying it could not be checked. The run without the dense row can list
 its seeds in reverse, so that two processes train the cached baselines of different seeds first:
 
     searchvlm reproduce search_spaces/default.yaml --seeds 0,1,2,3,4 \
@@ -24,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from searchvlm._host import joined, mixed_cpus, unrecorded
 from searchvlm.reproduce import ROWS, Table3, _against_dense, _isolated_rows, _paired, _row
 from searchvlm.synergy import mean_stderr
 from searchvlm.trial_result import TrialResult
@@ -47,6 +54,7 @@ def load(folders: list[Path]) -> dict[str, TrialResult]:
             results[name] = result
     if "dense" not in results:
         raise SystemExit(f"no run in {', '.join(map(str, folders))} has the dense row")
+    _check_cpus(results)
     dense = {p["seed"]: p["synergy_gain"] for p in results["dense"].per_seed}
     for name, result in results.items():
         if sorted(p["seed"] for p in result.per_seed) != sorted(dense):
@@ -58,6 +66,22 @@ def load(folders: list[Path]) -> dict[str, TrialResult]:
             ):
                 raise SystemExit(f"row {name!r}, seed {p['seed']}: its dense reference is not the dense row's model")
     return results
+
+
+def _check_cpus(results: dict[str, TrialResult]) -> None:
+    """Refuse rows measured on different CPU types; note the rows that recorded none."""
+    cpus = {name: result.cpu for name, result in results.items()}
+    mixed = mixed_cpus(cpus)
+    if mixed:
+        raise SystemExit(f"{mixed}; combine runs made on one CPU type")
+    if unrecorded(cpus):
+        print(f"note: no CPU model recorded for rows {', '.join(unrecorded(cpus))} (made before it was): "
+              "cannot check that they were measured on one CPU type", file=sys.stderr)  # fmt: skip
+
+
+def measured_on(results: dict[str, TrialResult]) -> str:
+    """The line under the table saying which CPU type its numbers come from."""
+    return f"Measured on: {joined(r.cpu for r in results.values()) or 'CPU not recorded'}."
 
 
 #: --details: per-seed keys whose paired difference (row - dense) is shown, and which get a raw t-test
@@ -93,7 +117,7 @@ def main() -> None:
     rows = [_row(label, name, results[name]) for label, name in ROWS if name in results]
     _against_dense(rows, results)
     table = Table3(_isolated_rows(results["dense"]) + rows)
-    text = table.markdown()
+    text = f"{table.markdown()}\n\n{measured_on(results)}\n"
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -71,7 +71,8 @@ def result_table(result, gen_metric: str = "nll") -> Table:
     se = "" if result.synergy_gain_stderr is None else f" ± {result.synergy_gain_stderr:.4f}"
     table.add_row("synergy gain", "", "", f"{fmt(result.synergy_gain)}{se}")
     table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")
-    table.caption = f"seeds {result.seeds} · {result.steps_done} steps · {result.train_seconds:.1f}s joint training"
+    table.caption = (f"seeds {result.seeds} · {result.steps_done} steps · {result.train_seconds:.1f}s joint training"
+                     f" · measured on {result.cpu or 'an unrecorded CPU'}")  # fmt: skip
     return table
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 from filelock import FileLock
 
+from searchvlm._host import cpu_model
 from searchvlm.config import UNDERSTANDING_CONTROLS, DataConfig
 from searchvlm.errors import warn_damaged
 from searchvlm.policy import ReductionPolicy
@@ -40,7 +41,8 @@ class RunRecord:
 
     `val` picks the checkpoint, `test` scores it, `test_se` is the test set's standard error
     at that step; metrics are `und_acc` and/or `gen_nll` (the tasks the run trains).
-    `fidelity` is scored on the final model only (sampling is costly).
+    `fidelity` is scored on the final model only (sampling is costly). `cpu`: the CPU model
+    it trained on (None in entries cached before it was recorded).
     """
 
     tasks: tuple[str, ...]
@@ -50,6 +52,7 @@ class RunRecord:
     test_se: dict[str, dict[int, float]] = field(default_factory=dict)
     fidelity: float | None = None
     seconds: float = 0.0
+    cpu: str | None = field(default=None, compare=False)
     cached: bool = field(default=False, compare=False)
 
     def add(self, step: int, val: dict[str, Score], test: dict[str, Score]) -> None:
@@ -62,8 +65,11 @@ class RunRecord:
 
 
 def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
-    """Cache key of the reference run `spec` (one task: isolated; both: joint) on `data`."""
+    """Cache key of the reference run `spec` (one task: isolated; both: joint) on `data`,
+    the data as `spec.seed` draws them (`data.seed: run` keyed as the number it means, so a
+    run on data seed s shares its cache with the same run under `data.seed: s`)."""
     model, training, tasks, seed, policy = spec.model, spec.training, spec.tasks, spec.seed, spec.policy
+    data = data.for_seed(seed)
     exclude = _IRRELEVANT if len(tasks) == 1 else _HOW
     payload = {
         "format": _FORMAT,
@@ -128,7 +134,7 @@ def get_baseline(
                 warn_damaged(path, "", f"corrupt baseline cache entry ({type(err).__name__}: {err}); retrained")
         start = time.perf_counter()
         record = train()
-        record.seconds = time.perf_counter() - start
+        record.seconds, record.cpu = time.perf_counter() - start, cpu_model()
         _write(path, record)
         return record
 

@@ -34,9 +34,10 @@ def save_model(run: Run, model_cfg: ModelConfig, config: TrialConfig) -> str:
     if not is_writer():
         return str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data_cfg = config.data.for_seed(run.spec.seed)  # the data this run trained on (`data.seed: run`)
     torch.save({
         "format": CHECKPOINT_FORMAT, "model_config": model_cfg.model_dump_json(),
-        "policy": run.spec.policy.model_dump_json(), "data_config": config.data.model_dump_json(),
+        "policy": run.spec.policy.model_dump_json(), "data_config": data_cfg.model_dump_json(),
         "steps": run.step, "state_dict": {k: v.detach().cpu() for k, v in state.items()},
     }, path)  # fmt: skip
     return str(path)

@@ -343,6 +343,9 @@ def confirm(
                                    highlight=False)  # fmt: skip
     summary = run_confirm(run, seeds_option(seeds), top, runs_dir, tracking_uri, on_row=done)
     print_table(out, confirm_table(summary))
+    if summary.cpu_problem:  # a row whose cached references trained on another CPU type
+        console.print(f"warning: {summary.cpu_problem} (cached reference runs from another machine?)",
+                      highlight=False)  # fmt: skip
     shrink = [r["shrinkage"] for r in summary.rows if r.get("shrinkage") is not None]
     if shrink:
         out.print(f"shrinkage from the search estimate to the confirmed one: mean {sum(shrink) / len(shrink):+.4f} "

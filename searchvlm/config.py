@@ -150,7 +150,13 @@ class DataConfig(_Strict):
     num_colors: int = Field(4, ge=2, le=8, description="shapes: palette colours (plus background)")
     grid: int = Field(2, ge=2, le=3, description="shapes: positions per side (2: quadrants, 3: 3x3 grid)")
     path: str | None = Field(None, description="tokens: path of the .npz or .parquet file")
-    seed: int = Field(0, description="seed of the split and of generated data")
+    seed: int | Literal["run"] = Field(
+        0,
+        description="seed of the data: the split (training, validation and test images) and generated "
+        "images. A number: the same data for every seed of `seeds`. run: each run seed draws its own data "
+        "(seed s trains and is scored on data.seed s), the same for every policy on that seed, so fresh "
+        "seeds are fresh data",
+    )
     task_images: Literal["shared", "disjoint"] = Field(
         "shared",
         description="shared: both tasks train on the same images; disjoint: each task gets its "
@@ -172,6 +178,16 @@ class DataConfig(_Strict):
         "rows and generation's images are untouched",
     )
 
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_or_run(cls, value: Any) -> Any:
+        """One message for a bad seed (the union would give one per member)."""
+        if value == "run" or isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer() or isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+        raise ValueError(f"{value!r} is neither a whole number nor 'run' (each run seed draws its own data)")
+
     @field_validator("train_size")
     @classmethod
     def _positive(cls, value: int | TaskSizes) -> int | TaskSizes:
@@ -184,6 +200,10 @@ class DataConfig(_Strict):
         if self.name == "tokens" and self.tokenizer.kind != "pixel":
             raise ValueError("data.tokenizer applies to digits and shapes; `tokens` data are already image tokens")
         return self
+
+    def for_seed(self, seed: int) -> "DataConfig":
+        """The data one run seed trains on: `seed: run` becomes that seed, a number stays."""
+        return self.model_copy(update={"seed": seed}) if self.seed == "run" else self
 
     @property
     def train_pool(self) -> int:

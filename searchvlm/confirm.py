@@ -10,6 +10,12 @@ policy, rewritten atomically after each one. Run again, it skips every policy al
 confirmed on those seeds and retrains only what is missing (or failed): an interrupted
 confirmation loses nothing and repeats nothing. `pareto` and `export` then read the
 confirmed numbers (`searchvlm.results.with_confirmed`).
+
+Every row records the CPU model its numbers were measured on (`cpu`). A confirmation whose
+earlier rows were measured on another CPU type than this machine is refused before it trains
+anything (numbers from two CPU types differ more than seeds do, and confirmed.csv's rows are
+read together: by the verdicts, `pareto` and `export`); a row whose cached dense or isolated
+runs trained on another CPU type is kept and flagged (`ConfirmSummary.cpu_problem`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from searchvlm._host import cpu_model, mixed_cpus
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import confirm_candidates, pooled_seed_sd
 from searchvlm.policy import ReductionPolicy
@@ -59,6 +66,7 @@ class ConfirmSummary:
     noise: str = ""  # how the near-front's standard errors were obtained
     margin: tuple[float, float] | None = None  # the space's decision (delta, alpha) the verdicts use
     verdicts: dict[str, Any] = field(default_factory=dict)  # trial id -> noninferiority.CandidateTest
+    cpu_problem: str | None = None  # rows measured on different CPU types (`_host.mixed_cpus`)
 
     @property
     def path(self) -> Path:
@@ -103,6 +111,17 @@ def _check_seeds(seeds: list[int], space: SearchSpace, done: list[TrialRow], pat
                               "or move the file away")  # fmt: skip
 
 
+def _check_cpu(done: list[TrialRow], path: Path) -> None:
+    """Refuse to add rows measured here to rows measured on another CPU type."""
+    here = cpu_model()
+    for row in done:
+        if row.status == "ok" and mixed_cpus({"here": here, row.trial_id: row.get("cpu")}):
+            raise ConfigError(path, f"trial {row.trial_id}.cpu", row.get("cpu"),
+                              f"was measured on another CPU type than this machine ({here}), and numbers from "
+                              "different CPU types are not comparable: confirm on that machine, or move the "
+                              "file away to confirm every row here")  # fmt: skip
+
+
 def _candidates(rows: list[dict[str, Any]], top: int | None) -> tuple[list[dict[str, Any]], str]:
     """Front and near-front of the trained (non-repeat) trials, and how their noise is known."""
     trained = [r for r in rows if not r.get("duplicate_of")]
@@ -137,7 +156,7 @@ def confirmed_row(row: dict[str, Any], result: TrialResult, seeds: list[int]) ->
         gen_gain_per_seed=_per_seed(result, "gen_gain"), vs_dense_per_seed=_per_seed(result, "synergy_vs_dense"),
         search_synergy_gain=search, search_synergy_gain_stderr=row.get("synergy_gain_stderr"),
         shrinkage=shrink, train_seconds=result.train_seconds, policy_json=row.get("policy_json") or "",
-        confirmed_at=dt.datetime.now().isoformat(timespec="seconds"),
+        confirmed_at=dt.datetime.now().isoformat(timespec="seconds"), cpu=result.cpu or "",
     )  # fmt: skip
     return out
 
@@ -185,6 +204,7 @@ def run_confirm(
     path = run_dir / CONFIRMED_FILE
     existing = {r["trial_id"]: r for r in read_confirmed(path, strict=True)}  # rewritten below
     _check_seeds(seeds, space, list(existing.values()), path)
+    _check_cpu(list(existing.values()), path)
     trials = run_dir / TRIALS_FILE
     candidates, noise = _candidates(read_trials(trials, strict=True), top)  # a lost row may be the front
     summary = ConfirmSummary(run_dir, seeds, list(existing.values()), noise=noise)
@@ -202,6 +222,7 @@ def run_confirm(
         if on_row:
             on_row(existing[tid])
     summary.rows = sorted(existing.values(), key=lambda r: int(r["number"]))
+    summary.cpu_problem = mixed_cpus({str(r["trial_id"]): r.get("cpu") for r in summary.rows})
     _verdicts(summary, space)
     if summary.trained:
         _log(meta, tracking_uri, None, path)

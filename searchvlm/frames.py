@@ -63,7 +63,7 @@ def _record(row: dict[str, Any], on_front: bool) -> dict[str, Any]:
         start_time=row.get("start_time") or None,
         end_time=row.get("end_time") or None,
     )
-    rec.update({c: row.get(c) or None for c in PLACEMENT_COLUMNS})  # where it ran
+    rec.update({c: row.get(c) or None for c in (*PLACEMENT_COLUMNS, "cpu")})  # where it ran, on what CPU
     return rec
 
 

@@ -49,6 +49,7 @@ TRIAL_COLUMNS = (
     "start_time",
     "end_time",
     *PLACEMENT_COLUMNS,
+    "cpu",  # the CPU model(s) its numbers were measured on (TrialResult.cpu)
 )
 
 
@@ -238,6 +239,7 @@ def trial_row(
         params_json=json.dumps(params or {}, sort_keys=True, default=str),
         start_time=run.start_time,
         end_time=run.end_time,
+        cpu=result.cpu or "",
     )
     row.update({c: (run.placement or {}).get(c) or "" for c in PLACEMENT_COLUMNS})
     return {c: row[c] for c in TRIAL_COLUMNS}
@@ -343,7 +345,7 @@ PER_SEED_COLUMNS = ("synergy_per_seed", "und_gain_per_seed", "gen_gain_per_seed"
 CONFIRM_NUMBERS = (*OBJECTIVE_COLUMNS, "search_synergy_gain", "search_synergy_gain_stderr", "shrinkage",
                    "train_seconds")  # fmt: skip
 CONFIRM_COLUMNS = ("trial_id", "number", "preset", "status", "error", "seeds", *PER_SEED_COLUMNS,
-                   *CONFIRM_NUMBERS, "policy_json", "confirmed_at")  # fmt: skip
+                   *CONFIRM_NUMBERS, "policy_json", "confirmed_at", "cpu")  # fmt: skip
 
 
 def write_confirmed(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from searchvlm._host import cpu_model, joined
 from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_policy
 from searchvlm.checkpoint import save_model
 from searchvlm.config import ModelConfig, TrialConfig
@@ -45,11 +46,11 @@ Aggregate = Literal["min", "mean"]  # `synergy.aggregate`
 
 @dataclasses.dataclass(frozen=True)
 class _Context:
-    """What every run of one trial shares: its config, data, model config (vocabulary
-    filled in), device and progress callback."""
+    """What every run of one trial shares: its config, each run seed's data (`prepare_seeds`),
+    model config (vocabulary filled in), device and progress callback."""
 
     config: TrialConfig
-    data: UnifiedData
+    data: dict[int, UnifiedData]
     model_cfg: ModelConfig
     device: torch.device
     progress: Progress | None = None
@@ -80,6 +81,7 @@ def run_trial(config: TrialConfig, report: Report | None = None, progress: Progr
             train_seconds=tracker.seconds,
             seeds=list(config.seeds),
             policy=config.resolved_policy(),
+            cpu=cpu_model(),
         )
 
 
@@ -87,25 +89,63 @@ def _on_ranks(fn: Callable[..., Any], config: TrialConfig, *args: Any, **callbac
     """`fn(config, *args)` in each rank of a data-parallel trial (`searchvlm.distributed`),
     rank 0 given the `callbacks`; rank 0's answer, or the first failed `TrialResult` of any
     rank. The data (and its cached codebook) are prepared here first, once for all ranks."""
-    prepare(config)
+    prepare_seeds(config)
     device = resolve_device(config.training.device)
     return run_ranks(config.training.processes, device, fn, (config, *args), callbacks,
                      failed=lambda answer: isinstance(answer, TrialResult) and answer.status == "failed")  # fmt: skip
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _load_data_cached(data_json: str, cache_dir: str | None = None) -> UnifiedData:
     from searchvlm.config import DataConfig
 
     return load_data(DataConfig.model_validate_json(data_json), cache_dir)
 
 
-def prepare(config: TrialConfig) -> tuple[UnifiedData, ModelConfig]:
-    """The trial's data and its model config with the data's vocabulary."""
-    data = _load_data_cached(config.data.model_dump_json(), config.cache_dir)
+def prepare(config: TrialConfig, seed: int | None = None) -> tuple[UnifiedData, ModelConfig]:
+    """The data run seed `seed` trains on (None: the config's first seed; with a numeric
+    `data.seed` every seed's data are the same) and the model config with its vocabulary."""
+    data_cfg = config.data.for_seed(config.seeds[0] if seed is None else seed)
+    data = _load_data_cached(data_cfg.model_dump_json(), config.cache_dir)
     if config.model.vocab is not None and config.model.vocab != data.vocab:
         raise ValueError(f"model.vocab = {config.model.vocab} does not match the data's {data.vocab}")
     return data, config.model.model_copy(update={"vocab": data.vocab})
+
+
+#: the data draw FLOPs are counted on under `data.seed: run` (a numeric data.seed: its own)
+PRICED_SEED = 0
+
+
+def priced_data(config: TrialConfig) -> tuple[UnifiedData, ModelConfig]:
+    """The data a policy's FLOPs ratio is counted on: `data.seed`'s, and under `data.seed:
+    run` data seed 0's, whatever seeds train. `task_layouts` reads the first training row,
+    whose answer length (logit positions) can differ between draws of shapes; one draw keeps
+    a policy's ratio one number in a sweep, its confirmation and the known-cost sampler."""
+    return prepare(config, PRICED_SEED)
+
+
+def prepare_seeds(config: TrialConfig) -> tuple[dict[int, UnifiedData], ModelConfig]:
+    """Each run seed's data (`data.seed: run`: its own draw, shared by every policy on that
+    seed; a number: one object for all) and the model config. Every draw must have the
+    priced draw's vocabulary and sequence lengths, as one model config and one FLOPs count
+    serve them all: digits and tokens data vary only the split of a fixed file; shapes'
+    captions have one length and its questions are padded to the longest of the corpus,
+    the same for every draw that asks every kind of question."""
+    data = {s: prepare(config, s)[0] for s in config.seeds}
+    priced, model_cfg = priced_data(config)
+    for seed, other in data.items():
+        if other.vocab != priced.vocab or _lengths(other) != _lengths(priced):
+            raise ValueError(
+                f"data.seed = {config.data.seed!r}: seed {seed}'s data have another vocabulary or sequence "
+                f"length than data seed {PRICED_SEED}'s ({_lengths(other)} vs {_lengths(priced)}); use more "
+                "images (every question kind in every draw) or a numeric data.seed"
+            )
+    return data, model_cfg
+
+
+def _lengths(data: UnifiedData) -> dict[str, tuple[int, int]]:
+    """Per task, (tokens, image tokens) of a training row."""
+    return {t: (layout.num_tokens, layout.num_image) for t, layout in task_layouts(data).items()}
 
 
 def task_layouts(data: UnifiedData) -> dict[str, TaskLayout]:
@@ -129,9 +169,11 @@ def eval_steps(steps: int, every: int) -> list[int]:
 def _run(config: TrialConfig, report: Report | None, progress: Progress | None, tracker: _Tracker) -> TrialResult:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
-    data, model_cfg = prepare(config)
+    by_seed, model_cfg = prepare_seeds(config)
+    data = priced_data(config)[0]  # the layout every seed shares (FLOPs, checks)
     policy = config.resolved_policy()
-    check_layout(policy, data)  # once, before any training: a layout the policy cannot serve fails here
+    for each in {id(d): d for d in (data, *by_seed.values())}.values():  # each draw once, before any training:
+        check_layout(policy, each)  # a layout the policy cannot serve fails here
     if config.synergy.gen_metric == "caption_acc" and data.split("val", "generation").swaps is None:
         raise ValueError(
             f"synergy.gen_metric = 'caption_acc' needs captions that differ in one attribute; data.name = "
@@ -140,11 +182,11 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
     flops = count_flops(model_cfg, policy, task_layouts(data), batch_size=config.training.batch_size)
     tracker.flops_ratio = flops.ratio
     device = resolve_device(config.training.device)
-    ctx = _Context(config, data, model_cfg, device, progress)
+    ctx = _Context(config, by_seed, model_cfg, device, progress)
     refs = {s: _references(ctx, policy, s) for s in config.seeds}
     if _is_dense_reference(config, model_cfg, policy):
         return _from_dense_reference(config, refs, flops.ratio, policy, report, tracker, caption_chance(data))
-    runs = [Run(RunSpec(model_cfg, policy, config.training, TASKS, s), data, device) for s in config.seeds]
+    runs = [Run(RunSpec(model_cfg, policy, config.training, TASKS, s), by_seed[s], device) for s in config.seeds]
     records = [RunRecord(TASKS, s) for s in config.seeds]
     kept: list[dict[str, tuple[int, dict]]] = [{} for _ in runs]  # per run: metric -> (step, state)
     start = time.perf_counter()
@@ -152,7 +194,7 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         for run, record, states in zip(runs, records, kept):
             run.train_until(step)
             tracker.step = run.step
-            record.add(step, run.scores(data, "val"), {})
+            record.add(step, run.scores(by_seed[record.seed], "val"), {})
             _keep_picks(run, record, states, step, config.synergy.at)
         tracker.seconds = time.perf_counter() - start
         if progress:
@@ -160,14 +202,15 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         if report:
             report(step, _intermediate(records, refs, step, flops.ratio, config))
     for run, record, states in zip(runs, records, kept):
-        _test_picks(run, record, states, data)
+        _test_picks(run, record, states, by_seed[record.seed])
     train_seconds = time.perf_counter() - start
     if config.save_model:
         save_model(runs[0], model_cfg, config)
     if config.synergy.fidelity:
         for run, record in zip(runs, records):
-            record.fidelity = _fidelity(run, data, run.spec.seed, config)
-    done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy)
+            record.fidelity = _fidelity(run, by_seed[record.seed], run.spec.seed, config)
+    done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy,
+                       cpu=cpu_model())  # fmt: skip
     return _final(config, records, refs, done, caption_chance(data))
 
 
@@ -269,14 +312,14 @@ def warm_reference(config: TrialConfig, seed: int, label: str) -> bool:
         return _on_ranks(warm_reference, config, seed, label)
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
-    data, model_cfg = prepare(config)
-    ctx = _Context(config, data, model_cfg, resolve_device(config.training.device))
+    data, model_cfg = prepare(config, seed)
+    ctx = _Context(config, {seed: data}, model_cfg, resolve_device(config.training.device))
     wanted = {lab: (tasks, pol) for lab, tasks, pol in _wanted(config, model_cfg, config.resolved_policy())}
     return _reference(ctx, *wanted[label], seed).cached
 
 
 def _train_reference(ctx: _Context, policy: ReductionPolicy, tasks: tuple[str, ...], seed: int) -> RunRecord:
-    config, data, progress = ctx.config, ctx.data, ctx.progress
+    config, data, progress = ctx.config, ctx.data[seed], ctx.progress
     run = Run(RunSpec(ctx.model_cfg, policy, config.training, tasks, seed), data, ctx.device)
     record = RunRecord(tasks, seed)
     label = f"{tasks[0]} alone" if len(tasks) == 1 else "dense joint"
@@ -331,7 +374,7 @@ def _fidelity(run: Run, data: UnifiedData, seed: int, config: TrialConfig) -> fl
     split = split.batch(torch.arange(min(len(split), 200)))
     split = split if split.input_ids.device == run.device else split.to(run.device)
     codes = sample_images(run.model, split, data.vocab.image_offset, data.vocab.num_image, seed)
-    clfs = _classifiers(config.data.model_dump_json(), config.cache_dir)
+    clfs = _classifiers(config.data.for_seed(seed).model_dump_json(), config.cache_dir)
     pixels = data.to_pixels(codes).astype(np.float32)
     accs = [float((clf.predict(pixels) == split.targets[:, a]).mean()) for a, clf in enumerate(clfs)]
     return float(np.mean(accs))
@@ -382,8 +425,10 @@ def _gains(
 def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: TrialResult,
            chance: float | None = None) -> TrialResult:  # fmt: skip
     """The trial's result: per-seed gains of `records` against `refs`, aggregated into
-    `done` (which carries the FLOPs ratio, seconds, steps and policy). `chance`: caption
-    accuracy at chance, which flags a g_G on caption accuracy over a below-chance baseline."""
+    `done` (which carries the FLOPs ratio, seconds, steps, policy and its runs' CPU model),
+    with the CPU models of the reference runs added (cached ones may have trained elsewhere).
+    `chance`: caption accuracy at chance, which flags a g_G on caption accuracy over a
+    below-chance baseline."""
     per_seed, at, how = [], config.synergy.at, config.synergy.aggregate
     metric = GEN_METRICS[config.synergy.gen_metric]
     for record in records:
@@ -405,7 +450,8 @@ def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: Tria
                 "gen_gain_vs_dense": gains.gen_gain - dense.gen_gain,
             })  # fmt: skip
         per_seed.append(row)
-    return _aggregate(per_seed, config, done)
+    cpu = joined([done.cpu, *(ref.cpu for base in refs.values() for ref in base.values())])
+    return _aggregate(per_seed, config, done.model_copy(update={"cpu": cpu}))
 
 
 def _mean_of(per_seed: list[dict], key: str) -> float | None:
@@ -428,4 +474,4 @@ def _aggregate(per_seed: list[dict], config: TrialConfig, done: TrialResult) -> 
     })  # fmt: skip
 
 
-__all__ = ["run_trial", "prepare", "reference_labels", "task_layouts", "warm_reference"]
+__all__ = ["run_trial", "prepare", "prepare_seeds", "priced_data", "reference_labels", "task_layouts", "warm_reference"]

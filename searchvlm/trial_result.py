@@ -133,6 +133,12 @@ class TrialResult(_Strict):
     )
     steps_done: int = Field(0, description="optimizer steps the joint model completed (where a failed trial stopped)")
     policy: ReductionPolicy | None = Field(None, description="the explicit policy trained under")
+    cpu: str | None = Field(
+        None,
+        description="CPU model the numbers were measured on: the joint runs' and their cached reference "
+        "runs' ('; '-joined when they differ, which makes the comparison unsound). Numbers from different "
+        "CPU types are not comparable (searchvlm._host); None: not recorded (results made before it was)",
+    )
 
 
 def _reached(flag: str | None = None) -> tuple[str, ...]:

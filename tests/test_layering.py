@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     # L0: schemas and stdlib-level helpers (pydantic, PyYAML; no torch / ray / mlflow)
     "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
     "searchvlm._hf": 0,
+    "searchvlm._host": 0,
     "searchvlm._strict": 0,
     "searchvlm._tables": 0,
     "searchvlm.config": 0,

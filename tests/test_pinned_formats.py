@@ -132,7 +132,7 @@ def test_result_columns_as_pinned() -> None:
         "gen_nll_iso", "gen_fidelity_iso", "gen_caption_acc_iso", "gen_caption_nats_iso", "gen_gain_below_chance",
         "train_seconds",
         "steps_done", "seeds", "synergy_per_seed", "policy_json", "params_json", "start_time", "end_time",
-        "node", "gpu_ids", "device",
+        "node", "gpu_ids", "device", "cpu",
     )  # fmt: skip
     assert set(SEARCHABLE_METRICS) == {"flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll",
                                        "gen_fidelity", "gen_caption_acc", "gen_caption_nats",

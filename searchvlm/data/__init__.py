@@ -10,7 +10,8 @@ Token ids are laid out [special][text][image] (`VocabLayout`); image token id =
 BOS/BOI/EOI are SYSTEM tokens. Instructions are left-padded and answers right-padded with
 PAD (never labelled) to the longest row of the data set, so T is the same in every split.
 Data sets: `digits` (scikit-learn), `shapes` (generated), `tokens` (your .npz/.parquet,
-schema in `searchvlm.data._tokens`). Splits are disjoint, seeded by `cfg.seed`; both
+schema in `searchvlm.data._tokens`). Splits are disjoint, seeded by `cfg.seed` (a number:
+`data.seed: run` is resolved per run seed by `DataConfig.for_seed` before loading); both
 tasks use the same held-out images, and the same training images unless
 `cfg.task_images = "disjoint"` gives each task its own half of them.
 """
@@ -67,6 +68,8 @@ def load_data(cfg: DataConfig | None = None, cache_dir: str | Path | None = None
     """Load, split and tokenise the data set `cfg` names (default: digits); a patch
     tokenizer's codebook is cached under `cache_dir` when given."""
     cfg = cfg or DataConfig()
+    if cfg.seed == "run":
+        raise ValueError("data.seed = 'run' draws each run seed's data: load DataConfig.for_seed(seed)")
     corpus = tokenize(load_corpus(cfg), cfg.tokenizer, cache_dir)
     if cfg.permute_answers:
         corpus = permute_answers(corpus, cfg.seed)
@@ -80,4 +83,4 @@ def check_data(cfg: DataConfig) -> None:
     dtypes, shapes, splits) before anything trains; ConfigError naming the file and key.
     The built-in data sets need no check."""
     if cfg.name == "tokens":
-        load_corpus(cfg)
+        load_corpus(cfg.for_seed(0))  # any seed: the file is read whole, the split is only its row numbers

@@ -113,9 +113,13 @@ class SpaceCost:
 
     def _layout(self) -> tuple[Any, Any]:
         if self._priced is None:
-            from searchvlm.trial import prepare, task_layouts
+            from searchvlm.trial import priced_data, task_layouts
 
-            data, model_cfg = prepare(self.space.trial_config(None, cache_dir=self.cache_dir))
+            # the draw every trial counts FLOPs on: with `data.seed: run` each seed trains on
+            # other images, but the layout that prices a policy is one draw's (data seed 0),
+            # and every draw has its vocabulary and sequence lengths (`trial.prepare_seeds`
+            # checks; tests/test_data_seed.py tests)
+            data, model_cfg = priced_data(self.space.trial_config(None, cache_dir=self.cache_dir))
             self._priced = (model_cfg, task_layouts(data))
         return self._priced
 

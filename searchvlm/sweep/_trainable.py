@@ -140,7 +140,8 @@ def row_result(row: dict[str, Any]) -> TrialResult:
     fields["steps_done"] = int(fields.get("steps_done", 0))
     policy = ReductionPolicy.model_validate_json(row["policy_json"]) if row.get("policy_json") else None
     seeds = TrialRow.of(row).seeds
-    return TrialResult(status=row["status"], error=row.get("error") or None, seeds=seeds, policy=policy, **fields)
+    return TrialResult(status=row["status"], error=row.get("error") or None, seeds=seeds, policy=policy,
+                       cpu=row.get("cpu") or None, **fields)  # fmt: skip
 
 
 def reused_metrics(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from searchvlm.tracking._store import RESULT_METRICS, final_key, is_number, retry, summary_batch
+from searchvlm.tracking._store import RESULT_METRICS, final_key, is_number, provenance, retry, summary_batch
 from searchvlm.tracking._tracker import Tracker
 
 
@@ -74,11 +74,12 @@ CONFIRM_METRICS = ("flops_ratio", "synergy_gain", "synergy_gain_stderr", "synerg
 def log_confirmed(uri: str, run_id: str, row: dict[str, Any]) -> None:
     """One confirmed policy (`searchvlm confirm`) on the sweep's parent run: metrics
     `confirmed.<name>` at step = the trial's number, and a `confirmed.<number>` tag naming
-    the trial and its seeds."""
+    the trial, its seeds and the CPU model its numbers were measured on."""
     client = MlflowClient(tracking_uri=uri)
     now, step = int(time.time() * 1000), int(row["number"])
     metrics = [Metric(f"confirmed.{k}", float(row[k]), now, step) for k in CONFIRM_METRICS if is_number(row.get(k))]
-    tags = [RunTag(f"confirmed.{step}", f"trial {row['trial_id']} seeds {row['seeds']} status {row['status']}")]
+    text = f"trial {row['trial_id']} seeds {row['seeds']} status {row['status']} cpu {row.get('cpu') or 'unrecorded'}"
+    tags = [RunTag(f"confirmed.{step}", text)]
     retry(client.log_batch, run_id, metrics=metrics, tags=tags)
 
 
@@ -106,7 +107,7 @@ def log_table(uri: str, runs_dir: str | Path, name: str, files: list[Path], rows
     run = retry(
         tracker.client.create_run,
         tracker.experiment_id,
-        tags={MLFLOW_RUN_NAME: name, "kind": "reproduce"},
+        tags={MLFLOW_RUN_NAME: name, "kind": "reproduce", **provenance()},
         run_name=name,
     )
     run_id = run.info.run_id
@@ -165,7 +166,7 @@ def _trial_record(run: Any) -> dict[str, Any]:
     return {"trial_id": tags["trial_id"], "status": tags.get("status", ""), "error": tags.get("error"),
             "preset": tags.get("preset") or None, "number": tags.get("optuna_number", ""),
             "duplicate_of": tags.get("duplicate_of"), "start_time": _iso(run.info.start_time),
-            "end_time": _iso(run.info.end_time),
+            "end_time": _iso(run.info.end_time), "cpu": tags.get("cpu", ""),
             **{k: metrics[final_key(k)] for k in RESULT_METRICS if final_key(k) in metrics}}  # fmt: skip
 
 

@@ -178,7 +178,8 @@ class Tracker:
     def finish_trial(self, run_id: str, result: TrialResult, policy_json: str | None,
                      tags: dict[str, str] | None = None) -> None:  # fmt: skip
         """Final objectives (`test_<name>`), the explicit policy artifact, status tag, terminal
-        state; `tags`: more tags (where the trial ran: node, gpu_ids, device)."""
+        state; `tags`: more tags (where the trial ran: node, gpu_ids, device); tag `cpu`: the CPU
+        model(s) its numbers were measured on (`TrialResult.cpu`)."""
         now = int(time.time() * 1000)
         step = result.steps_done
         metrics = [Metric(final_key(k), float(getattr(result, k)), now, step)
@@ -186,6 +187,8 @@ class Tracker:
         run_tags = [RunTag("status", result.status), *(RunTag(k, str(v)) for k, v in (tags or {}).items())]
         if result.error:
             run_tags.append(RunTag("error", result.error[:4000]))
+        if result.cpu:
+            run_tags.append(RunTag("cpu", result.cpu))
         self._write(self._on_run, run_id, "log_batch", metrics, (), run_tags)
         if policy_json:
             self._write(self._on_run, run_id, "log_text", policy_json, "policy.json")
