@@ -41,6 +41,7 @@ _LAZY = {
     "analyze": "searchvlm.analysis",
     "run_analysis": "searchvlm.analysis_run",
     "run_reproduce": "searchvlm.reproduce",
+    "run_diagnose": "searchvlm.diagnose",
     # results as data (pandas loads on the first call) and managing sweeps
     "Front": "searchvlm.frames",
     "load_front": "searchvlm.frames",

@@ -25,6 +25,7 @@ __all__ = [
     "cells_table",
     "compare_table",
     "confirm_table",
+    "gradients_tables",
     "presets_table",
     "print_pareto",
     "print_table",
@@ -166,6 +167,25 @@ def alpha_table(done) -> Table:
     for label, vals in rows:
         table.add_row(label, *(f"{v:.3f}" for v in vals))
     return table
+
+
+def gradients_tables(report) -> list[Table]:
+    """`diagnose`: per checkpoint, the cosine of the two tasks' gradients and (in brackets)
+    understanding's share of the gradient norm, per layer and group ('-': not reached)."""
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    tables = []
+    for c in report.checkpoints:
+        whole = f"{fmt(c.overall['cosine'], '+.3f')} ({fmt(c.overall['und_share'], '.2f')})"
+        name = report.policy.name or "policy"
+        table = Table(title=f"{name} at {c.label} (step {c.step}): cosine (und share); whole model {whole}")
+        table.add_column("layer")
+        for g in report.groups:
+            table.add_column(g, justify="right", no_wrap=True)
+        for i, layer in enumerate(c.layers):
+            cells = [f"{fmt(layer[g]['cosine'], '+.3f')} ({fmt(layer[g]['und_share'], '.2f')})" for g in report.groups]
+            table.add_row(f"L{i + 1}", *cells)
+        tables.append(table)
+    return tables
 
 
 #: what `pareto` says after the hypervolume's reference synergy (`pareto.default_ref_source`, or --ref)

@@ -33,6 +33,7 @@ from searchvlm._cli_runs import compare, rm, runs_
 from searchvlm._console import (
     alpha_table,
     confirm_table,
+    gradients_tables,
     presets_table,
     print_pareto,
     print_table,
@@ -475,6 +476,38 @@ def analyze(
     out.print(f"wrote {', '.join(str(p) for p in done.files.values())}")
     if done.run_id:
         out.print(f"mlflow: {tracking_uri} (run {done.run_id})")
+
+
+@app.command()
+def diagnose(
+    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the model and training)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="a named policy (see `searchvlm presets`)"),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="an exported or explicit policy JSON"),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", min=0, help="training steps (default: the space's; fewer is cheaper; 0: initialisation only)"
+    ),
+    batches: int = typer.Option(4, "--batches", min=1, help="fixed training batches per task to average over"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="model and batch seed (default: the space's first)"),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="output folder (default runs/diagnose-<space>-<policy>)"
+    ),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads (default: training.threads)"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs go"),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Per layer and parameter group, the cosine between the two tasks' gradients and each task's
+    share of the gradient, at initialisation and at the joint run's best validation rounds."""
+    from searchvlm.diagnose import DiagnoseRequest, run_diagnose
+
+    request = DiagnoseRequest(preset=preset, policy=policy, seed=seed, steps=steps, batches=batches, threads=threads,
+                              overrides=sets)  # fmt: skip
+    try:
+        done = run_diagnose(space_file, request, out_dir=out_dir, runs_dir=runs_dir)
+    except ValueError as err:  # a plain ValueError (a layout the policy cannot serve) is one `error:` line too
+        fail(err)
+    for table in gradients_tables(done.report):
+        print_table(out, table)
+    out.print(f"wrote {', '.join(str(p) for p in done.files.values())} ({done.report.seconds['total']:.0f} s)")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -40,7 +40,7 @@ NEGATIVE_VALID = {("export", "--min-synergy"), ("export", "--max-flops")}
 #: checks the CLI leaves to a work function stubbed here, with the test that covers them
 CHECKED_BY_WORK = {("sweep", "--name"): "tests/sweep/test_driver.py::test_bad_name_fails_before_ray"}
 #: options a command needs besides its arguments to reach the option checks
-NEEDED = {"trial": ["--preset", "dense"]}
+NEEDED = {"trial": ["--preset", "dense"], "diagnose": ["--preset", "dense"]}
 #: where the work starts (training, a sweep), stubbed in every case: the sweep package whole; for the
 #: commands that call one public function which checks its inputs first, the training function it reaches
 WORK_MODULES = ("searchvlm.sweep",)
@@ -48,6 +48,7 @@ WORK_FUNCTIONS = {
     "searchvlm.trial": "run_trial",
     "searchvlm.reproduce": "reproduce",
     "searchvlm.analysis_run": "analyze",
+    "searchvlm.diagnose": "prepare",
 }
 
 

@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.baselines": 3,
     "searchvlm.checkpoint": 3,
     "searchvlm.distributed": 3,  # data-parallel trials: the ranks, their batch shares and gradients
+    "searchvlm.gradients": 3,  # each task's gradient per layer and parameter group (diagnose)
     "searchvlm.report._allocation": 3,  # the analysis figures, drawn by analysis (L3)
     "searchvlm.report._heatmap": 3,
     "searchvlm.training": 3,
@@ -70,6 +71,7 @@ LAYERS: dict[str, int] = {
     "searchvlm.analysis_run": 4,
     "searchvlm.confirm": 4,
     "searchvlm.decide": 4,
+    "searchvlm.diagnose": 4,
     "searchvlm.frames": 4,
     "searchvlm.report": 4,
     "searchvlm.recover": 4,

@@ -60,7 +60,7 @@ def test_commands_are_public_functions() -> None:
 
     for name in ("run_sweep", "run_trial", "load_trial_config", "export_policy", "export_report", "policy_picture",
                  "pareto_report", "analyze", "run_analysis", "run_reproduce", "run_confirm", "compile_presets",
-                 "compare_runs", "list_runs", "remove_run", "load_space", "validate_file",
+                 "run_diagnose", "compare_runs", "list_runs", "remove_run", "load_space", "validate_file",
                  "validate_files"):  # fmt: skip
         assert name in searchvlm.__all__ and callable(getattr(searchvlm, name)), name
 
