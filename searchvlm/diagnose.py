@@ -90,7 +90,9 @@ class DiagnoseReport(BaseModel):
     val_curves: dict[str, dict[int, float]] = Field(
         description="metric -> step -> validation value of the joint run (what picked the checkpoints; empty at init)"
     )
-    seconds: dict[str, float] = Field(description="wall seconds: data, train (with validation), measure, total")
+    seconds: dict[str, float] = Field(
+        description="wall seconds (data, train with validation, measure, total) and the process's CPU seconds (cpu)"
+    )
     machine: dict[str, str] = Field(description="cpu model, cores, torch version")
 
     def dump(self) -> str:
@@ -111,7 +113,7 @@ def run_diagnose(
 ) -> DiagnoseOutcome:  # fmt: skip
     """The `diagnose` command: measure as `request` says and write diagnose.json and
     diagnose.png to `out_dir` (default `<runs_dir>/diagnose-<space>-<policy>`)."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     r = request
     if r.batches < 1:
         raise ConfigError(COMMAND_LINE, "--batches", r.batches, "must be a whole number >= 1")
@@ -152,6 +154,7 @@ def run_diagnose(
             checkpoints.append(measured("best " + " + ".join(metrics), step, metrics, val))
         seconds["measure"] += time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
+    seconds["cpu"] = time.process_time() - cpu_start  # all threads; on shared cores less than the wall time
     report = DiagnoseReport(
         space=str(space_file), space_hash=space.space_hash(), policy=policy, model=model_cfg.model_dump(mode="json"),
         seed=seed, batches=r.batches, batch_size=training.batch_size, loss_weights=weights, steps=steps,

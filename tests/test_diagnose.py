@@ -90,3 +90,14 @@ def test_bad_policy_file_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"num_layers": 4, "understanding": {"keep": [2.0]}}')
     assert_errors(cli("diagnose", QUICK, "--policy", bad, "--out", tmp_path), str(bad))
+
+
+def test_docs_list_every_report_field() -> None:
+    """docs/diagnose.md's diagnose.json table names every field of `DiagnoseReport`, and the
+    groups table every group."""
+    from searchvlm.diagnose import DiagnoseReport
+
+    text = (ROOT / "docs" / "diagnose.md").read_text()
+    keys = {f.alias or name for name, f in DiagnoseReport.model_fields.items()}
+    assert all(f"| `{k}` |" in text for k in keys), [k for k in keys if f"| `{k}` |" not in text]
+    assert all(f"| `{g}` |" in text for g in GROUPS)
