@@ -83,13 +83,17 @@ def measure(model: ReducedLM, batches: Batches, weights: Mapping[str, float]) ->
     m, pairs = _instrumented(model)
     m.train()
     keys = _keys(m)
-    params = [p for p in m.parameters() if id(p) in keys]
-    per_batch: dict[Key, list[tuple[Tensor, Tensor]]] = {}
+    params = list(m.parameters())
+    per_batch: dict[Key, list[Tensor]] = {}
     for batch in batches:
         grads = [_task_grads(m, batch[t], t, weights.get(t, 1.0), params) for t in TASKS]  # [[(n_p,)]]
-        for key, (gu, gg) in _grouped(params, keys, pairs, grads).items():
-            per_batch.setdefault(key, []).append((gu, gg))
-    stats = {key: _stats(pairs_) for key, pairs_ in per_batch.items()}
+        for key, sums in _batch_sums(params, keys, pairs, grads).items():
+            per_batch.setdefault(key, []).append(sums)
+    sizes: dict[Key, int] = {}
+    for p in params:
+        sizes[keys[id(p)]] = sizes.get(keys[id(p)], 0) + p.numel()
+    sizes[(None, "overall")] = sum(p.numel() for p in params) - sum(c.numel() for c, _ in pairs)
+    stats = {key: _stats(sums, sizes[key]) for key, sums in per_batch.items()}
     layers = [{g: stats.get((i, g), _EMPTY) for g in GROUPS} for i in range(len(m.decoder.layers))]
     return Measurement(layers, stats[(None, "outside")], stats[(None, "overall")], len(batches))
 
@@ -148,45 +152,49 @@ def _task_grads(m: ReducedLM, batch: TaskSplit, task: str, weight: float, params
             for p in params]  # fmt: skip
 
 
-def _grouped(
+def _batch_sums(
     params: list[nn.Parameter], keys: dict[int, Key], pairs: list[tuple[nn.Parameter, nn.Parameter]],
     grads: list[list[Tensor]],
-) -> dict[Key, tuple[Tensor, Tensor]]:  # fmt: skip
-    """Per key, (g_U, g_G) concatenated over its parameters; plus `overall`: every original
-    parameter's gradient with its image copy's part added back."""
+) -> dict[Key, Tensor]:  # fmt: skip
+    """Per key, (|g_U|², |g_G|², <g_U, g_G>) over its parameters (3,); plus `overall`: every
+    original parameter's gradient with its image copy's part added back."""
+    out: dict[Key, Tensor] = {}
+
+    def add(key: Key, u: Tensor, g: Tensor) -> None:
+        sums = torch.stack([u @ u, g @ g, u @ g])  # (3,)
+        out[key] = out[key] + sums if key in out else sums
+
     index = {id(p): j for j, p in enumerate(params)}
-    copies = {id(c): id(o) for c, o in pairs}
-    out = {}
-    for key in dict.fromkeys(keys.values()):
-        members = [j for j, p in enumerate(params) if keys[id(p)] == key]
-        out[key] = tuple(torch.cat([g[j] for j in members]) for g in grads)
-    whole = []
-    for g in grads:
-        merged = list(g)
-        for c, o in copies.items():
-            merged[index[o]] = merged[index[o]] + merged[index[c]]
-        whole.append(torch.cat([merged[j] for j, p in enumerate(params) if id(p) not in copies]))
-    out[(None, "overall")] = (whole[0], whole[1])
+    copy_of = {id(o): index[id(c)] for c, o in pairs}  # original -> its image copy's index
+    copies = set(copy_of.values())
+    gu, gg = grads
+    for j, p in enumerate(params):
+        add(keys[id(p)], gu[j], gg[j])
+        if j in copies:
+            continue
+        c = copy_of.get(id(p))
+        add((None, "overall"), gu[j] if c is None else gu[j] + gu[c], gg[j] if c is None else gg[j] + gg[c])
     return out
 
 
-def _stats(per_batch: list[tuple[Tensor, Tensor]]) -> GroupStats:
-    """Means over the batches of one group's cosine, share and norms (`GroupStats`)."""
+def _stats(per_batch: list[Tensor], size: int) -> GroupStats:
+    """Means over the batches of one group's cosine, share and norms from its per-batch
+    (|g_U|², |g_G|², <g_U, g_G>) (`GroupStats`)."""
     cosines, shares, norms = [], [], []
-    for gu, gg in per_batch:
-        nu, ng = float(gu.norm()), float(gg.norm())
+    for uu, gg, ug in (t.tolist() for t in per_batch):
+        nu, ng = math.sqrt(uu), math.sqrt(gg)
         norms.append((nu, ng))
         if nu + ng > 0:
             shares.append(nu / (nu + ng))
         if nu > 0 and ng > 0:
-            cosines.append(float(gu @ gg) / (nu * ng))
+            cosines.append(ug / (nu * ng))
     return GroupStats(
         cosine=_mean(cosines),
         cosine_se=_se(cosines),
         und_share=_mean(shares),
         und_norm=sum(n for n, _ in norms) / len(norms),
         gen_norm=sum(n for _, n in norms) / len(norms),
-        size=int(per_batch[0][0].numel()),
+        size=size,
     )
 
 
