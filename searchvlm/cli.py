@@ -496,7 +496,9 @@ def diagnose(
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Per layer and parameter group, the cosine between the two tasks' gradients and each task's
-    share of the gradient, at initialisation and at the joint run's best validation rounds."""
+    share of the gradient, at initialisation and at the joint run's best validation rounds.
+
+    Example: searchvlm diagnose search_spaces/default.yaml --preset himix_hmgen --steps 150"""
     from searchvlm.diagnose import DiagnoseRequest, run_diagnose
 
     request = DiagnoseRequest(preset=preset, policy=policy, seed=seed, steps=steps, batches=batches, threads=threads,

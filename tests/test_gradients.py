@@ -186,10 +186,12 @@ def test_per_task_copies_never_share_a_gradient() -> None:
     assert reached and all(s.cosine == 0.0 for s in reached)
 
 
-def test_shared_policy_whole_model_equals_the_plain_models_gradient() -> None:
-    """Under a shared policy that drops, query-drops and skips tokens, `overall` (image copies
-    added back) is the plain model's whole gradient, and each group's size counts its weights."""
-    policy = preset("himix_hmgen", LAYERS)
+@pytest.mark.parametrize("name", ["fastv", "himix_hmgen"])
+def test_whole_model_equals_the_plain_models_gradient(name: str) -> None:
+    """Under FastV (drop, every weight shared) and HiMix + HMGen share all (query-drop, skip,
+    HMGen's image/text q/k/v split in the full layers), `overall` (the measurement's image
+    copies added back) is the plain model's whole gradient; each group's size counts its weights."""
+    policy = preset(name, LAYERS)
 
     def whole(m, seen, segments):
         return {(None, "overall"): [p.grad.flatten() for p in m.parameters() if p.grad is not None]}
