@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from searchvlm._host import cpu_model
 from searchvlm.config import TrialConfig
 from searchvlm.data import UnifiedData
 from searchvlm.errors import COMMAND_LINE, ConfigError
@@ -208,16 +208,9 @@ def _budget(steps: int, space_steps: int) -> str:
 
 
 def _machine() -> dict[str, str]:
-    """The CPU model (Linux: /proc/cpuinfo), core count and torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__}
+    """The CPU model (`searchvlm._host.cpu_model`: numbers differ between CPU types more than
+    between seeds), core count and torch version."""
+    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "torch": torch.__version__}
 
 
 def write_outputs(report: DiagnoseReport, out_dir: Path) -> dict[str, Path]:
