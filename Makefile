@@ -51,7 +51,7 @@ docs: setup
 # -n 2 --dist loadfile: two workers, each test file on one (its module and session fixtures,
 # a real sweep among them, run once); Ray-starting tests may then run two local Rays at once
 test: setup browser lint docs
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25  # the 25 slowest tests in the log
 
 bench: setup
 	$(BIN)/python benchmarks/step_time.py
