@@ -99,21 +99,26 @@ class Decision:
         r, a = self.result, self.result.accepted
         margin = f"margin delta {r.delta:g}, alpha {r.alpha:g}"
         if a is not None:
-            o = self.accepted or {}
-            return (f"accepted: trial {a.name} ({o.get('preset') or 'sampled'}, #{o.get('number')}), FLOPs ratio "
+            return (f"accepted: trial {self._named(a.name)}, FLOPs ratio "
                     f"{a.flops_ratio:.3f}, synergy - dense {a.mean:+.4f}, lower bound {a.lower:+.4f} > -{r.delta:g} "
                     f"on {a.seeds} fresh seeds (p {a.p:.3g}; {margin})")  # fmt: skip
         last = r.tested[-1] if r.tested else None
         if r.verdict == "none_qualifies" and last is not None:
-            return (f"none qualifies among the {len(self.order)} shortlisted: the most expensive, trial {last.name} "
+            return (f"none qualifies among the {len(self.order)} shortlisted: the most expensive, trial "
+                    f"{self._named(last.name)} "
                     f"(FLOPs ratio {last.flops_ratio:.3f}), is worse than dense by more than the margin (upper "
                     f"bound {last.upper:+.4f} < -{r.delta:g}, {last.seeds} seeds; {margin})")  # fmt: skip
         need = "more seeds than searchvlm plans for (over 100,000)" if r.seeds_needed is None else (
             f"about {r.seeds_needed} paired seeds for 80% power at its paired SD {last.sd:.4f} if it is as good "
             f"as dense: a new race on that many fresh seeds (--seeds, --first-seeds, --max-seeds)")  # fmt: skip
-        return (f"undetermined: trial {r.stopped_at} (FLOPs ratio {last.flops_ratio:.3f}) has lower bound "
+        return (f"undetermined: trial {self._named(r.stopped_at)} (FLOPs ratio {last.flops_ratio:.3f}) has lower bound "
                 f"{last.lower:+.4f} and upper bound {last.upper:+.4f} around -{r.delta:g} after {last.seeds} "
                 f"seeds; a decision needs {need} ({margin})")  # fmt: skip
+
+    def _named(self, trial_id: str | None) -> str:
+        """`ad440f01 (himix_hmgen_partial, #1)`: a shortlisted trial with its preset (or 'sampled') and number."""
+        o = next((o for o in self.order if o["trial_id"] == trial_id), {})
+        return f"{trial_id} ({o.get('preset') or 'sampled'}, #{o.get('number')})"
 
     def as_dict(self) -> dict[str, Any]:
         return {

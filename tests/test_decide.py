@@ -152,7 +152,7 @@ def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["decide", str(run), "--delta", "1000", "--first-seeds", "2", "--max-seeds", "2",
                                    "--seeds", "1,2"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "0 runs trained, 4 reused" in res.output and "accepted: trial t1" in res.output
+    assert "0 runs trained, 4 reused" in res.output and "accepted: trial t1 (himix, #1)" in res.output
 
 
 @pytest.mark.slow
