@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from _tabular import FORMAT, policy_key
+from searchvlm._host import cpu_model
 from searchvlm.identity import canonical_policy
 from searchvlm.policy import ReductionPolicy
 from searchvlm.presets import preset
@@ -47,16 +47,6 @@ DRAWS, SAMPLED, DRAW_SEED = 4000, 41, 2026
 CURVE_KEYS = ("synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")
 SEED_KEYS = ("synergy_gain", "synergy_vs_dense", "und_gain", "gen_gain", "gen_gain_below_chance", "und_acc",
              "und_acc_iso", "gen_caption_acc", "gen_caption_acc_iso", "gen_nll", "gen_nll_iso")  # fmt: skip
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------- the policies
@@ -154,10 +144,8 @@ def build(limit_seconds: float | None) -> dict[str, Any]:
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread per run",
         "rows": [],
     }  # fmt: skip
-    todo = [("dense", None, None)] + [
-        (policy_key(ReductionPolicy.model_validate(p["policy"])), p, ReductionPolicy.model_validate(p["policy"]))
-        for p in points["points"]
-    ]
+    policies = [(p, ReductionPolicy.model_validate(p["policy"])) for p in points["points"]]
+    todo = [("dense", None, None)] + [(policy_key(pol), p, pol) for p, pol in policies]
     t0 = time.perf_counter()
     for key, point, policy in todo:
         row = table.get("reference") if point is None else next((r for r in table["rows"] if r["key"] == key), None)
