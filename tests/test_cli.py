@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,13 @@ def _complete(words: str) -> list[str]:
 
 def test_shell_completion_is_enabled() -> None:
     assert "--install-completion" in cli("--help", COLUMNS="200").output
-    script = subprocess.run([PY, "-m", "searchvlm", "--show-completion", "bash"], capture_output=True,
-                            text=True, env=checkout_env(), cwd=ROOT, timeout=120).stdout  # fmt: skip
-    assert "complete -o default -F _searchvlm_completion searchvlm" in script
+    # typer finds the shell among the process's ancestors (shellingham); under `make` the nearest
+    # one is /bin/sh, which typer does not support, so the script is asked for from a bash
+    # (`; exit $?` keeps bash from exec-ing python, so bash stays its parent)
+    command = f"{shlex.quote(PY)} -m searchvlm --show-completion; exit $?"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=checkout_env(), cwd=ROOT,
+                          timeout=120)  # fmt: skip
+    assert "complete -o default -F _searchvlm_completion searchvlm" in done.stdout, (done.returncode, done.stderr)
     assert _complete("searchvlm ex") == ["export"]
     assert _complete("searchvlm export x --rule ") == ["knee", "max-synergy", "min-flops", "decision"]
 
