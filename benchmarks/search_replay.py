@@ -1,7 +1,11 @@
 """Search efficiency on a stored table: replay samplers and MO-ASHA without training.
 
 The table (`tabular_build.py`, format v2) holds real trials of every policy of a finite
-space on 3 seeds, with per-seed learning curves, and the dense policy on the same seeds.
+space on 3 seeds, with per-seed learning curves, and the dense policy on the same seeds; or
+(`proxy_table.py`) a sample of 48 policies of a continuous space on 5 seeds. On such a
+*restricted* table a sampler's proposal trains the nearest table policy (`answer`, the
+distance fixed in PROXY_TABLE_PLAN.md), `known_cost` chooses among the table's untrained
+policies (`TablePool`), and only rows with every seed trained are used.
 
 - **What a search sees.** Each replay draws one seed of the table, shared by every policy
   (a sweep trains every policy on the same seeds; `--draws independent`, the former rule,
@@ -39,10 +43,16 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
 
-from _tabular import load_table, policy_key, rows_by_key
+from _tabular import load_table, policy_key
 from searchvlm.pareto import hypervolume
+from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace, load_space
+from searchvlm.sweep._keys import POLICY_ATTR
+from searchvlm.sweep._known_cost import KnownCostSampler
+from searchvlm.sweep._known_cost import _key as policy_identity
 from searchvlm.synergy import mean_stderr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,14 +111,47 @@ def sampler_space(space: SearchSpace, name: str, seed: int) -> SearchSpace:
     return space.model_copy(update={"search": search})
 
 
+def param_distance(params: dict[str, Any], dists: dict[str, BaseDistribution], other: dict[str, Any]) -> float:
+    """PROXY_TABLE_PLAN.md's distance from a proposal to a table policy: Euclidean over the
+    proposal's numeric dimensions scaled to [0, 1] by their bounds, plus 1 per differing
+    categorical; a dimension the table policy lacks (another branch of a conditional) counts 1."""
+    squares, differing = 0.0, 0
+    for name, value in params.items():
+        dist, theirs = dists[name], other.get(name)
+        if isinstance(dist, (FloatDistribution, IntDistribution)) and isinstance(theirs, (int, float)):
+            squares += ((value - theirs) / ((dist.high - dist.low) or 1.0)) ** 2
+        else:
+            differing += int(theirs != value)
+    return squares**0.5 + differing
+
+
+def answer(space: SearchSpace, rows: dict[str, Row], params: dict[str, Any],
+           dists: dict[str, BaseDistribution]) -> Row:  # fmt: skip
+    """The table row a proposal trains: the same policy when the table has it (a finite
+    table has every one), else the nearest table policy that has sampler parameters (a
+    finite table of a continuous space; presets carry none, so only cheapest-k and
+    known_cost can reach them). Ties go to the smaller key."""
+    try:
+        key = policy_key(space.policy_from_params(params))
+    except ValueError:  # a proposal the space refuses still has a nearest table policy
+        key = None
+    if key in rows:
+        return rows[key]
+    pool = [row for row in rows.values() if row.get("params")]
+    if not pool:
+        raise ValueError(f"policy {key} is not in the table and no table row carries sampler parameters")
+    return min(pool, key=lambda row: (param_distance(params, dists, row["params"]), row["key"]))
+
+
 def replay(space: SearchSpace, rows: dict[str, Row], sampler: optuna.samplers.BaseSampler, n: int,
            draws: dict[str, int]) -> list[Row]:  # fmt: skip
-    """Run `n` ask/tell trials of `sampler` on the table, told the drawn seed's values; the rows visited."""
+    """Run `n` ask/tell trials of `sampler` on the table, told the drawn seed's values of the
+    row that answers each proposal (`answer`); the rows visited."""
     study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
     seen: list[Row] = []
     for _ in range(n):
         trial = study.ask()
-        row = rows[policy_key(space.policy_from_params(space.suggest(trial)))]
+        row = answer(space, rows, space.suggest(trial), trial.distributions)
         run = seen_run(row, draws)
         if run["status"] == "ok":
             study.tell(trial, [run["flops_ratio"], run["synergy_gain"]])
@@ -116,6 +159,49 @@ def replay(space: SearchSpace, rows: dict[str, Row], sampler: optuna.samplers.Ba
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         seen.append(row)
     return seen
+
+
+def replay_known_cost(space: SearchSpace, rows: dict[str, Row], n: int, draws: dict[str, int],
+                      seed: int) -> list[Row]:  # fmt: skip
+    """`known_cost` restricted to a table: its candidate pool is the table's untrained
+    policies (presets included), priced at their exact FLOPs; each choice is told the drawn
+    seed's values, as a sweep's trials are. The rows visited."""
+    sampler = TablePool(space, rows, seed)
+    trials, seen = [], []
+    for number in range(n):
+        key = sampler.propose(trials, number)
+        if key is None:  # every table policy trained
+            break
+        row = rows[key]
+        run = seen_run(row, draws)
+        attrs = {POLICY_ATTR: ReductionPolicy.model_validate(row["policy"]).model_dump_json()}
+        ok = run["status"] == "ok"
+        trials.append(create_trial(state=TrialState.COMPLETE if ok else TrialState.FAIL, user_attrs=attrs,
+                                   values=[run["flops_ratio"], run["synergy_gain"]] if ok else None))  # fmt: skip
+        seen.append(row)
+    return seen
+
+
+class TablePool(KnownCostSampler):
+    """`known_cost` whose candidates are a table's policies (`propose` returns a row key)."""
+
+    def __init__(self, space: SearchSpace, rows: dict[str, Row], seed: int) -> None:
+        super().__init__(space, cost=lambda p: 1.0, seed=seed)  # never called: the pool carries its FLOPs
+        self.table = [(k, ReductionPolicy.model_validate(r["policy"]), r["flops_ratio"]) for k, r in rows.items()]
+
+    def _draw(self, number: int, seen: set[str]) -> list[tuple[Any, ReductionPolicy, float]]:
+        return [(k, p, c) for k, p, c in self.table if policy_identity(p) not in seen]
+
+
+def is_finite(space: SearchSpace) -> bool:
+    """A finite space's table has every policy; a continuous one's is a sample (restricted replays)."""
+    from searchvlm.errors import ConfigError
+
+    try:
+        space.grid_space()
+    except ConfigError:
+        return False
+    return True
 
 
 def cheapest(rows: dict[str, Row], n: int) -> list[Row]:
@@ -141,7 +227,6 @@ _WORK: dict[str, Any] = {}  # the space and rows, inherited by forked workers
 
 
 def _one_replay(job: tuple[str, int]) -> tuple[list[Row], dict[str, int]]:
-    from searchvlm.sweep._known_cost import KnownCostSampler
     from searchvlm.sweep._searcher import make_sampler
 
     name, seed = job
@@ -149,6 +234,8 @@ def _one_replay(job: tuple[str, int]) -> tuple[list[Row], dict[str, int]]:
     draws = draw_seeds(rows, 10_000 + seed)
     if name == "cheapest":
         return cheapest(rows, max(CHECKPOINTS)), draws
+    if name == "known_cost" and _WORK.get("restricted"):
+        return replay_known_cost(space, rows, max(CHECKPOINTS), draws, seed), draws
     if name == "known_cost":
         sampler = KnownCostSampler(space, lambda p: rows[policy_key(p)]["flops_ratio"], seed=seed)
     else:
@@ -163,7 +250,7 @@ def sampler_runs(space: SearchSpace, rows: dict[str, Row], seeds: range, refs: d
     import torch
 
     torch.set_num_threads(1)  # GP's fits; one replay per process
-    _WORK.update(space=space, rows=rows)
+    _WORK.update(space=space, rows=rows, restricted=not is_finite(space))
     out: dict[str, dict[str, list[list[float]]]] = {f"{r}{how}": {} for r in refs for how in ("", ":claimed")}
     with mp.get_context("fork").Pool(jobs) as pool:
         for name in SAMPLERS:
@@ -300,6 +387,13 @@ def plot(curves: dict, table_hv: float, moasha: list[dict], ref_name: str, path:
     fig.savefig(path, dpi=110)
 
 
+def complete_rows(table: dict[str, Any]) -> list[Row]:
+    """The rows a replay can use: every seed trained and ok (a partial proxy table's finished
+    rows are a random subset of its policies: PROXY_TABLE_PLAN.md's order)."""
+    n = max(len(r["seeds"]) for r in table["rows"])
+    return [r for r in table["rows"] if r["status"] == "ok" and len(r["seeds"]) == n]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", type=Path, default=ROOT / "benchmarks/data/tabular_quick.json")
@@ -323,8 +417,8 @@ def main() -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     table = load_table(args.table)
     space = load_space(ROOT / table["space"])
-    rows = rows_by_key(table)
-    ok = [r for r in table["rows"] if r["status"] == "ok"]
+    ok = complete_rows(table)
+    rows = {r["key"]: r for r in ok}
     syn = sorted(r["synergy_gain"] for r in ok)
     refs = {"dense": (1.0, table["reference"]["synergy_gain"]), "worst": (1.0, syn[0])}
     table_hv = {r: hypervolume(ok, ref)[0] for r, ref in refs.items()}

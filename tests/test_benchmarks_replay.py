@@ -155,3 +155,104 @@ def test_lean_step_yardstick_trains_and_compares_the_presets():
     out = run(argparse.Namespace(space=ROOT / "search_spaces" / "quick.yaml", image_tokens=16, reps=1, warmup=0))
     assert [r["policy"] for r in out["rows"]] == ["dense", "fastv", "himix", "himix_hmgen"]
     assert out["rows"][0]["flops_ratio"] == 1.0 and all(r["flops_ratio"] < 1 for r in out["rows"][1:])
+
+
+# --------------------------------------------------------------------------- restricted tables
+
+
+@pytest.fixture(scope="module")
+def continuous():
+    """A made-up table of 24 policies drawn from default.yaml's continuous space (params kept),
+    plus one preset row without params; FLOPs and synergy are arbitrary but fixed."""
+    import numpy as np
+
+    from searchvlm.presets import preset
+    from searchvlm.sweep._known_cost import _Draw
+
+    space = load_space(ROOT / "search_spaces" / "default.yaml")
+    rng, rows = np.random.default_rng(0), {}
+    while len(rows) < 24:
+        params = space.suggest(_Draw(rng))
+        try:
+            policy = space.policy_from_params(params)
+        except ValueError:
+            continue
+        i = len(rows)
+        seeds = [{"seed": s, "status": "ok", "flops_ratio": 0.3 + 0.02 * i, "synergy_gain": 0.01 * ((i * 7 + s) % 9)}
+                 for s in range(3)]  # fmt: skip
+        key, flops = policy_key(policy), 0.3 + 0.02 * i
+        rows[key] = {"key": key, "params": params, "status": "ok", "seeds": seeds,
+                     "policy": policy.model_dump(mode="json"), "flops_ratio": flops}  # fmt: skip
+    hmgen = preset("hmgen", space.model.num_layers)
+    seeds = [{"seed": s, "status": "ok", "flops_ratio": 0.2, "synergy_gain": 0.05} for s in range(3)]
+    rows[policy_key(hmgen)] = {"key": policy_key(hmgen), "status": "ok", "seeds": seeds, "flops_ratio": 0.2,
+                               "policy": hmgen.model_dump(mode="json")}  # fmt: skip
+    return space, rows
+
+
+def test_param_distance_scales_numbers_by_bounds_and_counts_categoricals():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from search_replay import param_distance
+
+    dists = {
+        "r": FloatDistribution(0.0, 2.0),
+        "s": FloatDistribution(0.5, 1.0),
+        "m": CategoricalDistribution(["a", "b"]),
+    }
+    mine = {"r": 0.0, "s": 0.5, "m": "a"}
+    assert param_distance(mine, dists, {"r": 1.2, "s": 0.9, "m": "a"}) == pytest.approx((0.6**2 + 0.8**2) ** 0.5)
+    assert param_distance(mine, dists, {"r": 0.0, "s": 0.5, "m": "b"}) == 1.0
+    assert param_distance(mine, dists, {"m": "a"}) == 2.0  # two dimensions of another branch: 1 each
+    assert param_distance(mine, dists, {"r": 0.0, "s": 0.5, "m": "a", "x": 3}) == 0.0  # only the proposal's own
+
+
+def test_a_proposal_trains_its_own_row_or_the_nearest_with_params(continuous):
+    from search_replay import answer, param_distance
+
+    space, rows = continuous
+    with_params = [r for r in rows.values() if r.get("params")]
+    study = optuna.create_study(directions=["minimize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(12):
+        trial = study.ask()
+        params = space.suggest(trial)
+        got = answer(space, rows, params, trial.distributions)
+        assert got.get("params"), "the preset row has no params: a sampler's proposal never trains it"
+        best = min(param_distance(params, trial.distributions, r["params"]) for r in with_params)
+        assert param_distance(params, trial.distributions, got["params"]) == best
+        study.tell(trial, [got["flops_ratio"], 0.0])
+    for row in with_params[:5]:  # a table policy's own params: that row
+        trial = optuna.create_study().ask()
+        params = space.suggest(_Fixed(trial, row["params"]))
+        assert params == row["params"] and answer(space, rows, params, trial.distributions) is row
+
+
+class _Fixed:
+    """A trial that answers every suggestion from `params` (and records distributions on `trial`)."""
+
+    def __init__(self, trial, params):
+        self.trial, self.params = trial, params
+
+    def suggest_float(self, name, low, high, **kw):
+        self.trial.suggest_float(name, low, high, **kw)
+        return self.params[name]
+
+    def suggest_int(self, name, low, high, **kw):
+        self.trial.suggest_int(name, low, high, **kw)
+        return self.params[name]
+
+    def suggest_categorical(self, name, choices):
+        self.trial.suggest_categorical(name, choices)
+        return self.params[name]
+
+
+def test_known_cost_on_a_restricted_table_trains_distinct_rows_presets_included(continuous):
+    from search_replay import replay_known_cost
+
+    space, rows = continuous
+    seen = replay_known_cost(space, rows, 10, draw_seeds(rows, 0), seed=0)
+    assert len(seen) == 10 and len({r["key"] for r in seen}) == 10
+    assert seen[0]["flops_ratio"] == min(r["flops_ratio"] for r in rows.values())  # a flat prior: the cheapest
+    assert not seen[0].get("params")  # the preset, which no Optuna proposal can reach
+    everything = replay_known_cost(space, rows, 40, draw_seeds(rows, 0), seed=0)
+    assert len(everything) == len(rows)  # stops when every table policy is trained
