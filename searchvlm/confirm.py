@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from searchvlm._host import cpu_model, mixed_cpus
+from searchvlm.config import TrialConfig
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import confirm_candidates, pooled_seed_sd
 from searchvlm.policy import ReductionPolicy
@@ -47,7 +48,7 @@ from searchvlm.results import (
 from searchvlm.space import SearchSpace, load_space
 from searchvlm.trial_result import TrialResult
 
-__all__ = ["ConfirmSummary", "confirm", "default_seeds", "run_confirm", "run_space", "train_paired"]
+__all__ = ["ConfirmSummary", "confirm", "default_seeds", "paired_config", "run_confirm", "run_space", "train_paired"]
 
 #: fresh seeds used when none are given
 DEFAULT_NEW_SEEDS = 3
@@ -161,13 +162,19 @@ def confirmed_row(row: dict[str, Any], result: TrialResult, seeds: list[int]) ->
     return out
 
 
+def paired_config(space: SearchSpace, policy: ReductionPolicy, name: str, seeds: list[int], cache: Path) -> TrialConfig:
+    """The trial config of `policy` on `seeds` with the space's fixed sections, paired with
+    dense (`synergy.vs_dense`): what `train_paired` trains and its references' cache keys."""
+    config = space.trial_config(policy, name=name, cache_dir=cache)
+    synergy = config.synergy.model_copy(update={"vs_dense": True})
+    return config.model_copy(update={"seeds": list(seeds), "synergy": synergy})
+
+
 def train_paired(space: SearchSpace, policy: ReductionPolicy, name: str, seeds: list[int], cache: Path) -> TrialResult:
     """`policy` trained on `seeds` with the space's fixed sections, paired with dense (`synergy.vs_dense`)."""
     from searchvlm.trial import run_trial
 
-    config = space.trial_config(policy, name=name, cache_dir=cache)
-    synergy = config.synergy.model_copy(update={"vs_dense": True})
-    return run_trial(config.model_copy(update={"seeds": list(seeds), "synergy": synergy}))
+    return run_trial(paired_config(space, policy, name, seeds, cache))
 
 
 def _log(meta: SweepMeta, tracking_uri: str | None, row: dict[str, Any] | None, path: Path | None) -> None:

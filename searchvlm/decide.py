@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from searchvlm._tables import atomic_write
-from searchvlm.confirm import run_space, train_paired
+from searchvlm.confirm import paired_config, run_space, train_paired
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.noninferiority import RaceResult, look_schedule, race
 from searchvlm.pareto import confirm_candidates, is_valid, pooled_seed_sd
@@ -282,6 +283,30 @@ def _train_one(space_json: str, policy_json: str, name: str, seed: int, cache: s
             "train_seconds": result.train_seconds}  # fmt: skip
 
 
+#: the references' usual lengths on the default proxy, longest first (the generator alone
+#: 108 s, the dense joint model 95 s, the understanding model alone 38 s: docs/performance.md)
+_REFERENCE_COST = {"generation": 0, "dense": 1, "understanding": 2}
+
+
+def _reference_order(space: SearchSpace) -> list[str]:
+    """The reference runs a paired race seed compares with, longest first."""
+    from searchvlm.trial import reference_labels
+
+    config = paired_config(space, ReductionPolicy.dense(space.model.num_layers), "baselines", [0], Path("."))
+    return sorted(reference_labels(config), key=lambda label: _REFERENCE_COST.get(label, len(_REFERENCE_COST)))
+
+
+def _warm_one(space_json: str, cache: str, seed: int, label: str) -> tuple[bool, float]:
+    """One reference run of one race seed into the cache (module level: runs in a worker
+    process); (was it cached already, seconds)."""
+    from searchvlm.trial import warm_reference
+
+    space = SearchSpace.model_validate_json(space_json)
+    config = paired_config(space, ReductionPolicy.dense(space.model.num_layers), "baselines", [seed], Path(cache))
+    start = time.perf_counter()
+    return warm_reference(config, seed, label), time.perf_counter() - start
+
+
 def _outcome(future: Future, seed: int) -> dict[str, Any]:
     """A worker's record, or a failed one when the worker itself died (killed, out of memory)."""
     try:
@@ -315,10 +340,7 @@ class _Sampler:
         space_json = self.space.model_dump_json()
         args = [(space_json, self.policies[tid], f"decide-{tid}", s, str(self.cache)) for s in seeds]
         if self.jobs > 1 and len(seeds) > 1:
-            with ProcessPoolExecutor(min(self.jobs, len(seeds)), mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_train_one, *a): a[3] for a in args}
-                for done in as_completed(futures):  # each seed recorded as it finishes
-                    self._record(tid, _outcome(done, futures[done]))
+            self._train_parallel(tid, args)
         else:
             for a in args:
                 self._record(tid, _train_one(*a))
@@ -329,6 +351,31 @@ class _Sampler:
             raise ConfigError(self.records.path, f"trial {tid}.seed {seed}", "failed",
                               f"the race's training failed ({err[:300]}); rerun decide to retry it "
                               "(finished seeds are kept)")  # fmt: skip
+
+    def _train_parallel(self, tid: str, args: list[tuple]) -> None:
+        """`jobs` processes over the seeds' reference runs (longest first) and then the
+        candidate's seeds: a pool that took whole seeds left a core idle for a seed's whole
+        length when the seeds did not divide evenly among the jobs. A candidate job that
+        starts before its references are cached waits for them under the cache's lock."""
+        seeds = [a[3] for a in args]
+        refs = [(s, label) for label in _reference_order(self.space) for s in seeds]
+        with ProcessPoolExecutor(min(self.jobs, len(refs) + len(args)), mp_context=get_context("spawn")) as pool:
+            warm = {pool.submit(_warm_one, args[0][0], str(self.cache), s, label): (s, label) for s, label in refs}
+            train = {pool.submit(_train_one, *a): a[3] for a in args}  # queued behind every reference
+            for done in as_completed({**warm, **train}):  # each seed recorded as it finishes
+                if done in train:
+                    self._record(tid, _outcome(done, train[done]))
+                else:
+                    self._warmed(done, *warm[done])
+
+    def _warmed(self, done: Future, seed: int, label: str) -> None:
+        what = "dense joint" if label == "dense" else f"{label} alone"
+        try:
+            cached, seconds = done.result()
+        except Exception as err:  # noqa: BLE001 - the candidate's own run trains it
+            self.on_event(f"reference {what}, seed {seed}: failed ({type(err).__name__}); the candidate trains it")
+            return
+        self.on_event(f"reference {what}, seed {seed}: " + ("cached" if cached else f"trained in {seconds:.0f} s"))
 
     def _record(self, tid: str, rec: dict[str, Any]) -> None:
         rec = {"trial_id": tid, **rec, "trained_at": dt.datetime.now().isoformat(timespec="seconds")}

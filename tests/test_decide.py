@@ -121,13 +121,19 @@ def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
 
     def stop_after_first(text: str) -> None:
         events.append(text)
-        raise Interrupt  # as if killed right after the first seed's record was written
+        if text.startswith("trial "):
+            raise Interrupt  # as if killed right after the first seed's record was written
 
     parallel = dataclasses.replace(WIDE, jobs=2)  # the two seeds of a look in two processes
     with pytest.raises(Interrupt):
         decide(run, parallel, on_event=stop_after_first)
     first = json.loads((run / RACE_FILE).read_text())["records"]
     assert [(r["trial_id"], r["status"]) for r in first] == [("t2", "ok")]  # pmod first, one seed kept
+    # every reference of both seeds was trained by its own job, queued before the candidate's seeds
+    warmed = sorted(e.split(":")[0] for e in events[:-1])
+    assert warmed == sorted(f"reference {what}, seed {s}" for what in ("dense joint", "generation alone",
+                            "understanding alone") for s in (1, 2)), events  # fmt: skip
+    assert all("trained in" in e for e in events[:-1])
 
     done = decide(run, parallel)
     assert done.trained == 3 and done.reused == 1  # the interrupted seed is not trained again
