@@ -123,9 +123,39 @@ def test_decision_replay_scores_both_rules_on_one_world():
     assert (w.true < 0.1 - 0.035).all()
     pick = mean_rule(w, list(range(16)))
     assert w.trainings == 16 * 3 + 3 and (pick is None or w.true[pick] < 0.065)
-    out = simulate(flops, "none", 40, 0)
+    out = simulate(lambda rng: World(flops, "none", rng), "none", 40, 0)
     assert out["mean"]["wrong_choice"] > 0.5 and out["decide"]["wrong_choice"] <= 0.1
     assert sum(out["decide_verdicts"].values()) == 40
+
+
+def test_decision_replay_on_a_tables_seeds_pairs_every_policy_with_dense():
+    """decision_replay's TableWorld (PROXY_TABLE_PLAN.md analysis 3): a simulated seed is one
+    table seed for every policy and dense; the truth is each row's mean synergy_vs_dense."""
+    import numpy as np
+
+    from decision_replay import TableWorld, simulate
+
+    seeds = [50, 51, 52, 53, 54]
+    dense = [{"seed": s, "synergy_gain": 0.1 * k} for k, s in enumerate(seeds)]
+    vs = lambda p, k: -0.01 * p + 0.002 * (k - 2)  # noqa: E731 - policy p's difference on table seed k
+    rows = [{"status": "ok", "flops_ratio": 0.5 + 0.02 * p,
+             "seeds": [{"seed": s, "synergy_gain": 0.1 * k + vs(p, k), "synergy_vs_dense": vs(p, k)}
+                       for k, s in enumerate(seeds)]}
+            for p in range(20)]  # fmt: skip
+    table = {"rows": rows, "reference": {"seeds": dense}}
+    w = TableWorld(table, 0.05, np.random.default_rng(0))
+    assert w.true_vs == pytest.approx([-0.01 * p for p in range(20)])
+    for i in range(8):
+        k = round(w.dense(i) / 0.1)  # dense's synergy on seed i names the table seed drawn
+        assert w.shows(3, i) == pytest.approx(0.1 * k + vs(3, k))  # the same table seed
+        assert w.vs_dense(3, i) == pytest.approx(w.shows(3, i) - w.dense(i))
+    assert w.trainings == 8 * 5  # each call is one training
+    out = simulate(lambda rng: TableWorld(table, 0.05, rng), "table", 20, 0)
+    # the 4 cheapest are within delta and the seeds barely differ: decide never accepts a policy
+    # truly worse than dense by delta; it accepts when the most expensive of its shortlist (the 3
+    # cheapest of the sweep's 16) is within delta, and else stops there (a fixed-sequence test
+    # stops at its first failure): none qualifies, 7 of 20 sweeps at this seed
+    assert out["decide"]["wrong_choice"] == 0.0 and out["decide_verdicts"] == {"accepted": 13, "none_qualifies": 7}
 
 
 def test_lean_step_yardstick_trains_and_compares_the_presets():
