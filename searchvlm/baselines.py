@@ -22,7 +22,7 @@ from typing import Callable
 from filelock import FileLock
 
 from searchvlm._host import cpu_model
-from searchvlm.config import UNDERSTANDING_CONTROLS, DataConfig
+from searchvlm.config import GENERATION_CONTROLS, UNDERSTANDING_CONTROLS, DataConfig
 from searchvlm.errors import warn_damaged
 from searchvlm.policy import ReductionPolicy
 from searchvlm.training import RunSpec, Score
@@ -74,7 +74,7 @@ def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
     payload = {
         "format": _FORMAT,
         "model": model.model_dump(mode="json"),
-        "data": data.model_dump(mode="json", exclude=_gen_only_irrelevant(tasks)),
+        "data": data.model_dump(mode="json", exclude=_irrelevant_to(tasks)),
         "training": training.model_dump(mode="json", exclude=exclude),
         "tasks": list(tasks),
         "seed": seed,
@@ -87,10 +87,13 @@ def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def _gen_only_irrelevant(tasks: tuple[str, ...]) -> set[str]:
-    """Data fields that do not change a generation-only run: the controls that touch
-    understanding data only (its answers' permutation, its blanked images)."""
-    return set(UNDERSTANDING_CONTROLS) if tuple(tasks) == ("generation",) else set()
+def _irrelevant_to(tasks: tuple[str, ...]) -> set[str]:
+    """Data fields that do not change a single-task run: for generation alone the controls
+    that touch understanding data only (its answers' permutation, its blanked images), for
+    understanding alone the one that touches generation's (its captions' permutation)."""
+    if tuple(tasks) == ("generation",):
+        return set(UNDERSTANDING_CONTROLS)
+    return set(GENERATION_CONTROLS) if tuple(tasks) == ("understanding",) else set()
 
 
 def _fingerprint(hf: str) -> list[tuple[str, int, int]]:

@@ -130,6 +130,8 @@ class TokenizerConfig(_Strict):
 #: DataConfig's controls that change understanding's training data only (a generation-only
 #: run is the same with or without them); each serialises only when set
 UNDERSTANDING_CONTROLS = ("permute_answers", "blank_understanding_images")
+#: ... and the one that changes generation's training data only (understanding-only runs unchanged)
+GENERATION_CONTROLS = ("permute_captions",)
 
 
 class DataConfig(_Strict):
@@ -177,6 +179,12 @@ class DataConfig(_Strict):
         "code (the training images' most frequent), so understanding trains on text only; held-out "
         "rows and generation's images are untouched",
     )
+    permute_captions: bool = Field(
+        False,
+        description="control (g_U's): shuffle the generation captions across training images (seeded), so "
+        "generation data carry no information about which image a text describes; an understanding gain "
+        "that survives it is regularisation or extra image modelling, not transfer from captions",
+    )
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -221,7 +229,7 @@ class DataConfig(_Strict):
         out = handler(self)
         if self.tokenizer == TokenizerConfig():
             out.pop("tokenizer", None)
-        for control in UNDERSTANDING_CONTROLS:
+        for control in UNDERSTANDING_CONTROLS + GENERATION_CONTROLS:
             if not getattr(self, control):
                 out.pop(control, None)
         return out

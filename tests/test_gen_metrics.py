@@ -128,16 +128,21 @@ def test_joint_and_isolated_runs_see_the_per_task_images(tmp_path: Path, task_im
     assert gen <= und if task_images == "shared" else not und & gen
 
 
-@pytest.mark.parametrize("control", ["permute_answers", "blank_understanding_images"])
-def test_an_understanding_control_does_not_retrain_the_generation_baseline(control: str) -> None:
+@pytest.mark.parametrize(("control", "touches"), [("permute_answers", "understanding"),
+                                                   ("blank_understanding_images", "understanding"),
+                                                   ("permute_captions", "generation")])  # fmt: skip
+def test_a_one_task_control_does_not_retrain_the_other_tasks_baseline(control: str, touches: str) -> None:
     from searchvlm.baselines import baseline_key
 
     data, policy = DataConfig(name="shapes"), ReductionPolicy.dense(2)
     controlled = data.model_copy(update={control: True})
     spec = {t: RunSpec(TINY_MODEL, policy, TRAIN, (t,), 0) for t in TASKS}
     keys = {t: [baseline_key(spec[t], d, False) for d in (data, controlled)] for t in TASKS}
-    assert keys["generation"][0] == keys["generation"][1]  # generation data are untouched by it
-    assert keys["understanding"][0] != keys["understanding"][1]
+    other = next(t for t in TASKS if t != touches)
+    assert keys[other][0] == keys[other][1]  # the other task's data are untouched by it
+    assert keys[touches][0] != keys[touches][1]
+    joint = RunSpec(TINY_MODEL, policy, TRAIN, TASKS, 0)
+    assert baseline_key(joint, data, False) != baseline_key(joint, controlled, False)  # the dense joint run
 
 
 def test_caption_accuracy_without_swaps_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

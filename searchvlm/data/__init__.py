@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchvlm.config import DataConfig
-from searchvlm.data._layout import Corpus, blank_understanding_images, build, permute_answers
+from searchvlm.data._layout import Corpus, blank_understanding_images, build, permute_answers, permute_captions
 from searchvlm.data._tokenizer import tokenize
 from searchvlm.data._types import (
     BOI,
@@ -73,6 +73,8 @@ def load_data(cfg: DataConfig | None = None, cache_dir: str | Path | None = None
     corpus = tokenize(load_corpus(cfg), cfg.tokenizer, cache_dir)
     if cfg.permute_answers:
         corpus = permute_answers(corpus, cfg.seed)
+    if cfg.permute_captions:
+        corpus = permute_captions(corpus, cfg.seed)
     sizes = None if isinstance(cfg.train_size, int) else cfg.train_size
     data = build(corpus, cfg.task_images, sizes)
     return blank_understanding_images(data) if cfg.blank_understanding_images else data

@@ -164,6 +164,18 @@ def permute_answers(corpus: Corpus, seed: int) -> Corpus:
     return Corpus(**{**corpus.__dict__, "questions": questions, "answers": answers})
 
 
+def permute_captions(corpus: Corpus, seed: int) -> Corpus:
+    """g_U's control: the captions shuffled across the training images (seeded), so a
+    generation row's text no longer describes its image; held-out rows (and their swapped
+    captions, which caption accuracy scores) and every question and answer are untouched."""
+    rows = corpus.splits["train"]
+    perm = rows[np.random.default_rng([seed, 11]).permutation(len(rows))]
+    captions = list(corpus.captions)
+    for dst, src in zip(rows.tolist(), perm.tolist()):
+        captions[dst] = corpus.captions[src]
+    return Corpus(**{**corpus.__dict__, "captions": captions})
+
+
 def blank_understanding_images(data: UnifiedData) -> UnifiedData:
     """The text-only control: every understanding training row's image tokens become one
     constant code, the most frequent code of those rows (the background; with `shared`

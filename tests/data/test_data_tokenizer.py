@@ -137,6 +137,25 @@ def test_blanked_understanding_images_leave_only_the_text() -> None:
     assert "blank_understanding_images" not in cfg.model_dump()  # unset: cache keys as before it existed
 
 
+def test_permuted_captions_keep_the_captions_and_held_out_rows() -> None:
+    """g_U's control: the generation captions are reassigned among the training images; held-out
+    rows (and their swapped captions), understanding's rows and every image stay as they were."""
+    cfg = DataConfig(name="shapes", train_size=200, val_size=20, test_size=20)
+    base, control = load_data(cfg), load_data(cfg.model_copy(update={"permute_captions": True}))
+    tr_c, tr_b = control.split("train", "generation"), base.split("train", "generation")
+    text = lambda s: s.input_ids[:, s.segments[0] != int(Segment.IMAGE)]  # noqa: E731
+    image = lambda s: s.input_ids[:, s.segments[0] == int(Segment.IMAGE)]  # noqa: E731
+    assert sorted(map(tuple, text(tr_c).tolist())) == sorted(map(tuple, text(tr_b).tolist()))  # the same captions
+    moved = (text(tr_c) != text(tr_b)).any(1).float().mean()
+    assert moved > 0.5  # most rows describe another image now (some captions repeat)
+    assert np.array_equal(image(tr_c), image(tr_b)) and np.array_equal(tr_c.image_codes, tr_b.image_codes)
+    for split, task in [("val", "generation"), ("test", "generation"), ("train", "understanding"),
+                        ("val", "understanding"), ("test", "understanding")]:  # fmt: skip
+        assert np.array_equal(control.split(split, task).input_ids, base.split(split, task).input_ids)
+    assert np.array_equal(control.split("val", "generation").swaps, base.split("val", "generation").swaps)
+    assert "permute_captions" not in cfg.model_dump()  # unset: cache keys as before it existed
+
+
 def test_permuted_answers_keep_pairs_and_held_out_rows() -> None:
     cfg = DataConfig(name="shapes", train_size=200, val_size=20, test_size=20)
     plain, control = load_corpus(cfg), load_data(cfg.model_copy(update={"permute_answers": True}))
