@@ -383,7 +383,9 @@ def decide(
         show_default=False,
     ),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="the race's fresh seeds (default: after the sweep's)"),
-    jobs: int = typer.Option(1, "--jobs", help="seeds trained at once (processes)"),
+    jobs: int = typer.Option(
+        1, "--jobs", help="runs trained at once (processes): the seeds' reference runs, then the candidate's"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print decision.json instead of the verdict line"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),

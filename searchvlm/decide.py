@@ -74,7 +74,7 @@ class DecideOptions:
     first_seeds: int | None = None
     shortlist: int | None = None
     seeds: list[int] | None = None  # the race seeds (default: after the sweep's)
-    jobs: int = 1  # seeds trained at once (processes)
+    jobs: int = 1  # runs trained at once (processes): the seeds' reference runs, then the candidate's seeds
 
 
 @dataclass
