@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from searchvlm.metrics import UND_METRIC, listed
 from searchvlm.trial_result import gen_gain_text
 
 #: width a table is measured at off a terminal (wider than any table we print)
@@ -59,16 +60,16 @@ def result_table(result, gen_metric: str = "nll") -> Table:
     table.add_column("metric")
     for col in ("joint", "isolated", "gain"):
         table.add_column(col, justify="right", no_wrap=True)
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    table.add_row("understanding accuracy", fmt(result.und_acc), fmt(result.und_acc_iso), fmt(result.und_gain))
-    gain = lambda metric: gen_gain_text(result, ".4f") if metric == gen_metric else ""  # noqa: E731
-    table.add_row("generation NLL (nats/token)", fmt(result.gen_nll), fmt(result.gen_nll_iso), gain("nll"))
-    if result.gen_caption_acc is not None:
-        table.add_row("generation caption accuracy", fmt(result.gen_caption_acc), fmt(result.gen_caption_acc_iso),
-                      gain("caption_acc"))  # fmt: skip
-        table.add_row("caption margin (nats/token)", fmt(result.gen_caption_nats), fmt(result.gen_caption_nats_iso), "")
-    if result.gen_fidelity is not None:
-        table.add_row("generation fidelity", fmt(result.gen_fidelity), fmt(result.gen_fidelity_iso), gain("fidelity"))
+    fmt = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
+    for m in listed():  # a row per metric (`searchvlm.metrics`); those reported every round always,
+        joint = getattr(result, m.name, None)  # the others where scored (not None)
+        if joint is None and not m.per_round:
+            continue
+        if m.name == UND_METRIC:
+            gain = fmt(result.und_gain)
+        else:
+            gain = gen_gain_text(result, ".4f") if m.choice is not None and m.choice == gen_metric else ""
+        table.add_row(m.label, fmt(joint, m.fmt), fmt(getattr(result, m.iso, None), m.fmt), gain)
     se = "" if result.synergy_gain_stderr is None else f" ± {result.synergy_gain_stderr:.4f}"
     table.add_row("synergy gain", "", "", f"{fmt(result.synergy_gain)}{se}")
     table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")

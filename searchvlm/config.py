@@ -13,6 +13,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, field_validator, mode
 
 from searchvlm._hf import read_dims
 from searchvlm._strict import Strict as _Strict
+from searchvlm.metrics import GenMetric, gen_metric_doc
 from searchvlm.policy import ReductionPolicy
 
 
@@ -333,13 +334,7 @@ class SynergyConfig(_Strict):
         description="also train the dense joint model on the same seeds (cached) and report "
         "synergy_vs_dense, the paired difference of synergy against it",
     )
-    gen_metric: Literal["nll", "caption_acc", "fidelity"] = Field(
-        "nll",
-        description="what g_G is computed on: nll (held-out image-token NLL, lower better) | caption_acc "
-        "(generative classification: the true caption gives the image a lower NLL than every one-attribute "
-        "swap; higher better) | fidelity (sampled images judged by real-image classifiers, final model; "
-        "needs synergy.fidelity: true). All are reported whichever is chosen",
-    )
+    gen_metric: GenMetric = Field("nll", description=gen_metric_doc())  # the choices: `searchvlm.metrics`
 
     @model_validator(mode="after")
     def _fidelity_scored(self) -> "SynergyConfig":

@@ -27,6 +27,7 @@ from searchvlm.config import TrialConfig
 from searchvlm.data import UnifiedData
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.gradients import GROUPS, Measurement, fixed_batches, measure
+from searchvlm.metrics import UND_METRIC, metric_info
 from searchvlm.policy import TASKS, ReductionPolicy
 from searchvlm.report._gradients import gradients_info, gradients_png
 from searchvlm.space import load_space, trial_policy
@@ -175,7 +176,7 @@ def _train(run: Run, data: UnifiedData, config: TrialConfig, steps: int) -> tupl
     best of understanding accuracy and of the generation metric) its state, the metrics that
     pick it and its validation scores; and the validation curves."""
     gen = GEN_METRICS[config.synergy.gen_metric]
-    metrics = ("und_acc", gen if gen != "gen_fidelity" else "gen_nll")
+    metrics = (UND_METRIC, gen if metric_info(gen).scorer is not None else "gen_nll")  # fidelity: final model only
     curves: dict[str, dict[int, float]] = {m: {} for m in metrics}
     kept: dict[str, tuple[int, dict, dict]] = {}
     for step in eval_steps(steps, config.training.eval_every):

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Callable
 
 from searchvlm.config import TrialConfig
 from searchvlm.errors import COMMAND_LINE, ConfigError
+from searchvlm.metrics import REGISTRY as METRIC_ROWS
+from searchvlm.metrics import MetricInfo
 from searchvlm.presets import PRESETS, REGISTRY, preset
 from searchvlm.search import DecisionSettings
 from searchvlm.trial_result import TrialResult
@@ -31,16 +33,15 @@ if TYPE_CHECKING:
 
 # (row label, preset name) in the order of the study's Table 3: the preset registry's order
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
+#: the metrics Table 3 shows, registration order (`searchvlm.metrics`: a row's `table3` header)
+TABLE3_METRICS: tuple[MetricInfo, ...] = tuple(m for m in METRIC_ROWS.values() if m.table3 is not None)
 # table3.csv's columns in the study's Table 3 order (a file format, not TrialResult's field
 # order; the `*_vs_dense_stderr` and `p_holm` columns are this table's own)
 COLUMNS = (
     "model",
     "preset",
     "status",
-    "und_acc",
-    "gen_nll",
-    "gen_fidelity",
-    "gen_caption_acc",
+    *(m.name for m in TABLE3_METRICS),
     "flops_ratio",
     "und_gain",
     "und_gain_stderr",
@@ -68,14 +69,13 @@ class Table3:
 
     def markdown(self) -> str:
         head = (
-            "| model | U: accuracy | G: NLL ↓ | G: fidelity | G: caption acc. | FLOPs | g_U | g_G | synergy | "
+            f"| model | {' | '.join(m.table3 for m in TABLE3_METRICS)} | FLOPs | g_U | g_G | synergy | "
             "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) | lower bound | vs −δ |"
         )
-        lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines = [head, "|---" * (head.count("|") - 1) + "|"]
         for r in self.rows:
             lines.append(
-                f"| {r['model']} | {_f(r['und_acc'])} | {_f(r['gen_nll'])} | {_f(r['gen_fidelity'])} | "
-                f"{_f(r.get('gen_caption_acc'))} | "
+                f"| {r['model']} | {' | '.join(_f(r.get(m.name)) for m in TABLE3_METRICS)} | "
                 f"{_f(r['flops_ratio'], '.2f')}× | {_pmf(r, 'und_gain')} | {_pmf(r, 'gen_gain')} | "
                 f"{_pmf(r, 'synergy_gain')} | {_pmf(r, 'und_gain_vs_dense')} | {_pmf(r, 'gen_gain_vs_dense')} | "
                 f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.get('p_holm'))} | "
@@ -172,24 +172,13 @@ def _verdicts(rows: list[dict], diffs: dict[str, list[float]], margin: DecisionS
 
 
 def _isolated_rows(first: TrialResult) -> list[dict]:
-    """U-only and G-only rows come from the (cached) isolated baselines of any trial."""
-    u = {
-        "model": "U-only (isolated)",
-        "preset": "isolated",
-        "status": first.status,
-        "und_acc": first.und_acc_iso,
-        "flops_ratio": 1.0,
-    }
-    g = {
-        "model": "G-only (isolated)",
-        "preset": "isolated",
-        "status": first.status,
-        "gen_nll": first.gen_nll_iso,
-        "gen_fidelity": first.gen_fidelity_iso,
-        "gen_caption_acc": first.gen_caption_acc_iso,
-        "flops_ratio": 1.0,
-    }
-    return [{c: r.get(c) for c in COLUMNS} for r in (u, g)]
+    """U-only and G-only rows come from the (cached) isolated baselines of any trial: each
+    shows its task's metrics."""
+    rows = []
+    for model, task in (("U-only (isolated)", "understanding"), ("G-only (isolated)", "generation")):
+        iso = {m.name: getattr(first, m.iso, None) for m in TABLE3_METRICS if m.task == task}
+        rows.append({"model": model, "preset": "isolated", "status": first.status, **iso, "flops_ratio": 1.0})
+    return [{c: r.get(c) for c in COLUMNS} for r in rows]
 
 
 def _row(label: str, name: str, result: TrialResult) -> dict:

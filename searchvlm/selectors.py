@@ -22,12 +22,10 @@ Kinds (docs/definitions.md, causality):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import GetJsonSchemaHandler
-from pydantic_core import PydanticKnownError, core_schema
+from searchvlm._strict import OneOf
 
 Kind = Literal["content_free", "seeded", "prompt", "learned"]
 
@@ -82,31 +80,8 @@ def selector_info(name: str) -> SelectorInfo:
     return SELECTORS[name]
 
 
-class _Registered:
-    """Pydantic marker: a registered selector name, validated, reported in JSON schemas and
-    docs as pydantic reports a `Literal` of the registered names (same errors, same schema)."""
-
-    @staticmethod
-    def choices() -> tuple[str, ...]:
-        return tuple(SELECTORS)
-
-    @staticmethod
-    def _check(value: Any) -> str:
-        if isinstance(value, str) and value in SELECTORS:
-            return value
-        names = [repr(n) for n in SELECTORS]
-        expected = " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
-        raise PydanticKnownError("literal_error", {"expected": expected})
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(self._check)
-
-    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
-        return {"enum": list(SELECTORS), "type": "string"}
-
-
 #: a selector name in a policy or search space (validated against `SELECTORS`)
-Selector = Annotated[str, _Registered()]
+Selector = Annotated[str, OneOf(lambda: SELECTORS)]
 
 
 # --------------------------------------------------------------------------- the selectors

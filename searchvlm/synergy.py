@@ -7,6 +7,7 @@ over its isolated baseline, sign-flipped for lower-is-better metrics:
                                             caption_acc / fidelity: (G_joint - G_iso) / |G_iso|)
     synergy_gain = min(g_U, g_G)  (default; `mean` as an option)
 Seeds are paired (joint seed s against isolated seed s); mean and standard error reported.
+Each metric's direction is its row in `searchvlm.metrics`.
 
 Which checkpoint is scored (`synergy.at`): `best` takes each run's own evaluation round
 with the best VALIDATION value of the task's metric (the earliest such round; early
@@ -20,6 +21,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Sequence
+
+from searchvlm.metrics import REGISTRY, LiveMap, gen_metric_choices
 
 _EPS = 1e-12
 
@@ -75,15 +78,10 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(var / n)
 
 
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "und_acc": True,
-    "gen_nll": False,
-    "gen_caption_acc": True,
-    "gen_caption_nats": True,
-    "gen_fidelity": True,
-}
-#: `synergy.gen_metric` -> the metric g_G is computed on
-GEN_METRICS: dict[str, str] = {"nll": "gen_nll", "caption_acc": "gen_caption_acc", "fidelity": "gen_fidelity"}
+#: metric -> whether higher is better (its row in `searchvlm.metrics`, read at every look-up)
+HIGHER_IS_BETTER: Mapping[str, bool] = LiveMap(lambda: {m.name: m.higher_is_better for m in REGISTRY.values()})
+#: `synergy.gen_metric` -> the metric g_G is computed on (`searchvlm.metrics`, read at every look-up)
+GEN_METRICS: Mapping[str, str] = LiveMap(gen_metric_choices)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ isolated baseline sees exactly the examples and steps the joint model sees for i
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,14 +21,16 @@ from searchvlm.config import ModelConfig, TrainingConfig
 from searchvlm.data import SPLITS, TaskSplit, UnifiedData
 from searchvlm.distributed import data_parallel
 from searchvlm.flops import layer_counts
+from searchvlm.metrics import REGISTRY
 from searchvlm.model import ReducedLM, apply_policy, build_model
 from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 from searchvlm.selectors import selector_info
 
 _TASK_SALT = {"understanding": 1009, "generation": 2003}
-#: what a run is scored on at every evaluation round (caption metrics where the data have swaps)
-METRICS: tuple[str, ...] = ("und_acc", "gen_nll", "gen_caption_acc", "gen_caption_nats")
+#: the built-in metrics a run is scored on at every evaluation round (caption metrics where the
+#: data have swaps); `Run.scores` reads the registry (`searchvlm.metrics`), later rows included
+METRICS: tuple[str, ...] = tuple(m.name for m in REGISTRY.values() if m.scorer is not None)
 
 
 class TrainingDiverged(RuntimeError):
@@ -151,25 +155,84 @@ class Run:
         loss = total.detach()
         return float(loss if self.ranks is None else self.ranks.mean(loss))  # the global batch's loss
 
-    def scores(self, data: UnifiedData, split: str, metrics: tuple[str, ...] = METRICS) -> dict[str, Score]:
-        """Those of `metrics` this run trains (caption metrics where the data set has swapped
-        captions) with their evaluation-set standard errors."""
-        out: dict[str, Score] = {}
+    def scores(self, data: UnifiedData, split: str, metrics: tuple[str, ...] | None = None) -> dict[str, Score]:
+        """Those of `metrics` (None: every registered metric with a scorer) this run trains and
+        the data set scores (caption metrics where it has swapped captions), with their
+        evaluation-set standard errors, in registration order."""
+        wanted = [m for m in REGISTRY.values() if m.scorer is not None and m.task in self.spec.tasks
+                  and (metrics is None or m.name in metrics)]  # fmt: skip
+        evaluation, out = Evaluation(self.model, data, split, self.device), {}
         with precision(self.device, self.spec.training.dtype):
-            if "understanding" in self.spec.tasks and "und_acc" in metrics:
-                hits = understanding_hits(self.model, _to(data.split(split, "understanding"), self.device))
-                out["und_acc"] = Score.of(hits.float())
-            if "generation" not in self.spec.tasks or not set(metrics) & set(METRICS[1:]):
-                return out
-            gen = _to(data.split(split, "generation"), self.device)
-            nll = generation_example_nll(self.model, gen)
-            if "gen_nll" in metrics:
-                out["gen_nll"] = Score.of(nll)
-            if gen.swaps is not None and set(metrics) & {"gen_caption_acc", "gen_caption_nats"}:
-                acc, nats = caption_scores(self.model, gen, nll)
-                out.update({"gen_caption_acc": Score.of(acc.float()), "gen_caption_nats": Score.of(nats)})
-                out = {m: v for m, v in out.items() if m in metrics}
+            for m in wanted:
+                values = SCORERS[m.scorer](evaluation)
+                if values is not None:
+                    out[m.name] = Score.of(values)
         return out
+
+
+class Evaluation:
+    """One evaluation of a model on one split, what every scorer reads: each task's split (on
+    the model's device) and the forwards scorers share, computed once (the caption metrics
+    reuse the NLL's)."""
+
+    def __init__(self, model, data: UnifiedData, split: str, device: torch.device):
+        self.model, self.data, self.name, self.device = model, data, split, device
+        self._splits: dict[str, TaskSplit] = {}
+
+    def split(self, task: str) -> TaskSplit:
+        if task not in self._splits:
+            self._splits[task] = _to(self.data.split(self.name, task), self.device)
+        return self._splits[task]
+
+    @functools.cached_property
+    def gen_nll(self) -> torch.Tensor:
+        """Per example (N,): the generation NLL, nats per image token."""
+        return generation_example_nll(self.model, self.split("generation"))
+
+    @functools.cached_property
+    def captions(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per example (N,): caption hits and margins (`caption_scores`); None without swapped captions."""
+        gen = self.split("generation")
+        return None if gen.swaps is None else caption_scores(self.model, gen, self.gen_nll)
+
+
+#: a metric's scorer: its per-example values (N,) on an evaluation, or None where the data set
+#: does not score it (mean and standard error are taken by `Score.of`)
+Scorer = Callable[[Evaluation], "torch.Tensor | None"]
+#: every scorer, by the name a metric's row gives (`MetricInfo.scorer`)
+SCORERS: dict[str, Scorer] = {}
+
+
+def scorer(name: str) -> Callable[[Scorer], Scorer]:
+    """Register the torch side of a metric (`searchvlm.metrics.register_metric`)."""
+
+    def add(fn: Scorer) -> Scorer:
+        if SCORERS.get(name, fn) is not fn:
+            raise ValueError(f"scorer {name!r} is already registered")
+        SCORERS[name] = fn
+        return fn
+
+    return add
+
+
+@scorer("und_acc")
+def _und_acc(e: Evaluation) -> torch.Tensor:
+    return understanding_hits(e.model, e.split("understanding")).float()
+
+
+@scorer("gen_nll")
+def _gen_nll(e: Evaluation) -> torch.Tensor:
+    return e.gen_nll
+
+
+@scorer("gen_caption_acc")
+def _gen_caption_acc(e: Evaluation) -> torch.Tensor | None:
+    return None if e.captions is None else e.captions[0].float()
+
+
+@scorer("gen_caption_nats")
+def _gen_caption_nats(e: Evaluation) -> torch.Tensor | None:
+    return None if e.captions is None else e.captions[1]
 
 
 @dataclass(frozen=True)

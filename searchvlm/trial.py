@@ -24,6 +24,7 @@ from searchvlm.data import UnifiedData, load_data
 from searchvlm.distributed import on_rank0, rank_label, run_ranks, spawns
 from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.identity import canonical_policy
+from searchvlm.metrics import REGISTRY, UND_METRIC, metric_info
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 from searchvlm.synergy import (
     GEN_METRICS,
@@ -36,7 +37,7 @@ from searchvlm.synergy import (
     seed_gains,
 )
 from searchvlm.training import Run, RunSpec, check_layout, resolve_device, sample_images
-from searchvlm.trial_result import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, TrialResult
+from searchvlm.trial_result import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, TrialResult, late_fields
 
 Report = Callable[[int, dict[str, float]], None]
 Progress = Callable[[str, int, int], None]
@@ -346,11 +347,12 @@ def _intermediate(records: list[RunRecord], refs: Refs, step: int, flops_ratio: 
     per_seed = []
     for record in records:
         base, metric = refs[record.seed], _round_gen_metric(config, record)
-        u, g = record.val["und_acc"][step], record.val[metric][step]
-        gains = seed_gains(u, base["understanding"].val["und_acc"][step], g,
+        u, g = record.val[UND_METRIC][step], record.val[metric][step]
+        gains = seed_gains(u, base["understanding"].val[UND_METRIC][step], g,
                            base["generation"].val[metric][step], config.synergy.aggregate,
                            HIGHER_IS_BETTER[metric])  # fmt: skip
-        per_seed.append({"und_acc": u, "gen_nll": record.val["gen_nll"][step], **dataclasses.asdict(gains)})
+        per_seed.append({**{m: curve[step] for m, curve in record.val.items() if m in ROUND_METRICS},
+                         **dataclasses.asdict(gains)})  # fmt: skip
     out = {"flops_ratio": flops_ratio}
     out.update({k: float(np.mean([p[k] for p in per_seed])) for k in ROUND_METRICS if k != "flops_ratio"})
     return out
@@ -384,21 +386,25 @@ def _scored(record: RunRecord, metric: str, at: str) -> Checkpoint:
     return checkpoint(metric, record.val[metric], record.test[metric], record.test_se[metric], at)
 
 
-def _caption_row(joint: RunRecord, iso: RunRecord, at: str) -> dict:
-    """The caption metrics of a seed, joint and isolated, each at its own scored round
-    (absent when the data set has no swapped captions)."""
+def _metric_rows(joint: RunRecord, base: dict[str, RunRecord], at: str) -> dict:
+    """Each scored metric of a seed (`searchvlm.metrics`), joint and its task's isolated run,
+    each at its own scored round: value (and test s.e. where kept), scored steps; a metric
+    the data set does not score (caption metrics without swapped captions) is absent."""
     row = {}
-    for metric in ("gen_caption_acc", "gen_caption_nats"):
-        if metric in joint.val and metric in iso.val:
-            c, ci = _scored(joint, metric, at), _scored(iso, metric, at)
-            row.update({metric: c.value, f"{metric}_iso": ci.value, f"{metric}_step_joint": c.step,
-                        f"{metric}_step_iso": ci.step})  # fmt: skip
+    for m in REGISTRY.values():
+        iso = base.get(m.task)
+        if m.scorer is None or iso is None or m.name not in joint.val or m.name not in iso.val:
+            continue
+        c, ci = _scored(joint, m.name, at), _scored(iso, m.name, at)
+        row.update({m.name: c.value, **({f"{m.name}_test_se": c.se} if m.test_se else {}),
+                    f"{m.step_key}_joint": c.step, m.iso: ci.value,
+                    **({f"{m.iso}_test_se": ci.se} if m.test_se else {}), f"{m.step_key}_iso": ci.step})  # fmt: skip
     return row
 
 
 def _gen_values(row: dict, joint: RunRecord, iso: RunRecord, metric: str) -> tuple[float, float]:
     """(joint, isolated) values of the metric g_G is computed on."""
-    if metric == "gen_fidelity":
+    if metric_info(metric).scorer is None:  # sampled from the final model (fidelity)
         return joint.fidelity, iso.fidelity
     if metric not in row:
         raise ValueError(f"synergy.gen_metric needs {metric}, which this data set does not score (no swapped captions)")
@@ -408,18 +414,12 @@ def _gen_values(row: dict, joint: RunRecord, iso: RunRecord, metric: str) -> tup
 def _gains(
     joint: RunRecord, base: dict[str, RunRecord], at: str, how: Aggregate, metric: str = "gen_nll"
 ) -> tuple[dict, SeedGains]:
-    """One seed's scored checkpoints (joint and isolated, per task) and its gains, g_G on `metric`."""
-    u, g = _scored(joint, "und_acc", at), _scored(joint, "gen_nll", at)
-    ui, gi = _scored(base["understanding"], "und_acc", at), _scored(base["generation"], "gen_nll", at)
-    row = {
-        "und_acc": u.value, "und_acc_test_se": u.se, "und_step_joint": u.step,
-        "und_acc_iso": ui.value, "und_acc_iso_test_se": ui.se, "und_step_iso": ui.step,
-        "gen_nll": g.value, "gen_nll_test_se": g.se, "gen_step_joint": g.step,
-        "gen_nll_iso": gi.value, "gen_nll_iso_test_se": gi.se, "gen_step_iso": gi.step,
-        **_caption_row(joint, base["generation"], at),
-    }  # fmt: skip
+    """One seed's scored checkpoints (joint and isolated, per task) and its gains, g_U on
+    `UND_METRIC`, g_G on `metric`."""
+    row = _metric_rows(joint, base, at)
     gj, gi_value = _gen_values(row, joint, base["generation"], metric)
-    return row, seed_gains(u.value, ui.value, gj, gi_value, how, HIGHER_IS_BETTER[metric])
+    gains = seed_gains(row[UND_METRIC], row[f"{UND_METRIC}_iso"], gj, gi_value, how, HIGHER_IS_BETTER[metric])
+    return row, gains
 
 
 def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: TrialResult,
@@ -465,11 +465,11 @@ def _stderr_of(per_seed: list[dict], key: str) -> float | None:
 
 
 def _aggregate(per_seed: list[dict], config: TrialConfig, done: TrialResult) -> TrialResult:
-    """`done` with `SEED_MEANS` averaged over the per-seed records and the standard error
-    over seeds of `SEED_STDERRS`."""
+    """`done` with `SEED_MEANS` (and the late metrics' values) averaged over the per-seed
+    records and the standard error over seeds of `SEED_STDERRS`."""
     return done.model_copy(update={
         "status": "ok", "seeds": list(config.seeds), "per_seed": per_seed,
-        **{f: _mean_of(per_seed, f) for f in SEED_MEANS},
+        **{f: _mean_of(per_seed, f) for f in (*SEED_MEANS, *late_fields())},
         **{f"{f}_stderr": _stderr_of(per_seed, f) for f in SEED_STDERRS},
     })  # fmt: skip
 

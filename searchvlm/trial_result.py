@@ -3,6 +3,8 @@ metric name lists derived from those marks.
 
 L0 module: pydantic + stdlib only. A field's `Reached` mark is its one declaration as a
 trials.csv column, an exported policy's objective, a searchable metric or a per-round report.
+The metrics' fields (value, test standard error, isolated value) are made from their rows in
+`searchvlm.metrics`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, create_model, model_validator
+from pydantic_core import PydanticKnownError
 
 from searchvlm._strict import Strict as _Strict
+from searchvlm.metrics import REGISTRY
 from searchvlm.policy import ReductionPolicy
 
 TrialStatus = Literal["ok", "failed", "pruned"]
@@ -40,12 +44,8 @@ PerRound = Annotated[float | None, Reached(searchable=True, per_round=True)]
 SeedStderr = Annotated[float | None, Reached(seed_mean=False)]
 
 
-class TrialResult(_Strict):
-    """What a trial returns (and what the trials table holds, one row per trial).
-
-    Gains are defined in docs/definitions.md (synergy gain). Numbers are means over the
-    paired seeds, each run scored at its `synergy.at` checkpoint; `*_stderr` is the standard
-    error over seeds (None with one seed), `*_test_se` the test set's own standard error."""
+class _Gains(_Strict):
+    """The head of `TrialResult`: status, FLOPs and gains."""
 
     status: TrialStatus = Field(
         "ok",
@@ -87,34 +87,37 @@ class TrialResult(_Strict):
     gen_gain_vs_dense: Searchable = Field(
         None, description="gen_gain minus the dense joint model's, paired by seed (synergy.vs_dense: true)"
     )
-    und_acc: PerRound = Field(
-        None, description="joint model's understanding test accuracy (exact answer match) at its scored checkpoint"
-    )
-    und_acc_test_se: SeedMean = Field(None, description="test-set standard error of und_acc (std / sqrt(N))")
-    gen_nll: PerRound = Field(
-        None, description="joint model's generation test NLL, nats per image token, at its scored checkpoint"
-    )
-    gen_nll_test_se: SeedMean = Field(None, description="test-set standard error of gen_nll (std / sqrt(N))")
-    gen_fidelity: Searchable = Field(
-        None,
-        description="share of sampled test images (final joint model) that classifiers trained on real "
-        "images assign to the prompted attributes (synergy.fidelity: true; else None)",
-    )
-    gen_caption_acc: Searchable = Field(
-        None,
-        description="joint model's generative caption accuracy on test: share of images to which their true "
-        "caption gives a lower NLL than every caption that differs in one attribute (None: no swaps)",
-    )
-    gen_caption_nats: Searchable = Field(
-        None,
-        description="joint model's mean image-token NLL under a one-attribute-swapped caption minus under the "
-        "true one, nats per image token, on test (how much the caption tells the image)",
-    )
-    und_acc_iso: SeedMean = Field(None, description="the isolated understanding baseline's und_acc")
-    gen_nll_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_nll")
-    gen_fidelity_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_fidelity")
-    gen_caption_acc_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_acc")
-    gen_caption_nats_iso: SeedMean = Field(None, description="the isolated generation baseline's gen_caption_nats")
+
+
+def _metric_fields() -> dict[str, Any]:
+    """Each registered metric's fields (`searchvlm.metrics`): the joint value (and its test
+    standard error) of every metric, then every isolated baseline's value, in registration order."""
+    joint, iso = {}, {}
+    for m in REGISTRY.values():
+        joint[m.name] = (PerRound if m.per_round else Searchable, Field(None, description=m.doc))
+        if m.test_se:
+            doc = f"test-set standard error of {m.name} (std / sqrt(N))"
+            joint[f"{m.name}_test_se"] = (SeedMean, Field(None, description=doc))
+        iso[m.iso] = (SeedMean, Field(None, description=m.iso_doc))
+    return {**joint, **iso}
+
+
+#: the gains and the registered metrics' fields (the head of `TrialResult`, in trials.csv's order)
+_Scores = create_model("_Scores", __base__=_Gains, __module__=__name__, **_metric_fields())
+
+
+class TrialResult(_Scores):
+    """What a trial returns (and what the trials table holds, one row per trial).
+
+    Gains are defined in docs/definitions.md (synergy gain). Numbers are means over the
+    paired seeds, each run scored at its `synergy.at` checkpoint; `*_stderr` is the standard
+    error over seeds (None with one seed), `*_test_se` the test set's own standard error.
+    The metrics' fields come from their rows in `searchvlm.metrics`; a metric registered
+    after this module is imported rides along as an extra key (`late_fields`)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, float | None] = Field(init=False)
+
     gen_gain_below_chance: SeedMean = Field(
         None,
         description="share of seeds whose g_G is a relative gain over an isolated score below chance "
@@ -139,6 +142,22 @@ class TrialResult(_Strict):
         "runs' ('; '-joined when they differ, which makes the comparison unsound). Numbers from different "
         "CPU types are not comparable (searchvlm._host); None: not recorded (results made before it was)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        """Unknown keys are errors, as in every schema; the extra keys are late metrics' only."""
+        if isinstance(data, Mapping):
+            known = {*cls.model_fields, *late_fields()}
+            if any(key not in known for key in data):
+                raise PydanticKnownError("extra_forbidden")
+        return data
+
+
+def late_fields() -> tuple[str, ...]:
+    """The fields of metrics registered after `TrialResult` was made (a test's, a plugin's):
+    their seed means and isolated values, carried as extra keys (not trials.csv columns)."""
+    return tuple(f for m in REGISTRY.values() if m.name not in TrialResult.model_fields for f in (m.name, m.iso))
 
 
 def _reached(flag: str | None = None) -> tuple[str, ...]:

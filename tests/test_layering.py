@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "searchvlm._strict": 0,
     "searchvlm._tables": 0,
     "searchvlm.config": 0,
+    "searchvlm.metrics": 0,  # one row per metric a trial reports (its torch scorer: training.scorer)
     "searchvlm.trial_result": 0,
     "searchvlm.errors": 0,
     "searchvlm.file_checks": 0,
