@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from searchvlm.metrics import UND_METRIC, listed
-from searchvlm.trial_result import gen_gain_text
+from searchvlm.metrics import UND_METRIC, gen_metric_choices, listed
+from searchvlm.trial_result import gen_gain_text, last_round_text
 
 #: width a table is measured at off a terminal (wider than any table we print)
 _UNBOUNDED = 100_000
@@ -53,9 +53,11 @@ def print_table(console: Console, table: Table) -> None:
 # --------------------------------------------------------------------------- a table per command
 
 
-def result_table(result, gen_metric: str = "nll") -> Table:
+def result_table(result, gen_metric: str = "nll", last_step: int | None = None) -> Table:
     """`trial`: one trial's joint, isolated and gain numbers per metric; g_G stands on the
-    row of `gen_metric` (`synergy.gen_metric`), the other generation rows show none."""
+    row of `gen_metric` (`synergy.gen_metric`), the other generation rows show none. With
+    `last_step` (the training's last round, when each run is scored at its best one) the
+    caption names the runs of g_U and g_G whose best round was the last (still improving)."""
     table = Table(title=f"trial: {result.policy.name if result.policy else ''} ({result.status})")
     table.add_column("metric")
     for col in ("joint", "isolated", "gain"):
@@ -75,6 +77,10 @@ def result_table(result, gen_metric: str = "nll") -> Table:
     table.add_row("FLOPs ratio", fmt(result.flops_ratio), "1.0000", "")
     table.caption = (f"seeds {result.seeds} · {result.steps_done} steps · {result.train_seconds:.1f}s joint training"
                      f" · measured on {result.cpu or 'an unrecorded CPU'}")  # fmt: skip
+    if last_step is not None and result.per_seed:
+        late = last_round_text(result.per_seed, last_step, (UND_METRIC, gen_metric_choices().get(gen_metric, "")))
+        table.caption += (f"\nbest round = the last (step {last_step}), a gain at this budget: {late}" if late
+                          else f"\nevery run of g_U and g_G peaked before its last round ({last_step})")  # fmt: skip
     return table
 
 

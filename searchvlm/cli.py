@@ -114,7 +114,8 @@ def trial(
     if as_json:
         out.print_json(result.model_dump_json())
     else:
-        print_table(out, result_table(result, config.synergy.gen_metric))
+        last = config.training.steps if config.synergy.at == "best" else None  # `final` scores the last round
+        print_table(out, result_table(result, config.synergy.gen_metric, last))
         if result.error:
             console.print(f"[red]failed:[/red] {result.error}")
     raise typer.Exit(0 if result.status == "ok" else 1)

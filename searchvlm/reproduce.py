@@ -26,7 +26,7 @@ from searchvlm.metrics import REGISTRY as METRIC_ROWS
 from searchvlm.metrics import MetricInfo
 from searchvlm.presets import PRESETS, REGISTRY, preset
 from searchvlm.search import DecisionSettings
-from searchvlm.trial_result import TrialResult
+from searchvlm.trial_result import TrialResult, last_round_text
 
 if TYPE_CHECKING:
     from searchvlm.space import SearchSpace
@@ -81,7 +81,19 @@ class Table3:
                 f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.get('p_holm'))} | "
                 f"{_f(r.get('synergy_vs_dense_lower'), '+.3f')} | {r.get('verdict') or '–'} |"
             )
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self._last_rounds()
+
+    def _last_rounds(self) -> str:
+        """A note naming each row's runs scored at the last round (at `synergy.at: best`: still
+        improving when training stopped, so a gain on them is a gain at this budget)."""
+        late = [r for r in self.rows if r.get("at_last_round")]
+        if not late:
+            return ""
+        lines = [f"- {r['model']}: {r['at_last_round']}" for r in late]
+        steps = sorted({r["last_step"] for r in late})
+        return (f"\nRuns scored at their last round (step {', '.join(map(str, steps))}; seeds of each run; with "
+                "`synergy.at: best` still improving when training stopped, so their gains are gains at this "
+                "budget, not at convergence):\n\n" + "\n".join(lines) + "\n")  # fmt: skip
 
     def csv(self) -> str:
         buf = io.StringIO()
@@ -183,7 +195,9 @@ def _isolated_rows(first: TrialResult) -> list[dict]:
 
 def _row(label: str, name: str, result: TrialResult) -> dict:
     row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status")}
-    return {"model": label, "preset": name, "status": result.status, **row}
+    late = last_round_text(result.per_seed, result.steps_done) if result.status == "ok" else ""
+    return {"model": label, "preset": name, "status": result.status, **row, "last_step": result.steps_done,
+            "at_last_round": late}  # fmt: skip
 
 
 def reproduce(

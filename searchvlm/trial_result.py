@@ -188,3 +188,26 @@ def gen_gain_text(row: Any, spec: str = "+.4f", missing: str = "-") -> str:
         return "below chance"
     value = get("gen_gain")
     return missing if value is None or not math.isfinite(float(value)) else format(float(value), spec)
+
+
+def best_at_last_round(per_seed: list[dict[str, Any]], last_step: int,
+                       metrics: tuple[str, ...] | None = None) -> list[tuple[str, str, int, int]]:  # fmt: skip
+    """(metric, "joint" | "alone", seeds whose scored round is the last one, seeds) for each run
+    the per-seed records picked a round of (`metrics`: those only, e.g. g_U's and g_G's). A best
+    round at `last_step` means the run was still improving when training stopped: a gain on
+    it is a gain at this budget, not at convergence."""
+    out = []
+    for m in REGISTRY.values():
+        if metrics is not None and m.name not in metrics:
+            continue
+        for side, name in (("joint", "joint"), ("iso", "alone")):
+            steps = [p[f"{m.step_key}_{side}"] for p in per_seed if p.get(f"{m.step_key}_{side}") is not None]
+            if steps:
+                out.append((m.name, name, sum(1 for s in steps if s == last_step), len(steps)))
+    return out
+
+
+def last_round_text(per_seed: list[dict[str, Any]], last_step: int, metrics: tuple[str, ...] | None = None) -> str:
+    """`und_acc alone 4/5` for every run whose best round was the last in some seed ('' if none)."""
+    runs = best_at_last_round(per_seed, last_step, metrics)
+    return ", ".join(f"{name} {side} {k}/{n}" for name, side, k, n in runs if k)

@@ -152,6 +152,31 @@ def test_confirm_refuses_to_add_rows_from_another_cpu_type(tmp_path: Path) -> No
     assert "Traceback" not in result.output
 
 
+def test_the_trial_table_names_the_runs_still_improving_at_the_last_round() -> None:
+    """`trial`'s caption: the g_U / g_G runs whose best round was the last one, per seed."""
+    from rich.console import Console
+
+    from searchvlm._console import result_table
+    from searchvlm.trial_result import best_at_last_round
+
+    seeds = [{"und_step_joint": 300, "und_step_iso": 600, "gen_caption_acc_step_joint": 600,
+              "gen_caption_acc_step_iso": 450, "gen_step_joint": 600, "gen_step_iso": 600},
+             {"und_step_joint": 600, "und_step_iso": 600, "gen_caption_acc_step_joint": 150,
+              "gen_caption_acc_step_iso": 300, "gen_step_joint": 600, "gen_step_iso": 600}]  # fmt: skip
+    runs = best_at_last_round(seeds, 600, ("und_acc", "gen_caption_acc"))
+    assert runs == [("und_acc", "joint", 1, 2), ("und_acc", "alone", 2, 2), ("gen_caption_acc", "joint", 1, 2),
+                    ("gen_caption_acc", "alone", 0, 2)]  # fmt: skip
+    result = TrialResult(synergy_gain=0.1, flops_ratio=0.5, seeds=[0, 1], per_seed=seeds)
+    console = Console(width=300, record=True)
+    console.print(result_table(result, "caption_acc", 600))
+    text = " ".join(console.export_text().split())
+    late = "und_acc joint 1/2, und_acc alone 2/2, gen_caption_acc joint 1/2"  # not the NLL runs: g_G is on captions
+    assert f"best round = the last (step 600), a gain at this budget: {late}" in text
+    console = Console(width=300, record=True)
+    console.print(result_table(result, "caption_acc", 900))
+    assert "every run of g_U and g_G peaked before its last round (900)" in " ".join(console.export_text().split())
+
+
 def test_the_trial_table_says_which_cpu_measured_it() -> None:
     from rich.console import Console
 

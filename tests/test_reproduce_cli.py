@@ -67,8 +67,15 @@ def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
     tested = [r["p_holm"] for r in table.rows[2:] if r["p_holm"] is not None]
     assert tested and all(0 <= p <= 1 for p in tested)
     md = (tmp_path / "out" / "table3.md").read_text()
-    assert "HiMix + HMGen, share partial" in md and md.count("\n") == len(table.rows) + 2
-    assert "| G: caption acc. |" in md
+    grid, _, note = md.partition("\n\n")
+    assert "HiMix + HMGen, share partial" in grid and grid.count("\n") == len(table.rows) + 1
+    assert "| G: caption acc. |" in grid
+    # the note: per row, the runs whose scored round is the last one (4), counted from the records
+    for name in ("dense", "himix"):
+        late = [p["und_step_iso"] == 4 for p in runs[name]["per_seed"]]
+        assert f"und_acc alone {sum(late)}/2" in by[name]["at_last_round"] or not any(late)
+        assert by[name]["at_last_round"] in note
+    assert note.startswith("Runs scored at their last round (step 4;")
     with (tmp_path / "out" / "table3.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == len(table.rows)
 
