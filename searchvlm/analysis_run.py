@@ -21,6 +21,8 @@ from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.policy import ReductionPolicy, load_policy
 from searchvlm.space import load_space
 
+__all__ = ["AnalysisOutcome", "AnalysisRequest", "run_analysis"]
+
 
 @dataclass(frozen=True)
 class AnalysisRequest:

@@ -44,6 +44,8 @@ from searchvlm._usage import print_error
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.search import EXPORT_RULES
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     help="Search synergy-aware image-token reduction policies for unified VLMs.",
     no_args_is_help=True,

@@ -16,6 +16,20 @@ from searchvlm._strict import Strict as _Strict
 from searchvlm.metrics import GenMetric, gen_metric_doc
 from searchvlm.policy import ReductionPolicy
 
+__all__ = [
+    "DataConfig",
+    "GENERATION_CONTROLS",
+    "ModelConfig",
+    "SynergyConfig",
+    "TaskSizes",
+    "TokenizerConfig",
+    "TrainingConfig",
+    "TrialConfig",
+    "UNDERSTANDING_CONTROLS",
+    "VocabLayout",
+    "check_gen_metric",
+]
+
 
 class VocabLayout(_Strict):
     """Token-id layout: [special tokens][text tokens][image tokens]."""

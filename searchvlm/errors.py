@@ -14,6 +14,18 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+__all__ = [
+    "COMMAND_LINE",
+    "ConfigError",
+    "DamagedFile",
+    "NO_VALUE",
+    "load_json",
+    "load_yaml",
+    "validate",
+    "validation_problems",
+    "warn_damaged",
+]
+
 M = TypeVar("M", bound=BaseModel)
 
 #: the source of a problem with an argument (a CLI flag or the same-named function argument)

@@ -13,6 +13,8 @@ from searchvlm.errors import ConfigError
 from searchvlm.policy import load_policy
 from searchvlm.space import load_space
 
+__all__ = ["FileCheck", "validate_file", "validate_files"]
+
 
 def validate_file(path: str | Path) -> str:
     """Check a search-space YAML or a policy JSON; returns a one-line summary or raises

@@ -20,6 +20,22 @@ from pydantic import ConfigDict, Field, model_validator
 from searchvlm._strict import Frozen
 from searchvlm.selectors import Selector, selector_info
 
+__all__ = [
+    "Mode",
+    "POLICY_SCHEMA",
+    "PolicyFile",
+    "Ratio",
+    "ReductionPolicy",
+    "Segment",
+    "Sharing",
+    "TASKS",
+    "TaskPolicy",
+    "generation_selector_error",
+    "kept_count",
+    "load_policy",
+    "task_selector_error",
+]
+
 TASKS: tuple[str, str] = ("understanding", "generation")
 Mode = Literal["query_drop", "skip", "drop"]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]

@@ -26,6 +26,8 @@ from searchvlm._strict import Strict as _Strict
 from searchvlm.policy import Mode, Selector, task_selector_error
 from searchvlm.schedules import SCHEDULES, CosineSchedule, Param, Schedule, by_kind
 
+__all__ = ["Dist", "PolicySpace", "Scalar", "ScheduleSpace", "SharingSpace", "SupportsSuggest", "TaskSpace", "space_of"]
+
 Scalar = float | int | str | bool
 
 

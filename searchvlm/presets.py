@@ -25,6 +25,8 @@ from searchvlm.schedules import (
     shallow_layers,
 )
 
+__all__ = ["PRESETS", "Preset", "REGISTRY", "Specs", "clipping", "compile_presets", "preset"]
+
 #: what a builder returns: understanding, generation, sharing
 Specs = tuple[TaskSpec, TaskSpec | Tied, Sharing]
 

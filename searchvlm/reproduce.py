@@ -31,6 +31,19 @@ from searchvlm.trial_result import TrialResult, last_round_text
 if TYPE_CHECKING:
     from searchvlm.space import SearchSpace
 
+__all__ = [
+    "ALPHA",
+    "COLUMNS",
+    "ROWS",
+    "ReproduceRequest",
+    "TABLE3_METRICS",
+    "Table3",
+    "holm",
+    "reproduce",
+    "reproduce_config",
+    "run_reproduce",
+]
+
 # (row label, preset name) in the order of the study's Table 3: the preset registry's order
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
 #: the metrics Table 3 shows, registration order (`searchvlm.metrics`: a row's `table3` header)

@@ -26,6 +26,40 @@ from searchvlm.trial_result import REACHED_METRICS, TrialResult
 if TYPE_CHECKING:
     from searchvlm.space import SearchSpace
 
+__all__ = [
+    "CONFIRMED_FILE",
+    "CONFIRM_COLUMNS",
+    "CONFIRM_NUMBERS",
+    "DECISION_FILE",
+    "DECISION_SCHEMA",
+    "METRIC_COLUMNS",
+    "OBJECTIVE_COLUMNS",
+    "PER_SEED_COLUMNS",
+    "PLACEMENT_COLUMNS",
+    "STUDY_FILE",
+    "SWEEP_FILE",
+    "SweepMeta",
+    "TRIALS_FILE",
+    "TRIAL_COLUMNS",
+    "TrialRow",
+    "TrialRun",
+    "finite_number",
+    "load_ranked",
+    "ranking_rows",
+    "read_confirmed",
+    "read_decision",
+    "read_meta",
+    "read_trials",
+    "resolve_run_dir",
+    "store_problem",
+    "sweep_tracking_uri",
+    "trial_row",
+    "with_confirmed",
+    "write_confirmed",
+    "write_meta",
+    "write_trials",
+]
+
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"  # the sweep's Optuna study (SQLite)

@@ -33,6 +33,25 @@ from pydantic_core import PydanticCustomError, PydanticKnownError
 from searchvlm._strict import Frozen
 from searchvlm.policy import Mode, Ratio, ReductionPolicy, Selector, Sharing, TaskPolicy
 
+__all__ = [
+    "CosineSchedule",
+    "FastVSchedule",
+    "Layer",
+    "Param",
+    "PerLayer",
+    "PerLayerSchedule",
+    "PyramidSchedule",
+    "SCHEDULES",
+    "Schedule",
+    "ShallowSchedule",
+    "TaskSpec",
+    "Tied",
+    "by_kind",
+    "compile_policy",
+    "register_schedule",
+    "shallow_layers",
+]
+
 # --------------------------------------------------------------------------- declarations
 
 

@@ -55,6 +55,18 @@ from searchvlm.search import (  # noqa: F401 - re-exported: the search settings 
     SearchSettings,
 )
 
+__all__ = [
+    "PresetName",
+    "ProxyCalibration",
+    "SHORT",
+    "SearchSpace",
+    "load_space",
+    "load_trial_config",
+    "param_name",
+    "preset_policy",
+    "trial_policy",
+]
+
 # The parameter codec: the flat names of a sampled point (Optuna params, MLflow params), built
 # only by `param_name` and these constants: `tie_schedules`; `tied.mode` (a tied point's one
 # mode); per task `<t>.mode`, `<t>.selector`, `<t>.schedule` and `<t>.<kind>.<dim>` (t = und |

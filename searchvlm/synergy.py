@@ -24,6 +24,20 @@ from typing import Literal, Sequence
 
 from searchvlm.metrics import REGISTRY, LiveMap, gen_metric_choices
 
+__all__ = [
+    "Checkpoint",
+    "GEN_METRICS",
+    "HIGHER_IS_BETTER",
+    "SeedGains",
+    "aggregate",
+    "best_step",
+    "checkpoint",
+    "mean_stderr",
+    "paired_difference",
+    "relative_gain",
+    "seed_gains",
+]
+
 _EPS = 1e-12
 
 

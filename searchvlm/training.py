@@ -27,6 +27,25 @@ from searchvlm.model.build import data_token_map
 from searchvlm.policy import TASKS, ReductionPolicy, Segment
 from searchvlm.selectors import selector_info
 
+__all__ = [
+    "Evaluation",
+    "METRICS",
+    "Run",
+    "RunSpec",
+    "SCORERS",
+    "Score",
+    "Scorer",
+    "TrainingDiverged",
+    "caption_scores",
+    "check_layout",
+    "generation_example_nll",
+    "precision",
+    "resolve_device",
+    "sample_images",
+    "scorer",
+    "understanding_hits",
+]
+
 _TASK_SALT = {"understanding": 1009, "generation": 2003}
 #: the built-in metrics a run is scored on at every evaluation round (caption metrics where the
 #: data have swaps); `Run.scores` reads the registry (`searchvlm.metrics`), later rows included

@@ -21,6 +21,25 @@ from searchvlm._strict import Strict as _Strict
 from searchvlm.metrics import REGISTRY
 from searchvlm.policy import ReductionPolicy
 
+__all__ = [
+    "PerRound",
+    "REACHED_METRICS",
+    "ROUND_METRICS",
+    "Reached",
+    "SEARCHABLE_METRICS",
+    "SEED_MEANS",
+    "SEED_STDERRS",
+    "Searchable",
+    "SeedMean",
+    "SeedStderr",
+    "TrialResult",
+    "TrialStatus",
+    "best_at_last_round",
+    "gen_gain_text",
+    "last_round_text",
+    "late_fields",
+]
+
 TrialStatus = Literal["ok", "failed", "pruned"]
 
 

@@ -18,6 +18,8 @@ from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PretrainedCo
 from searchvlm.config import ModelConfig, VocabLayout
 from searchvlm.model._family import SUPPORTED, describe
 
+__all__ = ["build_model", "data_token_map", "llama_config", "token_map"]
+
 
 def llama_config(cfg: ModelConfig) -> LlamaConfig:
     """The `LlamaConfig` equivalent of `cfg` (embeddings tied when `cfg.tie_embeddings`, default RoPE)."""
