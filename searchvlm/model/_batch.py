@@ -1,6 +1,6 @@
 """The records one reduced forward call works with (L2, beside `searchvlm.model.reduced`):
 the checked inputs (`Batch`), the per-layer plan of a (task, length, image count) (`Plan`),
-the call (`Call`: task, plan, kernel, attention log) and one layer of it (`Step`).
+the call (`Call`: task, plan, kernel, attention log, train mode) and one layer of it (`Step`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,15 @@ AttentionLog = list[
 
 @dataclass(frozen=True)
 class Call:
-    """One forward call: its task, plan and kernel, and where `output_attentions` collects
-    every layer's probabilities (None: not asked; then the eager kernel runs)."""
+    """One forward call: its task, plan and kernel, where `output_attentions` collects
+    every layer's probabilities (None: not asked; then the eager kernel runs), and whether
+    the wrapper is in train mode (dropout, the router's training-time ranking)."""
 
     task: str
     plan: Plan
     kernel: Kernel
     log: AttentionLog | None
+    training: bool
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
-"""The reduced computation of one decoder layer (L2): `LayerOps`, the layer half of
-`searchvlm.model.reduced.ReducedLM` (a mixin: the wrapper holds the weights, the decoder
-description, the policy and the selector's generator; this holds what a layer does with them).
+"""The reduced computation of one decoder layer (L2): `LayerRunner`, which
+`searchvlm.model.reduced.ReducedLM.forward` calls once per layer. It is given what a layer
+reads and owns none of it: the decoder description (the HF layers' parts), the policy, the
+split weight copies and routers (registered on the wrapper, so their state_dict names are
+the wrapper's) and the `random` selector's generator; each call's task, plan, kernel and
+train mode come with its `Step` (`model._batch`).
 
 Per layer and task it executes the plan's `LayerCounts`: a layer that computes every present
 token takes the fast path (`_block`, no gather/scatter); otherwise the selector picks the kept
@@ -12,6 +15,7 @@ policy's sharing has them.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers.models.llama.modeling_llama import rotate_half
 
 from searchvlm.model._attention import Scoring, anchor_attention, attend, position_mask
-from searchvlm.model._batch import Call, Step
+from searchvlm.model._batch import Step
 from searchvlm.model._family import Decoder
 from searchvlm.model._select import RANKERS, Pick
 from searchvlm.model._sharing import fused_linear, split_apply, split_span
@@ -27,53 +31,50 @@ from searchvlm.model._tokens import Tokens, gather_rows, scatter_rows
 from searchvlm.policy import ReductionPolicy
 from searchvlm.selectors import selector_info
 
+LayerOut = tuple[Tensor, Tokens, Tensor | None]  # h (B, N', d), the tokens present, mass (B, N') | None
 
-class LayerOps:
-    """One decoder layer of the reduced forward, over the attributes `ReducedLM` sets."""
 
-    _dec: Decoder
+@dataclass(frozen=True, eq=False)
+class LayerRunner:
+    """One decoder layer of the reduced forward, over explicitly given parts (references only:
+    `ReducedLM` registers the modules, and the generator's state moves as the selector draws)."""
+
+    dec: Decoder  # the HF model's layers, norms, projections and rotary (`_family.describe`)
     policy: ReductionPolicy
-    splits: nn.ModuleDict
-    routers: nn.ModuleDict
-    gradient_checkpointing: bool
-    training: bool
-    _generator: torch.Generator
+    splits: nn.ModuleDict  # str(layer) -> `_sharing.LayerSplit`: image-token weight copies
+    routers: nn.ModuleDict  # task -> per-layer routers (d -> 1), `router` selector only
+    generator: torch.Generator  # the `random` selector's
 
-    def _checkpoints(self, layer: nn.Module, call: Call) -> bool:
-        """Checkpoint this layer: training with gradients and either this wrapper's flag or the
-        layer's own (HF's `gradient_checkpointing_enable()` sets `layer.gradient_checkpointing`);
-        never while logging attentions (the log and its eager kernel run once)."""
-        wanted = self.gradient_checkpointing or bool(getattr(layer, "gradient_checkpointing", False))
-        return wanted and self.training and torch.is_grad_enabled() and call.log is None
+    def run(self, step: Step, h: Tensor, tokens: Tokens, mass: Tensor | None) -> LayerOut:
+        """Layer `step.li` on h (B, N, d) of the present `tokens`; `mass` (B, N): the previous
+        layer's last-prompt-token attention when this layer's selector reads it."""
+        if not step.counts.reduces:  # fast path: every present token is computed
+            h, mass = self._block(step, h, tokens, None)
+            return h, tokens, mass
+        return self._reduced(step, h, tokens, mass)
 
-    def _checkpointed(
-        self, step: Step, h: Tensor, tokens: Tokens, mass: Tensor | None
-    ) -> tuple[Tensor, Tokens, Tensor | None]:
-        """`_layer` under `torch.utils.checkpoint` (non-reentrant): the layer's activations are
+    def run_checkpointed(self, step: Step, h: Tensor, tokens: Tokens, mass: Tensor | None) -> LayerOut:
+        """`run` under `torch.utils.checkpoint` (non-reentrant): the layer's activations are
         recomputed in the backward instead of kept. Checkpoint restores the global RNG (dropout
         masks repeat); the `random` selector's own generator is rewound for the recomputation
         and left where the forward left it, so the recomputed layer keeps the same tokens."""
-        start, calls = self._generator.get_state(), []
+        start, calls = self.generator.get_state(), []
 
-        def run(h: Tensor, mass: Tensor | None) -> tuple[Tensor, Tokens, Tensor | None]:
-            now = self._generator.get_state()
+        def run(h: Tensor, mass: Tensor | None) -> LayerOut:
+            now = self.generator.get_state()
             if calls:  # recomputation in the backward
-                self._generator.set_state(start)
+                self.generator.set_state(start)
             try:
-                return self._layer(step, h, tokens, mass)
+                return self.run(step, h, tokens, mass)
             finally:
                 if calls:
-                    self._generator.set_state(now)
+                    self.generator.set_state(now)
                 calls.append(step.li)
 
         return checkpoint(run, h, mass, use_reentrant=False)
 
-    def _layer(
-        self, step: Step, h: Tensor, tokens: Tokens, mass: Tensor | None
-    ) -> tuple[Tensor, Tokens, Tensor | None]:
-        if not step.counts.reduces:  # fast path: every present token is computed
-            h, mass = self._block(step, h, tokens, None)
-            return h, tokens, mass
+    def _reduced(self, step: Step, h: Tensor, tokens: Tokens, mass: Tensor | None) -> LayerOut:
+        """A layer that keeps `step.counts.kept` image tokens; the rest by the task's mode."""
         sel, gate = self._select(step, h, tokens, mass)  # (B, k), (B, k) | None
         q_idx = torch.cat([tokens.text_idx, sel], dim=1).sort(dim=1).values  # (B, n_q)
         sub = tokens.subset(q_idx)
@@ -108,8 +109,8 @@ class LayerOps:
             router=self.routers[step.task][step.li] if sel.weights else None,
             scores=functools.partial(self._anchor_scores, step, h, tokens) if sel.scores else None,
             seed=self.policy.seed,
-            training=self.training,
-            generator=self._generator,
+            training=step.call.training,
+            generator=self.generator,
         )
         ranks, gate = RANKERS[name](pick)  # (B, k), (B, k) | None
         return img.gather(1, ranks), gate  # (B, k)
@@ -120,16 +121,16 @@ class LayerOps:
         layer's norm, projections and rotary on its input h (B, N, d): (B, N) (PyramidDrop's score)."""
         layer = step.layer
         attn, row = layer.self_attn, tokens.anchor_row  # row: (B, 1)
-        x = self._dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
-        q = self._dec.projection(attn, "q")(gather_rows(x, row))  # (B, 1, H*hd): a text row, shared projection
+        x = self.dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
+        q = self.dec.projection(attn, "q")(gather_rows(x, row))  # (B, 1, H*hd): a text row, shared projection
         (k,) = self._project(step, x, tokens, "k")  # (B, N, H_kv*hd)
-        cos, sin = (t.expand(h.shape[0], -1, -1) for t in tokens.rope(self._dec.rope_keys[step.li]))  # (B, N, rd)
+        cos, sin = (t.expand(h.shape[0], -1, -1) for t in tokens.rope(self.dec.rope_keys[step.li]))  # (B, N, rd)
         q = self._rotated(attn, "q", q, gather_rows(cos, row), gather_rows(sin, row))  # (B, H, 1, hd)
         k = self._rotated(attn, "k", k, cos, sin)  # (B, H_kv, N, hd)
         allowed = tokens.pos <= tokens.anchor[:, None]  # (B, N)
         if tokens.valid is not None:
             allowed = allowed & tokens.valid
-        return anchor_attention(q, k, attn.scaling, allowed, self._dec.attn_softcap)  # (B, N)
+        return anchor_attention(q, k, attn.scaling, allowed, self.dec.attn_softcap)  # (B, N)
 
     # ------------------------------------------------------------------ blocks
 
@@ -137,9 +138,9 @@ class LayerOps:
         """Decoder layer over one token set (queries = keys), causal by position: (B, n, d)."""
         layer = step.layer
         attn = layer.self_attn
-        x = self._dec.norm_at(layer, "pre_attn", h)  # (B, n, d)
+        x = self.dec.norm_at(layer, "pre_attn", h)  # (B, n, d)
         q, k, v = self._project(step, x, tokens, "qkv")
-        cos, sin = tokens.rope(self._dec.rope_keys[step.li])  # (B or 1, n, rd)
+        cos, sin = tokens.rope(self.dec.rope_keys[step.li])  # (B or 1, n, rd)
         q, k = self._rotated(attn, "q", q, cos, sin), self._rotated(attn, "k", k, cos, sin)  # (B, H(_kv), n, hd)
         a, mass = self._attend(step, q, k, v, tokens, tokens)  # (B, n, H*hd)
         return self._finish(step, h, attn.o_proj(a), tokens, gate), mass
@@ -149,12 +150,12 @@ class LayerOps:
     ) -> tuple[Tensor, Tensor | None]:
         """query_drop layer: rows q_idx (B, n_q) are queries, every present token a key/value."""
         layer = step.layer
-        attn, key = layer.self_attn, self._dec.rope_keys[step.li]
+        attn, key = layer.self_attn, self.dec.rope_keys[step.li]
         hq = gather_rows(h, q_idx)  # (B, n_q, d)
         # the norm is per row: norming the query rows again beats a second gather (and its backward)
-        xq = self._dec.norm_at(layer, "pre_attn", hq)  # (B, n_q, d)
+        xq = self.dec.norm_at(layer, "pre_attn", hq)  # (B, n_q, d)
         (q,) = self._project(step, xq, sub, "q")  # (B, n_q, H*hd)
-        x = self._dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
+        x = self.dec.norm_at(layer, "pre_attn", h)  # (B, N, d)
         k, v = self._project(step, x, tokens, "kv")  # (B, N, H_kv*hd)
         q = self._rotated(attn, "q", q, *sub.rope(key))  # (B, H, n_q, hd)
         k = self._rotated(attn, "k", k, *tokens.rope(key))  # (B, H_kv, N, hd)
@@ -166,12 +167,12 @@ class LayerOps:
         """Projected queries or keys x (B, n, heads*hd) -> (B, heads, n, hd): the attention's own
         q_norm / k_norm where the family applies it (on the flat projection or per head), then
         rotary at cos/sin (B or 1, n, rd)."""
-        norm = getattr(attn, f"{which}_norm") if self._dec.qk_norm else None
-        if self._dec.qk_norm == "flat":
+        norm = getattr(attn, f"{which}_norm") if self.dec.qk_norm else None
+        if self.dec.qk_norm == "flat":
             x = norm(x)  # (B, n, heads*hd)
         b, n, _ = x.shape
         x = x.view(b, n, -1, attn.head_dim)  # (B, n, heads, hd)
-        if self._dec.qk_norm == "heads":
+        if self.dec.qk_norm == "heads":
             x = norm(x)  # (B, n, heads, hd)
         return _rope(x.transpose(1, 2), cos, sin)  # (B, heads, n, hd)
 
@@ -190,8 +191,8 @@ class LayerOps:
             scaling=attn.scaling,
             mask=mask,
             kernel=step.call.kernel,
-            softcap=self._dec.attn_softcap,
-            dropout=getattr(attn, "attention_dropout", 0.0) if self.training else 0.0,
+            softcap=self.dec.attn_softcap,
+            dropout=getattr(attn, "attention_dropout", 0.0) if step.call.training else 0.0,
         )
         mass_rows = queries.anchor_row if step.need_mass else None
         a, mass = attend(q, k, _heads(v, attn.head_dim), how, mass_rows, probs)  # (B, n_q, H*hd), (B, N) | None
@@ -204,7 +205,7 @@ class LayerOps:
         """Residual attention update, then the MLP, with the family's norms, residual dropout
         (as HF: on each update before its residual add) and residual multiplier; the router
         gate scales the block update."""
-        dec, layer = self._dec, step.layer
+        dec, layer = self.dec, step.layer
         mid = h + self._residual(dec.resid_drop(layer, 0, dec.norm_at(layer, "post_attn", a)))  # (B, n, d)
         m = self._mlp(step, dec.norm_at(layer, "pre_mlp", mid), tokens)  # (B, n, d)
         out = mid + self._residual(dec.resid_drop(layer, 1, dec.norm_at(layer, "post_mlp", m)))
@@ -212,7 +213,7 @@ class LayerOps:
 
     def _residual(self, update: Tensor) -> Tensor:
         """A block update times the family's residual multiplier (Granite; else no op)."""
-        r = self._dec.residual_scale
+        r = self.dec.residual_scale
         return update if r == 1.0 else update * r
 
     def _split(self, li: int) -> nn.Module | None:
@@ -222,7 +223,7 @@ class LayerOps:
     def _project(self, step: Step, x: Tensor, tokens: Tokens, names: str) -> list[Tensor]:
         """q/k/v projections named in `names` of x (B, n, d), image rows through split copies
         (then text and image rows each take one matmul for all the projections)."""
-        text = [self._dec.projection(step.layer.self_attn, n) for n in names]
+        text = [self.dec.projection(step.layer.self_attn, n) for n in names]
         split = self._split(step.li)
         image = None if split is None else [split.image_proj(step.task, n) for n in names]
         if image is None or image[0] is None:
@@ -230,7 +231,7 @@ class LayerOps:
         else:
             (y,) = _split(x, tokens, [(fused_linear(text), fused_linear(image))])  # (B, n, sum w)
             out = list(y.split([lin.out_features for lin in text], dim=-1))  # [(B, n, w_j)]
-        clip = self._dec.clip_qkv  # OLMo: q, k and v clamped to [-clip, clip]
+        clip = self.dec.clip_qkv  # OLMo: q, k and v clamped to [-clip, clip]
         return out if clip is None else [y.clamp(-clip, clip) for y in out]
 
     def _mlp(self, step: Step, x: Tensor, tokens: Tokens) -> Tensor:

@@ -3,7 +3,8 @@
 `ReducedLM` runs a decoder loop over the HF model's decoder layers (found by `_family`) with
 the layers' own modules (norms, q/k norms, q/k/v/o projections, MLP, rotary embeddings at
 the tokens' ORIGINAL positions, final norm, head); a family feature it cannot run exactly
-is refused when the policy is applied. Per layer and task it executes the plan of `searchvlm.flops.layer_counts`:
+is refused when the policy is applied. Per layer and task its `_layers.LayerRunner` (given
+the layers' parts, the policy, the split copies and routers) executes the plan of `searchvlm.flops.layer_counts`:
 image tokens not kept are query-dropped (still keys/values), skipped (neither), or dropped
 for good (see docs/definitions.md). A layer that computes every present token takes a fast path with
 no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`
@@ -12,7 +13,7 @@ no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).log
 Causal by construction: no logit that a loss or metric reads depends on a later token.
 Content-based choices look only at what precedes every position whose loss depends on them:
 understanding ranks the image by the LAST PROMPT TOKEN (the one before the first OUTPUT
-token), generation decides each image token from its own state (`_select`).
+token), generation decides each image token from its own state (`_layers.LayerRunner._select`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from searchvlm.flops import layer_counts
 from searchvlm.model._batch import AttentionLog, Batch, Call, Kernel, Plan, Step, last_prompt
 from searchvlm.model._family import Decoder, check_sharding, describe
-from searchvlm.model._layers import LayerOps
+from searchvlm.model._layers import LayerRunner
 from searchvlm.model._sharing import make_splits
 from searchvlm.model._tokens import Frame, Tokens, image_span
 from searchvlm.policy import TASKS, ReductionPolicy
@@ -63,7 +64,7 @@ class ReducedOutput:
     attention_positions: tuple[tuple[Tensor, Tensor], ...] | None = None
 
 
-class ReducedLM(LayerOps, nn.Module):
+class ReducedLM(nn.Module):
     """A policy-aware forward over a wrapped HF decoder (shares its weights; families: `_family`).
 
     Parameters: the HF model's, plus split weight copies (`splits`, per layer) and routers
@@ -109,6 +110,8 @@ class ReducedLM(LayerOps, nn.Module):
         # the caller's token ids -> the model's (V_in,); not in state_dict: it is the data's, not a weight
         self.register_buffer("token_map", _check_map(token_map, dec), persistent=False)
         self._generator = torch.Generator().manual_seed(policy.seed)
+        # one decoder layer's computation; holds references to the modules registered above
+        self._runner = LayerRunner(dec, policy, self.splits, self.routers, self._generator)
         self._plans: dict[tuple[str, int, int], Plan] = {}
         self.gradient_checkpointing = False  # checkpoint every layer (see `_checkpoints`)
 
@@ -181,16 +184,16 @@ class ReducedLM(LayerOps, nn.Module):
 
     def _forward(self, batch: Batch, task: str, log: AttentionLog | None, output_hidden_states: bool) -> ReducedOutput:
         plan, anchor, sharded = self._prepare(batch, task)
-        call = Call(task, plan, "eager" if log is not None else self.attention, log)
+        call = Call(task, plan, "eager" if log is not None else self.attention, log, self.training)
         h = self._embed(batch, task)  # (B, T, d)
         tokens = self._initial_tokens(h, batch, plan, anchor)
         states = [(h, tokens.pos)] if output_hidden_states else None
         mass: Tensor | None = None
         for li, layer in enumerate(self._dec.layers):
-            run = self._checkpointed if self._checkpoints(layer, call) else self._layer
+            run = self._runner.run_checkpointed if self._checkpoints(layer, call) else self._runner.run
             if sharded[li]:
                 run = _sharded(layer, run)
-            h, tokens, mass = run(Step(li, layer, call), h, tokens, mass)
+            h, tokens, mass = run(Step(li, layer, call), h, tokens, mass)  # (B, n_l, d): the tokens still present
             if states is not None:
                 states.append((h, tokens.pos))
         out = self._head(h, tokens, batch.labels, task)
@@ -198,6 +201,13 @@ class ReducedLM(LayerOps, nn.Module):
             out.hidden_states = tuple(s for s, _ in states)
             out.hidden_positions = tuple(p for _, p in states)
         return out
+
+    def _checkpoints(self, layer: nn.Module, call: Call) -> bool:
+        """Checkpoint this layer: training with gradients and either this wrapper's flag or the
+        layer's own (HF's `gradient_checkpointing_enable()` sets `layer.gradient_checkpointing`);
+        never while logging attentions (the log and its eager kernel run once)."""
+        wanted = self.gradient_checkpointing or bool(getattr(layer, "gradient_checkpointing", False))
+        return wanted and call.training and torch.is_grad_enabled() and call.log is None
 
     def _mapped(self, ids: Tensor | None) -> Tensor | None:
         """Caller token ids (B, T) -> the model's through `token_map`; -100 (no label) stays."""
@@ -303,7 +313,7 @@ def _call(run: Callable[..., Any], *args: Any) -> Any:
 
 
 def _sharded(layer: nn.Module, run: Callable[..., Any]) -> Callable[..., Any]:
-    """`run` (one reduced layer: `_layer` or `_checkpointed`) inside the FSDP2 hooks of the
+    """`run` (one reduced layer: `LayerRunner.run` or `.run_checkpointed`) inside the FSDP2 hooks of the
     sharded decoder `layer`: FSDP all-gathers a module's parameters before its forward,
     reshards them after it and hooks the backward on its inputs and outputs, but the loop
     runs a layer through its parts, never its `forward`. `register_fsdp_forward_method`
