@@ -258,3 +258,35 @@ def test_light_modules_load_nothing_heavy() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_every_public_module_declares_all_and_it_names_real_definitions() -> None:
+    """`__all__` on every module a user may import (no leading underscore), listing only names
+    the module defines or imports: what `from searchvlm.x import *` and the docs show."""
+    missing, unknown = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if (
+            path.name.startswith("_")
+            and path.name != "__init__.py"
+            or any(p.startswith("_") for p in path.parts[-2:-1])
+        ):
+            continue
+        tree = ast.parse(path.read_text())
+        declared = [n for n in tree.body if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)]  # fmt: skip
+        if not declared:
+            missing.append(str(path.relative_to(ROOT)))
+            continue
+        value = declared[0].value  # the literal names (a starred part, e.g. a submodule's list, is skipped)
+        names = [e.value for e in getattr(value, "elts", []) if isinstance(e, ast.Constant)]
+        bound = {a.asname or a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                 for a in n.names}  # fmt: skip
+        for n in tree.body:
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(n.name)
+            for t in n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AnnAssign) else []:
+                bound.update(x.id for x in ast.walk(t) if isinstance(x, ast.Name))
+        lazy = "__getattr__" in bound  # a package's lazy names (`searchvlm`, `searchvlm.sweep`)
+        unknown += [f"{path.relative_to(ROOT)}: {name}" for name in names if name not in bound and not lazy]
+    assert not missing, f"no __all__: {missing}"
+    assert not unknown, f"__all__ names nothing defined or imported: {unknown}"

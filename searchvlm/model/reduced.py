@@ -36,6 +36,8 @@ from searchvlm.model._tokens import Frame, Tokens, image_span
 from searchvlm.policy import TASKS, ReductionPolicy
 from searchvlm.selectors import selector_info
 
+__all__ = ["ReducedLM", "ReducedOutput", "apply_policy"]
+
 
 @dataclass
 class ReducedOutput:
