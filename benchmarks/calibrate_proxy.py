@@ -24,7 +24,6 @@ import numpy as np
 from searchvlm.config import TrialConfig
 from searchvlm.errors import ConfigError
 from searchvlm.overrides import validate_overridden
-from searchvlm.policy import ReductionPolicy
 from searchvlm.space import load_space
 from searchvlm.synergy import mean_stderr
 from searchvlm.trial import run_trial
@@ -43,7 +42,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/calibrate_proxy_best.json")
     args = ap.parse_args()
     space = load_space(args.space)
-    base = space.trial_config(ReductionPolicy.dense(space.model.num_layers), name="calibrate")
+    base = space.trial_config(None, name="calibrate")  # dense at the (possibly overridden) depth
     cfg = base.model_dump()
     cfg["seeds"] = [int(s) for s in args.seeds.split(",")]
     try:  # the library's --set: validated like the file, a bad key named with --set
