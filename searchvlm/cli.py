@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -29,6 +30,7 @@ from searchvlm._cli_base import (
     ref_option,
     seeds_option,
 )
+from searchvlm._cli_request import argument, option, record_command, request
 from searchvlm._cli_runs import compare, rm, runs_
 from searchvlm._console import (
     alpha_table,
@@ -71,17 +73,23 @@ def _main(
     """Search synergy-aware image-token reduction policies for unified VLMs."""
 
 
+@dataclass(frozen=True)
+class TrialArgs:
+    space_file: Path = argument(help="search space YAML (its fixed sections define the trial)")
+    preset: Optional[str] = option(None, "--preset", help="a named policy (see `searchvlm presets`)")
+    policy: Optional[Path] = option(None, "--policy", help="an exported or explicit policy JSON")
+    as_json: bool = option(False, "--json", help="print the result as JSON")
+    seeds: Optional[list[int]] = option(
+        None, "--seeds", parse=seeds_option, help="comma-separated seeds (default: the space's)"
+    )
+    cache_dir: Optional[Path] = option(None, "--cache-dir", help="baseline cache (default runs/cache)")
+    overrides: Optional[list[str]] = option(None, "--set", help=SET_HELP)
+    print_config: bool = option(False, "--print-config", help=PRINT_CONFIG_HELP)
+
+
 @app.command()
-def trial(
-    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the trial)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="a named policy (see `searchvlm presets`)"),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="an exported or explicit policy JSON"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: the space's)"),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="baseline cache (default runs/cache)"),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
-) -> None:
+@record_command
+def trial(args: TrialArgs) -> None:
     """Train one policy jointly and against its isolated baselines; print the result.
 
     Example: searchvlm trial search_spaces/quick.yaml --preset himix_hmgen --seeds 0,1"""
@@ -89,11 +97,11 @@ def trial(
 
     from searchvlm.space import load_trial_config
 
-    config = load_trial_config(space_file, preset=preset, policy=policy, seeds=seeds_option(seeds), cache_dir=cache_dir,
-                               overrides=sets)  # fmt: skip
-    if not print_config:
+    config = load_trial_config(args.space_file, preset=args.preset, policy=args.policy, seeds=args.seeds,
+                               cache_dir=args.cache_dir, overrides=args.overrides)  # fmt: skip
+    if not args.print_config:
         _check_data(config.data)
-    if print_config:
+    if args.print_config:
         exit_with_config(config)
     from searchvlm.trial import run_trial
 
@@ -103,7 +111,7 @@ def trial(
         TextColumn("{task.completed}/{task.total} steps"),
         TimeElapsedColumn(),
         console=console,
-        disable=as_json,
+        disable=args.as_json,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -113,7 +121,7 @@ def trial(
             bar.update(tasks[phase], completed=done)
 
         result = run_trial(config, progress=progress)
-    if as_json:
+    if args.as_json:
         out.print_json(result.model_dump_json())
     else:
         last = config.training.steps if config.synergy.at == "best" else None  # `final` scores the last round
@@ -144,24 +152,28 @@ def presets(
             out.print(f"{name} on {layers} layers: {note}", highlight=False)
 
 
-@app.command()
-def sweep(
-    space_file: Path = typer.Argument(..., help="search space YAML"),
-    name: Optional[str] = typer.Option(None, "--name", help="sweep name (default: the file's stem)"),
-    samples: Optional[int] = typer.Option(
+@dataclass(frozen=True)
+class SweepArgs:
+    space_file: Path = argument(help="search space YAML")
+    name: Optional[str] = option(None, "--name", help="sweep name (default: the file's stem)")
+    samples: Optional[int] = option(
         None, "--samples", min=1, help="trials to run (default: the space's; fixed on --resume)"
-    ),
-    concurrency: Optional[str] = typer.Option(
+    )
+    concurrency: Optional[str] = option(
         None, "--concurrency", help="trials at once, or auto: as many as the Ray cluster fits (fixed on --resume)"
-    ),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name (same space file)"),
-    address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
-    no_progress: bool = typer.Option(False, "--no-progress", help="no live view (nor event lines)"),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " (a resumed sweep needs the same)"),
-    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
-) -> None:
+    )
+    resume: bool = option(False, "--resume", help="continue an interrupted sweep of this name (same space file)")
+    address: Optional[str] = option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)")
+    tracking_uri: Optional[str] = option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)")
+    runs_dir: Path = option(Path("runs"), "--runs-dir", help="where sweeps live")
+    no_progress: bool = option(False, "--no-progress", help="no live view (nor event lines)")
+    overrides: Optional[list[str]] = option(None, "--set", help=SET_HELP + " (a resumed sweep needs the same)")
+    print_config: bool = option(False, "--print-config", help=PRINT_CONFIG_HELP)
+
+
+@app.command()
+@record_command
+def sweep(args: SweepArgs) -> None:
     """Run a policy sweep: Ray Tune trials, an Optuna study, MLflow tracking.
 
     On a terminal a live view shows the front, elapsed time and ETA; elsewhere (a pipe, CI,
@@ -170,17 +182,16 @@ def sweep(
     Example: searchvlm sweep search_spaces/quick.yaml --name quick"""
     from searchvlm.space import load_space
 
-    space = load_space(space_file, sets)  # fail fast, before Ray and the sweep package load
-    concurrency = concurrency_option(concurrency)
-    if print_config:
-        exit_with_config(space.with_search(samples=samples, concurrency=concurrency))
+    space = load_space(args.space_file, args.overrides)  # fail fast, before Ray and the sweep package load
+    concurrency = concurrency_option(args.concurrency)
+    if args.print_config:
+        exit_with_config(space.with_search(samples=args.samples, concurrency=concurrency))
     from searchvlm.sweep import SweepOptions, run_sweep
 
-    options = SweepOptions(samples=samples, concurrency=concurrency, overrides=sets, address=address,
-                           tracking_uri=tracking_uri)  # fmt: skip
-    summary = run_sweep(space_file, name=name, runs_dir=runs_dir, resume=resume, progress=not no_progress,
-                        options=options)  # fmt: skip
-    out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
+    options = request(SweepOptions, args, concurrency=concurrency)
+    summary = run_sweep(args.space_file, name=args.name, runs_dir=args.runs_dir, resume=args.resume,
+                        progress=not args.no_progress, options=options)  # fmt: skip
+    out.print(f"next: searchvlm pareto {summary.name} --runs-dir {args.runs_dir}")
 
 
 @app.command()
@@ -267,25 +278,29 @@ def pareto(
     print_pareto(out, report)
 
 
-@app.command()
-def export(
-    run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
-    rule: Optional[RuleName] = typer.Option(
+@dataclass(frozen=True)
+class ExportArgs:
+    run: str = argument(help="sweep name (under --runs-dir) or sweep directory")
+    rule: Optional[RuleName] = option(
         None,
         "--rule",
         help="how to pick the trial: knee, max-synergy, min-flops on the front, or decision (the "
         "policy `decide` accepted); default knee",
         show_default=False,
-    ),
-    trial: Optional[str] = typer.Option(
+    )
+    trial: Optional[str] = option(
         None, "--trial", help="export this trial instead: its id (trials.csv), number, #N or tNNNN"
-    ),
-    max_flops: Optional[float] = typer.Option(None, "--max-flops", help="only trials with flops_ratio <= X"),
-    min_synergy: Optional[float] = typer.Option(None, "--min-synergy", help="only trials with synergy_gain >= Y"),
-    output: Path = typer.Option(Path("policy.json"), "-o", "--output", help="policy file to write"),
-    force: bool = typer.Option(False, "--force", help="overwrite the --output file if it exists"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
-) -> None:
+    )
+    max_flops: Optional[float] = option(None, "--max-flops", help="only trials with flops_ratio <= X")
+    min_synergy: Optional[float] = option(None, "--min-synergy", help="only trials with synergy_gain >= Y")
+    output: Path = option(Path("policy.json"), "-o", "--output", help="policy file to write")
+    force: bool = option(False, "--force", help="overwrite the --output file if it exists")
+    runs_dir: Path = option(Path("runs"), "--runs-dir", help="where sweeps live")
+
+
+@app.command()
+@record_command
+def export(args: ExportArgs) -> None:
     """Export a trial's policy (validated JSON; load with `load_policy`): the one --rule picks, or --trial.
 
     Its picture (keep ratio per layer and task) is written beside it: policy.json -> policy.png.
@@ -294,19 +309,19 @@ def export(
     from searchvlm.export import TrialChoice
     from searchvlm.report import export_report
 
-    if trial is not None and rule is not None:
-        raise ConfigError(COMMAND_LINE, "--trial", trial, "names the trial itself: give it without --rule")
+    if args.trial is not None and args.rule is not None:
+        raise ConfigError(COMMAND_LINE, "--trial", args.trial, "names the trial itself: give it without --rule")
     try:
-        choice = TrialChoice((rule or RuleName.knee).value, max_flops, min_synergy, trial)
-        done = export_report(run, choice, output, runs_dir, force=force)
+        choice = TrialChoice((args.rule or RuleName.knee).value, args.max_flops, args.min_synergy, args.trial)
+        done = export_report(args.run, choice, args.output, args.runs_dir, force=args.force)
     except OSError as err:  # a bad target (under a file, a directory, read-only): nothing written
         reason = f"cannot write the policy file ({err.strerror or err})"
-        raise ConfigError(COMMAND_LINE, "--output", str(output), reason) from None
+        raise ConfigError(COMMAND_LINE, "--output", str(args.output), reason) from None
     prov = done.provenance
     numbers = (f"confirmed numbers, seeds {prov['confirmed_seeds']}" if prov.get("numbers") == "confirmed"
                else "search numbers")  # fmt: skip
     out.print(f"wrote {done.path} (trial {prov['trial_id']}, number {prov['trial_number']}, "
-              f"{'chosen' if trial else prov['rule']}, {numbers})", highlight=False)  # fmt: skip
+              f"{'chosen' if args.trial else prov['rule']}, {numbers})", highlight=False)  # fmt: skip
     out.print(f"wrote {done.picture} (keep ratios per layer and task)", highlight=False)
 
 
@@ -361,48 +376,51 @@ def confirm(
               highlight=False)  # fmt: skip
 
 
-@app.command()
-def decide(
-    run: str = typer.Argument(..., help="sweep name (under --runs-dir) or sweep directory"),
-    delta: Optional[float] = typer.Option(
+@dataclass(frozen=True)
+class DecideArgs:
+    run: str = argument(help="sweep name (under --runs-dir) or sweep directory")
+    delta: Optional[float] = option(
         None,
         "--delta",
         help="non-inferiority margin on synergy (default: the space's decision.delta)",
         show_default=False,
-    ),
-    alpha: Optional[float] = typer.Option(
-        None, "--alpha", help="family-wise error rate (default 0.05)", show_default=False
-    ),
-    max_seeds: Optional[int] = typer.Option(
+    )
+    alpha: Optional[float] = option(None, "--alpha", help="family-wise error rate (default 0.05)", show_default=False)
+    max_seeds: Optional[int] = option(
         None, "--max-seeds", help="most fresh seeds per candidate (default 10)", show_default=False
-    ),
-    first_seeds: Optional[int] = typer.Option(
+    )
+    first_seeds: Optional[int] = option(
         None, "--first-seeds", help="seeds of a candidate's first look (default 5)", show_default=False
-    ),
-    shortlist: Optional[int] = typer.Option(
+    )
+    shortlist: Optional[int] = option(
         None,
         "--shortlist",
         help="candidates raced, the cheapest of the front and near-front (default 3)",
         show_default=False,
-    ),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="the race's fresh seeds (default: after the sweep's)"),
-    jobs: int = typer.Option(
+    )
+    seeds: Optional[list[int]] = option(
+        None, "--seeds", parse=seeds_option, help="the race's fresh seeds (default: after the sweep's)"
+    )
+    jobs: int = option(
         1, "--jobs", help="runs trained at once (processes): the seeds' reference runs, then the candidate's"
-    ),
-    as_json: bool = typer.Option(False, "--json", help="print decision.json instead of the verdict line"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
-) -> None:
+    )
+    as_json: bool = option(False, "--json", help="print decision.json instead of the verdict line")
+    runs_dir: Path = option(Path("runs"), "--runs-dir", help="where sweeps live")
+    tracking_uri: Optional[str] = option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)")
+
+
+@app.command()
+@record_command
+def decide(args: DecideArgs) -> None:
     """The cheapest policy whose synergy is non-inferior to dense's: a race on fresh seeds (rerun to resume).
 
     Example: searchvlm decide default --delta 0.035"""
     from searchvlm.decide import DecideOptions
     from searchvlm.decide import decide as run_decide
 
-    options = DecideOptions(delta, alpha, max_seeds, first_seeds, shortlist, seeds_option(seeds), jobs)
     note = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
-    done = run_decide(run, options, runs_dir, tracking_uri, on_event=note)
-    if as_json:
+    done = run_decide(args.run, request(DecideOptions, args), args.runs_dir, args.tracking_uri, on_event=note)
+    if args.as_json:
         print_json(done.as_dict())
         return
     out.print(f"{done.trained} runs trained, {done.reused} reused; wrote {done.path}", highlight=False)
@@ -416,62 +434,74 @@ app.command()(compare)
 app.command()(rm)
 
 
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    """`--presets a,b` as a list; None when not given ("" is refused later, not the default)."""
+    return text.split(",") if text is not None else None
+
+
+@dataclass(frozen=True)
+class ReproduceArgs:
+    space_file: Path = argument(help="search space YAML (its fixed sections define the proxy)")
+    presets: Optional[list[str]] = option(None, "--presets", parse=_names, help="comma-separated subset of presets")
+    out_dir: Optional[Path] = option(None, "--out", help="output folder (default runs/reproduce-<space>)")
+    seeds: Optional[list[int]] = option(
+        None, "--seeds", parse=seeds_option, help="comma-separated seeds (default: the space's)"
+    )
+    runs_dir: Path = option(Path("runs"), "--runs-dir", help="where outputs and the MLflow store live")
+    tracking_uri: Optional[str] = option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)")
+    overrides: Optional[list[str]] = option(None, "--set", help=SET_HELP)
+    print_config: bool = option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)")
+
+
 @app.command()
-def reproduce(
-    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the proxy)"),
-    presets_: Optional[str] = typer.Option(None, "--presets", help="comma-separated subset of presets"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default runs/reproduce-<space>)"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: the space's)"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs and the MLflow store live"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)"),
-) -> None:
+@record_command
+def reproduce(args: ReproduceArgs) -> None:
     """The literature presets side by side: the study's Table 3 on our proxy.
 
     Example: searchvlm reproduce search_spaces/default.yaml --seeds 0,1,2 --presets dense,himix"""
     from searchvlm.reproduce import ReproduceRequest, reproduce_config, run_reproduce
 
-    wanted = presets_.split(",") if presets_ is not None else None  # "" is refused, not the default
     done = lambda name, r: console.print(f"  {name}: {r.status} synergy {r.synergy_gain} flops {r.flops_ratio}")  # noqa: E731
-    request = ReproduceRequest(presets=wanted, seeds=seeds_option(seeds), overrides=sets)
-    if print_config:
-        exit_with_config(reproduce_config(space_file, request, runs_dir))
+    wanted = request(ReproduceRequest, args)
+    if args.print_config:
+        exit_with_config(reproduce_config(args.space_file, wanted, args.runs_dir))
     step = lambda phase, k, n: console.print(f"  {phase}: {k}/{n} steps", highlight=False)  # noqa: E731
-    table = run_reproduce(space_file, request, out_dir=out_dir, runs_dir=runs_dir, tracking_uri=tracking_uri,
-                          on_result=done, progress=step)  # fmt: skip
+    table = run_reproduce(args.space_file, wanted, out_dir=args.out_dir, runs_dir=args.runs_dir,
+                          tracking_uri=args.tracking_uri, on_result=done, progress=step)  # fmt: skip
     out.print(table.markdown())
     out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
 
-@app.command()
-def analyze(
-    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the model)"),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="train under this policy JSON (default: dense)"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="analyse a model saved by a trial instead"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (default runs/analysis-<space>)"),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="training steps (default: the space's)"),
-    examples: int = typer.Option(256, "--examples", min=1, help="held-out examples per task"),
-    layer: Optional[int] = typer.Option(
+@dataclass(frozen=True)
+class AnalyzeArgs:
+    space_file: Path = argument(help="search space YAML (its fixed sections define the model)")
+    policy: Optional[Path] = option(None, "--policy", help="train under this policy JSON (default: dense)")
+    checkpoint: Optional[Path] = option(None, "--checkpoint", help="analyse a model saved by a trial instead")
+    out_dir: Optional[Path] = option(None, "--out", help="output folder (default runs/analysis-<space>)")
+    steps: Optional[int] = option(None, "--steps", min=1, help="training steps (default: the space's)")
+    max_examples: int = option(256, "--examples", min=1, help="held-out examples per task")
+    heatmap_layer: Optional[int] = option(
         None, "--heatmap-layer", min=0, help="0-based layer of the heatmap (default L//2)"
-    ),
-    floor: float = typer.Option(0.25, "--floor", help="lowest keep ratio of the derived policy"),
-    rows: str = typer.Option("all", "--rows", help="derive from all query rows (Eq. 2) or the task's targets"),
-    export: Optional[Path] = typer.Option(None, "--export", help="write the derived policy file here"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="log to this MLflow URI"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads (default: training.threads)"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go"),
-) -> None:
+    )
+    floor: float = option(0.25, "--floor", help="lowest keep ratio of the derived policy")
+    rows: str = option("all", "--rows", help="derive from all query rows (Eq. 2) or the task's targets")
+    export: Optional[Path] = option(None, "--export", help="write the derived policy file here")
+    tracking_uri: Optional[str] = option(None, "--tracking-uri", help="log to this MLflow URI")
+    threads: Optional[int] = option(None, "--threads", min=1, help="torch threads (default: training.threads)")
+    runs_dir: Path = option(Path("runs"), "--runs-dir", help="where outputs (and the MLflow artifacts) go")
+
+
+@app.command()
+@record_command
+def analyze(args: AnalyzeArgs) -> None:
     """Layerwise attention allocation per task and segment (the study's Eq. 2), plots, derived policy.
 
     Example: searchvlm analyze search_spaces/default.yaml --threads 1 --export derived.json"""
     from searchvlm.analysis_run import AnalysisRequest, run_analysis
 
-    request = AnalysisRequest(policy=policy, checkpoint=checkpoint, steps=steps, max_examples=examples,
-                              heatmap_layer=layer, floor=floor, rows=rows, threads=threads)  # fmt: skip
     try:
-        done = run_analysis(space_file, request, out_dir=out_dir, export=export, runs_dir=runs_dir,
-                            tracking_uri=tracking_uri)  # fmt: skip
+        done = run_analysis(args.space_file, request(AnalysisRequest, args), out_dir=args.out_dir, export=args.export,
+                            runs_dir=args.runs_dir, tracking_uri=args.tracking_uri)  # fmt: skip
     except ValueError as err:  # a plain ValueError of the analysis, too, is one `error:` line
         fail(err)
     print_table(out, alpha_table(done))
@@ -480,36 +510,37 @@ def analyze(
         out.print(f"derived {task} keep ({tp.mode}): " + " ".join(f"{k:.2f}" for k in tp.keep))
     out.print(f"wrote {', '.join(str(p) for p in done.files.values())}")
     if done.run_id:
-        out.print(f"mlflow: {tracking_uri} (run {done.run_id})")
+        out.print(f"mlflow: {args.tracking_uri} (run {done.run_id})")
+
+
+@dataclass(frozen=True)
+class DiagnoseArgs:
+    space_file: Path = argument(help="search space YAML (its fixed sections define the model and training)")
+    preset: Optional[str] = option(None, "--preset", help="a named policy (see `searchvlm presets`)")
+    policy: Optional[Path] = option(None, "--policy", help="an exported or explicit policy JSON")
+    steps: Optional[int] = option(
+        None, "--steps", min=0, help="training steps (default: the space's; fewer is cheaper; 0: initialisation only)"
+    )
+    batches: int = option(4, "--batches", min=1, help="fixed training batches per task to average over")
+    seed: Optional[int] = option(None, "--seed", min=0, help="model and batch seed (default: the space's first)")
+    out_dir: Optional[Path] = option(None, "--out", help="output folder (default runs/diagnose-<space>-<policy>)")
+    threads: Optional[int] = option(None, "--threads", min=1, help="torch threads (default: training.threads)")
+    runs_dir: Path = option(Path("runs"), "--runs-dir", help="where outputs go")
+    overrides: Optional[list[str]] = option(None, "--set", help=SET_HELP)
 
 
 @app.command()
-def diagnose(
-    space_file: Path = typer.Argument(..., help="search space YAML (its fixed sections define the model and training)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="a named policy (see `searchvlm presets`)"),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="an exported or explicit policy JSON"),
-    steps: Optional[int] = typer.Option(
-        None, "--steps", min=0, help="training steps (default: the space's; fewer is cheaper; 0: initialisation only)"
-    ),
-    batches: int = typer.Option(4, "--batches", min=1, help="fixed training batches per task to average over"),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="model and batch seed (default: the space's first)"),
-    out_dir: Optional[Path] = typer.Option(
-        None, "--out", help="output folder (default runs/diagnose-<space>-<policy>)"
-    ),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads (default: training.threads)"),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where outputs go"),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-) -> None:
+@record_command
+def diagnose(args: DiagnoseArgs) -> None:
     """Per layer and parameter group, the cosine between the two tasks' gradients and each task's
     share of the gradient, at initialisation and at the joint run's best validation rounds.
 
     Example: searchvlm diagnose search_spaces/default.yaml --preset himix_hmgen --steps 150"""
     from searchvlm.diagnose import DiagnoseRequest, run_diagnose
 
-    request = DiagnoseRequest(preset=preset, policy=policy, seed=seed, steps=steps, batches=batches, threads=threads,
-                              overrides=sets)  # fmt: skip
     try:
-        done = run_diagnose(space_file, request, out_dir=out_dir, runs_dir=runs_dir)
+        done = run_diagnose(args.space_file, request(DiagnoseRequest, args), out_dir=args.out_dir,
+                            runs_dir=args.runs_dir)  # fmt: skip
     except ValueError as err:  # a plain ValueError (a layout the policy cannot serve) is one `error:` line too
         fail(err)
     for table in gradients_tables(done.report):

@@ -83,6 +83,7 @@ LAYERS: dict[str, int] = {
     # L5: the command line
     "searchvlm.cli": 5,
     "searchvlm._cli_base": 5,  # what every command shares (consoles, option parsers)
+    "searchvlm._cli_request": 5,  # a command's options as the fields of one typed record
     "searchvlm._cli_runs": 5,  # the run-management commands, registered by cli
     "searchvlm._usage": 5,  # usage errors as `error:` lines
     "searchvlm._help": 5,  # help texts: value shapes as metavars
