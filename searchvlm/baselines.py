@@ -2,8 +2,9 @@
 seed and cached on disk.
 
 L3 module. The cache key holds everything that changes a run (model, data, training,
-tasks, seed, the policy it trains under, fidelity scoring, a format version), so a sweep
-never retrains one; a file lock makes concurrent trials wait for the first to finish.
+tasks, seed, the policy it trains under, fidelity scoring, a format version; a user's data
+file by its content, not its path), so a sweep never retrains one; a file lock makes
+concurrent trials wait for the first to finish.
 A record keeps the validation AND test score of every evaluation round, so the rule that
 picks the scored checkpoint (`synergy.at`) can change without retraining anything.
 """
@@ -21,6 +22,7 @@ from typing import Callable
 
 from filelock import FileLock
 
+from searchvlm._digest import file_sha256
 from searchvlm._host import cpu_model
 from searchvlm.config import UNDERSTANDING_CONTROLS, DataConfig
 from searchvlm.errors import warn_damaged
@@ -74,13 +76,15 @@ def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
     payload = {
         "format": _FORMAT,
         "model": model.model_dump(mode="json"),
-        "data": data.model_dump(mode="json", exclude=_gen_only_irrelevant(tasks)),
+        "data": data.model_dump(mode="json", exclude=_gen_only_irrelevant(tasks) | _where(data)),
         "training": training.model_dump(mode="json", exclude=exclude),
         "tasks": list(tasks),
         "seed": seed,
         "policy": policy.model_dump(mode="json", exclude={"name"}),
         "fidelity": fidelity,
     }
+    if data.path is not None:  # a user's data file: its content, wherever it lies on whichever node
+        payload["data_sha256"] = file_sha256(data.path)
     if model.hf is not None:  # a user's model: its files, so a changed checkpoint is retrained
         payload["hf_files"] = _fingerprint(model.hf)
     blob = json.dumps(payload, sort_keys=True).encode()
@@ -91,6 +95,11 @@ def _gen_only_irrelevant(tasks: tuple[str, ...]) -> set[str]:
     """Data fields that do not change a generation-only run: the controls that touch
     understanding data only (its answers' permutation, its blanked images)."""
     return set(UNDERSTANDING_CONTROLS) if tuple(tasks) == ("generation",) else set()
+
+
+def _where(data: DataConfig) -> set[str]:
+    """A data file's path is not keyed (its content is): a moved or copied file hits the cache."""
+    return {"path"} if data.path is not None else set()
 
 
 def _fingerprint(hf: str) -> list[tuple[str, int, int]]:

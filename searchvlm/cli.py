@@ -152,9 +152,14 @@ def sweep(
         None, "--concurrency", help="trials at once, or auto: as many as the Ray cluster fits (fixed on --resume)"
     ),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted sweep of this name (same space file)"),
-    address: Optional[str] = typer.Option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)"),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="existing Ray cluster (or RAY_ADDRESS; run on one of its nodes: ray:// is refused)"
+    ),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="baseline cache (default runs/cache; a resumed sweep: the one it used)"
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="no live view (nor event lines)"),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP + " (a resumed sweep needs the same)"),
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
@@ -174,7 +179,7 @@ def sweep(
     from searchvlm.sweep import SweepOptions, run_sweep
 
     options = SweepOptions(samples=samples, concurrency=concurrency, overrides=sets, address=address,
-                           tracking_uri=tracking_uri)  # fmt: skip
+                           tracking_uri=tracking_uri, cache_dir=cache_dir)  # fmt: skip
     summary = run_sweep(space_file, name=name, runs_dir=runs_dir, resume=resume, progress=not no_progress,
                         options=options)  # fmt: skip
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {runs_dir}")
