@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from filelock import FileLock
 
@@ -148,6 +148,30 @@ def get_baseline(
         return record
 
 
+def cached_entry(cache_dir: str | Path, key: str) -> str | None:
+    """The cache's entry for `key` as its JSON text (None when absent): what a sweep ships
+    from the node that trained a baseline to the driver's cache and to every trial."""
+    try:
+        return (Path(cache_dir) / "baselines" / f"{key}.json").read_text()
+    except FileNotFoundError:
+        return None
+
+
+def store_entries(cache_dir: str | Path, entries: Mapping[str, str]) -> int:
+    """Write the shipped entries ({key: JSON text}) this cache lacks (each whole, atomically);
+    the number written. A node then finds every baseline the driver has, trained once."""
+    root = Path(cache_dir) / "baselines"
+    missing = {key: text for key, text in entries.items() if not (root / f"{key}.json").exists()}
+    if missing:
+        root.mkdir(parents=True, exist_ok=True)
+    for key, text in missing.items():
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".baseline.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, root / f"{key}.json")
+    return len(missing)
+
+
 def isolated_policy(policy: ReductionPolicy, baseline: str) -> ReductionPolicy:
     """`dense`: the dense model; `matched`: the trial's own policy."""
     if baseline == "dense":
@@ -155,4 +179,4 @@ def isolated_policy(policy: ReductionPolicy, baseline: str) -> ReductionPolicy:
     return policy
 
 
-__all__ = ["RunRecord", "baseline_key", "get_baseline", "isolated_policy"]
+__all__ = ["RunRecord", "baseline_key", "cached_entry", "store_entries", "get_baseline", "isolated_policy"]

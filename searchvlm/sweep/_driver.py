@@ -166,9 +166,9 @@ def run_sweep(
                     started = ensure_ray(opt.address, local_cpus(space.search))
                     warn_unused_gpus(space, space_path)
             sweep = _Sweep(space, run_dir, runs_dir, uri, progress, cache)
-            _warm_baselines(sweep)
+            shipped = _warm_baselines(sweep)
             tuner = _tuner(sweep, searcher.result() if searcher else None,
-                           num_samples=extra or space.search.samples, at_once=at_once)  # fmt: skip
+                           num_samples=extra or space.search.samples, at_once=at_once, baselines=shipped)  # fmt: skip
             grid = tuner.fit()
     finally:
         if started:
@@ -226,19 +226,25 @@ def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def _warm_baselines(sweep: _Sweep) -> None:
+def _warm_baselines(sweep: _Sweep) -> dict[str, str]:
     """Train the reference runs every trial of the sweep compares with (`synergy.baseline:
     dense`: each task alone, and the dense joint model with `vs_dense`, per seed) once, up
     front and in parallel, so the first trials do not each wait for them; one progress line
-    per reference. A failure is a warning: the trial that needs the run trains it itself."""
+    per reference. A failure is a warning: the trial that needs the run trains it itself.
+
+    Each run comes back from the node that trained it (or found it cached) as its cache
+    entry: written into the driver's cache (`confirm`, `decide` and a resume find it) and
+    returned ({key: JSON}) to be shipped to every trial, on whichever node it runs."""
+    from searchvlm.baselines import store_entries
     from searchvlm.trial import reference_labels
 
     space, progress = sweep.space, sweep.progress
     cache = str(sweep.cache)
     config = space.trial_config(ReductionPolicy.dense(space.model.num_layers), "baselines", cache)
     jobs = [(seed, label) for seed in config.seeds for label in reference_labels(config)]
+    entries: dict[str, str] = {}
     if not jobs:
-        return
+        return entries
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(warm_reference)  # num_gpus 0: a CPU task
     pending = [task.remote(space.model_dump_json(), cache, max(1, int(cpus)), seed, label) for seed, label in jobs]
@@ -246,35 +252,43 @@ def _warm_baselines(sweep: _Sweep) -> None:
     while pending:
         (ready,), pending = ray.wait(pending, num_returns=1)
         try:
-            seed, label, cached, seconds = ray.get(ready)
+            seed, label, cached, seconds, key, entry = ray.get(ready)
         except Exception as err:  # noqa: BLE001 - the trials train it; the sweep goes on
             print(
                 f"warning: a baseline failed up front ({str(err).splitlines()[-1]}); trials train it", file=sys.stderr
             )
             continue
         ready_count += 1
+        if entry is not None:
+            entries[key] = entry
         if progress:
             how = "found in the cache" if cached else f"trained in {seconds:.0f} s"
             what = "dense joint" if label == "dense" else f"{label} alone"
             print(f"baselines: {ready_count} of {len(jobs)} cached ({what}, seed {seed}: {how})", file=sys.stderr)
+    store_entries(sweep.cache, entries)  # the driver's cache holds every baseline, wherever it trained
+    return entries
 
 
-def _trainable(space: SearchSpace, cache_dir: Path, done: dict[str, dict[str, Any]] | None = None) -> Any:
+def _trainable(space: SearchSpace, cache_dir: Path, done: dict[str, dict[str, Any]] | None = None,
+               baselines: dict[str, str] | None = None) -> Any:  # fmt: skip
+    """`train` with its fixed arguments in Ray's object store (the shipped `baselines` too)."""
     cache = str(cache_dir)
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
     fn = tune.with_parameters(train, space_json=space.model_dump_json(), cache_dir=cache,
-                              threads=max(1, int(cpus)), done=done or {})  # fmt: skip
+                              threads=max(1, int(cpus)), done=done or {}, baselines=baselines or {})  # fmt: skip
     # Ray sets a trial's CUDA_VISIBLE_DEVICES to the GPUs it gave it (cuda:0 is the first of them)
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus} if gpus else {"cpu": cpus})
 
 
-def _tuner(sweep: _Sweep, searcher: Any | None, num_samples: int, at_once: int) -> tune.Tuner:
+def _tuner(sweep: _Sweep, searcher: Any | None, num_samples: int, at_once: int,
+           baselines: dict[str, str] | None = None) -> tune.Tuner:  # fmt: skip
     """A new Tuner around `searcher` running `num_samples` trials (a new sweep, or the extra
     trials of an extended one: same study, table and MLflow parent), or (searcher None) the
-    interrupted one restored. `at_once`: max concurrent trials (`auto` resolved)."""
+    interrupted one restored. `at_once`: max concurrent trials (`auto` resolved); `baselines`:
+    the up-front baselines' cache entries every trial gets."""
     space, run_dir = sweep.space, sweep.run_dir
     resume = searcher is None
-    trainable = _trainable(space, sweep.cache, _recorded(run_dir) if resume else None)
+    trainable = _trainable(space, sweep.cache, _recorded(run_dir) if resume else None, baselines)
     if resume:
         return tune.Tuner.restore(str(run_dir / RAY_DIR), trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)  # fmt: skip

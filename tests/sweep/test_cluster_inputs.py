@@ -237,3 +237,57 @@ def test_preflight_on_a_ray_node_stops_with_one_line_naming_node_and_file(tmp_pa
     finally:
         if started:
             shutdown_ray()
+
+
+# --------------------------------------------------------------------------- shipped baselines
+
+
+def test_shipped_cache_entries_fill_what_a_nodes_cache_lacks(tmp_path):
+    from searchvlm.baselines import RunRecord, _write, cached_entry, get_baseline, store_entries
+
+    driver, node = tmp_path / "driver", tmp_path / "node"
+    (driver / "baselines").mkdir(parents=True)
+    _write(driver / "baselines" / "k1.json", RunRecord(("understanding",), 0, val={"und_acc": {10: 0.5}}))
+    entry = cached_entry(driver, "k1")
+    assert entry is not None and cached_entry(driver, "k2") is None
+    assert store_entries(node, {"k1": entry}) == 1
+    assert store_entries(node, {"k1": "{damaged"}) == 0  # present: never overwritten
+    found = get_baseline(node, "k1", train=lambda: pytest.fail("a shipped baseline is trained again"))
+    assert found.cached and found.val == {"und_acc": {10: 0.5}}
+    assert not list((node / "baselines").glob(".baseline.*"))  # no temporary left
+
+
+def test_the_sweeps_cache_dir_given_recorded_or_beside_the_runs(tmp_path):
+    from searchvlm.results import write_meta
+    from searchvlm.sweep._driver import _cache_dir
+    from searchvlm.sweep._rundir import record_cache_dir
+
+    run = tmp_path / "runs" / "s"
+    run.mkdir(parents=True)
+    meta = SweepMeta(name="s", space_path="x.yaml", space_hash="h", package_version="0", model={})
+    write_meta(run / "sweep.json", meta)
+    assert _cache_dir(run, resume=False, given=None) == tmp_path / "runs" / "cache"
+    assert _cache_dir(run, resume=True, given=None) == (tmp_path / "runs" / "cache").resolve()
+    assert _cache_dir(run, resume=False, given=tmp_path / "shared") == (tmp_path / "shared").resolve()
+    record_cache_dir(run, tmp_path / "shared")
+    assert read_meta(run / "sweep.json").cache_dir == str(tmp_path / "shared")
+    assert _cache_dir(run, resume=True, given=None) == (tmp_path / "shared").resolve()
+
+
+def test_the_sweep_command_passes_cache_dir(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import searchvlm.sweep as sweep_pkg
+    from searchvlm.cli import app
+
+    seen = {}
+
+    def fake(space_file, **kw):
+        seen.update(kw)
+        raise ConfigError(None, "stop", None, "stopped here")
+
+    monkeypatch.setattr(sweep_pkg, "run_sweep", fake, raising=False)
+    space = tiny_space(tmp_path / "q.yaml")
+    res = CliRunner().invoke(app, ["sweep", str(space), "--cache-dir", str(tmp_path / "shared")])
+    assert res.exit_code == 2 and "stopped here" in res.output, res.output
+    assert seen["options"].cache_dir == tmp_path / "shared"
