@@ -148,28 +148,44 @@ def get_baseline(
         return record
 
 
-def cached_entry(cache_dir: str | Path, key: str) -> str | None:
-    """The cache's entry for `key` as its JSON text (None when absent): what a sweep ships
-    from the node that trained a baseline to the driver's cache and to every trial."""
+#: the cache's folders whose entries a sweep ships between nodes
+SHIPPED = ("baselines", "codebooks")
+
+
+def cache_entry(cache_dir: str | Path, name: str) -> bytes | None:
+    """The cache's entry `name` (`baselines/<key>.json`, `codebooks/<key>.npz`) as bytes
+    (None when absent): what a sweep ships from the node that made it to the driver's cache
+    and to every trial."""
     try:
-        return (Path(cache_dir) / "baselines" / f"{key}.json").read_text()
+        return (Path(cache_dir) / _entry(name)).read_bytes()
     except FileNotFoundError:
         return None
 
 
-def store_entries(cache_dir: str | Path, entries: Mapping[str, str]) -> int:
-    """Write the shipped entries ({key: JSON text}) this cache lacks (each whole, atomically);
-    the number written. A node then finds every baseline the driver has, trained once."""
-    root = Path(cache_dir) / "baselines"
-    missing = {key: text for key, text in entries.items() if not (root / f"{key}.json").exists()}
-    if missing:
-        root.mkdir(parents=True, exist_ok=True)
-    for key, text in missing.items():
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".baseline.")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, root / f"{key}.json")
-    return len(missing)
+def store_entries(cache_dir: str | Path, entries: Mapping[str, bytes]) -> int:
+    """Write the shipped entries ({name: bytes}, see `cache_entry`) this cache lacks, each
+    whole (atomically); the number written. A node then finds every baseline and codebook
+    the driver has, made once."""
+    written = 0
+    for name, blob in entries.items():
+        path = Path(cache_dir) / _entry(name)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".shipped.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+        written += 1
+    return written
+
+
+def _entry(name: str) -> Path:
+    """`name` as a cache entry's relative path: one file in one of the SHIPPED folders."""
+    path = Path(name)
+    if len(path.parts) != 2 or path.parts[0] not in SHIPPED or path.name.startswith("."):
+        raise ValueError(f"{name!r} is no shipped cache entry (baselines/<key>.json or codebooks/<key>.npz)")
+    return path
 
 
 def isolated_policy(policy: ReductionPolicy, baseline: str) -> ReductionPolicy:
@@ -179,4 +195,4 @@ def isolated_policy(policy: ReductionPolicy, baseline: str) -> ReductionPolicy:
     return policy
 
 
-__all__ = ["RunRecord", "baseline_key", "cached_entry", "store_entries", "get_baseline", "isolated_policy"]
+__all__ = ["RunRecord", "baseline_key", "cache_entry", "store_entries", "get_baseline", "isolated_policy"]

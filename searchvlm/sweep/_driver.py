@@ -226,15 +226,16 @@ def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def _warm_baselines(sweep: _Sweep) -> dict[str, str]:
+def _warm_baselines(sweep: _Sweep) -> dict[str, bytes]:
     """Train the reference runs every trial of the sweep compares with (`synergy.baseline:
     dense`: each task alone, and the dense joint model with `vs_dense`, per seed) once, up
     front and in parallel, so the first trials do not each wait for them; one progress line
     per reference. A failure is a warning: the trial that needs the run trains it itself.
 
     Each run comes back from the node that trained it (or found it cached) as its cache
-    entry: written into the driver's cache (`confirm`, `decide` and a resume find it) and
-    returned ({key: JSON}) to be shipped to every trial, on whichever node it runs."""
+    entry, with its data's codebook (a patch tokenizer): written into the driver's cache
+    (`confirm`, `decide` and a resume find them) and returned ({name: bytes}) to be shipped
+    to every trial, on whichever node it runs."""
     from searchvlm.baselines import store_entries
     from searchvlm.trial import reference_labels
 
@@ -242,7 +243,7 @@ def _warm_baselines(sweep: _Sweep) -> dict[str, str]:
     cache = str(sweep.cache)
     config = space.trial_config(ReductionPolicy.dense(space.model.num_layers), "baselines", cache)
     jobs = [(seed, label) for seed in config.seeds for label in reference_labels(config)]
-    entries: dict[str, str] = {}
+    entries: dict[str, bytes] = {}
     if not jobs:
         return entries
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
@@ -252,15 +253,14 @@ def _warm_baselines(sweep: _Sweep) -> dict[str, str]:
     while pending:
         (ready,), pending = ray.wait(pending, num_returns=1)
         try:
-            seed, label, cached, seconds, key, entry = ray.get(ready)
+            seed, label, cached, seconds, made = ray.get(ready)
         except Exception as err:  # noqa: BLE001 - the trials train it; the sweep goes on
             print(
                 f"warning: a baseline failed up front ({str(err).splitlines()[-1]}); trials train it", file=sys.stderr
             )
             continue
         ready_count += 1
-        if entry is not None:
-            entries[key] = entry
+        entries.update(made)
         if progress:
             how = "found in the cache" if cached else f"trained in {seconds:.0f} s"
             what = "dense joint" if label == "dense" else f"{label} alone"
@@ -270,7 +270,7 @@ def _warm_baselines(sweep: _Sweep) -> dict[str, str]:
 
 
 def _trainable(space: SearchSpace, cache_dir: Path, done: dict[str, dict[str, Any]] | None = None,
-               baselines: dict[str, str] | None = None) -> Any:  # fmt: skip
+               baselines: dict[str, bytes] | None = None) -> Any:  # fmt: skip
     """`train` with its fixed arguments in Ray's object store (the shipped `baselines` too)."""
     cache = str(cache_dir)
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
@@ -281,11 +281,11 @@ def _trainable(space: SearchSpace, cache_dir: Path, done: dict[str, dict[str, An
 
 
 def _tuner(sweep: _Sweep, searcher: Any | None, num_samples: int, at_once: int,
-           baselines: dict[str, str] | None = None) -> tune.Tuner:  # fmt: skip
+           baselines: dict[str, bytes] | None = None) -> tune.Tuner:  # fmt: skip
     """A new Tuner around `searcher` running `num_samples` trials (a new sweep, or the extra
     trials of an extended one: same study, table and MLflow parent), or (searcher None) the
     interrupted one restored. `at_once`: max concurrent trials (`auto` resolved); `baselines`:
-    the up-front baselines' cache entries every trial gets."""
+    the up-front baselines' cache entries (and codebooks) every trial gets."""
     space, run_dir = sweep.space, sweep.run_dir
     resume = searcher is None
     trainable = _trainable(space, sweep.cache, _recorded(run_dir) if resume else None, baselines)

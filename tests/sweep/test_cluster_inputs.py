@@ -243,18 +243,35 @@ def test_preflight_on_a_ray_node_stops_with_one_line_naming_node_and_file(tmp_pa
 
 
 def test_shipped_cache_entries_fill_what_a_nodes_cache_lacks(tmp_path):
-    from searchvlm.baselines import RunRecord, _write, cached_entry, get_baseline, store_entries
+    from searchvlm.baselines import RunRecord, _write, cache_entry, get_baseline, store_entries
 
     driver, node = tmp_path / "driver", tmp_path / "node"
     (driver / "baselines").mkdir(parents=True)
     _write(driver / "baselines" / "k1.json", RunRecord(("understanding",), 0, val={"und_acc": {10: 0.5}}))
-    entry = cached_entry(driver, "k1")
-    assert entry is not None and cached_entry(driver, "k2") is None
-    assert store_entries(node, {"k1": entry}) == 1
-    assert store_entries(node, {"k1": "{damaged"}) == 0  # present: never overwritten
+    entry = cache_entry(driver, "baselines/k1.json")
+    assert entry is not None and cache_entry(driver, "baselines/k2.json") is None
+    assert store_entries(node, {"baselines/k1.json": entry, "codebooks/c1.npz": b"npz"}) == 2
+    assert store_entries(node, {"baselines/k1.json": b"{damaged"}) == 0  # present: never overwritten
     found = get_baseline(node, "k1", train=lambda: pytest.fail("a shipped baseline is trained again"))
     assert found.cached and found.val == {"und_acc": {10: 0.5}}
-    assert not list((node / "baselines").glob(".baseline.*"))  # no temporary left
+    assert (node / "codebooks" / "c1.npz").read_bytes() == b"npz"
+    assert not list(node.rglob(".shipped.*"))  # no temporary left
+    for name in ("../x.json", "baselines/../../x", "other/k.json", "/abs/baselines/k.json", "baselines/.lock"):
+        with pytest.raises(ValueError, match="no shipped cache entry"):
+            store_entries(node, {name: b""})
+
+
+def test_a_codebook_knows_its_cache_entry(tmp_path):
+    """What the up-front baselines ship besides their runs: the patch codebook of their data."""
+    from searchvlm.config import TokenizerConfig
+    from searchvlm.data import load_data
+
+    cfg = DataConfig(name="shapes", train_size=40, val_size=8, test_size=8,
+                     tokenizer=TokenizerConfig(kind="patch", patch=4, codes=8))  # fmt: skip
+    book = load_data(cfg, cache_dir=tmp_path).codebook
+    assert book.cache_key and (tmp_path / "codebooks" / f"{book.cache_key}.npz").is_file()
+    assert load_data(cfg, cache_dir=tmp_path).codebook.cache_key == book.cache_key  # read back: the same entry
+    assert load_data(cfg).codebook.cache_key is None  # no cache, no entry
 
 
 def test_the_sweeps_cache_dir_given_recorded_or_beside_the_runs(tmp_path):
