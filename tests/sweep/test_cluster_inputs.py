@@ -308,3 +308,25 @@ def test_the_sweep_command_passes_cache_dir(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["sweep", str(space), "--cache-dir", str(tmp_path / "shared")])
     assert res.exit_code == 2 and "stopped here" in res.output, res.output
     assert seen["options"].cache_dir == tmp_path / "shared"
+
+
+@pytest.mark.slow
+def test_a_sweep_with_cache_dir_keeps_every_baseline_and_codebook_there(tmp_path):
+    """`--cache-dir`: the up-front baselines, their codebook and the trials use it (none in
+    runs/cache), sweep.json records it, and `confirm` would read it."""
+    from searchvlm.sweep import SweepOptions, ensure_ray, run_sweep, shutdown_ray
+
+    space = tiny_space(tmp_path / "cd.yaml", samples=1, concurrency=1, calibrated=False)
+    runs, shared = tmp_path / "runs", tmp_path / "shared_cache"
+    started = ensure_ray(num_cpus=1)
+    try:
+        s = run_sweep(space, name="cd", runs_dir=runs, progress=False, options=SweepOptions(cache_dir=shared))
+    finally:
+        if started:
+            shutdown_ray()
+    assert s.counts["ok"] == 1
+    assert len(list((shared / "baselines").glob("*.json"))) == 2  # each task alone, seed 0
+    assert len(list((shared / "codebooks").glob("*.npz"))) == 1
+    assert not (runs / "cache" / "baselines").exists()
+    meta = read_meta(s.run_dir / "sweep.json")
+    assert meta.cache_dir == str(shared.resolve()) and meta.cache_path(s.run_dir) == shared.resolve()
