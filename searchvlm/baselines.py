@@ -2,8 +2,9 @@
 seed and cached on disk.
 
 L3 module. The cache key holds everything that changes a run (model, data, training,
-tasks, seed, the policy it trains under, fidelity scoring, a format version), so a sweep
-never retrains one; a file lock makes concurrent trials wait for the first to finish.
+tasks, seed, the policy it trains under, fidelity scoring, a format version; a user's data
+file by its content, not its path), so a sweep never retrains one; a file lock makes
+concurrent trials wait for the first to finish.
 A record keeps the validation AND test score of every evaluation round, so the rule that
 picks the scored checkpoint (`synergy.at`) can change without retraining anything.
 """
@@ -17,10 +18,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from filelock import FileLock
 
+from searchvlm._digest import file_sha256
 from searchvlm._host import cpu_model
 from searchvlm.config import GENERATION_CONTROLS, UNDERSTANDING_CONTROLS, DataConfig
 from searchvlm.errors import warn_damaged
@@ -74,13 +76,15 @@ def baseline_key(spec: RunSpec, data: DataConfig, fidelity: bool) -> str:
     payload = {
         "format": _FORMAT,
         "model": model.model_dump(mode="json"),
-        "data": data.model_dump(mode="json", exclude=_irrelevant_to(tasks)),
+        "data": data.model_dump(mode="json", exclude=_irrelevant_to(tasks) | _where(data)),
         "training": training.model_dump(mode="json", exclude=exclude),
         "tasks": list(tasks),
         "seed": seed,
         "policy": policy.model_dump(mode="json", exclude={"name"}),
         "fidelity": fidelity,
     }
+    if data.path is not None:  # a user's data file: its content, wherever it lies on whichever node
+        payload["data_sha256"] = file_sha256(data.path)
     if model.hf is not None:  # a user's model: its files, so a changed checkpoint is retrained
         payload["hf_files"] = _fingerprint(model.hf)
     blob = json.dumps(payload, sort_keys=True).encode()
@@ -94,6 +98,11 @@ def _irrelevant_to(tasks: tuple[str, ...]) -> set[str]:
     if tuple(tasks) == ("generation",):
         return set(UNDERSTANDING_CONTROLS)
     return set(GENERATION_CONTROLS) if tuple(tasks) == ("understanding",) else set()
+
+
+def _where(data: DataConfig) -> set[str]:
+    """A data file's path is not keyed (its content is): a moved or copied file hits the cache."""
+    return {"path"} if data.path is not None else set()
 
 
 def _fingerprint(hf: str) -> list[tuple[str, int, int]]:
@@ -142,6 +151,46 @@ def get_baseline(
         return record
 
 
+#: the cache's folders whose entries a sweep ships between nodes
+SHIPPED = ("baselines", "codebooks")
+
+
+def cache_entry(cache_dir: str | Path, name: str) -> bytes | None:
+    """The cache's entry `name` (`baselines/<key>.json`, `codebooks/<key>.npz`) as bytes
+    (None when absent): what a sweep ships from the node that made it to the driver's cache
+    and to every trial."""
+    try:
+        return (Path(cache_dir) / _entry(name)).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def store_entries(cache_dir: str | Path, entries: Mapping[str, bytes]) -> int:
+    """Write the shipped entries ({name: bytes}, see `cache_entry`) this cache lacks, each
+    whole (atomically); the number written. A node then finds every baseline and codebook
+    the driver has, made once."""
+    written = 0
+    for name, blob in entries.items():
+        path = Path(cache_dir) / _entry(name)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".shipped.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+        written += 1
+    return written
+
+
+def _entry(name: str) -> Path:
+    """`name` as a cache entry's relative path: one file in one of the SHIPPED folders."""
+    path = Path(name)
+    if len(path.parts) != 2 or path.parts[0] not in SHIPPED or path.name.startswith("."):
+        raise ValueError(f"{name!r} is no shipped cache entry (baselines/<key>.json or codebooks/<key>.npz)")
+    return path
+
+
 def isolated_policy(policy: ReductionPolicy, baseline: str) -> ReductionPolicy:
     """`dense`: the dense model; `matched`: the trial's own policy."""
     if baseline == "dense":
@@ -149,4 +198,4 @@ def isolated_policy(policy: ReductionPolicy, baseline: str) -> ReductionPolicy:
     return policy
 
 
-__all__ = ["RunRecord", "baseline_key", "get_baseline", "isolated_policy"]
+__all__ = ["RunRecord", "baseline_key", "cache_entry", "store_entries", "get_baseline", "isolated_policy"]

@@ -163,9 +163,14 @@ class SweepArgs:
         None, "--concurrency", help="trials at once, or auto: as many as the Ray cluster fits (fixed on --resume)"
     )
     resume: bool = option(False, "--resume", help="continue an interrupted sweep of this name (same space file)")
-    address: Optional[str] = option(None, "--address", help="existing Ray cluster (or RAY_ADDRESS)")
+    address: Optional[str] = option(
+        None, "--address", help="existing Ray cluster (or RAY_ADDRESS; run on one of its nodes: ray:// is refused)"
+    )
     tracking_uri: Optional[str] = option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)")
     runs_dir: Path = option(Path("runs"), "--runs-dir", help="where sweeps live")
+    cache_dir: Optional[Path] = option(
+        None, "--cache-dir", help="baseline cache (default runs/cache; a resumed sweep: the one it used)"
+    )
     no_progress: bool = option(False, "--no-progress", help="no live view (nor event lines)")
     overrides: Optional[list[str]] = option(None, "--set", help=SET_HELP + " (a resumed sweep needs the same)")
     print_config: bool = option(False, "--print-config", help=PRINT_CONFIG_HELP)

@@ -6,6 +6,7 @@ field is documented; the docs become CLI help and YAML comments.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,7 +167,12 @@ class DataConfig(_Strict):
     image_size: int = Field(16, ge=4, le=64, description="shapes: image side in pixels")
     num_colors: int = Field(4, ge=2, le=8, description="shapes: palette colours (plus background)")
     grid: int = Field(2, ge=2, le=3, description="shapes: positions per side (2: quadrants, 3: 3x3 grid)")
-    path: str | None = Field(None, description="tokens: path of the .npz or .parquet file")
+    path: str | None = Field(
+        None,
+        description="tokens: path of the .npz or .parquet file (a relative one is relative to the working "
+        "directory of the command; made absolute when the space is loaded, so a trial in its own working "
+        "directory or on another node of a cluster opens the same path)",
+    )
     seed: int | Literal["run"] = Field(
         0,
         description="seed of the data: the split (training, validation and test images) and generated "
@@ -210,6 +216,12 @@ class DataConfig(_Strict):
         if isinstance(value, float) and value.is_integer() or isinstance(value, str) and value.lstrip("-").isdigit():
             return int(value)
         raise ValueError(f"{value!r} is neither a whole number nor 'run' (each run seed draws its own data)")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """Absolute against the working directory (`~` expanded; symlinks kept as given)."""
+        return None if value is None else os.path.abspath(os.path.expanduser(value))
 
     @field_validator("train_size")
     @classmethod

@@ -89,7 +89,7 @@ def run_space(run_dir: Path, meta: SweepMeta) -> SearchSpace:
     path = copy if copy.exists() else Path(meta.space_path)
     space = load_space(path)
     as_run = meta.as_run(space)
-    if as_run.space_hash() != meta.space_hash:
+    if not as_run.hash_matches(meta.space_hash):
         raise ConfigError(path, "", f"hash {as_run.space_hash()}",
                           f"differs from the space sweep {run_dir.name!r} ran (hash {meta.space_hash}): the file "
                           "was changed or damaged since the sweep; restore it, or start a new sweep")  # fmt: skip
@@ -215,7 +215,7 @@ def run_confirm(
     trials = run_dir / TRIALS_FILE
     candidates, noise = _candidates(read_trials(trials, strict=True), top)  # a lost row may be the front
     summary = ConfirmSummary(run_dir, seeds, list(existing.values()), noise=noise)
-    cache = run_dir.parent / "cache"
+    cache = meta.cache_path(run_dir)
     for row in candidates:
         tid = str(row["trial_id"])
         if existing.get(tid, {}).get("status") == "ok":

@@ -414,7 +414,7 @@ def decide(run: str | Path, options: DecideOptions = DecideOptions(), runs_dir: 
     looks = look_schedule(settings.first_seeds, settings.max_seeds)
     records.settle({"delta": settings.delta, "alpha": settings.alpha, "looks": looks, "seeds": seeds,
                     "order": [o["trial_id"] for o in order]})  # fmt: skip
-    sampler = _Sampler(space, order, seeds, records, run_dir.parent / "cache", options.jobs, on_event)
+    sampler = _Sampler(space, order, seeds, records, meta.cache_path(run_dir), options.jobs, on_event)
     result = race([(o["trial_id"], o["flops_ratio"]) for o in order], sampler, settings.delta, settings.alpha, looks)
     done = Decision(run_dir, settings, seeds, order, result, sampler.trained, sampler.reused, run_dir / DECISION_FILE)
     atomic_write(done.path, json.dumps(done.as_dict(), indent=1) + "\n")

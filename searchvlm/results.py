@@ -101,6 +101,13 @@ class SweepMeta(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI of the sweep")
     parent_run_id: str | None = Field(None, description="MLflow parent run of the sweep")
     created: str | None = Field(None, description="start time, ISO 8601 (local time, seconds)")
+    cache_dir: str | None = Field(
+        None, description="the baseline cache the sweep used (`--cache-dir`); None: cache/ beside the sweep's folder"
+    )
+
+    def cache_path(self, run_dir: Path) -> Path:
+        """The baseline cache of this sweep (run in `run_dir`): `confirm` and `decide` read it too."""
+        return Path(self.cache_dir) if self.cache_dir else run_dir.parent / "cache"
 
     def as_run(self, space: SearchSpace) -> SearchSpace:
         """`space` at the samples and concurrency this sweep records (an extension or

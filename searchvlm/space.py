@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -213,15 +214,30 @@ class SearchSpace(_Strict):
         upd = {k: v for k, v in update.items() if v is not None}
         return self.model_copy(update={"search": self.search.model_copy(update=upd)}) if upd else self
 
-    def space_hash(self) -> str:
-        """Stable 16-hex digest of the normalised space (provenance of exported policies)."""
+    def space_hash(self, data_path: str | None = None) -> str:
+        """Stable 16-hex digest of the normalised space (provenance of exported policies).
+        `data_path`: hashed in place of `data.path` (see `hash_matches`)."""
         data = self.model_dump(mode="json")
         if data["search"]["confirm"] is None:  # added later: spaces without it keep their hash
             del data["search"]["confirm"]
         if data["decision"] is None:  # likewise
             del data["decision"]
+        if data_path is not None:
+            data["data"]["path"] = data_path
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def hash_matches(self, recorded: str) -> bool:
+        """`recorded` (a sweep's `space_hash`) is this space's hash, or the hash it had when
+        `data.path` was kept as written: relative to the working directory (sweeps started
+        before the path was made absolute at load)."""
+        if self.space_hash() == recorded:
+            return True
+        path = self.data.path
+        if path is None:
+            return False
+        rel = os.path.relpath(path)
+        return recorded in {self.space_hash(rel), self.space_hash(f"./{rel}")}
 
     @property
     def directions(self) -> list[str]:

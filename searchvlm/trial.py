@@ -290,10 +290,24 @@ def _references(ctx: _Context, policy: ReductionPolicy, seed: int) -> dict[str, 
 
 def _reference(ctx: _Context, tasks: tuple[str, ...], policy: ReductionPolicy, seed: int) -> RunRecord:
     """One reference run from the cache, trained (once, under the cache's lock) if absent."""
-    c = ctx.config
-    key = baseline_key(RunSpec(ctx.model_cfg, policy, c.training, tasks, seed), c.data, c.synergy.fidelity)
+    key = _reference_key(ctx.config, ctx.model_cfg, tasks, policy, seed)
     train = functools.partial(_train_reference, ctx, policy, tasks, seed)
-    return on_rank0(functools.partial(get_baseline, c.cache_dir, key), train)  # data parallel: trained by all ranks
+    return on_rank0(functools.partial(get_baseline, ctx.config.cache_dir, key), train)
+
+
+def _reference_key(
+    config: TrialConfig, model_cfg: ModelConfig, tasks: tuple[str, ...], policy: ReductionPolicy, seed: int
+) -> str:
+    spec = RunSpec(model_cfg, policy, config.training, tasks, seed)
+    return baseline_key(spec, config.data, config.synergy.fidelity)
+
+
+def reference_key(config: TrialConfig, seed: int, label: str) -> str:
+    """The baseline cache key of `warm_reference(config, seed, label)`'s run (a sweep ships
+    the entry under it from the node that trained it to the driver and the trials)."""
+    _, model_cfg = prepare(config, seed)
+    wanted = {lab: (tasks, pol) for lab, tasks, pol in _wanted(config, model_cfg, config.resolved_policy())}
+    return _reference_key(config, model_cfg, *wanted[label], seed)  # data parallel: trained by all ranks
 
 
 def reference_labels(config: TrialConfig) -> list[str]:
@@ -474,4 +488,13 @@ def _aggregate(per_seed: list[dict], config: TrialConfig, done: TrialResult) -> 
     })  # fmt: skip
 
 
-__all__ = ["run_trial", "prepare", "prepare_seeds", "priced_data", "reference_labels", "task_layouts", "warm_reference"]
+__all__ = [
+    "run_trial",
+    "prepare",
+    "prepare_seeds",
+    "priced_data",
+    "reference_key",
+    "reference_labels",
+    "task_layouts",
+    "warm_reference",
+]

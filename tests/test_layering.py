@@ -27,6 +27,7 @@ PACKAGE = ROOT / "searchvlm"
 LAYERS: dict[str, int] = {
     # L0: schemas and stdlib-level helpers (pydantic, PyYAML; no torch / ray / mlflow)
     "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
+    "searchvlm._digest": 0,
     "searchvlm._hf": 0,
     "searchvlm._host": 0,
     "searchvlm._strict": 0,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ class Codebook:
     palette: np.ndarray  # (C, F) float64: feature vector of each pixel code
     patch: int
     pixel_shape: tuple[int, int]  # (H, W)
+    cache_key: str | None = field(default=None, compare=False)  # its entry codebooks/<key>.npz in a cache
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -105,11 +106,12 @@ def cached_codebook(
     """`fit_codebook`, read from / written to `<cache_dir>/codebooks/<hash>.npz` when given."""
     if cache_dir is None:
         return fit_codebook(pixels, palette, shape, cfg)
-    path = Path(cache_dir) / "codebooks" / f"{_key(pixels, palette, shape, cfg)}.npz"
+    key = _key(pixels, palette, shape, cfg)
+    path = Path(cache_dir) / "codebooks" / f"{key}.npz"
     if path.exists():
         try:
             with np.load(path) as z:
-                return Codebook(z["centroids"], palette.astype(np.float64), cfg.patch, shape)
+                return Codebook(z["centroids"], palette.astype(np.float64), cfg.patch, shape, cache_key=key)
         except (OSError, ValueError, KeyError):
             pass  # a damaged entry is refitted and rewritten
     book = fit_codebook(pixels, palette, shape, cfg)
@@ -118,7 +120,7 @@ def cached_codebook(
     with os.fdopen(fd, "wb") as fh:
         np.savez(fh, centroids=book.centroids)
     os.replace(tmp, path)
-    return book
+    return replace(book, cache_key=key)
 
 
 def tokenize(corpus: Corpus, cfg: TokenizerConfig, cache_dir: str | Path | None = None) -> Corpus:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ray
 
-from searchvlm.errors import ConfigError
+from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.search import SearchSettings
 from searchvlm.space import SearchSpace
 
@@ -25,7 +25,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     Ray on 127.0.0.1 without dashboard. Returns True if this call started/connected Ray."""
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
@@ -38,6 +38,24 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)  # fmt: skip
     return True
+
+
+CLIENT_PREFIX = "ray://"
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a sweep joins (`--address`, else `RAY_ADDRESS`; None: a local Ray of its own).
+    Ray Client (`ray://...`) is refused: Tune's driver would then run on the head and open the
+    client's paths there (runs folder, Optuna study, baseline cache), which the head lacks."""
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    if given and given.startswith(CLIENT_PREFIX):
+        key = "--address" if address else "RAY_ADDRESS"
+        raise ConfigError(COMMAND_LINE, key, given,
+                          "Ray Client is not supported (Tune's driver would run on the head and write this "
+                          "machine's paths there): run the sweep on the head node (--address auto), or submit "
+                          "it there with `ray job submit --address http://HEAD:8265 --working-dir . -- "
+                          "searchvlm sweep SPACE`")  # fmt: skip
+    return given
 
 
 def loopback_only() -> None:

@@ -28,9 +28,18 @@ from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
 
 from ._callback import SweepCallback
-from ._cluster import ensure_ray, fit_cluster, local_cpus, needs_cluster, quiet_ray, warn_unused_gpus
+from ._cluster import (
+    cluster_address,
+    ensure_ray,
+    fit_cluster,
+    local_cpus,
+    needs_cluster,
+    quiet_ray,
+    warn_unused_gpus,
+)
 from ._logs import LOG_FILE, routed_logs
 from ._moasha import MOASHA
+from ._preflight import preflight
 from ._progress import counts, front_table
 from ._rundir import (
     RAY_DIR,
@@ -39,6 +48,7 @@ from ._rundir import (
     check_state,
     extra_trials,
     init_run_dir,
+    record_cache_dir,
     record_extension,
     resume_space,
 )
@@ -55,13 +65,16 @@ class SweepOptions:
     """What a sweep adds to its space file: `samples` / `concurrency` in place of the space's,
     `overrides` (`key.path=value` strings, `--set`, see `searchvlm.overrides`) applied to the
     file, the Ray cluster to join (`address`, else `RAY_ADDRESS`, else a local Ray) and the
-    MLflow store (`tracking_uri`, default the sqlite store under the runs folder)."""
+    MLflow store (`tracking_uri`, default the sqlite store under the runs folder), the
+    baseline cache (`cache_dir`, default `<runs_dir>/cache`; a resumed sweep: the one it
+    recorded), e.g. a folder every node of a cluster shares."""
 
     samples: int | None = None
     concurrency: int | Literal["auto"] | None = None
     overrides: Sequence[str] | None = None
     address: str | None = None
     tracking_uri: str | None = None
+    cache_dir: str | Path | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,7 @@ class _Sweep:
     runs_dir: Path
     uri: str
     progress: bool
+    cache: Path
 
 
 @dataclass
@@ -120,18 +134,25 @@ def run_sweep(
         check_records(run_dir, opt.tracking_uri or default_uri(runs_dir))  # damaged records: before Ray starts
     else:
         space = space.with_search(samples=opt.samples, concurrency=opt.concurrency)
+    cache = _cache_dir(run_dir, resume, opt.cache_dir)
     quiet_ray()
-    # a sweep that asks for GPUs, or sizes itself to the cluster, sees the cluster before it writes anything
-    early = needs_cluster(space.search)
+    # a sweep that asks for GPUs, sizes itself to the cluster or joins one (Ray Client refused here)
+    # sees the cluster before it writes anything: its nodes are checked before any trial
+    early = needs_cluster(space.search) or cluster_address(opt.address) is not None
     started = ensure_ray(opt.address, local_cpus(space.search)) if early else False
     try:
         at_once = fit_cluster(space, space_path) if early else int(space.search.concurrency)
+        if ray.is_initialized() and sum(bool(n.get("Alive")) for n in ray.nodes()) > 1:  # one node: the driver's
+            preflight(space, space_path, cache)
         uri = opt.tracking_uri or default_uri(runs_dir)  # (creates runs_dir)
         extra = extra_trials(run_dir, space) if resume else 0
         if extra:
             record_extension(run_dir, space)
         elif not resume:
-            init_run_dir(run_dir, Path(space_path), space, name, uri, opt.overrides)
+            init_run_dir(run_dir, Path(space_path), space, name, uri, opt.overrides,
+                         cache_dir=cache if opt.cache_dir is not None else None)  # fmt: skip
+        elif opt.cache_dir is not None:
+            record_cache_dir(run_dir, cache)
         _warn_proxy(space, space_path)
         new_tuner = not resume or extra > 0
         # Ray, Optuna, MLflow from here on: INFO chatter (Ray's token line, MLflow's schema set-up)
@@ -140,14 +161,14 @@ def run_sweep(
             # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
                 pool.submit(_warm_tracking, uri, runs_dir)
-                searcher = pool.submit(_searcher, space, run_dir) if new_tuner else None
+                searcher = pool.submit(_searcher, space, run_dir, cache) if new_tuner else None
                 if not early:
                     started = ensure_ray(opt.address, local_cpus(space.search))
                     warn_unused_gpus(space, space_path)
-            sweep = _Sweep(space, run_dir, runs_dir, uri, progress)
-            _warm_baselines(sweep)
+            sweep = _Sweep(space, run_dir, runs_dir, uri, progress, cache)
+            shipped = _warm_baselines(sweep)
             tuner = _tuner(sweep, searcher.result() if searcher else None,
-                           num_samples=extra or space.search.samples, at_once=at_once)  # fmt: skip
+                           num_samples=extra or space.search.samples, at_once=at_once, baselines=shipped)  # fmt: skip
             grid = tuner.fit()
     finally:
         if started:
@@ -187,29 +208,44 @@ def _warm_tracking(uri: str, runs_dir: Path) -> None:
         log.debug("tracking warm-up failed", exc_info=True)
 
 
-def _searcher(space: SearchSpace, run_dir: Path) -> Any:
+def _cache_dir(run_dir: Path, resume: bool, given: str | Path | None) -> Path:
+    """The sweep's baseline cache: `--cache-dir`, else the one a resumed sweep recorded, else
+    `cache/` beside the sweep's folder."""
+    if given is not None:
+        return Path(given).expanduser().resolve()
+    return read_meta(run_dir / SWEEP_FILE).cache_path(run_dir).resolve() if resume else run_dir.parent / "cache"
+
+
+def _searcher(space: SearchSpace, run_dir: Path, cache: Path) -> Any:
     """The new sweep's searcher on its persistent study (warm start and presets enqueued)."""
     meta = read_meta(run_dir / SWEEP_FILE)
-    return make_searcher(space, meta.name, str(run_dir / STUDY_FILE), _warm_start(space, run_dir))
+    return make_searcher(space, meta.name, str(run_dir / STUDY_FILE), _warm_start(space, run_dir), str(cache))
 
 
 def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def _warm_baselines(sweep: _Sweep) -> None:
+def _warm_baselines(sweep: _Sweep) -> dict[str, bytes]:
     """Train the reference runs every trial of the sweep compares with (`synergy.baseline:
     dense`: each task alone, and the dense joint model with `vs_dense`, per seed) once, up
     front and in parallel, so the first trials do not each wait for them; one progress line
-    per reference. A failure is a warning: the trial that needs the run trains it itself."""
+    per reference. A failure is a warning: the trial that needs the run trains it itself.
+
+    Each run comes back from the node that trained it (or found it cached) as its cache
+    entry, with its data's codebook (a patch tokenizer): written into the driver's cache
+    (`confirm`, `decide` and a resume find them) and returned ({name: bytes}) to be shipped
+    to every trial, on whichever node it runs."""
+    from searchvlm.baselines import store_entries
     from searchvlm.trial import reference_labels
 
     space, progress = sweep.space, sweep.progress
-    cache = str((sweep.run_dir.parent / "cache").resolve())
+    cache = str(sweep.cache)
     config = space.trial_config(ReductionPolicy.dense(space.model.num_layers), "baselines", cache)
     jobs = [(seed, label) for seed in config.seeds for label in reference_labels(config)]
+    entries: dict[str, bytes] = {}
     if not jobs:
-        return
+        return entries
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(warm_reference)  # num_gpus 0: a CPU task
     pending = [task.remote(space.model_dump_json(), cache, max(1, int(cpus)), seed, label) for seed, label in jobs]
@@ -217,35 +253,42 @@ def _warm_baselines(sweep: _Sweep) -> None:
     while pending:
         (ready,), pending = ray.wait(pending, num_returns=1)
         try:
-            seed, label, cached, seconds = ray.get(ready)
+            seed, label, cached, seconds, made = ray.get(ready)
         except Exception as err:  # noqa: BLE001 - the trials train it; the sweep goes on
             print(
                 f"warning: a baseline failed up front ({str(err).splitlines()[-1]}); trials train it", file=sys.stderr
             )
             continue
         ready_count += 1
+        entries.update(made)
         if progress:
             how = "found in the cache" if cached else f"trained in {seconds:.0f} s"
             what = "dense joint" if label == "dense" else f"{label} alone"
             print(f"baselines: {ready_count} of {len(jobs)} cached ({what}, seed {seed}: {how})", file=sys.stderr)
+    store_entries(sweep.cache, entries)  # the driver's cache holds every baseline, wherever it trained
+    return entries
 
 
-def _trainable(space: SearchSpace, run_dir: Path, done: dict[str, dict[str, Any]] | None = None) -> Any:
-    cache = str((run_dir.parent / "cache").resolve())
+def _trainable(space: SearchSpace, cache_dir: Path, done: dict[str, dict[str, Any]] | None = None,
+               baselines: dict[str, bytes] | None = None) -> Any:  # fmt: skip
+    """`train` with its fixed arguments in Ray's object store (the shipped `baselines` too)."""
+    cache = str(cache_dir)
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
     fn = tune.with_parameters(train, space_json=space.model_dump_json(), cache_dir=cache,
-                              threads=max(1, int(cpus)), done=done or {})  # fmt: skip
+                              threads=max(1, int(cpus)), done=done or {}, baselines=baselines or {})  # fmt: skip
     # Ray sets a trial's CUDA_VISIBLE_DEVICES to the GPUs it gave it (cuda:0 is the first of them)
     return tune.with_resources(fn, {"cpu": cpus, "gpu": gpus} if gpus else {"cpu": cpus})
 
 
-def _tuner(sweep: _Sweep, searcher: Any | None, num_samples: int, at_once: int) -> tune.Tuner:
+def _tuner(sweep: _Sweep, searcher: Any | None, num_samples: int, at_once: int,
+           baselines: dict[str, bytes] | None = None) -> tune.Tuner:  # fmt: skip
     """A new Tuner around `searcher` running `num_samples` trials (a new sweep, or the extra
     trials of an extended one: same study, table and MLflow parent), or (searcher None) the
-    interrupted one restored. `at_once`: max concurrent trials (`auto` resolved)."""
+    interrupted one restored. `at_once`: max concurrent trials (`auto` resolved); `baselines`:
+    the up-front baselines' cache entries (and codebooks) every trial gets."""
     space, run_dir = sweep.space, sweep.run_dir
     resume = searcher is None
-    trainable = _trainable(space, run_dir, _recorded(run_dir) if resume else None)
+    trainable = _trainable(space, sweep.cache, _recorded(run_dir) if resume else None, baselines)
     if resume:
         return tune.Tuner.restore(str(run_dir / RAY_DIR), trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)  # fmt: skip

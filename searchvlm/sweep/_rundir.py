@@ -41,7 +41,7 @@ def resume_space(
     is extended: the answer has the new `samples` and `concurrency` may change."""
     meta = read_meta(run_dir / SWEEP_FILE)
     base = meta.as_run(space)
-    if base.space_hash() != meta.space_hash:
+    if not base.hash_matches(meta.space_hash):
         raise ConfigError(space_path, "", f"hash {base.space_hash()}",
                           f"differs from the space sweep {run_dir.name!r} started with (hash {meta.space_hash}; "
                           f"its copy is in {run_dir}); resume with that file and the same --set overrides, "
@@ -94,6 +94,22 @@ def record_extension(run_dir: Path, space: SearchSpace) -> None:
             }
         ),
     )
+
+
+def _relative_inputs(space_path: Path) -> bool:
+    """The space file names `data.path` or `model.hf` relative to the working directory."""
+    from searchvlm.errors import load_yaml
+
+    raw = load_yaml(space_path)
+    given = [(raw.get(section) or {}).get(key) for section, key in (("data", "path"), ("model", "hf"))]
+    return any(isinstance(p, str) and not Path(p).is_absolute() for p in given)
+
+
+def record_cache_dir(run_dir: Path, cache_dir: Path) -> None:
+    """sweep.json of a sweep resumed with `--cache-dir`: the cache `confirm` and `decide` then read."""
+    meta = read_meta(run_dir / SWEEP_FILE)
+    if meta.cache_dir != str(cache_dir):
+        write_meta(run_dir / SWEEP_FILE, meta.model_copy(update={"cache_dir": str(cache_dir)}))
 
 
 _NAME = re.compile(r"^[\w][\w .+-]*$")
@@ -165,14 +181,18 @@ def check_state(run_dir: Path, name: str, resume: bool) -> None:
 
 
 def init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str, uri: str,
-                  overrides: Sequence[str] | None = None) -> None:  # fmt: skip
-    """sweep.json and the space as run: the file itself, or with `--set` the resolved space."""
+                  overrides: Sequence[str] | None = None, cache_dir: Path | None = None) -> None:  # fmt: skip
+    """sweep.json and the space as run: the file itself, or with `--set` (or input paths
+    relative to the working directory) the resolved space. `cache_dir`: `--cache-dir`."""
     from searchvlm import __version__
     from searchvlm.overrides import dump_yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if overrides:
         (run_dir / space_path.name).write_text(f"# {space_path} with --set {' --set '.join(overrides)}\n"
+                                               + dump_yaml(space))  # fmt: skip
+    elif _relative_inputs(space_path):  # the copy names the files the sweep read, from any folder
+        (run_dir / space_path.name).write_text(f"# {space_path} with its input paths made absolute\n"
                                                + dump_yaml(space))  # fmt: skip
     else:
         shutil.copy2(space_path, run_dir / space_path.name)
@@ -182,5 +202,6 @@ def init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str,
         objectives=[o.model_dump() for o in space.objectives], tracking_uri=uri,
         created=dt.datetime.now().isoformat(timespec="seconds"),
         search=space.search.model_dump(mode="json"), overrides=list(overrides or []),
+        cache_dir=None if cache_dir is None else str(cache_dir),
     )  # fmt: skip
     write_meta(run_dir / SWEEP_FILE, meta)

@@ -94,19 +94,23 @@ def study_url(db_path: str) -> str:
 
 
 def make_searcher(
-    space: SearchSpace, study_name: str, db_path: str, warm: ReductionPolicy | None = None
+    space: SearchSpace,
+    study_name: str,
+    db_path: str,
+    warm: ReductionPolicy | None = None,
+    cache_dir: str | None = None,
 ) -> "MOOptunaSearch":
     """A multi-objective searcher on a persistent study (`optuna-dashboard sqlite:///...`).
 
     A fresh study enqueues `warm` first (a fixed explicit policy, preset name its `name`),
-    then the space's presets."""
+    then the space's presets. `cache_dir`: the baseline cache (default: cache/ beside the sweep)."""
     storage = optuna.storages.RDBStorage(study_url(db_path))
     fresh = not _study_exists(storage, study_name)
     searcher = MOOptunaSearch(
         space=DefineByRun(space),
         metric=space.metric_names,
         mode=space.directions,
-        sampler=make_sampler(space, str(Path(db_path).resolve().parent.parent / "cache")),
+        sampler=make_sampler(space, cache_dir or str(Path(db_path).resolve().parent.parent / "cache")),
         study_name=study_name,
         storage=storage,
     )

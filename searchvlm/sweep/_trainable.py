@@ -42,12 +42,16 @@ def config_policy(space: SearchSpace, config: dict[str, Any]) -> ReductionPolicy
 
 
 def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
-          done: dict[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+          done: dict[str, dict[str, Any]] | None = None,
+          baselines: dict[str, bytes] | None = None) -> None:  # fmt: skip
     """Tune function trainable (module level, so workers import it by reference).
     `done`: trials already in the table (resume after a hard kill, when Tune's saved state
-    predates them): their recorded result is reported again, nothing is trained."""
+    predates them): their recorded result is reported again, nothing is trained.
+    `baselines`: the up-front baselines' cache entries and the codebooks they used ({name:
+    bytes}, `searchvlm.baselines.cache_entry`), shipped through Ray's object store and
+    written into this node's cache where missing (none made twice)."""
     if os.environ.get(PROFILE_ENV):  # benchmarks/trial_profile.py: this trial under cProfile
-        return _profiled(train, config, space_json, cache_dir, threads, done)
+        return _profiled(train, config, space_json, cache_dir, threads, done, baselines)
     recorded = (done or {}).get(tune.get_context().get_trial_id())
     if recorded is not None:
         tune.report({**recorded, "final": True, REPLAYED: True})
@@ -58,8 +62,11 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
         return
     import torch
 
+    from searchvlm.baselines import store_entries
     from searchvlm.trial import run_trial
 
+    if baselines:
+        store_entries(cache_dir, baselines)
     torch.set_num_threads(max(1, threads))
     start, started_at = time.perf_counter(), time.time()
     where = placement(space.training.device)
@@ -92,11 +99,15 @@ def _profiled(fn, config: dict[str, Any], *args: Any) -> None:
 
 def warm_reference(
     space_json: str, cache_dir: str, threads: int, seed: int, label: str
-) -> tuple[int, str, bool, float]:
-    """A Ray task: one reference run of the sweep's baselines into the cache
-    (`searchvlm.trial.warm_reference`); returns (seed, label, was cached, seconds)."""
+) -> tuple[int, str, bool, float, dict[str, bytes]]:
+    """A Ray task: one reference run of the sweep's baselines into the cache of the node it
+    runs on (`searchvlm.trial.warm_reference`); returns (seed, label, was cached, seconds,
+    the cache entries it made or found: the run and its data's codebook) so that the driver
+    caches and ships them."""
     import torch
 
+    from searchvlm.baselines import cache_entry
+    from searchvlm.trial import prepare, reference_key
     from searchvlm.trial import warm_reference as warm
 
     torch.set_num_threads(max(1, threads))
@@ -104,7 +115,13 @@ def warm_reference(
     config = space.trial_config(ReductionPolicy.dense(space.model.num_layers), "baselines", cache_dir)
     start = time.perf_counter()
     cached = warm(config, seed, label)
-    return seed, label, cached, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    names = [f"baselines/{reference_key(config, seed, label)}.json"]
+    book = prepare(config, seed)[0].codebook
+    if book is not None and book.cache_key is not None:
+        names.append(f"codebooks/{book.cache_key}.npz")
+    entries = {name: cache_entry(cache_dir, name) for name in names}
+    return seed, label, cached, seconds, {name: blob for name, blob in entries.items() if blob is not None}
 
 
 def placement(device: str) -> dict[str, str]:
