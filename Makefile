@@ -1,12 +1,14 @@
 # One command sets up and runs the main job, one sets up and runs the tests.
 #   make sweep   -> venv + install + a small real sweep of default.yaml and its decision
+#   make test-fast -> venv + install + lint + the fast tier: every test that starts no sweep, no
+#                     process and no torch.compile (under 2 minutes on 2 cores): run it on every change
 #   make test    -> venv + install + lint (ruff check) + the docs site (strict) + the test suite
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup sweep lint docs test bench browser
+.PHONY: setup sweep lint docs test test-fast bench browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +54,11 @@ docs: setup
 # a real sweep among them, run once); Ray-starting tests may then run two local Rays at once
 test: setup browser lint docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25  # the 25 slowest tests in the log
+
+# the fast tier (tests/conftest.py's --fast): leaves out the tests marked slow, sweep, multiprocess
+# or compile (pyproject's markers; a test that starts one of those unmarked fails, in every tier)
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --fast --durations=10
 
 bench: setup
 	$(BIN)/python benchmarks/step_time.py

@@ -194,6 +194,7 @@ def test_bad_checkpoint_names_the_file(tmp_path: Path) -> None:
         load_checkpoint(bad)
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_cli_analyze_writes_json_plots_policy_and_mlflow(space_file: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from typer.testing import CliRunner

@@ -248,6 +248,7 @@ def _sh(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_real_sweep_pareto_piped_through_cat(real_sweep: Path) -> None:
     done = _sh(f"{PY} -m searchvlm pareto tiny --runs-dir {real_sweep.parent} --no-plots | cat", real_sweep)
     assert done.returncode == 0, done.stderr
@@ -257,6 +258,7 @@ def test_real_sweep_pareto_piped_through_cat(real_sweep: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_real_sweep_summary_table_whole_in_a_log(real_sweep: Path) -> None:
     log = (real_sweep.parents[1] / "sweep.stderr").read_text()
     assert "sweep tiny: Pareto front" in log and "…" not in log
@@ -273,6 +275,7 @@ def test_real_sweep_summary_table_whole_in_a_log(real_sweep: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_real_sweep_export_chosen_trial(real_sweep: Path, tmp_path: Path) -> None:
     rows = {r["number"]: r for r in read_trials(real_sweep / "trials.csv")}
     out = tmp_path / "p.json"
@@ -287,6 +290,7 @@ def test_real_sweep_export_chosen_trial(real_sweep: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_real_sweep_study_names_metrics_and_trial_ids(real_sweep: Path) -> None:
     import optuna
 
@@ -352,6 +356,7 @@ def test_bad_set_is_named(command: str, sets: list[str], needles: list[str]) -> 
     assert_cli_error(cli(*args), *needles)
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_calibrate_proxy_uses_the_library_set(tmp_path: Path) -> None:
     script = ROOT / "benchmarks" / "calibrate_proxy.py"
     assert "validate_overridden" in script.read_text() and "def _parse_value" not in script.read_text()

@@ -70,6 +70,7 @@ def test_every_policy_trains_on_its_seeds_data(tmp_path: Path) -> None:
     assert not torch.equal(trained["dense", 0][0], trained["dense", 1][0])
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_every_policy_on_a_seed_gets_the_same_data(tmp_path: Path) -> None:
     """Two policies' trials on seeds [0, 1] share each seed's reference runs (the cache is
     hit, the isolated numbers equal), and a trial on seed 1 alone under `data.seed: run`
@@ -126,6 +127,7 @@ LAYOUT_CASES = {
 
 
 @pytest.mark.parametrize("case", LAYOUT_CASES)
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_every_draw_has_the_priced_layout(tmp_path: Path, case: str) -> None:
     """What the known-cost sampler relies on when it prices every policy on one draw: each
     seed's vocabulary and sequence lengths are the priced draw's (data seed 0), and a trial
@@ -142,6 +144,7 @@ def test_every_draw_has_the_priced_layout(tmp_path: Path, case: str) -> None:
         }
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_a_policy_has_one_flops_ratio_whatever_seeds_train_it(tmp_path: Path) -> None:
     """Shapes draws differ in their first row's answer length (the logit positions
     `task_layouts` reads); the FLOPs are counted on the priced draw all the same."""

@@ -115,6 +115,7 @@ class Interrupt(Exception):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess  # jobs=2: a process pool
 def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
     run = make_sweep(tmp_path)
     events: list[str] = []

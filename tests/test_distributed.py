@@ -60,6 +60,7 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, trial.T
     return root, result, reports
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("shard", ["ddp", "fsdp"])
 def test_two_processes_train_and_score_as_one(shard: str, one_process: tuple, tmp_path: Path) -> None:
     ref_root, ref, ref_reports = one_process
@@ -95,6 +96,7 @@ def _losses(config: TrialConfig, shards: tuple[str, ...]) -> dict[str, list[floa
     return out
 
 
+@pytest.mark.multiprocess
 def test_training_losses_are_the_global_batch_loss(tmp_path: Path, one_thread: None) -> None:
     want = _losses(_config(tmp_path / "one"), ("none",))
     got = run_ranks(2, torch.device("cpu"), _losses, (_config(tmp_path, 2, "ddp"), ("ddp", "fsdp")))
@@ -124,6 +126,7 @@ def _breaks_on_rank1(config: TrialConfig, report=None, progress=None) -> trial.T
     return trial.run_trial(config, report, progress)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.timeout(300)  # a hang fails here, not at the 4 h collective timeout
 @pytest.mark.parametrize(
     ("how", "error"),

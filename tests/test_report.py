@@ -278,6 +278,7 @@ def _make_study(db: Path, name: str, n: int, named: bool = True) -> None:
         study.tell(t, [keep, -keep + (0.3 if mode == "skip" else 0.0)])
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_importance_from_study(run: Path, tmp_path: Path) -> None:
     _make_study(run / "optuna.db", "s1", 12)
     paths = pareto_plots(run, tmp_path / "out")
@@ -346,6 +347,7 @@ def _points_per_trace(dom: str) -> dict[str, int]:
     return {uid: len(point.findall(body)) for uid, body in zip(parts[1::2], parts[2::2])}
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_front_html_in_browser(run: Path, tmp_path: Path) -> None:
     exe = _chromium()
     html = pareto_plots(run, tmp_path / "out")["front_html"]
@@ -425,6 +427,7 @@ def _one_seed_sweep(tmp_path: Path, synergy_sd: float | None) -> Path:
     return run
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_one_seed_front_shows_the_calibrated_seed_noise(tmp_path: Path) -> None:
     from searchvlm.report import pareto_report
     from searchvlm.report._front import front_info

@@ -31,6 +31,7 @@ def space_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
     base = load_space(space_file).trial_config(None, cache_dir=tmp_path / "cache")
     heard: list[tuple[str, int, int]] = []

@@ -22,7 +22,7 @@ from helpers.sweeps import check_consistent, tiny_space
 from searchvlm.cli import app
 from searchvlm.results import read_meta, read_trials
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sweep]
 runner = CliRunner()
 LINE = re.compile(r"^\[\s*\d+(?:s|m\d\ds|h\d\dm)\] sweep tiny: (.*)$")
 

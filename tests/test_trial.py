@@ -25,6 +25,7 @@ def tiny(tmp_path: Path, **update) -> TrialConfig:
     return cfg.model_copy(update=update)
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_exact_losses_of_a_tiny_seeded_run(tmp_path: Path) -> None:
     data, model_cfg = prepare(tiny(tmp_path))
     run = Run(RunSpec(model_cfg, preset("dense", 2), TINY_TRAIN, TASKS, seed=0), data, torch.device("cpu"))
@@ -65,12 +66,14 @@ def test_baseline_cache_is_hit_on_the_second_trial(tmp_path: Path) -> None:
     assert second.und_acc_iso == first.und_acc_iso and second.gen_nll_iso == first.gen_nll_iso
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_matched_baselines_are_keyed_separately(tmp_path: Path) -> None:
     run_trial(tiny(tmp_path))
     run_trial(tiny(tmp_path, policy=preset("himix", 2), synergy=SynergyConfig(baseline="matched")))
     assert len(list((tmp_path / "cache" / "baselines").glob("*.json"))) == 4
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_identical_seeds_give_identical_results(tmp_path: Path) -> None:
     a = run_trial(tiny(tmp_path / "a", policy=preset("pmod", 2)))
     b = run_trial(tiny(tmp_path / "b", policy=preset("pmod", 2)))
@@ -79,6 +82,7 @@ def test_identical_seeds_give_identical_results(tmp_path: Path) -> None:
         assert getattr(a, key) == getattr(b, key), key
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_two_seeds_are_paired_with_standard_error(tmp_path: Path) -> None:
     result = run_trial(tiny(tmp_path, seeds=[0, 1]))
     assert [p["seed"] for p in result.per_seed] == [0, 1]
@@ -101,6 +105,7 @@ def test_an_exception_becomes_a_failed_result(tmp_path: Path) -> None:
     assert result.status == "failed" and "data.train_size" in result.error
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_fidelity_scores_sampled_generations(tmp_path: Path) -> None:
     result = run_trial(tiny(tmp_path, synergy=SynergyConfig(fidelity=True)))
     assert result.status == "ok", result.error
@@ -113,6 +118,7 @@ def _best(curve: dict[int, float], higher: bool) -> int:
     return min(s for s, v in curve.items() if v == best)
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_each_run_is_scored_at_its_own_best_validation_round(tmp_path: Path) -> None:
     import json
 
@@ -146,6 +152,7 @@ def test_each_run_is_scored_at_its_own_best_validation_round(tmp_path: Path) -> 
     assert all(fs["baseline_cached"].values())
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_vs_dense_is_the_paired_difference_against_the_dense_joint_model(tmp_path: Path) -> None:
     synergy = SynergyConfig(vs_dense=True)
     cfg = tiny(tmp_path, seeds=[0, 1], synergy=synergy)
@@ -174,6 +181,7 @@ def test_references_are_warmed_once_and_then_reused(tmp_path: Path) -> None:
     assert result.per_seed[0]["baseline_cached"] == {t: True for t in TASKS}
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_a_dense_trial_reuses_its_cached_dense_reference(tmp_path: Path, monkeypatch) -> None:
     """With `synergy.vs_dense` the dense joint model of each seed is a cached reference; a
     dense trial is that run: it trains nothing more (the joint model is trained once per

@@ -190,6 +190,7 @@ def test_prompt_after_image_is_refused_for_content_selectors() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_two_trial_sweep_on_a_users_model(tmp_path: Path) -> None:
     from searchvlm.results import read_trials
     from searchvlm.sweep import run_sweep, shutdown_ray

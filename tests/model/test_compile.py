@@ -18,6 +18,8 @@ from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import PRESETS, preset
 
+pytestmark = pytest.mark.compile
+
 QUICK = ("fastv", "himix")
 DEPTH = 2
 

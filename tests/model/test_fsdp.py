@@ -26,7 +26,10 @@ from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
 from searchvlm.policy import TASKS, Sharing, preset
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed"),
+    pytest.mark.multiprocess,  # gloo ranks
+]
 
 WORLD, ROWS = 2, 4
 CFG = ModelConfig(num_layers=4, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=64, vocab=VOCAB)

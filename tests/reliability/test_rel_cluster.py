@@ -77,6 +77,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
+@pytest.mark.multiprocess  # a Ray cluster
 def test_worker_node_lost_mid_sweep(cluster: Cluster, tmp_path: Path):
     space = tiny_space(tmp_path / "cl.yaml", samples=4, steps=40)
     runs = tmp_path / "runs"
@@ -102,6 +104,7 @@ def test_worker_node_lost_mid_sweep(cluster: Cluster, tmp_path: Path):
     print(json.dumps({r["number"]: (r["status"], r["error"][:160]) for r in rows}))
 
 
+@pytest.mark.sweep  # a local Ray in a child process
 def test_local_ray_is_loopback_only_without_dashboard(tmp_path: Path):
     code = ("import json, os, sys, ray; sys.path.insert(0, %r); "
             "from helpers.services import descendants, listening; from searchvlm.sweep import ensure_ray; "
@@ -121,6 +124,8 @@ def test_local_ray_is_loopback_only_without_dashboard(tmp_path: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
+@pytest.mark.multiprocess  # a Ray cluster
 def test_local_ray_never_joins_the_cluster_ray_start_left(tmp_path: Path):
     """`ray start` records its address in $RAY_TMPDIR/ray/ray_current_cluster, where a bare ray.init()
     joins that cluster (and refuses num_cpus there); without an address, a sweep's Ray is its own."""

@@ -17,6 +17,8 @@ from helpers.sweeps import check_consistent, rows_of, tiny_space
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
+@pytest.mark.multiprocess  # an mlflow server
 def test_mlflow_server_restart_mid_sweep(mlflow_server: MlflowServer, tmp_path: Path):
     mlflow_server.wait()
     runs = tmp_path / "runs"

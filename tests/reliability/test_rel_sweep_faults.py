@@ -26,7 +26,7 @@ from searchvlm.sweep import run_sweep
 from searchvlm.sweep._cluster import loopback_only
 from searchvlm.tracking import Tracker
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sweep]
 HERE = Path(__file__).resolve().parent  # where `_faults` lives (on the Ray workers' PYTHONPATH)
 DRIVER = ("import sys; from searchvlm.sweep import SweepOptions, run_sweep; "
           "run_sweep(sys.argv[1], name=sys.argv[2], runs_dir=sys.argv[3], options=SweepOptions(address=sys.argv[4]), "

@@ -22,6 +22,8 @@ from helpers.sweeps import child_runs, tiny_space
 from searchvlm.results import read_trials
 from searchvlm.sweep import run_sweep, shutdown_ray
 
+pytestmark = pytest.mark.sweep  # every test here runs on the module's local Ray
+
 CPUS, GPUS = 4, 2
 
 

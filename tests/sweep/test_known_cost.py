@@ -44,6 +44,7 @@ def _rounds(space, cost, n: int, seed: int = 0, violation=None) -> list[dict]:
     return out
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_twenty_rounds_on_the_default_space_give_valid_distinct_policies(default_cost) -> None:
     space, cost = default_cost
     rounds = _rounds(space, cost, 20)
@@ -56,6 +57,7 @@ def test_twenty_rounds_on_the_default_space_give_valid_distinct_policies(default
     assert rounds[0]["flops"] == pytest.approx(min(c for _, _, c in first))
 
 
+@pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_infeasible_trials_steer_proposals_away(default_cost) -> None:
     """Cheap policies break the constraint (violation > 0): once the sampler has seen that,
     it proposes feasible ones, and infeasible trials are not on the front it improves."""
@@ -110,6 +112,7 @@ def test_known_cost_needs_flops_as_an_objective(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_a_real_sweep_with_known_cost_then_decide(tmp_path: Path) -> None:
     """Ray Tune's OptunaSearch path: 4 trials (dense first), every sampled one chosen whole by
     the sampler and priced exactly (the trial's own flops_ratio), then `decide` on the sweep."""
