@@ -45,7 +45,8 @@ def _can_unshare() -> bool:
 
 
 NO_UNSHARE = "unshare -m with a tmpfs mount is not allowed here"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not _can_unshare(), reason=NO_UNSHARE)]
+pytestmark = [pytest.mark.slow, pytest.mark.sweep, pytest.mark.multiprocess,  # a 2-node Ray cluster
+              pytest.mark.skipif(not _can_unshare(), reason=NO_UNSHARE)]  # fmt: skip
 
 
 class MaskedCluster:

@@ -210,6 +210,7 @@ def test_the_inputs_of_a_space_are_its_data_and_model_files(tmp_path, monkeypatc
     assert inputs(load_space(tiny_space(tmp_path / "q.yaml"))) == {}
 
 
+@pytest.mark.sweep  # a local Ray
 def test_preflight_on_a_ray_node_stops_with_one_line_naming_node_and_file(tmp_path, monkeypatch):
     """A one-node Ray: the file disappears after the driver read it, as on a node without it."""
     import ray
@@ -311,6 +312,7 @@ def test_the_sweep_command_passes_cache_dir(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_a_sweep_with_cache_dir_keeps_every_baseline_and_codebook_there(tmp_path):
     """`--cache-dir`: the up-front baselines, their codebook and the trials use it (none in
     runs/cache), sweep.json records it, and `confirm` would read it."""
