@@ -276,6 +276,7 @@ class _Fixed:
         return self.params[name]
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the fast tier
 def test_known_cost_on_a_restricted_table_trains_distinct_rows_presets_included(continuous):
     from search_replay import replay_known_cost
 

@@ -81,6 +81,7 @@ def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
         assert len(list(csv.DictReader(fh))) == len(table.rows)
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the fast tier
 def test_trial_cli_json(space_file: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["trial", str(space_file), "--preset", "himix", "--json", "--cache-dir", str(tmp_path / "c")]

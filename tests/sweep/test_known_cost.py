@@ -78,6 +78,7 @@ def test_infeasible_trials_steer_proposals_away(default_cost) -> None:
     assert _violations(study.trials).tolist() == [[2.0, -1.0]]  # one column per constraint, by name
 
 
+@pytest.mark.slow  # 10-20 s: kept out of the fast tier
 def test_deterministic_for_a_seed(default_cost) -> None:
     space, cost = default_cost
     a, b = _rounds(space, cost, 5, seed=3), _rounds(space, cost, 5, seed=3)
