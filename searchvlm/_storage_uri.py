@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from searchvlm.errors import ConfigError
+from searchvlm.errors import COMMAND_LINE, ConfigError
 
 __all__ = ["check_storage"]
 
@@ -50,4 +50,4 @@ def _local(uri: str | Path, text: str) -> str:
 
 
 def _bad(uri: str | Path, why: str) -> None:
-    raise ConfigError(None, "--storage", str(uri), why)
+    raise ConfigError(COMMAND_LINE, "--storage", str(uri), why)

@@ -194,7 +194,7 @@ def check_state(run_dir: Path, name: str, resume: bool, state: TuneState | None 
         raise ConfigError(None, "--name", name,
                           f"sweep {run_dir} exists; pass --resume to continue it or choose another name")  # fmt: skip
     if not resume and state.name != RAY_DIR and state.read_tuner() is not None:
-        raise ConfigError(None, "--storage", state.shown,
+        raise ConfigError(COMMAND_LINE, "--storage", state.shown,
                           f"already holds Tune's state of a sweep named {name!r}; choose another name "
                           "or storage, or remove that folder")  # fmt: skip
 

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from searchvlm._storage_uri import check_storage
-from searchvlm.errors import ConfigError
+from searchvlm.errors import COMMAND_LINE, ConfigError
 
 __all__ = ["RAY_DIR", "TUNER_FILE", "TuneState", "check_storage", "tune_state"]
 
@@ -72,7 +72,7 @@ class TuneState:
             with fs.open_input_stream(file) as stream:
                 return stream.read()
         except OSError as err:
-            raise ConfigError(None, "--storage", self.uri, f"cannot be read ({_first_line(err)})") from None
+            raise ConfigError(COMMAND_LINE, "--storage", self.uri, f"cannot be read ({_first_line(err)})") from None
 
     def prepare(self) -> None:
         """A new sweep's storage is writable (its folder made): else one ConfigError, before Ray starts."""
@@ -80,7 +80,7 @@ class TuneState:
             fs, path = self.fs_and_path()
             fs.create_dir(path, recursive=True)
         except OSError as err:
-            raise ConfigError(None, "--storage", self.uri,
+            raise ConfigError(COMMAND_LINE, "--storage", self.uri,
                               f"cannot be written ({_first_line(err)})") from None  # fmt: skip
 
 
