@@ -29,6 +29,7 @@ VALUE_SHAPES = {
     "--concurrency": "N|auto",
     "--presets": "NAME,NAME",
     "--tracking-uri": "URI",
+    "--storage": "PATH|URI",
     "--trial": "ID|N",
     "--check": "RUN",
     "--rows": "all|targets",

@@ -171,6 +171,12 @@ class SweepArgs:
     cache_dir: Optional[Path] = option(
         None, "--cache-dir", help="baseline cache (default runs/cache; a resumed sweep: the one it used)"
     )
+    storage: Optional[str] = option(
+        None,
+        "--storage",
+        help="where Tune keeps its state: a shared folder, file://PATH or s3://BUCKET/PREFIX "
+        "(AWS_ENDPOINT_URL for an S3-compatible server; default runs/<sweep>/ray; a resumed sweep: the one it used)",
+    )
     no_progress: bool = option(False, "--no-progress", help="no live view (nor event lines)")
     overrides: Optional[list[str]] = option(None, "--set", help=SET_HELP + " (a resumed sweep needs the same)")
     print_config: bool = option(False, "--print-config", help=PRINT_CONFIG_HELP)
@@ -191,9 +197,12 @@ def sweep(args: SweepArgs) -> None:
     concurrency = concurrency_option(args.concurrency)
     if args.print_config:
         exit_with_config(space.with_search(samples=args.samples, concurrency=concurrency))
+    from searchvlm._storage_uri import check_storage
+
+    storage = None if args.storage is None else check_storage(args.storage)  # before the sweep package loads
     from searchvlm.sweep import SweepOptions, run_sweep
 
-    options = request(SweepOptions, args, concurrency=concurrency)
+    options = request(SweepOptions, args, concurrency=concurrency, storage=storage)
     summary = run_sweep(args.space_file, name=args.name, runs_dir=args.runs_dir, resume=args.resume,
                         progress=not args.no_progress, options=options)  # fmt: skip
     out.print(f"next: searchvlm pareto {summary.name} --runs-dir {args.runs_dir}")

@@ -104,6 +104,11 @@ class SweepMeta(BaseModel):
     cache_dir: str | None = Field(
         None, description="the baseline cache the sweep used (`--cache-dir`); None: cache/ beside the sweep's folder"
     )
+    storage: str | None = Field(
+        None,
+        description="where Tune keeps the sweep's state (`--storage`: an absolute path or s3://bucket/prefix, "
+        "holding a folder named after the sweep); None: ray/ in the sweep's folder",
+    )
 
     def cache_path(self, run_dir: Path) -> Path:
         """The baseline cache of this sweep (run in `run_dir`): `confirm` and `decide` read it too."""

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "searchvlm._digest": 0,
     "searchvlm._hf": 0,
     "searchvlm._host": 0,
+    "searchvlm._storage_uri": 0,  # --storage checked (Tune's state: searchvlm.sweep._storage)
     "searchvlm._strict": 0,
     "searchvlm._tables": 0,
     "searchvlm.config": 0,

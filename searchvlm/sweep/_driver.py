@@ -42,7 +42,6 @@ from ._moasha import MOASHA
 from ._preflight import preflight
 from ._progress import counts, front_table
 from ._rundir import (
-    RAY_DIR,
     check_name,
     check_records,
     check_state,
@@ -50,9 +49,12 @@ from ._rundir import (
     init_run_dir,
     record_cache_dir,
     record_extension,
+    record_storage,
+    recorded_storage,
     resume_space,
 )
 from ._searcher import make_searcher, study_url
+from ._storage import RAY_DIR, TuneState, check_storage, tune_state
 from ._trainable import replay_record, train, warm_reference
 
 __all__ = ["SweepOptions", "SweepSummary", "run_sweep"]
@@ -67,7 +69,9 @@ class SweepOptions:
     file, the Ray cluster to join (`address`, else `RAY_ADDRESS`, else a local Ray) and the
     MLflow store (`tracking_uri`, default the sqlite store under the runs folder), the
     baseline cache (`cache_dir`, default `<runs_dir>/cache`; a resumed sweep: the one it
-    recorded), e.g. a folder every node of a cluster shares."""
+    recorded), e.g. a folder every node of a cluster shares; where Tune keeps its state
+    (`storage`: a shared folder, `file://PATH` or `s3://bucket/prefix`; default `ray/` in the
+    sweep's folder; a resumed sweep: the one it recorded)."""
 
     samples: int | None = None
     concurrency: int | Literal["auto"] | None = None
@@ -75,6 +79,7 @@ class SweepOptions:
     address: str | None = None
     tracking_uri: str | None = None
     cache_dir: str | Path | None = None
+    storage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class _Sweep:
     uri: str
     progress: bool
     cache: Path
+    state: TuneState
 
 
 @dataclass
@@ -103,6 +109,7 @@ class SweepSummary:
     wall_seconds: float
     trial_seconds: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    tune_state: str = ""  # where Tune's experiment state is (`--storage`, else <run_dir>/ray)
 
 
 def run_sweep(
@@ -128,11 +135,16 @@ def run_sweep(
     runs_dir = Path(runs_dir).resolve()
     name = check_name(Path(space_path).stem if name is None else name)  # "" is refused, not defaulted
     run_dir = runs_dir / name
-    check_state(run_dir, name, resume)
+    storage = check_storage(opt.storage) if opt.storage is not None else None
+    if storage is None and resume:
+        storage = recorded_storage(run_dir)
+    state = tune_state(run_dir, storage)
+    check_state(run_dir, name, resume, state)
     if resume:
         space = resume_space(run_dir, Path(space_path), space, opt.samples, opt.concurrency)
-        check_records(run_dir, opt.tracking_uri or default_uri(runs_dir))  # damaged records: before Ray starts
-    else:
+        check_records(run_dir, opt.tracking_uri or default_uri(runs_dir), state)  # damaged records: before Ray starts
+    elif storage is not None:
+        state.prepare()  # an unwritable storage: one error before Ray starts
         space = space.with_search(samples=opt.samples, concurrency=opt.concurrency)
     cache = _cache_dir(run_dir, resume, opt.cache_dir)
     quiet_ray()
@@ -150,9 +162,11 @@ def run_sweep(
             record_extension(run_dir, space)
         elif not resume:
             init_run_dir(run_dir, Path(space_path), space, name, uri, opt.overrides,
-                         cache_dir=cache if opt.cache_dir is not None else None)  # fmt: skip
+                         cache_dir=cache if opt.cache_dir is not None else None, storage=storage)  # fmt: skip
         elif opt.cache_dir is not None:
             record_cache_dir(run_dir, cache)
+        if resume and storage != recorded_storage(run_dir):
+            record_storage(run_dir, storage)
         _warn_proxy(space, space_path)
         new_tuner = not resume or extra > 0
         # Ray, Optuna, MLflow from here on: INFO chatter (Ray's token line, MLflow's schema set-up)
@@ -165,7 +179,7 @@ def run_sweep(
                 if not early:
                     started = ensure_ray(opt.address, local_cpus(space.search))
                     warn_unused_gpus(space, space_path)
-            sweep = _Sweep(space, run_dir, runs_dir, uri, progress, cache)
+            sweep = _Sweep(space, run_dir, runs_dir, uri, progress, cache, state)
             shipped = _warm_baselines(sweep)
             tuner = _tuner(sweep, searcher.result() if searcher else None,
                            num_samples=extra or space.search.samples, at_once=at_once, baselines=shipped)  # fmt: skip
@@ -174,7 +188,7 @@ def run_sweep(
         if started:
             ray.shutdown()
     trial_s = sum(float(r.metrics.get("trial_wall_s", 0.0) or 0.0) for r in grid if r.metrics)
-    summary = _summary(run_dir, uri, time.perf_counter() - start, trial_s)
+    summary = _summary(run_dir, uri, time.perf_counter() - start, trial_s, state)
     if progress:
         _print_summary(summary)
     _confirm_at_end(sweep, summary)
@@ -289,9 +303,10 @@ def _tuner(sweep: _Sweep, searcher: Any | None, num_samples: int, at_once: int,
     space, run_dir = sweep.space, sweep.run_dir
     resume = searcher is None
     trainable = _trainable(space, sweep.cache, _recorded(run_dir) if resume else None, baselines)
+    state = sweep.state
     if resume:
-        return tune.Tuner.restore(str(run_dir / RAY_DIR), trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)  # fmt: skip
+        return tune.Tuner.restore(state.path, trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False, storage_filesystem=state.filesystem)  # fmt: skip
     tune_config = tune.TuneConfig(
         search_alg=searcher, scheduler=_scheduler(space), num_samples=num_samples,
         max_concurrent_trials=at_once, reuse_actors=True,
@@ -299,8 +314,9 @@ def _tuner(sweep: _Sweep, searcher: Any | None, num_samples: int, at_once: int,
     )  # fmt: skip
     callback = SweepCallback(run_dir, space, sweep.uri, sweep.runs_dir, sweep.progress)
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]  # for ExperimentAnalysis
-    run_config = tune.RunConfig(name=RAY_DIR, storage_path=str(run_dir), callbacks=[callback, *loggers],
-                                verbose=0, failure_config=tune.FailureConfig(max_failures=0))  # fmt: skip
+    run_config = tune.RunConfig(name=state.name, storage_path=state.storage_path, storage_filesystem=state.filesystem,
+                                callbacks=[callback, *loggers], verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=0))  # fmt: skip
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
@@ -340,7 +356,7 @@ def _rung_noise(space: SearchSpace) -> dict[str, float]:
     return {"synergy_gain": 2.0 * math.sqrt(2.0) * c.synergy_sd}
 
 
-def _summary(run_dir: Path, uri: str, wall: float, trial_s: float) -> SweepSummary:
+def _summary(run_dir: Path, uri: str, wall: float, trial_s: float, state: TuneState) -> SweepSummary:
     from searchvlm.pareto import front
 
     rows = read_trials(run_dir / TRIALS_FILE) if (run_dir / TRIALS_FILE).exists() else []
@@ -349,7 +365,7 @@ def _summary(run_dir: Path, uri: str, wall: float, trial_s: float) -> SweepSumma
         name=meta.name, run_dir=run_dir, counts=counts(rows), front=front(rows),
         tracking_uri=uri, parent_run_id=meta.parent_run_id,
         study=study_url(str(run_dir / STUDY_FILE)), wall_seconds=wall, trial_seconds=trial_s,
-        rows=rows,
+        rows=rows, tune_state=state.shown,
     )  # fmt: skip
 
 
@@ -374,6 +390,9 @@ def _print_summary(s: SweepSummary) -> None:
         con.print(noise.line(s.name, one_seed(s.rows)), highlight=False)
     c = s.counts
     con.print(f"{c['ok']} ok, {c['failed']} failed, {c['pruned']} pruned in {s.wall_seconds:.1f}s")
-    con.print(f"outputs: {s.run_dir}/{{{TRIALS_FILE}, {SWEEP_FILE}, {STUDY_FILE}, {RAY_DIR}/}}")
+    if s.tune_state in ("", str(s.run_dir / RAY_DIR)):
+        con.print(f"outputs: {s.run_dir}/{{{TRIALS_FILE}, {SWEEP_FILE}, {STUDY_FILE}, {RAY_DIR}/}}")
+    else:
+        con.print(f"outputs: {s.run_dir}/{{{TRIALS_FILE}, {SWEEP_FILE}, {STUDY_FILE}}}; Tune's state: {s.tune_state}/")
     con.print(f"mlflow: {s.tracking_uri} (experiment 'searchvlm', parent run {s.parent_run_id})")
     con.print(f"optuna-dashboard {s.study}")

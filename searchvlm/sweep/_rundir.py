@@ -25,8 +25,7 @@ from searchvlm.results import (
 from searchvlm.space import SearchSpace
 
 from ._searcher import study_url
-
-RAY_DIR = "ray"  # Tune's experiment folder inside the sweep's
+from ._storage import RAY_DIR, TUNER_FILE, TuneState, tune_state
 
 
 def resume_space(
@@ -112,20 +111,28 @@ def record_cache_dir(run_dir: Path, cache_dir: Path) -> None:
         write_meta(run_dir / SWEEP_FILE, meta.model_copy(update={"cache_dir": str(cache_dir)}))
 
 
+def record_storage(run_dir: Path, storage: str | None) -> None:
+    """sweep.json of a sweep resumed with another `--storage` (its Tune state moved there)."""
+    meta = read_meta(run_dir / SWEEP_FILE)
+    write_meta(run_dir / SWEEP_FILE, meta.model_copy(update={"storage": storage}))
+
+
 _NAME = re.compile(r"^[\w][\w .+-]*$")
 
 
-def check_records(run_dir: Path, uri: str) -> None:
+def check_records(run_dir: Path, uri: str, state: TuneState | None = None) -> None:
     """Before Ray starts, what a resumed sweep reads and then rewrites must be whole: the
-    table (rewritten from the rows read), Tune's saved state, the study it tells, the MLflow
-    store holding its runs. Each damage is a ConfigError naming the file (nothing is written)."""
+    table (rewritten from the rows read), Tune's saved state (`state`, default `<run_dir>/ray`),
+    the study it tells, the MLflow store holding its runs. Each damage is a ConfigError naming
+    the file (nothing is written)."""
     if (run_dir / TRIALS_FILE).exists():
         read_trials(run_dir / TRIALS_FILE, strict=True)
     elif store_problem(run_dir / STUDY_FILE, "studies") is None and _finished_in_study(run_dir):
         raise ConfigError(run_dir / TRIALS_FILE, "", str(run_dir / TRIALS_FILE),
                           f"missing, while {STUDY_FILE} holds finished trials: resuming would record none of them; "
                           f"`searchvlm runs --check {run_dir.name} --repair` rebuilds it")  # fmt: skip
-    _check_pickle(run_dir / RAY_DIR / "tuner.pkl")
+    state = state or tune_state(run_dir, None)
+    _check_pickle(f"{state.shown}/{TUNER_FILE}", state.read_tuner())
     stores = [(run_dir / STUDY_FILE, "studies", "the Optuna study the sweep tells")]
     if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).exists():  # (a new one is made)
         stores.append((Path(uri.removeprefix("sqlite:///")), "runs", "the sweep's MLflow runs"))
@@ -149,12 +156,15 @@ def _finished_in_study(run_dir: Path) -> int:
     return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
-def _check_pickle(path: Path) -> None:
-    """Tune's `tuner.pkl` is a whole pickle stream (read as opcodes only: nothing is loaded)."""
+def _check_pickle(path: str, data: bytes | None) -> None:
+    """Tune's `tuner.pkl` (`data`, read from `path`) is a whole pickle stream (read as opcodes
+    only: nothing is loaded)."""
     import pickletools
 
     try:
-        ops = list(pickletools.genops(path.read_bytes()))
+        if data is None:
+            raise OSError("missing")
+        ops = list(pickletools.genops(data))
     except (OSError, ValueError) as err:
         raise ConfigError(path, "", str(path), f"Tune's saved state is unreadable ({err}); the sweep cannot "
                           "resume: restore the ray/ folder from a copy, or start a new sweep") from None  # fmt: skip
@@ -170,20 +180,38 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_state(run_dir: Path, name: str, resume: bool) -> None:
+def check_state(run_dir: Path, name: str, resume: bool, state: TuneState | None = None) -> None:
+    """A new sweep's folder and Tune state (`state`, default `<run_dir>/ray`) are free; a
+    resumed one has both."""
     exists = (run_dir / SWEEP_FILE).exists()
-    if resume and not (run_dir / RAY_DIR / "tuner.pkl").exists():
+    state = state or tune_state(run_dir, None)
+    if resume and state.read_tuner() is None:
+        default = state.local and state.name == RAY_DIR
+        where = f"{RAY_DIR}/{TUNER_FILE} there" if default else f"{state.shown}/{TUNER_FILE}"
         raise ConfigError(COMMAND_LINE, "--resume", name, f"no sweep in {run_dir} to resume or extend "
-                          f"(no Tune state {RAY_DIR}/tuner.pkl there)")  # fmt: skip
+                          f"(no Tune state {where})")  # fmt: skip
     if not resume and exists:
         raise ConfigError(None, "--name", name,
                           f"sweep {run_dir} exists; pass --resume to continue it or choose another name")  # fmt: skip
+    if not resume and state.name != RAY_DIR and state.read_tuner() is not None:
+        raise ConfigError(COMMAND_LINE, "--storage", state.shown,
+                          f"already holds Tune's state of a sweep named {name!r}; choose another name "
+                          "or storage, or remove that folder")  # fmt: skip
+
+
+def recorded_storage(run_dir: Path) -> str | None:
+    """The `--storage` a sweep recorded in sweep.json (None: Tune's state in its folder, or no sweep)."""
+    if not (run_dir / SWEEP_FILE).exists():
+        return None
+    return getattr(read_meta(run_dir / SWEEP_FILE), "storage", None)
 
 
 def init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str, uri: str,
-                  overrides: Sequence[str] | None = None, cache_dir: Path | None = None) -> None:  # fmt: skip
+                  overrides: Sequence[str] | None = None, cache_dir: Path | None = None,
+                  storage: str | None = None) -> None:  # fmt: skip
     """sweep.json and the space as run: the file itself, or with `--set` (or input paths
-    relative to the working directory) the resolved space. `cache_dir`: `--cache-dir`."""
+    relative to the working directory) the resolved space. `cache_dir`: `--cache-dir`;
+    `storage`: `--storage` (where Tune keeps its state)."""
     from searchvlm import __version__
     from searchvlm.overrides import dump_yaml
 
@@ -202,6 +230,6 @@ def init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str,
         objectives=[o.model_dump() for o in space.objectives], tracking_uri=uri,
         created=dt.datetime.now().isoformat(timespec="seconds"),
         search=space.search.model_dump(mode="json"), overrides=list(overrides or []),
-        cache_dir=None if cache_dir is None else str(cache_dir),
+        cache_dir=None if cache_dir is None else str(cache_dir), storage=storage,
     )  # fmt: skip
     write_meta(run_dir / SWEEP_FILE, meta)

@@ -292,7 +292,7 @@ def test_the_sweeps_cache_dir_given_recorded_or_beside_the_runs(tmp_path):
     assert _cache_dir(run, resume=True, given=None) == (tmp_path / "shared").resolve()
 
 
-def test_the_sweep_command_passes_cache_dir(tmp_path, monkeypatch):
+def test_the_sweep_command_passes_cache_dir_and_storage(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import searchvlm.sweep as sweep_pkg
@@ -306,9 +306,11 @@ def test_the_sweep_command_passes_cache_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sweep_pkg, "run_sweep", fake, raising=False)
     space = tiny_space(tmp_path / "q.yaml")
-    res = CliRunner().invoke(app, ["sweep", str(space), "--cache-dir", str(tmp_path / "shared")])
+    res = CliRunner().invoke(app, ["sweep", str(space), "--cache-dir", str(tmp_path / "shared"),
+                                   "--storage", "s3://b/p/"])  # fmt: skip
     assert res.exit_code == 2 and "stopped here" in res.output, res.output
     assert seen["options"].cache_dir == tmp_path / "shared"
+    assert seen["options"].storage == "s3://b/p"  # checked and recorded plain (tests/sweep/test_storage.py)
 
 
 @pytest.mark.slow
