@@ -134,6 +134,7 @@ def _finished_resume(space: Path, runs: Path, name: str, storage: str, where) ->
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_a_sweep_keeps_tunes_state_in_a_shared_folder_and_resumes_from_it(tmp_path: Path):
     from searchvlm.sweep import ensure_ray, shutdown_ray
 
@@ -154,6 +155,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 def test_a_sweep_keeps_tunes_state_in_an_s3_bucket_and_resumes_from_it(tmp_path: Path, monkeypatch):
     """Against moto's S3 server on loopback (AWS_ENDPOINT_URL), as Ray's own tests do."""
     server_mod = pytest.importorskip("moto.server", reason="moto[server] is not installed")
