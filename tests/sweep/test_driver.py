@@ -123,6 +123,7 @@ def test_resume_extends_only_a_finished_sweep(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.sweep
+@pytest.mark.multiprocess  # ray_session starts the module's mlflow server
 def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     space = tiny_space(tmp_path / "tiny.yaml", samples=4, presets=["himix"], calibrated=False)
     s = run_sweep(space, name="e2e", runs_dir=runs, progress=False)
@@ -155,6 +156,7 @@ def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
 
 @pytest.mark.slow
 @pytest.mark.sweep
+@pytest.mark.multiprocess  # ray_session starts the module's mlflow server
 def test_ray_experiment_analysis_lists_every_trial(runs: Path, ray_session, tmp_path: Path):
     """Ray's own ExperimentAnalysis on the sweep's Ray dir finds each trial with its reports
     (Tune's JSON/CSV loggers are kept: it reads result.json / progress.csv)."""
@@ -175,6 +177,7 @@ def test_ray_experiment_analysis_lists_every_trial(runs: Path, ray_session, tmp_
 
 @pytest.mark.slow
 @pytest.mark.sweep
+@pytest.mark.multiprocess  # ray_session starts the module's mlflow server
 def test_moasha_against_mlflow_server(runs: Path, ray_session, mlflow_server, tmp_path: Path):
     mlflow_server.wait(timeout=120)
     url = mlflow_server.url
@@ -193,6 +196,7 @@ def test_moasha_against_mlflow_server(runs: Path, ray_session, mlflow_server, tm
 
 @pytest.mark.slow
 @pytest.mark.sweep
+@pytest.mark.multiprocess  # ray_session starts the module's mlflow server
 def test_interrupted_sweep_resumes(runs: Path, ray_session, tmp_path: Path):
     space = tiny_space(tmp_path / "res.yaml", samples=5, steps=40, presets=["himix"], calibrated=False)
     code = ("import sys; from searchvlm.sweep import run_sweep; "
@@ -217,6 +221,7 @@ def test_interrupted_sweep_resumes(runs: Path, ray_session, tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.sweep
+@pytest.mark.multiprocess  # ray_session starts the module's mlflow server
 def test_repeated_policy_is_trained_once_then_confirmed(runs: Path, ray_session, tmp_path: Path):
     s = run_sweep(repeat_space(tmp_path / "rep.yaml"), name="rep", runs_dir=runs, progress=False)
     rows = check_consistent(s.run_dir, "rep", s.tracking_uri, runs)
