@@ -143,8 +143,9 @@ def run_sweep(
     if resume:
         space = resume_space(run_dir, Path(space_path), space, opt.samples, opt.concurrency)
         check_records(run_dir, opt.tracking_uri or default_uri(runs_dir), state)  # damaged records: before Ray starts
-    elif storage is not None:
-        state.prepare()  # an unwritable storage: one error before Ray starts
+    else:
+        if storage is not None:
+            state.prepare()  # an unwritable storage: one error before Ray starts
         space = space.with_search(samples=opt.samples, concurrency=opt.concurrency)
     cache = _cache_dir(run_dir, resume, opt.cache_dir)
     quiet_ray()

@@ -162,8 +162,8 @@ def test_ray_experiment_analysis_lists_every_trial(runs: Path, ray_session, tmp_
     (Tune's JSON/CSV loggers are kept: it reads result.json / progress.csv)."""
     from ray.tune import ExperimentAnalysis
 
-    space = tiny_space(tmp_path / "ea.yaml", samples=2, presets=["himix"], calibrated=False)
-    s = run_sweep(space, name="ea", runs_dir=runs, progress=False)
+    space = tiny_space(tmp_path / "ea.yaml", samples=5, presets=["himix"], calibrated=False)
+    s = run_sweep(space, name="ea", runs_dir=runs, progress=False, options=SweepOptions(samples=2))  # --samples 2
     ea = ExperimentAnalysis(str(s.run_dir / "ray"))
     rows = {r["trial_id"]: r for r in read_trials(s.run_dir / "trials.csv")}
     assert sorted(t.trial_id for t in ea.trials) == sorted(rows)
