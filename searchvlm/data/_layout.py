@@ -153,27 +153,29 @@ def task_rows(corpus: Corpus, split: str, task: str, task_images: str, sizes: An
     return np.sort(rows[pick])
 
 
+def _permute_train(corpus: Corpus, seed: int, salt: int, *fields: str) -> Corpus:
+    """`fields` (per-row text lists) reassigned among the training rows by one seeded
+    permutation (`salt` keeps each control's draw its own); held-out rows untouched."""
+    rows = corpus.splits["train"]
+    perm = rows[np.random.default_rng([seed, salt]).permutation(len(rows))]
+    out = {f: list(getattr(corpus, f)) for f in fields}
+    for dst, src in zip(rows.tolist(), perm.tolist()):
+        for f in fields:
+            out[f][dst] = getattr(corpus, f)[src]
+    return Corpus(**{**corpus.__dict__, **out})
+
+
 def permute_answers(corpus: Corpus, seed: int) -> Corpus:
     """The control: (question, answer) pairs shuffled across the training images (seeded),
     so an image no longer tells its answer; held-out rows and every caption are untouched."""
-    rows = corpus.splits["train"]
-    perm = rows[np.random.default_rng([seed, 7]).permutation(len(rows))]
-    questions, answers = list(corpus.questions), list(corpus.answers)
-    for dst, src in zip(rows.tolist(), perm.tolist()):
-        questions[dst], answers[dst] = corpus.questions[src], corpus.answers[src]
-    return Corpus(**{**corpus.__dict__, "questions": questions, "answers": answers})
+    return _permute_train(corpus, seed, 7, "questions", "answers")
 
 
 def permute_captions(corpus: Corpus, seed: int) -> Corpus:
     """g_U's control: the captions shuffled across the training images (seeded), so a
     generation row's text no longer describes its image; held-out rows (and their swapped
     captions, which caption accuracy scores) and every question and answer are untouched."""
-    rows = corpus.splits["train"]
-    perm = rows[np.random.default_rng([seed, 11]).permutation(len(rows))]
-    captions = list(corpus.captions)
-    for dst, src in zip(rows.tolist(), perm.tolist()):
-        captions[dst] = corpus.captions[src]
-    return Corpus(**{**corpus.__dict__, "captions": captions})
+    return _permute_train(corpus, seed, 11, "captions")
 
 
 def blank_understanding_images(data: UnifiedData) -> UnifiedData:
