@@ -47,3 +47,15 @@ def load_table(path: Path) -> dict[str, Any]:
 
 def rows_by_key(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["key"]: row for row in table["rows"]}
+
+
+def complete_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows with every seed trained and ok: a proxy table's (`proxy_table.py`) against its
+    planned `seeds` (a partial table's finished rows are a random subset: PROXY_TABLE_PLAN.md);
+    a tabular table (complete by construction, no `seeds` list) by status and the most seeds
+    any row has."""
+    seeds = table.get("seeds")
+    if seeds is None:
+        n = max(len(r["seeds"]) for r in table["rows"])
+        return [r for r in table["rows"] if r["status"] == "ok" and len(r["seeds"]) == n]
+    return [r for r in table["rows"] if sorted(s["seed"] for s in r["seeds"] if s["status"] == "ok") == sorted(seeds)]

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from _tabular import load_table
+from _tabular import complete_rows, load_table
 from searchvlm.noninferiority import look_schedule, race
 from searchvlm.pareto import confirm_candidates
 from synthetic_table import CURVE, NOISE_SD, POLICY_SD, S_DENSE, SEED_SD
@@ -205,7 +205,7 @@ def table_noise(path: Path, sims: int, seed: int, out: Path | None, command: str
 
     table = load_table(path)
     n = len(table["seeds"])
-    table = {**table, "rows": [r for r in table["rows"] if r["status"] == "ok" and len(r["seeds"]) == n]}
+    table = {**table, "rows": complete_rows(table)}
     if len(table["rows"]) < SWEEP:
         raise SystemExit(f"{path}: {len(table['rows'])} complete rows; a simulated sweep takes {SWEEP}")
     sd = load_space(ROOT / table["space"]).calibration.synergy_sd  # what decide's shortlist uses

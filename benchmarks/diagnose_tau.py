@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from _tabular import complete_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "benchmarks/data/proxy_table.json"
 POINTS = ROOT / "benchmarks/data/proxy_table_points.json"
@@ -89,8 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     cosines = measure_cosines()["cosines"] if args.cosines else json.loads(COSINES.read_text())["cosines"]
     table = json.loads(TABLE.read_text())
-    n = len(table["seeds"])
-    rows = [r for r in table["rows"] if r["status"] == "ok" and len(r["seeds"]) == n and r["key"] in cosines]
+    rows = [r for r in complete_rows(table) if r["key"] in cosines]
     x = np.array([cosines[r["key"]] for r in rows])
     y = np.array([r["synergy_vs_dense"] for r in rows])
     result = {"rows": len(rows), "of": len(table["rows"]), "partial": len(rows) < 48,

@@ -22,12 +22,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from _tabular import complete_rows
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def complete_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
-    seeds = table["seeds"]
-    return [r for r in table["rows"] if sorted(s["seed"] for s in r["seeds"] if s["status"] == "ok") == seeds]
 
 
 def matrix(rows: list[dict[str, Any]], key: str, seeds: list[int]) -> np.ndarray:

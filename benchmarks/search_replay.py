@@ -46,7 +46,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from _tabular import load_table, policy_key
+from _tabular import complete_rows, load_table, policy_key
 from searchvlm.pareto import hypervolume
 from searchvlm.policy import ReductionPolicy
 from searchvlm.space import SearchSpace, load_space
@@ -385,13 +385,6 @@ def plot(curves: dict, table_hv: float, moasha: list[dict], ref_name: str, path:
     b.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
-
-def complete_rows(table: dict[str, Any]) -> list[Row]:
-    """The rows a replay can use: every seed trained and ok (a partial proxy table's finished
-    rows are a random subset of its policies: PROXY_TABLE_PLAN.md's order)."""
-    n = max(len(r["seeds"]) for r in table["rows"])
-    return [r for r in table["rows"] if r["status"] == "ok" and len(r["seeds"]) == n]
 
 
 def main() -> None:
