@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ CACHE = ROOT / "runs/cache-proxytable"
 SEEDS = (50, 51, 52, 53, 54)
 DRAWS, SAMPLED, DRAW_SEED = 4000, 41, 2026
 CURVE_KEYS = ("synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")
+# PROXY_TABLE_PLAN.md addendum 3: ATen's, MKL's (conditional numerical reproducibility) and
+# oneDNN's AVX2 kernels, set before torch loads (the script re-executes itself with them): on a
+# CPU that would run AVX-512 kernels they reproduce the first session's rows bit for bit.
+ISA_PIN = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+           "ONEDNN_MAX_CPU_ISA": "AVX2"}  # fmt: skip
 SEED_KEYS = ("synergy_gain", "synergy_vs_dense", "und_gain", "gen_gain", "gen_gain_below_chance", "und_acc",
              "und_acc_iso", "gen_caption_acc", "gen_caption_acc_iso", "gen_nll", "gen_nll_iso")  # fmt: skip
 
@@ -116,7 +122,8 @@ def _seed_run(space, policy: ReductionPolicy | None, seed: int) -> dict[str, Any
     rec = res.per_seed[0] if res.per_seed else {}
     return {"seed": seed, "status": res.status, "error": res.error, "flops_ratio": _num(res.flops_ratio),
             **{k: _num(rec.get(k)) for k in SEED_KEYS}, "train_seconds": round(res.train_seconds, 3),
-            "steps": res.steps_done, "curve": curve, "machine": cpu_model()}  # fmt: skip
+            "steps": res.steps_done, "curve": curve, "machine": cpu_model(),
+            "isa": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
 
 
 def _num(v: Any) -> float | None:
@@ -132,6 +139,19 @@ def _summarise(row: dict[str, Any]) -> None:
         row[k], row[f"{k}_stderr"] = _num(mean), _num(se)
 
 
+def verify_reference(table: dict[str, Any], space) -> None:
+    """Retrain (into the cache, as the rows need it anyway) the dense reference of every seed
+    the table already holds and stop unless every recorded number is reproduced exactly: rows
+    from this session are pooled with earlier ones only when the machine reproduces them."""
+    for old in (table.get("reference") or {}).get("seeds", []):
+        new = _seed_run(space, None, old["seed"])
+        diff = {k: (old[k], new[k]) for k in (*SEED_KEYS, "curve") if old[k] != new[k]}
+        if diff:
+            raise SystemExit(f"dense seed {old['seed']} is not reproduced on {new['machine']} "
+                             f"({new['isa']}): {sorted(diff)}; the table must be split by machine")  # fmt: skip
+        print(f"dense seed {old['seed']} reproduced exactly on {new['machine']} ({new['isa']})", flush=True)
+
+
 def build(limit_seconds: float | None) -> dict[str, Any]:
     space = load_space(SPACE)
     points = json.loads(POINTS.read_text())
@@ -144,6 +164,7 @@ def build(limit_seconds: float | None) -> dict[str, Any]:
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread per run",
         "rows": [],
     }  # fmt: skip
+    verify_reference(table, space)
     policies = [(p, ReductionPolicy.model_validate(p["policy"])) for p in points["points"]]
     todo = [("dense", None, None)] + [(policy_key(pol), p, pol) for p, pol in policies]
     t0 = time.perf_counter()
@@ -178,6 +199,8 @@ def main() -> None:
     ap.add_argument("--points", action="store_true", help=f"draw the policies into {POINTS.name} (once)")
     ap.add_argument("--hours", type=float, default=None, help="stop starting new runs after this long")
     args = ap.parse_args()
+    if any(os.environ.get(k) != v for k, v in ISA_PIN.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ISA_PIN})
     torch.set_num_threads(1)
     if args.points:
         if POINTS.exists():
