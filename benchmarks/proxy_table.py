@@ -17,10 +17,13 @@ seed in progress.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,51 +155,77 @@ def verify_reference(table: dict[str, Any], space) -> None:
         print(f"dense seed {old['seed']} reproduced exactly on {new['machine']} ({new['isa']})", flush=True)
 
 
-def build(limit_seconds: float | None) -> dict[str, Any]:
-    space = load_space(SPACE)
-    points = json.loads(POINTS.read_text())
-    if points["space_hash"] != space.space_hash():
-        raise SystemExit(f"{SPACE.name} changed since {POINTS.name} was drawn: the table would mix two proxies")
-    table = json.loads(OUT.read_text()) if OUT.exists() else {
+def _load(space, points: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(OUT.read_text()) if OUT.exists() else {
         "format": FORMAT, "space": points["space"], "space_hash": points["space_hash"],
         "command": "nice -n 19 python benchmarks/proxy_table.py", "plan": "benchmarks/calibration/PROXY_TABLE_PLAN.md",
         "curve_columns": ["step", *CURVE_KEYS], "max_steps": space.training.steps, "seeds": list(SEEDS),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread per run",
         "rows": [],
     }  # fmt: skip
+
+
+def _row(table: dict[str, Any], key: str, point: dict[str, Any] | None) -> dict[str, Any]:
+    """The table's row for `key` (the reference when `point` is None), created when missing."""
+    row = table.get("reference") if point is None else next((r for r in table["rows"] if r["key"] == key), None)
+    if row is None:
+        row = {"key": key, "seeds": [], "flops_ratio": 1.0 if point is None else point["flops_ratio"]}
+        if point is None:
+            table["reference"] = row
+        else:
+            row.update({k: point.get(k) for k in ("kind", "preset", "params", "bin", "policy")})
+            table["rows"].append(row)
+    return row
+
+
+@contextlib.contextmanager
+def _locked(space, points: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The table as on disk, written back on exit; one writer at a time (shards share the file)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "proxy_table.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = _load(space, points)
+        yield table
+        OUT.write_text(json.dumps(table, separators=(",", ":")) + "\n")
+
+
+def build(limit_seconds: float | None, shard: int = 0, shards: int = 1) -> None:
+    """Train the runs the table lacks, in the plan's order; with `shards` > 1, this process takes
+    every `shards`-th policy from the `shard`-th (the reference stays with shard 0), and the
+    processes share the table file under a lock, so rows are independent and none is trained twice."""
+    space = load_space(SPACE)
+    points = json.loads(POINTS.read_text())
+    if points["space_hash"] != space.space_hash():
+        raise SystemExit(f"{SPACE.name} changed since {POINTS.name} was drawn: the table would mix two proxies")
+    with _locked(space, points) as table:
+        pass
     verify_reference(table, space)
     policies = [(p, ReductionPolicy.model_validate(p["policy"])) for p in points["points"]]
     todo = [("dense", None, None)] + [(policy_key(pol), p, pol) for p, pol in policies]
+    mine = [t for i, t in enumerate(todo) if (i == 0 and shard == 0) or (i > 0 and (i - 1) % shards == shard)]
     t0 = time.perf_counter()
-    for key, point, policy in todo:
-        row = table.get("reference") if point is None else next((r for r in table["rows"] if r["key"] == key), None)
-        if row is None:
-            row = {"key": key, "seeds": [], "flops_ratio": 1.0 if point is None else point["flops_ratio"]}
-            if point is None:
-                table["reference"] = row
-            else:
-                row.update({k: point.get(k) for k in ("kind", "preset", "params", "bin", "policy")})
-                table["rows"].append(row)
+    for key, point, policy in mine:
         for seed in SEEDS:
-            if any(r["seed"] == seed for r in row["seeds"]):
+            if any(r["seed"] == seed for r in _row(_load(space, points), key, point)["seeds"]):
                 continue
             if limit_seconds is not None and time.perf_counter() - t0 > limit_seconds:
-                return table
+                return
             named = None if policy is None else policy.model_copy(update={"name": point.get("preset") or "sampled"})
-            row["seeds"].append(_seed_run(space, named, seed))
-            _summarise(row)
-            OUT.write_text(json.dumps(table, separators=(",", ":")) + "\n")
-            r = row["seeds"][-1]
-            done = sum(len(x["seeds"]) for x in table["rows"]) + len(table["reference"]["seeds"])
+            r = _seed_run(space, named, seed)
+            with _locked(space, points) as table:
+                row = _row(table, key, point)
+                row["seeds"].append(r)
+                _summarise(row)
+                done = sum(len(x["seeds"]) for x in table["rows"]) + len(table["reference"]["seeds"])
             print(f"[{done}/{(len(todo)) * len(SEEDS)}] {point.get('preset') if point else 'dense'} "
                   f"flops {row['flops_ratio']:.3f} seed {seed}: synergy {r['synergy_gain']} vs dense "
                   f"{r['synergy_vs_dense']} ({r['train_seconds']:.0f}s) {r['status']}", flush=True)  # fmt: skip
-    return table
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", action="store_true", help=f"draw the policies into {POINTS.name} (once)")
+    ap.add_argument("--shard", default="0/1", help="I/N: this process's share of the policies (N processes)")
     ap.add_argument("--hours", type=float, default=None, help="stop starting new runs after this long")
     args = ap.parse_args()
     if any(os.environ.get(k) != v for k, v in ISA_PIN.items()):
@@ -208,7 +237,8 @@ def main() -> None:
         POINTS.write_text(json.dumps(draw_points(), indent=1) + "\n")
         print(f"wrote {POINTS}")
         return
-    build(None if args.hours is None else args.hours * 3600)
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    build(None if args.hours is None else args.hours * 3600, shard, shards)
 
 
 if __name__ == "__main__":
