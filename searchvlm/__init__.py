@@ -6,12 +6,24 @@ results readers (`load_trials`, `load_front`: pandas) and the commands (`run_swe
 first use, so `import searchvlm` stays fast and free of torch / ray / mlflow / pandas.
 No lazy name is also a submodule's name: importing `searchvlm.X` makes the package
 attribute `X` that module, which would replace a function of that name.
+
+Importing it pins torch's CPU kernels to AVX2 (`_host.pin_kernels`; `SEARCHVLM_CPU_KERNELS=native`
+opts out) for torch loaded after it and for every process started from here, so that numbers
+reproduce across CPU types; results record the kernels they ran on.
 """
 
 from __future__ import annotations
 
+import warnings
 from importlib import import_module
 from typing import Any
+
+from searchvlm._host import pin_kernels
+
+try:
+    pin_kernels()
+except ValueError as bad:
+    warnings.warn(f"{bad}: torch's CPU kernels are not pinned", stacklevel=2)
 
 from searchvlm.config import ModelConfig, TrialConfig
 from searchvlm.errors import ConfigError

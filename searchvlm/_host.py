@@ -5,17 +5,88 @@ on one CPU type and +0.096 +- 0.012 on another (issue 35): float reductions diff
 machines and training amplifies them, so numbers from different CPU types differ more than
 seeds do and must not be paired or pooled. A result records its CPU model(s) as one string,
 several joined by `SEPARATOR` (a trial whose cached reference runs trained elsewhere).
+
+The difference is the kernels, not the chip: torch picks AVX2 or AVX-512 kernels (ATen, MKL,
+oneDNN) by what the CPU offers, and with all three pinned to AVX2 before torch loads, an
+AVX-512 machine reproduced a 3-run default trial of an AVX2-only machine in every number
+(benchmarks/calibration/PROXY_TABLE_PLAN.md addendum 3), where the native kernels moved its
+synergy from -0.033 to +0.078. So `import searchvlm` pins them (`pin_kernels`, unless
+`SEARCHVLM_CPU_KERNELS=native`), every process it starts inherits the pin, and a result made
+with it records `"<cpu> [AVX2 kernels]"`: such values compare by their kernels
+(`numerics_class`), so rows from different CPUs that both ran pinned may be combined, and a
+native row stays tied to its CPU model.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 SEPARATOR = "; "
 UNKNOWN = "unknown CPU"
+KERNELS_ENV = "SEARCHVLM_CPU_KERNELS"  # avx2 (default) or native
+PINS = {  # kernel level -> the variables that pin ATen, MKL (conditional numerical reproducibility) and oneDNN
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}  # fmt: skip
+PINNED_MARK = " [{} kernels]"
+
+
+def pin_kernels(level: str | None = None) -> str | None:
+    """Set the variables that pin torch's CPU kernels to `level` (default: $SEARCHVLM_CPU_KERNELS,
+    else avx2) in this process's environment, so torch, when it loads here, and every process
+    started from here (Ray workers, trial ranks) use them. Variables the user set are kept;
+    `native` (or a CPU without AVX2) pins nothing. Returns the level pinned, or None. torch
+    already loaded here keeps the kernels it chose: `pinned_level` tells what is in force."""
+    level = (level or os.environ.get(KERNELS_ENV) or "avx2").lower()
+    if level == "native":
+        return None
+    if level not in PINS:
+        raise ValueError(f"{KERNELS_ENV}={level!r}: expected one of {sorted(PINS)} or 'native'")
+    if not _offers(level):
+        return None
+    for key, value in PINS[level].items():
+        os.environ.setdefault(key, value)
+    return level
+
+
+def _offers(level: str) -> bool:
+    """Whether this CPU has the instructions of `level` (assumed when /proc/cpuinfo is missing)."""
+    try:
+        flags = _first_cpu(Path("/proc/cpuinfo").read_text()).get("flags")
+    except OSError:
+        return platform.machine().lower() in ("x86_64", "amd64")
+    return flags is None or level in flags.split()
+
+
+def pinned_level() -> str | None:
+    """The kernel level in force: every variable of one `PINS` level set, and (when torch is loaded
+    in this process) torch's own answer agreeing; else None (native kernels)."""
+    for level, pins in PINS.items():
+        if all(os.environ.get(k) == v for k, v in pins.items()):
+            torch = sys.modules.get("torch")  # asked only when loaded: this module never loads it
+            if torch is None or torch.backends.cpu.get_cpu_capability().lower() == level:
+                return level
+    return None
+
+
+def machine() -> str:
+    """What a result records as its CPU: the model, marked with the pinned kernel level if any."""
+    level = pinned_level()
+    return cpu_model() + (PINNED_MARK.format(level.upper()) if level else "")
+
+
+def numerics_class(recorded: str) -> str:
+    """What must be equal for two results to be comparable: the pinned kernel level when the
+    value carries one, else the CPU model."""
+    for level in PINS:
+        if recorded.endswith(PINNED_MARK.format(level.upper())):
+            return f"{level.upper()} kernels"
+    return recorded
 
 
 @functools.cache
@@ -60,14 +131,18 @@ def joined(models: Iterable[str | None]) -> str | None:
 def mixed_cpus(rows: Mapping[str, str | None]) -> str | None:
     """Why rows (name -> recorded CPU value) must not be combined, or None when every row that
     recorded one names the same single CPU model."""
-    groups: dict[str, list[str]] = {}  # CPU model(s) -> the rows measured on them
+    groups: dict[str, list[str]] = {}  # numerics class(es) -> the rows measured on them
     for name, value in rows.items():
         if cpu_set(value):
-            groups.setdefault(" + ".join(sorted(cpu_set(value))), []).append(name)
-    if len(set().union(*map(cpu_set, rows.values()))) <= 1:
+            groups.setdefault(" + ".join(sorted(_classes(value))), []).append(name)
+    if len(set().union(*map(_classes, rows.values()))) <= 1:
         return None
     listed = "; ".join(f"{models}: {', '.join(names)}" for models, names in groups.items())
     return f"rows measured on different CPU types ({listed}): their numbers are not comparable"
+
+
+def _classes(recorded: str | None) -> set[str]:
+    return {numerics_class(m) for m in cpu_set(recorded)}
 
 
 def unrecorded(rows: Mapping[str, str | None]) -> list[str]:
@@ -75,4 +150,5 @@ def unrecorded(rows: Mapping[str, str | None]) -> list[str]:
     return [name for name, value in rows.items() if not cpu_set(value)]
 
 
-__all__ = ["SEPARATOR", "cpu_model", "cpu_set", "joined", "mixed_cpus", "unrecorded"]
+__all__ = ["KERNELS_ENV", "PINNED_MARK", "PINS", "SEPARATOR", "cpu_model", "cpu_set", "joined", "machine",
+           "mixed_cpus", "numerics_class", "pin_kernels", "pinned_level", "unrecorded"]  # fmt: skip

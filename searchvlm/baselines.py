@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 from filelock import FileLock
 
 from searchvlm._digest import file_sha256
-from searchvlm._host import cpu_model
+from searchvlm._host import machine
 from searchvlm.config import GENERATION_CONTROLS, UNDERSTANDING_CONTROLS, DataConfig
 from searchvlm.errors import warn_damaged
 from searchvlm.policy import ReductionPolicy
@@ -146,7 +146,7 @@ def get_baseline(
                 warn_damaged(path, "", f"corrupt baseline cache entry ({type(err).__name__}: {err}); retrained")
         start = time.perf_counter()
         record = train()
-        record.seconds, record.cpu = time.perf_counter() - start, cpu_model()
+        record.seconds, record.cpu = time.perf_counter() - start, machine()
         _write(path, record)
         return record
 

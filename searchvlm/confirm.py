@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchvlm._host import cpu_model, mixed_cpus
+from searchvlm._host import machine, mixed_cpus
 from searchvlm.config import TrialConfig
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.pareto import confirm_candidates, pooled_seed_sd
@@ -114,7 +114,7 @@ def _check_seeds(seeds: list[int], space: SearchSpace, done: list[TrialRow], pat
 
 def _check_cpu(done: list[TrialRow], path: Path) -> None:
     """Refuse to add rows measured here to rows measured on another CPU type."""
-    here = cpu_model()
+    here = machine()
     for row in done:
         if row.status == "ok" and mixed_cpus({"here": here, row.trial_id: row.get("cpu")}):
             raise ConfigError(path, f"trial {row.trial_id}.cpu", row.get("cpu"),

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from searchvlm._host import cpu_model
+from searchvlm._host import machine
 from searchvlm.config import TrialConfig
 from searchvlm.data import UnifiedData
 from searchvlm.errors import COMMAND_LINE, ConfigError
@@ -211,7 +211,7 @@ def _budget(steps: int, space_steps: int) -> str:
 def _machine() -> dict[str, str]:
     """The CPU model (`searchvlm._host.cpu_model`: numbers differ between CPU types more than
     between seeds), core count and torch version."""
-    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "torch": torch.__version__}
+    return {"cpu": machine(), "cores": str(os.cpu_count()), "torch": torch.__version__}
 
 
 def write_outputs(report: DiagnoseReport, out_dir: Path) -> dict[str, Path]:

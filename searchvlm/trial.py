@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from searchvlm._host import cpu_model, joined
+from searchvlm._host import joined, machine
 from searchvlm.baselines import RunRecord, baseline_key, get_baseline, isolated_policy
 from searchvlm.checkpoint import save_model
 from searchvlm.config import ModelConfig, TrialConfig
@@ -82,7 +82,7 @@ def run_trial(config: TrialConfig, report: Report | None = None, progress: Progr
             train_seconds=tracker.seconds,
             seeds=list(config.seeds),
             policy=config.resolved_policy(),
-            cpu=cpu_model(),
+            cpu=machine(),
         )
 
 
@@ -211,7 +211,7 @@ def _run(config: TrialConfig, report: Report | None, progress: Progress | None, 
         for run, record in zip(runs, records):
             record.fidelity = _fidelity(run, by_seed[record.seed], run.spec.seed, config)
     done = TrialResult(flops_ratio=flops.ratio, train_seconds=train_seconds, steps_done=runs[0].step, policy=policy,
-                       cpu=cpu_model())  # fmt: skip
+                       cpu=machine())  # fmt: skip
     return _final(config, records, refs, done, caption_chance(data))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import searchvlm  # noqa: F401  (pins torch's CPU kernels, as for a user, before any test loads torch)
 from helpers import tiers
 
 #: seconds a `slow`, `sweep` or `multiprocess` test may take, fixtures included (its session

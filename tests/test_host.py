@@ -4,16 +4,31 @@ refusal to combine rows measured on different CPU types (`table3_seeds.py`, `con
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from searchvlm._host import _first_cpu, cpu_model, cpu_set, joined, mixed_cpus, unrecorded
+from searchvlm._host import (
+    KERNELS_ENV,
+    PINS,
+    _first_cpu,
+    cpu_model,
+    cpu_set,
+    joined,
+    machine,
+    mixed_cpus,
+    numerics_class,
+    pin_kernels,
+    pinned_level,
+    unrecorded,
+)
 from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
 from searchvlm.errors import ConfigError
 from searchvlm.policy import preset
@@ -79,14 +94,14 @@ def test_a_trial_records_its_cpu_and_its_cached_references(tmp_path: Path) -> No
     """A trial's result names this CPU; once its cached reference runs say they trained on
     another CPU type, the next trial's result names both (and is flagged as mixed)."""
     first = run_trial(_tiny(tmp_path))
-    assert first.status == "ok" and first.cpu == cpu_model()
+    assert first.status == "ok" and first.cpu == machine()
     for path in (tmp_path / "cache" / "baselines").glob("*.json"):
         record = json.loads(path.read_text())
-        assert record["cpu"] == cpu_model()
+        assert record["cpu"] == machine()
         path.write_text(json.dumps({**record, "cpu": OTHER}))
     again = run_trial(_tiny(tmp_path))
     assert again.per_seed[0]["synergy_gain"] == first.per_seed[0]["synergy_gain"]
-    assert cpu_set(again.cpu) == {cpu_model(), OTHER} and mixed_cpus({"t": again.cpu}) is not None
+    assert cpu_set(again.cpu) == {machine(), OTHER} and mixed_cpus({"t": again.cpu}) is not None
 
 
 def test_trials_csv_and_mlflow_carry_the_cpu(tmp_path: Path) -> None:
@@ -100,7 +115,7 @@ def test_trials_csv_and_mlflow_carry_the_cpu(tmp_path: Path) -> None:
     child = tracker.child("tid", "t0000", pol.flat_params(), {})
     tracker.finish_trial(child, result, pol.to_json())
     assert tracker.client.get_run(child).data.tags["cpu"] == OTHER  # what its numbers were measured on
-    assert tracker.client.get_run(parent).data.tags["cpu"] == cpu_model()  # where the sweep ran
+    assert tracker.client.get_run(parent).data.tags["cpu"] == machine()  # where the sweep ran
 
 
 RUNS = ROOT / "benchmarks" / "results" / "table3_p10"
@@ -185,3 +200,56 @@ def test_the_trial_table_says_which_cpu_measured_it() -> None:
     console = Console(width=200, record=True)
     console.print(result_table(TrialResult(synergy_gain=0.1, flops_ratio=0.5, seeds=[0], cpu=OTHER)))
     assert f"measured on {OTHER}" in " ".join(console.export_text().split())  # the caption wraps
+
+
+# ---------------------------------------------------------------- pinned kernels (issue 35 item 3)
+
+AVX2 = "avx2" in (
+    _first_cpu(Path("/proc/cpuinfo").read_text()).get("flags", "") if Path("/proc/cpuinfo").exists() else ""
+)
+PROBE = (
+    "import searchvlm, torch; from searchvlm._host import machine; "
+    "print(torch.backends.cpu.get_cpu_capability()); print(machine())"
+)
+
+
+def _probe(env: dict[str, str]) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in (*PINS["avx2"], KERNELS_ENV)}
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split("\n")[:2]
+
+
+@pytest.mark.skipif(not AVX2, reason="the CPU has no AVX2")
+def test_import_pins_avx2_kernels_and_results_say_so() -> None:
+    """`import searchvlm` before torch: torch dispatches to AVX2 kernels and a result records
+    `<cpu> [AVX2 kernels]`; `SEARCHVLM_CPU_KERNELS=native` leaves torch its own choice and the
+    record the bare CPU model."""
+    capability, recorded = _probe({})
+    assert capability == "AVX2" and recorded == cpu_model() + " [AVX2 kernels]"
+    capability, recorded = _probe({KERNELS_ENV: "native"})
+    assert recorded == cpu_model() and capability in ("AVX2", "AVX512", "DEFAULT", "ZVECTOR", "SVE256")
+
+
+def test_pin_keeps_user_settings_and_refuses_unknown_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in PINS["avx2"]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    assert pin_kernels("native") is None and "ATEN_CPU_CAPABILITY" not in os.environ
+    if AVX2:
+        assert pin_kernels("avx2") == "avx2"
+        assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "COMPATIBLE"
+        assert pinned_level() is None  # not every variable at the pinned value: not pinned
+    with pytest.raises(ValueError, match="SEARCHVLM_CPU_KERNELS='avx9'"):
+        pin_kernels("avx9")
+
+
+def test_pinned_rows_from_different_cpus_are_one_class() -> None:
+    """Two CPU models that both ran the pinned kernels may be combined; a pinned row and a
+    native row of the same CPU may not (nothing shows the native kernels were AVX2)."""
+    a, b = "AMD EPYC (family 25, model 1, stepping 1)", OTHER
+    assert mixed_cpus({"dense": a + " [AVX2 kernels]", "himix": b + " [AVX2 kernels]"}) is None
+    assert mixed_cpus({"t": joined([a + " [AVX2 kernels]", b + " [AVX2 kernels]"])}) is None
+    problem = mixed_cpus({"dense": a + " [AVX2 kernels]", "himix": a})
+    assert problem is not None and "AVX2 kernels: dense" in problem and f"{a}: himix" in problem
+    assert numerics_class(b) == b and numerics_class(b + " [AVX2 kernels]") == "AVX2 kernels"

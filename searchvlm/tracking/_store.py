@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from searchvlm._host import cpu_model
+from searchvlm._host import machine
 from searchvlm.results import METRIC_COLUMNS
 
 log = logging.getLogger("searchvlm.tracking")
@@ -127,7 +127,7 @@ def as_params(params: dict[str, Any]) -> list[Param]:
 
 def provenance() -> dict[str, str]:
     """Command line, git commit, this machine's CPU model, package versions: tags of the parent run."""
-    tags = {"command": " ".join(sys.argv)[:4000], "git_commit": _git_commit(), "cpu": cpu_model()}
+    tags = {"command": " ".join(sys.argv)[:4000], "git_commit": _git_commit(), "cpu": machine()}
     for pkg in ("searchvlm", "torch", "ray", "optuna", "mlflow", "transformers"):
         try:
             tags[f"version.{pkg}"] = importlib.metadata.version(pkg)
