@@ -95,11 +95,11 @@ def _summary(result, overrides, seconds, config, space_path: str) -> dict:
         "gen_nll_test_se",
     )
     caption = ("gen_caption_acc", "gen_caption_acc_iso", "gen_caption_nats", "gen_caption_nats_iso")
-    for key in keys + tuple(k for k in caption if all(p.get(k) is not None for p in ps)):
-        row[key] = _entry([p[key] for p in ps])
+    for key in keys + tuple(k for k in caption if all(getattr(p, k) is not None for p in ps)):
+        row[key] = _entry([getattr(p, key) for p in ps])
     row["gen_metric"] = config.synergy.gen_metric
     for key in ("und_step_joint", "und_step_iso", "gen_step_joint", "gen_step_iso"):
-        row[key] = [p[key] for p in ps]
+        row[key] = [getattr(p, key) for p in ps]
     row["both_gain_beyond_2se"] = all(
         row[k]["mean"] > 0 and row[k]["mean"] > 2 * (row[k]["stderr"] or float("inf")) for k in ("und_gain", "gen_gain")
     )

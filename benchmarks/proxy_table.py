@@ -122,9 +122,9 @@ def _seed_run(space, policy: ReductionPolicy | None, seed: int) -> dict[str, Any
     name = policy.name if policy else "dense"
     cfg = space.trial_config(policy, name=name, cache_dir=str(CACHE)).model_copy(update={"seeds": [seed]})
     res = run_trial(cfg, report)
-    rec = res.per_seed[0] if res.per_seed else {}
+    rec = res.per_seed[0] if res.per_seed else None
     return {"seed": seed, "status": res.status, "error": res.error, "flops_ratio": _num(res.flops_ratio),
-            **{k: _num(rec.get(k)) for k in SEED_KEYS}, "train_seconds": round(res.train_seconds, 3),
+            **{k: _num(getattr(rec, k, None)) for k in SEED_KEYS}, "train_seconds": round(res.train_seconds, 3),
             "steps": res.steps_done, "curve": curve, "machine": cpu_model(),
             "isa": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
 

@@ -40,8 +40,8 @@ from searchvlm.trial_result import TrialResult
 
 def _scores(result: TrialResult) -> list[dict]:
     """The per-seed records in seed order (a run may list its seeds in reverse)."""
-    by_seed = sorted(result.per_seed, key=lambda p: p["seed"])
-    return [{k: v for k, v in p.items() if k != "baseline_cached"} for p in by_seed]
+    by_seed = sorted(result.per_seed, key=lambda p: p.seed)
+    return [p.model_dump(exclude={"baseline_cached"}) for p in by_seed]
 
 
 def load(folders: list[Path]) -> dict[str, TrialResult]:
@@ -55,16 +55,13 @@ def load(folders: list[Path]) -> dict[str, TrialResult]:
     if "dense" not in results:
         raise SystemExit(f"no run in {', '.join(map(str, folders))} has the dense row")
     _check_cpus(results)
-    dense = {p["seed"]: p["synergy_gain"] for p in results["dense"].per_seed}
+    dense = {p.seed: p.synergy_gain for p in results["dense"].per_seed}
     for name, result in results.items():
-        if sorted(p["seed"] for p in result.per_seed) != sorted(dense):
+        if sorted(p.seed for p in result.per_seed) != sorted(dense):
             raise SystemExit(f"row {name!r} ran seeds {sorted(result.seeds)}, the dense row {sorted(dense)}")
         for p in result.per_seed:
-            if (
-                p.get("synergy_vs_dense") is not None
-                and abs(p["synergy_gain"] - p["synergy_vs_dense"] - dense[p["seed"]]) > 1e-9
-            ):
-                raise SystemExit(f"row {name!r}, seed {p['seed']}: its dense reference is not the dense row's model")
+            if p.synergy_vs_dense is not None and abs(p.synergy_gain - p.synergy_vs_dense - dense[p.seed]) > 1e-9:
+                raise SystemExit(f"row {name!r}, seed {p.seed}: its dense reference is not the dense row's model")
     return results
 
 
@@ -115,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     results = load(args.folders)
     rows = [_row(label, name, results[name]) for label, name in ROWS if name in results]
-    _against_dense(rows, results)
+    rows = _against_dense(rows, results)
     table = Table3(_isolated_rows(results["dense"]) + rows)
     text = f"{table.markdown()}\n\n{measured_on(results)}\n"
     print(text)

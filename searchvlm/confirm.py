@@ -141,7 +141,7 @@ def _policy(row: dict[str, Any], trials: Path) -> ReductionPolicy:
 
 
 def _per_seed(result: TrialResult, key: str) -> str:
-    return json.dumps([p.get(key) for p in result.per_seed]) if result.per_seed else ""
+    return json.dumps([getattr(p, key) for p in result.per_seed]) if result.per_seed else ""
 
 
 def confirmed_row(row: dict[str, Any], result: TrialResult, seeds: list[int]) -> dict[str, Any]:

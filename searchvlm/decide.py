@@ -277,7 +277,7 @@ def _train_one(space_json: str, policy_json: str, name: str, seed: int, cache: s
     """One candidate on one seed, paired with dense (module level: runs in a worker process)."""
     space = SearchSpace.model_validate_json(space_json)
     result = train_paired(space, ReductionPolicy.model_validate_json(policy_json), name, [seed], Path(cache))
-    seed_rec = result.per_seed[0] if result.per_seed else {}
+    seed_rec = result.per_seed[0].model_dump() if result.per_seed else {}  # the keys the seed's record has
     out = {k: seed_rec.get(k, getattr(result, k, None)) for k in RECORD_KEYS}
     return {**out, "seed": seed, "status": result.status, "error": result.error or "",
             "train_seconds": result.train_seconds}  # fmt: skip

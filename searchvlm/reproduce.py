@@ -2,7 +2,8 @@
 
 L4 module. Runs every literature preset with the space's seeds through `run_trial` (the
 isolated baselines are trained once and cached, then reused by every row), and writes the
-table as Markdown and CSV (plus `table3.json`, every row's per-seed record). Every row is
+table as Markdown and CSV (plus `table3.json`, every row's per-seed records); a row is a
+`Table3Row`, typed as the CSV's columns. Every row is
 also compared with the dense unified row on the same seeds: the paired difference of
 synergy (and of each task's gain) with its paired standard error, and a paired t-test
 whose p-values are Holm-corrected over the rows; † marks a difference that survives at 5%.
@@ -18,15 +19,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from pydantic import Field, create_model
+
+from searchvlm._strict import Frozen
 from searchvlm.config import TrialConfig
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.metrics import REGISTRY as METRIC_ROWS
 from searchvlm.metrics import MetricInfo
 from searchvlm.presets import PRESETS, REGISTRY, preset
 from searchvlm.search import DecisionSettings
-from searchvlm.trial_result import TrialResult, last_round_text
+from searchvlm.trial_result import TrialResult, TrialStatus, last_round_text
 
 if TYPE_CHECKING:
     from searchvlm.space import SearchSpace
@@ -38,6 +42,7 @@ __all__ = [
     "ReproduceRequest",
     "TABLE3_METRICS",
     "Table3",
+    "Table3Row",
     "holm",
     "reproduce",
     "reproduce_config",
@@ -48,36 +53,59 @@ __all__ = [
 ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.values())
 #: the metrics Table 3 shows, registration order (`searchvlm.metrics`: a row's `table3` header)
 TABLE3_METRICS: tuple[MetricInfo, ...] = tuple(m for m in METRIC_ROWS.values() if m.table3 is not None)
-# table3.csv's columns in the study's Table 3 order (a file format, not TrialResult's field
-# order; the `*_vs_dense_stderr` and `p_holm` columns are this table's own)
-COLUMNS = (
-    "model",
-    "preset",
-    "status",
-    *(m.name for m in TABLE3_METRICS),
-    "flops_ratio",
-    "und_gain",
-    "und_gain_stderr",
-    "gen_gain",
-    "gen_gain_stderr",
-    "synergy_gain",
-    "synergy_gain_stderr",
-    "und_gain_vs_dense",
-    "und_gain_vs_dense_stderr",
-    "gen_gain_vs_dense",
-    "gen_gain_vs_dense_stderr",
-    "synergy_vs_dense",
-    "synergy_vs_dense_stderr",
-    "p_holm",
-    "synergy_vs_dense_lower",
-    "verdict",
-)
 ALPHA = 0.05
+
+
+class _RowHead(Frozen):
+    model: str = Field(description="the row's label (the study's Table 3 name)")
+    preset: str = Field(description="the preset trained ('isolated' for the U-only and G-only rows)")
+    status: TrialStatus = Field(description="the trial's status (the isolated rows: their baselines' trial's)")
+
+
+#: the Table 3 metrics' columns (each row's mean over seeds; the isolated rows: their task's baseline's)
+_Row = create_model("_Row", __base__=_RowHead, __module__=__name__,
+                    **{m.name: (float | None, Field(None, description=m.doc)) for m in TABLE3_METRICS})  # fmt: skip
+
+
+def _number(description: str) -> Any:
+    return Field(None, description=description)
+
+
+class Table3Row(_Row):
+    """One row of Table 3, its fields in table3.csv's column order (the study's Table 3 order,
+    a file format, not TrialResult's field order): the trial's numbers, then this table's own
+    (the `*_vs_dense_stderr`, `p_holm`, the lower bound and verdict), then what the note below
+    the table reads (not columns). A name the table does not have is refused."""
+
+    flops_ratio: float | None = _number("the policy's training FLOPs / the dense model's")
+    und_gain: float | None = _number("g_U, mean over seeds")
+    und_gain_stderr: float | None = _number("its standard error over seeds")
+    gen_gain: float | None = _number("g_G, mean over seeds")
+    gen_gain_stderr: float | None = _number("its standard error over seeds")
+    synergy_gain: float | None = _number("synergy gain, mean over seeds")
+    synergy_gain_stderr: float | None = _number("its standard error over seeds")
+    und_gain_vs_dense: float | None = _number("g_U minus the dense row's, mean of the per-seed differences")
+    und_gain_vs_dense_stderr: float | None = _number("its paired standard error")
+    gen_gain_vs_dense: float | None = _number("g_G minus the dense row's, mean of the per-seed differences")
+    gen_gain_vs_dense_stderr: float | None = _number("its paired standard error")
+    synergy_vs_dense: float | None = _number("synergy minus the dense row's, mean of the per-seed differences")
+    synergy_vs_dense_stderr: float | None = _number("its paired standard error")
+    p_holm: float | None = _number("paired t-test of synergy_vs_dense against 0, Holm-corrected over the rows")
+    synergy_vs_dense_lower: float | None = _number("the lower confidence bound at the space's decision margin")
+    verdict: str | None = _number("non-inferior | inferior | undecided at the decision margin")
+    last_step: int | None = _number("steps trained (None on the isolated rows; not a column)")
+    at_last_round: str | None = _number("the runs scored at their last round (`last_round_text`; not a column)")
+
+
+#: the fields of a row that are not table3.csv columns (the note below the table reads them)
+_NOTE_FIELDS = ("last_step", "at_last_round")
+#: table3.csv's columns, in order
+COLUMNS: tuple[str, ...] = tuple(f for f in Table3Row.model_fields if f not in _NOTE_FIELDS)
 
 
 @dataclass
 class Table3:
-    rows: list[dict]
+    rows: list[Table3Row]
     files: dict[str, Path] = field(default_factory=dict)  # md, csv, json: where `reproduce` wrote it
 
     def markdown(self) -> str:
@@ -88,22 +116,22 @@ class Table3:
         lines = [head, "|---" * (head.count("|") - 1) + "|"]
         for r in self.rows:
             lines.append(
-                f"| {r['model']} | {' | '.join(_f(r.get(m.name)) for m in TABLE3_METRICS)} | "
-                f"{_f(r['flops_ratio'], '.2f')}× | {_pmf(r, 'und_gain')} | {_pmf(r, 'gen_gain')} | "
+                f"| {r.model} | {' | '.join(_f(getattr(r, m.name)) for m in TABLE3_METRICS)} | "
+                f"{_f(r.flops_ratio, '.2f')}× | {_pmf(r, 'und_gain')} | {_pmf(r, 'gen_gain')} | "
                 f"{_pmf(r, 'synergy_gain')} | {_pmf(r, 'und_gain_vs_dense')} | {_pmf(r, 'gen_gain_vs_dense')} | "
-                f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.get('p_holm'))} | "
-                f"{_f(r.get('synergy_vs_dense_lower'), '+.3f')} | {r.get('verdict') or '–'} |"
+                f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.p_holm)} | "
+                f"{_f(r.synergy_vs_dense_lower, '+.3f')} | {r.verdict or '–'} |"
             )
         return "\n".join(lines) + "\n" + self._last_rounds()
 
     def _last_rounds(self) -> str:
         """A note naming each row's runs scored at the last round (at `synergy.at: best`: still
         improving when training stopped, so a gain on them is a gain at this budget)."""
-        late = [r for r in self.rows if r.get("at_last_round")]
+        late = [r for r in self.rows if r.at_last_round]
         if not late:
             return ""
-        lines = [f"- {r['model']}: {r['at_last_round']}" for r in late]
-        steps = sorted({r["last_step"] for r in late})
+        lines = [f"- {r.model}: {r.at_last_round}" for r in late]
+        steps = sorted({r.last_step for r in late})
         return (f"\nRuns scored at their last round (step {', '.join(map(str, steps))}; seeds of each run; with "
                 "`synergy.at: best` still improving when training stopped, so their gains are gains at this "
                 "budget, not at convergence):\n\n" + "\n".join(lines) + "\n")  # fmt: skip
@@ -112,8 +140,12 @@ class Table3:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows({c: r.get(c) for c in COLUMNS} for r in self.rows)
+        writer.writerows({c: getattr(r, c) for c in COLUMNS} for r in self.rows)
         return buf.getvalue()
+
+    def flat(self) -> list[dict[str, Any]]:
+        """Every row as a flat dict of its fields (what MLflow logs: `tracking.log_table`)."""
+        return [r.model_dump() for r in self.rows]
 
 
 def _f(value, spec: str = ".3f") -> str:
@@ -124,12 +156,13 @@ def _pm(se) -> str:
     return "" if se is None else f" ± {se:.3f}"
 
 
-def _pmf(row: dict, key: str) -> str:
-    return _f(row.get(key), "+.3f") + ("" if row.get(key) is None else _pm(row.get(f"{key}_stderr")))
+def _pmf(row: Table3Row, key: str) -> str:
+    value = getattr(row, key)
+    return _f(value, "+.3f") + ("" if value is None else _pm(getattr(row, f"{key}_stderr")))
 
 
-def _dagger(row: dict) -> str:
-    p = row.get("p_holm")
+def _dagger(row: Table3Row) -> str:
+    p = row.p_holm
     return " †" if p is not None and p < ALPHA else ""
 
 
@@ -146,8 +179,8 @@ def holm(pvalues: list[float]) -> list[float]:
 
 def _paired(result: TrialResult, dense: TrialResult, key: str) -> tuple[list[float], list[float]] | None:
     """`key` of the row and of dense, seed by seed (sorted seeds); None unless both ran the same seeds."""
-    mine = {p["seed"]: p[key] for p in result.per_seed}
-    ref = {p["seed"]: p[key] for p in dense.per_seed}
+    mine = {p.seed: getattr(p, key) for p in result.per_seed}
+    ref = {p.seed: getattr(p, key) for p in dense.per_seed}
     if result.status != "ok" or dense.status != "ok" or set(mine) != set(ref) or not mine:
         return None
     return [mine[s] for s in sorted(mine)], [ref[s] for s in sorted(mine)]
@@ -156,61 +189,67 @@ def _paired(result: TrialResult, dense: TrialResult, key: str) -> tuple[list[flo
 _VS_DENSE = {"und_gain": "und_gain_vs_dense", "gen_gain": "gen_gain_vs_dense", "synergy_gain": "synergy_vs_dense"}
 
 
-def _against_dense(rows: list[dict], results: dict[str, TrialResult], margin: DecisionSettings | None = None) -> None:
-    """Fill each row's paired differences against the dense row, Holm-corrected p, and with
-    a `margin` each row's non-inferiority verdict (`noninferiority.row_verdicts`, as `confirm`'s)."""
+def _against_dense(
+    rows: list[Table3Row], results: dict[str, TrialResult], margin: DecisionSettings | None = None
+) -> list[Table3Row]:
+    """`rows` with each row's paired differences against the dense row, Holm-corrected p, and
+    with a `margin` each row's non-inferiority verdict (`noninferiority.row_verdicts`, as `confirm`'s)."""
     from scipy import stats
 
     from searchvlm.synergy import paired_difference
 
     dense = results.get("dense")
     if dense is None:
-        return
+        return rows
+    updates: list[dict[str, Any]] = [{} for _ in rows]
     tested, synergy_diffs = [], {}
-    for row in rows:
-        if row["preset"] not in results or row["preset"] == "dense":
+    for row, update in zip(rows, updates):
+        if row.preset not in results or row.preset == "dense":
             continue
-        paired = {key: _paired(results[row["preset"]], dense, key) for key in _VS_DENSE}
+        paired = {key: _paired(results[row.preset], dense, key) for key in _VS_DENSE}
         for key, pair in paired.items():
             if pair:
-                row[_VS_DENSE[key]], row[f"{_VS_DENSE[key]}_stderr"] = paired_difference(*pair)
+                update[_VS_DENSE[key]], update[f"{_VS_DENSE[key]}_stderr"] = paired_difference(*pair)
         diffs = [a - b for a, b in zip(*paired["synergy_gain"])] if paired["synergy_gain"] else []
         if len(diffs) > 1 and any(d != diffs[0] for d in diffs):
-            tested.append((row, float(stats.ttest_1samp(diffs, 0.0).pvalue)))
-        synergy_diffs[row["preset"]] = diffs
-    for (row, _), p in zip(tested, holm([p for _, p in tested])):
-        row["p_holm"] = p
+            tested.append((update, float(stats.ttest_1samp(diffs, 0.0).pvalue)))
+        synergy_diffs[row.preset] = diffs
+    for (update, _), p in zip(tested, holm([p for _, p in tested])):
+        update["p_holm"] = p
     if margin is not None:
-        _verdicts(rows, synergy_diffs, margin)
+        _verdicts(rows, updates, synergy_diffs, margin)
+    return [Table3Row.model_validate({**row.model_dump(), **update}) for row, update in zip(rows, updates)]
 
 
-def _verdicts(rows: list[dict], diffs: dict[str, list[float]], margin: DecisionSettings) -> None:
-    """Each row's verdict at the space's `decision:` margin (delta, alpha)."""
+def _verdicts(
+    rows: list[Table3Row], updates: list[dict[str, Any]], diffs: dict[str, list[float]], margin: DecisionSettings
+) -> None:
+    """Each row's verdict at the space's `decision:` margin (delta, alpha), into its `updates`."""
     from searchvlm.noninferiority import row_verdicts
 
-    flops = {r["preset"]: r.get("flops_ratio") or float("nan") for r in rows}
+    flops = {r.preset: r.flops_ratio or float("nan") for r in rows}
     tests = row_verdicts(diffs, flops, margin.delta, margin.alpha)
-    for row in rows:
-        t = tests.get(row["preset"])
+    for row, update in zip(rows, updates):
+        t = tests.get(row.preset)
         if t is not None:
-            row["synergy_vs_dense_lower"], row["verdict"] = t.lower, t.state.replace("_", "-")
+            update.update(synergy_vs_dense_lower=t.lower, verdict=t.state.replace("_", "-"))
 
 
-def _isolated_rows(first: TrialResult) -> list[dict]:
+def _isolated_rows(first: TrialResult) -> list[Table3Row]:
     """U-only and G-only rows come from the (cached) isolated baselines of any trial: each
     shows its task's metrics."""
     rows = []
     for model, task in (("U-only (isolated)", "understanding"), ("G-only (isolated)", "generation")):
         iso = {m.name: getattr(first, m.iso, None) for m in TABLE3_METRICS if m.task == task}
-        rows.append({"model": model, "preset": "isolated", "status": first.status, **iso, "flops_ratio": 1.0})
-    return [{c: r.get(c) for c in COLUMNS} for r in rows]
+        rows.append(Table3Row(model=model, preset="isolated", status=first.status, **iso, flops_ratio=1.0))
+    return rows
 
 
-def _row(label: str, name: str, result: TrialResult) -> dict:
+def _row(label: str, name: str, result: TrialResult) -> Table3Row:
     row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status")}
     late = last_round_text(result.per_seed, result.steps_done) if result.status == "ok" else ""
-    return {"model": label, "preset": name, "status": result.status, **row, "last_step": result.steps_done,
-            "at_last_round": late}  # fmt: skip
+    return Table3Row(model=label, preset=name, status=result.status, **row, last_step=result.steps_done,
+                     at_last_round=late)  # fmt: skip
 
 
 def reproduce(
@@ -238,7 +277,7 @@ def reproduce(
         rows.append(_row(label, name, result))
         if on_result:
             on_result(name, result)
-    _against_dense(rows, results, margin)
+    rows = _against_dense(rows, results, margin)
     first = next(iter(results.values()), None)
     table = Table3((_isolated_rows(first) if first else []) + rows)
     out = Path(out_dir)
@@ -317,5 +356,5 @@ def run_reproduce(
     table = reproduce(base, Path(out_dir) if out_dir else Path(runs_dir) / name,
                       list(presets) if presets else None, on_result, progress, space.decision)  # fmt: skip
     log_table(tracking_uri or default_uri(runs_dir), runs_dir, name, [table.files["md"], table.files["csv"]],
-              table.rows)  # fmt: skip
+              table.flat())  # fmt: skip
     return table

@@ -280,7 +280,7 @@ def trial_row(
         preset=preset or "",
         duplicate_of=run.duplicate_of or "",
         seeds=json.dumps(result.seeds),
-        synergy_per_seed=json.dumps([p.get("synergy_gain") for p in result.per_seed]) if result.per_seed else "",
+        synergy_per_seed=json.dumps([p.synergy_gain for p in result.per_seed]) if result.per_seed else "",
         policy_json=result.policy.model_dump_json() if result.policy else "",
         params_json=json.dumps(params or {}, sort_keys=True, default=str),
         start_time=run.start_time,

@@ -5,7 +5,7 @@ nested in it and renders each key path with its type, default, allowed values an
 description. A field without a description is reported by `missing_descriptions()` (a
 model-typed field may take its class docstring instead), and a test fails on it, so the
 reference stays complete. The same renderer fills the marked blocks of `docs/*.md` (the
-explicit policy, the exported policy file, `TrialResult`, `sweep.json`):
+explicit policy, the exported policy file, `TrialResult` and its `SeedResult`, `sweep.json`):
 
     <!-- BEGIN GENERATED: TrialResult -->  ...  <!-- END GENERATED -->
 
@@ -32,7 +32,7 @@ from searchvlm.policy import PolicyFile, ReductionPolicy
 from searchvlm.policy_space import Dist
 from searchvlm.results import SweepMeta
 from searchvlm.space import SearchSpace
-from searchvlm.trial_result import TrialResult
+from searchvlm.trial_result import SeedResult, TrialResult
 
 __all__ = ["BLOCKS", "missing_descriptions", "render_block", "space_json_schema", "space_reference", "sync_blocks"]
 
@@ -44,6 +44,7 @@ BLOCKS: dict[str, tuple[type[BaseModel], bool]] = {
     "ReductionPolicy": (ReductionPolicy, True),
     "PolicyFile": (PolicyFile, False),
     "TrialResult": (TrialResult, False),
+    "SeedResult": (SeedResult, False),
     "SweepMeta": (SweepMeta, False),
 }
 #: models rendered once in their own section and referred to by name (value types)

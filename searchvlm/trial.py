@@ -37,7 +37,7 @@ from searchvlm.synergy import (
     seed_gains,
 )
 from searchvlm.training import Run, RunSpec, check_layout, resolve_device, sample_images
-from searchvlm.trial_result import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, TrialResult, late_fields
+from searchvlm.trial_result import ROUND_METRICS, SEED_MEANS, SEED_STDERRS, SeedResult, TrialResult, late_fields
 
 Report = Callable[[int, dict[str, float]], None]
 Progress = Callable[[str, int, int], None]
@@ -463,22 +463,26 @@ def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: Tria
                 "und_gain_vs_dense": gains.und_gain - dense.und_gain,
                 "gen_gain_vs_dense": gains.gen_gain - dense.gen_gain,
             })  # fmt: skip
-        per_seed.append(row)
+        per_seed.append(SeedResult.model_validate(row))
     cpu = joined([done.cpu, *(ref.cpu for base in refs.values() for ref in base.values())])
     return _aggregate(per_seed, config, done.model_copy(update={"cpu": cpu}))
 
 
-def _mean_of(per_seed: list[dict], key: str) -> float | None:
-    vals = [p[key] for p in per_seed if p.get(key) is not None]
+def _values(per_seed: list[SeedResult], key: str) -> list[float]:
+    return [v for p in per_seed if (v := getattr(p, key, None)) is not None]
+
+
+def _mean_of(per_seed: list[SeedResult], key: str) -> float | None:
+    vals = _values(per_seed, key)
     return float(np.mean(vals)) if vals else None
 
 
-def _stderr_of(per_seed: list[dict], key: str) -> float | None:
-    vals = [p[key] for p in per_seed if p.get(key) is not None]
+def _stderr_of(per_seed: list[SeedResult], key: str) -> float | None:
+    vals = _values(per_seed, key)
     return mean_stderr(vals)[1] if vals else None
 
 
-def _aggregate(per_seed: list[dict], config: TrialConfig, done: TrialResult) -> TrialResult:
+def _aggregate(per_seed: list[SeedResult], config: TrialConfig, done: TrialResult) -> TrialResult:
     """`done` with `SEED_MEANS` (and the late metrics' values) averaged over the per-seed
     records and the standard error over seeds of `SEED_STDERRS`."""
     return done.model_copy(update={

@@ -1,10 +1,10 @@
-"""The record of a trial: `TrialResult`, the kinds of number it reached (`Reached`) and the
-metric name lists derived from those marks.
+"""The record of a trial: `TrialResult`, its per-seed records (`SeedResult`), the kinds of
+number it reached (`Reached`) and the metric name lists derived from those marks.
 
 L0 module: pydantic + stdlib only. A field's `Reached` mark is its one declaration as a
 trials.csv column, an exported policy's objective, a searchable metric or a per-round report.
-The metrics' fields (value, test standard error, isolated value) are made from their rows in
-`searchvlm.metrics`.
+The metrics' fields (value, test standard error, isolated value; per seed also the scored
+steps) are made from their rows in `searchvlm.metrics`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model, model_validator
-from pydantic_core import PydanticKnownError
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, create_model, model_serializer, model_validator
+from pydantic_core import PydanticCustomError, PydanticKnownError
 
 from searchvlm._strict import Strict as _Strict
-from searchvlm.metrics import REGISTRY
+from searchvlm.metrics import REGISTRY, MetricInfo
 from searchvlm.policy import ReductionPolicy
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "SEED_STDERRS",
     "Searchable",
     "SeedMean",
+    "SeedResult",
     "SeedStderr",
     "TrialResult",
     "TrialStatus",
@@ -38,6 +39,7 @@ __all__ = [
     "gen_gain_text",
     "last_round_text",
     "late_fields",
+    "seed_metric_fields",
 ]
 
 TrialStatus = Literal["ok", "failed", "pruned"]
@@ -108,6 +110,87 @@ class _Gains(_Strict):
     )
 
 
+def seed_metric_fields(m: MetricInfo) -> dict[str, tuple[Any, str]]:
+    """A metric's keys in a per-seed record (`SeedResult`), each with its type and description,
+    in record order: the joint value (with its test standard error where kept) and its scored
+    step, then the isolated run's. A metric scored on the final model only (no scorer:
+    fidelity) has its two values and no steps."""
+    if m.scorer is None:
+        return {m.name: (float | None, m.doc), m.iso: (float | None, m.iso_doc)}
+    out: dict[str, tuple[Any, str]] = {}
+    for name, side, doc in ((m.name, "joint", m.doc), (m.iso, "iso", m.iso_doc)):
+        out[name] = (float | None, doc)
+        if m.test_se:
+            out[f"{name}_test_se"] = (float | None, f"test-set standard error of {name} (std / sqrt(N))")
+        run = "joint" if side == "joint" else "isolated"
+        out[f"{m.step_key}_{side}"] = (int | None, f"the evaluation step the {run} run of {m.name} was scored at")
+    return out
+
+
+def _seed_fields() -> dict[str, Any]:
+    """The per-seed record's head: every registered metric's keys (`seed_metric_fields`), those
+    scored every round first, then `seed`, then those scored on the final model."""
+    scored: dict[bool, dict[str, Any]] = {True: {}, False: {}}
+    for m in REGISTRY.values():
+        for key, (tp, doc) in seed_metric_fields(m).items():
+            scored[m.scorer is not None][key] = (tp, Field(None, description=doc))
+    seed = (int, Field(description="the seed (data, initialisation and batches)"))
+    return {**scored[True], "seed": seed, **scored[False]}
+
+
+class _Record(_Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+#: the metrics' keys of a seed (in the order `run_trial` writes them)
+_SeedScores = create_model("_SeedScores", __base__=_Record, __module__=__name__, **_seed_fields())
+
+
+class SeedResult(_SeedScores):
+    """One seed's numbers in `TrialResult.per_seed`: each metric joint and isolated at its
+    scored round (with those rounds), the gains and where its baselines came from.
+
+    A key absent from the record (a metric the data set does not score, the comparison with
+    dense when `synergy.vs_dense` is off) is None here and absent again when written: a record
+    read from a file is written back with the keys it had. A metric registered after this
+    module is imported (a test's, a plugin's) rides along as extra keys (`late_fields`)."""
+
+    __pydantic_extra__: dict[str, float | int | None] = Field(init=False)
+
+    und_gain: float | None = Field(None, description="g_U of this seed: joint und_acc against the isolated one")
+    gen_gain: float | None = Field(None, description="g_G of this seed on synergy.gen_metric")
+    synergy_gain: float | None = Field(None, description="this seed's synergy gain (synergy.aggregate of g_U, g_G)")
+    baseline_cached: dict[str, bool] | None = Field(
+        None, description="per task, whether the isolated run was read from the baseline cache"
+    )
+    gen_gain_below_chance: float | None = Field(
+        None, description="1.0 when g_G is on caption_acc and the isolated caption accuracy is below chance, else 0.0"
+    )
+    synergy_vs_dense: float | None = Field(
+        None, description="synergy_gain minus the dense joint model's on this seed (synergy.vs_dense: true)"
+    )
+    und_gain_vs_dense: float | None = Field(None, description="und_gain minus the dense joint model's on this seed")
+    gen_gain_vs_dense: float | None = Field(None, description="gen_gain minus the dense joint model's on this seed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        """Unknown keys are errors; the extra keys are late metrics' only."""
+        if isinstance(data, Mapping):
+            late = {k for m in REGISTRY.values() if m.name not in cls.model_fields for k in seed_metric_fields(m)}
+            unknown = [str(key) for key in data if key not in cls.model_fields and key not in late]
+            if unknown:
+                raise PydanticCustomError("extra_forbidden", "Extra inputs are not permitted: {keys}",
+                                          {"keys": ", ".join(unknown)})  # fmt: skip
+        return data
+
+    @model_serializer(mode="wrap")
+    def _as_recorded(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The keys the record was given, no others (files keep their keys: see the class doc)."""
+        given = self.model_fields_set
+        return {k: v for k, v in handler(self).items() if k in given}
+
+
 def _metric_fields() -> dict[str, Any]:
     """Each registered metric's fields (`searchvlm.metrics`): the joint value (and its test
     standard error) of every metric, then every isolated baseline's value, in registration order."""
@@ -144,11 +227,10 @@ class TrialResult(_Scores):
         "image)); such a ratio means nothing and is printed as 'below chance'. None for the other gen metrics",
     )
     seeds: list[int] = Field(default_factory=list, description="the paired seeds trained")
-    per_seed: list[dict[str, Any]] = Field(
+    per_seed: list[SeedResult] = Field(
         default_factory=list,
-        description="one record per seed: the numbers above for that seed, the scored steps "
-        "(und_step_joint, und_step_iso, gen_step_joint, gen_step_iso), the isolated runs' "
-        "und_acc_iso_test_se and gen_nll_iso_test_se, and baseline_cached (not in trials.csv)",
+        description="one record per seed (`SeedResult`): the numbers above for that seed, the scored "
+        "steps, the isolated runs' test standard errors and baseline_cached (not in trials.csv)",
     )
     train_seconds: float = Field(
         0.0, description="wall seconds of joint training and evaluation, all seeds (baselines excluded)"
@@ -209,7 +291,7 @@ def gen_gain_text(row: Any, spec: str = "+.4f", missing: str = "-") -> str:
     return missing if value is None or not math.isfinite(float(value)) else format(float(value), spec)
 
 
-def best_at_last_round(per_seed: list[dict[str, Any]], last_step: int,
+def best_at_last_round(per_seed: list[SeedResult], last_step: int,
                        metrics: tuple[str, ...] | None = None) -> list[tuple[str, str, int, int]]:  # fmt: skip
     """(metric, "joint" | "alone", seeds whose scored round is the last one, seeds) for each run
     the per-seed records picked a round of (`metrics`: those only, e.g. g_U's and g_G's). A best
@@ -220,13 +302,14 @@ def best_at_last_round(per_seed: list[dict[str, Any]], last_step: int,
         if metrics is not None and m.name not in metrics:
             continue
         for side, name in (("joint", "joint"), ("iso", "alone")):
-            steps = [p[f"{m.step_key}_{side}"] for p in per_seed if p.get(f"{m.step_key}_{side}") is not None]
+            key = f"{m.step_key}_{side}"
+            steps = [step for p in per_seed if (step := getattr(p, key, None)) is not None]
             if steps:
                 out.append((m.name, name, sum(1 for s in steps if s == last_step), len(steps)))
     return out
 
 
-def last_round_text(per_seed: list[dict[str, Any]], last_step: int, metrics: tuple[str, ...] | None = None) -> str:
+def last_round_text(per_seed: list[SeedResult], last_step: int, metrics: tuple[str, ...] | None = None) -> str:
     """`und_acc alone 4/5` for every run whose best round was the last in some seed ('' if none)."""
     runs = best_at_last_round(per_seed, last_step, metrics)
     return ", ".join(f"{name} {side} {k}/{n}" for name, side, k, n in runs if k)

@@ -80,17 +80,16 @@ def test_every_policy_on_a_seed_gets_the_same_data(tmp_path: Path) -> None:
     himix = run_trial(cfg.model_copy(update={"policy": preset("himix", 2)}))
     assert dense.status == himix.status == "ok", (dense.error, himix.error)
     assert len(list((tmp_path / "cache" / "baselines").glob("*.json"))) == 4  # 2 seeds x 2 tasks
-    assert [p["baseline_cached"] for p in himix.per_seed] == [{t: True for t in TASKS}] * 2
+    assert [p.baseline_cached for p in himix.per_seed] == [{t: True for t in TASKS}] * 2
     for d, h in zip(dense.per_seed, himix.per_seed):
-        assert (d["und_acc_iso"], d["gen_nll_iso"]) == (h["und_acc_iso"], h["gen_nll_iso"])
-    assert dense.per_seed[0]["gen_nll_iso"] != dense.per_seed[1]["gen_nll_iso"]
+        assert (d.und_acc_iso, d.gen_nll_iso) == (h.und_acc_iso, h.gen_nll_iso)
+    assert dense.per_seed[0].gen_nll_iso != dense.per_seed[1].gen_nll_iso
     fixed = run_trial(_config(tmp_path / "fixed", SHAPES.model_copy(update={"seed": 1}), [1]))
     alone = run_trial(_config(tmp_path / "alone", SHAPES, [1]))
     drop = {"baseline_cached"}
-    assert [{k: v for k, v in p.items() if k not in drop} for p in alone.per_seed] == [
-        {k: v for k, v in p.items() if k not in drop} for p in fixed.per_seed
-    ]
-    assert alone.per_seed[0] == {**dense.per_seed[1], "baseline_cached": alone.per_seed[0]["baseline_cached"]}
+    assert [p.model_dump(exclude=drop) for p in alone.per_seed] == [p.model_dump(exclude=drop) for p in fixed.per_seed]
+    cached = alone.per_seed[0].baseline_cached
+    assert alone.per_seed[0].model_dump() == {**dense.per_seed[1].model_dump(), "baseline_cached": cached}
 
 
 def test_the_cache_key_holds_the_effective_data_seed() -> None:

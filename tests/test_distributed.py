@@ -72,9 +72,9 @@ def test_two_processes_train_and_score_as_one(shard: str, one_process: tuple, tm
         assert {k: got[k] for k in ROUND_KEYS} == pytest.approx({k: want[k] for k in ROUND_KEYS}, abs=TOL)
     assert result.model_dump(include=set(RESULT_KEYS)) == pytest.approx(ref.model_dump(include=set(RESULT_KEYS)),
                                                                          abs=TOL)  # fmt: skip
-    assert [result.per_seed[0][k] for k in STEP_KEYS] == [ref.per_seed[0][k] for k in STEP_KEYS]
+    assert [getattr(result.per_seed[0], k) for k in STEP_KEYS] == [getattr(ref.per_seed[0], k) for k in STEP_KEYS]
     # the baselines were trained over the ranks too, and written once, by rank 0
-    assert result.per_seed[0]["baseline_cached"] == {t: False for t in TASKS}
+    assert result.per_seed[0].baseline_cached == {t: False for t in TASKS}
     assert len(list((tmp_path / "cache" / "baselines").glob("*.json"))) == 2
     got = torch.load(tmp_path / "model-0.pt", weights_only=True)["state_dict"]
     want = torch.load(ref_root / "model-0.pt", weights_only=True)["state_dict"]

@@ -100,7 +100,7 @@ def test_a_trial_records_its_cpu_and_its_cached_references(tmp_path: Path) -> No
         assert record["cpu"] == machine()
         path.write_text(json.dumps({**record, "cpu": OTHER}))
     again = run_trial(_tiny(tmp_path))
-    assert again.per_seed[0]["synergy_gain"] == first.per_seed[0]["synergy_gain"]
+    assert again.per_seed[0].synergy_gain == first.per_seed[0].synergy_gain
     assert cpu_set(again.cpu) == {machine(), OTHER} and mixed_cpus({"t": again.cpu}) is not None
 
 
@@ -172,12 +172,12 @@ def test_the_trial_table_names_the_runs_still_improving_at_the_last_round() -> N
     from rich.console import Console
 
     from searchvlm._console import result_table
-    from searchvlm.trial_result import best_at_last_round
+    from searchvlm.trial_result import SeedResult, best_at_last_round
 
-    seeds = [{"und_step_joint": 300, "und_step_iso": 600, "gen_caption_acc_step_joint": 600,
-              "gen_caption_acc_step_iso": 450, "gen_step_joint": 600, "gen_step_iso": 600},
-             {"und_step_joint": 600, "und_step_iso": 600, "gen_caption_acc_step_joint": 150,
-              "gen_caption_acc_step_iso": 300, "gen_step_joint": 600, "gen_step_iso": 600}]  # fmt: skip
+    seeds = [SeedResult(seed=0, und_step_joint=300, und_step_iso=600, gen_caption_acc_step_joint=600,
+                        gen_caption_acc_step_iso=450, gen_step_joint=600, gen_step_iso=600),
+             SeedResult(seed=1, und_step_joint=600, und_step_iso=600, gen_caption_acc_step_joint=150,
+                        gen_caption_acc_step_iso=300, gen_step_joint=600, gen_step_iso=600)]  # fmt: skip
     runs = best_at_last_round(seeds, 600, ("und_acc", "gen_caption_acc"))
     assert runs == [("und_acc", "joint", 1, 2), ("und_acc", "alone", 2, 2), ("gen_caption_acc", "joint", 1, 2),
                     ("gen_caption_acc", "alone", 0, 2)]  # fmt: skip

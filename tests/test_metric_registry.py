@@ -86,17 +86,17 @@ def test_a_trial_scores_reports_and_selects_them(added: None, tmp_path: Path) ->
     assert result.status == "ok", result.error
     seed = result.per_seed[0]
     # the und metric mirrors und_acc: same best rounds, joint and isolated
-    assert seed["und_error"] == pytest.approx(1 - seed["und_acc"])
-    assert seed["und_error_iso"] == pytest.approx(1 - seed["und_acc_iso"])
-    assert (seed["und_error_step_joint"], seed["und_error_step_iso"]) == (seed["und_step_joint"], seed["und_step_iso"])
+    assert seed.und_error == pytest.approx(1 - seed.und_acc)
+    assert seed.und_error_iso == pytest.approx(1 - seed.und_acc_iso)
+    assert (seed.und_error_step_joint, seed.und_error_step_iso) == (seed.und_step_joint, seed.und_step_iso)
     # g_G is computed on the chosen one, lower is better
-    assert seed["gen_perplexity"] > 1 and seed["gen_perplexity_iso"] > 1
-    expected = relative_gain(seed["gen_perplexity"], seed["gen_perplexity_iso"], higher_is_better=False)
-    assert seed["gen_gain"] == pytest.approx(expected)
+    assert seed.gen_perplexity > 1 and seed.gen_perplexity_iso > 1
+    expected = relative_gain(seed.gen_perplexity, seed.gen_perplexity_iso, higher_is_better=False)
+    assert seed.gen_gain == pytest.approx(expected)
     assert result.gen_gain == pytest.approx(expected)
     # reported on the result (extra keys: not trials.csv columns) and in the `trial` table
     for key in late_fields():
-        assert getattr(result, key) == pytest.approx(seed[key])
+        assert getattr(result, key) == pytest.approx(getattr(seed, key))
     assert TrialResult.model_validate(result.model_dump()).und_error == result.und_error
     console = Console(width=200, record=True)
     console.print(result_table(result, "perplexity"))

@@ -13,6 +13,7 @@ from searchvlm.policy import TASKS, preset
 from searchvlm.synergy import seed_gains
 from searchvlm.training import Run, RunSpec
 from searchvlm.trial import prepare, run_trial
+from searchvlm.trial_result import SeedResult
 
 TINY_MODEL = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
 TINY_DATA = DataConfig(train_size=64, val_size=32, test_size=32)
@@ -49,7 +50,10 @@ def test_trial_reports_every_round_and_scores_synergy(tmp_path: Path) -> None:
         assert {"flops_ratio", "synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll"} <= metrics.keys()
     assert 0 < result.flops_ratio < 1
     seed = result.per_seed[0]
-    gains = seed_gains(seed["und_acc"], seed["und_acc_iso"], seed["gen_nll"], seed["gen_nll_iso"])
+    assert isinstance(seed, SeedResult) and seed.seed == 0 and isinstance(seed.und_step_joint, int)
+    assert seed.baseline_cached == {t: False for t in TASKS} and seed.synergy_vs_dense is None
+    assert "synergy_vs_dense" not in seed.model_dump()  # no dense reference: not a key of the record
+    gains = seed_gains(seed.und_acc, seed.und_acc_iso, seed.gen_nll, seed.gen_nll_iso)
     assert result.synergy_gain == pytest.approx(gains.synergy_gain)
     assert result.synergy_gain == pytest.approx(min(result.und_gain, result.gen_gain))
     assert result.steps_done == 6 and result.policy.name == "himix"
@@ -58,10 +62,10 @@ def test_trial_reports_every_round_and_scores_synergy(tmp_path: Path) -> None:
 def test_baseline_cache_is_hit_on_the_second_trial(tmp_path: Path) -> None:
     first = run_trial(tiny(tmp_path, policy=preset("himix", 2)))
     files = sorted((tmp_path / "cache" / "baselines").glob("*.json"))
-    assert len(files) == 2 and first.per_seed[0]["baseline_cached"] == {t: False for t in TASKS}
+    assert len(files) == 2 and first.per_seed[0].baseline_cached == {t: False for t in TASKS}
     stamps = [f.stat().st_mtime_ns for f in files]
     second = run_trial(tiny(tmp_path, policy=preset("fastv", 2)))
-    assert second.per_seed[0]["baseline_cached"] == {t: True for t in TASKS}
+    assert second.per_seed[0].baseline_cached == {t: True for t in TASKS}
     assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing retrained or rewritten
     assert second.und_acc_iso == first.und_acc_iso and second.gen_nll_iso == first.gen_nll_iso
 
@@ -85,8 +89,8 @@ def test_identical_seeds_give_identical_results(tmp_path: Path) -> None:
 @pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
 def test_two_seeds_are_paired_with_standard_error(tmp_path: Path) -> None:
     result = run_trial(tiny(tmp_path, seeds=[0, 1]))
-    assert [p["seed"] for p in result.per_seed] == [0, 1]
-    values = [p["synergy_gain"] for p in result.per_seed]
+    assert [p.seed for p in result.per_seed] == [0, 1]
+    values = [p.synergy_gain for p in result.per_seed]
     assert result.synergy_gain == pytest.approx(sum(values) / 2)
     assert result.synergy_gain_stderr == pytest.approx(abs(values[0] - values[1]) / 2)
 
@@ -129,27 +133,27 @@ def test_each_run_is_scored_at_its_own_best_validation_round(tmp_path: Path) -> 
     assert result.status == "ok", result.error
     seed = result.per_seed[0]
     joint = {m: {s: r[m] for s, r in reports} for m in ("und_acc", "gen_nll")}  # one seed: its own values
-    assert seed["und_step_joint"] == _best(joint["und_acc"], True)
-    assert seed["gen_step_joint"] == _best(joint["gen_nll"], False)
+    assert seed.und_step_joint == _best(joint["und_acc"], True)
+    assert seed.gen_step_joint == _best(joint["gen_nll"], False)
     iso = {}
     for f in (tmp_path / "cache" / "baselines").glob("*.json"):
         rec = json.loads(f.read_text())
         iso[rec["tasks"][0]] = rec
     u_val = {int(k): v for k, v in iso["understanding"]["val"]["und_acc"].items()}
     g_val = {int(k): v for k, v in iso["generation"]["val"]["gen_nll"].items()}
-    assert seed["und_step_iso"] == _best(u_val, True)
-    assert seed["gen_step_iso"] == _best(g_val, False)
+    assert seed.und_step_iso == _best(u_val, True)
+    assert seed.gen_step_iso == _best(g_val, False)
     # the scored values are the TEST values of those rounds
-    assert seed["und_acc_iso"] == iso["understanding"]["test"]["und_acc"][str(seed["und_step_iso"])]
-    assert seed["gen_nll_iso"] == iso["generation"]["test"]["gen_nll"][str(seed["gen_step_iso"])]
+    assert seed.und_acc_iso == iso["understanding"]["test"]["und_acc"][str(seed.und_step_iso)]
+    assert seed.gen_nll_iso == iso["generation"]["test"]["gen_nll"][str(seed.gen_step_iso)]
     # not every pick is the last round, or the test would not tell best from final
-    steps = (seed["und_step_joint"], seed["gen_step_joint"], seed["und_step_iso"], seed["gen_step_iso"])
+    steps = (seed.und_step_joint, seed.gen_step_joint, seed.und_step_iso, seed.gen_step_iso)
     assert min(steps) < 40, steps
     final = run_trial(cfg.model_copy(update={"synergy": SynergyConfig(at="final")}))
     fs = final.per_seed[0]
-    assert (fs["und_step_joint"], fs["gen_step_joint"], fs["und_step_iso"], fs["gen_step_iso"]) == (40,) * 4
-    assert fs["und_acc_iso"] == iso["understanding"]["test"]["und_acc"]["40"]  # cached: nothing retrained
-    assert all(fs["baseline_cached"].values())
+    assert (fs.und_step_joint, fs.gen_step_joint, fs.und_step_iso, fs.gen_step_iso) == (40,) * 4
+    assert fs.und_acc_iso == iso["understanding"]["test"]["und_acc"]["40"]  # cached: nothing retrained
+    assert all(fs.baseline_cached.values())
 
 
 @pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
@@ -159,14 +163,14 @@ def test_vs_dense_is_the_paired_difference_against_the_dense_joint_model(tmp_pat
     dense = run_trial(cfg)
     himix = run_trial(cfg.model_copy(update={"policy": preset("himix", 2)}))
     assert dense.synergy_vs_dense == 0.0  # the cached dense joint run equals a fresh one
-    diffs = [h["synergy_gain"] - d["synergy_gain"] for h, d in zip(himix.per_seed, dense.per_seed)]
-    assert [p["synergy_vs_dense"] for p in himix.per_seed] == pytest.approx(diffs)
+    diffs = [h.synergy_gain - d.synergy_gain for h, d in zip(himix.per_seed, dense.per_seed)]
+    assert [p.synergy_vs_dense for p in himix.per_seed] == pytest.approx(diffs)
     assert himix.synergy_vs_dense == pytest.approx(sum(diffs) / 2)
     assert himix.synergy_vs_dense_stderr == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
     n = TINY_DATA.test_size
     for p in himix.per_seed:  # binomial s.e. of an accuracy (sample std), a spread for the NLL
-        assert p["und_acc_test_se"] == pytest.approx(math.sqrt(p["und_acc"] * (1 - p["und_acc"]) / (n - 1)))
-        assert 0 < p["gen_nll_test_se"] < 1
+        assert p.und_acc_test_se == pytest.approx(math.sqrt(p.und_acc * (1 - p.und_acc) / (n - 1)))
+        assert 0 < p.gen_nll_test_se < 1
 
 
 def test_references_are_warmed_once_and_then_reused(tmp_path: Path) -> None:
@@ -178,7 +182,7 @@ def test_references_are_warmed_once_and_then_reused(tmp_path: Path) -> None:
     assert [warm_reference(config, 0, label) for label in reference_labels(config)] == [False, False, False]
     assert warm_reference(config, 0, "generation") is True
     result = run_trial(config.model_copy(update={"policy": preset("himix", 2)}))
-    assert result.per_seed[0]["baseline_cached"] == {t: True for t in TASKS}
+    assert result.per_seed[0].baseline_cached == {t: True for t in TASKS}
 
 
 @pytest.mark.slow  # 10-70 s on a loaded 2-core machine: out of the fast tier
@@ -211,7 +215,5 @@ def test_a_dense_trial_reuses_its_cached_dense_reference(tmp_path: Path, monkeyp
     keep = lambda r: r.model_dump(exclude={"train_seconds", "per_seed"})  # noqa: E731
     assert keep(reused) == keep(fresh)
     for a, b in zip(reused.per_seed, fresh.per_seed):
-        assert {k: v for k, v in a.items() if k != "baseline_cached"} == {
-            k: v for k, v in b.items() if k != "baseline_cached"
-        }
+        assert a.model_dump(exclude={"baseline_cached"}) == b.model_dump(exclude={"baseline_cached"})
     assert reused.synergy_vs_dense == 0.0

@@ -82,7 +82,7 @@ def run_job(job: tuple[str, int, bool]) -> dict:
         "overrides": VARIANTS[variant] + (CONTROL if control else []),
     }
     if result.per_seed:
-        row.update({k: v for k, v in result.per_seed[0].items() if k != "baseline_cached"})
+        row.update(result.per_seed[0].model_dump(exclude={"baseline_cached"}))
     return row
 
 
