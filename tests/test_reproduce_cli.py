@@ -9,19 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers.sweeps import TINY_REPRODUCE_SPACE as TINY_SPACE
 from searchvlm.cli import app
 from searchvlm.reproduce import ROWS, reproduce
 from searchvlm.space import load_space
-
-TINY_SPACE = """
-model: {num_layers: 4, hidden_size: 32, num_heads: 2, num_kv_heads: 1, intermediate_size: 64}
-data: {name: digits, train_size: 48, val_size: 16, test_size: 16}
-training: {steps: 4, batch_size: 8, eval_every: 2, threads: 1}
-seeds: [0, 1]
-policy:
-  understanding: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
-  generation: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
-"""
 
 
 @pytest.fixture
