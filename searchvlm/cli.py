@@ -465,6 +465,11 @@ class ReproduceArgs:
     tracking_uri: Optional[str] = option(None, "--tracking-uri", help="MLflow URI (default sqlite under runs/)")
     overrides: Optional[list[str]] = option(None, "--set", help=SET_HELP)
     print_config: bool = option(False, "--print-config", help=PRINT_CONFIG_HELP + " (the dense row's)")
+    max_seeds: Optional[int] = option(
+        None, "--max-seeds", show_default=False,
+        help="add seeds to each row still undecided at the space's decision margin (looks: the --seeds count, "
+        "doubling) until decided or at this many seeds (default: the given seeds only)",
+    )  # fmt: skip
 
 
 @app.command()
@@ -483,6 +488,8 @@ def reproduce(args: ReproduceArgs) -> None:
     table = run_reproduce(args.space_file, wanted, out_dir=args.out_dir, runs_dir=args.runs_dir,
                           tracking_uri=args.tracking_uri, on_result=done, progress=step)  # fmt: skip
     out.print(table.markdown())
+    if table.trained is not None:
+        out.print(f"{table.trained} runs trained, {table.reused} reused (table3_race.json)", highlight=False)
     out.print(f"wrote {table.files['md']} and {table.files['csv']}")
 
 

@@ -212,10 +212,11 @@ def _order_entry(row: TrialRow) -> dict[str, Any]:
 
 
 class Records:
-    """Every (candidate, seed) paired result: race.json's, then confirmed.csv's on the same seeds."""
+    """Every (candidate, seed) paired result: race.json's, then confirmed.csv's on the same seeds
+    (`name`: another file of the same form, `reproduce --max-seeds`'s table3_race.json)."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / RACE_FILE
+    def __init__(self, run_dir: Path, name: str = RACE_FILE) -> None:
+        self.path = run_dir / name
         self.data: dict[tuple[str, int], dict[str, Any]] = {}
         self.plan: dict[str, Any] | None = None  # the race these records belong to (see `settle`)
         self._load_race()

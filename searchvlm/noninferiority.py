@@ -22,10 +22,16 @@ adjustment is needed across candidates: a wrong acceptance needs the first truly
 candidate of the order accepted, and that single test has level alpha.
 
 Seeds are added in looks (`looks`: e.g. 5 then 10 seeds) only while a candidate is
-undecided. Several looks at one candidate are several chances to cross, so each look is
-tested at alpha / (number of looks) (Bonferroni over looks: conservative, needs no
+undecided (`run_looks`). Several looks at one candidate are several chances to cross, so each
+look is tested at alpha / (number of looks) (Bonferroni over looks: conservative, needs no
 independence). Hence: the family-wise probability of accepting any policy whose true
 difference is at most -delta is at most alpha.
+
+A table of policies (`confirm`, `reproduce`: every row its own verdict, not a race) tests
+each of its m rows at alpha / m (`row_verdicts`); run until decided (`reproduce --max-seeds`,
+`sequential_verdicts`), with the same looks as the race, each look of each row at
+alpha / (m * number of looks) (Bonferroni over rows and looks): the chance that any row's
+verdict is wrong stays at most alpha however many looks a row takes.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ __all__ = [
     "power",
     "race",
     "row_verdicts",
+    "run_looks",
     "seeds_needed",
+    "sequential_level",
+    "sequential_verdicts",
     "check_candidate",
 ]
 
@@ -175,8 +184,29 @@ class RaceResult:
         }  # fmt: skip
 
 
-#: the paired differences of candidate `name` on its first `n` race seeds (trains what is missing)
-Sample = Callable[[str, int], Sequence[float]]
+#: the paired differences of candidate `name` on its first `n` race seeds (trains what is missing);
+#: None when they cannot be had (a table's row whose training failed: `run_looks` drops it)
+Sample = Callable[[str, int], Sequence[float] | None]
+
+
+def run_looks(tests: Sequence[CandidateTest], sample: Sample, level: float, delta: float,
+              looks: Sequence[int]) -> None:  # fmt: skip
+    """Test each of `tests` look by look (`check_candidate` at `level` on `sample(name, n)`
+    for n in `looks`), adding seeds only to the tests still undecided: a test stops at its
+    first decided look, at the last look (the cap), or when `sample` gives None."""
+    pending = list(tests)
+    for n in looks:
+        still = []
+        for test in pending:
+            diffs = sample(test.name, n)
+            if diffs is None:
+                continue
+            check_candidate(test, diffs, level, delta)
+            if test.state == "undecided":
+                still.append(test)
+        pending = still
+        if not pending:
+            return
 
 
 def race(order: Sequence[tuple[str, float]], sample: Sample, delta: float, alpha: float,
@@ -193,10 +223,7 @@ def race(order: Sequence[tuple[str, float]], sample: Sample, delta: float, alpha
     for name, flops in order:
         test = CandidateTest(name, float(flops))
         tested.append(test)
-        for n in looks:
-            check_candidate(test, sample(name, n), level, delta)
-            if test.state != "undecided":
-                break
+        run_looks([test], sample, level, delta, looks)
         if test.state != "non_inferior":
             return _stop(test, accepted, tested, delta, alpha, list(looks))
         accepted = test
@@ -225,3 +252,22 @@ def row_verdicts(diffs: dict[str, Sequence[float]], flops: dict[str, float], del
     level = alpha / max(len(tested), 1)
     return {k: check_candidate(CandidateTest(k, float(flops.get(k, float("nan")))), v, level, delta)
             for k, v in tested.items()}  # fmt: skip
+
+
+def sequential_verdicts(order: Sequence[tuple[str, float]], sample: Sample, delta: float, alpha: float,
+                        looks: Sequence[int]) -> dict[str, CandidateTest]:  # fmt: skip
+    """`row_verdicts` run until decided: each row of `order` ((name, flops_ratio), fixed before
+    any seed is seen) tested look by look (`run_looks`, the race's looks) at
+    alpha / (m * number of looks), m = len(order) (Bonferroni over rows and looks: the chance
+    that any row's verdict is wrong stays at most alpha). With one look it is `row_verdicts`
+    on those rows."""
+    if not delta > 0:
+        raise ValueError(f"delta = {delta} must be > 0")
+    tests = {name: CandidateTest(name, float(flops)) for name, flops in order}
+    run_looks(list(tests.values()), sample, sequential_level(alpha, len(tests), looks), delta, looks)
+    return tests
+
+
+def sequential_level(alpha: float, rows: int, looks: Sequence[int]) -> float:
+    """The level of each look of each row in `sequential_verdicts`: alpha / (rows * looks)."""
+    return alpha / (max(rows, 1) * len(looks))

@@ -7,7 +7,22 @@ table as Markdown and CSV (plus `table3.json`, every row's per-seed records); a 
 also compared with the dense unified row on the same seeds: the paired difference of
 synergy (and of each task's gain) with its paired standard error, and a paired t-test
 whose p-values are Holm-corrected over the rows; † marks a difference that survives at 5%.
-MLflow logging goes through `searchvlm.tracking`.
+With the space's `decision:` margin each row also gets a non-inferiority verdict
+(`searchvlm.noninferiority`, the statistics of `searchvlm decide`). MLflow logging goes
+through `searchvlm.tracking`.
+
+Until decided (`max_seeds`, `reproduce --max-seeds N`): the rows start on the given seeds
+(n0 of them) and seeds are added in `decide`'s looks (`noninferiority.look_schedule`: n0,
+doubling, ending at N; the seeds after the given ones are the integers after the largest)
+only to the rows still undecided, every run one seed paired with the dense joint model of
+that seed (`synergy.vs_dense`, cached, so dense has every seed any row uses). Each look of
+each of the m rows is tested at alpha / (m * number of looks)
+(`noninferiority.sequential_verdicts`: Bonferroni over rows and looks, as `decide` takes
+alpha / looks; no alpha spending), so the chance that any verdict is wrong stays at most
+alpha. A row stops when decided or at N seeds (`stopped`: decided | cap | failed). Every
+(row, seed) run is recorded in `table3_race.json` (`decide`'s race-file form, with the plan
+fixed before the first seed) as it finishes: a rerun retrains nothing recorded, and one
+with another plan on the same seeds is refused.
 """
 
 from __future__ import annotations
@@ -33,11 +48,14 @@ from searchvlm.search import DecisionSettings
 from searchvlm.trial_result import TrialResult, TrialStatus, last_round_text
 
 if TYPE_CHECKING:
+    from searchvlm.decide import Records
+    from searchvlm.noninferiority import CandidateTest
     from searchvlm.space import SearchSpace
 
 __all__ = [
     "ALPHA",
     "COLUMNS",
+    "RACE_FILE",
     "ROWS",
     "ReproduceRequest",
     "TABLE3_METRICS",
@@ -54,6 +72,8 @@ ROWS: tuple[tuple[str, str], ...] = tuple((p.label, p.name) for p in REGISTRY.va
 #: the metrics Table 3 shows, registration order (`searchvlm.metrics`: a row's `table3` header)
 TABLE3_METRICS: tuple[MetricInfo, ...] = tuple(m for m in METRIC_ROWS.values() if m.table3 is not None)
 ALPHA = 0.05
+#: `reproduce --max-seeds`'s per-(row, seed) records and plan (`searchvlm.decide.Records`' form)
+RACE_FILE = "table3_race.json"
 
 
 class _RowHead(Frozen):
@@ -93,6 +113,9 @@ class Table3Row(_Row):
     p_holm: float | None = _number("paired t-test of synergy_vs_dense against 0, Holm-corrected over the rows")
     synergy_vs_dense_lower: float | None = _number("the lower confidence bound at the space's decision margin")
     verdict: str | None = _number("non-inferior | inferior | undecided at the decision margin")
+    seeds: str | None = _number("the seeds the row ran, a JSON list")
+    stopped: str | None = _number("until decided (`--max-seeds`): decided | cap | failed")
+    seeds_needed: int | None = _number("stopped at the cap: the paired seeds a decision would need (80% power)")
     last_step: int | None = _number("steps trained (None on the isolated rows; not a column)")
     at_last_round: str | None = _number("the runs scored at their last round (`last_round_text`; not a column)")
 
@@ -107,11 +130,13 @@ COLUMNS: tuple[str, ...] = tuple(f for f in Table3Row.model_fields if f not in _
 class Table3:
     rows: list[Table3Row]
     files: dict[str, Path] = field(default_factory=dict)  # md, csv, json: where `reproduce` wrote it
+    trained: int | None = None  # until decided: (row, seed) runs this call trained
+    reused: int | None = None  # and found recorded in table3_race.json
 
     def markdown(self) -> str:
         head = (
             f"| model | {' | '.join(m.table3 for m in TABLE3_METRICS)} | FLOPs | g_U | g_G | synergy | "
-            "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) | lower bound | vs −δ |"
+            "Δg_U vs dense | Δg_G vs dense | Δsynergy vs dense | p (Holm) | lower bound | vs −δ | seeds |"
         )
         lines = [head, "|---" * (head.count("|") - 1) + "|"]
         for r in self.rows:
@@ -120,7 +145,7 @@ class Table3:
                 f"{_f(r.flops_ratio, '.2f')}× | {_pmf(r, 'und_gain')} | {_pmf(r, 'gen_gain')} | "
                 f"{_pmf(r, 'synergy_gain')} | {_pmf(r, 'und_gain_vs_dense')} | {_pmf(r, 'gen_gain_vs_dense')} | "
                 f"{_pmf(r, 'synergy_vs_dense')}{_dagger(r)} | {_f(r.p_holm)} | "
-                f"{_f(r.synergy_vs_dense_lower, '+.3f')} | {r.verdict or '–'} |"
+                f"{_f(r.synergy_vs_dense_lower, '+.3f')} | {r.verdict or '–'} | {_seeds(r)} |"
             )
         return "\n".join(lines) + "\n" + self._last_rounds()
 
@@ -161,6 +186,17 @@ def _pmf(row: Table3Row, key: str) -> str:
     return _f(value, "+.3f") + ("" if value is None else _pm(getattr(row, f"{key}_stderr")))
 
 
+def _seeds(row: Table3Row) -> str:
+    """A row's seed count, with why it stopped where it did not stop decided (`10 (cap, ~23
+    needed)`, `4 (failed)`)."""
+    if not row.seeds:
+        return "–"
+    n, why = len(json.loads(row.seeds)), row.stopped
+    if why == "cap" and row.seeds_needed:
+        return f"{n} (cap, ~{row.seeds_needed} needed)"
+    return f"{n} ({why})" if why in ("cap", "failed") else str(n)
+
+
 def _dagger(row: Table3Row) -> str:
     p = row.p_holm
     return " †" if p is not None and p < ALPHA else ""
@@ -178,10 +214,11 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def _paired(result: TrialResult, dense: TrialResult, key: str) -> tuple[list[float], list[float]] | None:
-    """`key` of the row and of dense, seed by seed (sorted seeds); None unless both ran the same seeds."""
+    """`key` of the row and of dense, seed by seed (the row's seeds, sorted); None unless dense
+    ran every seed the row ran."""
     mine = {p.seed: getattr(p, key) for p in result.per_seed}
-    ref = {p.seed: getattr(p, key) for p in dense.per_seed}
-    if result.status != "ok" or dense.status != "ok" or set(mine) != set(ref) or not mine:
+    ref = {p.seed: getattr(p, key) for p in dense.per_seed}  # until decided: dense has every row's seeds
+    if result.status != "ok" or dense.status != "ok" or not set(mine) <= set(ref) or not mine:
         return None
     return [mine[s] for s in sorted(mine)], [ref[s] for s in sorted(mine)]
 
@@ -246,10 +283,10 @@ def _isolated_rows(first: TrialResult) -> list[Table3Row]:
 
 
 def _row(label: str, name: str, result: TrialResult) -> Table3Row:
-    row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status")}
+    row = {c: getattr(result, c, None) for c in COLUMNS if c not in ("model", "preset", "status", "seeds")}
     late = last_round_text(result.per_seed, result.steps_done) if result.status == "ok" else ""
-    return Table3Row(model=label, preset=name, status=result.status, **row, last_step=result.steps_done,
-                     at_last_round=late)  # fmt: skip
+    return Table3Row(model=label, preset=name, status=result.status, **row, seeds=json.dumps(result.seeds),
+                     last_step=result.steps_done, at_last_round=late)  # fmt: skip
 
 
 def reproduce(
@@ -259,27 +296,44 @@ def reproduce(
     on_result: Callable[[str, TrialResult], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     margin: DecisionSettings | None = None,
+    max_seeds: int | None = None,
 ) -> Table3:
     """Run the literature presets on `base` (its model, data, training, seeds) and write
     `table3.md` and `table3.csv` into `out_dir` (with `margin`, each row's verdict against
-    dense). `progress(phase, step, steps)` hears every
+    dense; with `max_seeds` too, until each row is decided or has `max_seeds` seeds: see the
+    module docstring). `progress(phase, step, steps)` hears every
     evaluation round of every run, the phase named `<preset> (<k> of <n>): <run>`."""
     from searchvlm.trial import run_trial
 
     wanted = [(label, name) for label, name in ROWS if presets is None or name in presets]
-    rows, results = [], {}
-    for k, (label, name) in enumerate(wanted, 1):
-        config = base.model_copy(update={"policy": preset(name, base.model.num_layers), "name": name})
-        tag = f"{name} ({k} of {len(wanted)})"
-        step = None if progress is None else functools.partial(_tagged, progress, tag)
-        result = run_trial(config, progress=step)
-        results[name] = result
-        rows.append(_row(label, name, result))
-        if on_result:
-            on_result(name, result)
-    rows = _against_dense(rows, results, margin)
+    results: dict[str, TrialResult] = {}
+    if max_seeds is None:
+        for k, (_, name) in enumerate(wanted, 1):
+            config = base.model_copy(update={"policy": preset(name, base.model.num_layers), "name": name})
+            tag = f"{name} ({k} of {len(wanted)})"
+            step = None if progress is None else functools.partial(_tagged, progress, tag)
+            results[name] = run_trial(config, progress=step)
+            if on_result:
+                on_result(name, results[name])
+    else:  # dense is every row's reference: always a row
+        wanted = [r for r in ROWS if r[1] == "dense"] + [r for r in wanted if r[1] != "dense"]
+        results, tests, runs = _until_decided(base, Path(out_dir), wanted, progress, margin, max_seeds)
+        for name, result in results.items():
+            if on_result:
+                on_result(name, result)
+    rows = [_row(label, name, results[name]) for label, name in wanted]
+    if max_seeds is None:
+        rows = _against_dense(rows, results, margin)
+    else:
+        # dense against itself (its runs paired through `synergy.vs_dense`): no comparison
+        none = {f"{c}{e}": None for c in _VS_DENSE.values() for e in ("", "_stderr")}
+        rows = [r.model_copy(update=none) if r.preset == "dense" else r for r in rows]
+        rows = _against_dense(rows, results)  # the differences and p; the verdicts are the sequential ones
+        rows = _sequential_verdicts(rows, tests, margin, _seed_plan(base.seeds, max_seeds)[1])  # type: ignore[arg-type]
     first = next(iter(results.values()), None)
     table = Table3((_isolated_rows(first) if first else []) + rows)
+    if max_seeds is not None:
+        table.trained, table.reused = runs.trained, runs.reused
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table.files = {"md": out / "table3.md", "csv": out / "table3.csv", "json": out / "table3.json"}
@@ -291,15 +345,147 @@ def reproduce(
     return table
 
 
+def check_max_seeds(seeds: Sequence[int], max_seeds: int, margin: DecisionSettings | None) -> None:
+    """`--max-seeds` with the rows' first seeds and the space's margin, before any training."""
+    if margin is None:
+        raise ConfigError(COMMAND_LINE, "--max-seeds", max_seeds, "running rows until decided needs a margin: add "
+                          "a `decision:` section with delta to the space (or --set decision.delta=...)")  # fmt: skip
+    if len(seeds) < 2:
+        raise ConfigError(COMMAND_LINE, "--max-seeds", max_seeds, f"the rows start on {len(seeds)} seed(s): "
+                          "a paired bound needs at least 2 (--seeds)")  # fmt: skip
+    if max_seeds < len(seeds):
+        raise ConfigError(COMMAND_LINE, "--max-seeds", max_seeds,
+                          f"below the {len(seeds)} seeds the rows start on (--seeds)")  # fmt: skip
+
+
+def _seed_plan(given: Sequence[int], max_seeds: int) -> tuple[list[int], list[int]]:
+    """(every seed a row may take, in order: the given ones, then the integers after the
+    largest; the looks: `decide`'s, the given count doubling up to `max_seeds`)."""
+    from searchvlm.noninferiority import look_schedule
+
+    extra = range(max(given) + 1, max(given) + 1 + max_seeds - len(given))
+    return [*given, *extra], look_schedule(len(given), max_seeds)
+
+
+class _SeedRuns:
+    """`reproduce --max-seeds`' `sample(row, n)` for `noninferiority.run_looks`: the row's and
+    dense's runs on the first n seeds, one seed per run, each paired with the dense joint
+    model of its seed (`synergy.vs_dense`: cached, and what the dense row reads), recorded
+    in table3_race.json as it finishes; what is recorded is not trained again."""
+
+    def __init__(self, base: TrialConfig, seeds: list[int], records: Records,
+                 progress: Callable[[str, int, int], None] | None) -> None:  # fmt: skip
+        synergy = base.synergy.model_copy(update={"vs_dense": True})
+        self.base, self.seeds, self.records = base.model_copy(update={"synergy": synergy}), seeds, records
+        self.progress = progress
+        self.asked: dict[str, int] = {}  # row -> the most seeds asked for
+        self.trained, self.reused = 0, 0  # (row, seed) runs trained by this call / found recorded
+        self._seen: set[tuple[str, int]] = set()
+
+    def __call__(self, name: str, n: int) -> list[float] | None:
+        want = self.seeds[:n]
+        if not self.ensure("dense", want):  # dense first: every seed a row takes
+            return None
+        if not self.ensure(name, want):
+            return None
+        return [float(self.records.ok(name, s)["synergy_vs_dense"]) for s in want]  # type: ignore[index]
+
+    def ensure(self, name: str, seeds: list[int]) -> bool:
+        """Train `name` on each of `seeds` not recorded ok, in order; False at the first that fails."""
+        from searchvlm.trial import run_trial
+
+        self.asked[name] = max(self.asked.get(name, 0), len(seeds))
+        for seed in seeds:
+            if self.records.ok(name, seed) is not None:
+                self.reused += (name, seed) not in self._seen
+                self._seen.add((name, seed))
+                continue
+            policy = preset(name, self.base.model.num_layers)
+            config = self.base.model_copy(update={"policy": policy, "name": name, "seeds": [seed]})
+            tag = f"{name} (seed {seed})"
+            step = None if self.progress is None else functools.partial(_tagged, self.progress, tag)
+            result = run_trial(config, progress=step)
+            vs = result.per_seed[0].synergy_vs_dense if result.per_seed else None
+            dump = result.model_dump(mode="json", exclude={"policy"})
+            self.records.put({"trial_id": name, "seed": seed, "status": result.status, "error": result.error or "",
+                              "synergy_vs_dense": vs, "result": dump})  # fmt: skip
+            self._seen.add((name, seed))
+            self.trained += 1
+            if result.status != "ok":
+                return False
+        return True
+
+    def result(self, name: str) -> TrialResult:
+        """`name` on the seeds it was asked for (its first failed run where one failed), as one trial."""
+        from searchvlm.trial import combine_seeds
+
+        want = self.seeds[: self.asked.get(name, 0)]
+        runs = [TrialResult.model_validate(r["result"]) for s in want if (r := self.records.data.get((name, s)))]
+        if not runs:
+            return TrialResult(status="failed", error="not trained: the dense row's run on its seeds failed",
+                               seeds=want)  # fmt: skip
+        return combine_seeds(runs)
+
+
+def _until_decided(base: TrialConfig, out: Path, wanted: list[tuple[str, str]],
+                   progress: Callable[[str, int, int], None] | None, margin: DecisionSettings | None,
+                   max_seeds: int) -> tuple[dict[str, TrialResult], dict[str, CandidateTest], _SeedRuns]:  # fmt: skip
+    """Every wanted row's result and (each row but dense) its `CandidateTest`, run until
+    decided or at `max_seeds` seeds (the module docstring)."""
+    from searchvlm.decide import Records
+    from searchvlm.noninferiority import sequential_level, sequential_verdicts
+
+    check_max_seeds(base.seeds, max_seeds, margin)
+    assert margin is not None
+    seeds, looks = _seed_plan(base.seeds, max_seeds)
+    order = [name for _, name in wanted if name != "dense"]
+    out.mkdir(parents=True, exist_ok=True)
+    records = Records(out, RACE_FILE)
+    records.settle({"delta": margin.delta, "alpha": margin.alpha, "looks": looks, "seeds": seeds, "rows": order,
+                    "level_per_look": sequential_level(margin.alpha, len(order), looks)})  # fmt: skip
+    runs = _SeedRuns(base, seeds, records, progress)
+    tests = sequential_verdicts([(name, float("nan")) for name in order], runs, margin.delta, margin.alpha, looks)
+    if not order:  # dense alone: its first seeds
+        runs.ensure("dense", seeds[: looks[0]])
+    return {name: runs.result(name) for _, name in wanted}, tests, runs
+
+
+def _sequential_verdicts(rows: list[Table3Row], tests: dict[str, CandidateTest], margin: DecisionSettings,
+                         looks: list[int]) -> list[Table3Row]:  # fmt: skip
+    """`rows` with each row's verdict from its sequential test, why it stopped, and (stopped at
+    the cap) the paired seeds a decision would need (`noninferiority.seeds_needed`, as `decide` says it)."""
+    from searchvlm.noninferiority import seeds_needed, sequential_level
+
+    level = sequential_level(margin.alpha, len(tests), looks)
+    out = []
+    for row in rows:
+        t = tests.get(row.preset)
+        if t is None:
+            out.append(row)
+            continue
+        ok = row.status == "ok" and t.seeds > 0
+        update: dict[str, Any] = {
+            "stopped": "decided" if t.state != "undecided" else "cap" if ok and t.seeds == looks[-1] else "failed"
+        }
+        if ok:
+            update["synergy_vs_dense_lower"], update["verdict"] = t.lower, t.state.replace("_", "-")
+            if update["stopped"] == "cap" and t.sd is not None:
+                update["seeds_needed"] = seeds_needed(t.sd, margin.delta, level)
+        out.append(row.model_copy(update=update))
+    return out
+
+
 @dataclass(frozen=True)
 class ReproduceRequest:
     """What `run_reproduce` puts side by side: `presets` (default every literature preset),
     on `seeds` (default the space's), with `overrides` (`key.path=value`, `--set`) applied
-    to the space file."""
+    to the space file; with `max_seeds`, each row until decided or at that many seeds
+    (`reproduce`'s module docstring)."""
 
     presets: Sequence[str] | None = None
     seeds: list[int] | None = None
     overrides: Sequence[str] | None = None
+    max_seeds: int | None = None
 
 
 def _tagged(progress: Callable[[str, int, int], None], tag: str, phase: str, step: int, steps: int) -> None:
@@ -330,7 +516,10 @@ def _base_config(space: SearchSpace, request: ReproduceRequest, runs_dir: str | 
                               f"does not fit model.num_layers = {space.model.num_layers}: {err}") from None  # fmt: skip
     base = space.trial_config(None, name="reproduce")
     base = base.model_copy(update={"cache_dir": str(Path(runs_dir) / "cache")})
-    return base.model_copy(update={"seeds": seeds}) if seeds else base
+    base = base.model_copy(update={"seeds": seeds}) if seeds else base
+    if request.max_seeds is not None:
+        check_max_seeds(base.seeds, request.max_seeds, space.decision)
+    return base
 
 
 def run_reproduce(
@@ -354,7 +543,8 @@ def run_reproduce(
     presets = request.presets
     name = f"reproduce-{Path(space_file).stem}"
     table = reproduce(base, Path(out_dir) if out_dir else Path(runs_dir) / name,
-                      list(presets) if presets else None, on_result, progress, space.decision)  # fmt: skip
+                      list(presets) if presets else None, on_result, progress, space.decision,
+                      request.max_seeds)  # fmt: skip
     log_table(tracking_uri or default_uri(runs_dir), runs_dir, name, [table.files["md"], table.files["csv"]],
               table.flat())  # fmt: skip
     return table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Sequence
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -465,7 +466,7 @@ def _final(config: TrialConfig, records: list[RunRecord], refs: Refs, done: Tria
             })  # fmt: skip
         per_seed.append(SeedResult.model_validate(row))
     cpu = joined([done.cpu, *(ref.cpu for base in refs.values() for ref in base.values())])
-    return _aggregate(per_seed, config, done.model_copy(update={"cpu": cpu}))
+    return _aggregate(per_seed, list(config.seeds), done.model_copy(update={"cpu": cpu}))
 
 
 def _values(per_seed: list[SeedResult], key: str) -> list[float]:
@@ -482,17 +483,32 @@ def _stderr_of(per_seed: list[SeedResult], key: str) -> float | None:
     return mean_stderr(vals)[1] if vals else None
 
 
-def _aggregate(per_seed: list[SeedResult], config: TrialConfig, done: TrialResult) -> TrialResult:
+def _aggregate(per_seed: list[SeedResult], seeds: list[int], done: TrialResult) -> TrialResult:
     """`done` with `SEED_MEANS` (and the late metrics' values) averaged over the per-seed
     records and the standard error over seeds of `SEED_STDERRS`."""
     return done.model_copy(update={
-        "status": "ok", "seeds": list(config.seeds), "per_seed": per_seed,
+        "status": "ok", "seeds": seeds, "per_seed": per_seed,
         **{f: _mean_of(per_seed, f) for f in (*SEED_MEANS, *late_fields())},
         **{f"{f}_stderr": _stderr_of(per_seed, f) for f in SEED_STDERRS},
     })  # fmt: skip
 
 
+def combine_seeds(results: Sequence[TrialResult]) -> TrialResult:
+    """One policy's one-seed results (`run_trial` on one seed each, the same config otherwise)
+    as one trial on all their seeds, in the order given: the per-seed records averaged as
+    `run_trial` averages them, seconds summed, CPU models joined; the first failed one if any."""
+    if not results:
+        raise ValueError("no results to combine")
+    failed = next((r for r in results if r.status != "ok"), None)
+    if failed is not None:
+        return failed
+    done = results[0].model_copy(update={"train_seconds": sum(r.train_seconds for r in results),
+                                         "cpu": joined([r.cpu for r in results])})  # fmt: skip
+    return _aggregate([p for r in results for p in r.per_seed], [s for r in results for s in r.seeds], done)
+
+
 __all__ = [
+    "combine_seeds",
     "run_trial",
     "prepare",
     "prepare_seeds",

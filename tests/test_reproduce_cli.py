@@ -9,20 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers.sweeps import TINY_REPRODUCE_SPACE as TINY_SPACE
 from searchvlm.cli import app
 from searchvlm.reproduce import COLUMNS, ROWS, reproduce
 from searchvlm.space import load_space
 from searchvlm.trial_result import TrialResult
-
-TINY_SPACE = """
-model: {num_layers: 4, hidden_size: 32, num_heads: 2, num_kv_heads: 1, intermediate_size: 64}
-data: {name: digits, train_size: 48, val_size: 16, test_size: 16}
-training: {steps: 4, batch_size: 8, eval_every: 2, threads: 1}
-seeds: [0, 1]
-policy:
-  understanding: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
-  generation: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
-"""
 
 
 @pytest.fixture
@@ -61,7 +52,17 @@ def test_reproduce_produces_every_row(space_file: Path, tmp_path: Path) -> None:
         assert by[name].synergy_vs_dense_stderr == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
     assert by["dense"].synergy_vs_dense is None
     # every other column is the trial's own number (table3.json), the note's fields its steps and late runs
-    own = {"model", "preset", "status", "p_holm", "synergy_vs_dense_lower", "verdict"}
+    own = {
+        "model",
+        "preset",
+        "status",
+        "p_holm",
+        "synergy_vs_dense_lower",
+        "verdict",
+        "seeds",
+        "stopped",
+        "seeds_needed",
+    }
     for row in table.rows[2:]:
         result = TrialResult.model_validate(runs[row.preset])
         numbers = [c for c in COLUMNS if c not in own and "vs_dense" not in c]  # vs dense: from the records

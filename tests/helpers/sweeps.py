@@ -24,6 +24,18 @@ from searchvlm.trial_result import TrialResult
 TINY_DATA = {"train_size": {"understanding": 200, "generation": 40}, "val_size": 32, "test_size": 32}
 
 
+#: a 4-layer, 4-step digits space on two seeds: `reproduce`'s rows in seconds (tests/test_reproduce*.py)
+TINY_REPRODUCE_SPACE = """
+model: {num_layers: 4, hidden_size: 32, num_heads: 2, num_kv_heads: 1, intermediate_size: 64}
+data: {name: digits, train_size: 48, val_size: 16, test_size: 16}
+training: {steps: 4, batch_size: 8, eval_every: 2, threads: 1}
+seeds: [0, 1]
+policy:
+  understanding: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
+  generation: {mode: [skip], schedules: [{kind: cosine, floor: {type: float, low: 0.2, high: 1.0}}]}
+"""
+
+
 def tiny_space(path: Path, samples: int = 4, steps: int = 20, concurrency: int = 2, scheduler: dict | None = None,
                presets: Sequence[str] = (), calibrated: bool = True) -> Path:  # fmt: skip
     """quick.yaml shrunk to seconds per trial (`steps` steps, evaluation every 10, TINY_DATA's
