@@ -239,9 +239,10 @@ class TrialResult(_Scores):
     policy: ReductionPolicy | None = Field(None, description="the explicit policy trained under")
     cpu: str | None = Field(
         None,
-        description="CPU model the numbers were measured on: the joint runs' and their cached reference "
-        "runs' ('; '-joined when they differ, which makes the comparison unsound). Numbers from different "
-        "CPU types are not comparable (searchvlm._host); None: not recorded (results made before it was)",
+        description="CPU model the numbers were measured on, with ' [AVX2 kernels]' when torch's kernels "
+        "were pinned: the joint runs' and their cached reference runs' ('; '-joined when they differ). "
+        "Numbers from different CPU types are not comparable unless all ran the pinned kernels "
+        "(searchvlm._host); None: not recorded (results made before it was)",
     )
 
     @model_validator(mode="before")
