@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -93,7 +94,8 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
 def caught_warnings() -> Iterator[Any]:
     """Record the Python warnings raised inside (the filters in force decide which, as
     they would for printing); yields a function that returns those not returned before,
-    one line each (`Category: message (file:line)`), each text once."""
+    one line each (`Category: message (file:line)`), each text once. A block that raises
+    prints those it did not return to stderr (the worker's log), as they would have been."""
     seen: set[str] = set()
     with warnings.catch_warnings(record=True) as caught:
 
@@ -107,7 +109,12 @@ def caught_warnings() -> Iterator[Any]:
                     lines.append(text)
             return lines
 
-        yield new
+        try:
+            yield new
+        except BaseException:
+            for line in new():
+                print(f"warning: {line}", file=sys.stderr, flush=True)
+            raise
 
 
 def _with_warnings(metrics: dict[str, Any], lines: list[str]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_a_profiled_trial_makes_its_folder(tmp_path: Path, monkeypatch: pytest.M
     assert (folder / "t0004.prof").is_file()
 
 
-def test_a_trials_warnings_are_collected_once_each_and_sent_with_its_reports() -> None:
+def test_a_trials_warnings_are_collected_once_each_and_sent_with_its_reports(capsys) -> None:
     def same() -> None:
         warnings.warn("the same thing", UserWarning, stacklevel=1)  # one text: this line, each time
 
@@ -77,6 +77,11 @@ def test_a_trials_warnings_are_collected_once_each_and_sent_with_its_reports() -
     assert [w.split(" (")[0] for w in second] == ["UserWarning: later"]
     assert all(w.endswith(")") and "test_profile_hook.py:" in w for w in first + second)
     assert _trainable._with_warnings({"step": 1}, []) == {"step": 1}
+    # a trial that raises past its reports: what it did not send goes to its worker's log
+    with pytest.raises(RuntimeError), _trainable.caught_warnings() as new:
+        warnings.warn("unsent", UserWarning, stacklevel=1)
+        raise RuntimeError("crash")
+    assert "warning: UserWarning: unsent (" in capsys.readouterr().err
     assert _trainable._with_warnings({"step": 1}, second) == {"step": 1, _trainable.WARNINGS_KEY: second}
 
 
