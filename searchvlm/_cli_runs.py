@@ -81,19 +81,40 @@ def rm(
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where sweeps live"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: the sweep's)"),
+    keep_storage: bool = typer.Option(
+        False, "--keep-storage", help="leave Tune's state where --storage put it (prints the command that deletes it)"
+    ),
 ) -> None:
-    """Delete a sweep: runs/NAME and its MLflow runs (parent and every trial's child run).
+    """Delete a sweep: runs/NAME, its MLflow runs (parent and every trial's child run) and Tune's state in --storage.
 
     Example: searchvlm rm quick5 --yes"""
     from searchvlm.runs import removable, remove_run
 
     target = removable(name, runs_dir)
-    if not yes and not _confirm(f"delete {target} and its MLflow runs?"):
+    storage = _storage_of(target)
+    what = f"its MLflow runs and Tune's state in {storage}" if storage and not keep_storage else "its MLflow runs"
+    if not yes and not _confirm(f"delete {target}, {what}?"):
         console.print(f"kept {target}", highlight=False)
         raise typer.Exit(1)
-    removed = remove_run(name, runs_dir, tracking_uri)
+    removed = remove_run(name, runs_dir, tracking_uri, keep_storage=keep_storage)
     out.print(f"deleted {removed.run_dir} and {removed.mlflow_runs} MLflow runs"
               f"{f' in {removed.tracking_uri}' if removed.tracking_uri else ''}", highlight=False)  # fmt: skip
+    if removed.tune_state_kept:
+        out.print(f"kept Tune's state in {removed.tune_state}: delete it with `{removed.tune_state_kept}`",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    elif removed.tune_state:
+        done = "deleted" if removed.tune_state_removed else "found no"
+        out.print(f"{done} Tune's state in {removed.tune_state}", highlight=False, soft_wrap=True)
+
+
+def _storage_of(run_dir: Path) -> str | None:
+    """Where the sweep kept Tune's state outside its folder (`--storage`, from sweep.json), to say so."""
+    from searchvlm.results import SWEEP_FILE, read_meta
+
+    if not (run_dir / SWEEP_FILE).exists():
+        return None
+    storage = getattr(read_meta(run_dir / SWEEP_FILE), "storage", None)
+    return f"{storage.rstrip('/')}/{run_dir.name}" if storage else None
 
 
 def _confirm(question: str) -> bool:

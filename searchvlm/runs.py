@@ -211,6 +211,9 @@ class Removed:
     run_dir: str
     mlflow_runs: int  # parent + children marked deleted (`mlflow gc` purges them for good)
     tracking_uri: str | None
+    tune_state: str | None = None  # Tune's state outside the folder (`--storage`): where it is
+    tune_state_removed: bool = False  # deleted now (False: kept on request, or none was there)
+    tune_state_kept: str | None = None  # kept (`keep_storage`): the command that deletes it
 
 
 def removable(name: str, runs_dir: str | Path = "runs") -> Path:
@@ -229,17 +232,31 @@ def removable(name: str, runs_dir: str | Path = "runs") -> Path:
     return target
 
 
-def remove_run(name: str, runs_dir: str | Path = "runs", tracking_uri: str | None = None) -> Removed:
-    """Delete sweep `name`: its MLflow runs first (the parent run and every child, through
-    `searchvlm.tracking`; the store is the one `sweep.json` records unless `tracking_uri`),
-    then the folder `runs_dir/name`. A failing MLflow store leaves the folder in place."""
+def remove_run(name: str, runs_dir: str | Path = "runs", tracking_uri: str | None = None,
+               keep_storage: bool = False) -> Removed:  # fmt: skip
+    """Delete sweep `name`: Tune's state where the sweep kept it with `--storage` (its folder
+    `<storage>/<name>` in a shared folder or S3 bucket, unless `keep_storage`), its MLflow runs
+    (the parent run and every child, through `searchvlm.tracking`; the store is the one
+    `sweep.json` records unless `tracking_uri`), then the folder `runs_dir/name`. A storage
+    or MLflow store that fails leaves the folder in place (and sweep.json, which names them)."""
     target = removable(name, runs_dir)
     meta = read_meta(target / SWEEP_FILE) if (target / SWEEP_FILE).exists() else None
     uri = tracking_uri or (sweep_tracking_uri(meta, target) if meta else None)
+    state, removed_state, kept = None, False, None
+    if meta is not None and getattr(meta, "storage", None):
+        from searchvlm.sweep._storage import tune_state
+
+        tune = tune_state(target, meta.storage)
+        state = tune.shown
+        if keep_storage:
+            kept = tune.removal_command
+        else:
+            removed_state = tune.remove(target / SWEEP_FILE)
     deleted = 0
     if uri and meta is not None and meta.parent_run_id:
         from searchvlm.tracking import delete_sweep_runs
 
         deleted = delete_sweep_runs(uri, meta.parent_run_id)
-    shutil.rmtree(target)
-    return Removed(str(target), deleted, uri)
+    if target.exists():  # (a storage path that was the sweep's own folder went with Tune's state)
+        shutil.rmtree(target)
+    return Removed(str(target), deleted, uri, state, removed_state, kept)

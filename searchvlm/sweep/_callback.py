@@ -5,12 +5,18 @@ A Ray Tune `Callback` runs in the driver process, so it is the single writer of
 per sweep, child run per trial, looked up by `trial_id` on resume). Runtime state is
 created in `setup()` and dropped when pickled (Tune pickles callbacks into `tuner.pkl`
 and restores them on `Tuner.restore`).
+
+The Python warnings a trial raised in its worker, on whichever node (`_trainable` sends them
+with its reports), reach the driver here once: each text printed once per sweep (`warning:
+t0003 (id) on node IP: ...`), every (trial, text) pair one line in sweep.log, and a trial's
+warnings as its MLflow child run's `warnings` tag.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,8 @@ from searchvlm.space import SearchSpace
 from searchvlm.tracking import Tracker
 from searchvlm.trial_result import ROUND_METRICS, TrialResult
 
-from ._keys import DUPLICATE_OF, NUMBER_KEY, PRESET_ATTR, REUSE_ATTR
+from ._keys import DUPLICATE_OF, NUMBER_KEY, PRESET_ATTR, REUSE_ATTR, WARNINGS_KEY
+from ._logs import LOG_FILE
 from ._progress import LiveView
 from ._trainable import REPLAYED, config_policy, row_result, trial_name
 
@@ -54,10 +61,12 @@ class SweepCallback(Callback):
         self.rows: dict[str, dict[str, Any]] = {}
         self.started: dict[str, str] = {}
         self.view: LiveView | None = None
+        self.warned: dict[str, list[str]] = {}  # trial id -> the warnings it sent (in order)
+        self.printed: set[str] = set()  # warning texts already on stderr
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(tracker=None, rows={}, started={}, view=None)
+        state.update(tracker=None, rows={}, started={}, view=None, warned={}, printed=set())
         return state
 
     # ---- lifecycle
@@ -115,6 +124,7 @@ class SweepCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
                         **info: Any) -> None:  # fmt: skip
+        self._warnings(trial, result)
         if result.get("final") or "step" not in result:
             return
         metrics = {k: result[k] for k in _INTERMEDIATE if k in result}
@@ -125,6 +135,23 @@ class SweepCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._record(trial, error=_error_text(trial), trials=trials)
+
+    def _warnings(self, trial: Trial, result: dict) -> None:
+        """The warnings this report carries, new for the trial: on stderr (a text once per
+        sweep: the same warning from every trial is one line) and in sweep.log (every one)."""
+        lines = [w for w in result.get(WARNINGS_KEY) or () if w not in self.warned.get(trial.trial_id, ())]
+        if not lines:
+            return
+        self.warned.setdefault(trial.trial_id, []).extend(lines)
+        node = result.get(PLACEMENT_COLUMNS[0])
+        where = f"{_label(trial)}" + (f" on node {node}" if node else "")
+        stamp = dt.datetime.now().isoformat(sep=" ", timespec="milliseconds").replace(".", ",")
+        with (self.run_dir / LOG_FILE).open("a", encoding="utf-8") as f:
+            f.writelines(f"{stamp} WARNING searchvlm.trial: {where}: {w}\n" for w in lines)
+        for w in lines:
+            if w not in self.printed:
+                self.printed.add(w)
+                print(f"warning: {where}: {w}", file=sys.stderr, flush=True)
 
     def _child(self, trial: Trial) -> str:
         if trial.trial_id not in self.started:
@@ -161,8 +188,11 @@ class SweepCallback(Callback):
         )  # fmt: skip
         self.rows[trial.trial_id] = row
         write_trials(self.run_dir / TRIALS_FILE, list(self.rows.values()))
+        tags = dict(where)
+        if self.warned.get(trial.trial_id):  # what the trial warned, as its child run's tag
+            tags["warnings"] = "\n".join(self.warned[trial.trial_id])[:4000]
         self.tracker.finish_trial(run_id, result, result.policy.model_dump_json(indent=2) if result.policy else None,
-                                  tags=where)  # fmt: skip
+                                  tags=tags)  # fmt: skip
         if self.view is not None:
             running = len([t for t in _running(trials) if t != trial.trial_id]) if trials else 0
             self.view.trial_finished(list(self.rows.values()), _label(trial), row, running)

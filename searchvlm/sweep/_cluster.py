@@ -1,10 +1,12 @@
 """The Ray side of a sweep's start (L4, inside `searchvlm.sweep`): starting or joining Ray,
-the CPUs a local Ray gets, fitting the trials at once to the cluster (`concurrency: auto`,
-GPU and CPU requests checked), and quieting Tune's own reporting.
+the CPUs a local Ray gets, what the driver's environment hands every worker (`trial_env`),
+fitting the trials at once to the cluster (`concurrency: auto`, GPU and CPU requests
+checked), and quieting Tune's own reporting.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -17,17 +19,21 @@ from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.search import SearchSettings
 from searchvlm.space import SearchSpace
 
+from ._keys import PROFILE_ENV
+
 log = logging.getLogger("searchvlm.sweep._driver")  # the logger these warnings always had
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to `address` / `RAY_ADDRESS` (token from `RAY_AUTH_TOKEN`), or start a local
-    Ray on 127.0.0.1 without dashboard. Returns True if this call started/connected Ray."""
+    Ray on 127.0.0.1 without dashboard. Returns True if this call started/connected Ray.
+    Either way every worker of this job, on every node, gets `trial_env()`."""
     if ray.is_initialized():
         return False
     address = cluster_address(address)
+    runtime_env = trial_env()
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         return True
     loopback_only()
     # Ray's notice that token authentication is on (its default) says nothing to act on for
@@ -36,8 +42,24 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     # address="local": a new Ray of its own. With None, Ray joins the last cluster `ray start`
     # left on this machine (/tmp/ray/ray_current_cluster), and refuses num_cpus there
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)  # fmt: skip
+             log_to_driver=False, runtime_env=runtime_env)  # fmt: skip
     return True
+
+
+def trial_env() -> dict | None:
+    """The job's runtime_env for the driver's variables a trial reads, only those set here:
+    `$SEARCHVLM_PROFILE` (a folder, made absolute: a trial runs in its own working directory)
+    reaches the trials on every node of a cluster (`ray start` gave their workers the node's
+    environment, not the driver's). None when there is nothing to pass, or when the job that
+    runs this driver (`ray job submit --runtime-env-json`) already sets it: Ray refuses the
+    same variable from both."""
+    folder = os.environ.get(PROFILE_ENV)
+    if not folder:
+        return None
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    if PROFILE_ENV in ((job.get("runtime_env") or {}).get("env_vars") or {}):
+        return None
+    return {"env_vars": {PROFILE_ENV: os.path.abspath(os.path.expanduser(folder))}}
 
 
 CLIENT_PREFIX = "ray://"

@@ -23,7 +23,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from searchvlm.data import check_data
 from searchvlm.policy import ReductionPolicy
-from searchvlm.results import STUDY_FILE, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials
+from searchvlm.results import STUDY_FILE, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, sweep_tracking_uri
 from searchvlm.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
 
@@ -142,7 +142,7 @@ def run_sweep(
     check_state(run_dir, name, resume, state)
     if resume:
         space = resume_space(run_dir, Path(space_path), space, opt.samples, opt.concurrency)
-        check_records(run_dir, opt.tracking_uri or default_uri(runs_dir), state)  # damaged records: before Ray starts
+        check_records(run_dir, _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri), state)  # before Ray
     else:
         if storage is not None:
             state.prepare()  # an unwritable storage: one error before Ray starts
@@ -157,7 +157,7 @@ def run_sweep(
         at_once = fit_cluster(space, space_path) if early else int(space.search.concurrency)
         if ray.is_initialized() and sum(bool(n.get("Alive")) for n in ray.nodes()) > 1:  # one node: the driver's
             preflight(space, space_path, cache)
-        uri = opt.tracking_uri or default_uri(runs_dir)  # (creates runs_dir)
+        uri = _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri)  # (creates runs_dir)
         extra = extra_trials(run_dir, space) if resume else 0
         if extra:
             record_extension(run_dir, space)
@@ -221,6 +221,19 @@ def _warm_tracking(uri: str, runs_dir: Path) -> None:
         Tracker(uri, runs_dir)
     except Exception:  # noqa: BLE001 - the callback's Tracker raises it properly
         log.debug("tracking warm-up failed", exc_info=True)
+
+
+def _tracking_uri(run_dir: Path, runs_dir: Path, resume: bool, given: str | None) -> str:
+    """The sweep's MLflow store: `--tracking-uri`, else the one a resumed (or extended) sweep
+    recorded (a tracking server it was started with: its runs go on there), else the sqlite
+    store in the runs folder."""
+    if given:
+        return given
+    if resume and (run_dir / SWEEP_FILE).exists():
+        recorded = sweep_tracking_uri(read_meta(run_dir / SWEEP_FILE), run_dir)
+        if recorded:
+            return recorded
+    return default_uri(runs_dir)
 
 
 def _cache_dir(run_dir: Path, resume: bool, given: str | Path | None) -> Path:

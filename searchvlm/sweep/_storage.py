@@ -9,6 +9,7 @@ folder; only Tune's state (tuner.pkl, experiment state, each trial's results) mo
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,33 @@ class TuneState:
         except OSError as err:
             raise ConfigError(COMMAND_LINE, "--storage", self.uri, f"cannot be read ({_first_line(err)})") from None
 
+    @property
+    def removal_command(self) -> str:
+        """The shell command that deletes this experiment (for a user who deletes it by hand)."""
+        if not self.shown.startswith("s3://"):
+            return f"rm -r {shlex.quote(self.path)}"
+        endpoint = _endpoint()
+        return f"aws s3 rm --recursive {shlex.quote(self.shown + '/')}" + (
+            f" --endpoint-url {shlex.quote(endpoint)}" if endpoint else "")  # fmt: skip
+
+    def remove(self, source: str | Path) -> bool:
+        """Delete this sweep's experiment from its storage (only `<storage>/<sweep>`, never the
+        storage itself); False when there was none. A store that refuses it is a ConfigError
+        (`source`: the sweep.json that names it) carrying the command to do it by hand."""
+        import pyarrow.fs
+
+        try:
+            fs, path = self.fs_and_path()
+            if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+                return False
+            fs.delete_dir(path)
+        except OSError as err:
+            raise ConfigError(source, "storage", self.uri,
+                              f"Tune's state at {self.shown} cannot be deleted ({_first_line(err)}); nothing was "
+                              f"deleted: delete it with `{self.removal_command}`, then run rm with --keep-storage"
+                              ) from None  # fmt: skip
+        return True
+
     def prepare(self) -> None:
         """A new sweep's storage is writable (its folder made): else one ConfigError, before Ray starts."""
         try:
@@ -104,7 +132,7 @@ def _s3(uri: str) -> tuple[str, Any]:
     set (an S3-compatible server: MinIO, Ceph, moto), a pyarrow S3FileSystem on that endpoint
     and the path without its scheme; else the URI, which pyarrow resolves with the standard
     AWS variables and files."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = _endpoint()
     if not endpoint:
         return uri, None
     import pyarrow.fs
@@ -113,3 +141,8 @@ def _s3(uri: str) -> tuple[str, Any]:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     fs = pyarrow.fs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme or "https", region=region)
     return uri.removeprefix("s3://"), fs
+
+
+def _endpoint() -> str | None:
+    """The S3-compatible server the AWS variables name (None: AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None

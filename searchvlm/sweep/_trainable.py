@@ -4,7 +4,10 @@ Intermediate rounds are reported as `{metrics..., step, final: False}` (what MO-
 ranks); the last report is `{objectives..., status, error, result_json, step, final:
 True, trial_wall_s, started_at}` where `result_json` is the whole `TrialResult` and
 `started_at` the worker's clock (Unix seconds) when the trial began. Every report of a
-trial that trains also says where it runs (`results.PLACEMENT_COLUMNS`: node, gpu_ids, device).
+trial that trains also says where it runs (`results.PLACEMENT_COLUMNS`: node, gpu_ids, device),
+and each report carries the Python warnings the trial raised since the one before
+(`WARNINGS_KEY`, one line each, each text once per trial): the worker's output stays in its
+node's log (`log_to_driver=False`), so this is how they reach the driver (`_callback`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ray import tune
@@ -22,7 +29,7 @@ from searchvlm.results import METRIC_COLUMNS, PLACEMENT_COLUMNS, TrialRow
 from searchvlm.space import SearchSpace, preset_policy
 from searchvlm.trial_result import TrialResult
 
-from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR
+from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, PROFILE_ENV, REUSE_ATTR, WARNINGS_KEY
 
 
 def trial_name(config: dict[str, Any]) -> str:
@@ -70,25 +77,58 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
     torch.set_num_threads(max(1, threads))
     start, started_at = time.perf_counter(), time.time()
     where = placement(space.training.device)
-    try:
-        policy = config_policy(space, config)
-    except ValueError as err:
-        result = TrialResult(status="failed", error=f"invalid policy: {err}")
-    else:
-        trial_cfg = space.trial_config(policy, trial_name(config), cache_dir)
-        result = run_trial(trial_cfg, report=functools.partial(_report, where=where))
-    tune.report({**final_metrics(result, time.perf_counter() - start), **where, "started_at": started_at})
+    with caught_warnings() as new_warnings:
+        try:
+            policy = config_policy(space, config)
+        except ValueError as err:
+            result = TrialResult(status="failed", error=f"invalid policy: {err}")
+        else:
+            trial_cfg = space.trial_config(policy, trial_name(config), cache_dir)
+            report = functools.partial(_report, where=where, new_warnings=new_warnings)
+            result = run_trial(trial_cfg, report=report)
+        final = {**final_metrics(result, time.perf_counter() - start), **where, "started_at": started_at}
+        tune.report(_with_warnings(final, new_warnings()))
 
 
-PROFILE_ENV = "SEARCHVLM_PROFILE"  # a folder: each trial's cProfile stats go to <folder>/<trial>.prof
+@contextmanager
+def caught_warnings() -> Iterator[Any]:
+    """Record the Python warnings raised inside (the filters in force decide which, as
+    they would for printing); yields a function that returns those not returned before,
+    one line each (`Category: message (file:line)`), each text once. A block that raises
+    prints those it did not return to stderr (the worker's log), as they would have been."""
+    seen: set[str] = set()
+    with warnings.catch_warnings(record=True) as caught:
+
+        def new() -> list[str]:
+            lines = []
+            while caught:
+                w = caught.pop(0)
+                text = " ".join(f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})".split())
+                if text not in seen:
+                    seen.add(text)
+                    lines.append(text)
+            return lines
+
+        try:
+            yield new
+        except BaseException:
+            for line in new():
+                print(f"warning: {line}", file=sys.stderr, flush=True)
+            raise
+
+
+def _with_warnings(metrics: dict[str, Any], lines: list[str]) -> dict[str, Any]:
+    return {**metrics, WARNINGS_KEY: lines} if lines else metrics
 
 
 def _profiled(fn, config: dict[str, Any], *args: Any) -> None:
     """`fn(config, *args)` under cProfile, the environment variable cleared inside (so the
-    call runs the plain path); stats written to $SEARCHVLM_PROFILE/<trial name>.prof."""
+    call runs the plain path); stats written to $SEARCHVLM_PROFILE/<trial name>.prof, on the
+    node the trial ran on (the driver passes the variable to every node: `_cluster.trial_env`)."""
     import cProfile
 
     folder = os.environ.pop(PROFILE_ENV)
+    os.makedirs(folder, exist_ok=True)  # (on another node of a cluster the driver's folder may not exist)
     prof = cProfile.Profile()
     try:
         prof.runcall(fn, config, *args)
@@ -169,8 +209,9 @@ def reused_metrics(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]
     return {**final_metrics(result, 0.0), DUPLICATE_OF: str(config[DUPLICATE_OF])}
 
 
-def _report(step: int, metrics: dict[str, float], where: dict[str, str]) -> None:
-    tune.report({**_numbers(metrics), "step": int(step), "final": False, **where})
+def _report(step: int, metrics: dict[str, float], where: dict[str, str], new_warnings: Any = None) -> None:
+    report = {**_numbers(metrics), "step": int(step), "final": False, **where}
+    tune.report(_with_warnings(report, new_warnings() if new_warnings else []))
 
 
 def final_metrics(result: TrialResult, wall: float) -> dict[str, Any]:

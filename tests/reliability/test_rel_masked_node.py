@@ -8,6 +8,10 @@ the head has no CPUs for trials, so every baseline and trial runs on the masked 
 - With the same file there, the sweep completes: every record (trials.csv, sweep.json, the
   study) is on the driver's disk only, and the driver's baseline cache holds every up-front
   baseline, trained on the masked node and shipped back (`confirm` and `decide` find them).
+  The driver's `$SEARCHVLM_PROFILE` reaches the trials there (their stats land on that node),
+  and a warning the trials raise there reaches the driver: one line on its stderr, every
+  trial's in sweep.log and on its MLflow run (the driver started as `ray job submit` starts
+  it, with the job's runtime_env, which the sweep's own is merged with).
 
 Needs root (or CAP_SYS_ADMIN) for `unshare -m`; skipped where the machine refuses it.
 """
@@ -30,7 +34,7 @@ import yaml
 from helpers import BIN, PY
 from helpers.data import valid_arrays
 from helpers.services import free_port, stop_group, wait_for
-from helpers.sweeps import rows_of, tiny_space
+from helpers.sweeps import child_runs, rows_of, tiny_space
 from searchvlm.space import load_space
 from searchvlm.trial import reference_labels
 
@@ -105,10 +109,30 @@ def masked(tmp_path: Path) -> Iterator[MaskedCluster]:
         c.stop()
 
 
-def _sweep(cluster: MaskedCluster, space: Path, runs: Path, cwd: Path) -> subprocess.CompletedProcess:
+def _sweep(cluster: MaskedCluster, space: Path, runs: Path, cwd: Path,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    """`searchvlm sweep` as the driver, with `env` added to its environment (not the nodes')."""
     cmd = [str(BIN / "searchvlm"), "sweep", str(space), "--name", "mk", "--runs-dir", str(runs),
            "--address", cluster.address, "--no-progress"]  # fmt: skip
-    return subprocess.run(cmd, env=cluster.env, cwd=cwd, capture_output=True, text=True, timeout=400)
+    return subprocess.run(cmd, env={**cluster.env, **(env or {})}, cwd=cwd, capture_output=True, text=True,
+                          timeout=400)  # fmt: skip
+
+
+HERE = Path(__file__).resolve().parent  # `_faults` (the warning injected into the trials)
+
+
+def _job_env(plan: Path) -> str:
+    """What `ray job submit --runtime-env-json` hands its driver (RAY_JOB_CONFIG_JSON_ENV_VAR):
+    a runtime_env whose setup hook makes every trial raise the planned warning."""
+    path = os.pathsep.join([str(HERE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+    return json.dumps(
+        {
+            "runtime_env": {
+                "worker_process_setup_hook": "_faults.install",
+                "env_vars": {"PYTHONPATH": path, "SEARCHVLM_FAULT_PLAN": str(plan)},
+            }
+        }
+    )
 
 
 def _tokens_space(cluster: MaskedCluster, tmp_path: Path, samples: int) -> Path:
@@ -147,7 +171,7 @@ def test_a_node_without_the_data_file_stops_the_sweep_before_training(masked: Ma
     assert not (runs / "mk").exists()
 
 
-def test_with_the_file_on_the_node_every_record_and_baseline_reaches_the_driver(masked: MaskedCluster,
+def test_with_the_file_on_the_node_every_record_baseline_and_warning_reaches_the_driver(masked: MaskedCluster,
                                                                                tmp_path: Path):  # fmt: skip
     space = _tokens_space(masked, tmp_path, samples=2)
     target = masked.masked / "t.npz"
@@ -155,7 +179,11 @@ def test_with_the_file_on_the_node_every_record_and_baseline_reaches_the_driver(
     shutil.copy2(target, shipped)
     masked.on_worker(f"cp {shipped} {target}")  # the same file at the same path on the worker node
     runs = tmp_path / "runs"
-    out = _sweep(masked, space, runs, tmp_path)
+    plan = tmp_path / "plan.json"  # (outside the masked folders: the node reads it)
+    plan.write_text(json.dumps({name: {"kind": "warn", "at": 0} for name in ("t0000", "t0001")}))
+    prof = runs / "prof"  # the driver's $SEARCHVLM_PROFILE, masked on that node
+    env = {"SEARCHVLM_PROFILE": str(prof), "RAY_JOB_CONFIG_JSON_ENV_VAR": _job_env(plan)}
+    out = _sweep(masked, space, runs, tmp_path, env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     rows = rows_of(runs / "mk" / "trials.csv")
     assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}, [(r["status"], r["error"]) for r in rows]
@@ -168,3 +196,18 @@ def test_with_the_file_on_the_node_every_record_and_baseline_reaches_the_driver(
                              capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
     assert all(name in listing for name in cached), listing
     assert "trials.csv" not in listing and "sweep.json" not in listing and "optuna.db" not in listing, listing
+
+    # the variable reached both trials on that node: their stats are there, none on the driver's disk
+    profiles = subprocess.run(["nsenter", "-t", str(masked.worker.pid), "-m", "sh", "-c", f"ls {prof}"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout.split()  # fmt: skip
+    assert sorted(profiles) == ["t0000.prof", "t0001.prof"], profiles
+    assert not prof.exists()
+    # the warning both trials raised there: once on the driver's stderr, each trial's in sweep.log and MLflow
+    text = "UserWarning: injected warning past step 0"
+    said = [ln for ln in out.stderr.splitlines() if text in ln]
+    (node,) = {r["node"] for r in rows}  # the masked node's IP, as the trials recorded it
+    assert len(said) == 1 and said[0].startswith("warning: t000") and f" on node {node}: " in said[0], said
+    logged = [ln for ln in (runs / "mk" / "sweep.log").read_text().splitlines() if text in ln]
+    assert len(logged) == 2 and all("WARNING searchvlm.trial: t000" in ln for ln in logged), logged
+    tags = [r.data.tags.get("warnings", "") for r in child_runs(f"sqlite:///{runs / 'mlflow.db'}", runs, runs / "mk")]
+    assert len(tags) == 2 and all(t.startswith(text) for t in tags), tags

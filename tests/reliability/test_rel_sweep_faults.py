@@ -59,12 +59,18 @@ def driver(space: Path, name: str, runs: Path, address: str, cwd: Path) -> subpr
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
 
 
-def test_diverging_and_raising_trials_fail_and_rank_last(runs: Path, plan: Path, address: str, tmp_path: Path):
-    plan.write_text(json.dumps({"t0001": {"kind": "diverge", "at": 10}, "t0002": {"kind": "raise", "at": 10}}))
+def _planned(plan: Path, faults: dict, space: Path, name: str, runs: Path):
+    """`run_sweep` in this process with `faults` planned for its trials (the plan removed after)."""
+    plan.write_text(json.dumps(faults))
     try:
-        s = run_sweep(tiny_space(tmp_path / "f.yaml", samples=4), name="faulty", runs_dir=runs, progress=False)
+        return run_sweep(space, name=name, runs_dir=runs, progress=False)
     finally:
         plan.unlink()
+
+
+def test_diverging_and_raising_trials_fail_and_rank_last(runs: Path, plan: Path, address: str, tmp_path: Path):
+    faults = {"t0001": {"kind": "diverge", "at": 10}, "t0002": {"kind": "raise", "at": 10}}
+    s = _planned(plan, faults, tiny_space(tmp_path / "f.yaml", samples=4), "faulty", runs)
     rows = check_consistent(s.run_dir, "faulty", s.tracking_uri, runs, samples=4)
     by = {r["number"]: r for r in rows}
     assert "TrainingDiverged" in by[1]["error"] and "non-finite" in by[1]["error"] and "at step 10" in by[1]["error"]
@@ -122,3 +128,21 @@ def test_two_sweeps_write_one_sqlite_store(runs: Path, address: str, tmp_path: P
         assert {r["status"] for r in rows} == {"ok"}
         parents.add(json.loads((runs / n / "sweep.json").read_text())["parent_run_id"])
     assert len(parents) == 2
+
+
+def test_a_warning_trials_raise_in_their_workers_reaches_the_driver_once(runs: Path, plan: Path, address: str,
+                                                                         tmp_path: Path, capsys):  # fmt: skip
+    """A Ray worker's output stays in its log (`log_to_driver=False`); the trials' warnings come
+    with their reports: one line on stderr for the sweep, one per trial in sweep.log and MLflow."""
+    faults = {"t0000": {"kind": "warn", "at": 5}, "t0001": {"kind": "warn", "at": 5}}
+    s = _planned(plan, faults, tiny_space(tmp_path / "w.yaml", samples=2), "warned", runs)
+    rows = check_consistent(s.run_dir, "warned", s.tracking_uri, runs, samples=2)
+    assert {r["status"] for r in rows} == {"ok"}  # a warning fails nothing
+    text = "UserWarning: injected warning past step 5"
+    said = [ln for ln in capsys.readouterr().err.splitlines() if text in ln]
+    (node,) = {r["node"] for r in rows}
+    assert len(said) == 1 and said[0].startswith("warning: t000") and f" on node {node}: " in said[0], said
+    logged = [ln for ln in (s.run_dir / "sweep.log").read_text().splitlines() if text in ln]
+    assert len(logged) == 2 and {ln.split("searchvlm.trial: ")[1][:5] for ln in logged} == {"t0000", "t0001"}
+    tags = [r.data.tags.get("warnings", "") for r in child_runs(s.tracking_uri, runs, s.run_dir)]
+    assert len(tags) == 2 and all(t.startswith(text) and t.count("\n") == 0 for t in tags), tags

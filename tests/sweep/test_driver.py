@@ -175,6 +175,23 @@ def test_ray_experiment_analysis_lists_every_trial(runs: Path, ray_session, tmp_
             assert history[key].iloc[-1] == pytest.approx(float(rows[trial_id][key]))
 
 
+def test_a_resumed_sweep_logs_to_the_store_it_recorded(tmp_path: Path):
+    """`--resume` (or an extension) without --tracking-uri goes on logging where the sweep
+    started (a tracking server), not into a new sqlite store beside it."""
+    from helpers.sweeps import make_sweep
+    from searchvlm.results import write_meta
+    from searchvlm.sweep._driver import _tracking_uri
+
+    runs = tmp_path / "runs"
+    run = make_sweep(runs, "srv")
+    write_meta(run / "sweep.json", read_meta(run / "sweep.json").model_copy(update={"tracking_uri": "http://m:5000"}))
+    assert _tracking_uri(run, runs, True, None) == "http://m:5000"
+    assert _tracking_uri(run, runs, True, "http://other:5000") == "http://other:5000"  # the option wins
+    assert _tracking_uri(runs / "new", runs, False, None) == f"sqlite:///{runs.resolve() / 'mlflow.db'}"
+    plain = make_sweep(runs, "plain")  # recorded nothing (an old sweep.json): the runs folder's store
+    assert _tracking_uri(plain, runs, True, None) == f"sqlite:///{runs.resolve() / 'mlflow.db'}"
+
+
 @pytest.mark.slow
 @pytest.mark.sweep
 @pytest.mark.multiprocess  # ray_session starts the module's mlflow server
