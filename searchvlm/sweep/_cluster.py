@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ray
 
+from searchvlm._host import KERNELS_ENV, PINS
 from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.search import SearchSettings
 from searchvlm.space import SearchSpace
@@ -49,17 +50,19 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 def trial_env() -> dict | None:
     """The job's runtime_env for the driver's variables a trial reads, only those set here:
     `$SEARCHVLM_PROFILE` (a folder, made absolute: a trial runs in its own working directory)
-    reaches the trials on every node of a cluster (`ray start` gave their workers the node's
-    environment, not the driver's). None when there is nothing to pass, or when the job that
-    runs this driver (`ray job submit --runtime-env-json`) already sets it: Ray refuses the
-    same variable from both."""
-    folder = os.environ.get(PROFILE_ENV)
-    if not folder:
-        return None
+    and the CPU-kernel pin (`_host.pin_kernels`: `$SEARCHVLM_CPU_KERNELS` and the variables it
+    set, so that every node runs the driver's kernels and its numbers compare with the
+    driver's) reach the trials on every node of a cluster (`ray start` gave their workers the
+    node's environment, not the driver's). None when there is nothing to pass; a variable the
+    job that runs this driver (`ray job submit --runtime-env-json`) already sets is left to it:
+    Ray refuses the same variable from both."""
+    wanted = {key: os.environ[key] for key in (KERNELS_ENV, *PINS["avx2"]) if os.environ.get(key)}
+    if os.environ.get(PROFILE_ENV):
+        wanted[PROFILE_ENV] = os.path.abspath(os.path.expanduser(os.environ[PROFILE_ENV]))
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
-    if PROFILE_ENV in ((job.get("runtime_env") or {}).get("env_vars") or {}):
-        return None
-    return {"env_vars": {PROFILE_ENV: os.path.abspath(os.path.expanduser(folder))}}
+    theirs = (job.get("runtime_env") or {}).get("env_vars") or {}
+    env = {key: value for key, value in wanted.items() if key not in theirs}
+    return {"env_vars": env} if env else None
 
 
 CLIENT_PREFIX = "ray://"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from searchvlm._host import KERNELS_ENV, PINS
 from searchvlm.sweep import _trainable
 
 
@@ -38,6 +39,8 @@ def test_the_profile_folder_reaches_every_node_through_the_jobs_runtime_env(
     worker on another node has that node's environment, not the driver's)."""
     from searchvlm.sweep._cluster import trial_env
 
+    for key in (KERNELS_ENV, *PINS["avx2"]):  # the kernel pin travels too (test below)
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.delenv(_trainable.PROFILE_ENV, raising=False)
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert trial_env() is None  # only when set on the driver
@@ -112,3 +115,23 @@ def test_the_driver_says_each_warning_once_and_records_every_trials(
     assert [ln.split(" WARNING searchvlm.trial: ")[1] for ln in log] == want
     assert cb.warned == {a.trial_id: [w1], b.trial_id: [w1, w2]}
     assert cb.__getstate__()["warned"] == {}  # (runtime state: not in tuner.pkl)
+
+
+def test_the_kernel_pin_reaches_every_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's CPU-kernel pin (or its opt-out) goes to every node, so the trials there run
+    the driver's kernels; one the submitting job already sets is left to it."""
+    from searchvlm.sweep._cluster import trial_env
+
+    monkeypatch.delenv(_trainable.PROFILE_ENV, raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    for key in PINS["avx2"]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv(KERNELS_ENV, "native")
+    assert trial_env() == {"env_vars": {KERNELS_ENV: "native"}}
+    monkeypatch.setenv(KERNELS_ENV, "avx2")
+    for key, value in PINS["avx2"].items():
+        monkeypatch.setenv(key, value)
+    assert trial_env() == {"env_vars": {KERNELS_ENV: "avx2", **PINS["avx2"]}}
+    job = {"runtime_env": {"env_vars": {"MKL_CBWR": "COMPATIBLE"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert "MKL_CBWR" not in trial_env()["env_vars"]
