@@ -35,6 +35,7 @@ from helpers import BIN, PY
 from helpers.data import valid_arrays
 from helpers.services import free_port, stop_group, wait_for
 from helpers.sweeps import child_runs, rows_of, tiny_space
+from searchvlm._host import KERNELS_ENV, PINS
 from searchvlm.space import load_space
 from searchvlm.trial import reference_labels
 
@@ -64,6 +65,8 @@ class MaskedCluster:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
                     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # fmt: skip
         self.env.pop("RAY_ADDRESS", None)
+        for key in (KERNELS_ENV, *PINS["avx2"]):  # the nodes' own environment: no kernel pin of the driver's
+            self.env.pop(key, None)
         ray_start = [str(BIN / "ray"), "start", "--disable-usage-stats", "--block"]
         self.head = self._spawn([*ray_start, "--head", "--num-cpus", "0", "--port", str(self.port),
                                  "--node-ip-address", "127.0.0.1", "--include-dashboard=false",
@@ -182,7 +185,9 @@ def test_with_the_file_on_the_node_every_record_baseline_and_warning_reaches_the
     plan = tmp_path / "plan.json"  # (outside the masked folders: the node reads it)
     plan.write_text(json.dumps({name: {"kind": "warn", "at": 0} for name in ("t0000", "t0001")}))
     prof = runs / "prof"  # the driver's $SEARCHVLM_PROFILE, masked on that node
-    env = {"SEARCHVLM_PROFILE": str(prof), "RAY_JOB_CONFIG_JSON_ENV_VAR": _job_env(plan)}
+    # the driver opts out of the kernel pin: the trials on that node must too, though importing
+    # searchvlm there would pin them (the opt-out travels with the job, as the profile folder)
+    env = {"SEARCHVLM_PROFILE": str(prof), "RAY_JOB_CONFIG_JSON_ENV_VAR": _job_env(plan), KERNELS_ENV: "native"}
     out = _sweep(masked, space, runs, tmp_path, env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     rows = rows_of(runs / "mk" / "trials.csv")
@@ -202,6 +207,7 @@ def test_with_the_file_on_the_node_every_record_baseline_and_warning_reaches_the
                               capture_output=True, text=True, timeout=30, check=True).stdout.split()  # fmt: skip
     assert sorted(profiles) == ["t0000.prof", "t0001.prof"], profiles
     assert not prof.exists()
+    assert all(r["cpu"] and "kernels]" not in r["cpu"] for r in rows), [r["cpu"] for r in rows]
     # the warning both trials raised there: once on the driver's stderr, each trial's in sweep.log and MLflow
     text = "UserWarning: injected warning past step 0"
     said = [ln for ln in out.stderr.splitlines() if text in ln]
