@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from searchvlm.policy import TASKS, ReductionPolicy
-from searchvlm.space import SearchSpace
+from searchvlm.schema.policy import TASKS, ReductionPolicy
+from searchvlm.schema.space import SearchSpace
 
 FORMAT = "searchvlm.tabular/v2"  # v2: per-seed runs, mean ± s.e. per row, a dense `reference` row
 

@@ -25,10 +25,10 @@ secs() {  # secs WITH|WITHOUT CMD...: wall seconds of CMD; a failing CMD stops t
 }
 out=$ROOT/benchmarks/results/bytecode_imports.txt
 load=$(cut -d' ' -f1 /proc/loadavg)
-echo "# $(date -u +%F) $(nproc) cores, load $load: import searchvlm.trial; a tiny 4-trial sweep" >>"$out"
+echo "# $(date -u +%F) $(nproc) cores, load $load: import searchvlm.train.trial; a tiny 4-trial sweep" >>"$out"
 for i in $(seq "$PAIRS"); do
   for mode in without with; do
-    imp=$(secs $mode "$PY" -c "import searchvlm.trial") || exit 1
+    imp=$(secs $mode "$PY" -c "import searchvlm.train.trial") || exit 1
     rm -rf "$WORK/runs"
     swp=$(secs $mode "$ROOT/.venv/bin/searchvlm" sweep "$WORK/tiny.yaml" --name b --runs-dir "$WORK/runs" --no-progress) || exit 1
     printf 'pair %d %-7s import %.1f s  sweep %.1f s\n' "$i" "$mode" "$imp" "$swp" | tee -a "$out"

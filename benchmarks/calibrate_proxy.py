@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from searchvlm.config import TrialConfig
-from searchvlm.errors import ConfigError
-from searchvlm.overrides import validate_overridden
-from searchvlm.space import load_space
-from searchvlm.synergy import mean_stderr
-from searchvlm.trial import run_trial
+from searchvlm.objectives.synergy import mean_stderr
+from searchvlm.schema.config import TrialConfig
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.overrides import validate_overridden
+from searchvlm.schema.space import load_space
+from searchvlm.train.trial import run_trial
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
         "--set",
         action="append",
         default=[],
-        help="key.path=value override of the trial config (YAML value; searchvlm.overrides)",
+        help="key.path=value override of the trial config (YAML value; searchvlm.schema.overrides)",
     )
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--out", default="benchmarks/results/calibrate_proxy_best.json")

@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def _work(space_path: str, steps: int, ready: mp.Queue, start: mp.Event, out: mp.Queue) -> None:
     import torch
 
-    from searchvlm.policy import TASKS, ReductionPolicy
-    from searchvlm.space import load_space
-    from searchvlm.training import Run, RunSpec
-    from searchvlm.trial import prepare
+    from searchvlm.schema.policy import TASKS, ReductionPolicy
+    from searchvlm.schema.space import load_space
+    from searchvlm.train.training import Run, RunSpec
+    from searchvlm.train.trial import prepare
 
     torch.set_num_threads(1)
     space = load_space(space_path)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from searchvlm.pareto import front
-from searchvlm.results import DECISION_FILE, TRIALS_FILE, read_trials
+from searchvlm.objectives.pareto import front
+from searchvlm.schema.results import DECISION_FILE, TRIALS_FILE, read_trials
 
 
 def draw(run: Path, out: Path) -> None:

@@ -8,9 +8,9 @@ policies. Two rules answer "the cheapest policy that keeps dense's synergy withi
 
 - **mean**: every sweep policy and dense on 3 seeds; the cheapest whose 3-seed mean is at
   least dense's 3-seed mean - delta;
-- **decide**: the sweep on one seed; `searchvlm.decide`'s shortlist (3 cheapest of the
+- **decide**: the sweep on one seed; `searchvlm.records.decide`'s shortlist (3 cheapest of the
   front and near-front, one seed's SD 0.042 standing in for the noise) and its race
-  (`searchvlm.noninferiority.race`, looks 5 and 10 on fresh seeds, alpha 0.05).
+  (`searchvlm.objectives.noninferiority.race`, looks 5 and 10 on fresh seeds, alpha 0.05).
 
 Scenarios: `tradeoff` (the generator) and `none` (every policy's true synergy is dense's
 - delta - 0.01: no policy qualifies). Read per rule: wrong-choice rate (accepted, but truly
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from _tabular import complete_rows, load_table
-from searchvlm.noninferiority import look_schedule, race
-from searchvlm.pareto import confirm_candidates
+from searchvlm.objectives.noninferiority import look_schedule, race
+from searchvlm.objectives.pareto import confirm_candidates
 from synthetic_table import CURVE, NOISE_SD, POLICY_SD, S_DENSE, SEED_SD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +201,7 @@ def main() -> None:
 
 def table_noise(path: Path, sims: int, seed: int, out: Path | None, command: str) -> None:
     """PROXY_TABLE_PLAN.md analysis 3: both rules on the proxy table's own seeds (complete rows only)."""
-    from searchvlm.space import load_space
+    from searchvlm.schema.space import load_space
 
     table = load_table(path)
     n = len(table["seeds"])

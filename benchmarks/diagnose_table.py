@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from searchvlm.diagnose import DIAGNOSE_FILE, CheckpointGradients, load_report
-from searchvlm.presets import PRESETS
+from searchvlm.records.diagnose import DIAGNOSE_FILE, CheckpointGradients, load_report
+from searchvlm.schema.policy.presets import PRESETS
 
 #: the table's columns
 HEADER = (

@@ -35,7 +35,7 @@ BOOT, THRESHOLD = 10_000, 0.4
 
 def init_cosine(space: Path, policy: dict[str, Any]) -> float:
     """`overall.cosine` at initialisation of one explicit policy (diagnose --steps 0)."""
-    from searchvlm.diagnose import DiagnoseRequest, run_diagnose
+    from searchvlm.records.diagnose import DiagnoseRequest, run_diagnose
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "policy.json"
@@ -48,7 +48,7 @@ def init_cosine(space: Path, policy: dict[str, Any]) -> float:
 def measure_cosines() -> dict[str, Any]:
     """Every table policy's init cosine (the table's order), resumable."""
     from _tabular import policy_key
-    from searchvlm.policy import ReductionPolicy
+    from searchvlm.schema.policy import ReductionPolicy
 
     points = json.loads(POINTS.read_text())
     done = json.loads(COSINES.read_text()) if COSINES.exists() else {"space": points["space"], "cosines": {}}

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from searchvlm.data._types import TaskSplit
-from searchvlm.policy import TASKS, ReductionPolicy
-from searchvlm.space import load_space
-from searchvlm.synergy import best_step
-from searchvlm.training import Run, RunSpec, caption_scores, generation_example_nll, understanding_hits
-from searchvlm.trial import prepare
+from searchvlm.objectives.synergy import best_step
+from searchvlm.schema.policy import TASKS, ReductionPolicy
+from searchvlm.schema.space import load_space
+from searchvlm.train.training import Run, RunSpec, caption_scores, generation_example_nll, understanding_hits
+from searchvlm.train.trial import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """What pinning torch's CPU kernels to AVX2 costs: the training step with the pin and without.
 
-`import searchvlm` pins ATen, MKL and oneDNN to their AVX2 kernels (`searchvlm._host.pin_kernels`)
+`import searchvlm` pins ATen, MKL and oneDNN to their AVX2 kernels (`searchvlm.schema._host.pin_kernels`)
 so that numbers reproduce across CPU types. On a CPU with AVX-512 the native kernels may be
 faster; this times `benchmarks/step_time.py` (dense and three presets at the default proxy's
 shape) in alternating subprocesses, pinned and `SEARCHVLM_CPU_KERNELS=native`, `--rounds`
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from searchvlm._host import KERNELS_ENV, PINS, cpu_model  # noqa: E402
+from searchvlm.schema._host import KERNELS_ENV, PINS, cpu_model  # noqa: E402
 
 SHAPE = ["--layers", "4", "--hidden", "64", "--image-tokens", "64", "--batch-size", "16"]
 ONLY = "dense,fastv,himix,hmgen"

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from searchvlm.config import ModelConfig
-from searchvlm.flops import flops_ratio
 from searchvlm.model import build_model
-from searchvlm.policy import preset
-from searchvlm.space import load_space
+from searchvlm.objectives.flops import flops_ratio
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import preset
+from searchvlm.schema.space import load_space
 from step_time import VOCAB, layouts, make_batches, make_step, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]

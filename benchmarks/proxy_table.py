@@ -31,15 +31,15 @@ import numpy as np
 import torch
 
 from _tabular import FORMAT, policy_key
-from searchvlm._host import cpu_model
-from searchvlm.identity import canonical_policy
-from searchvlm.policy import ReductionPolicy
-from searchvlm.presets import preset
-from searchvlm.space import load_space
+from searchvlm.objectives.synergy import mean_stderr
+from searchvlm.schema._host import cpu_model
+from searchvlm.schema.identity import canonical_policy
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.policy.presets import preset
+from searchvlm.schema.space import load_space
 from searchvlm.sweep._known_cost import SpaceCost, _Draw
-from searchvlm.synergy import mean_stderr
-from searchvlm.training import check_layout
-from searchvlm.trial import prepare, run_trial
+from searchvlm.train.training import check_layout
+from searchvlm.train.trial import prepare, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces/default.yaml"

@@ -21,11 +21,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from searchvlm.baselines import RunRecord, baseline_key, get_baseline
-from searchvlm.policy import ReductionPolicy
-from searchvlm.space import load_space
-from searchvlm.synergy import checkpoint, mean_stderr, relative_gain
-from searchvlm.training import RunSpec
+from searchvlm.objectives.synergy import checkpoint, mean_stderr, relative_gain
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.space import load_space
+from searchvlm.train.baselines import RunRecord, baseline_key, get_baseline
+from searchvlm.train.training import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = "gen_caption_acc"
@@ -34,7 +34,7 @@ METRIC = "gen_caption_acc"
 def tuned_baseline(space_path: Path, seed: int, decays: list[float], cache: Path) -> dict[str, Any]:
     """The isolated generator of `seed` at each weight decay (trained once, cached), and the one
     its own validation picks: {weight decay: (best validation, test at that round, round)}."""
-    from searchvlm.trial import warm_reference
+    from searchvlm.train.trial import warm_reference
 
     space = load_space(space_path)
     runs = {}
@@ -49,12 +49,12 @@ def tuned_baseline(space_path: Path, seed: int, decays: list[float], cache: Path
 
 
 def _record(config: Any, seed: int, cache: Path) -> RunRecord:
-    from searchvlm.trial import prepare
+    from searchvlm.train.trial import prepare
 
     _, model_cfg = prepare(config, seed)
     policy = ReductionPolicy.dense(model_cfg.num_layers)
     spec = RunSpec(model_cfg, policy, config.training, ("generation",), seed)
-    key = baseline_key(spec, config.data, config.synergy.fidelity)  # as searchvlm.trial keys it
+    key = baseline_key(spec, config.data, config.synergy.fidelity)  # as searchvlm.train.trial keys it
 
     def missing() -> RunRecord:
         raise RuntimeError(f"seed {seed}: the warmed baseline is not in {cache} under {key}")

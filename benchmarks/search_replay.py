@@ -47,13 +47,13 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import TrialState, create_trial
 
 from _tabular import complete_rows, load_table, policy_key
-from searchvlm.pareto import hypervolume
-from searchvlm.policy import ReductionPolicy
-from searchvlm.space import SearchSpace, load_space
+from searchvlm.objectives.pareto import hypervolume
+from searchvlm.objectives.synergy import mean_stderr
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.space import SearchSpace, load_space
 from searchvlm.sweep._keys import POLICY_ATTR
 from searchvlm.sweep._known_cost import KnownCostSampler
 from searchvlm.sweep._known_cost import _key as policy_identity
-from searchvlm.synergy import mean_stderr
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ("random", "tpe", "nsga2", "gp", "known_cost", "cheapest")
@@ -195,7 +195,7 @@ class TablePool(KnownCostSampler):
 
 def is_finite(space: SearchSpace) -> bool:
     """A finite space's table has every policy; a continuous one's is a sample (restricted replays)."""
-    from searchvlm.errors import ConfigError
+    from searchvlm.schema.errors import ConfigError
 
     try:
         space.grid_space()
@@ -217,7 +217,7 @@ def hv_curve(seen: list[Row], ref: tuple[float, float]) -> list[float]:
 def claimed_curve(seen: list[Row], draws: dict[str, int], ref: tuple[float, float]) -> list[float]:
     """Hypervolume, at their seed means, of the front a search claims after each trial: the
     non-dominated set of what it observed (the drawn seed's values)."""
-    from searchvlm.pareto import front
+    from searchvlm.objectives.pareto import front
 
     observed = [{**seen_run(r, draws), "trial_id": i, "number": i, "row": r} for i, r in enumerate(seen)]
     return [hypervolume([o["row"] for o in front(observed[:k])], ref)[0] for k in range(1, len(seen) + 1)]

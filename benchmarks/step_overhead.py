@@ -29,10 +29,10 @@ from collections.abc import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from searchvlm.config import ModelConfig
-from searchvlm.flops import flops_ratio
 from searchvlm.model import build_model
-from searchvlm.policy import PRESETS, ReductionPolicy, Sharing, preset
+from searchvlm.objectives.flops import flops_ratio
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import PRESETS, ReductionPolicy, Sharing, preset
 from step_time import (
     VOCAB,
     add_common_args,

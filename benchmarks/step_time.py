@@ -33,12 +33,12 @@ from pathlib import Path
 
 import torch
 
-from searchvlm.config import ModelConfig, VocabLayout
-from searchvlm.flops import TaskLayout, count_flops, flops_ratio
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import ReductionPolicy, Segment, preset
-from searchvlm.space import load_space
-from searchvlm.training import precision
+from searchvlm.objectives.flops import TaskLayout, count_flops, flops_ratio
+from searchvlm.schema.config import ModelConfig, VocabLayout
+from searchvlm.schema.policy import ReductionPolicy, Segment, preset
+from searchvlm.schema.space import load_space
+from searchvlm.train.training import precision
 
 ROOT = Path(__file__).resolve().parents[1]
 MM_SIZES = (256, 512, 1024)

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 import searchvlm.sweep._driver as sweep_mod
-from searchvlm.space import load_space
+from searchvlm.schema.space import load_space
 from searchvlm.sweep import run_sweep
 from searchvlm.sweep._callback import SweepCallback
 

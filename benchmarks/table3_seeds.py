@@ -32,10 +32,10 @@ import json
 import sys
 from pathlib import Path
 
-from searchvlm._host import joined, mixed_cpus, unrecorded
-from searchvlm.reproduce import ROWS, Table3, _against_dense, _isolated_rows, _paired, _row
-from searchvlm.synergy import mean_stderr
-from searchvlm.trial_result import TrialResult
+from searchvlm.objectives.synergy import mean_stderr
+from searchvlm.records.reproduce import ROWS, Table3, _against_dense, _isolated_rows, _paired, _row
+from searchvlm.schema._host import joined, mixed_cpus, unrecorded
+from searchvlm.schema.trial_result import TrialResult
 
 
 def _scores(result: TrialResult) -> list[dict]:

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from _tabular import FORMAT, enumerate_space, load_table
-from searchvlm.space import load_space
-from searchvlm.synergy import mean_stderr
-from searchvlm.trial import run_trial
+from searchvlm.objectives.synergy import mean_stderr
+from searchvlm.schema.space import load_space
+from searchvlm.train.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVE_KEYS = ("synergy_gain", "und_gain", "gen_gain", "und_acc", "gen_nll")

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from search_replay import ratio_ci
-from searchvlm.synergy import HIGHER_IS_BETTER, mean_stderr, relative_gain
+from searchvlm.objectives.synergy import HIGHER_IS_BETTER, mean_stderr, relative_gain
 
 RESULTS = Path(__file__).parent / "results"
 CONTROL = "data.blank_understanding_images=true"

@@ -30,18 +30,18 @@ CLI = str(Path(sys.executable).with_name("searchvlm"))
 #: phase -> (file suffix, function name) whose cumulative time it is, in a trial's profile
 TRIAL_PHASES: dict[str, tuple[str, str]] = {
     "trial total (profiled call)": ("", ""),
-    "imports inside the trial": ("searchvlm/trial.py", "<module>"),
-    "data: load + tokenise (prepare)": ("searchvlm/trial.py", "prepare"),
-    "baselines: cache lookups": ("searchvlm/trial.py", "_references"),
-    "model construction (Run.__init__)": ("searchvlm/training.py", "__init__"),
-    "training steps (_one_step)": ("searchvlm/training.py", "_one_step"),
+    "imports inside the trial": ("searchvlm/train/trial.py", "<module>"),
+    "data: load + tokenise (prepare)": ("searchvlm/train/trial.py", "prepare"),
+    "baselines: cache lookups": ("searchvlm/train/trial.py", "_references"),
+    "model construction (Run.__init__)": ("searchvlm/train/training.py", "__init__"),
+    "training steps (_one_step)": ("searchvlm/train/training.py", "_one_step"),
     "  forward": ("searchvlm/model/reduced.py", "forward"),
     "  backward": ("torch/_tensor.py", "backward"),
     "  optimizer step": ("torch/optim/optimizer.py", "wrapper"),
-    "evaluation (Run.scores, val + test)": ("searchvlm/training.py", "scores"),
-    "  caption accuracy": ("searchvlm/training.py", "caption_scores"),
-    "test of the picked rounds (_test_picks)": ("searchvlm/trial.py", "_test_picks"),
-    "state copies (_keep_picks)": ("searchvlm/trial.py", "_keep_picks"),
+    "evaluation (Run.scores, val + test)": ("searchvlm/train/training.py", "scores"),
+    "  caption accuracy": ("searchvlm/train/training.py", "caption_scores"),
+    "test of the picked rounds (_test_picks)": ("searchvlm/train/trial.py", "_test_picks"),
+    "state copies (_keep_picks)": ("searchvlm/train/trial.py", "_keep_picks"),
     "round reports to Tune (_report)": ("searchvlm/sweep/_trainable.py", "_report"),
 }
 #: the same for the driver's profile (its main thread: Tune's loop, the searcher, the callback)

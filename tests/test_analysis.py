@@ -11,7 +11,12 @@ import torch
 import yaml
 
 from helpers.models import VOCAB
-from searchvlm.analysis import (
+from searchvlm.data import TaskSplit
+from searchvlm.model import apply_policy, build_model
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import ReductionPolicy, Segment, TaskPolicy, load_policy
+from searchvlm.schema.space import load_space
+from searchvlm.train.analysis import (
     ANALYSIS_FILE,
     SEGMENTS,
     analyze,
@@ -25,12 +30,7 @@ from searchvlm.analysis import (
     uniform_shares,
     warm_start_policy,
 )  # fmt: skip
-from searchvlm.config import ModelConfig
-from searchvlm.data import TaskSplit
-from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import ReductionPolicy, Segment, TaskPolicy, load_policy
-from searchvlm.space import load_space
-from searchvlm.trial import run_trial
+from searchvlm.train.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -180,13 +180,13 @@ def test_checkpoint_round_trip_gives_identical_alpha(space_file: Path, tmp_path:
 
 
 def _data(space):
-    from searchvlm.trial import prepare
+    from searchvlm.train.trial import prepare
 
     return prepare(space.trial_config(None))[0]
 
 
 def test_bad_checkpoint_names_the_file(tmp_path: Path) -> None:
-    from searchvlm.errors import ConfigError
+    from searchvlm.schema.errors import ConfigError
 
     bad = tmp_path / "bad.pt"
     torch.save({"format": "something else"}, bad)

@@ -23,8 +23,8 @@ from search_replay import (  # noqa: E402
     replay,
     seen_run,
 )
-from searchvlm.pareto import hypervolume  # noqa: E402
-from searchvlm.space import load_space  # noqa: E402
+from searchvlm.objectives.pareto import hypervolume  # noqa: E402
+from searchvlm.schema.space import load_space  # noqa: E402
 
 SPACE = ROOT / "benchmarks" / "data" / "tabular_quick_space.yaml"
 REF = (1.0, -0.3)
@@ -167,7 +167,7 @@ def test_lean_step_yardstick_trains_and_compares_the_presets():
     import torch
 
     from lean_step import LeanLM, run
-    from searchvlm.config import ModelConfig
+    from searchvlm.schema.config import ModelConfig
     from step_time import VOCAB, make_batches
 
     torch.manual_seed(0)
@@ -196,7 +196,7 @@ def continuous():
     plus one preset row without params; FLOPs and synergy are arbitrary but fixed."""
     import numpy as np
 
-    from searchvlm.presets import preset
+    from searchvlm.schema.policy.presets import preset
     from searchvlm.sweep._known_cost import _Draw
 
     space = load_space(ROOT / "search_spaces" / "default.yaml")

@@ -23,7 +23,7 @@ from helpers import PY, ROOT, checkout_env
 from helpers.sweeps import make_sweep, tiny_space
 from searchvlm import __version__
 from searchvlm.cli import app
-from searchvlm.results import read_trials
+from searchvlm.schema.results import read_trials
 
 runner = CliRunner()
 
@@ -129,13 +129,13 @@ def test_unknown_sweep_names_the_runs_folder(command: str, run: Path, tmp_path: 
 def test_one_handler_prints_every_commands_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """No command catches ConfigError itself: the command group prints it (exit 2, one
     `error:` line per problem), also from a library call deep inside a command."""
-    import searchvlm.trial
-    from searchvlm.errors import ConfigError
+    import searchvlm.train.trial
+    from searchvlm.schema.errors import ConfigError
 
     def refuse(config: Any, progress: Any = None) -> None:
         raise ConfigError.many("space.yaml", [("model.hf", "x", "not a folder"), ("data.tokens", 0, "too few")])
 
-    monkeypatch.setattr(searchvlm.trial, "run_trial", refuse)
+    monkeypatch.setattr(searchvlm.train.trial, "run_trial", refuse)
     res = cli("trial", str(ROOT / "search_spaces" / "quick.yaml"), "--preset", "dense")
     assert_cli_error(res, "error: space.yaml: model.hf = 'x': not a folder", "data.tokens = 0: too few")
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 2, res.output
@@ -187,7 +187,7 @@ def test_export_trial_errors(run: Path, tmp_path: Path, extra: list[str], needle
 
 
 def _front_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
-    from searchvlm.pareto import front
+    from searchvlm.objectives.pareto import front
     from searchvlm.report import front_table
 
     return [list(r.values()) for r in front_table(front(rows))]
@@ -220,7 +220,7 @@ def test_pareto_table_whole_through_cli_runner(run: Path) -> None:
 def test_other_tables_whole_off_a_terminal() -> None:
     res = cli("presets", "--layers", "12", COLUMNS="40")
     assert res.exit_code == 0 and "…" not in res.output
-    from searchvlm.policy import preset
+    from searchvlm.schema.policy import preset
 
     keep = " ".join(f"{k:.2g}" for k in preset("pmod", 12).understanding.keep)
     assert f"skip/router {keep}" in res.output  # twelve ratios on one line
@@ -266,7 +266,7 @@ def test_real_sweep_summary_table_whole_in_a_log(real_sweep: Path) -> None:
     # the libraries' set-up chatter is in sweep.log, not in the output; the proxy warning once
     assert "INFO mlflow" not in log and "authentication" not in log.lower(), log[:2000]
     assert log.count("does not beat both isolated baselines") <= 1 and log.count("is unmeasured") <= 1
-    from searchvlm.pareto import front
+    from searchvlm.objectives.pareto import front
 
     for r in front(read_trials(real_sweep / "trials.csv")):
         line = next((ln for ln in log.splitlines() if f" {r['trial_id']} " in ln), None)
@@ -425,7 +425,7 @@ def test_presets_at_12_layers_show_the_study_rows() -> None:
 
 
 def test_presets_json() -> None:
-    from searchvlm.policy import PRESETS, ReductionPolicy, preset
+    from searchvlm.schema.policy import PRESETS, ReductionPolicy, preset
 
     res = cli("presets", "--layers", "6", "--json")
     assert res.exit_code == 0

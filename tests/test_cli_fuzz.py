@@ -1,4 +1,4 @@
-"""Every command's options fed bad values (searchvlm.cli, searchvlm._usage): never a
+"""Every command's options fed bad values (searchvlm.cli, searchvlm.cli._usage): never a
 traceback, always a non-zero exit and one `error: ...` line naming the bad option or value.
 
 Commands and their parameters are read from the typer app, so a new command or option is
@@ -45,10 +45,10 @@ NEEDED = {"trial": ["--preset", "dense"], "diagnose": ["--preset", "dense"]}
 #: commands that call one public function which checks its inputs first, the training function it reaches
 WORK_MODULES = ("searchvlm.sweep",)
 WORK_FUNCTIONS = {
-    "searchvlm.trial": "run_trial",
-    "searchvlm.reproduce": "reproduce",
-    "searchvlm.analysis_run": "analyze",
-    "searchvlm.diagnose": "prepare",
+    "searchvlm.train.trial": "run_trial",
+    "searchvlm.records.reproduce": "reproduce",
+    "searchvlm.records.analysis_run": "analyze",
+    "searchvlm.records.diagnose": "prepare",
 }
 
 
@@ -163,7 +163,7 @@ def _good_args(command: str, tmp: Path) -> list[str]:
     make_sweep(tmp / "runs", "fz") if not (tmp / "runs" / "fz").exists() else None
     policy = tmp / "dense.json"
     if not policy.exists():
-        from searchvlm.policy import ReductionPolicy
+        from searchvlm.schema.policy import ReductionPolicy
 
         policy.write_text(ReductionPolicy.dense(num_layers=4).model_dump_json())
     good = {"space_file": str(QUICK), "files": str(QUICK), "policy_file": str(policy)}

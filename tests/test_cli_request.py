@@ -1,4 +1,4 @@
-"""`searchvlm._cli_request`: a record's field is one option with its help, default and bounds;
+"""`searchvlm.cli._request`: a record's field is one option with its help, default and bounds;
 a bad value is the CLI's one `error:` line (exit 2) naming the option; a parsed field holds the
 parsed value; `request` builds a library request from the record and refuses a missing field.
 The commands' own options are checked against the real app at the end."""
@@ -15,9 +15,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from searchvlm._cli_base import seeds_option
-from searchvlm._cli_request import argument, option, record_command, request
-from searchvlm._help import HelpGroup
+from searchvlm.cli._base import seeds_option
+from searchvlm.cli._help import HelpGroup
+from searchvlm.cli._request import argument, option, record_command, request
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,10 @@ def test_every_library_request_is_built_from_its_commands_record():
     """Each command record names every field of the library request it builds (a new request
     field must get its option), with the request's default as the option's default."""
     from searchvlm import cli
-    from searchvlm.analysis_run import AnalysisRequest
-    from searchvlm.decide import DecideOptions
-    from searchvlm.diagnose import DiagnoseRequest
-    from searchvlm.reproduce import ReproduceRequest
+    from searchvlm.records.analysis_run import AnalysisRequest
+    from searchvlm.records.decide import DecideOptions
+    from searchvlm.records.diagnose import DiagnoseRequest
+    from searchvlm.records.reproduce import ReproduceRequest
     from searchvlm.sweep._driver import SweepOptions
 
     pairs = [(cli.AnalyzeArgs, AnalysisRequest), (cli.DecideArgs, DecideOptions), (cli.DiagnoseArgs, DiagnoseRequest),

@@ -1,4 +1,4 @@
-"""Tests of searchvlm.confirm on a hand-made sweep folder, trained for real on a tiny proxy.
+"""Tests of searchvlm.records.confirm on a hand-made sweep folder, trained for real on a tiny proxy.
 
 The folder holds what a sweep leaves (sweep.json, the space copy, trials.csv with preset
 policies and made-up search numbers), so the front and near-front are known by hand.
@@ -13,14 +13,22 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from searchvlm.confirm import run_confirm
-from searchvlm.errors import ConfigError
-from searchvlm.export import build_policy_file
-from searchvlm.policy import preset
+from searchvlm.objectives.export import build_policy_file
+from searchvlm.records.confirm import run_confirm
 from searchvlm.report import pareto_summary
-from searchvlm.results import CONFIRMED_FILE, SweepMeta, TrialRun, read_confirmed, trial_row, write_meta, write_trials
-from searchvlm.space import load_space
-from searchvlm.trial_result import TrialResult
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import preset
+from searchvlm.schema.results import (
+    CONFIRMED_FILE,
+    SweepMeta,
+    TrialRun,
+    read_confirmed,
+    trial_row,
+    write_meta,
+    write_trials,
+)
+from searchvlm.schema.space import load_space
+from searchvlm.schema.trial_result import TrialResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [1, 2]

@@ -11,13 +11,13 @@ import torch
 from pydantic import ValidationError
 
 from helpers.data import valid_arrays
-from searchvlm.baselines import baseline_key
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
 from searchvlm.data import SPLITS, check_data, load_data
-from searchvlm.policy import TASKS, ReductionPolicy, preset
-from searchvlm.space import load_space
-from searchvlm.training import Run, RunSpec
-from searchvlm.trial import prepare_seeds, priced_data, run_trial, task_layouts
+from searchvlm.schema.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.policy import TASKS, ReductionPolicy, preset
+from searchvlm.schema.space import load_space
+from searchvlm.train.baselines import baseline_key
+from searchvlm.train.training import Run, RunSpec
+from searchvlm.train.trial import prepare_seeds, priced_data, run_trial, task_layouts
 
 TINY_MODEL = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
 TINY_TRAIN = TrainingConfig(steps=6, eval_every=3, batch_size=8, threads=1)

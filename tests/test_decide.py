@@ -1,4 +1,4 @@
-"""Tests of searchvlm.decide on a hand-made sweep folder, raced for real on a tiny proxy.
+"""Tests of searchvlm.records.decide on a hand-made sweep folder, raced for real on a tiny proxy.
 
 The folder holds what a sweep leaves (sweep.json, the space copy, trials.csv with preset
 policies and made-up search numbers), so the shortlist is known by hand: himix (FLOPs 0.6,
@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 from helpers import ROOT
 from helpers.sweeps import TINY_DATA
 from searchvlm.cli import app
-from searchvlm.decide import RACE_FILE, DecideOptions, decide, shortlist
-from searchvlm.errors import ConfigError
-from searchvlm.export import build_policy_file
-from searchvlm.policy import preset
-from searchvlm.results import DECISION_FILE, SweepMeta, read_trials, trial_row, write_meta, write_trials
-from searchvlm.space import load_space
-from searchvlm.trial_result import TrialResult
+from searchvlm.objectives.export import build_policy_file
+from searchvlm.records.decide import RACE_FILE, DecideOptions, decide, shortlist
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import preset
+from searchvlm.schema.results import DECISION_FILE, SweepMeta, read_trials, trial_row, write_meta, write_trials
+from searchvlm.schema.space import load_space
+from searchvlm.schema.trial_result import TrialResult
 
 TABLE = [("dense", 1.0, 0.00), ("himix", 0.6, -0.05), ("pmod", 0.9, -0.06), ("fastv", 0.8, -0.30)]
 #: a margin no tiny model misses: the race must accept both (the mechanics are under test here;
@@ -165,7 +165,7 @@ def test_decide_races_for_real_resumes_and_exports(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_decide_counts_confirms_records_on_its_seeds(tmp_path: Path) -> None:
     """A policy `confirm` already trained on the race's seeds is not trained again."""
-    from searchvlm.results import CONFIRMED_FILE, write_confirmed
+    from searchvlm.schema.results import CONFIRMED_FILE, write_confirmed
 
     run = make_sweep(tmp_path)
     row = {"trial_id": "t2", "number": 2, "status": "ok", "seeds": "[1, 2]", "vs_dense_per_seed": "[0.01, -0.02]",
@@ -177,8 +177,8 @@ def test_decide_counts_confirms_records_on_its_seeds(tmp_path: Path) -> None:
 
 
 def test_confirm_labels_rows_with_the_decision_verdict() -> None:
-    from searchvlm.confirm import ConfirmSummary, _verdicts
-    from searchvlm.space import SearchSpace
+    from searchvlm.records.confirm import ConfirmSummary, _verdicts
+    from searchvlm.schema.space import SearchSpace
 
     space = SearchSpace.model_validate({"decision": {"delta": 0.035}})
     rows = [{"trial_id": "a", "number": 1, "status": "ok", "flops_ratio": 0.5,
@@ -222,7 +222,7 @@ def test_a_race_is_rerun_only_as_planned(tmp_path: Path) -> None:
 
 
 def test_max_seeds_alone_fits_the_first_look_and_blames_the_flag_given(tmp_path: Path) -> None:
-    from searchvlm.decide import _settings
+    from searchvlm.records.decide import _settings
 
     space = load_space(ROOT / "search_spaces" / "default.yaml")  # decision: first_seeds 5, max_seeds 10
     got = _settings(space, DecideOptions(max_seeds=3), Path("default.yaml"))

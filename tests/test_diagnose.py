@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from helpers import ROOT
 from helpers.sweeps import tiny_space
 from searchvlm.cli import app
-from searchvlm.diagnose import load_report
-from searchvlm.gradients import GROUPS
-from searchvlm.synergy import HIGHER_IS_BETTER, best_step
+from searchvlm.objectives.synergy import HIGHER_IS_BETTER, best_step
+from searchvlm.records.diagnose import load_report
+from searchvlm.train.gradients import GROUPS
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 QUICK = ROOT / "search_spaces" / "quick.yaml"
@@ -95,7 +95,7 @@ def test_bad_policy_file_names_the_file(tmp_path: Path) -> None:
 def test_docs_list_every_report_field() -> None:
     """docs/diagnose.md's diagnose.json table names every field of `DiagnoseReport`, and the
     groups table every group."""
-    from searchvlm.diagnose import DiagnoseReport
+    from searchvlm.records.diagnose import DiagnoseReport
 
     text = (ROOT / "docs" / "diagnose.md").read_text()
     keys = {f.alias or name for name, f in DiagnoseReport.model_fields.items()}

@@ -1,4 +1,4 @@
-"""Data-parallel trials (`training.processes`, `searchvlm.distributed`) on the CPU: two gloo
+"""Data-parallel trials (`training.processes`, `searchvlm.train.distributed`) on the CPU: two gloo
 processes give one process's training losses, per-round metrics, scores and trained weights
 under `shard: ddp` and `shard: fsdp` (FSDP2 per decoder layer), for a preset that reduces
 in both tasks, baselines included; a rank that fails fails the trial at once (recorded
@@ -23,13 +23,13 @@ import torch
 import torch.distributed as dist
 from pydantic import ValidationError
 
-from searchvlm import trial
-from searchvlm.baselines import baseline_key
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
-from searchvlm.distributed import run_ranks, spawns
-from searchvlm.policy import TASKS, preset
-from searchvlm.space import SearchSpace
-from searchvlm.training import Run, RunSpec
+from searchvlm.schema.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.policy import TASKS, preset
+from searchvlm.schema.space import SearchSpace
+from searchvlm.train import trial
+from searchvlm.train.baselines import baseline_key
+from searchvlm.train.distributed import run_ranks, spawns
+from searchvlm.train.training import Run, RunSpec
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
 

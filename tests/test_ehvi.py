@@ -1,4 +1,4 @@
-"""Tests of searchvlm.ehvi: the improvement against moocore's hypervolume, the closed form
+"""Tests of searchvlm.objectives.ehvi: the improvement against moocore's hypervolume, the closed form
 against a Monte Carlo estimate, and what a known cost implies (0 at dense's cost, cheaper
 preferred under a flat posterior)."""
 
@@ -8,7 +8,7 @@ import moocore
 import numpy as np
 import pytest
 
-from searchvlm.ehvi import ehvi_known_cost, hvi_known_cost, steps
+from searchvlm.objectives.ehvi import ehvi_known_cost, hvi_known_cost, steps
 
 FRONT = np.array([[0.3, -0.02], [0.5, -0.08], [0.8, -0.15], [0.9, 0.05]])  # (cost, -synergy); the last dominated
 REF = (1.0, 0.0)

@@ -1,4 +1,4 @@
-"""Tests of searchvlm.export: rules on a fixed trials table, atomic writes, load-time refusals."""
+"""Tests of searchvlm.objectives.export: rules on a fixed trials table, atomic writes, load-time refusals."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from helpers.sweeps import make_sweep
-from searchvlm.errors import ConfigError
-from searchvlm.export import TrialChoice, build_policy_file, export_policy
-from searchvlm.policy import POLICY_SCHEMA, load_policy, preset
-from searchvlm.results import write_trials
+from searchvlm.objectives.export import TrialChoice, build_policy_file, export_policy
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import POLICY_SCHEMA, load_policy, preset
+from searchvlm.schema.results import write_trials
 
 
 @pytest.fixture()
@@ -196,7 +196,7 @@ def test_write_never_replaces_a_file_that_appears_meanwhile(
     """The existence check comes first, but the final move itself never replaces a file."""
     import tempfile
 
-    from searchvlm.export import write_policy_file
+    from searchvlm.objectives.export import write_policy_file
 
     out = tmp_path / "p.json"
     pf = build_policy_file(run)
@@ -261,7 +261,7 @@ def test_design_user_lines_on_tiny_llama(tmp_path: Path) -> None:
 
 def test_repeats_are_one_point_on_the_front(tmp_path: Path) -> None:
     """A `duplicate_of` row is its twin's policy and result: ranked once, still exportable."""
-    from searchvlm.results import read_trials
+    from searchvlm.schema.results import read_trials
 
     run = make_sweep(tmp_path / "runs")
     rows = read_trials(run / "trials.csv")

@@ -1,4 +1,4 @@
-"""Analytic FLOPs (searchvlm.flops): formula, token counts per mode, monotonicity, no torch import."""
+"""Analytic FLOPs (searchvlm.objectives.flops): formula, token counts per mode, monotonicity, no torch import."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from searchvlm.config import ModelConfig, VocabLayout
-from searchvlm.flops import TaskLayout, count_flops, flops_ratio, layer_counts
-from searchvlm.policy import PRESETS, ReductionPolicy, TaskPolicy, preset
+from searchvlm.objectives.flops import TaskLayout, count_flops, flops_ratio, layer_counts
+from searchvlm.schema.config import ModelConfig, VocabLayout
+from searchvlm.schema.policy import PRESETS, ReductionPolicy, TaskPolicy, preset
 
 VOCAB = VocabLayout(num_special=8, num_text=24, num_image=17)
 MODEL = ModelConfig(num_layers=4, vocab=VOCAB)

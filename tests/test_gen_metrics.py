@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
 from searchvlm.data import BOI, BOS, EOI
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import TASKS, ReductionPolicy, preset
-from searchvlm.synergy import relative_gain
-from searchvlm.training import Run, RunSpec, caption_scores
-from searchvlm.trial import prepare, run_trial
+from searchvlm.objectives.synergy import relative_gain
+from searchvlm.schema.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.policy import TASKS, ReductionPolicy, preset
+from searchvlm.train.training import Run, RunSpec, caption_scores
+from searchvlm.train.trial import prepare, run_trial
 
 TINY_MODEL = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
 SHAPES = DataConfig(name="shapes", image_size=12, train_size=48, val_size=12, test_size=10)
@@ -78,8 +78,8 @@ def test_trained_model_scores_caption_accuracy_every_round(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("share, text", [(0.0, "+1.9000"), (0.2, "below chance"), (None, "+1.9000")])
 def test_a_gain_over_a_below_chance_baseline_prints_as_below_chance(share: float | None, text: str) -> None:
+    from searchvlm.schema.trial_result import TrialResult, gen_gain_text
     from searchvlm.sweep._progress import _objectives
-    from searchvlm.trial_result import TrialResult, gen_gain_text
 
     row = {"status": "ok", "flops_ratio": 0.5, "synergy_gain": 0.1, "und_gain": 0.1, "gen_gain": 1.9,
            "gen_gain_below_chance": share}  # fmt: skip
@@ -133,7 +133,7 @@ def test_joint_and_isolated_runs_see_the_per_task_images(tmp_path: Path, task_im
                                                    ("blank_understanding_images", "understanding"),
                                                    ("permute_captions", "generation")])  # fmt: skip
 def test_a_one_task_control_does_not_retrain_the_other_tasks_baseline(control: str, touches: str) -> None:
-    from searchvlm.baselines import baseline_key
+    from searchvlm.train.baselines import baseline_key
 
     data, policy = DataConfig(name="shapes"), ReductionPolicy.dense(2)
     controlled = data.model_copy(update={control: True})
@@ -149,7 +149,7 @@ def test_a_one_task_control_does_not_retrain_the_other_tasks_baseline(control: s
 def test_caption_accuracy_without_swaps_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import copy
 
-    import searchvlm.trial as trial_mod
+    import searchvlm.train.trial as trial_mod
 
     data = copy.deepcopy(prepare(_config(tmp_path))[0])  # prepare's data are cached: never mutate them
     for split in ("val", "test"):

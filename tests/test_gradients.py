@@ -1,4 +1,4 @@
-"""`searchvlm.gradients`: every number equals the one computed by hand from two separate
+"""`searchvlm.train.gradients`: every number equals the one computed by hand from two separate
 backward passes (one per task loss) on a fresh copy of the same tiny seeded model."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from helpers.models import VOCAB
-from searchvlm.config import ModelConfig
 from searchvlm.data import TaskSplit
-from searchvlm.gradients import GROUPS, measure
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import ReductionPolicy, Segment, Sharing
-from searchvlm.presets import preset
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import ReductionPolicy, Segment, Sharing
+from searchvlm.schema.policy.presets import preset
+from searchvlm.train.gradients import GROUPS, measure
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 LAYERS = 4

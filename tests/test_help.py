@@ -1,4 +1,4 @@
-"""Every command's `--help` (searchvlm._help): each value shows its shape (`--seeds 0,1,2`,
+"""Every command's `--help` (searchvlm.cli._help): each value shows its shape (`--seeds 0,1,2`,
 `--runs-dir DIR`), a flag shows none, no typer type name (`<bool>`, `<str>`, `<path>`) is left,
 and each command has one example line that its own parser accepts.
 
@@ -15,8 +15,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from searchvlm._help import metavar
 from searchvlm.cli import app
+from searchvlm.cli._help import metavar
 
 GROUP = typer.main.get_command(app)
 COMMANDS = sorted(GROUP.commands)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from searchvlm._host import (
+from searchvlm.schema._host import (
     KERNELS_ENV,
     PINS,
     _first_cpu,
@@ -29,13 +29,13 @@ from searchvlm._host import (
     pinned_level,
     unrecorded,
 )
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
-from searchvlm.errors import ConfigError
-from searchvlm.policy import preset
-from searchvlm.results import CONFIRMED_FILE, TrialRun, read_trials, trial_row, write_trials
+from searchvlm.schema.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import preset
+from searchvlm.schema.results import CONFIRMED_FILE, TrialRun, read_trials, trial_row, write_trials
+from searchvlm.schema.trial_result import TrialResult
 from searchvlm.tracking import Tracker, default_uri
-from searchvlm.trial import run_trial
-from searchvlm.trial_result import TrialResult
+from searchvlm.train.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -153,7 +153,7 @@ def test_table3_notes_rows_that_recorded_no_cpu(capsys: pytest.CaptureFixture[st
 
 def test_confirm_refuses_to_add_rows_from_another_cpu_type(tmp_path: Path) -> None:
     from searchvlm.cli import app
-    from searchvlm.confirm import run_confirm
+    from searchvlm.records.confirm import run_confirm
     from test_confirm import SEEDS, make_sweep
 
     run = make_sweep(tmp_path)
@@ -171,8 +171,8 @@ def test_the_trial_table_names_the_runs_still_improving_at_the_last_round() -> N
     """`trial`'s caption: the g_U / g_G runs whose best round was the last one, per seed."""
     from rich.console import Console
 
-    from searchvlm._console import result_table
-    from searchvlm.trial_result import SeedResult, best_at_last_round
+    from searchvlm.report._console import result_table
+    from searchvlm.schema.trial_result import SeedResult, best_at_last_round
 
     seeds = [SeedResult(seed=0, und_step_joint=300, und_step_iso=600, gen_caption_acc_step_joint=600,
                         gen_caption_acc_step_iso=450, gen_step_joint=600, gen_step_iso=600),
@@ -195,7 +195,7 @@ def test_the_trial_table_names_the_runs_still_improving_at_the_last_round() -> N
 def test_the_trial_table_says_which_cpu_measured_it() -> None:
     from rich.console import Console
 
-    from searchvlm._console import result_table
+    from searchvlm.report._console import result_table
 
     console = Console(width=200, record=True)
     console.print(result_table(TrialResult(synergy_gain=0.1, flops_ratio=0.5, seeds=[0], cpu=OTHER)))
@@ -208,7 +208,7 @@ AVX2 = "avx2" in (
     _first_cpu(Path("/proc/cpuinfo").read_text()).get("flags", "") if Path("/proc/cpuinfo").exists() else ""
 )
 PROBE = (
-    "import searchvlm, torch; from searchvlm._host import machine; "
+    "import searchvlm, torch; from searchvlm.schema._host import machine; "
     "print(torch.backends.cpu.get_cpu_capability()); print(machine())"
 )
 

@@ -1,4 +1,4 @@
-"""Tests of searchvlm.identity: which policies a sweep trains once, checked against training.
+"""Tests of searchvlm.schema.identity: which policies a sweep trains once, checked against training.
 
 Every merge rule is checked two ways: the canonical forms (and keys) agree, and training
 both policies for a few steps gives bit-identical weights and scores (an independent check
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
-from searchvlm.identity import canonical_policy, trial_key
-from searchvlm.policy import ReductionPolicy, Sharing, TaskPolicy
+from searchvlm.schema.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.identity import canonical_policy, trial_key
+from searchvlm.schema.policy import ReductionPolicy, Sharing, TaskPolicy
 
 L = 4
 
@@ -78,8 +78,8 @@ def test_key_reads_training_config_not_names() -> None:
 
 
 def test_merged_policies_count_the_same_flops() -> None:
-    from searchvlm.config import VocabLayout
-    from searchvlm.flops import TaskLayout, count_flops
+    from searchvlm.objectives.flops import TaskLayout, count_flops
+    from searchvlm.schema.config import VocabLayout
 
     cfg = ModelConfig(num_layers=L, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64,
                       vocab=VocabLayout(num_special=8, num_text=24, num_image=17))  # fmt: skip
@@ -100,7 +100,7 @@ def tiny():
 
 
 def _train(tiny, p: ReductionPolicy) -> tuple[dict, dict]:
-    from searchvlm.training import Run, RunSpec
+    from searchvlm.train.training import Run, RunSpec
 
     data, cfg = tiny
     before = torch.get_num_threads()

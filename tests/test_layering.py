@@ -27,68 +27,68 @@ PACKAGE = ROOT / "searchvlm"
 LAYERS: dict[str, int] = {
     # L0: schemas and stdlib-level helpers (pydantic, PyYAML; no torch / ray / mlflow)
     "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
-    "searchvlm._digest": 0,
-    "searchvlm._hf": 0,
-    "searchvlm._host": 0,
-    "searchvlm._storage_uri": 0,  # --storage checked (Tune's state: searchvlm.sweep._storage)
-    "searchvlm._strict": 0,
-    "searchvlm._tables": 0,
-    "searchvlm.config": 0,
-    "searchvlm.metrics": 0,  # one row per metric a trial reports (its torch scorer: training.scorer)
-    "searchvlm.trial_result": 0,
-    "searchvlm.errors": 0,
-    "searchvlm.file_checks": 0,
-    "searchvlm.identity": 0,
-    "searchvlm.overrides": 0,
-    "searchvlm.policy": 0,
-    "searchvlm.policy_space": 0,
-    "searchvlm.presets": 0,
-    "searchvlm.results": 0,
-    "searchvlm.schedules": 0,
-    "searchvlm.schema_doc": 0,
-    "searchvlm.search": 0,
-    "searchvlm.selectors": 0,
-    "searchvlm.space": 0,
+    "searchvlm.schema._digest": 0,
+    "searchvlm.schema._hf": 0,
+    "searchvlm.schema._host": 0,
+    "searchvlm.schema._storage_uri": 0,  # --storage checked (Tune's state: searchvlm.records._storage)
+    "searchvlm.schema._strict": 0,
+    "searchvlm.schema._tables": 0,
+    "searchvlm.schema.config": 0,
+    "searchvlm.schema.metrics": 0,  # one row per metric a trial reports (its torch scorer: training.scorer)
+    "searchvlm.schema.trial_result": 0,
+    "searchvlm.schema.errors": 0,
+    "searchvlm.schema.file_checks": 0,
+    "searchvlm.schema.identity": 0,
+    "searchvlm.schema.overrides": 0,
+    "searchvlm.schema.policy": 0,
+    "searchvlm.schema.policy.space": 0,
+    "searchvlm.schema.policy.presets": 0,
+    "searchvlm.schema.results": 0,
+    "searchvlm.schema.policy.schedules": 0,
+    "searchvlm.schema.doc": 0,
+    "searchvlm.schema.search": 0,
+    "searchvlm.schema.policy.selectors": 0,
+    "searchvlm.schema.space": 0,
     # L1: arithmetic on numbers and schemas (numpy ok)
-    "searchvlm.ehvi": 1,
-    "searchvlm.export": 1,
-    "searchvlm.flops": 1,
-    "searchvlm.noninferiority": 1,
-    "searchvlm.pareto": 1,
-    "searchvlm.synergy": 1,
+    "searchvlm.objectives.ehvi": 1,
+    "searchvlm.objectives.export": 1,
+    "searchvlm.objectives.flops": 1,
+    "searchvlm.objectives.noninferiority": 1,
+    "searchvlm.objectives.pareto": 1,
+    "searchvlm.objectives.synergy": 1,
     # L2: data and the model
     "searchvlm.data": 2,
     "searchvlm.model": 2,
     # L3: training, trials, analysis
-    "searchvlm.analysis": 3,
-    "searchvlm.baselines": 3,
-    "searchvlm.checkpoint": 3,
-    "searchvlm.distributed": 3,  # data-parallel trials: the ranks, their batch shares and gradients
-    "searchvlm.gradients": 3,  # each task's gradient per layer and parameter group (diagnose)
-    "searchvlm.report._allocation": 3,  # the analysis figures, drawn by analysis (L3)
-    "searchvlm.report._heatmap": 3,
-    "searchvlm.training": 3,
-    "searchvlm.trial": 3,
+    "searchvlm.train.analysis": 3,
+    "searchvlm.train.baselines": 3,
+    "searchvlm.train.checkpoint": 3,
+    "searchvlm.train.distributed": 3,  # data-parallel trials: the ranks, their batch shares and gradients
+    "searchvlm.train.gradients": 3,  # each task's gradient per layer and parameter group (diagnose)
+    "searchvlm.train._allocation": 3,  # the analysis figures, drawn by analysis (L3)
+    "searchvlm.train._heatmap": 3,
+    "searchvlm.train.training": 3,
+    "searchvlm.train.trial": 3,
     # L4: engines and outputs
-    "searchvlm._console": 4,
-    "searchvlm.analysis_run": 4,
-    "searchvlm.confirm": 4,
-    "searchvlm.decide": 4,
-    "searchvlm.diagnose": 4,
-    "searchvlm.frames": 4,
+    "searchvlm.report._console": 4,
+    "searchvlm.records.analysis_run": 4,
+    "searchvlm.records.confirm": 4,
+    "searchvlm.records.decide": 4,
+    "searchvlm.records.diagnose": 4,
+    "searchvlm.records.frames": 4,
     "searchvlm.report": 4,
-    "searchvlm.recover": 4,
-    "searchvlm.reproduce": 4,
-    "searchvlm.runs": 4,
+    "searchvlm.records.recover": 4,
+    "searchvlm.records.reproduce": 4,
+    "searchvlm.records.runs": 4,
     "searchvlm.sweep": 4,
     "searchvlm.tracking": 4,
     # L5: the command line
     "searchvlm.cli": 5,
-    "searchvlm._cli_base": 5,  # what every command shares (consoles, option parsers)
-    "searchvlm._cli_request": 5,  # a command's options as the fields of one typed record
-    "searchvlm._cli_runs": 5,  # the run-management commands, registered by cli
-    "searchvlm._usage": 5,  # usage errors as `error:` lines
-    "searchvlm._help": 5,  # help texts: value shapes as metavars
+    "searchvlm.cli._base": 5,  # what every command shares (consoles, option parsers)
+    "searchvlm.cli._request": 5,  # a command's options as the fields of one typed record
+    "searchvlm.cli._runs": 5,  # the run-management commands, registered by cli
+    "searchvlm.cli._usage": 5,  # usage errors as `error:` lines
+    "searchvlm.cli._help": 5,  # help texts: value shapes as metavars
     "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli
 }
 HEAVY = ("torch", "ray", "mlflow")  # L0 and L1 import none of them, not even lazily
@@ -230,9 +230,9 @@ def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- at run time
 
 LIGHT_MODULES = (
-    "searchvlm", "searchvlm.config", "searchvlm.policy", "searchvlm.space", "searchvlm.results",
-    "searchvlm.errors", "searchvlm.schema_doc", "searchvlm.flops", "searchvlm.synergy", "searchvlm.pareto",
-    "searchvlm.export", "searchvlm.report",
+    "searchvlm", "searchvlm.schema.config", "searchvlm.schema.policy", "searchvlm.schema.space", "searchvlm.schema.results",
+    "searchvlm.schema.errors", "searchvlm.schema.doc", "searchvlm.objectives.flops", "searchvlm.objectives.synergy", "searchvlm.objectives.pareto",
+    "searchvlm.objectives.export", "searchvlm.report",
 )  # fmt: skip
 FACADE_NAMES = (
     "load_trials",

@@ -1,6 +1,6 @@
 """Metrics added in one module: `und_error` (the share of understanding answers not exactly
 right, lower is better) and `gen_perplexity` (exp of an image's mean token NLL, a choice of
-`synergy.gen_metric`) are declared (`searchvlm.metrics.register_metric`) and scored
+`synergy.gen_metric`) are declared (`searchvlm.schema.metrics.register_metric`) and scored
 (`training.scorer`) here and nowhere else, and every consumer takes them: a tiny real trial
 scores them at every round (joint and isolated, each at its own best round) and reports their
 means on `TrialResult`, `synergy.gen_metric` accepts the generation one and computes g_G on
@@ -18,13 +18,13 @@ import torch
 from pydantic import ValidationError
 from rich.console import Console
 
-from searchvlm._console import result_table
-from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
-from searchvlm.metrics import REGISTRY, MetricInfo, gen_metric_choices, listed, register_metric
-from searchvlm.synergy import GEN_METRICS, HIGHER_IS_BETTER, relative_gain
-from searchvlm.training import METRICS, SCORERS, Evaluation, scorer, understanding_hits
-from searchvlm.trial import run_trial
-from searchvlm.trial_result import TrialResult, late_fields
+from searchvlm.objectives.synergy import GEN_METRICS, HIGHER_IS_BETTER, relative_gain
+from searchvlm.report._console import result_table
+from searchvlm.schema.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.metrics import REGISTRY, MetricInfo, gen_metric_choices, listed, register_metric
+from searchvlm.schema.trial_result import TrialResult, late_fields
+from searchvlm.train.training import METRICS, SCORERS, Evaluation, scorer, understanding_hits
+from searchvlm.train.trial import run_trial
 
 UND_ERROR = MetricInfo(
     "und_error", "understanding", False, "share of understanding answers not exactly right", "understanding error",
@@ -113,7 +113,7 @@ def test_built_in_rows_give_the_tables_they_replace() -> None:
     assert gen_metric_choices() == {"nll": "gen_nll", "caption_acc": "gen_caption_acc", "fidelity": "gen_fidelity"}
     assert METRICS == ("und_acc", "gen_nll", "gen_caption_acc", "gen_caption_nats")
     assert [m.name for m in listed()][-1] == "gen_fidelity"  # scored on the final model: listed last
-    from searchvlm.reproduce import COLUMNS
+    from searchvlm.records.reproduce import COLUMNS
 
     assert COLUMNS[3:7] == ("und_acc", "gen_nll", "gen_fidelity", "gen_caption_acc")
     assert late_fields() == ()

@@ -1,4 +1,4 @@
-"""Tests of searchvlm.noninferiority: the bounds against scipy's own one-sample t-test, the
+"""Tests of searchvlm.objectives.noninferiority: the bounds against scipy's own one-sample t-test, the
 seeds a decision needs against a hand-computed noncentral-t power, and the race's error
 rate and power on simulated paired seeds (>= 400 races each)."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from searchvlm.noninferiority import bounds, look_schedule, power, race, seeds_needed
+from searchvlm.objectives.noninferiority import bounds, look_schedule, power, race, seeds_needed
 
 DELTA, ALPHA = 0.04, 0.05
 

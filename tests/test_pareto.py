@@ -1,4 +1,4 @@
-"""Tests of searchvlm.pareto: fronts, ranks, hypervolume by hand, knee and selection rules."""
+"""Tests of searchvlm.objectives.pareto: fronts, ranks, hypervolume by hand, knee and selection rules."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from searchvlm.errors import ConfigError
-from searchvlm.pareto import (
+from searchvlm.objectives.pareto import (
     confirm_candidates,
     default_ref,
     default_ref_source,
@@ -30,6 +29,7 @@ from searchvlm.pareto import (
     select,
     ties,
 )
+from searchvlm.schema.errors import ConfigError
 
 
 def row(

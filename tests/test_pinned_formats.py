@@ -13,8 +13,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from searchvlm.presets import PRESETS, preset
-from searchvlm.space import SearchSpace, load_space
+from searchvlm.schema.policy.presets import PRESETS, preset
+from searchvlm.schema.space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,8 +121,8 @@ def test_presets_compile_as_pinned() -> None:
 
 def test_result_columns_as_pinned() -> None:
     """trials.csv's header and the metric groups derived from TrialResult's `Reached` marks."""
-    from searchvlm.results import TRIAL_COLUMNS
-    from searchvlm.trial_result import ROUND_METRICS, SEARCHABLE_METRICS, SEED_MEANS, SEED_STDERRS
+    from searchvlm.schema.results import TRIAL_COLUMNS
+    from searchvlm.schema.trial_result import ROUND_METRICS, SEARCHABLE_METRICS, SEED_MEANS, SEED_STDERRS
 
     assert TRIAL_COLUMNS == (
         "trial_id", "number", "status", "error", "preset", "duplicate_of", "flops_ratio", "synergy_gain",

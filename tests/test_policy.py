@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from searchvlm.errors import ConfigError, validate
-from searchvlm.policy import (
+from searchvlm.schema.errors import ConfigError, validate
+from searchvlm.schema.policy import (
     PRESETS,
     CosineSchedule,
     FastVSchedule,

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from searchvlm import policy, reproduce
-from searchvlm.errors import ConfigError
-from searchvlm.presets import PRESETS, REGISTRY, clipping, compile_presets, preset
-from searchvlm.space import load_space
+from searchvlm.records import reproduce
+from searchvlm.schema import policy
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy.presets import PRESETS, REGISTRY, clipping, compile_presets, preset
+from searchvlm.schema.space import load_space
 
 
 def test_one_registry_feeds_every_list() -> None:

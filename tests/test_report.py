@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import searchvlm.pareto
-import searchvlm.results
+import searchvlm.objectives.pareto
+import searchvlm.schema.results
 from helpers.sweeps import make_sweep
 from searchvlm.report import (
     front_table,
@@ -27,8 +27,8 @@ from searchvlm.report import (
     policy_png,
     policy_summary,
 )
-from searchvlm.results import read_trials, trial_row, write_trials
-from searchvlm.trial_result import TrialResult
+from searchvlm.schema.results import read_trials, trial_row, write_trials
+from searchvlm.schema.trial_result import TrialResult
 
 
 def _not_blank(path: Path, min_std: float = 0.02) -> float:
@@ -164,7 +164,7 @@ def test_pareto_report_reads_the_sweep_once(run: Path, monkeypatch: pytest.Monke
     calls = {"read_trials": 0, "front": 0, "hypervolume": 0}
 
     def counted(name: str):
-        real = getattr(searchvlm.pareto if name != "read_trials" else searchvlm.results, name)
+        real = getattr(searchvlm.objectives.pareto if name != "read_trials" else searchvlm.schema.results, name)
 
         def wrapper(*args, **kwargs):
             calls[name] += 1
@@ -187,7 +187,7 @@ def test_pareto_report_reads_the_sweep_once(run: Path, monkeypatch: pytest.Monke
 
 
 def test_policy_picture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from searchvlm.policy import preset
+    from searchvlm.schema.policy import preset
 
     saved = _drawn(monkeypatch)
     pol = preset("himix_hmgen_partial", 6)
@@ -288,7 +288,7 @@ def test_importance_from_study(run: Path, tmp_path: Path) -> None:
 
 def test_importance_of_an_unnamed_study_takes_the_recorded_objectives(run: Path, tmp_path: Path) -> None:
     """A study made before sweeps named their metrics: sweep.json's objectives name the files."""
-    from searchvlm.results import read_meta, write_meta
+    from searchvlm.schema.results import read_meta, write_meta
 
     _make_study(run / "optuna.db", "s1", 12, named=False)
     paths, _ = importance_plots(run, tmp_path, "s1")
@@ -378,7 +378,7 @@ def _seeded(run: Path) -> None:
 
 
 def test_summary_carries_noise_ties_and_confirmed_flag(run: Path, tmp_path: Path) -> None:
-    from searchvlm.results import CONFIRMED_FILE, write_confirmed
+    from searchvlm.schema.results import CONFIRMED_FILE, write_confirmed
 
     _seeded(run)
     s = pareto_summary(run)
@@ -411,7 +411,7 @@ def _one_seed_sweep(tmp_path: Path, synergy_sd: float | None) -> Path:
     import yaml
 
     from helpers.sweeps import recorded_sweep
-    from searchvlm.results import SWEEP_FILE, read_meta
+    from searchvlm.schema.results import SWEEP_FILE, read_meta
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     run = recorded_sweep(tmp_path)
@@ -442,7 +442,7 @@ def test_one_seed_front_shows_the_calibrated_seed_noise(tmp_path: Path) -> None:
     )
     # differences within the noise tie: every front point is near another or the front itself
     s = read_sweep(run)
-    info = front_info(s, searchvlm.pareto.hypervolume(s.rows, None))
+    info = front_info(s, searchvlm.objectives.pareto.hypervolume(s.rows, None))
     assert set(info.front.stderr) == {0.17} and "one seed's noise" in info.title
     # without a calibrated SD (and no trial with 2 seeds) nothing is claimed
     quiet = pareto_report(_one_seed_sweep(tmp_path / "b", synergy_sd=None), plots=False).summary

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from helpers.sweeps import TINY_REPRODUCE_SPACE as TINY_SPACE
 from searchvlm.cli import app
-from searchvlm.reproduce import COLUMNS, ROWS, reproduce
-from searchvlm.space import load_space
-from searchvlm.trial_result import TrialResult
+from searchvlm.records.reproduce import COLUMNS, ROWS, reproduce
+from searchvlm.schema.space import load_space
+from searchvlm.schema.trial_result import TrialResult
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_trial_cli_bad_input_exits_2(space_file: Path, args: list[str], fragment
 
 
 def test_holm_adjusts_step_down_and_keeps_order() -> None:
-    from searchvlm.reproduce import holm
+    from searchvlm.records.reproduce import holm
 
     # sorted p: 0.005 (x4), 0.01 (x3), 0.03 (x2), 0.04 (x1, but never below the previous)
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -127,8 +127,8 @@ def test_rows_get_the_decision_verdict_at_the_margin() -> None:
     alpha / m (m tested rows), the same rule `confirm` labels its rows with."""
     from scipy import stats
 
-    from searchvlm.reproduce import Table3Row, _against_dense
-    from searchvlm.search import DecisionSettings
+    from searchvlm.records.reproduce import Table3Row, _against_dense
+    from searchvlm.schema.search import DecisionSettings
 
     def result(synergies: list[float]) -> TrialResult:
         per_seed = [{"seed": s, "synergy_gain": v, "und_gain": v, "gen_gain": v} for s, v in enumerate(synergies)]

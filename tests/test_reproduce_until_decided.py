@@ -19,8 +19,7 @@ from typer.testing import CliRunner
 
 from helpers.sweeps import TINY_REPRODUCE_SPACE as TINY_SPACE
 from searchvlm.cli import app
-from searchvlm.errors import ConfigError
-from searchvlm.noninferiority import (
+from searchvlm.objectives.noninferiority import (
     CandidateTest,
     check_candidate,
     look_schedule,
@@ -30,10 +29,11 @@ from searchvlm.noninferiority import (
     sequential_level,
     sequential_verdicts,
 )
-from searchvlm.reproduce import RACE_FILE, reproduce
-from searchvlm.search import DecisionSettings
-from searchvlm.space import load_space
-from searchvlm.trial_result import TrialResult
+from searchvlm.records.reproduce import RACE_FILE, reproduce
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.search import DecisionSettings
+from searchvlm.schema.space import load_space
+from searchvlm.schema.trial_result import TrialResult
 
 DELTA, ALPHA = 0.035, 0.05
 
@@ -135,7 +135,7 @@ def dense_synergy(seed: int) -> float:
 
 
 class Runs:
-    """Stands in for `searchvlm.trial.run_trial`: records each call, answers a one-seed result;
+    """Stands in for `searchvlm.train.trial.run_trial`: records each call, answers a one-seed result;
     `stop_after` calls later it raises (as if the process were killed)."""
 
     def __init__(self, stop_after: int | None = None) -> None:
@@ -166,7 +166,7 @@ PRESETS = ["himix", "fastv", "tied"]  # dense is added: every row's reference
 
 def test_rows_run_until_decided_or_the_cap(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runs = Runs()
-    monkeypatch.setattr("searchvlm.trial.run_trial", runs)
+    monkeypatch.setattr("searchvlm.train.trial.run_trial", runs)
     table = reproduce(base, tmp_path / "out", PRESETS, margin=MARGIN, max_seeds=8)
     trained = {}
     for name, seeds, vs_dense in runs.calls:
@@ -203,16 +203,16 @@ def test_rows_run_until_decided_or_the_cap(base, tmp_path: Path, monkeypatch: py
 
 def test_an_interrupted_run_resumes_without_retraining(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = Runs(stop_after=7)
-    monkeypatch.setattr("searchvlm.trial.run_trial", first)
+    monkeypatch.setattr("searchvlm.train.trial.run_trial", first)
     with pytest.raises(KeyboardInterrupt):
         reproduce(base, tmp_path / "out", PRESETS, margin=MARGIN, max_seeds=8)
     again = Runs()
-    monkeypatch.setattr("searchvlm.trial.run_trial", again)
+    monkeypatch.setattr("searchvlm.train.trial.run_trial", again)
     table = reproduce(base, tmp_path / "out", PRESETS, margin=MARGIN, max_seeds=8)
     assert not set(first.calls) & set(again.calls)  # nothing recorded is trained again
     assert len(first.calls) + len(again.calls) == 20 and table.trained == 13
     done = Runs()
-    monkeypatch.setattr("searchvlm.trial.run_trial", done)
+    monkeypatch.setattr("searchvlm.train.trial.run_trial", done)
     rerun = reproduce(base, tmp_path / "out", PRESETS, margin=MARGIN, max_seeds=8)
     assert done.calls == [] and rerun.trained == 0 and rerun.reused == 20
     assert [r.verdict for r in rerun.rows] == [r.verdict for r in table.rows]
@@ -224,7 +224,7 @@ def test_an_interrupted_run_resumes_without_retraining(base, tmp_path: Path, mon
 
 def test_without_max_seeds_nothing_changes(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runs = Runs()
-    monkeypatch.setattr("searchvlm.trial.run_trial", runs)
+    monkeypatch.setattr("searchvlm.train.trial.run_trial", runs)
     table = reproduce(base, tmp_path / "out", ["dense", *PRESETS], margin=MARGIN)
     assert runs.calls == [(p, (0, 1), False) for p in ("dense", "fastv", "himix", "tied")]  # one trial a row
     assert not (tmp_path / "out" / RACE_FILE).exists() and table.trained is None
@@ -237,7 +237,7 @@ def test_without_max_seeds_nothing_changes(base, tmp_path: Path, monkeypatch: py
 
 def test_max_seeds_with_the_given_seeds_only_is_one_look(base, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.setattr("searchvlm.trial.run_trial", Runs())
+    monkeypatch.setattr("searchvlm.train.trial.run_trial", Runs())
     table = reproduce(base, tmp_path / "out", PRESETS, margin=MARGIN, max_seeds=2)
     by = {r.preset: r for r in table.rows}
     tests = row_verdicts({k: OFFSET[k][:2] for k in PRESETS}, dict.fromkeys(PRESETS, 0.5), DELTA, ALPHA)

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from helpers import PY, checkout_env
 from helpers.sweeps import make_sweep
 from searchvlm.cli import app
-from searchvlm.errors import ConfigError
-from searchvlm.pareto import front, hypervolume, knee
-from searchvlm.results import SweepMeta, read_meta, read_trials, write_meta
+from searchvlm.objectives.pareto import front, hypervolume, knee
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.results import SweepMeta, read_meta, read_trials, write_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -77,14 +77,14 @@ def test_facade_names_are_not_submodule_names() -> None:
 
 
 def test_run_confirm_stays_the_function_after_importing_its_module() -> None:
-    """In a fresh interpreter (this one may have imported searchvlm.confirm already): the
+    """In a fresh interpreter (this one may have imported searchvlm.records.confirm already): the
     façade's `run_confirm`, resolved before its module is imported, is still that function
-    after `import searchvlm.confirm`, and the package attribute `confirm` is the module."""
+    after `import searchvlm.records.confirm`, and the package attribute `confirm` is the module."""
     code = (
         "import sys, types\nimport searchvlm\n"
-        "assert 'searchvlm.confirm' not in sys.modules, 'imported too early'\n"
-        "first = searchvlm.run_confirm\nimport searchvlm.confirm\n"
-        "assert searchvlm.run_confirm is first is searchvlm.confirm.run_confirm, 'run_confirm replaced'\n"
+        "assert 'searchvlm.records.confirm' not in sys.modules, 'imported too early'\n"
+        "first = searchvlm.run_confirm\nimport searchvlm.records.confirm\n"
+        "assert searchvlm.run_confirm is first is searchvlm.records.confirm.run_confirm, 'run_confirm replaced'\n"
         "assert callable(first) and not isinstance(first, types.ModuleType), 'run_confirm is a module'\n"
     )
     done = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=checkout_env(), timeout=120)
@@ -294,7 +294,7 @@ def test_meta_without_mlflow_is_removed_alone(runs: Path) -> None:
 def test_load_front_and_compare_rank_the_confirmed_numbers_as_pareto_does(runs: Path) -> None:
     from searchvlm import compare_runs, load_front
     from searchvlm.report import pareto_summary
-    from searchvlm.results import CONFIRMED_FILE, write_confirmed
+    from searchvlm.schema.results import CONFIRMED_FILE, write_confirmed
 
     conf = [{"trial_id": "t2", "number": 2, "status": "ok", "seeds": "[5, 6]", "flops_ratio": 0.5,
              "synergy_gain": 0.01, "synergy_gain_stderr": 0.005, "synergy_per_seed": "[0.005, 0.015]"},

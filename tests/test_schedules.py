@@ -13,10 +13,10 @@ import optuna
 import pytest
 from pydantic import Field
 
-from searchvlm import schema_doc
-from searchvlm.errors import ConfigError
-from searchvlm.policy import Ratio
-from searchvlm.schedules import (
+from searchvlm.schema import doc as schema_doc
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import Ratio
+from searchvlm.schema.policy.schedules import (
     SCHEDULES,
     CosineSchedule,
     FastVSchedule,
@@ -29,7 +29,7 @@ from searchvlm.schedules import (
     compile_policy,
     register_schedule,
 )
-from searchvlm.space import load_space
+from searchvlm.schema.space import load_space
 
 
 class LinearSchedule(Schedule):

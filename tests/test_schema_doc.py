@@ -13,13 +13,13 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from searchvlm import schema_doc
 from searchvlm.cli import app
-from searchvlm.policy_space import Dist
-from searchvlm.space import SearchSpace
+from searchvlm.schema import doc as schema_doc
+from searchvlm.schema.policy.space import Dist
+from searchvlm.schema.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
-REGENERATE = "stale: run `python -m searchvlm.schema_doc` and commit the result"
+REGENERATE = "stale: run `python -m searchvlm.schema.doc` and commit the result"
 
 
 def test_every_rendered_field_has_a_description() -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from searchvlm.search import SearchSettings
-from searchvlm.space import SearchSpace
+from searchvlm.schema.search import SearchSettings
+from searchvlm.schema.space import SearchSpace
 
 
 @pytest.mark.parametrize(

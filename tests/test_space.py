@@ -7,10 +7,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from searchvlm.errors import ConfigError
-from searchvlm.file_checks import validate_file
-from searchvlm.policy import PRESETS
-from searchvlm.space import Constraint, load_space
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.file_checks import validate_file
+from searchvlm.schema.policy import PRESETS
+from searchvlm.schema.space import Constraint, load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -119,7 +119,7 @@ def test_constraint_parsing_is_not_eval():
 
 
 def test_validate_policy_json(tmp_path: Path):
-    from searchvlm.policy import preset
+    from searchvlm.schema.policy import preset
 
     p = tmp_path / "p.json"
     p.write_text(preset("himix", 4).to_json())
@@ -130,7 +130,7 @@ def test_validate_policy_json(tmp_path: Path):
 
 
 def test_a_sweep_is_warned_when_the_proxy_shows_no_dense_synergy(tmp_path) -> None:
-    from searchvlm.space import ProxyCalibration, SearchSpace
+    from searchvlm.schema.space import ProxyCalibration, SearchSpace
 
     space = SearchSpace()
     assert "unmeasured" in space.synergy_warning()

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from helpers import PY, checkout_env
 from helpers.sweeps import check_consistent, tiny_space
 from searchvlm.cli import app
-from searchvlm.results import read_meta, read_trials
+from searchvlm.schema.results import read_meta, read_trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.sweep]
 runner = CliRunner()

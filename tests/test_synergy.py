@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from searchvlm.synergy import aggregate, mean_stderr, relative_gain, seed_gains
+from searchvlm.objectives.synergy import aggregate, mean_stderr, relative_gain, seed_gains
 
 
 def test_relative_gain_signs_follow_direction() -> None:
@@ -40,7 +40,7 @@ def test_mean_stderr() -> None:
 
 
 def test_best_step_takes_the_earliest_best_and_checkpoint_reads_test() -> None:
-    from searchvlm.synergy import Checkpoint, best_step, checkpoint, paired_difference
+    from searchvlm.objectives.synergy import Checkpoint, best_step, checkpoint, paired_difference
 
     acc = {100: 0.5, 200: 0.7, 300: 0.7, 400: 0.6}
     nll = {100: 2.0, 200: 1.5, 300: 1.6, 400: 1.5}

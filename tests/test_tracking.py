@@ -9,10 +9,10 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from searchvlm.policy import preset
-from searchvlm.results import SweepMeta, sweep_tracking_uri
+from searchvlm.schema.policy import preset
+from searchvlm.schema.results import SweepMeta, sweep_tracking_uri
+from searchvlm.schema.trial_result import TrialResult
 from searchvlm.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, default_uri, log_report, retry
-from searchvlm.trial_result import TrialResult
 
 
 def test_retry_transient_then_success(monkeypatch: pytest.MonkeyPatch):
@@ -135,7 +135,7 @@ def test_child_run_name_and_tag_carry_the_trial_id(tmp_path: Path):
     ends the parent gets the summary metrics of its table."""
     from types import SimpleNamespace
 
-    from searchvlm.space import load_space
+    from searchvlm.schema.space import load_space
     from searchvlm.sweep._callback import SweepCallback
     from test_export import make_sweep
 

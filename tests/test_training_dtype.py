@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from searchvlm.baselines import baseline_key
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
-from searchvlm.policy import TASKS, preset
-from searchvlm.training import Run, RunSpec
-from searchvlm.trial import prepare
+from searchvlm.schema.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.policy import TASKS, preset
+from searchvlm.train.baselines import baseline_key
+from searchvlm.train.training import Run, RunSpec
+from searchvlm.train.trial import prepare
 
 TINY_MODEL = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
 TINY_DATA = DataConfig(train_size=64, val_size=32, test_size=32)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from searchvlm.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
-from searchvlm.policy import TASKS, preset
-from searchvlm.synergy import seed_gains
-from searchvlm.training import Run, RunSpec
-from searchvlm.trial import prepare, run_trial
-from searchvlm.trial_result import SeedResult
+from searchvlm.objectives.synergy import seed_gains
+from searchvlm.schema.config import DataConfig, ModelConfig, SynergyConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.policy import TASKS, preset
+from searchvlm.schema.trial_result import SeedResult
+from searchvlm.train.training import Run, RunSpec
+from searchvlm.train.trial import prepare, run_trial
 
 TINY_MODEL = ModelConfig(num_layers=2, hidden_size=32, num_heads=2, num_kv_heads=1, intermediate_size=64)
 TINY_DATA = DataConfig(train_size=64, val_size=32, test_size=32)
@@ -174,7 +174,7 @@ def test_vs_dense_is_the_paired_difference_against_the_dense_joint_model(tmp_pat
 
 
 def test_references_are_warmed_once_and_then_reused(tmp_path: Path) -> None:
-    from searchvlm.trial import reference_labels, warm_reference
+    from searchvlm.train.trial import reference_labels, warm_reference
 
     config = tiny(tmp_path, synergy=SynergyConfig(vs_dense=True))
     assert reference_labels(config) == ["understanding", "generation", "dense"]
@@ -190,8 +190,8 @@ def test_a_dense_trial_reuses_its_cached_dense_reference(tmp_path: Path, monkeyp
     """With `synergy.vs_dense` the dense joint model of each seed is a cached reference; a
     dense trial is that run: it trains nothing more (the joint model is trained once per
     seed) and reports the numbers and rounds a training would give."""
-    import searchvlm.trial as trial_mod
-    from searchvlm.training import Run as RunClass
+    import searchvlm.train.trial as trial_mod
+    from searchvlm.train.training import Run as RunClass
 
     cfg = tiny(tmp_path, seeds=[0, 1], synergy=SynergyConfig(vs_dense=True), policy=preset("dense", 2))
     trained: list[tuple[tuple[str, ...], int]] = []

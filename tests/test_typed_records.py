@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from searchvlm.metrics import REGISTRY, MetricInfo, register_metric
-from searchvlm.reproduce import COLUMNS, ROWS, Table3, Table3Row, _against_dense, _isolated_rows, _row
-from searchvlm.trial_result import SEED_MEANS, SeedResult, TrialResult, seed_metric_fields
+from searchvlm.records.reproduce import COLUMNS, ROWS, Table3, Table3Row, _against_dense, _isolated_rows, _row
+from searchvlm.schema.metrics import REGISTRY, MetricInfo, register_metric
+from searchvlm.schema.trial_result import SEED_MEANS, SeedResult, TrialResult, seed_metric_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -12,13 +12,13 @@ import torch
 import transformers as T
 import yaml
 
-import searchvlm.trial as trial_mod
+import searchvlm.train.trial as trial_mod
 from helpers.families import IMAGE_IDS, chameleon_config, emu3_config
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
-from searchvlm.flops import count_flops
-from searchvlm.policy import TASKS, preset
-from searchvlm.training import Run, RunSpec, check_layout
-from searchvlm.trial import prepare, run_trial, task_layouts
+from searchvlm.objectives.flops import count_flops
+from searchvlm.schema.config import DataConfig, ModelConfig, TrainingConfig, TrialConfig
+from searchvlm.schema.policy import TASKS, preset
+from searchvlm.train.training import Run, RunSpec, check_layout
+from searchvlm.train.trial import prepare, run_trial, task_layouts
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = TrainingConfig(steps=4, eval_every=2, batch_size=8, threads=1)
@@ -128,7 +128,7 @@ def test_trial_trains_the_users_model(tmp_path: Path, family: str, pretrained: b
 
     result = run_trial(config.model_copy(update={"save_model": str(tmp_path / "ckpt_{seed}.pt")}))
     assert result.status == "ok", result.error
-    from searchvlm.analysis import load_checkpoint
+    from searchvlm.train.analysis import load_checkpoint
 
     saved_model, saved_cfg, _ = load_checkpoint(tmp_path / "ckpt_0.pt")  # `searchvlm analyze --checkpoint`
     assert saved_cfg.hf == str(hf) and torch.equal(saved_model.token_map, run.model.token_map)
@@ -192,7 +192,7 @@ def test_prompt_after_image_is_refused_for_content_selectors() -> None:
 @pytest.mark.slow
 @pytest.mark.sweep
 def test_two_trial_sweep_on_a_users_model(tmp_path: Path) -> None:
-    from searchvlm.results import read_trials
+    from searchvlm.schema.results import read_trials
     from searchvlm.sweep import run_sweep, shutdown_ray
 
     hf = save_model(tmp_path, "chameleon", pretrained=False)

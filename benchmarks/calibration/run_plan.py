@@ -20,8 +20,8 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-from searchvlm.overrides import validate_overridden
-from searchvlm.synergy import mean_stderr
+from searchvlm.objectives.synergy import mean_stderr
+from searchvlm.schema.overrides import validate_overridden
 
 HERE = Path(__file__).resolve().parent
 BASE = HERE / "base.yaml"
@@ -52,9 +52,9 @@ CONTROL = ["data.permute_answers=true"]
 
 
 def trial_config(variant: str, seed: int, control: bool):
-    from searchvlm.config import TrialConfig
-    from searchvlm.policy import ReductionPolicy
-    from searchvlm.space import load_space
+    from searchvlm.schema.config import TrialConfig
+    from searchvlm.schema.policy import ReductionPolicy
+    from searchvlm.schema.space import load_space
 
     space = load_space(BASE)
     cfg = space.trial_config(ReductionPolicy.dense(space.model.num_layers), name=variant).model_dump()
@@ -64,7 +64,7 @@ def trial_config(variant: str, seed: int, control: bool):
 
 
 def run_job(job: tuple[str, int, bool]) -> dict:
-    from searchvlm.trial import run_trial
+    from searchvlm.train.trial import run_trial
 
     variant, seed, control = job
     config = trial_config(variant, seed, control)

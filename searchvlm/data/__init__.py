@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from searchvlm.config import DataConfig
 from searchvlm.data._layout import Corpus, blank_understanding_images, build, permute_answers, permute_captions
 from searchvlm.data._tokenizer import tokenize
 from searchvlm.data._types import (
@@ -35,6 +34,7 @@ from searchvlm.data._types import (
     TaskSplit,
     UnifiedData,
 )
+from searchvlm.schema.config import DataConfig
 
 __all__ = [
     "BOI",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from searchvlm.config import DataConfig
 from searchvlm.data._layout import Corpus, check_sizes, seeded_splits
+from searchvlm.schema.config import DataConfig
 
 DIGIT_WORDS: tuple[str, ...] = (
     "zero",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from searchvlm.config import DataConfig
-from searchvlm.errors import ConfigError
+from searchvlm.schema.config import DataConfig
+from searchvlm.schema.errors import ConfigError
 
 Arrays = dict[str, np.ndarray]
 METADATA_KEYS = ("image_shape", "num_image")  # parquet: scalar keys live in file metadata

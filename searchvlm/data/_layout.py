@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from searchvlm.config import DataConfig, VocabLayout
 from searchvlm.data._types import (
     BOI,
     BOS,
@@ -30,8 +29,9 @@ from searchvlm.data._types import (
     TaskSplit,
     UnifiedData,
 )
-from searchvlm.errors import ConfigError
-from searchvlm.policy import TASKS, Segment
+from searchvlm.schema.config import DataConfig, VocabLayout
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import TASKS, Segment
 
 
 @dataclass

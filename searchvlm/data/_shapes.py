@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from searchvlm.config import DataConfig
 from searchvlm.data._layout import Corpus
 from searchvlm.data._types import SPLITS
-from searchvlm.errors import ConfigError
+from searchvlm.schema.config import DataConfig
+from searchvlm.schema.errors import ConfigError
 
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle", "cross")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from searchvlm.config import TokenizerConfig
 from searchvlm.data._layout import Corpus
-from searchvlm.errors import ConfigError
+from searchvlm.schema.config import TokenizerConfig
+from searchvlm.schema.errors import ConfigError
 
 _CHUNK = 65536  # blocks per distance computation
 

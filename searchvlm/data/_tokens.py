@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from searchvlm.config import DataConfig
 from searchvlm.data._files import Arrays, read_arrays
 from searchvlm.data._layout import Corpus, check_sizes, seeded_splits
 from searchvlm.data._types import SPLITS
-from searchvlm.errors import ConfigError
+from searchvlm.schema.config import DataConfig
+from searchvlm.schema.errors import ConfigError
 
 REQUIRED = ("image_tokens", "captions", "questions", "answers")
 OPTIONAL = ("split", "targets", "image_shape", "num_image")

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from searchvlm.config import VocabLayout
-from searchvlm.policy import TASKS, Segment
+from searchvlm.schema.config import VocabLayout
+from searchvlm.schema.policy import TASKS, Segment
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<boi>", "<eoi>")
 PAD, BOS, EOS, BOI, EOI = range(len(SPECIAL_TOKENS))

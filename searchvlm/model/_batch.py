@@ -11,8 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from searchvlm.flops import LayerCounts
-from searchvlm.policy import Segment
+from searchvlm.objectives.flops import LayerCounts
+from searchvlm.schema.policy import Segment
 
 Kernel = Literal["sdpa", "eager"]
 # Plain ints: dynamo evaluates `tensor == IntEnum member` to a Python bool (torch.compile then

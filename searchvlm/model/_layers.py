@@ -28,8 +28,8 @@ from searchvlm.model._family import Decoder
 from searchvlm.model._select import RANKERS, Pick
 from searchvlm.model._sharing import fused_linear, split_apply, split_span
 from searchvlm.model._tokens import Tokens, gather_rows, scatter_rows
-from searchvlm.policy import ReductionPolicy
-from searchvlm.selectors import selector_info
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.policy.selectors import selector_info
 
 LayerOut = tuple[Tensor, Tokens, Tensor | None]  # h (B, N', d), the tokens present, mass (B, N') | None
 
@@ -93,7 +93,7 @@ class LayerRunner:
     def _select(self, step: Step, h: Tensor, tokens: Tokens, mass: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Kept image tokens: row indices (B, k) sorted, and router gates (B, k) or None, by
         the policy's selector (`model._select.RANKERS`), given what its declaration
-        (`searchvlm.selectors`) says it reads."""
+        (`searchvlm.schema.policy.selectors`) says it reads."""
         img, k = tokens.img_idx, step.counts.kept  # img: (B, P)
         if k == 0:
             return img[:, :0], None  # (B, 0)

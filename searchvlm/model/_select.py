@@ -1,7 +1,7 @@
 """Image-token selectors, the torch side: which k of the P present image tokens a layer computes.
 
 What each selector is (its kind, the tasks it serves, the weights and FLOPs it adds) is
-declared once in `searchvlm.selectors`; its implementation is one function here,
+declared once in `searchvlm.schema.policy.selectors`; its implementation is one function here,
 registered under the same name with `@ranks(name)`: it reads a `Pick` (what a selector may
 see in one layer) and returns ranks (B, k) into the present image tokens (0 = earliest),
 sorted ascending, so the selected tokens stay in position order, plus router gates (B, k)
@@ -93,7 +93,7 @@ class Pick:
 
 
 Ranker = Callable[[Pick], tuple[Tensor, Tensor | None]]  # -> ranks (B, k), gates (B, k) | None
-#: the implementation of every selector, by its name in `searchvlm.selectors.SELECTORS`
+#: the implementation of every selector, by its name in `searchvlm.schema.policy.selectors.SELECTORS`
 RANKERS: dict[str, Ranker] = {}
 
 

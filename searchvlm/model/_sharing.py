@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from searchvlm.model._tokens import gather_rows
-from searchvlm.policy import TASKS, Sharing
+from searchvlm.schema.policy import TASKS, Sharing
 
 Fn = Callable[[Tensor], Tensor]
 

@@ -15,8 +15,8 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PretrainedConfig
 
-from searchvlm.config import ModelConfig, VocabLayout
 from searchvlm.model._family import SUPPORTED, describe
+from searchvlm.schema.config import ModelConfig, VocabLayout
 
 __all__ = ["build_model", "data_token_map", "llama_config", "token_map"]
 

@@ -4,7 +4,7 @@
 the layers' own modules (norms, q/k norms, q/k/v/o projections, MLP, rotary embeddings at
 the tokens' ORIGINAL positions, final norm, head); a family feature it cannot run exactly
 is refused when the policy is applied. Per layer and task its `_layers.LayerRunner` (given
-the layers' parts, the policy, the split copies and routers) executes the plan of `searchvlm.flops.layer_counts`:
+the layers' parts, the policy, the split copies and routers) executes the plan of `searchvlm.objectives.flops.layer_counts`:
 image tokens not kept are query-dropped (still keys/values), skipped (neither), or dropped
 for good (see docs/definitions.md). A layer that computes every present token takes a fast path with
 no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`
@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from searchvlm.flops import layer_counts
 from searchvlm.model._batch import AttentionLog, Batch, Call, Kernel, Plan, Step, last_prompt
 from searchvlm.model._family import Decoder, check_sharding, describe
 from searchvlm.model._layers import LayerRunner
 from searchvlm.model._sharing import make_splits
 from searchvlm.model._tokens import Frame, Tokens, image_span
-from searchvlm.policy import TASKS, ReductionPolicy
-from searchvlm.selectors import selector_info
+from searchvlm.objectives.flops import layer_counts
+from searchvlm.schema.policy import TASKS, ReductionPolicy
+from searchvlm.schema.policy.selectors import selector_info
 
 __all__ = ["ReducedLM", "ReducedOutput", "apply_policy"]
 

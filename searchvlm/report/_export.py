@@ -1,4 +1,4 @@
-"""The `export` command: the policy file (`searchvlm.export.export_policy`) and its picture."""
+"""The `export` command: the policy file (`searchvlm.objectives.export.export_policy`) and its picture."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
 
-from searchvlm.errors import COMMAND_LINE, ConfigError
-from searchvlm.export import export_policy
+from searchvlm.objectives.export import export_policy
 from searchvlm.report._policy import png_beside, policy_picture
+from searchvlm.schema.errors import COMMAND_LINE, ConfigError
 
 __all__ = ["ExportReport", "export_report"]
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchvlm.pareto import is_valid, knee
+from searchvlm.objectives.pareto import is_valid, knee
 from searchvlm.report._canvas import new_axes, plotly_js, save, slug
 from searchvlm.report._summary import Sweep, Volume, confirmed_seeds, fmt, one_seed, policy_summary
-from searchvlm.results import TrialRow
-from searchvlm.trial_result import gen_gain_text
+from searchvlm.schema.results import TrialRow
+from searchvlm.schema.trial_result import gen_gain_text
 
 __all__ = ["FrontInfo", "Points", "front_html", "front_info", "front_png"]
 

@@ -29,7 +29,7 @@ class GradientsInfo:
 
 
 def gradients_info(report: Any) -> GradientsInfo:
-    """The figure of a `searchvlm.diagnose.DiagnoseReport`."""
+    """The figure of a `searchvlm.records.diagnose.DiagnoseReport`."""
     panels = []
     for c in report.checkpoints:
         cos = [[layer[g]["cosine"] for g in report.groups] for layer in c.layers]

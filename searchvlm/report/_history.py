@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from searchvlm.pareto import Row, hypervolume_history
+from searchvlm.objectives.pareto import Row, hypervolume_history
 from searchvlm.report._canvas import new_axes, save
 
 __all__ = ["HistoryInfo", "history_info", "history_png"]

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchvlm.errors import warn_damaged
 from searchvlm.report._canvas import new_axes, save, slug
-from searchvlm.results import STUDY_FILE, SWEEP_FILE, TRIALS_FILE, read_meta, store_problem
+from searchvlm.schema.errors import warn_damaged
+from searchvlm.schema.results import STUDY_FILE, SWEEP_FILE, TRIALS_FILE, read_meta, store_problem
 
 #: fewest COMPLETE Optuna trials for a PED-ANOVA importance chart
 MIN_IMPORTANCE_TRIALS = 10

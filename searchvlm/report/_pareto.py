@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchvlm.errors import warn_damaged
-from searchvlm.pareto import hypervolume
+from searchvlm.objectives.pareto import hypervolume
 from searchvlm.report._plots import draw, inputs_key, report_dir, stamped
 from searchvlm.report._summary import front_cells, read_sweep, summary_metrics, summary_of, sweep_ties
-from searchvlm.results import SWEEP_FILE, read_meta, resolve_run_dir, store_problem, sweep_tracking_uri
+from searchvlm.schema.errors import warn_damaged
+from searchvlm.schema.results import SWEEP_FILE, read_meta, resolve_run_dir, store_problem, sweep_tracking_uri
 
 __all__ = ["ParetoReport", "pareto_report"]
 

@@ -13,13 +13,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from searchvlm.pareto import hypervolume
+from searchvlm.objectives.pareto import hypervolume
 from searchvlm.report._canvas import PLOTLY_JS
 from searchvlm.report._front import front_html, front_info, front_png
 from searchvlm.report._history import history_info, history_png
 from searchvlm.report._importance import importance_plots
 from searchvlm.report._summary import Sweep, Volume, read_sweep
-from searchvlm.results import CONFIRMED_FILE, SWEEP_FILE, TRIALS_FILE, resolve_run_dir
+from searchvlm.schema.results import CONFIRMED_FILE, SWEEP_FILE, TRIALS_FILE, resolve_run_dir
 
 log = logging.getLogger("searchvlm.report")
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchvlm.errors import COMMAND_LINE, ConfigError
 from searchvlm.report._canvas import new_axes, save
+from searchvlm.schema.errors import COMMAND_LINE, ConfigError
 
 __all__ = ["PolicyInfo", "png_beside", "policy_info", "policy_picture", "policy_png"]
 
@@ -78,8 +78,8 @@ def png_beside(policy_file: Path) -> Path:
 def policy_picture(policy_file: str | Path, png: str | Path | None = None) -> Path:
     """The `show` command: `policy_png` of a policy file (exported, or a bare explicit policy),
     titled by its provenance, written to `png` (default: beside the file, `.png`)."""
-    from searchvlm.errors import load_json
-    from searchvlm.policy import load_policy
+    from searchvlm.schema.errors import load_json
+    from searchvlm.schema.policy import load_policy
 
     policy_file = Path(policy_file)
     png = Path(png) if png else png_beside(policy_file)

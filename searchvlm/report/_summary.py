@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchvlm.pareto import (
+from searchvlm.objectives.pareto import (
     Row,
     default_ref_source,
     finite_number,
@@ -27,7 +27,7 @@ from searchvlm.pareto import (
     pooled_seed_sd,
     ties,
 )
-from searchvlm.results import (
+from searchvlm.schema.results import (
     CONFIRMED_FILE,
     OBJECTIVE_COLUMNS,
     SWEEP_FILE,
@@ -40,7 +40,7 @@ from searchvlm.results import (
     resolve_run_dir,
     with_confirmed,
 )
-from searchvlm.trial_result import gen_gain_text
+from searchvlm.schema.trial_result import gen_gain_text
 
 #: `hypervolume(rows, ref)`: the volume and the reference point it was computed against
 Volume = tuple[float, tuple[float, float]]
@@ -134,8 +134,8 @@ def seed_noise(run: Path, rows: Sequence[Row]) -> SeedNoise | None:
 
 def _calibrated_sd(run: Path) -> float | None:
     """`calibration.synergy_sd` of the space copy in the run folder (None if absent or unreadable)."""
-    from searchvlm.errors import ConfigError
-    from searchvlm.space import load_space
+    from searchvlm.schema.errors import ConfigError
+    from searchvlm.schema.space import load_space
 
     try:
         meta = read_meta(run / SWEEP_FILE)

@@ -23,7 +23,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from searchvlm.results import (
+from searchvlm.schema.results import (
     PLACEMENT_COLUMNS,
     SWEEP_FILE,
     TRIALS_FILE,
@@ -34,9 +34,9 @@ from searchvlm.results import (
     write_meta,
     write_trials,
 )
-from searchvlm.space import SearchSpace
+from searchvlm.schema.space import SearchSpace
+from searchvlm.schema.trial_result import ROUND_METRICS, TrialResult
 from searchvlm.tracking import Tracker
-from searchvlm.trial_result import ROUND_METRICS, TrialResult
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, PRESET_ATTR, REUSE_ATTR, WARNINGS_KEY
 from ._logs import LOG_FILE
@@ -147,7 +147,7 @@ class SweepCallback(Callback):
         where = f"{_label(trial)}" + (f" on node {node}" if node else "")
         stamp = dt.datetime.now().isoformat(sep=" ", timespec="milliseconds").replace(".", ",")
         with (self.run_dir / LOG_FILE).open("a", encoding="utf-8") as f:
-            f.writelines(f"{stamp} WARNING searchvlm.trial: {where}: {w}\n" for w in lines)
+            f.writelines(f"{stamp} WARNING searchvlm.train.trial: {where}: {w}\n" for w in lines)
         for w in lines:
             if w not in self.printed:
                 self.printed.add(w)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import ray
 
-from searchvlm._host import KERNELS_ENV, PINS
-from searchvlm.errors import COMMAND_LINE, ConfigError
-from searchvlm.search import SearchSettings
-from searchvlm.space import SearchSpace
+from searchvlm.schema._host import KERNELS_ENV, PINS
+from searchvlm.schema.errors import COMMAND_LINE, ConfigError
+from searchvlm.schema.search import SearchSettings
+from searchvlm.schema.space import SearchSpace
 
 from ._keys import PROFILE_ENV
 

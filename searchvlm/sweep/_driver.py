@@ -22,9 +22,10 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from searchvlm.data import check_data
-from searchvlm.policy import ReductionPolicy
-from searchvlm.results import STUDY_FILE, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, sweep_tracking_uri
-from searchvlm.space import SearchSpace, load_space
+from searchvlm.records._storage import RAY_DIR, TuneState, check_storage, tune_state
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.results import STUDY_FILE, SWEEP_FILE, TRIALS_FILE, read_meta, read_trials, sweep_tracking_uri
+from searchvlm.schema.space import SearchSpace, load_space
 from searchvlm.tracking import Tracker, default_uri
 
 from ._callback import SweepCallback
@@ -54,7 +55,6 @@ from ._rundir import (
     resume_space,
 )
 from ._searcher import make_searcher, study_url
-from ._storage import RAY_DIR, TuneState, check_storage, tune_state
 from ._trainable import replay_record, train, warm_reference
 
 __all__ = ["SweepOptions", "SweepSummary", "run_sweep"]
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SweepOptions:
     """What a sweep adds to its space file: `samples` / `concurrency` in place of the space's,
-    `overrides` (`key.path=value` strings, `--set`, see `searchvlm.overrides`) applied to the
+    `overrides` (`key.path=value` strings, `--set`, see `searchvlm.schema.overrides`) applied to the
     file, the Ray cluster to join (`address`, else `RAY_ADDRESS`, else a local Ray) and the
     MLflow store (`tracking_uri`, default the sqlite store under the runs folder), the
     baseline cache (`cache_dir`, default `<runs_dir>/cache`; a resumed sweep: the one it
@@ -204,7 +204,7 @@ def _confirm_at_end(sweep: _Sweep, summary: SweepSummary) -> None:
     done = sum(summary.counts[k] for k in ("ok", "failed", "pruned"))
     if settings is None or done < space.search.samples:
         return
-    from searchvlm.confirm import run_confirm
+    from searchvlm.records.confirm import run_confirm
 
     result = run_confirm(summary.run_dir, settings.seeds, settings.top, sweep.runs_dir, sweep.uri)
     if sweep.progress:
@@ -264,8 +264,8 @@ def _warm_baselines(sweep: _Sweep) -> dict[str, bytes]:
     entry, with its data's codebook (a patch tokenizer): written into the driver's cache
     (`confirm`, `decide` and a resume find them) and returned ({name: bytes}) to be shipped
     to every trial, on whichever node it runs."""
-    from searchvlm.baselines import store_entries
-    from searchvlm.trial import reference_labels
+    from searchvlm.train.baselines import store_entries
+    from searchvlm.train.trial import reference_labels
 
     space, progress = sweep.space, sweep.progress
     cache = str(sweep.cache)
@@ -338,7 +338,7 @@ def _warm_start(space: SearchSpace, run_dir: Path) -> Any:
     """`search.warm_start: analysis`: the analysis-derived policy (cached analysis.json)."""
     if space.search.warm_start != "analysis":
         return None
-    from searchvlm.analysis import warm_start_policy
+    from searchvlm.train.analysis import warm_start_policy
 
     return warm_start_policy(space, run_dir)
 
@@ -371,7 +371,7 @@ def _rung_noise(space: SearchSpace) -> dict[str, float]:
 
 
 def _summary(run_dir: Path, uri: str, wall: float, trial_s: float, state: TuneState) -> SweepSummary:
-    from searchvlm.pareto import front
+    from searchvlm.objectives.pareto import front
 
     rows = read_trials(run_dir / TRIALS_FILE) if (run_dir / TRIALS_FILE).exists() else []
     meta = read_meta(run_dir / SWEEP_FILE)
@@ -393,7 +393,7 @@ def _warn_proxy(space: SearchSpace, space_path: str | Path) -> None:
 def _print_summary(s: SweepSummary) -> None:
     from rich.console import Console
 
-    from searchvlm._console import print_table
+    from searchvlm.report._console import print_table
 
     con = Console(stderr=True, soft_wrap=True)  # lines stay whole in logs (commands to copy)
     print_table(con, front_table(s.rows, title=f"sweep {s.name}: Pareto front"))

@@ -1,6 +1,6 @@
 """`sampler: known_cost`: an Optuna sampler that prices every candidate before training it.
 
-A policy's FLOPs ratio is exact and free (`searchvlm.flops.count_flops` on the compiled
+A policy's FLOPs ratio is exact and free (`searchvlm.objectives.flops.count_flops` on the compiled
 policy and the data's sequence layout); only its synergy needs a model. Each time a trial
 is asked for, the sampler
 
@@ -13,7 +13,7 @@ is asked for, the sampler
    fewer than `MIN_FIT` completed trials the posterior is flat, so the cheapest candidates
    win, as sorting by FLOPs would choose;
 3. scores each candidate by the closed-form EHVI with the FLOPs exact
-   (`searchvlm.ehvi.ehvi_known_cost`) against the feasible completed front and the reference
+   (`searchvlm.objectives.ehvi.ehvi_known_cost`) against the feasible completed front and the reference
    (FLOPs 1.0, the dense trial's synergy when one finished, else the worst seen), times the
    probability that each space constraint holds (a GP on its violation, as Optuna records it);
 4. stores the winner's whole dict on the trial (system attr `known_cost:params`), which
@@ -38,11 +38,11 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from searchvlm.ehvi import ehvi_known_cost
-from searchvlm.identity import canonical_policy
-from searchvlm.policy import Mode, ReductionPolicy, Sharing
-from searchvlm.selectors import SELECTORS
-from searchvlm.space import SearchSpace, preset_policy
+from searchvlm.objectives.ehvi import ehvi_known_cost
+from searchvlm.schema.identity import canonical_policy
+from searchvlm.schema.policy import Mode, ReductionPolicy, Sharing
+from searchvlm.schema.policy.selectors import SELECTORS
+from searchvlm.schema.space import SearchSpace, preset_policy
 
 from ._keys import POLICY_ATTR, PRESET_ATTR
 
@@ -106,14 +106,14 @@ class SpaceCost:
         self._priced: tuple[Any, Any] | None = None
 
     def __call__(self, policy: ReductionPolicy) -> float:
-        from searchvlm.flops import count_flops
+        from searchvlm.objectives.flops import count_flops
 
         model_cfg, layouts = self._layout()
         return count_flops(model_cfg, policy, layouts, batch_size=self.space.training.batch_size).ratio
 
     def _layout(self) -> tuple[Any, Any]:
         if self._priced is None:
-            from searchvlm.trial import priced_data, task_layouts
+            from searchvlm.train.trial import priced_data, task_layouts
 
             # the draw every trial counts FLOPs on: with `data.seed: run` each seed trains on
             # other images, but the layout that prices a policy is one draw's (data seed 0),

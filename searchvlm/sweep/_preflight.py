@@ -22,10 +22,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from searchvlm._digest import file_sha256 as sha256
-from searchvlm._hf import config_path
-from searchvlm.errors import NO_VALUE, ConfigError
-from searchvlm.space import SearchSpace
+from searchvlm.schema._digest import file_sha256 as sha256
+from searchvlm.schema._hf import config_path
+from searchvlm.schema.errors import NO_VALUE, ConfigError
+from searchvlm.schema.space import SearchSpace
 
 #: seconds every node has to answer (a node's first task starts a Python worker there)
 TIMEOUT_S = 300.0

@@ -10,8 +10,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from searchvlm.pareto import front
-from searchvlm.trial_result import gen_gain_text
+from searchvlm.objectives.pareto import front
+from searchvlm.schema.trial_result import gen_gain_text
 
 Row = dict[str, Any]
 

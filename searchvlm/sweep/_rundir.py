@@ -11,8 +11,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from searchvlm.errors import COMMAND_LINE, ConfigError
-from searchvlm.results import (
+from searchvlm.records._storage import RAY_DIR, TUNER_FILE, TuneState, tune_state
+from searchvlm.schema.errors import COMMAND_LINE, ConfigError
+from searchvlm.schema.results import (
     STUDY_FILE,
     SWEEP_FILE,
     TRIALS_FILE,
@@ -22,10 +23,9 @@ from searchvlm.results import (
     store_problem,
     write_meta,
 )
-from searchvlm.space import SearchSpace
+from searchvlm.schema.space import SearchSpace
 
 from ._searcher import study_url
-from ._storage import RAY_DIR, TUNER_FILE, TuneState, tune_state
 
 
 def resume_space(
@@ -97,7 +97,7 @@ def record_extension(run_dir: Path, space: SearchSpace) -> None:
 
 def _relative_inputs(space_path: Path) -> bool:
     """The space file names `data.path` or `model.hf` relative to the working directory."""
-    from searchvlm.errors import load_yaml
+    from searchvlm.schema.errors import load_yaml
 
     raw = load_yaml(space_path)
     given = [(raw.get(section) or {}).get(key) for section, key in (("data", "path"), ("model", "hf"))]
@@ -213,7 +213,7 @@ def init_run_dir(run_dir: Path, space_path: Path, space: SearchSpace, name: str,
     relative to the working directory) the resolved space. `cache_dir`: `--cache-dir`;
     `storage`: `--storage` (where Tune keeps its state)."""
     from searchvlm import __version__
-    from searchvlm.overrides import dump_yaml
+    from searchvlm.schema.overrides import dump_yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if overrides:

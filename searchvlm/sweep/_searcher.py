@@ -11,7 +11,7 @@ and decides each trial's Optuna state itself:
 - no final result (stopped by MO-ASHA or any scheduler) -> PRUNED, never COMPLETE with a
   partial result.
 
-No policy is trained twice. Each proposal is keyed by `searchvlm.identity.trial_key`
+No policy is trained twice. Each proposal is keyed by `searchvlm.schema.identity.trial_key`
 (canonical explicit policy + the training part of the trial config):
 
 - a key whose trial finished `ok` is answered from it: the config carries `duplicate_of`
@@ -39,10 +39,10 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from searchvlm.identity import trial_key
-from searchvlm.pareto import finite_number
-from searchvlm.policy import ReductionPolicy
-from searchvlm.space import SearchSpace
+from searchvlm.objectives.pareto import finite_number
+from searchvlm.schema.identity import trial_key
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.space import SearchSpace
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, REUSE_ATTR, TRIAL_ID_ATTR
 from ._known_cost import KnownCostSampler, SpaceCost

@@ -24,10 +24,10 @@ from typing import Any
 
 from ray import tune
 
-from searchvlm.policy import ReductionPolicy
-from searchvlm.results import METRIC_COLUMNS, PLACEMENT_COLUMNS, TrialRow
-from searchvlm.space import SearchSpace, preset_policy
-from searchvlm.trial_result import TrialResult
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.results import METRIC_COLUMNS, PLACEMENT_COLUMNS, TrialRow
+from searchvlm.schema.space import SearchSpace, preset_policy
+from searchvlm.schema.trial_result import TrialResult
 
 from ._keys import DUPLICATE_OF, NUMBER_KEY, POLICY_ATTR, PRESET_ATTR, PROFILE_ENV, REUSE_ATTR, WARNINGS_KEY
 
@@ -55,7 +55,7 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
     `done`: trials already in the table (resume after a hard kill, when Tune's saved state
     predates them): their recorded result is reported again, nothing is trained.
     `baselines`: the up-front baselines' cache entries and the codebooks they used ({name:
-    bytes}, `searchvlm.baselines.cache_entry`), shipped through Ray's object store and
+    bytes}, `searchvlm.train.baselines.cache_entry`), shipped through Ray's object store and
     written into this node's cache where missing (none made twice)."""
     if os.environ.get(PROFILE_ENV):  # benchmarks/trial_profile.py: this trial under cProfile
         return _profiled(train, config, space_json, cache_dir, threads, done, baselines)
@@ -69,8 +69,8 @@ def train(config: dict[str, Any], space_json: str, cache_dir: str, threads: int,
         return
     import torch
 
-    from searchvlm.baselines import store_entries
-    from searchvlm.trial import run_trial
+    from searchvlm.train.baselines import store_entries
+    from searchvlm.train.trial import run_trial
 
     if baselines:
         store_entries(cache_dir, baselines)
@@ -141,14 +141,14 @@ def warm_reference(
     space_json: str, cache_dir: str, threads: int, seed: int, label: str
 ) -> tuple[int, str, bool, float, dict[str, bytes]]:
     """A Ray task: one reference run of the sweep's baselines into the cache of the node it
-    runs on (`searchvlm.trial.warm_reference`); returns (seed, label, was cached, seconds,
+    runs on (`searchvlm.train.trial.warm_reference`); returns (seed, label, was cached, seconds,
     the cache entries it made or found: the run and its data's codebook) so that the driver
     caches and ships them."""
     import torch
 
-    from searchvlm.baselines import cache_entry
-    from searchvlm.trial import prepare, reference_key
-    from searchvlm.trial import warm_reference as warm
+    from searchvlm.train.baselines import cache_entry
+    from searchvlm.train.trial import prepare, reference_key
+    from searchvlm.train.trial import warm_reference as warm
 
     torch.set_num_threads(max(1, threads))
     space = SearchSpace.model_validate_json(space_json)
@@ -170,7 +170,7 @@ def placement(device: str) -> dict[str, str]:
     `training.device` resolves to here."""
     import ray
 
-    from searchvlm.training import resolve_device
+    from searchvlm.train.training import resolve_device
 
     try:
         dev = str(resolve_device(device))

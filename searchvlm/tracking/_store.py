@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator, TypeVar
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from searchvlm._host import machine
-from searchvlm.results import METRIC_COLUMNS
+from searchvlm.schema._host import machine
+from searchvlm.schema.results import METRIC_COLUMNS
 
 log = logging.getLogger("searchvlm.tracking")
 T = TypeVar("T")

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from searchvlm.schema.trial_result import TrialResult
 from searchvlm.tracking._store import (
     ARTIFACTS_DIR,
     EXPERIMENT,
@@ -33,7 +34,6 @@ from searchvlm.tracking._store import (
     store_lock,
     summary_batch,
 )
-from searchvlm.trial_result import TrialResult
 
 
 class Tracker:

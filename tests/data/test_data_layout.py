@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from searchvlm.config import DataConfig
 from searchvlm.data import BOI, BOS, EOI, EOS, IGNORE_INDEX, PAD, SPLITS, UnifiedData, load_data
-from searchvlm.errors import ConfigError
-from searchvlm.policy import TASKS, Segment
+from searchvlm.schema.config import DataConfig
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import TASKS, Segment
 
 CONFIGS = {
     "digits": DataConfig(name="digits", train_size=120, val_size=40, test_size=50, seed=3),

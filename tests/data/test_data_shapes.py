@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from searchvlm.config import DataConfig
 from searchvlm.data import UnifiedData, load_data
-from searchvlm.errors import ConfigError
+from searchvlm.schema.config import DataConfig
+from searchvlm.schema.errors import ConfigError
 
 CFG = DataConfig(name="shapes", train_size=200, val_size=20, test_size=20, seed=1)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchvlm.config import DataConfig, TokenizerConfig
 from searchvlm.data import load_corpus, load_data
 from searchvlm.data._tokenizer import fit_codebook, tokenize
-from searchvlm.errors import ConfigError
-from searchvlm.policy import Segment
+from searchvlm.schema.config import DataConfig, TokenizerConfig
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import Segment
 
 PATCH = TokenizerConfig(kind="patch", patch=4, codes=16)
 SHAPES = DataConfig(name="shapes", image_size=16, train_size=120, val_size=20, test_size=30, tokenizer=PATCH)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from helpers.data import N_ROWS
-from searchvlm.config import DataConfig
 from searchvlm.data import load_data
 from searchvlm.data._tokens import OPTIONAL, REQUIRED
-from searchvlm.errors import ConfigError
+from searchvlm.schema.config import DataConfig
+from searchvlm.schema.errors import ConfigError
 
 
 def _load(path: Path, **cfg: Any) -> Any:

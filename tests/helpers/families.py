@@ -15,7 +15,7 @@ from torch import nn
 
 from helpers.models import HF_TEXT, janus_model
 from searchvlm.model import apply_policy
-from searchvlm.policy import ReductionPolicy, Segment
+from searchvlm.schema.policy import ReductionPolicy, Segment
 
 LAYERS = 2
 VOCAB = 64

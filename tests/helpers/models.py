@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from searchvlm.config import VocabLayout
-from searchvlm.policy import ReductionPolicy, Segment
+from searchvlm.schema.config import VocabLayout
+from searchvlm.schema.policy import ReductionPolicy, Segment
 
 VOCAB = VocabLayout(num_special=4, num_text=16, num_image=20)
 LAYERS = 4

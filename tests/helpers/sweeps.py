@@ -10,9 +10,9 @@ import optuna
 import yaml
 
 from helpers import ROOT
-from searchvlm.policy import preset
-from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
-from searchvlm.trial_result import TrialResult
+from searchvlm.schema.policy import preset
+from searchvlm.schema.results import SweepMeta, trial_row, write_meta, write_trials
+from searchvlm.schema.trial_result import TrialResult
 
 # --------------------------------------------------------------------------- tiny spaces
 
@@ -56,7 +56,7 @@ def tiny_space(path: Path, samples: int = 4, steps: int = 20, concurrency: int =
 
 def repeat_space(path: Path, samples: int = 4) -> Path:
     """Every sample is one computation: understanding keep 1 0 0 0 (fastv K=1, R=1) under
-    `skip` or `drop` with any selector (merged, see searchvlm.identity), the rest fixed."""
+    `skip` or `drop` with any selector (merged, see searchvlm.schema.identity), the rest fixed."""
     data = yaml.safe_load(tiny_space(path, samples=samples, calibrated=False).read_text())
     data["policy"] = {
         "understanding": {"mode": ["skip", "drop"], "selector": ["stride", "attention"],
@@ -126,7 +126,7 @@ def study(run_dir: Path, name: str) -> optuna.Study:
 
 
 def child_runs(uri: str, runs: Path, run_dir: Path) -> list:
-    from searchvlm.results import read_meta
+    from searchvlm.schema.results import read_meta
     from searchvlm.tracking import Tracker
 
     tracker = Tracker(uri, runs)
@@ -137,7 +137,7 @@ def child_runs(uri: str, runs: Path, run_dir: Path) -> list:
 def check_consistent(run_dir: Path, name: str, uri: str, runs: Path, samples: int | None = None) -> list[dict]:
     """Every trial exactly once in the table, the study and MLflow, with matching states
     (and, given `samples`, trials numbered 0..samples-1)."""
-    from searchvlm.results import read_trials
+    from searchvlm.schema.results import read_trials
 
     rows = read_trials(run_dir / "trials.csv")
     ids = [r["trial_id"] for r in rows]
@@ -160,7 +160,7 @@ def check_consistent(run_dir: Path, name: str, uri: str, runs: Path, samples: in
 
 
 def rows_of(table: Path) -> list[dict]:
-    from searchvlm.results import read_trials
+    from searchvlm.schema.results import read_trials
 
     try:
         return read_trials(table) if table.exists() else []
@@ -177,11 +177,11 @@ def recorded_sweep(root: Path, name: str = "rec") -> Path:
     trial), the Optuna study and the MLflow runs of every trial (same ids, numbers and
     states), Tune's `ray/tuner.pkl` (a placeholder pickle), confirmed.csv for one policy and
     one baseline cache entry. Returns `root/runs/name`."""
-    from searchvlm.baselines import RunRecord, _write
-    from searchvlm.confirm import confirmed_row
-    from searchvlm.space import load_space
+    from searchvlm.records.confirm import confirmed_row
+    from searchvlm.schema.space import load_space
     from searchvlm.sweep._rundir import init_run_dir
     from searchvlm.tracking import Tracker, default_uri
+    from searchvlm.train.baselines import RunRecord, _write
 
     space = tiny_space(root / "tiny.yaml", samples=len(TABLE) + 2, calibrated=False)
     runs, uri = root / "runs", default_uri(root / "runs")
@@ -200,7 +200,7 @@ def recorded_sweep(root: Path, name: str = "rec") -> Path:
                                "preset": row["preset"]})  # fmt: skip
         tracker.finish_trial(run_id, result, row["policy_json"] or None)
     tracker.end_sweep()
-    from searchvlm.results import read_meta, write_confirmed
+    from searchvlm.schema.results import read_meta, write_confirmed
 
     write_meta(run / "sweep.json", read_meta(run / "sweep.json").model_copy(update={"parent_run_id": parent}))
     (run / "ray").mkdir()

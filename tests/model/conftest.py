@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helpers.models import LAYERS, VOCAB, Batch, PolicyFactory, make_batch
-from searchvlm.config import ModelConfig
 from searchvlm.model import build_model
-from searchvlm.policy import ReductionPolicy, Segment, Sharing, TaskPolicy
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import ReductionPolicy, Segment, Sharing, TaskPolicy
 
 
 @pytest.fixture(autouse=True)

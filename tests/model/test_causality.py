@@ -15,8 +15,8 @@ from helpers.models import LAYERS, VOCAB, Batch, make_batch
 from searchvlm.model import _select as select_module
 from searchvlm.model import apply_policy
 from searchvlm.model._select import top_ranks
-from searchvlm.policy import PRESETS, ReductionPolicy, Segment, TaskPolicy, preset
-from searchvlm.selectors import SELECTORS as DECLARED
+from searchvlm.schema.policy import PRESETS, ReductionPolicy, Segment, TaskPolicy, preset
+from searchvlm.schema.policy.selectors import SELECTORS as DECLARED
 
 S, I, IMG, O = Segment.SYSTEM, Segment.INSTRUCTION, Segment.IMAGE, Segment.OUTPUT  # noqa: E741 - layouts read as S I IMG O
 LAYOUTS = {  # name -> (task, segment runs)

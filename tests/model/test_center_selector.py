@@ -1,5 +1,5 @@
 """A selector added in one module: `center` (the image tokens nearest the image centre) is
-declared (`searchvlm.selectors.register_selector`) and implemented (`model._select.ranks`)
+declared (`searchvlm.schema.policy.selectors.register_selector`) and implemented (`model._select.ranks`)
 here and nowhere else, and every consumer takes it: policy and search-space validation,
 the reduced forward, the FLOPs count (checked against FlopCounterMode), the trial key and
 the causality check. The fixture removes it again: no other test sees it."""
@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.models import LAYERS, VOCAB, Batch, PolicyFactory, make_batch
-from searchvlm.flops import TaskLayout, count_flops
-from searchvlm.identity import canonical_policy
 from searchvlm.model import apply_policy
 from searchvlm.model._select import RANKERS, Pick, ranks, top_ranks
-from searchvlm.policy import ReductionPolicy, Segment, TaskPolicy
-from searchvlm.selectors import SELECTORS, SelectorInfo, register_selector
-from searchvlm.space import SearchSpace
+from searchvlm.objectives.flops import TaskLayout, count_flops
+from searchvlm.schema.identity import canonical_policy
+from searchvlm.schema.policy import ReductionPolicy, Segment, TaskPolicy
+from searchvlm.schema.policy.selectors import SELECTORS, SelectorInfo, register_selector
+from searchvlm.schema.space import SearchSpace
 
 CENTER = SelectorInfo("center", "content_free", "the image tokens nearest the image centre (a square grid)")
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from helpers.models import Batch
-from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import PRESETS, preset
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import PRESETS, preset
 
 pytestmark = pytest.mark.compile
 

@@ -15,9 +15,9 @@ from transformers import (
 )
 
 from helpers.models import LAYERS, VOCAB, Batch
-from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import ReductionPolicy, Sharing
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import ReductionPolicy, Sharing
 
 TOL = 1e-5
 

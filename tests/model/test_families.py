@@ -16,7 +16,7 @@ from torch import nn
 from helpers.families import BUILDERS, LAYERS, VOCAB, build_family, family_batch
 from searchvlm.model import apply_policy
 from searchvlm.model._family import SUPPORTED
-from searchvlm.policy import ReductionPolicy, TaskPolicy
+from searchvlm.schema.policy import ReductionPolicy, TaskPolicy
 
 TOL = 1e-5
 
@@ -118,7 +118,7 @@ def test_refuses_unknown_layer_type() -> None:
 
 
 def test_refuses_split_qkv_on_fused_projection() -> None:
-    from searchvlm.policy import Sharing
+    from searchvlm.schema.policy import Sharing
 
     policy = ReductionPolicy.dense(LAYERS).model_copy(update={"sharing": Sharing(qkv="modality")})
     with pytest.raises(ValueError, match="Phi3ForCausalLM layer 0: sharing.qkv = 'modality' .* fused qkv_proj"):

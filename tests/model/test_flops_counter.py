@@ -8,10 +8,10 @@ import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers.models import LAYERS, Batch
-from searchvlm.flops import TaskLayout, count_flops
 from searchvlm.model import apply_policy
-from searchvlm.policy import TASKS, ReductionPolicy, Sharing, TaskPolicy
-from searchvlm.selectors import SELECTORS as DECLARED
+from searchvlm.objectives.flops import TaskLayout, count_flops
+from searchvlm.schema.policy import TASKS, ReductionPolicy, Sharing, TaskPolicy
+from searchvlm.schema.policy.selectors import SELECTORS as DECLARED
 
 SELECTORS = {task: tuple(n for n, s in DECLARED.items() if s.serves(task)) for task in TASKS}  # the causal ones
 KEEPS = (0.0, 0.1, 0.25, 0.4, 0.5, 0.75, 0.9, 1.0)

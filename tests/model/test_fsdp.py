@@ -22,9 +22,9 @@ import torch.multiprocessing as mp
 
 from helpers.models import VOCAB
 from helpers.services import free_port
-from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import TASKS, Sharing, preset
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import TASKS, Sharing, preset
 
 pytestmark = [
     pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed"),

@@ -11,7 +11,7 @@ from torch import nn
 from helpers.families import LAYERS, build_family
 from helpers.models import janus_model
 from searchvlm.model import apply_policy
-from searchvlm.policy import ReductionPolicy, Segment, TaskPolicy
+from searchvlm.schema.policy import ReductionPolicy, Segment, TaskPolicy
 
 TOL = 1e-5
 S, I, IMG, O = Segment.SYSTEM, Segment.INSTRUCTION, Segment.IMAGE, Segment.OUTPUT  # noqa: E741 - layouts read as S I IMG O

@@ -8,7 +8,7 @@ import torch
 from helpers.models import Batch, PolicyFactory
 from searchvlm.model import apply_policy
 from searchvlm.model._select import RANKERS
-from searchvlm.selectors import SELECTORS as DECLARED
+from searchvlm.schema.policy.selectors import SELECTORS as DECLARED
 
 SELECTORS = list(DECLARED)  # attention, pdrop, stride, random, recent, router
 IMAGE = range(3, 19)  # image rows of the understanding batch

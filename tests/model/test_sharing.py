@@ -7,7 +7,7 @@ import torch
 
 from helpers.models import LAYERS, Batch, PolicyFactory
 from searchvlm.model import apply_policy
-from searchvlm.policy import Sharing
+from searchvlm.schema.policy import Sharing
 
 
 def _loss(reduced, batch: Batch, task: str) -> torch.Tensor:
@@ -81,7 +81,7 @@ def test_study_presets_share_all_and_share_partial(model, batches) -> None:
     """The study's "share all" keeps HMGen's image q/k/v (full layers 0, 2, 3 of 4) and both
     tasks' losses train it; "share partial" gives each task its own copy in the same layers.
     HMGen's shallow layer 1 has no split (understanding's image keys/values use the shared weights)."""
-    from searchvlm.presets import preset
+    from searchvlm.schema.policy.presets import preset
 
     share_all = apply_policy(model, preset("himix_hmgen", LAYERS))
     assert sorted(share_all.splits) == ["0", "2", "3"] and set(share_all.splits["2"].qkv) == {"image"}

@@ -13,9 +13,9 @@ from torch import nn
 from helpers.families import LAYERS as FAMILY_LAYERS
 from helpers.families import build_family, family_batch
 from helpers.models import LAYERS, Batch, PolicyFactory
-from searchvlm.config import ModelConfig
 from searchvlm.model import apply_policy, build_model
-from searchvlm.policy import ReductionPolicy, Segment, Sharing
+from searchvlm.schema.config import ModelConfig
+from searchvlm.schema.policy import ReductionPolicy, Segment, Sharing
 
 # ------------------------------------------------------------------ dropout
 

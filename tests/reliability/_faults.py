@@ -25,7 +25,7 @@ def _plan() -> dict[str, dict[str, Any]]:
 
 def install() -> None:
     """Wrap `Run.train_until` with the planned faults (no-op without a plan)."""
-    from searchvlm import training
+    from searchvlm.train import training
 
     original = training.Run.train_until
 

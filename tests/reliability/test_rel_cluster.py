@@ -21,7 +21,7 @@ import pytest
 from helpers import BIN, PY
 from helpers.services import free_port, stop_group, wait_for
 from helpers.sweeps import check_consistent, rows_of, tiny_space
-from searchvlm.pareto import front
+from searchvlm.objectives.pareto import front
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:7f00:1"}
 

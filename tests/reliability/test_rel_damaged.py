@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 
 from helpers.sweeps import make_sweep, recorded_sweep
 from searchvlm.cli import app
-from searchvlm.errors import ConfigError, DamagedFile
-from searchvlm.policy import ReductionPolicy
+from searchvlm.schema.errors import ConfigError, DamagedFile
+from searchvlm.schema.policy import ReductionPolicy
 
 NAME = "rec"
 ROOT_AS_USER = os.geteuid() == 0  # root reads a chmod-000 file: that damage cannot be made
@@ -58,10 +58,10 @@ def copy(recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     def stub(*args: Any, **kwargs: Any) -> Any:
         raise ReachedWork("training started")
 
-    import searchvlm.confirm
+    import searchvlm.records.confirm
     import searchvlm.sweep._driver as driver
 
-    monkeypatch.setattr(searchvlm.confirm, "train_paired", stub)
+    monkeypatch.setattr(searchvlm.records.confirm, "train_paired", stub)
     monkeypatch.setattr(driver, "ensure_ray", stub)
     monkeypatch.setattr(driver, "_warm_tracking", lambda *a: None)
     return root
@@ -172,7 +172,7 @@ def _load_front() -> Outcome:
 
 
 def _baseline() -> Outcome:
-    from searchvlm.baselines import RunRecord, get_baseline
+    from searchvlm.train.baselines import RunRecord, get_baseline
 
     trained: list[bool] = []
 
@@ -309,7 +309,7 @@ def test_cut_table_is_reported_then_repaired_from_study_and_mlflow(copy: Path) -
     """trials.csv cut in the middle of a row: `pareto` and `runs` name the file and line (was:
     4 of 24 trials, no word); `runs --check` finds the lost trials in the study and MLflow;
     `--repair` rebuilds them with their numbers and policies, the damaged file kept beside."""
-    from searchvlm.results import read_trials
+    from searchvlm.schema.results import read_trials
 
     table = copy / "runs" / NAME / "trials.csv"
     original = {r["trial_id"]: r for r in read_trials(table)}
@@ -366,12 +366,12 @@ def test_bad_data_file_is_one_error_before_training(bad_npz_space: Path, monkeyp
     `trial` and `sweep` each stop with one error naming the file, before any training (was:
     `trial` trained 0 steps and failed with numpy's message about pickled data)."""
     import searchvlm.sweep._driver as driver
-    import searchvlm.trial
+    import searchvlm.train.trial
 
     def stub(*args: Any, **kwargs: Any) -> Any:
         raise ReachedWork("training started")
 
-    monkeypatch.setattr(searchvlm.trial, "run_trial", stub)
+    monkeypatch.setattr(searchvlm.train.trial, "run_trial", stub)
     monkeypatch.setattr(driver, "ensure_ray", stub)
     space = str(bad_npz_space)
     for args in (("validate", space), ("trial", space, "--preset", "dense"), ("sweep", space, "--no-progress")):
@@ -396,7 +396,7 @@ def test_wrong_dtype_in_data_file_is_refused_by_validate(tmp_path: Path, bad_npz
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_corrupt_baseline_entry_is_retrained(tmp_path: Path, damage: str) -> None:
     """A cut or garbled cache entry is trained again (one warning naming it) and rewritten whole."""
-    from searchvlm.baselines import RunRecord, _write, get_baseline
+    from searchvlm.train.baselines import RunRecord, _write, get_baseline
 
     entry = tmp_path / "baselines" / "k.json"
     entry.parent.mkdir()
@@ -420,7 +420,7 @@ def test_store_left_mid_transaction_by_a_killed_writer_is_not_damaged(tmp_path: 
     import subprocess
     import sys
 
-    from searchvlm.results import store_problem
+    from searchvlm.schema.results import store_problem
 
     db = tmp_path / "mlflow.db"
     with contextlib.closing(sqlite3.connect(db)) as con:

@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 
 from helpers import ROOT
 from searchvlm.cli import app
-from searchvlm.errors import ConfigError
-from searchvlm.policy import ReductionPolicy, load_policy, preset
-from searchvlm.results import SweepMeta, trial_row, write_meta, write_trials
-from searchvlm.space import load_space, preset_policy
-from searchvlm.trial_result import TrialResult
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import ReductionPolicy, load_policy, preset
+from searchvlm.schema.results import SweepMeta, trial_row, write_meta, write_trials
+from searchvlm.schema.space import load_space, preset_policy
+from searchvlm.schema.trial_result import TrialResult
 
 BASE_SPACE: dict = yaml.safe_load((ROOT / "search_spaces" / "quick.yaml").read_text())
 BASE_POLICY: dict = json.loads(preset("himix_hmgen", 4).model_dump_json())
@@ -230,8 +230,8 @@ def test_policy_num_layers_must_match_the_target(tmp_path: Path):
 
 
 def test_tokens_file_is_never_unpickled(tmp_path: Path):
-    from searchvlm.config import DataConfig
     from searchvlm.data._files import read_arrays
+    from searchvlm.schema.config import DataConfig
 
     f = tmp_path / "evil.npz"
     np.savez(f, input_ids=np.array([object()], dtype=object))

@@ -35,9 +35,9 @@ from helpers import BIN, PY
 from helpers.data import valid_arrays
 from helpers.services import free_port, stop_group, wait_for
 from helpers.sweeps import child_runs, rows_of, tiny_space
-from searchvlm._host import KERNELS_ENV, PINS
-from searchvlm.space import load_space
-from searchvlm.trial import reference_labels
+from searchvlm.schema._host import KERNELS_ENV, PINS
+from searchvlm.schema.space import load_space
+from searchvlm.train.trial import reference_labels
 
 
 def _can_unshare() -> bool:
@@ -214,6 +214,6 @@ def test_with_the_file_on_the_node_every_record_baseline_and_warning_reaches_the
     (node,) = {r["node"] for r in rows}  # the masked node's IP, as the trials recorded it
     assert len(said) == 1 and said[0].startswith("warning: t000") and f" on node {node}: " in said[0], said
     logged = [ln for ln in (runs / "mk" / "sweep.log").read_text().splitlines() if text in ln]
-    assert len(logged) == 2 and all("WARNING searchvlm.trial: t000" in ln for ln in logged), logged
+    assert len(logged) == 2 and all("WARNING searchvlm.train.trial: t000" in ln for ln in logged), logged
     tags = [r.data.tags.get("warnings", "") for r in child_runs(f"sqlite:///{runs / 'mlflow.db'}", runs, runs / "mk")]
     assert len(tags) == 2 and all(t.startswith(text) for t in tags), tags

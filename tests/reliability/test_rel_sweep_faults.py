@@ -21,7 +21,7 @@ import ray
 from helpers import PY
 from helpers.services import stop_group, wait_for
 from helpers.sweeps import check_consistent, child_runs, rows_of, study, tiny_space
-from searchvlm.pareto import front, pareto_ranks
+from searchvlm.objectives.pareto import front, pareto_ranks
 from searchvlm.sweep import run_sweep
 from searchvlm.sweep._cluster import loopback_only
 from searchvlm.tracking import Tracker
@@ -143,6 +143,6 @@ def test_a_warning_trials_raise_in_their_workers_reaches_the_driver_once(runs: P
     (node,) = {r["node"] for r in rows}
     assert len(said) == 1 and said[0].startswith("warning: t000") and f" on node {node}: " in said[0], said
     logged = [ln for ln in (s.run_dir / "sweep.log").read_text().splitlines() if text in ln]
-    assert len(logged) == 2 and {ln.split("searchvlm.trial: ")[1][:5] for ln in logged} == {"t0000", "t0001"}
+    assert len(logged) == 2 and {ln.split("searchvlm.train.trial: ")[1][:5] for ln in logged} == {"t0000", "t0001"}
     tags = [r.data.tags.get("warnings", "") for r in child_runs(s.tracking_uri, runs, s.run_dir)]
     assert len(tags) == 2 and all(t.startswith(text) and t.count("\n") == 0 for t in tags), tags

@@ -18,13 +18,13 @@ import yaml
 
 from helpers.data import valid_arrays
 from helpers.sweeps import tiny_space
-from searchvlm.baselines import baseline_key
-from searchvlm.config import DataConfig, ModelConfig, TrainingConfig
-from searchvlm.errors import ConfigError
-from searchvlm.policy import ReductionPolicy
-from searchvlm.results import SweepMeta, read_meta
-from searchvlm.space import load_space
-from searchvlm.training import RunSpec
+from searchvlm.schema.config import DataConfig, ModelConfig, TrainingConfig
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.policy import ReductionPolicy
+from searchvlm.schema.results import SweepMeta, read_meta
+from searchvlm.schema.space import load_space
+from searchvlm.train.baselines import baseline_key
+from searchvlm.train.training import RunSpec
 
 TASKS = ("understanding", "generation")
 
@@ -115,7 +115,7 @@ def test_the_baseline_key_holds_the_data_files_content_not_its_path(tmp_path):
 
 def test_generated_data_keep_their_keys():
     """No file: the key is what it was (test_data_seed pins two of them too)."""
-    from searchvlm.baselines import _where
+    from searchvlm.train.baselines import _where
 
     assert _where(DataConfig()) == set()
     assert "path" in DataConfig().model_dump(mode="json")
@@ -244,7 +244,7 @@ def test_preflight_on_a_ray_node_stops_with_one_line_naming_node_and_file(tmp_pa
 
 
 def test_shipped_cache_entries_fill_what_a_nodes_cache_lacks(tmp_path):
-    from searchvlm.baselines import RunRecord, _write, cache_entry, get_baseline, store_entries
+    from searchvlm.train.baselines import RunRecord, _write, cache_entry, get_baseline, store_entries
 
     driver, node = tmp_path / "driver", tmp_path / "node"
     (driver / "baselines").mkdir(parents=True)
@@ -264,8 +264,8 @@ def test_shipped_cache_entries_fill_what_a_nodes_cache_lacks(tmp_path):
 
 def test_a_codebook_knows_its_cache_entry(tmp_path):
     """What the up-front baselines ship besides their runs: the patch codebook of their data."""
-    from searchvlm.config import TokenizerConfig
     from searchvlm.data import load_data
+    from searchvlm.schema.config import TokenizerConfig
 
     cfg = DataConfig(name="shapes", train_size=40, val_size=8, test_size=8,
                      tokenizer=TokenizerConfig(kind="patch", patch=4, codes=8))  # fmt: skip
@@ -276,7 +276,7 @@ def test_a_codebook_knows_its_cache_entry(tmp_path):
 
 
 def test_the_sweeps_cache_dir_given_recorded_or_beside_the_runs(tmp_path):
-    from searchvlm.results import write_meta
+    from searchvlm.schema.results import write_meta
     from searchvlm.sweep._driver import _cache_dir
     from searchvlm.sweep._rundir import record_cache_dir
 

@@ -19,9 +19,9 @@ import yaml
 from helpers import PY
 from helpers.services import MlflowServer
 from helpers.sweeps import check_consistent, child_runs, repeat_space, study, tiny_space
-from searchvlm.errors import ConfigError
-from searchvlm.pareto import front
-from searchvlm.results import read_meta, read_trials
+from searchvlm.objectives.pareto import front
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.results import read_meta, read_trials
 from searchvlm.sweep import SweepOptions, ensure_ray, run_sweep, shutdown_ray
 from searchvlm.tracking import Tracker
 
@@ -65,7 +65,7 @@ def test_bad_name_fails_before_ray(tmp_path: Path, name: str):
 
 
 def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
-    from searchvlm.space import load_space
+    from searchvlm.schema.space import load_space
     from searchvlm.sweep._rundir import RAY_DIR, init_run_dir, resume_space
 
     space_path = tiny_space(tmp_path / "r.yaml", samples=5, presets=["himix"], calibrated=False)
@@ -97,10 +97,10 @@ def test_resume_refuses_changed_samples_or_space(tmp_path: Path):
 
 
 def test_resume_extends_only_a_finished_sweep(tmp_path: Path):
-    from searchvlm.results import trial_row, write_trials
-    from searchvlm.space import load_space
+    from searchvlm.schema.results import trial_row, write_trials
+    from searchvlm.schema.space import load_space
+    from searchvlm.schema.trial_result import TrialResult
     from searchvlm.sweep._rundir import extra_trials, init_run_dir, resume_space
-    from searchvlm.trial_result import TrialResult
 
     space_path = tiny_space(tmp_path / "r.yaml", samples=2, presets=["himix"], calibrated=False)
     run_dir = tmp_path / "runs" / "r"
@@ -127,7 +127,7 @@ def test_resume_extends_only_a_finished_sweep(tmp_path: Path):
 def test_sweep_sqlite(runs: Path, ray_session, tmp_path: Path, capfd):
     space = tiny_space(tmp_path / "tiny.yaml", samples=4, presets=["himix"], calibrated=False)
     s = run_sweep(space, name="e2e", runs_dir=runs, progress=False)
-    from searchvlm.space import load_space
+    from searchvlm.schema.space import load_space
 
     warning = load_space(space).synergy_warning()  # the tiny space drops quick.yaml's calibration
     assert "unmeasured" in warning and f"warning: {space}: {warning}" in capfd.readouterr().err  # warned at start
@@ -179,7 +179,7 @@ def test_a_resumed_sweep_logs_to_the_store_it_recorded(tmp_path: Path):
     """`--resume` (or an extension) without --tracking-uri goes on logging where the sweep
     started (a tracking server), not into a new sqlite store beside it."""
     from helpers.sweeps import make_sweep
-    from searchvlm.results import write_meta
+    from searchvlm.schema.results import write_meta
     from searchvlm.sweep._driver import _tracking_uri
 
     runs = tmp_path / "runs"
@@ -267,8 +267,8 @@ def test_repeated_policy_is_trained_once_then_confirmed(runs: Path, ray_session,
         assert c.data.tags.get("duplicate_of", "") == ("" if trained_here else twin["trial_id"])
     # search.confirm ran at the end: the one trained policy (its repeats are the same one),
     # on the fresh seeds, paired with dense; logged on the parent run; export reads it
-    from searchvlm.export import build_policy_file
-    from searchvlm.results import read_confirmed
+    from searchvlm.objectives.export import build_policy_file
+    from searchvlm.schema.results import read_confirmed
 
     confirmed = read_confirmed(s.run_dir / "confirmed.csv")
     assert [r["trial_id"] for r in confirmed] == [twin["trial_id"]]

@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from helpers.sweeps import child_runs, tiny_space
-from searchvlm.results import read_trials
+from searchvlm.schema.results import read_trials
 from searchvlm.sweep import run_sweep, shutdown_ray
 
 pytestmark = pytest.mark.sweep  # every test here runs on the module's local Ray

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from helpers import ROOT
-from searchvlm.space import load_space
+from searchvlm.schema.space import load_space
 from searchvlm.sweep._known_cost import PARAMS_ATTR, KnownCostSampler, SpaceCost, _key, policy_features
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -101,7 +101,7 @@ def test_enqueued_trials_are_left_alone_and_features_are_numbers(default_cost) -
 
 def test_known_cost_needs_flops_as_an_objective(tmp_path: Path) -> None:
     from helpers.sweeps import tiny_space
-    from searchvlm.errors import ConfigError
+    from searchvlm.schema.errors import ConfigError
 
     path = tiny_space(tmp_path / "s.yaml")
     data = yaml.safe_load(path.read_text())
@@ -118,7 +118,7 @@ def test_a_real_sweep_with_known_cost_then_decide(tmp_path: Path) -> None:
     """Ray Tune's OptunaSearch path: 4 trials (dense first), every sampled one chosen whole by
     the sampler and priced exactly (the trial's own flops_ratio), then `decide` on the sweep."""
     from helpers.sweeps import study, tiny_space
-    from searchvlm.decide import DecideOptions, decide
+    from searchvlm.records.decide import DecideOptions, decide
     from searchvlm.sweep import run_sweep
 
     path = tiny_space(tmp_path / "k.yaml", samples=4, presets=["dense"], calibrated=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from searchvlm._host import KERNELS_ENV, PINS
+from searchvlm.schema._host import KERNELS_ENV, PINS
 from searchvlm.sweep import _trainable
 
 
@@ -95,7 +95,7 @@ def test_the_driver_says_each_warning_once_and_records_every_trials(
     from types import SimpleNamespace
 
     from helpers.sweeps import tiny_space
-    from searchvlm.space import load_space
+    from searchvlm.schema.space import load_space
     from searchvlm.sweep._callback import SweepCallback
 
     run_dir = tmp_path / "runs" / "sw"
@@ -112,7 +112,7 @@ def test_the_driver_says_each_warning_once_and_records_every_trials(
     assert err == [f"warning: t0000 (ab12_00000) on node 10.0.0.7: {w1}", f"warning: t0001 (ab12_00001): {w2}"]
     log = (run_dir / "sweep.log").read_text().splitlines()
     want = [f"t0000 (ab12_00000) on node 10.0.0.7: {w1}", f"t0001 (ab12_00001): {w1}", f"t0001 (ab12_00001): {w2}"]
-    assert [ln.split(" WARNING searchvlm.trial: ")[1] for ln in log] == want
+    assert [ln.split(" WARNING searchvlm.train.trial: ")[1] for ln in log] == want
     assert cb.warned == {a.trial_id: [w1], b.trial_id: [w1, w2]}
     assert cb.__getstate__()["warned"] == {}  # (runtime state: not in tuner.pkl)
 

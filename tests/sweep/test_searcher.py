@@ -14,7 +14,7 @@ from helpers.sweeps import repeat_space, study, tiny_space
 def test_searcher_names_metrics_and_stores_trial_ids(tmp_path: Path):
     """The study names its objectives and each asked trial carries the searchvlm trial id
     (no Ray session needed: the searcher is driven the way Tune drives it)."""
-    from searchvlm.space import load_space
+    from searchvlm.schema.space import load_space
     from searchvlm.sweep._searcher import make_searcher
 
     space = load_space(tiny_space(tmp_path / "s.yaml", presets=["himix"], calibrated=False))
@@ -37,9 +37,9 @@ def test_searcher_names_metrics_and_stores_trial_ids(tmp_path: Path):
 def test_searcher_answers_repeats_and_waits_for_running_twins(tmp_path: Path):
     """Driven as Tune drives it: a repeat of a running trial waits (suggest -> None, no new
     Optuna trial), is answered once the twin ends ok, and a failed twin is not reused."""
-    from searchvlm.space import load_space
+    from searchvlm.schema.space import load_space
+    from searchvlm.schema.trial_result import TrialResult
     from searchvlm.sweep._searcher import make_searcher
-    from searchvlm.trial_result import TrialResult
 
     space = load_space(repeat_space(tmp_path / "s.yaml"))
     searcher = make_searcher(space, "s", str(tmp_path / "optuna.db"))

@@ -1,5 +1,5 @@
 """Issue 38, `searchvlm sweep --storage URI`: Tune's experiment state in a shared folder or an
-S3-compatible bucket (searchvlm.sweep._storage), the driver's records where they were, the
+S3-compatible bucket (searchvlm.records._storage), the driver's records where they were, the
 storage recorded in sweep.json and used by `--resume`; bad URIs refused in one line. The S3
 sweep runs against moto's server on loopback (skipped where moto is not installed).
 """
@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers.sweeps import tiny_space
-from searchvlm._storage_uri import check_storage
-from searchvlm.errors import ConfigError
-from searchvlm.results import read_meta, read_trials
+from searchvlm.schema._storage_uri import check_storage
+from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.results import read_meta, read_trials
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_the_sweep_command_refuses_a_bad_storage_in_one_line(uri: str, tmp_path:
 
 
 def test_where_tune_keeps_its_state(tmp_path: Path, monkeypatch):
-    from searchvlm.sweep._storage import tune_state
+    from searchvlm.records._storage import tune_state
 
     run = tmp_path / "runs" / "sw"
     default = tune_state(run, None)
@@ -91,8 +91,8 @@ def test_where_tune_keeps_its_state(tmp_path: Path, monkeypatch):
 
 
 def test_a_new_sweep_refuses_storage_holding_its_name(tmp_path: Path):
+    from searchvlm.records._storage import tune_state
     from searchvlm.sweep._rundir import check_state
-    from searchvlm.sweep._storage import tune_state
 
     state = tune_state(tmp_path / "runs" / "sw", str(tmp_path / "shared"))
     (tmp_path / "shared" / "sw").mkdir(parents=True)
@@ -110,8 +110,8 @@ def _finished_resume(space: Path, runs: Path, name: str, storage: str, where) ->
     `--storage` restores from it and trains nothing again."""
     from ray import tune
 
+    from searchvlm.records._storage import tune_state
     from searchvlm.sweep import SweepOptions, run_sweep
-    from searchvlm.sweep._storage import tune_state
 
     s = run_sweep(space, name=name, runs_dir=runs, progress=False, options=SweepOptions(storage=storage))
     run_dir = runs / name
@@ -214,7 +214,7 @@ def test_a_sweep_keeps_tunes_state_in_an_s3_bucket_and_resumes_from_it(tmp_path:
 def _stored_sweep(runs: Path, name: str, storage: str) -> Path:
     """A finished sweep's folder whose sweep.json records `storage` (as `--storage` would)."""
     from helpers.sweeps import make_sweep
-    from searchvlm.results import write_meta
+    from searchvlm.schema.results import write_meta
 
     run = make_sweep(runs, name)
     write_meta(run / "sweep.json", read_meta(run / "sweep.json").model_copy(update={"storage": storage}))
