@@ -22,81 +22,36 @@ from helpers import ROOT
 
 PACKAGE = ROOT / "searchvlm"
 
-# Every module of the package and its layer. A new module must be added here (the test
-# below lists the ones that are missing). A package name covers its submodules.
+# The package's top-level entries and their layers: one layer per package, a package's
+# modules all in its layer (its submodules are not listed). A new top-level module or package
+# must be added here (the test below lists the ones that are missing); CONTRIBUTING.md maps them.
 LAYERS: dict[str, int] = {
     # L0: schemas and stdlib-level helpers (pydantic, PyYAML; no torch / ray / mlflow)
-    "searchvlm": 0,  # the façade: eager names are L0, the rest load on first use by name
-    "searchvlm.schema._digest": 0,
-    "searchvlm.schema._hf": 0,
-    "searchvlm.schema._host": 0,
-    "searchvlm.schema._storage_uri": 0,  # --storage checked (Tune's state: searchvlm.records._storage)
-    "searchvlm.schema._strict": 0,
-    "searchvlm.schema._tables": 0,
-    "searchvlm.schema.config": 0,
-    "searchvlm.schema.metrics": 0,  # one row per metric a trial reports (its torch scorer: training.scorer)
-    "searchvlm.schema.trial_result": 0,
-    "searchvlm.schema.errors": 0,
-    "searchvlm.schema.file_checks": 0,
-    "searchvlm.schema.identity": 0,
-    "searchvlm.schema.overrides": 0,
-    "searchvlm.schema.policy": 0,
-    "searchvlm.schema.policy.space": 0,
-    "searchvlm.schema.policy.presets": 0,
-    "searchvlm.schema.results": 0,
-    "searchvlm.schema.policy.schedules": 0,
-    "searchvlm.schema.doc": 0,
-    "searchvlm.schema.search": 0,
-    "searchvlm.schema.policy.selectors": 0,
-    "searchvlm.schema.space": 0,
+    "searchvlm": 0,  # the façade (__init__.py): eager names are L0, the rest load on first use by name
+    "searchvlm.schema": 0,  # configs, the policy and its space, trial results, results tables, errors
     # L1: arithmetic on numbers and schemas (numpy ok)
-    "searchvlm.objectives.ehvi": 1,
-    "searchvlm.objectives.export": 1,
-    "searchvlm.objectives.flops": 1,
-    "searchvlm.objectives.noninferiority": 1,
-    "searchvlm.objectives.pareto": 1,
-    "searchvlm.objectives.synergy": 1,
+    "searchvlm.objectives": 1,  # FLOPs, synergy, the front, EHVI, non-inferiority, the exported policy file
     # L2: data and the model
     "searchvlm.data": 2,
     "searchvlm.model": 2,
     # L3: training, trials, analysis
-    "searchvlm.train.analysis": 3,
-    "searchvlm.train.baselines": 3,
-    "searchvlm.train.checkpoint": 3,
-    "searchvlm.train.distributed": 3,  # data-parallel trials: the ranks, their batch shares and gradients
-    "searchvlm.train.gradients": 3,  # each task's gradient per layer and parameter group (diagnose)
-    "searchvlm.train._allocation": 3,  # the analysis figures, drawn by analysis (L3)
-    "searchvlm.train._heatmap": 3,
-    "searchvlm.train.training": 3,
-    "searchvlm.train.trial": 3,
+    "searchvlm.train": 3,  # with analysis's two figures
     # L4: engines and outputs
-    "searchvlm.report._console": 4,
-    "searchvlm.records.analysis_run": 4,
-    "searchvlm.records.confirm": 4,
-    "searchvlm.records.decide": 4,
-    "searchvlm.records.diagnose": 4,
-    "searchvlm.records.frames": 4,
-    "searchvlm.report": 4,
-    "searchvlm.records.recover": 4,
-    "searchvlm.records.reproduce": 4,
-    "searchvlm.records.runs": 4,
-    "searchvlm.sweep": 4,
-    "searchvlm.tracking": 4,
+    "searchvlm.tracking": 4,  # MLflow's only importer
+    "searchvlm.report": 4,  # the front's numbers and figures, `pareto`, `show`, `export`, the console's tables
+    "searchvlm.records": 4,  # on a finished sweep: frames, runs, recover, confirm, decide, reproduce, diagnose, analyze
+    "searchvlm.sweep": 4,  # Ray's only importer
     # L5: the command line
     "searchvlm.cli": 5,
-    "searchvlm.cli._base": 5,  # what every command shares (consoles, option parsers)
-    "searchvlm.cli._request": 5,  # a command's options as the fields of one typed record
-    "searchvlm.cli._runs": 5,  # the run-management commands, registered by cli
-    "searchvlm.cli._usage": 5,  # usage errors as `error:` lines
-    "searchvlm.cli._help": 5,  # help texts: value shapes as metavars
-    "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli
+    "searchvlm.__main__": 5,  # `python -m searchvlm`: the one importer of cli from outside it
 }
+MAX_TOP_LEVEL = 12  # entries of searchvlm/, __init__.py and __main__.py included
 HEAVY = ("torch", "ray", "mlflow")  # L0 and L1 import none of them, not even lazily
 ONLY_IN = {  # a third-party package -> the only place that may import it
     "ray": ("searchvlm.sweep",),
     "mlflow": ("searchvlm.tracking",),
 }
-CLI_IMPORTERS = ("searchvlm.__main__",)
+CLI_IMPORTERS = ("searchvlm.__main__", "searchvlm.cli")  # cli's own modules import each other
 
 
 def _module_name(path: Path) -> str:
@@ -199,10 +154,95 @@ def test_nothing_imports_cli() -> None:
     importers = [
         f"{name}:{line}"
         for name, line, imported in _all_imports()
-        if _within(imported, ("searchvlm.cli",)) and name not in CLI_IMPORTERS
+        if _within(imported, ("searchvlm.cli",)) and not _within(name, CLI_IMPORTERS)
     ]
     importers = _first_per_line(importers)
     assert not importers, importers
+
+
+def test_the_top_level_is_the_layers() -> None:
+    """`ls searchvlm/` is LAYERS: at most 12 entries, each a package (or the façade and
+    `__main__`) listed at one layer, so a package never spans two layers."""
+    entries = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__")
+    assert len(entries) <= MAX_TOP_LEVEL, entries
+    names = {"searchvlm" if e == "__init__.py" else f"searchvlm.{e.removesuffix('.py')}" for e in entries}
+    assert names == set(LAYERS), (
+        f"searchvlm/ has {sorted(names - set(LAYERS))}, LAYERS has {sorted(set(LAYERS) - names)}"
+    )
+
+
+def _runtime_imports(name: str, path: Path) -> Iterator[str]:
+    """The package modules the file imports when it runs (lazy ones too), each resolved to the
+    module that holds it; an `if TYPE_CHECKING:` block runs no import and is left out."""
+    modules = _modules()
+
+    def holder(imported: str) -> str | None:
+        while imported and imported not in modules:
+            imported = imported.rpartition(".")[0]
+        return imported or None
+
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = {id(n) for b in ast.walk(tree) if isinstance(b, ast.If) and ast.unparse(b.test).endswith("TYPE_CHECKING")
+               for s in b.body for n in ast.walk(s)}  # fmt: skip
+    lines = {n.lineno for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) in skipped}
+    for line, imported in _imports(name, path):
+        if line not in lines and imported.startswith("searchvlm") and (h := holder(imported)) and h != name:
+            yield h
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while not part or part[-1] != v:
+                part.append(stack.pop())
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _child(package: str, module: str) -> str | None:
+    """The module or subpackage directly in `package` that holds `module` (None: outside it)."""
+    if not module.startswith(package + "."):
+        return None
+    return ".".join(module.split(".")[: package.count(".") + 2])
+
+
+def test_no_import_circle() -> None:
+    """No module imports itself through others, and within every package its modules and
+    subpackages import one another in one direction only (the package map reads in order)."""
+    modules = _modules()
+    graph = {name: set(_runtime_imports(name, path)) for name, path in modules.items()}
+    assert _cycles(graph) == []
+    packages = sorted(n for n, p in modules.items() if p.name == "__init__.py")
+    circles = []
+    for package in packages:
+        children: dict[str, set[str]] = {}
+        for name, imported in graph.items():
+            if (c := _child(package, name)) is not None:
+                children.setdefault(c, set()).update(d for i in imported if (d := _child(package, i)) not in (None, c))
+        for c in {d for ds in children.values() for d in ds}:
+            children.setdefault(c, set())
+        circles += [f"{package}: {' <-> '.join(c)}" for c in _cycles(children)]
+    assert circles == []
 
 
 def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
@@ -230,8 +270,9 @@ def test_the_checker_sees_relative_and_lazy_imports(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- at run time
 
 LIGHT_MODULES = (
-    "searchvlm", "searchvlm.schema.config", "searchvlm.schema.policy", "searchvlm.schema.space", "searchvlm.schema.results",
-    "searchvlm.schema.errors", "searchvlm.schema.doc", "searchvlm.objectives.flops", "searchvlm.objectives.synergy", "searchvlm.objectives.pareto",
+    "searchvlm", "searchvlm.schema", "searchvlm.schema.config", "searchvlm.schema.policy", "searchvlm.schema.space",
+    "searchvlm.schema.results", "searchvlm.schema.errors", "searchvlm.schema.doc", "searchvlm.objectives",
+    "searchvlm.objectives.flops", "searchvlm.objectives.synergy", "searchvlm.objectives.pareto",
     "searchvlm.objectives.export", "searchvlm.report",
 )  # fmt: skip
 FACADE_NAMES = (

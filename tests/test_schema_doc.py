@@ -45,7 +45,7 @@ def test_every_block_is_used_once() -> None:
 
 def test_check_mode_reports_stale_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "docs").mkdir()
-    monkeypatch.setattr(schema_doc, "__file__", str(tmp_path / "searchvlm" / "schema_doc.py"))
+    monkeypatch.setattr(schema_doc, "__file__", str(tmp_path / "searchvlm" / "schema" / "doc.py"))
     assert schema_doc.main(["--check"]) == 1  # docs/space.md missing
     assert schema_doc.main([]) == 0
     assert (tmp_path / "docs" / "space.md").read_text() == schema_doc.space_reference()

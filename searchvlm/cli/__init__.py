@@ -1,8 +1,8 @@
 """The `searchvlm` command line: thin typer commands over the public API (L5).
 
 Bad input exits with code 2 and one line per problem naming the file, key and value: the
-command group (`searchvlm.cli._help.HelpGroup`, a `searchvlm.cli._usage.PlainErrorsGroup`) prints every command's `ConfigError`,
-so no command catches one itself.
+command group (`searchvlm.cli._help.HelpGroup`, a `searchvlm.cli._usage.PlainErrorsGroup`)
+prints every command's `ConfigError`, so no command catches one itself.
 Tables stay whole off a terminal (pipes, CI, nohup): see `searchvlm.report._console`.
 """
 

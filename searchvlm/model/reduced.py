@@ -4,11 +4,11 @@
 the layers' own modules (norms, q/k norms, q/k/v/o projections, MLP, rotary embeddings at
 the tokens' ORIGINAL positions, final norm, head); a family feature it cannot run exactly
 is refused when the policy is applied. Per layer and task its `_layers.LayerRunner` (given
-the layers' parts, the policy, the split copies and routers) executes the plan of `searchvlm.objectives.flops.layer_counts`:
-image tokens not kept are query-dropped (still keys/values), skipped (neither), or dropped
-for good (see docs/definitions.md). A layer that computes every present token takes a fast path with
-no gather/scatter; with a dense policy the logits equal `hf_model(input_ids).logits`
-(Chameleon: its raw lm_head output, see `_logits`).
+the layers' parts, the policy, the split copies and routers) executes the plan of
+`searchvlm.objectives.flops.layer_counts`: image tokens not kept are query-dropped (still
+keys/values), skipped (neither), or dropped for good (see docs/definitions.md). A layer
+that computes every present token takes a fast path with no gather/scatter; with a dense
+policy the logits equal `hf_model(input_ids).logits` (Chameleon: its raw lm_head output, see `_logits`).
 
 Causal by construction: no logit that a loss or metric reads depends on a later token.
 Content-based choices look only at what precedes every position whose loss depends on them:

@@ -1,4 +1,5 @@
-"""Where Tune keeps a sweep's experiment state (L4, inside `searchvlm.sweep`): `runs/<sweep>/ray/`
+"""Where Tune keeps a sweep's experiment state (L4; in `searchvlm.records`, below the sweep that
+writes it and beside `runs`, whose `rm` deletes it; no Ray): `runs/<sweep>/ray/`
 by default, or `--storage URI`: a path every node shares (`file://` or a plain path) or an
 S3-compatible bucket (`s3://bucket/prefix`, through pyarrow), holding one folder per sweep.
 

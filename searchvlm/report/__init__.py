@@ -13,12 +13,12 @@ imported inside the functions that draw, so `front_table` / `pareto_summary` sta
 | `_history` | the hypervolume history: `HistoryInfo`, `history_png` |
 | `_importance` | PED-ANOVA importance per objective: `ImportanceInfo`, `importance_png` |
 | `_policy` | one policy's picture (`PolicyInfo`, `policy_png`) and the `show` command |
-| `_allocation`, `_heatmap` | the attention-analysis figures (`searchvlm.train.analysis` draws them) |
 | `_gradients` | the task-gradient heatmap of `diagnose` (`GradientsInfo`, `gradients_png`) |
 | `_plots` | a sweep's report folder: every figure, the inputs stamp (`plots_current`) |
 | `_pareto` | the `pareto` command and its MLflow logging |
 | `_export` | the `export` command: the policy file and its picture |
 | `_canvas` | what the figures draw on: a matplotlib Figure, the offline plotly bundle |
+| `_console` | the tables the command line and a sweep print (rich), whole off a terminal |
 
 When `searchvlm confirm` has written `confirmed.csv`, the front, knee, hypervolume and plots
 use the confirmed policies' fresh-seed numbers (the summary says `numbers: confirmed`); the

@@ -358,7 +358,7 @@ def _expected(root: Path) -> dict[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     """Rewrite docs/space.md and the generated blocks (`--check`: list stale files, exit 1)."""
     args = sys.argv[1:] if argv is None else argv
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # searchvlm/schema/doc.py -> the repository
     stale = [p for p, text in _expected(root).items() if not p.exists() or p.read_text() != text]
     if "--check" in args:
         for p in stale:

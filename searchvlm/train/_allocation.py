@@ -1,17 +1,21 @@
 """The attention-allocation figure (the study's figure 3): `AllocationInfo` (per task, the
 share α of each key segment across depth) drawn as a PNG, one panel per task.
 
-L3 module, unlike the rest of the report package: `searchvlm.train.analysis` (L3) draws it in
-`write_outputs`, and it needs nothing above that layer (matplotlib's object API, no pyplot).
+L3 module: one of `searchvlm.train.analysis`'s two figures, drawn by its `write_outputs`
+(matplotlib's object API, no pyplot). It reads the report's type only for annotations, so
+analysis and its figures import no circle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from searchvlm.schema.policy import TASKS
-from searchvlm.train.analysis import SEGMENTS, AnalysisReport
+from searchvlm.schema.policy import SEGMENTS, TASKS
+
+if TYPE_CHECKING:
+    from searchvlm.train.analysis import AnalysisReport
 
 __all__ = ["AllocationInfo", "allocation_info", "allocation_png"]
 

@@ -1,17 +1,21 @@
 """The attention-heatmap figure (the study's figure 2): `HeatmapInfo` (one layer's attention
 per task, averaged over heads and examples, with its segment boundaries) drawn as a PNG.
 
-L3 module, unlike the rest of the report package: `searchvlm.train.analysis` (L3) draws it in
-`write_outputs`, and it needs nothing above that layer (matplotlib's object API, no pyplot).
+L3 module: one of `searchvlm.train.analysis`'s two figures, drawn by its `write_outputs`
+(matplotlib's object API, no pyplot). It reads the report's type only for annotations, so
+analysis and its figures import no circle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from searchvlm.schema.policy import TASKS
-from searchvlm.train.analysis import SEGMENTS, AnalysisReport
+from searchvlm.schema.policy import SEGMENTS, TASKS
+
+if TYPE_CHECKING:
+    from searchvlm.train.analysis import AnalysisReport
 
 __all__ = ["HeatmapInfo", "heatmap_info", "heatmap_png"]
 

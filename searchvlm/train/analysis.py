@@ -33,13 +33,12 @@ from searchvlm.data import TaskSplit, UnifiedData
 from searchvlm.model import ReducedLM
 from searchvlm.schema.config import ModelConfig, TrainingConfig
 from searchvlm.schema.errors import ConfigError
-from searchvlm.schema.policy import TASKS, Mode, PolicyFile, ReductionPolicy, Segment, Selector, TaskPolicy
+from searchvlm.schema.policy import SEGMENTS, TASKS, Mode, PolicyFile, ReductionPolicy, Selector, TaskPolicy
 from searchvlm.schema.space import SearchSpace
 from searchvlm.train.checkpoint import load_checkpoint
 from searchvlm.train.training import Run, RunSpec, resolve_device
 from searchvlm.train.trial import prepare
 
-SEGMENTS: tuple[str, ...] = tuple(s.name.lower() for s in Segment)  # system, instruction, image, output
 ANALYSIS_SCHEMA = "searchvlm.analysis/v1"
 ANALYSIS_FILE = "analysis.json"
 DEFAULT_FLOOR = 0.25

@@ -26,6 +26,7 @@ __all__ = [
     "PolicyFile",
     "Ratio",
     "ReductionPolicy",
+    "SEGMENTS",
     "Segment",
     "Sharing",
     "TASKS",
@@ -48,6 +49,9 @@ class Segment(IntEnum):
     INSTRUCTION = 1
     IMAGE = 2
     OUTPUT = 3
+
+
+SEGMENTS: tuple[str, ...] = tuple(s.name.lower() for s in Segment)  # system, instruction, image, output
 
 
 def kept_count(ratio: float, num_image: int, available: int | None = None) -> int:
