@@ -12,9 +12,11 @@ AVX-512 machine reproduced a 3-run default trial of an AVX2-only machine in ever
 (benchmarks/calibration/PROXY_TABLE_PLAN.md addendum 3), where the native kernels moved its
 synergy from -0.033 to +0.078. So `import searchvlm` pins them (`pin_kernels`, unless
 `SEARCHVLM_CPU_KERNELS=native`), every process it starts inherits the pin, and a result made
-with it records `"<cpu> [AVX2 kernels]"`: such values compare by their kernels
-(`numerics_class`), so rows from different CPUs that both ran pinned may be combined, and a
-native row stays tied to its CPU model.
+with it records `"<cpu> [AVX2 kernels]"` (checked against torch's own answer): such values
+compare by their kernels (`numerics_class`), so rows from different CPUs that both ran pinned
+may be combined, and a native row stays tied to its CPU model. numpy's SIMD loops and
+OpenBLAS's kernels are pinned with them: the known-cost sampler's Gaussian process proposed
+other policies on the AVX-512 machine until both were (tests/sweep/test_known_cost.py).
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from pathlib import Path
 SEPARATOR = "; "
 UNKNOWN = "unknown CPU"
 KERNELS_ENV = "SEARCHVLM_CPU_KERNELS"  # avx2 (default) or native
-PINS = {  # kernel level -> the variables that pin ATen, MKL (conditional numerical reproducibility) and oneDNN
+PINS = {  # kernel level -> the variables that pin torch's kernels (ATen, MKL's conditional numerical
+    # reproducibility, oneDNN) and numpy's (its SIMD loops, and OpenBLAS's kernels: the samplers' GP)
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-             "ONEDNN_MAX_CPU_ISA": "AVX2"},
+             "ONEDNN_MAX_CPU_ISA": "AVX2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+             "OPENBLAS_CORETYPE": "Haswell"},
 }  # fmt: skip
+NEEDS = {"avx2": ("avx2", "fma")}  # the CPU flags a level's kernels use (OpenBLAS's Haswell: AVX2 and FMA)
 PINNED_MARK = " [{} kernels]"
 
 
@@ -60,7 +65,7 @@ def _offers(level: str) -> bool:
         flags = _first_cpu(Path("/proc/cpuinfo").read_text()).get("flags")
     except OSError:
         return platform.machine().lower() in ("x86_64", "amd64")
-    return flags is None or level in flags.split()
+    return flags is None or set(NEEDS[level]) <= set(flags.split())
 
 
 def pinned_level() -> str | None:
