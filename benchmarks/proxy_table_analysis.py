@@ -77,6 +77,11 @@ def analyse(table: dict[str, Any]) -> dict[str, Any]:
                            "rows_planned": 48, "seeds": table["seeds"], "machine": table.get("machine")}  # fmt: skip
     machines = {s.get("machine") for r in rows for s in r["seeds"]}
     out["cpu_models"] = sorted(m for m in machines if m)
+    if len(out["cpu_models"]) > 1:  # PROXY_TABLE_PLAN.md addendum 3
+        out["pooled"] = ("runs from several CPU models are pooled: every start of proxy_table.py retrains the "
+                         "held dense references and stops unless they are reproduced exactly (addendum 3); "
+                         "kernels per run: " + ", ".join(sorted({str(s.get("isa") or "native, not recorded")
+                                                                for r in rows for s in r["seeds"]})))  # fmt: skip
     if len(rows) < 2:
         out["note"] = "fewer than 2 complete rows: nothing to test yet"
         return out

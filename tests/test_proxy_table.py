@@ -47,7 +47,12 @@ def test_partial_table_counts_complete_rows_only() -> None:
     table = {"seeds": [0, 1, 2], "curve_columns": ["step", "synergy_gain", "a", "b", "c", "d"],
              "rows": [row([0, 1, 2], 0.1), row([0, 1], 0.2), row([0, 1, 2], 0.3), row([0, 1, 2], 0.0)]}  # fmt: skip
     out = analyse(table)
-    assert out["complete_rows"] == 3 and out["cpu_models"] == ["cpu"]
+    assert out["complete_rows"] == 3 and out["cpu_models"] == ["cpu"] and "pooled" not in out
+    table["rows"][2]["seeds"][0].update(machine="other cpu", isa="AVX2")  # a run from a verified restart
+    out = analyse(table)
+    assert out["cpu_models"] == ["cpu", "other cpu"] and out["pooled"].endswith("AVX2, native, not recorded")
+    table["rows"][2]["seeds"][0].update(machine="cpu")
+    table["rows"][2]["seeds"][0].pop("isa")
     assert [r["step"] for r in out["rung_noise"]] == [75, 150]
     noise = [r["seed_sd"] for r in out["rung_noise"]]
     assert noise == pytest.approx([0.0, 1.0])
