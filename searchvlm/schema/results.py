@@ -45,12 +45,14 @@ __all__ = [
     "TrialRun",
     "finite_number",
     "load_ranked",
+    "lock_path",
     "ranking_rows",
     "read_confirmed",
     "read_decision",
     "read_meta",
     "read_trials",
     "resolve_run_dir",
+    "running_driver",
     "store_problem",
     "sweep_tracking_uri",
     "trial_row",
@@ -63,6 +65,30 @@ __all__ = [
 TRIALS_FILE = "trials.csv"
 SWEEP_FILE = "sweep.json"
 STUDY_FILE = "optuna.db"  # the sweep's Optuna study (SQLite)
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The driver lock of the sweep in `run_dir` (`sweep._rundir.driver_lock`): a file beside
+    the folder, so that it exists before the folder does; `searchvlm rm` removes it."""
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def running_driver(run_dir: Path) -> str | None:
+    """Who holds the sweep's driver lock (its pid, host and start), or None when no driver runs it."""
+    import fcntl
+
+    path = lock_path(run_dir)
+    if not path.exists():
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            return fh.read().strip() or "another process"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
 
 OBJECTIVE_COLUMNS = REACHED_METRICS  # what a trial reached (exported as a policy file's `objectives`)
 METRIC_COLUMNS = (*OBJECTIVE_COLUMNS, "train_seconds", "steps_done")

@@ -46,6 +46,7 @@ from ._rundir import (
     check_name,
     check_records,
     check_state,
+    driver_lock,
     extra_trials,
     init_run_dir,
     record_cache_dir,
@@ -135,65 +136,67 @@ def run_sweep(
     runs_dir = Path(runs_dir).resolve()
     name = check_name(Path(space_path).stem if name is None else name)  # "" is refused, not defaulted
     run_dir = runs_dir / name
-    storage = check_storage(opt.storage) if opt.storage is not None else None
-    if storage is None and resume:
-        storage = recorded_storage(run_dir)
-    state = tune_state(run_dir, storage)
-    check_state(run_dir, name, resume, state)
-    if resume:
-        space = resume_space(run_dir, Path(space_path), space, opt.samples, opt.concurrency)
-        check_records(run_dir, _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri), state)  # before Ray
-    else:
-        if storage is not None:
-            state.prepare()  # an unwritable storage: one error before Ray starts
-        space = space.with_search(samples=opt.samples, concurrency=opt.concurrency)
-    cache = _cache_dir(run_dir, resume, opt.cache_dir)
-    quiet_ray()
-    # a sweep that asks for GPUs, sizes itself to the cluster or joins one (Ray Client refused here)
-    # sees the cluster before it writes anything: its nodes are checked before any trial
-    early = needs_cluster(space.search) or cluster_address(opt.address) is not None
-    started = ensure_ray(opt.address, local_cpus(space.search)) if early else False
-    try:
-        at_once = fit_cluster(space, space_path) if early else int(space.search.concurrency)
-        if ray.is_initialized() and sum(bool(n.get("Alive")) for n in ray.nodes()) > 1:  # one node: the driver's
-            preflight(space, space_path, cache)
-        uri = _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri)  # (creates runs_dir)
-        extra = extra_trials(run_dir, space) if resume else 0
-        if extra:
-            record_extension(run_dir, space)
-        elif not resume:
-            init_run_dir(run_dir, Path(space_path), space, name, uri, opt.overrides,
-                         cache_dir=cache if opt.cache_dir is not None else None, storage=storage)  # fmt: skip
-        elif opt.cache_dir is not None:
-            record_cache_dir(run_dir, cache)
-        if resume and storage != recorded_storage(run_dir):
-            record_storage(run_dir, storage)
-        _warn_proxy(space, space_path)
-        new_tuner = not resume or extra > 0
-        # Ray, Optuna, MLflow from here on: INFO chatter (Ray's token line, MLflow's schema set-up)
-        # in sweep.log, warnings as whole lines above the live view
-        with routed_logs(run_dir / LOG_FILE):
-            # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
-                pool.submit(_warm_tracking, uri, runs_dir)
-                searcher = pool.submit(_searcher, space, run_dir, cache) if new_tuner else None
-                if not early:
-                    started = ensure_ray(opt.address, local_cpus(space.search))
-                    warn_unused_gpus(space, space_path)
-            sweep = _Sweep(space, run_dir, runs_dir, uri, progress, cache, state)
-            shipped = _warm_baselines(sweep)
-            tuner = _tuner(sweep, searcher.result() if searcher else None,
-                           num_samples=extra or space.search.samples, at_once=at_once, baselines=shipped)  # fmt: skip
-            grid = tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
-    trial_s = sum(float(r.metrics.get("trial_wall_s", 0.0) or 0.0) for r in grid if r.metrics)
-    summary = _summary(run_dir, uri, time.perf_counter() - start, trial_s, state)
-    if progress:
-        _print_summary(summary)
-    _confirm_at_end(sweep, summary)
-    return summary
+    with driver_lock(run_dir):  # one driver per sweep: a second one stops here with the holder named
+        storage = check_storage(opt.storage) if opt.storage is not None else None
+        if storage is None and resume:
+            storage = recorded_storage(run_dir)
+        state = tune_state(run_dir, storage)
+        check_state(run_dir, name, resume, state)
+        if resume:
+            space = resume_space(run_dir, Path(space_path), space, opt.samples, opt.concurrency)
+            check_records(run_dir, _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri), state)  # before Ray
+        else:
+            if storage is not None:
+                state.prepare()  # an unwritable storage: one error before Ray starts
+            space = space.with_search(samples=opt.samples, concurrency=opt.concurrency)
+        cache = _cache_dir(run_dir, resume, opt.cache_dir)
+        quiet_ray()
+        # a sweep that asks for GPUs, sizes itself to the cluster or joins one (Ray Client refused here)
+        # sees the cluster before it writes anything: its nodes are checked before any trial
+        early = needs_cluster(space.search) or cluster_address(opt.address) is not None
+        started = ensure_ray(opt.address, local_cpus(space.search)) if early else False
+        try:
+            at_once = fit_cluster(space, space_path) if early else int(space.search.concurrency)
+            if ray.is_initialized() and sum(bool(n.get("Alive")) for n in ray.nodes()) > 1:  # one node: the driver's
+                preflight(space, space_path, cache)
+            uri = _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri)  # (creates runs_dir)
+            extra = extra_trials(run_dir, space) if resume else 0
+            if extra:
+                record_extension(run_dir, space)
+            elif not resume:
+                init_run_dir(run_dir, Path(space_path), space, name, uri, opt.overrides,
+                             cache_dir=cache if opt.cache_dir is not None else None, storage=storage)  # fmt: skip
+            elif opt.cache_dir is not None:
+                record_cache_dir(run_dir, cache)
+            if resume and storage != recorded_storage(run_dir):
+                record_storage(run_dir, storage)
+            _warn_proxy(space, space_path)
+            new_tuner = not resume or extra > 0
+            # Ray, Optuna, MLflow from here on: INFO chatter (Ray's token line, MLflow's schema set-up)
+            # in sweep.log, warnings as whole lines above the live view
+            with routed_logs(run_dir / LOG_FILE):
+                # MLflow store set-up and the Optuna study (sqlite, schema creation) overlap Ray's start
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="searchvlm-setup") as pool:
+                    pool.submit(_warm_tracking, uri, runs_dir)
+                    searcher = pool.submit(_searcher, space, run_dir, cache) if new_tuner else None
+                    if not early:
+                        started = ensure_ray(opt.address, local_cpus(space.search))
+                        warn_unused_gpus(space, space_path)
+                sweep = _Sweep(space, run_dir, runs_dir, uri, progress, cache, state)
+                shipped = _warm_baselines(sweep)
+                samples = extra or space.search.samples
+                tuner = _tuner(sweep, searcher.result() if searcher else None, num_samples=samples,
+                               at_once=at_once, baselines=shipped)  # fmt: skip
+                grid = tuner.fit()
+        finally:
+            if started:
+                ray.shutdown()
+        trial_s = sum(float(r.metrics.get("trial_wall_s", 0.0) or 0.0) for r in grid if r.metrics)
+        summary = _summary(run_dir, uri, time.perf_counter() - start, trial_s, state)
+        if progress:
+            _print_summary(summary)
+        _confirm_at_end(sweep, summary)
+        return summary
 
 
 def _confirm_at_end(sweep: _Sweep, summary: SweepSummary) -> None:
