@@ -50,7 +50,8 @@ def main() -> None:
     result = run_trial(config)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     budget = space.training.steps * lean
-    out = {"command": f"python benchmarks/trial_vs_lean.py --cache {args.cache} --seed {args.seed} "
+    cache = args.cache.resolve().relative_to(ROOT) if args.cache.resolve().is_relative_to(ROOT) else args.cache
+    out = {"command": f"python benchmarks/trial_vs_lean.py --cache {cache} --seed {args.seed} "
                       f"--preset {args.preset}",
            "machine": machine(), "space": str(args.space.relative_to(ROOT)), "steps": space.training.steps,
            "lean_dense_step_cpu_s": round(lean, 5), "budget_cpu_s": round(budget, 2),
