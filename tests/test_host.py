@@ -229,6 +229,24 @@ def test_import_pins_avx2_kernels_and_results_say_so() -> None:
     assert capability == "AVX2" and recorded == cpu_model() + " [AVX2 kernels]"
     capability, recorded = _probe({KERNELS_ENV: "native"})
     assert recorded == cpu_model() and capability in ("AVX2", "AVX512", "DEFAULT", "ZVECTOR", "SVE256")
+    # numpy loaded before searchvlm keeps its own loops: the record does not claim the pin there
+    # (where numpy's own loops are AVX2 anyway, nothing differs and the claim stands)
+    numpy_first = subprocess.run(
+        [sys.executable, "-c", "import numpy; " + PROBE],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in (*PINS["avx2"], KERNELS_ENV)},
+    )
+    assert numpy_first.returncode == 0, numpy_first.stderr
+    if _numpy_has_avx512():
+        assert numpy_first.stdout.split("\n")[1] == cpu_model()
+
+
+def _numpy_has_avx512() -> bool:
+    """Whether the CPU has AVX-512 (numpy lists the hardware feature even where its loops are off)."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    return bool(__cpu_features__.get("AVX512F"))
 
 
 def test_pin_keeps_user_settings_and_refuses_unknown_levels(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,7 +255,8 @@ def test_pin_keeps_user_settings_and_refuses_unknown_levels(monkeypatch: pytest.
     monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
     assert pin_kernels("native") is None and "ATEN_CPU_CAPABILITY" not in os.environ
     if AVX2:
-        assert pin_kernels("avx2") == "avx2"
+        with pytest.warns(UserWarning, match="MKL_CBWR='COMPATIBLE' .yours. instead of 'AVX2'"):
+            assert pin_kernels("avx2") == "avx2"
         assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "COMPATIBLE"
         assert pinned_level() is None  # not every variable at the pinned value: not pinned
     with pytest.raises(ValueError, match="SEARCHVLM_CPU_KERNELS='avx9'"):

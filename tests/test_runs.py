@@ -319,26 +319,29 @@ def test_load_front_and_compare_rank_the_confirmed_numbers_as_pareto_does(runs: 
 def test_a_running_sweep_refuses_a_second_driver_and_rm(runs: Path, tmp_path: Path) -> None:
     """While a driver holds a sweep (`driver_lock`), a second `run_sweep` on it (a `--resume`
     while it runs) stops with one error naming the holder, before Ray starts or anything is
-    written, and `rm` refuses it; once the driver ends, both go ahead (rm removes the lock)."""
+    written, and `rm` refuses it; once the driver ends, both go ahead, and a later refusal
+    names no one who has left. `rm` holds the same lock while it removes."""
     from helpers.sweeps import tiny_space
     from searchvlm import remove_run
-    from searchvlm.schema.results import lock_path, running_driver
+    from searchvlm.schema.results import lock_path
     from searchvlm.sweep import run_sweep
     from searchvlm.sweep._rundir import driver_lock
 
     space = tiny_space(tmp_path / "tiny.yaml")
     before = sorted(p.name for p in (runs / "s2").iterdir())
     with driver_lock(runs / "s2"):
-        holder = running_driver(runs / "s2")
-        assert holder is not None and holder.startswith(f"driver pid {os.getpid()} on ")
-        with pytest.raises(ConfigError, match=r"is running \(driver pid \d+ on .*\): wait for it"):
+        assert lock_path(runs / "s2").read_text().startswith(f"pid {os.getpid()} on ")
+        with pytest.raises(ConfigError, match=r"is running \(pid \d+ on .* since .*; lock .*\): wait for it"):
             run_sweep(space, name="s2", runs_dir=runs, resume=True, progress=False)
-        with pytest.raises(ConfigError, match="is running"):
+        with pytest.raises(ConfigError, match=r"is running .*: stop it first"):
             remove_run("s2", runs)
         res = cli("rm", "s2", "--runs-dir", str(runs), "--yes")
         assert res.exit_code == 2 and "is running" in res.output and (runs / "s2").exists()
     assert sorted(p.name for p in (runs / "s2").iterdir()) == before  # nothing written
-    assert running_driver(runs / "s2") is None and lock_path(runs / "s2").exists()
+    assert lock_path(runs / "s2").read_text() == ""  # released: the holder's line cleared
+    with driver_lock(runs / "s1"), pytest.raises(ConfigError, match="is running"):
+        with driver_lock(runs / "s1"):  # the same sweep twice (another open file: flock refuses it)
+            pass
     remove_run("s2", runs)
-    assert not (runs / "s2").exists() and not lock_path(runs / "s2").exists()
-    assert [r.name for r in read_list(runs)] == ["s1"]  # the lock file is not a sweep
+    assert not (runs / "s2").exists() and lock_path(runs / "s2").exists()  # kept: never a sweep
+    assert [r.name for r in read_list(runs)] == ["s1"]

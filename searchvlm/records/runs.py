@@ -19,10 +19,9 @@ from searchvlm.schema.errors import COMMAND_LINE, ConfigError
 from searchvlm.schema.results import (
     SWEEP_FILE,
     TRIALS_FILE,
-    lock_path,
     read_meta,
     read_trials,
-    running_driver,
+    sweep_lock,
     sweep_tracking_uri,
 )
 
@@ -248,9 +247,11 @@ def remove_run(name: str, runs_dir: str | Path = "runs", tracking_uri: str | Non
     `sweep.json` records unless `tracking_uri`), then the folder `runs_dir/name`. A storage
     or MLflow store that fails leaves the folder in place (and sweep.json, which names them)."""
     target = removable(name, runs_dir)
-    holder = running_driver(target)
-    if holder is not None:
-        raise ConfigError(COMMAND_LINE, "NAME", name, f"sweep {target} is running ({holder}): stop it first")
+    with sweep_lock(target, "NAME", "stop it first"):  # held while removing: no driver starts on it meanwhile
+        return _remove(target, tracking_uri, keep_storage)
+
+
+def _remove(target: Path, tracking_uri: str | None, keep_storage: bool) -> Removed:
     meta = read_meta(target / SWEEP_FILE) if (target / SWEEP_FILE).exists() else None
     uri = tracking_uri or (sweep_tracking_uri(meta, target) if meta else None)
     state, removed_state, kept = None, False, None
@@ -270,5 +271,4 @@ def remove_run(name: str, runs_dir: str | Path = "runs", tracking_uri: str | Non
         deleted = delete_sweep_runs(uri, meta.parent_run_id)
     if target.exists():  # (a storage path that was the sweep's own folder went with Tune's state)
         shutil.rmtree(target)
-    lock_path(target).unlink(missing_ok=True)
     return Removed(str(target), deleted, uri, state, removed_state, kept)

@@ -25,6 +25,7 @@ import functools
 import os
 import platform
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -55,27 +56,38 @@ def pin_kernels(level: str | None = None) -> str | None:
     if not _offers(level):
         return None
     for key, value in PINS[level].items():
-        os.environ.setdefault(key, value)
+        if os.environ.setdefault(key, value) != value:
+            warnings.warn(f"{key}={os.environ[key]!r} (yours) instead of {value!r}: torch's and numpy's kernels "
+                          f"are not fully pinned, and results record the bare CPU model", stacklevel=3)  # fmt: skip
     return level
 
 
 def _offers(level: str) -> bool:
-    """Whether this CPU has the instructions of `level` (assumed when /proc/cpuinfo is missing)."""
+    """Whether this CPU has the instructions of `level`: an x86-64 machine whose /proc/cpuinfo
+    lists them (no /proc/cpuinfo or no `flags` line: not known, so no)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
     try:
         flags = _first_cpu(Path("/proc/cpuinfo").read_text()).get("flags")
     except OSError:
-        return platform.machine().lower() in ("x86_64", "amd64")
-    return flags is None or set(NEEDS[level]) <= set(flags.split())
+        return False
+    return flags is not None and set(NEEDS[level]) <= set(flags.split())
 
 
 def pinned_level() -> str | None:
-    """The kernel level in force: every variable of one `PINS` level set, and (when torch is loaded
-    in this process) torch's own answer agreeing; else None (native kernels)."""
+    """The kernel level in force: every variable of one `PINS` level set, and, for torch and numpy
+    if loaded in this process, their own answers agreeing (torch's capability; numpy's AVX-512
+    loops off: numpy loaded before the pin keeps them); else None (native kernels)."""
     for level, pins in PINS.items():
         if all(os.environ.get(k) == v for k, v in pins.items()):
-            torch = sys.modules.get("torch")  # asked only when loaded: this module never loads it
-            if torch is None or torch.backends.cpu.get_cpu_capability().lower() == level:
-                return level
+            torch = sys.modules.get("torch")  # asked only when loaded: this module never loads them
+            umath = sys.modules.get("numpy._core._multiarray_umath")
+            features = getattr(umath, "__cpu_features__", {})
+            if torch is not None and torch.backends.cpu.get_cpu_capability().lower() != level:
+                continue
+            if any(features.get(f) for f in ("X86_V4", "AVX512_SKX", "AVX512_ICL")):
+                continue
+            return level
     return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import math
 import numbers
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from searchvlm.schema._tables import atomic_write, read_table, write_table
-from searchvlm.schema.errors import ConfigError
+from searchvlm.schema.errors import COMMAND_LINE, ConfigError
 from searchvlm.schema.trial_result import REACHED_METRICS, TrialResult
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ __all__ = [
     "read_meta",
     "read_trials",
     "resolve_run_dir",
-    "running_driver",
     "store_problem",
+    "sweep_lock",
     "sweep_tracking_uri",
     "trial_row",
     "with_confirmed",
@@ -68,26 +69,51 @@ STUDY_FILE = "optuna.db"  # the sweep's Optuna study (SQLite)
 
 
 def lock_path(run_dir: Path) -> Path:
-    """The driver lock of the sweep in `run_dir` (`sweep._rundir.driver_lock`): a file beside
-    the folder, so that it exists before the folder does; `searchvlm rm` removes it."""
+    """The lock of the sweep in `run_dir` (`sweep_lock`): a file beside the folder, so that it
+    exists before the folder does. Never deleted (a driver could hold the old file while another
+    locked a new one); a hidden file, never listed as a sweep."""
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
-def running_driver(run_dir: Path) -> str | None:
-    """Who holds the sweep's driver lock (its pid, host and start), or None when no driver runs it."""
+@contextlib.contextmanager
+def sweep_lock(run_dir: Path, key: str, then: str) -> Iterator[None]:
+    """Hold the sweep's exclusive lock: a driver while it starts, resumes or extends the sweep,
+    `rm` while it removes it. Another holder stops this one with a ConfigError on `key` naming
+    it (pid, host, since when) and what to do (`then`). An `flock`, released when the holder
+    ends however it ends; the file is close-on-exec, so processes that exec (Ray's, subprocesses)
+    do not hold it, but a child forked without exec would until it exits. On a network disk it
+    holds only as far as the file system honours locks."""
     import fcntl
+    import os
+    import socket
 
     path = lock_path(run_dir)
-    if not path.exists():
-        return None
-    with open(path, "a+") as fh:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+    except OSError as err:
+        raise ConfigError(COMMAND_LINE, key, run_dir.name, f"cannot open the sweep's lock {path}: {err}") from None
+    with fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            return fh.read().strip() or "another process"
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
+            holder = fh.read().strip() or "another process"
+            raise ConfigError(COMMAND_LINE, key, run_dir.name,
+                              f"sweep {run_dir} is running ({holder}; lock {path}): {then}") from None  # fmt: skip
+        except OSError as err:
+            raise ConfigError(COMMAND_LINE, key, run_dir.name,
+                              f"cannot lock {path} ({err}): no locks on this file system") from None  # fmt: skip
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()  # a later refusal names no one who has left
+            fh.flush()
 
 
 OBJECTIVE_COLUMNS = REACHED_METRICS  # what a trial reached (exported as a policy file's `objectives`)

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
-import os
 import re
 import shutil
-import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from searchvlm.records._storage import RAY_DIR, TUNER_FILE, TuneState, tune_state
@@ -22,10 +19,10 @@ from searchvlm.schema.results import (
     SWEEP_FILE,
     TRIALS_FILE,
     SweepMeta,
-    lock_path,
     read_meta,
     read_trials,
     store_problem,
+    sweep_lock,
     write_meta,
 )
 from searchvlm.schema.space import SearchSpace
@@ -185,29 +182,12 @@ def check_name(name: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def driver_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the sweep's driver lock while a driver starts, resumes or extends it: a second driver
-    on the same sweep (a `--resume` while it runs, the same `--name` twice at once) would write
-    the same trials table, study and MLflow parent run. It stops with one error naming the
-    holder instead. An exclusive `flock`, released when the driver ends, however it ends (on a
-    network disk, only as far as that file system honours locks)."""
-    path = lock_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise ConfigError(COMMAND_LINE, "--name", run_dir.name,
-                              f"sweep {run_dir} is running ({holder}; lock {path}): wait for it to finish "
-                              "or stop it before resuming or extending it") from None  # fmt: skip
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"driver pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}")
-        fh.flush()
-        yield
+def driver_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """The sweep's lock (`results.sweep_lock`), held by its driver while it starts, resumes or
+    extends it: a second driver on the same sweep (a `--resume` while it runs, the same `--name`
+    twice at once) would write the same trials table, study and MLflow parent run; it stops
+    with one error naming the holder instead."""
+    return sweep_lock(run_dir, "--name", "wait for it to finish or stop it before resuming or extending it")
 
 
 def check_state(run_dir: Path, name: str, resume: bool, state: TuneState | None = None) -> None:
