@@ -44,6 +44,7 @@ __all__ = [
     "TRIAL_COLUMNS",
     "TrialRow",
     "TrialRun",
+    "check_unlocked",
     "finite_number",
     "load_ranked",
     "lock_path",
@@ -83,7 +84,6 @@ def sweep_lock(run_dir: Path, key: str, then: str) -> Iterator[None]:
     ends however it ends; the file is close-on-exec, so processes that exec (Ray's, subprocesses)
     do not hold it, but a child forked without exec would until it exits. On a network disk it
     holds only as far as the file system honours locks."""
-    import fcntl
     import os
     import socket
 
@@ -94,16 +94,7 @@ def sweep_lock(run_dir: Path, key: str, then: str) -> Iterator[None]:
     except OSError as err:
         raise ConfigError(COMMAND_LINE, key, run_dir.name, f"cannot open the sweep's lock {path}: {err}") from None
     with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise ConfigError(COMMAND_LINE, key, run_dir.name,
-                              f"sweep {run_dir} is running ({holder}; lock {path}): {then}") from None  # fmt: skip
-        except OSError as err:
-            raise ConfigError(COMMAND_LINE, key, run_dir.name,
-                              f"cannot lock {path} ({err}): no locks on this file system") from None  # fmt: skip
+        _take(fh, run_dir, key, then)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}")
@@ -114,6 +105,35 @@ def sweep_lock(run_dir: Path, key: str, then: str) -> Iterator[None]:
             fh.seek(0)
             fh.truncate()  # a later refusal names no one who has left
             fh.flush()
+
+
+def check_unlocked(run_dir: Path, key: str, then: str) -> None:
+    """Stop (as `sweep_lock` would) when a holder has the sweep's lock now, creating nothing: a
+    check that can come before anything of a sweep is written, its folder included."""
+    try:
+        fh = open(lock_path(run_dir))
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ConfigError(COMMAND_LINE, key, run_dir.name, f"cannot read the sweep's lock: {err}") from None
+    with fh:
+        _take(fh, run_dir, key, then)
+
+
+def _take(fh: Any, run_dir: Path, key: str, then: str) -> None:
+    """`flock` the open lock file `fh` exclusively, or raise the ConfigError naming its holder."""
+    import fcntl
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        raise ConfigError(COMMAND_LINE, key, run_dir.name,
+                          f"sweep {run_dir} is running ({holder}; lock {fh.name}): {then}") from None  # fmt: skip
+    except OSError as err:
+        raise ConfigError(COMMAND_LINE, key, run_dir.name,
+                          f"cannot lock {fh.name} ({err}): no locks on this file system") from None  # fmt: skip
 
 
 OBJECTIVE_COLUMNS = REACHED_METRICS  # what a trial reached (exported as a policy file's `objectives`)

@@ -7,6 +7,7 @@ Driver side only; trial workers import `_trainable` alone (see the package docst
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -44,6 +45,7 @@ from ._preflight import preflight
 from ._progress import counts, front_table
 from ._rundir import (
     check_name,
+    check_not_running,
     check_records,
     check_state,
     driver_lock,
@@ -136,7 +138,8 @@ def run_sweep(
     runs_dir = Path(runs_dir).resolve()
     name = check_name(Path(space_path).stem if name is None else name)  # "" is refused, not defaulted
     run_dir = runs_dir / name
-    with driver_lock(run_dir):  # one driver per sweep: a second one stops here with the holder named
+    check_not_running(run_dir)  # one driver per sweep: a second one stops here, nothing written
+    with contextlib.ExitStack() as lock:  # and from the first write on it holds the sweep's lock
         storage = check_storage(opt.storage) if opt.storage is not None else None
         if storage is None and resume:
             storage = recorded_storage(run_dir)
@@ -159,6 +162,7 @@ def run_sweep(
             at_once = fit_cluster(space, space_path) if early else int(space.search.concurrency)
             if ray.is_initialized() and sum(bool(n.get("Alive")) for n in ray.nodes()) > 1:  # one node: the driver's
                 preflight(space, space_path, cache)
+            lock.enter_context(driver_lock(run_dir))  # (creates runs_dir)
             uri = _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri)  # (creates runs_dir)
             extra = extra_trials(run_dir, space) if resume else 0
             if extra:

@@ -19,6 +19,7 @@ from searchvlm.schema.results import (
     SWEEP_FILE,
     TRIALS_FILE,
     SweepMeta,
+    check_unlocked,
     read_meta,
     read_trials,
     store_problem,
@@ -187,7 +188,16 @@ def driver_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     extends it: a second driver on the same sweep (a `--resume` while it runs, the same `--name`
     twice at once) would write the same trials table, study and MLflow parent run; it stops
     with one error naming the holder instead."""
-    return sweep_lock(run_dir, "--name", "wait for it to finish or stop it before resuming or extending it")
+    return sweep_lock(run_dir, "--name", RUNNING)
+
+
+def check_not_running(run_dir: Path) -> None:
+    """Stop a driver whose sweep another driver holds now, before Ray starts and before anything
+    is written (`driver_lock` is taken later, at the driver's first write)."""
+    check_unlocked(run_dir, "--name", RUNNING)
+
+
+RUNNING = "wait for it to finish or stop it before resuming or extending it"
 
 
 def check_state(run_dir: Path, name: str, resume: bool, state: TuneState | None = None) -> None:
