@@ -179,14 +179,16 @@ def _row(table: dict[str, Any], key: str, point: dict[str, Any] | None) -> dict[
 
 
 @contextlib.contextmanager
-def _locked(space, points: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The table as on disk, written back on exit; one writer at a time (shards share the file)."""
+def _locked(space, points: dict[str, Any], write: bool = True) -> Iterator[dict[str, Any]]:
+    """The table as on disk, written back on exit (`write`); shards share the file, so a writer
+    holds the lock alone and a reader shares it with other readers (never sees half a write)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "proxy_table.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
         table = _load(space, points)
         yield table
-        OUT.write_text(json.dumps(table, separators=(",", ":")) + "\n")
+        if write:
+            OUT.write_text(json.dumps(table, separators=(",", ":")) + "\n")
 
 
 def build(limit_seconds: float | None, shard: int = 0, shards: int = 1) -> None:
@@ -197,7 +199,7 @@ def build(limit_seconds: float | None, shard: int = 0, shards: int = 1) -> None:
     points = json.loads(POINTS.read_text())
     if points["space_hash"] != space.space_hash():
         raise SystemExit(f"{SPACE.name} changed since {POINTS.name} was drawn: the table would mix two proxies")
-    with _locked(space, points) as table:
+    with _locked(space, points, write=False) as table:
         pass
     verify_reference(table, space)
     policies = [(p, ReductionPolicy.model_validate(p["policy"])) for p in points["points"]]
@@ -206,8 +208,9 @@ def build(limit_seconds: float | None, shard: int = 0, shards: int = 1) -> None:
     t0 = time.perf_counter()
     for key, point, policy in mine:
         for seed in SEEDS:
-            if any(r["seed"] == seed for r in _row(_load(space, points), key, point)["seeds"]):
-                continue
+            with _locked(space, points, write=False) as now:
+                if any(r["seed"] == seed for r in _row(now, key, point)["seeds"]):
+                    continue
             if limit_seconds is not None and time.perf_counter() - t0 > limit_seconds:
                 return
             named = None if policy is None else policy.model_copy(update={"name": point.get("preset") or "sampled"})
