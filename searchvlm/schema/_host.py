@@ -43,11 +43,12 @@ PINNED_MARK = " [{} kernels]"
 
 
 def pin_kernels(level: str | None = None) -> str | None:
-    """Set the variables that pin torch's CPU kernels to `level` (default: $SEARCHVLM_CPU_KERNELS,
-    else avx2) in this process's environment, so torch, when it loads here, and every process
-    started from here (Ray workers, trial ranks) use them. Variables the user set are kept;
-    `native` (or a CPU without AVX2) pins nothing. Returns the level pinned, or None. torch
-    already loaded here keeps the kernels it chose: `pinned_level` tells what is in force."""
+    """Set the variables that pin torch's and numpy's CPU kernels to `level` (default:
+    $SEARCHVLM_CPU_KERNELS, else avx2) in this process's environment, so torch and numpy, when
+    they load here, and every process started from here (Ray workers, trial ranks) use them.
+    A variable the user set is kept (with a warning where it differs); `native`, or a CPU that
+    is not x86-64 or lacks AVX2 and FMA, pins nothing. Returns the level pinned, or None. torch
+    or numpy already loaded here keep the kernels they chose: `pinned_level` tells what is in force."""
     level = (level or os.environ.get(KERNELS_ENV) or "avx2").lower()
     if level == "native":
         return None

@@ -162,7 +162,7 @@ def run_sweep(
             at_once = fit_cluster(space, space_path) if early else int(space.search.concurrency)
             if ray.is_initialized() and sum(bool(n.get("Alive")) for n in ray.nodes()) > 1:  # one node: the driver's
                 preflight(space, space_path, cache)
-            lock.enter_context(driver_lock(run_dir))  # (creates runs_dir)
+            lock.enter_context(driver_lock(run_dir))  # the first write: from here on, this driver's sweep
             uri = _tracking_uri(run_dir, runs_dir, resume, opt.tracking_uri)  # (creates runs_dir)
             extra = extra_trials(run_dir, space) if resume else 0
             if extra:

@@ -183,6 +183,9 @@ def check_name(name: str) -> str:
     return name
 
 
+RUNNING = "wait for it to finish or stop it before resuming or extending it"  # what a refused driver is told
+
+
 def driver_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     """The sweep's lock (`results.sweep_lock`), held by its driver while it starts, resumes or
     extends it: a second driver on the same sweep (a `--resume` while it runs, the same `--name`
@@ -195,9 +198,6 @@ def check_not_running(run_dir: Path) -> None:
     """Stop a driver whose sweep another driver holds now, before Ray starts and before anything
     is written (`driver_lock` is taken later, at the driver's first write)."""
     check_unlocked(run_dir, "--name", RUNNING)
-
-
-RUNNING = "wait for it to finish or stop it before resuming or extending it"
 
 
 def check_state(run_dir: Path, name: str, resume: bool, state: TuneState | None = None) -> None:
